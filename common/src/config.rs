@@ -1,0 +1,386 @@
+//! Typed settings from `MH_*` environment variables.
+//!
+//! A missing or malformed variable is reported as one line that names it, so
+//! an operator can fix a deployment without reading code.
+
+use std::{collections::HashMap, fmt, net::SocketAddr, str::FromStr};
+
+use crate::crypto::Keyring;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "configuration error: {}: {}", self.variable, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where settings come from: the process environment, or a map in tests.
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+pub struct Environment;
+
+impl Source for Environment {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Source for HashMap<&str, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name)
+            .cloned()
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+fn required(src: &dyn Source, variable: &'static str) -> Result<String, ConfigError> {
+    src.get(variable).ok_or(ConfigError {
+        variable,
+        reason: "is required but not set".into(),
+    })
+}
+
+fn parsed<T: FromStr>(
+    src: &dyn Source,
+    variable: &'static str,
+    default: T,
+    expected: &str,
+) -> Result<T, ConfigError> {
+    match src.get(variable) {
+        None => Ok(default),
+        Some(raw) => raw.trim().parse().map_err(|_| ConfigError {
+            variable,
+            reason: format!("expected {expected}, got {raw:?}"),
+        }),
+    }
+}
+
+fn list(src: &dyn Source, variable: &'static str) -> Vec<String> {
+    src.get(variable)
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_lowercase())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Settings both binaries share.
+#[derive(Debug, Clone)]
+pub struct CommonSettings {
+    pub database_url: String,
+    pub keys: Keyring,
+    pub log_format: Option<LogFormat>,
+    pub otlp_endpoint: Option<String>,
+}
+
+impl CommonSettings {
+    pub fn load(src: &dyn Source) -> Result<Self, ConfigError> {
+        let database_url = required(src, "MH_DATABASE_URL")?;
+        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            return Err(ConfigError {
+                variable: "MH_DATABASE_URL",
+                reason: "expected a postgres:// URL".into(),
+            });
+        }
+        let keys =
+            Keyring::parse(&required(src, "MH_ENCRYPTION_KEYS")?).map_err(|e| ConfigError {
+                variable: "MH_ENCRYPTION_KEYS",
+                reason: e.to_string(),
+            })?;
+        let log_format = match src.get("MH_LOG_FORMAT").as_deref() {
+            None => None,
+            Some("json") => Some(LogFormat::Json),
+            Some("text") => Some(LogFormat::Text),
+            Some(other) => {
+                return Err(ConfigError {
+                    variable: "MH_LOG_FORMAT",
+                    reason: format!("expected json or text, got {other:?}"),
+                });
+            }
+        };
+        Ok(Self {
+            database_url,
+            keys,
+            log_format,
+            otlp_endpoint: src.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provisioning {
+    Off,
+    Domain,
+}
+
+#[derive(Debug, Clone)]
+pub struct OidcSettings {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ControlPlaneSettings {
+    pub common: CommonSettings,
+    pub listen: SocketAddr,
+    pub public_url: String,
+    /// `None` when no client id is configured: SSO is off, API tokens work.
+    pub oidc: Option<OidcSettings>,
+    pub allowed_domains: Vec<String>,
+    pub provisioning: Provisioning,
+    pub bootstrap_admins: Vec<String>,
+    pub session_idle_minutes: u32,
+    pub session_max_hours: u32,
+    pub max_sql_bytes: usize,
+}
+
+impl ControlPlaneSettings {
+    pub fn load(src: &dyn Source) -> Result<Self, ConfigError> {
+        let common = CommonSettings::load(src)?;
+        let listen = parsed(
+            src,
+            "MH_LISTEN",
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+            "host:port",
+        )?;
+        let public_url = src
+            .get("MH_PUBLIC_URL")
+            .unwrap_or_else(|| "http://127.0.0.1:8080".into())
+            .trim_end_matches('/')
+            .to_owned();
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            return Err(ConfigError {
+                variable: "MH_PUBLIC_URL",
+                reason: "expected an http:// or https:// URL".into(),
+            });
+        }
+        let oidc = src.get("MH_OIDC_CLIENT_ID").map(|client_id| OidcSettings {
+            issuer: src
+                .get("MH_OIDC_ISSUER")
+                .unwrap_or_else(|| "https://accounts.google.com".into()),
+            client_id,
+            client_secret: src.get("MH_OIDC_CLIENT_SECRET"),
+        });
+        let provisioning = match src.get("MH_PROVISIONING").as_deref() {
+            None | Some("off") => Provisioning::Off,
+            Some("domain") => Provisioning::Domain,
+            Some(other) => {
+                return Err(ConfigError {
+                    variable: "MH_PROVISIONING",
+                    reason: format!("expected off or domain, got {other:?}"),
+                });
+            }
+        };
+        let positive = |v: u32, variable| {
+            if v == 0 {
+                Err(ConfigError {
+                    variable,
+                    reason: "must be greater than 0".into(),
+                })
+            } else {
+                Ok(v)
+            }
+        };
+        Ok(Self {
+            common,
+            listen,
+            public_url,
+            oidc,
+            allowed_domains: list(src, "MH_ALLOWED_DOMAINS"),
+            provisioning,
+            bootstrap_admins: list(src, "MH_BOOTSTRAP_ADMINS"),
+            session_idle_minutes: positive(
+                parsed(src, "MH_SESSION_IDLE_MINUTES", 60, "a number of minutes")?,
+                "MH_SESSION_IDLE_MINUTES",
+            )?,
+            session_max_hours: positive(
+                parsed(src, "MH_SESSION_MAX_HOURS", 12, "a number of hours")?,
+                "MH_SESSION_MAX_HOURS",
+            )?,
+            max_sql_bytes: parsed(src, "MH_MAX_SQL_BYTES", 1_048_576, "a number of bytes")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub common: CommonSettings,
+    pub pool: String,
+    pub concurrency: usize,
+    pub lock_wait_ms: u64,
+    pub metrics_listen: SocketAddr,
+}
+
+impl WorkerSettings {
+    /// `pool` and `concurrency` come from the command line when given there.
+    pub fn load(
+        src: &dyn Source,
+        pool: Option<String>,
+        concurrency: Option<usize>,
+    ) -> Result<Self, ConfigError> {
+        let common = CommonSettings::load(src)?;
+        let pool = pool
+            .or_else(|| src.get("MH_WORKER_POOL"))
+            .unwrap_or_else(|| "default".into());
+        if !valid_pool_name(&pool) {
+            return Err(ConfigError {
+                variable: "MH_WORKER_POOL",
+                reason: format!(
+                    "pool names are 1-40 characters of a-z, 0-9, '-', '_'; got {pool:?}"
+                ),
+            });
+        }
+        let concurrency = match concurrency {
+            Some(n) => n,
+            None => parsed(src, "MH_WORKER_CONCURRENCY", 4, "a positive number")?,
+        };
+        if concurrency == 0 {
+            return Err(ConfigError {
+                variable: "MH_WORKER_CONCURRENCY",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            common,
+            pool,
+            concurrency,
+            lock_wait_ms: parsed(src, "MH_LOCK_WAIT_MS", 30_000, "milliseconds")?,
+            metrics_listen: parsed(
+                src,
+                "MH_METRICS_LISTEN",
+                SocketAddr::from(([127, 0, 0, 1], 9101)),
+                "host:port",
+            )?,
+        })
+    }
+}
+
+/// Worker pool names end up in queue names and URLs.
+pub fn valid_pool_name(name: &str) -> bool {
+    (1..=40).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> HashMap<&'static str, String> {
+        HashMap::from([
+            ("MH_DATABASE_URL", "postgres://localhost/mh".to_string()),
+            ("MH_ENCRYPTION_KEYS", Keyring::generate_entry("k1")),
+        ])
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let s = ControlPlaneSettings::load(&base()).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.public_url, "http://127.0.0.1:8080");
+        assert!(s.oidc.is_none());
+        assert_eq!(s.provisioning, Provisioning::Off);
+        assert_eq!(s.max_sql_bytes, 1_048_576);
+        let w = WorkerSettings::load(&base(), None, None).unwrap();
+        assert_eq!(
+            (w.pool.as_str(), w.concurrency, w.lock_wait_ms),
+            ("default", 4, 30_000)
+        );
+    }
+
+    #[test]
+    fn missing_variables_are_named() {
+        let mut env = base();
+        env.remove("MH_DATABASE_URL");
+        let err = ControlPlaneSettings::load(&env).unwrap_err();
+        assert_eq!(err.variable, "MH_DATABASE_URL");
+        assert!(err.to_string().contains("MH_DATABASE_URL"));
+
+        let mut env = base();
+        env.remove("MH_ENCRYPTION_KEYS");
+        assert_eq!(
+            WorkerSettings::load(&env, None, None).unwrap_err().variable,
+            "MH_ENCRYPTION_KEYS"
+        );
+    }
+
+    #[test]
+    fn malformed_variables_are_named() {
+        for (var, value) in [
+            ("MH_LISTEN", "not-an-address"),
+            ("MH_PUBLIC_URL", "ftp://x"),
+            ("MH_PROVISIONING", "everyone"),
+            ("MH_SESSION_IDLE_MINUTES", "0"),
+            ("MH_MAX_SQL_BYTES", "-1"),
+            ("MH_ENCRYPTION_KEYS", "k1:short"),
+            ("MH_DATABASE_URL", "mysql://x"),
+            ("MH_LOG_FORMAT", "xml"),
+        ] {
+            let mut env = base();
+            env.insert(var, value.into());
+            let err = ControlPlaneSettings::load(&env).unwrap_err();
+            assert_eq!(err.variable, var, "{value}");
+        }
+        for (var, value) in [
+            ("MH_WORKER_CONCURRENCY", "0"),
+            ("MH_WORKER_POOL", "Bad Pool"),
+            ("MH_LOCK_WAIT_MS", "soon"),
+        ] {
+            let mut env = base();
+            env.insert(var, value.into());
+            assert_eq!(
+                WorkerSettings::load(&env, None, None).unwrap_err().variable,
+                var
+            );
+        }
+    }
+
+    #[test]
+    fn command_line_wins_over_environment() {
+        let mut env = base();
+        env.insert("MH_WORKER_POOL", "eu".into());
+        let w = WorkerSettings::load(&env, Some("us".into()), Some(2)).unwrap();
+        assert_eq!((w.pool.as_str(), w.concurrency), ("us", 2));
+    }
+
+    #[test]
+    fn lists_are_trimmed_and_lowercased() {
+        let mut env = base();
+        env.insert(
+            "MH_BOOTSTRAP_ADMINS",
+            " Admin@Example.com, ,ops@example.com".into(),
+        );
+        let s = ControlPlaneSettings::load(&env).unwrap();
+        assert_eq!(s.bootstrap_admins, ["admin@example.com", "ops@example.com"]);
+    }
+
+    #[test]
+    fn errors_never_echo_key_material() {
+        let mut env = base();
+        env.insert(
+            "MH_ENCRYPTION_KEYS",
+            "k1:c2VjcmV0LWtleS1tYXRlcmlhbA==".into(),
+        );
+        let err = ControlPlaneSettings::load(&env).unwrap_err().to_string();
+        assert!(!err.contains("c2VjcmV0"), "{err}");
+    }
+}

@@ -1,0 +1,51 @@
+//! The tool database: connection pool and migrations (ours and the queue's).
+
+use std::time::Duration;
+
+use sqlx::{PgPool, postgres::PgPoolOptions};
+
+/// The tool database's own migrations, from `migrations/` at the workspace root.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+}
+
+/// A pool that connects on first use, so a server can start while the tool
+/// database is briefly unavailable and report it on `/readyz`.
+pub fn connect_lazy(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(url)?)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("tool database migration failed: {0}")]
+    Tool(#[from] sqlx::migrate::MigrateError),
+    #[error("queue schema set-up failed: {0}")]
+    Queue(#[from] apalis_postgres::Error),
+}
+
+/// Applies the tool database's migrations and the queue's schema (`apalis`).
+/// Both keep their own bookkeeping table, so they never disturb each other.
+pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
+    MIGRATOR.run(pool).await?;
+    apalis_postgres::PostgresStorage::setup(pool).await?;
+    Ok(())
+}
+
+/// Whether every migration this binary knows is applied.
+pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let latest: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await?;
+    let expected = MIGRATOR.iter().map(|m| m.version).max();
+    Ok(latest >= expected)
+}

@@ -1,0 +1,225 @@
+//! Approval policy and separation of duties.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{
+    role::{Capability, Role, allows},
+    run::RunState,
+};
+
+/// An environment's approval policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    pub environment: String,
+    pub required_approvals: i32,
+    /// Whether the requester or an author of a covered migration may approve.
+    pub allow_self_approval: bool,
+    pub require_previous_success: bool,
+}
+
+impl Policy {
+    /// `prd` never allows self-approval, whatever its row says.
+    pub fn self_approval_allowed(&self) -> bool {
+        self.allow_self_approval && self.environment != "prd"
+    }
+}
+
+/// What the approval rule needs to know about the run.
+#[derive(Debug, Clone)]
+pub struct ApprovalContext<'a> {
+    pub state: RunState,
+    pub requested_by: Uuid,
+    pub authors: &'a [Uuid],
+    /// Approvers already recorded for this run (with the current digest).
+    pub approvers: &'a [Uuid],
+    /// The digest the run pins now; `None` when the pinned facts changed.
+    pub digest_current: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("only managers and admins approve or deny runs")]
+    NotAllowed,
+    #[error("this run is {0}; only runs waiting for approval can be approved or denied")]
+    WrongState(RunState),
+    #[error("the run's migrations or targets changed since it was requested; it is invalidated")]
+    Stale,
+    #[error(
+        "you requested this run, and this environment's policy does not let a requester approve"
+    )]
+    SelfApproval,
+    #[error(
+        "you authored a migration in this run, and this environment's policy does not let an author approve"
+    )]
+    AuthorApproval,
+    #[error("you have already approved this run")]
+    AlreadyApproved,
+}
+
+/// The result of a valid approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalOutcome {
+    /// Approvals counted after this one.
+    pub count: i32,
+    /// The run has now enough approvals and moves to `approved`.
+    pub fully_approved: bool,
+}
+
+/// Decide whether `approver` (with `role`) may approve the run, and what follows.
+pub fn decide_approval(
+    policy: &Policy,
+    ctx: &ApprovalContext<'_>,
+    approver: Uuid,
+    role: Role,
+) -> Result<ApprovalOutcome, ApprovalError> {
+    check_decider(policy, ctx, approver, role)?;
+    if ctx.approvers.contains(&approver) {
+        return Err(ApprovalError::AlreadyApproved);
+    }
+    let count = ctx.approvers.len() as i32 + 1;
+    Ok(ApprovalOutcome {
+        count,
+        fully_approved: count >= policy.required_approvals,
+    })
+}
+
+/// Deny follows the same rules as approve: a requester who may not approve
+/// their own run may still cancel it, but not deny it.
+pub fn check_denial(
+    policy: &Policy,
+    ctx: &ApprovalContext<'_>,
+    decider: Uuid,
+    role: Role,
+) -> Result<(), ApprovalError> {
+    check_decider(policy, ctx, decider, role)
+}
+
+fn check_decider(
+    policy: &Policy,
+    ctx: &ApprovalContext<'_>,
+    decider: Uuid,
+    role: Role,
+) -> Result<(), ApprovalError> {
+    if !allows(role, Capability::Approve) {
+        return Err(ApprovalError::NotAllowed);
+    }
+    if ctx.state != RunState::PendingApproval {
+        return Err(ApprovalError::WrongState(ctx.state));
+    }
+    if !ctx.digest_current {
+        return Err(ApprovalError::Stale);
+    }
+    if !policy.self_approval_allowed() {
+        if ctx.requested_by == decider {
+            return Err(ApprovalError::SelfApproval);
+        }
+        if ctx.authors.contains(&decider) {
+            return Err(ApprovalError::AuthorApproval);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(env: &str, required: i32, self_ok: bool) -> Policy {
+        Policy {
+            environment: env.into(),
+            required_approvals: required,
+            allow_self_approval: self_ok,
+            require_previous_success: false,
+        }
+    }
+
+    const REQUESTER: Uuid = Uuid::from_u128(1);
+    const AUTHOR: Uuid = Uuid::from_u128(2);
+    const M1: Uuid = Uuid::from_u128(3);
+    const M2: Uuid = Uuid::from_u128(4);
+
+    fn ctx<'a>(approvers: &'a [Uuid], authors: &'a [Uuid]) -> ApprovalContext<'a> {
+        ApprovalContext {
+            state: RunState::PendingApproval,
+            requested_by: REQUESTER,
+            authors,
+            approvers,
+            digest_current: true,
+        }
+    }
+
+    #[test]
+    fn one_manager_approves_daily() {
+        let out = decide_approval(&policy("daily", 1, true), &ctx(&[], &[]), M1, Role::Manager);
+        assert_eq!(
+            out,
+            Ok(ApprovalOutcome {
+                count: 1,
+                fully_approved: true
+            })
+        );
+    }
+
+    #[test]
+    fn users_cannot_approve() {
+        let out = decide_approval(&policy("daily", 1, true), &ctx(&[], &[]), M1, Role::User);
+        assert_eq!(out, Err(ApprovalError::NotAllowed));
+    }
+
+    #[test]
+    fn prd_needs_two_distinct_managers() {
+        let p = policy("prd", 2, false);
+        let first = decide_approval(&p, &ctx(&[], &[]), M1, Role::Manager).unwrap();
+        assert!(!first.fully_approved);
+        assert_eq!(
+            decide_approval(&p, &ctx(&[M1], &[]), M1, Role::Manager),
+            Err(ApprovalError::AlreadyApproved)
+        );
+        let second = decide_approval(&p, &ctx(&[M1], &[]), M2, Role::Admin).unwrap();
+        assert!(second.fully_approved);
+    }
+
+    #[test]
+    fn prd_never_allows_self_approval_even_if_the_row_says_so() {
+        let p = policy("prd", 1, true);
+        assert_eq!(
+            decide_approval(&p, &ctx(&[], &[]), REQUESTER, Role::Admin),
+            Err(ApprovalError::SelfApproval)
+        );
+        assert_eq!(
+            decide_approval(&p, &ctx(&[], &[AUTHOR]), AUTHOR, Role::Admin),
+            Err(ApprovalError::AuthorApproval)
+        );
+    }
+
+    #[test]
+    fn self_approval_follows_policy_elsewhere() {
+        let strict = policy("stg", 1, false);
+        assert_eq!(
+            decide_approval(&strict, &ctx(&[], &[]), REQUESTER, Role::Manager),
+            Err(ApprovalError::SelfApproval)
+        );
+        let lax = policy("daily", 1, true);
+        assert!(decide_approval(&lax, &ctx(&[], &[AUTHOR]), AUTHOR, Role::Manager).is_ok());
+    }
+
+    #[test]
+    fn stale_or_settled_runs_cannot_be_approved() {
+        let p = policy("daily", 1, true);
+        let mut c = ctx(&[], &[]);
+        c.digest_current = false;
+        assert_eq!(
+            decide_approval(&p, &c, M1, Role::Manager),
+            Err(ApprovalError::Stale)
+        );
+        for state in [RunState::Invalidated, RunState::Approved, RunState::Denied] {
+            let mut c = ctx(&[], &[]);
+            c.state = state;
+            assert_eq!(
+                decide_approval(&p, &c, M1, Role::Manager),
+                Err(ApprovalError::WrongState(state))
+            );
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Domain rules: pure functions and types, no I/O.
+
+pub mod approval;
+pub mod checksum;
+pub mod role;
+pub mod run;
+pub mod slug;
+pub mod version;
+
+pub use checksum::Checksum;
+pub use role::{Capability, Role};
+pub use run::{Direction, RunState, TargetState};
+pub use slug::ProjectSlug;
+pub use version::Version;

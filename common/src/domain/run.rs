@@ -1,0 +1,458 @@
+//! Runs and target executions: their states, the legal transitions, and the
+//! digest that an approval pins.
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::{checksum::Checksum, version::Version};
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownValue;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(UnknownValue { kind: stringify!($name), value: other.to_owned() }),
+                }
+            }
+        }
+    };
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind}: {value:?}")]
+pub struct UnknownValue {
+    pub kind: &'static str,
+    pub value: String,
+}
+
+string_enum!(
+    /// Which way a run moves a DB set.
+    Direction { Up => "up", Down => "down" }
+);
+
+string_enum!(
+    /// The life of a run.
+    RunState {
+        PendingApproval => "pending_approval",
+        Approved => "approved",
+        Queued => "queued",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        PartiallyFailed => "partially_failed",
+        Denied => "denied",
+        Cancelled => "cancelled",
+        Invalidated => "invalidated",
+    }
+);
+
+string_enum!(
+    /// The life of one (run, target) pair.
+    TargetState {
+        Pending => "pending",
+        Queued => "queued",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Skipped => "skipped",
+        Interrupted => "interrupted",
+        Cancelled => "cancelled",
+    }
+);
+
+/// Something that happens to a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEvent {
+    /// Enough approvals were recorded.
+    FullyApproved,
+    Deny,
+    Cancel,
+    /// Something the digest covers changed.
+    Invalidate,
+    Execute,
+    /// The first target started.
+    Start,
+    /// The last target finished, with the derived outcome.
+    Finish(RunState),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a run that is {from} cannot {event}")]
+pub struct IllegalTransition {
+    pub from: RunState,
+    pub event: &'static str,
+}
+
+impl RunEvent {
+    fn verb(self) -> &'static str {
+        match self {
+            RunEvent::FullyApproved => "be approved",
+            RunEvent::Deny => "be denied",
+            RunEvent::Cancel => "be cancelled",
+            RunEvent::Invalidate => "be invalidated",
+            RunEvent::Execute => "be executed",
+            RunEvent::Start => "start",
+            RunEvent::Finish(_) => "finish",
+        }
+    }
+}
+
+impl RunState {
+    /// The state after `event`, or why it cannot happen.
+    pub fn transition(self, event: RunEvent) -> Result<RunState, IllegalTransition> {
+        use RunEvent as E;
+        use RunState as S;
+        let next = match (self, event) {
+            (S::PendingApproval, E::FullyApproved) => S::Approved,
+            (S::PendingApproval | S::Approved, E::Deny) => S::Denied,
+            (S::PendingApproval | S::Approved | S::Queued | S::Running, E::Cancel) => S::Cancelled,
+            (S::PendingApproval | S::Approved, E::Invalidate) => S::Invalidated,
+            (S::Approved, E::Execute) => S::Queued,
+            (S::Queued, E::Start) => S::Running,
+            (
+                S::Queued | S::Running,
+                E::Finish(outcome @ (S::Succeeded | S::Failed | S::PartiallyFailed)),
+            ) => outcome,
+            _ => {
+                return Err(IllegalTransition {
+                    from: self,
+                    event: event.verb(),
+                });
+            }
+        };
+        Ok(next)
+    }
+
+    /// No further transition is possible.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunState::Succeeded
+                | RunState::Failed
+                | RunState::PartiallyFailed
+                | RunState::Denied
+                | RunState::Cancelled
+                | RunState::Invalidated
+        )
+    }
+}
+
+impl TargetState {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TargetState::Succeeded
+                | TargetState::Failed
+                | TargetState::Skipped
+                | TargetState::Interrupted
+                | TargetState::Cancelled
+        )
+    }
+}
+
+/// The outcome of a run once every target execution is final.
+/// `None` while any target is still pending, queued or running.
+pub fn derive_outcome(targets: &[TargetState]) -> Option<RunState> {
+    if targets.iter().any(|t| !t.is_final()) {
+        return None;
+    }
+    let bad = targets
+        .iter()
+        .filter(|t| matches!(t, TargetState::Failed | TargetState::Interrupted))
+        .count();
+    let good = targets
+        .iter()
+        .filter(|t| matches!(t, TargetState::Succeeded | TargetState::Skipped))
+        .count();
+    Some(match (bad, good) {
+        (0, _) => RunState::Succeeded,
+        (_, 0) => RunState::Failed,
+        _ => RunState::PartiallyFailed,
+    })
+}
+
+/// One migration as pinned by a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PinnedMigration {
+    pub version: Version,
+    pub checksum: Checksum,
+}
+
+/// One target as resolved when the run was requested.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PinnedTarget {
+    pub id: uuid::Uuid,
+    pub engine: String,
+    pub host: String,
+    pub port: i32,
+    pub database: String,
+    pub username: String,
+    pub worker_pool: String,
+}
+
+/// The execution settings a run pins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecutionSettings {
+    pub direction: Direction,
+    pub target_version: Version,
+    pub stop_on_failure: bool,
+    pub concurrency: i32,
+    pub canary: i32,
+    pub lock_timeout_ms: i32,
+    pub statement_timeout_ms: i32,
+}
+
+/// Everything an approval covers. If any of it changes, so does the digest,
+/// and the approval no longer applies (rule 2).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunPin<'a> {
+    pub migrations: &'a [PinnedMigration],
+    pub targets: &'a [PinnedTarget],
+    pub settings: &'a ExecutionSettings,
+}
+
+impl RunPin<'_> {
+    /// SHA-256 over a canonical JSON rendering of the pin. Migrations keep
+    /// their execution order; targets are sorted by id so that the order in
+    /// which a DB set lists them does not matter.
+    pub fn digest(&self) -> String {
+        let mut targets: Vec<&PinnedTarget> = self.targets.iter().collect();
+        targets.sort_by_key(|t| t.id);
+        let canonical = serde_json::json!({
+            "v": 1,
+            "migrations": self.migrations,
+            "targets": targets,
+            "settings": self.settings,
+        });
+        let bytes = serde_json::to_vec(&canonical).expect("pin serializes");
+        hex::encode(Sha256::digest(&bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn happy_path() {
+        let s = RunState::PendingApproval;
+        let s = s.transition(RunEvent::FullyApproved).unwrap();
+        assert_eq!(s, RunState::Approved);
+        let s = s.transition(RunEvent::Execute).unwrap();
+        assert_eq!(s, RunState::Queued);
+        let s = s.transition(RunEvent::Start).unwrap();
+        assert_eq!(s, RunState::Running);
+        let s = s.transition(RunEvent::Finish(RunState::Succeeded)).unwrap();
+        assert_eq!(s, RunState::Succeeded);
+    }
+
+    #[test]
+    fn only_approved_runs_execute() {
+        for &state in RunState::ALL {
+            let result = state.transition(RunEvent::Execute);
+            assert_eq!(result.is_ok(), state == RunState::Approved, "{state}");
+        }
+    }
+
+    #[test]
+    fn invalidated_and_denied_runs_are_final() {
+        for &state in RunState::ALL.iter().filter(|s| s.is_final()) {
+            for event in [
+                RunEvent::FullyApproved,
+                RunEvent::Deny,
+                RunEvent::Cancel,
+                RunEvent::Invalidate,
+                RunEvent::Execute,
+                RunEvent::Start,
+            ] {
+                assert!(
+                    state.transition(event).is_err(),
+                    "{state} accepted {event:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_runs_awaiting_execution_can_be_invalidated() {
+        for &state in RunState::ALL {
+            let ok = state.transition(RunEvent::Invalidate).is_ok();
+            let want = matches!(state, RunState::PendingApproval | RunState::Approved);
+            assert_eq!(ok, want, "{state}");
+        }
+    }
+
+    #[test]
+    fn finish_only_with_an_outcome() {
+        assert!(
+            RunState::Running
+                .transition(RunEvent::Finish(RunState::Approved))
+                .is_err()
+        );
+        assert_eq!(
+            RunState::Queued.transition(RunEvent::Finish(RunState::Failed)),
+            Ok(RunState::Failed)
+        );
+    }
+
+    #[test]
+    fn states_round_trip_as_text() {
+        for &state in RunState::ALL {
+            assert_eq!(state.as_str().parse::<RunState>().unwrap(), state);
+        }
+        for &state in TargetState::ALL {
+            assert_eq!(state.as_str().parse::<TargetState>().unwrap(), state);
+        }
+        assert!("done".parse::<RunState>().is_err());
+    }
+
+    #[test]
+    fn outcome_is_derived_from_targets() {
+        use TargetState::*;
+        assert_eq!(derive_outcome(&[Succeeded, Running]), None);
+        assert_eq!(
+            derive_outcome(&[Succeeded, Skipped]),
+            Some(RunState::Succeeded)
+        );
+        assert_eq!(derive_outcome(&[Failed, Failed]), Some(RunState::Failed));
+        assert_eq!(
+            derive_outcome(&[Succeeded, Failed]),
+            Some(RunState::PartiallyFailed)
+        );
+        assert_eq!(
+            derive_outcome(&[Skipped, Interrupted]),
+            Some(RunState::PartiallyFailed)
+        );
+        assert_eq!(
+            derive_outcome(&[Cancelled, Succeeded]),
+            Some(RunState::Succeeded)
+        );
+        assert_eq!(derive_outcome(&[]), Some(RunState::Succeeded));
+    }
+
+    fn pin_fixture() -> (Vec<PinnedMigration>, Vec<PinnedTarget>, ExecutionSettings) {
+        let migrations = vec![PinnedMigration {
+            version: Version::parse("1").unwrap(),
+            checksum: Checksum::of("CREATE TABLE a();", ""),
+        }];
+        let target = |n: u128| PinnedTarget {
+            id: uuid::Uuid::from_u128(n),
+            engine: "postgres".into(),
+            host: "127.0.0.1".into(),
+            port: 5432,
+            database: format!("db{n}"),
+            username: "app".into(),
+            worker_pool: "default".into(),
+        };
+        let settings = ExecutionSettings {
+            direction: Direction::Up,
+            target_version: Version::parse("1").unwrap(),
+            stop_on_failure: false,
+            concurrency: 8,
+            canary: 0,
+            lock_timeout_ms: 5000,
+            statement_timeout_ms: 60000,
+        };
+        (migrations, vec![target(1), target(2)], settings)
+    }
+
+    #[test]
+    fn digest_changes_with_every_pinned_fact() {
+        let (m, t, s) = pin_fixture();
+        let base = RunPin {
+            migrations: &m,
+            targets: &t,
+            settings: &s,
+        }
+        .digest();
+
+        let mut m2 = m.clone();
+        m2[0].checksum = Checksum::of("CREATE TABLE b();", "");
+        assert_ne!(
+            base,
+            RunPin {
+                migrations: &m2,
+                targets: &t,
+                settings: &s
+            }
+            .digest()
+        );
+
+        let t2 = vec![t[0].clone()];
+        assert_ne!(
+            base,
+            RunPin {
+                migrations: &m,
+                targets: &t2,
+                settings: &s
+            }
+            .digest()
+        );
+
+        let mut s2 = s.clone();
+        s2.statement_timeout_ms += 1;
+        assert_ne!(
+            base,
+            RunPin {
+                migrations: &m,
+                targets: &t,
+                settings: &s2
+            }
+            .digest()
+        );
+
+        let mut s3 = s.clone();
+        s3.stop_on_failure = true;
+        assert_ne!(
+            base,
+            RunPin {
+                migrations: &m,
+                targets: &t,
+                settings: &s3
+            }
+            .digest()
+        );
+    }
+
+    #[test]
+    fn digest_ignores_target_listing_order() {
+        let (m, t, s) = pin_fixture();
+        let reversed: Vec<_> = t.iter().rev().cloned().collect();
+        assert_eq!(
+            RunPin {
+                migrations: &m,
+                targets: &t,
+                settings: &s
+            }
+            .digest(),
+            RunPin {
+                migrations: &m,
+                targets: &reversed,
+                settings: &s
+            }
+            .digest()
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! Shared core of migrate-hub: domain rules, configuration, secrets, the tool
+//! database store and the queue payloads used by both the control plane and
+//! the workers.
+
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod domain;
+pub mod jobs;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,235 @@
+//! What workers write: claiming a target execution, recording each applied
+//! migration, finishing, and deriving the run's outcome.
+
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{
+    audit::{self, Actor, Entry},
+    runs,
+};
+use crate::domain::{
+    RunState, TargetState, Version,
+    run::{Direction, RunEvent, derive_outcome},
+};
+
+/// The execution a worker has claimed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedExecution {
+    pub id: Uuid,
+    pub run_id: Uuid,
+    pub target_id: Uuid,
+    pub attempt: i32,
+}
+
+/// Moves a `queued` execution to `running` for `worker_id`. `None` when it is
+/// not queued any more (cancelled, or already claimed by a redelivered job):
+/// then the job must do nothing, which is what makes redelivery harmless.
+/// The first claim also moves the run from `queued` to `running`.
+pub async fn claim(
+    conn: &mut PgConnection,
+    execution_id: Uuid,
+    worker_id: Uuid,
+) -> Result<Option<ClaimedExecution>, sqlx::Error> {
+    let claimed: Option<ClaimedExecution> = sqlx::query_as(
+        "UPDATE target_executions SET state = 'running', started_at = now(), worker_id = $2, attempt = attempt + 1
+         WHERE id = $1 AND state = 'queued'
+         RETURNING id, run_id, target_id, attempt",
+    )
+    .bind(execution_id)
+    .bind(worker_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(claimed) = claimed else {
+        return Ok(None);
+    };
+    let run = runs::lock(conn, claimed.run_id)
+        .await?
+        .expect("execution belongs to a run");
+    if let Ok(next) = run.state().transition(RunEvent::Start) {
+        runs::set_state(conn, &run, next, None, None).await?;
+    }
+    Ok(Some(claimed))
+}
+
+/// One migration applied (or rolled back) on a target.
+#[derive(Debug, Clone)]
+pub struct AppliedStep<'a> {
+    pub execution_id: Uuid,
+    pub target_id: Uuid,
+    pub run_id: Uuid,
+    pub migration_id: Uuid,
+    pub version: &'a Version,
+    pub direction: Direction,
+    pub checksum: &'a str,
+    pub started_at: OffsetDateTime,
+    pub duration_ms: i64,
+    pub statements: i32,
+}
+
+/// Records a successful step in the hub: the applied state (added for `up`,
+/// removed for `down`) and the per-migration history row.
+pub async fn record_step(
+    conn: &mut PgConnection,
+    step: &AppliedStep<'_>,
+) -> Result<(), sqlx::Error> {
+    match step.direction {
+        Direction::Up => {
+            sqlx::query(
+                "INSERT INTO applied_migrations (target_id, version, version_key, migration_id, checksum, run_id, duration_ms)
+                 VALUES ($1, $2, $3::numeric[], $4, $5, $6, $7)",
+            )
+            .bind(step.target_id)
+            .bind(step.version.to_string())
+            .bind(step.version.sort_key())
+            .bind(step.migration_id)
+            .bind(step.checksum)
+            .bind(step.run_id)
+            .bind(step.duration_ms)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Direction::Down => {
+            sqlx::query("DELETE FROM applied_migrations WHERE target_id = $1 AND version = $2")
+                .bind(step.target_id)
+                .bind(step.version.to_string())
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    sqlx::query(
+        "INSERT INTO migration_executions (target_execution_id, target_id, version, direction, checksum, outcome,
+                                           started_at, finished_at, duration_ms, statements)
+         VALUES ($1, $2, $3, $4, $5, 'succeeded', $6, now(), $7, $8)",
+    )
+    .bind(step.execution_id)
+    .bind(step.target_id)
+    .bind(step.version.to_string())
+    .bind(step.direction.as_str())
+    .bind(step.checksum)
+    .bind(step.started_at)
+    .bind(step.duration_ms)
+    .bind(step.statements)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE target_executions SET current_version = $2, statement_index = NULL WHERE id = $1",
+    )
+    .bind(step.execution_id)
+    .bind(step.version.to_string())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone)]
+pub struct Finish<'a> {
+    pub execution_id: Uuid,
+    pub state: TargetState,
+    pub error: Option<&'a str>,
+    /// The migration that failed, if one did.
+    pub failed_version: Option<&'a str>,
+    /// The statement reached (1-based) when a statement-by-statement script failed.
+    pub statement: Option<i32>,
+    pub worker: &'a Actor,
+}
+
+/// Finishes a running execution, audits it, and when it was the run's last
+/// one, derives and records the run's outcome. Returns the run's new state
+/// when the run finished.
+pub async fn finish(
+    conn: &mut PgConnection,
+    f: &Finish<'_>,
+) -> Result<Option<RunState>, sqlx::Error> {
+    let row: Option<(Uuid, Uuid, Uuid)> = sqlx::query_as(
+        "UPDATE target_executions
+         SET state = $2, error = $3, statement_index = COALESCE($4, statement_index),
+             current_version = COALESCE($5, current_version), finished_at = now(),
+             duration_ms = (extract(epoch FROM now() - COALESCE(started_at, now())) * 1000)::bigint
+         WHERE id = $1 AND state = 'running'
+         RETURNING run_id, target_id, (SELECT project_id FROM runs WHERE id = run_id)",
+    )
+    .bind(f.execution_id)
+    .bind(f.state.as_str())
+    .bind(f.error)
+    .bind(f.statement)
+    .bind(f.failed_version)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((run_id, target_id, project_id)) = row else {
+        return Ok(None);
+    };
+    let action = match f.state {
+        TargetState::Succeeded => "target.succeeded",
+        TargetState::Skipped => "target.skipped",
+        TargetState::Interrupted => "target.interrupted",
+        _ => "target.failed",
+    };
+    // The target-side error text is product output, not a secret: it is
+    // what the user needs to fix the migration.
+    audit::append(
+        conn,
+        &Entry::new(f.worker.clone(), action, "target_execution", f.execution_id)
+            .project(project_id)
+            .details(serde_json::json!({
+                "run_id": run_id,
+                "target_id": target_id,
+                "error": f.error,
+                "version": f.failed_version,
+                "statement": f.statement,
+            })),
+    )
+    .await?;
+    settle_run(conn, run_id, f.worker).await
+}
+
+/// Derives the run's outcome once all its executions are final.
+pub async fn settle_run(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    actor: &Actor,
+) -> Result<Option<RunState>, sqlx::Error> {
+    let run = runs::lock(conn, run_id)
+        .await?
+        .expect("execution belongs to a run");
+    let states: Vec<String> =
+        sqlx::query_scalar("SELECT state FROM target_executions WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    let states: Vec<TargetState> = states
+        .iter()
+        .map(|s| {
+            s.parse()
+                .expect("execution state is constrained by the schema")
+        })
+        .collect();
+    let Some(outcome) = derive_outcome(&states) else {
+        return Ok(None);
+    };
+    let Ok(next) = run.state().transition(RunEvent::Finish(outcome)) else {
+        return Ok(None);
+    };
+    runs::set_state(conn, &run, next, None, None).await?;
+    audit::append(
+        conn,
+        &Entry::new(actor.clone(), "run.finished", "run", run_id)
+            .project(run.project_id)
+            .details(serde_json::json!({ "state": next.as_str() })),
+    )
+    .await?;
+    Ok(Some(next))
+}
+
+/// The hub's applied versions of a target with their checksums.
+pub async fn applied(
+    conn: &mut PgConnection,
+    target_id: Uuid,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT version, checksum FROM applied_migrations WHERE target_id = $1 ORDER BY version_key")
+        .bind(target_id)
+        .fetch_all(conn)
+        .await
+}

@@ -1,0 +1,18 @@
+//! The only place that speaks SQL to the tool database. Functions take a
+//! connection (or a transaction) so that callers own the transaction.
+
+pub mod audit;
+pub mod executions;
+pub mod inventory;
+pub mod migrations;
+pub mod runs;
+pub mod users;
+pub mod workers;
+
+/// The name of the constraint a database error violated, if any.
+pub fn violated_constraint(err: &sqlx::Error) -> Option<&str> {
+    match err {
+        sqlx::Error::Database(db) => db.constraint(),
+        _ => None,
+    }
+}

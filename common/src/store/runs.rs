@@ -1,0 +1,458 @@
+//! Runs: request, approvals, state changes, and the digest they pin.
+
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::{
+    Checksum, RunState, Version,
+    run::{Direction, ExecutionSettings, PinnedMigration, PinnedTarget, RunPin},
+};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunRow {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub db_set_id: Uuid,
+    pub environment: String,
+    pub direction: String,
+    pub target_version: String,
+    pub state: String,
+    pub note: String,
+    pub requested_by: Uuid,
+    pub requester: String,
+    pub stop_on_failure: bool,
+    pub concurrency: i32,
+    pub canary: i32,
+    pub lock_timeout_ms: i32,
+    pub statement_timeout_ms: i32,
+    pub digest: String,
+    pub state_reason: Option<String>,
+    pub not_before: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub queued_at: Option<OffsetDateTime>,
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+impl RunRow {
+    pub fn state(&self) -> RunState {
+        self.state
+            .parse()
+            .expect("run state is constrained by the schema")
+    }
+    pub fn direction(&self) -> Direction {
+        self.direction
+            .parse()
+            .expect("direction is constrained by the schema")
+    }
+    pub fn settings(&self) -> ExecutionSettings {
+        ExecutionSettings {
+            direction: self.direction(),
+            target_version: Version::parse(&self.target_version)
+                .expect("stored versions are canonical"),
+            stop_on_failure: self.stop_on_failure,
+            concurrency: self.concurrency,
+            canary: self.canary,
+            lock_timeout_ms: self.lock_timeout_ms,
+            statement_timeout_ms: self.statement_timeout_ms,
+        }
+    }
+}
+
+const RUN_COLUMNS: &str = "r.id, r.project_id, r.db_set_id, r.environment, r.direction, r.target_version, r.state, r.note,
+    r.requested_by, u.email AS requester, r.stop_on_failure, r.concurrency, r.canary, r.lock_timeout_ms,
+    r.statement_timeout_ms, r.digest, r.state_reason, r.not_before, r.created_at, r.updated_at, r.queued_at, r.finished_at";
+
+pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<RunRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {RUN_COLUMNS} FROM runs r JOIN users u ON u.id = r.requested_by WHERE r.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Reads the run and locks its row until the transaction ends, so that
+/// approvals, execution and cancellation of one run are serialized.
+pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<RunRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {RUN_COLUMNS} FROM runs r JOIN users u ON u.id = r.requested_by WHERE r.id = $1 FOR UPDATE OF r"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn list(
+    pool: &PgPool,
+    project_id: Uuid,
+    before: Option<(OffsetDateTime, Uuid)>,
+    limit: i64,
+) -> Result<Vec<RunRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {RUN_COLUMNS} FROM runs r JOIN users u ON u.id = r.requested_by
+         WHERE r.project_id = $1 AND ($2::timestamptz IS NULL OR (r.created_at, r.id) < ($2, $3))
+         ORDER BY r.created_at DESC, r.id DESC LIMIT $4"
+    )))
+    .bind(project_id)
+    .bind(before.map(|b| b.0))
+    .bind(before.map(|b| b.1))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// A migration pinned by a run, with its current text and checksum.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunMigrationRow {
+    pub position: i32,
+    pub migration_id: Uuid,
+    pub version: String,
+    /// The checksum when the run was requested.
+    pub checksum: String,
+    pub name: String,
+    /// The checksum now; differs from `checksum` after an edit.
+    pub current_checksum: String,
+    pub up_sql: String,
+    pub down_sql: String,
+    pub transactional: bool,
+    pub author_id: Uuid,
+}
+
+pub async fn migrations(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+) -> Result<Vec<RunMigrationRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT rm.position, rm.migration_id, rm.version, rm.checksum, m.name, m.checksum AS current_checksum,
+                m.up_sql, m.down_sql, m.transactional, m.author_id
+         FROM run_migrations rm JOIN migrations m ON m.id = rm.migration_id
+         WHERE rm.run_id = $1 ORDER BY rm.position",
+    )
+    .bind(run_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Everything needed to create a run.
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    pub project_id: Uuid,
+    pub db_set_id: Uuid,
+    pub environment: &'a str,
+    pub requested_by: Uuid,
+    pub note: &'a str,
+    pub settings: &'a ExecutionSettings,
+    /// (migration id, pinned migration) in execution order.
+    pub migrations: &'a [(Uuid, PinnedMigration)],
+    pub targets: &'a [PinnedTarget],
+}
+
+/// Inserts the run, its pinned migrations and one `pending` execution per
+/// target, and returns the run id and digest.
+pub async fn insert(
+    conn: &mut PgConnection,
+    new: &NewRun<'_>,
+) -> Result<(Uuid, String), sqlx::Error> {
+    let pinned: Vec<PinnedMigration> = new.migrations.iter().map(|(_, m)| m.clone()).collect();
+    let digest = RunPin {
+        migrations: &pinned,
+        targets: new.targets,
+        settings: new.settings,
+    }
+    .digest();
+    let id = Uuid::now_v7();
+    let s = new.settings;
+    sqlx::query(
+        "INSERT INTO runs (id, project_id, db_set_id, environment, direction, target_version, state, note, requested_by,
+                           stop_on_failure, concurrency, canary, lock_timeout_ms, statement_timeout_ms, digest)
+         VALUES ($1, $2, $3, $4, $5, $6, 'pending_approval', $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(id)
+    .bind(new.project_id)
+    .bind(new.db_set_id)
+    .bind(new.environment)
+    .bind(s.direction.as_str())
+    .bind(s.target_version.to_string())
+    .bind(new.note)
+    .bind(new.requested_by)
+    .bind(s.stop_on_failure)
+    .bind(s.concurrency)
+    .bind(s.canary)
+    .bind(s.lock_timeout_ms)
+    .bind(s.statement_timeout_ms)
+    .bind(&digest)
+    .execute(&mut *conn)
+    .await?;
+
+    let (ids, versions, checksums): (Vec<Uuid>, Vec<String>, Vec<String>) = new
+        .migrations
+        .iter()
+        .map(|(mid, m)| (*mid, m.version.to_string(), m.checksum.to_string()))
+        .fold((vec![], vec![], vec![]), |mut acc, (a, b, c)| {
+            acc.0.push(a);
+            acc.1.push(b);
+            acc.2.push(c);
+            acc
+        });
+    sqlx::query(
+        "INSERT INTO run_migrations (run_id, position, migration_id, version, checksum)
+         SELECT $1, ord::int, mid, ver, sum FROM unnest($2::uuid[], $3::text[], $4::text[]) WITH ORDINALITY AS t(mid, ver, sum, ord)",
+    )
+    .bind(id)
+    .bind(&ids)
+    .bind(&versions)
+    .bind(&checksums)
+    .execute(&mut *conn)
+    .await?;
+
+    let target_ids: Vec<Uuid> = new.targets.iter().map(|t| t.id).collect();
+    let pools: Vec<String> = new.targets.iter().map(|t| t.worker_pool.clone()).collect();
+    let exec_ids: Vec<Uuid> = new.targets.iter().map(|_| Uuid::now_v7()).collect();
+    sqlx::query(
+        "INSERT INTO target_executions (id, run_id, target_id, position, state, worker_pool)
+         SELECT eid, $1, tid, ord::int, 'pending', pool
+         FROM unnest($2::uuid[], $3::uuid[], $4::text[]) WITH ORDINALITY AS t(eid, tid, pool, ord)",
+    )
+    .bind(id)
+    .bind(&exec_ids)
+    .bind(&target_ids)
+    .bind(&pools)
+    .execute(&mut *conn)
+    .await?;
+    record_transition(
+        conn,
+        id,
+        None,
+        RunState::PendingApproval,
+        Some(new.requested_by),
+        None,
+    )
+    .await?;
+    Ok((id, digest))
+}
+
+/// The digest the run would have if it were requested now: current checksums
+/// of its migrations, the DB set's current targets, and its settings with the
+/// environment's current timeouts. It differs from the pinned digest exactly
+/// when something an approval covers has changed.
+pub async fn current_digest(conn: &mut PgConnection, run: &RunRow) -> Result<String, sqlx::Error> {
+    let migrations: Vec<PinnedMigration> = self::migrations(conn, run.id)
+        .await?
+        .into_iter()
+        .map(|m| PinnedMigration {
+            version: Version::parse(&m.version).expect("stored versions are canonical"),
+            checksum: Checksum::from_stored(m.current_checksum),
+        })
+        .collect();
+    let targets = pinned_targets(conn, run.db_set_id).await?;
+    let timeouts: Option<(i32, i32)> = sqlx::query_as(
+        "SELECT lock_timeout_ms, statement_timeout_ms FROM environments WHERE name = $1",
+    )
+    .bind(&run.environment)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let mut settings = run.settings();
+    if let Some((lock, statement)) = timeouts {
+        settings.lock_timeout_ms = lock;
+        settings.statement_timeout_ms = statement;
+    }
+    Ok(RunPin {
+        migrations: &migrations,
+        targets: &targets,
+        settings: &settings,
+    }
+    .digest())
+}
+
+/// The DB set's live targets as a run pins them.
+pub async fn pinned_targets(
+    conn: &mut PgConnection,
+    db_set_id: Uuid,
+) -> Result<Vec<PinnedTarget>, sqlx::Error> {
+    let rows: Vec<(Uuid, String, String, i32, String, String, String)> = sqlx::query_as(
+        "SELECT id, engine, host, port, database_name, username, worker_pool FROM targets
+         WHERE db_set_id = $1 AND deleted_at IS NULL ORDER BY name, id",
+    )
+    .bind(db_set_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, engine, host, port, database, username, worker_pool)| PinnedTarget {
+                id,
+                engine,
+                host,
+                port,
+                database,
+                username,
+                worker_pool,
+            },
+        )
+        .collect())
+}
+
+/// Moves a run to `to`, with a line in its state history.
+pub async fn set_state(
+    conn: &mut PgConnection,
+    run: &RunRow,
+    to: RunState,
+    actor: Option<Uuid>,
+    reason: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE runs SET state = $2, state_reason = COALESCE($3, state_reason), updated_at = now(),
+                queued_at = CASE WHEN $2 = 'queued' THEN now() ELSE queued_at END,
+                finished_at = CASE WHEN $2 IN ('succeeded', 'failed', 'partially_failed', 'cancelled') THEN now() ELSE finished_at END
+         WHERE id = $1",
+    )
+    .bind(run.id)
+    .bind(to.as_str())
+    .bind(reason)
+    .execute(&mut *conn)
+    .await?;
+    record_transition(conn, run.id, Some(run.state()), to, actor, reason).await
+}
+
+async fn record_transition(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    from: Option<RunState>,
+    to: RunState,
+    actor: Option<Uuid>,
+    reason: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO run_transitions (run_id, from_state, to_state, actor_id, reason) VALUES ($1, $2, $3, $4, $5)")
+        .bind(run_id)
+        .bind(from.map(RunState::as_str))
+        .bind(to.as_str())
+        .bind(actor)
+        .bind(reason)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct ApprovalRow {
+    pub user_id: Uuid,
+    pub email: String,
+    pub decision: String,
+    pub comment: String,
+    pub digest: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+pub async fn approvals(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+) -> Result<Vec<ApprovalRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.user_id, u.email, a.decision, a.comment, a.digest, a.created_at
+         FROM approvals a JOIN users u ON u.id = a.user_id WHERE a.run_id = $1 ORDER BY a.created_at",
+    )
+    .bind(run_id)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn insert_decision(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    user_id: Uuid,
+    decision: &str,
+    comment: &str,
+    digest: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO approvals (id, run_id, user_id, decision, comment, digest) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(run_id)
+    .bind(user_id)
+    .bind(decision)
+    .bind(comment)
+    .bind(digest)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct TransitionRow {
+    pub from_state: Option<String>,
+    pub to_state: String,
+    pub actor: Option<String>,
+    pub reason: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+pub async fn transitions(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+) -> Result<Vec<TransitionRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT t.from_state, t.to_state, u.email AS actor, t.reason, t.at
+         FROM run_transitions t LEFT JOIN users u ON u.id = t.actor_id WHERE t.run_id = $1 ORDER BY t.id",
+    )
+    .bind(run_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// One (run, target) row as shown to people.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct ExecutionRow {
+    #[serde(skip)]
+    pub id: Uuid,
+    pub target_id: Uuid,
+    pub target_name: String,
+    pub engine: String,
+    pub state: String,
+    #[serde(skip)]
+    pub worker_pool: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    pub duration_ms: Option<i64>,
+    pub current_version: Option<String>,
+    pub statement: Option<i32>,
+    pub error: Option<String>,
+    pub worker: Option<Uuid>,
+}
+
+pub async fn executions(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+) -> Result<Vec<ExecutionRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.id, e.target_id, t.name AS target_name, t.engine, e.state, e.worker_pool, e.started_at, e.finished_at,
+                e.duration_ms, e.current_version, e.statement_index AS statement, e.error, e.worker_id AS worker
+         FROM target_executions e JOIN targets t ON t.id = e.target_id
+         WHERE e.run_id = $1 ORDER BY e.position",
+    )
+    .bind(run_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Moves every `pending` execution of the run to `queued`; returns them.
+pub async fn queue_executions(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+) -> Result<Vec<(Uuid, Uuid, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE target_executions SET state = 'queued', queued_at = now()
+         WHERE run_id = $1 AND state = 'pending'
+         RETURNING id, target_id, worker_pool",
+    )
+    .bind(run_id)
+    .fetch_all(conn)
+    .await
+}

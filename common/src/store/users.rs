@@ -1,0 +1,182 @@
+//! Users and their API tokens.
+
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::Role;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    pub disabled: bool,
+    pub created_at: OffsetDateTime,
+}
+
+impl UserRow {
+    pub fn role(&self) -> Role {
+        self.role.parse().unwrap_or(Role::User)
+    }
+}
+
+const USER_COLUMNS: &str = "id, email, name, role, disabled, created_at";
+
+pub async fn find_by_email(
+    conn: &mut PgConnection,
+    email: &str,
+) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, email, name, role, disabled, created_at FROM users WHERE email = lower($1)",
+    )
+    .bind(email)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as("SELECT id, email, name, role, disabled, created_at FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Creates the user, or updates role and name of an existing one.
+/// Returns the row and whether it was created.
+pub async fn upsert(
+    conn: &mut PgConnection,
+    email: &str,
+    name: &str,
+    role: Role,
+) -> Result<(UserRow, bool), sqlx::Error> {
+    let row: (Uuid, String, String, String, bool, OffsetDateTime, bool) = sqlx::query_as(
+        "INSERT INTO users (id, email, name, role) VALUES ($1, lower($2), $3, $4)
+         ON CONFLICT (email) DO UPDATE
+            SET role = EXCLUDED.role,
+                name = CASE WHEN EXCLUDED.name = '' THEN users.name ELSE EXCLUDED.name END,
+                updated_at = now()
+         RETURNING id, email, name, role, disabled, created_at, (xmax = 0) AS inserted",
+    )
+    .bind(Uuid::now_v7())
+    .bind(email)
+    .bind(name)
+    .bind(role.as_str())
+    .fetch_one(conn)
+    .await?;
+    Ok((
+        UserRow {
+            id: row.0,
+            email: row.1,
+            name: row.2,
+            role: row.3,
+            disabled: row.4,
+            created_at: row.5,
+        },
+        row.6,
+    ))
+}
+
+pub async fn list(pool: &PgPool) -> Result<Vec<UserRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {USER_COLUMNS} FROM users ORDER BY email"
+    )))
+    .fetch_all(pool)
+    .await
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct TokenRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    pub role: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+pub async fn insert_token(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    name: &str,
+    role: Role,
+    token_hash: &[u8],
+    expires_at: OffsetDateTime,
+) -> Result<TokenRow, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO api_tokens (id, user_id, name, role, token_hash, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         RETURNING id, user_id, name, role, created_at, expires_at, revoked_at, last_used_at",
+    )
+    .bind(Uuid::now_v7())
+    .bind(user_id)
+    .bind(name)
+    .bind(role.as_str())
+    .bind(token_hash)
+    .bind(expires_at)
+    .fetch_one(conn)
+    .await
+}
+
+/// The bearer of a token, if the token is live and its owner is enabled.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenBearer {
+    pub token_id: Uuid,
+    pub token_role: String,
+    pub user_id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub user_role: String,
+}
+
+/// Looks a presented token up by hash. Revoked, expired tokens and tokens of
+/// disabled users are not found, so they stop working at once.
+pub async fn bearer_of(
+    pool: &PgPool,
+    token_hash: &[u8],
+) -> Result<Option<TokenBearer>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE api_tokens t SET last_used_at = now()
+         FROM users u
+         WHERE t.token_hash = $1 AND u.id = t.user_id
+           AND t.revoked_at IS NULL AND t.expires_at > now() AND NOT u.disabled
+         RETURNING t.id AS token_id, t.role AS token_role, u.id AS user_id, u.email, u.name, u.role AS user_role",
+    )
+    .bind(token_hash)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn list_tokens(pool: &PgPool, user_id: Uuid) -> Result<Vec<TokenRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, user_id, name, role, created_at, expires_at, revoked_at, last_used_at
+         FROM api_tokens WHERE user_id = $1 ORDER BY created_at DESC",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Revokes one of `user_id`'s tokens; false when there is no such live token.
+pub async fn revoke_token(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    token_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(token_id)
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
