@@ -9,3 +9,6 @@ pub mod domain;
 pub mod jobs;
 pub mod store;
 pub mod telemetry;
+
+#[cfg(feature = "test-support")]
+pub mod testing;

@@ -1,1 +1,188 @@
-fn main() {}
+//! `control-plane`: the command line. Each subcommand is a thin call into the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use common::{
+    config::{ControlPlaneSettings, Environment},
+    db,
+    domain::Role,
+    store::audit,
+    telemetry,
+};
+use control_plane::{app, cli};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "control-plane",
+    version,
+    about = "migrate-hub control plane: web app, API, approvals and audit"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the web app and API (applies the tool database's migrations first).
+    Serve {
+        /// Do not apply the tool database's migrations at start.
+        #[arg(long)]
+        no_migrate: bool,
+    },
+    /// Apply the tool database's migrations and exit.
+    Migrate,
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Work with the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user, or update the role of an existing one.
+    Add {
+        #[arg(long)]
+        email: String,
+        /// user, manager or admin.
+        #[arg(long)]
+        role: Role,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create an API token for a user and print it, alone, on standard output.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        /// user, manager or admin; at most the user's own role (default: the user's role).
+        #[arg(long)]
+        role: Option<Role>,
+        #[arg(long)]
+        expires_in_days: Option<i64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk the audit hash chain; exits non-zero at the first broken row.
+    Verify,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match ControlPlaneSettings::load(&Environment) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_logging(settings.common.log_format);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+    match runtime.block_on(run(cli.command, settings)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: ControlPlaneSettings) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { no_migrate } => {
+            // Lazy: an unavailable tool database is reported on /readyz
+            // instead of stopping the server.
+            let pool = db::connect_lazy(&settings.common.database_url, 20)?;
+            if !no_migrate {
+                db::migrate(&pool).await?;
+            }
+            let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+            tracing::info!(listen = %settings.listen, public_url = %settings.public_url, "control plane listening");
+            let state = app::AppState {
+                db: pool,
+                settings: std::sync::Arc::new(settings),
+            };
+            app::serve(listener, state, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let pool = db::connect(&settings.common.database_url, 2).await?;
+            db::migrate(&pool).await?;
+            eprintln!("tool database is up to date");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User {
+            command: UserCommand::Add { email, role, name },
+        } => {
+            let pool = db::connect(&settings.common.database_url, 2).await?;
+            cli::user_add(&pool, &email, &name, role).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    email,
+                    name,
+                    role,
+                    expires_in_days,
+                },
+        } => {
+            let pool = db::connect(&settings.common.database_url, 2).await?;
+            let token = cli::token_create(&pool, &email, &name, role, expires_in_days).await?;
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let pool = db::connect(&settings.common.database_url, 2).await?;
+            let result = audit::verify(&pool).await?;
+            if result.ok {
+                println!("audit chain intact: {} rows", result.rows_checked);
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!(
+                    "audit chain broken at row {}: {}",
+                    result.first_broken_seq.unwrap_or_default(),
+                    result.reason.unwrap_or_default()
+                );
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

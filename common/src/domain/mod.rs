@@ -2,6 +2,7 @@
 
 pub mod approval;
 pub mod checksum;
+pub mod directives;
 pub mod role;
 pub mod run;
 pub mod slug;

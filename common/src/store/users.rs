@@ -135,20 +135,31 @@ pub struct TokenBearer {
     pub email: String,
     pub name: String,
     pub user_role: String,
+    /// True at most once per five minutes per token: the use is then audited.
+    /// Auditing every request would serialize all API traffic on the chain.
+    pub audit_use: bool,
 }
 
-/// Looks a presented token up by hash. Revoked, expired tokens and tokens of
-/// disabled users are not found, so they stop working at once.
+/// Looks a presented token up by hash. Revoked and expired tokens and tokens
+/// of disabled users are not found, so they stop working at once.
 pub async fn bearer_of(
     pool: &PgPool,
     token_hash: &[u8],
 ) -> Result<Option<TokenBearer>, sqlx::Error> {
     sqlx::query_as(
-        "UPDATE api_tokens t SET last_used_at = now()
-         FROM users u
-         WHERE t.token_hash = $1 AND u.id = t.user_id
-           AND t.revoked_at IS NULL AND t.expires_at > now() AND NOT u.disabled
-         RETURNING t.id AS token_id, t.role AS token_role, u.id AS user_id, u.email, u.name, u.role AS user_role",
+        "WITH found AS (
+             SELECT t.id, t.role, u.id AS uid, u.email, u.name, u.role AS urole
+             FROM api_tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now() AND NOT u.disabled
+         ), touched AS (
+             UPDATE api_tokens SET last_used_at = now()
+             WHERE id IN (SELECT id FROM found)
+               AND (last_used_at IS NULL OR last_used_at < now() - interval '5 minutes')
+             RETURNING id
+         )
+         SELECT found.id AS token_id, found.role AS token_role, found.uid AS user_id, found.email, found.name,
+                found.urole AS user_role, EXISTS (SELECT 1 FROM touched) AS audit_use
+         FROM found",
     )
     .bind(token_hash)
     .fetch_optional(pool)
@@ -179,4 +190,30 @@ pub async fn revoke_token(
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Changes role and/or disabled flag. Disabling also ends the user's
+/// sessions, so a disabled user is out at once (tokens are checked per use).
+pub async fn update(
+    conn: &mut PgConnection,
+    id: Uuid,
+    role: Option<Role>,
+    disabled: Option<bool>,
+) -> Result<UserRow, sqlx::Error> {
+    let row: UserRow = sqlx::query_as(
+        "UPDATE users SET role = COALESCE($2, role), disabled = COALESCE($3, disabled), updated_at = now()
+         WHERE id = $1 RETURNING id, email, name, role, disabled, created_at",
+    )
+    .bind(id)
+    .bind(role.map(Role::as_str))
+    .bind(disabled)
+    .fetch_one(&mut *conn)
+    .await?;
+    if row.disabled {
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(id)
+            .execute(conn)
+            .await?;
+    }
+    Ok(row)
 }

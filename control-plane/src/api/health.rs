@@ -1,0 +1,44 @@
+//! Liveness and readiness.
+
+use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use serde_json::json;
+
+use crate::app::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+/// The process answers.
+async fn healthz() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// The tool database answers and its migrations are current.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let database = match common::db::migrations_current(&state.db).await {
+        Ok(true) => "ok",
+        Ok(false) => "migrations pending",
+        Err(_) => "unreachable",
+    };
+    let sso = if state.settings.oidc.is_some() {
+        "configured"
+    } else {
+        "off"
+    };
+    let status = if database == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
+            "database": database,
+            "sso": sso,
+        })),
+    )
+}

@@ -1,0 +1,332 @@
+//! Environments, projects, DB sets, targets and the worker fleet.
+
+use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
+use common::{
+    config::valid_pool_name,
+    domain::ProjectSlug,
+    store::{
+        audit,
+        inventory::{self, DbSetRow, NewTarget, ProjectRow, TargetRow},
+        workers,
+    },
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Page, PageQuery, optional_text, required_text};
+use crate::{
+    app::AppState,
+    auth::{Authorized, rules},
+    error::{ApiError, ApiJson, ApiPath, ApiQuery},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/environments", get(list_environments))
+        .route("/projects", get(list_projects).post(create_project))
+        .route("/projects/{slug}", get(get_project))
+        .route(
+            "/projects/{slug}/db-sets",
+            get(list_db_sets).post(create_db_set),
+        )
+        .route("/projects/{slug}/db-sets/{id}", get(get_db_set))
+        .route(
+            "/projects/{slug}/db-sets/{id}/targets",
+            get(list_targets).post(create_target),
+        )
+        .route("/targets/{id}", get(get_target))
+        .route("/workers", get(list_workers))
+}
+
+async fn list_environments(
+    State(state): State<AppState>,
+    _user: Authorized<rules::View>,
+) -> Result<Json<Value>, ApiError> {
+    let items = inventory::list_environments(&state.db).await?;
+    Ok(Json(json!({ "items": items, "next_cursor": null })))
+}
+
+/// The project named by a URL slug, or 404.
+pub async fn project(conn: &mut PgConnection, slug: &str) -> Result<ProjectRow, ApiError> {
+    let slug = ProjectSlug::parse(slug).map_err(|_| ApiError::NotFound("project"))?;
+    inventory::project_by_slug(conn, slug.as_str())
+        .await?
+        .ok_or(ApiError::NotFound("project"))
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateProject {
+    slug: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+async fn create_project(
+    State(state): State<AppState>,
+    admin: Authorized<rules::ManageProjects>,
+    ApiJson(body): ApiJson<CreateProject>,
+) -> Result<(StatusCode, Json<ProjectRow>), ApiError> {
+    let slug =
+        ProjectSlug::parse(&body.slug).map_err(|e| ApiError::invalid("slug", e.to_string()))?;
+    let name = required_text("name", &body.name, 200)?;
+    let description = optional_text("description", &body.description, 5000)?;
+    let mut tx = state.db.begin().await?;
+    let project =
+        inventory::insert_project(&mut tx, slug.as_str(), &name, &description, admin.id).await?;
+    audit::append(
+        &mut tx,
+        &admin
+            .audit("project.created", "project", project.id)
+            .project(project.id)
+            .details(json!({ "slug": project.slug, "name": project.name })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(project)))
+}
+
+async fn list_projects(
+    State(state): State<AppState>,
+    _user: Authorized<rules::View>,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> Result<Json<Page<ProjectRow>>, ApiError> {
+    let limit = page.limit();
+    let rows = inventory::list_projects(&state.db, page.cursor.as_deref(), limit + 1).await?;
+    Ok(Json(Page::from_rows(rows, limit, |p| p.slug.clone())))
+}
+
+async fn get_project(
+    State(state): State<AppState>,
+    _user: Authorized<rules::View>,
+    ApiPath(slug): ApiPath<String>,
+) -> Result<Json<ProjectRow>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    Ok(Json(project(&mut conn, &slug).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateDbSet {
+    name: String,
+    environment: String,
+}
+
+/// DB set names appear in URLs and logs: keep them simple.
+fn parse_object_name(field: &str, raw: &str) -> Result<String, ApiError> {
+    let name = raw.trim();
+    let valid = (1..=100).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            "must be 1-100 characters of letters, digits, '-', '_' and '.'",
+        ))
+    }
+}
+
+async fn create_db_set(
+    State(state): State<AppState>,
+    user: Authorized<rules::ManageTargets>,
+    ApiPath(slug): ApiPath<String>,
+    ApiJson(body): ApiJson<CreateDbSet>,
+) -> Result<(StatusCode, Json<DbSetRow>), ApiError> {
+    let name = parse_object_name("name", &body.name)?;
+    let mut tx = state.db.begin().await?;
+    let project = project(&mut tx, &slug).await?;
+    if inventory::environment(&mut tx, &body.environment)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::invalid(
+            "environment",
+            format!("unknown environment {:?}", body.environment),
+        ));
+    }
+    let set = inventory::insert_db_set(&mut tx, project.id, &name, &body.environment).await?;
+    audit::append(
+        &mut tx,
+        &user
+            .audit("db_set.created", "db_set", set.id)
+            .project(project.id)
+            .details(json!({ "name": set.name, "environment": set.environment })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(set)))
+}
+
+async fn list_db_sets(
+    State(state): State<AppState>,
+    _user: Authorized<rules::View>,
+    ApiPath(slug): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let project = project(&mut conn, &slug).await?;
+    let items = inventory::list_db_sets(&state.db, project.id).await?;
+    Ok(Json(json!({ "items": items, "next_cursor": null })))
+}
+
+async fn db_set(
+    conn: &mut PgConnection,
+    slug: &str,
+    id: Uuid,
+) -> Result<(ProjectRow, DbSetRow), ApiError> {
+    let project = project(conn, slug).await?;
+    let set = inventory::db_set(conn, project.id, id)
+        .await?
+        .ok_or(ApiError::NotFound("DB set"))?;
+    Ok((project, set))
+}
+
+async fn get_db_set(
+    State(state): State<AppState>,
+    _user: Authorized<rules::View>,
+    ApiPath((slug, id)): ApiPath<(String, Uuid)>,
+) -> Result<Json<Value>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let (_, set) = db_set(&mut conn, &slug, id).await?;
+    let targets = inventory::list_targets(&mut conn, set.id).await?;
+    let mut view = serde_json::to_value(&set).map_err(anyhow::Error::from)?;
+    view["targets"] = serde_json::to_value(targets).map_err(anyhow::Error::from)?;
+    Ok(Json(view))
+}
+
+async fn list_targets(
+    State(state): State<AppState>,
+    _user: Authorized<rules::View>,
+    ApiPath((slug, id)): ApiPath<(String, Uuid)>,
+) -> Result<Json<Value>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let (_, set) = db_set(&mut conn, &slug, id).await?;
+    let items = inventory::list_targets(&mut conn, set.id).await?;
+    Ok(Json(json!({ "items": items, "next_cursor": null })))
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateTarget {
+    name: String,
+    engine: String,
+    host: String,
+    port: i64,
+    database: String,
+    username: String,
+    /// Write-only: sealed before it is stored and never returned.
+    password: Option<String>,
+    tls_mode: Option<String>,
+    #[serde(default)]
+    session_settings: String,
+    worker_pool: Option<String>,
+}
+
+pub const ENGINES: [&str; 2] = ["postgres", "mysql"];
+pub const TLS_MODES: [&str; 4] = ["disable", "prefer", "require", "verify-full"];
+
+async fn create_target(
+    State(state): State<AppState>,
+    user: Authorized<rules::ManageTargets>,
+    ApiPath((slug, id)): ApiPath<(String, Uuid)>,
+    ApiJson(body): ApiJson<CreateTarget>,
+) -> Result<(StatusCode, Json<TargetRow>), ApiError> {
+    let name = parse_object_name("name", &body.name)?;
+    if !ENGINES.contains(&body.engine.as_str()) {
+        return Err(ApiError::invalid("engine", "must be postgres or mysql"));
+    }
+    let host = required_text("host", &body.host, 253)?;
+    if host.chars().any(char::is_whitespace) {
+        return Err(ApiError::invalid("host", "must not contain spaces"));
+    }
+    let port = i32::try_from(body.port)
+        .ok()
+        .filter(|p| (1..=65535).contains(p))
+        .ok_or_else(|| ApiError::invalid("port", "must be between 1 and 65535"))?;
+    let database = required_text("database", &body.database, 128)?;
+    let username = required_text("username", &body.username, 128)?;
+    let password = body.password.as_deref().filter(|p| !p.is_empty());
+    if password.is_some_and(|p| p.len() > 1024 || p.contains('\0')) {
+        return Err(ApiError::invalid(
+            "password",
+            "must be at most 1024 bytes without NUL characters",
+        ));
+    }
+    let tls_mode = body.tls_mode.unwrap_or_else(|| "prefer".into());
+    if !TLS_MODES.contains(&tls_mode.as_str()) {
+        return Err(ApiError::invalid(
+            "tls_mode",
+            "must be disable, prefer, require or verify-full",
+        ));
+    }
+    let session_settings = optional_text("session_settings", &body.session_settings, 4000)?;
+    let worker_pool = body.worker_pool.unwrap_or_else(|| "default".into());
+    if !valid_pool_name(&worker_pool) {
+        return Err(ApiError::invalid(
+            "worker_pool",
+            "must be 1-40 characters of a-z, 0-9, '-' and '_'",
+        ));
+    }
+
+    let mut tx = state.db.begin().await?;
+    let (project, set) = db_set(&mut tx, &slug, id).await?;
+    let target = inventory::insert_target(
+        &mut tx,
+        state.keys(),
+        set.id,
+        &NewTarget {
+            name: &name,
+            engine: &body.engine,
+            host: &host,
+            port,
+            database: &database,
+            username: &username,
+            password,
+            tls_mode: &tls_mode,
+            session_settings: &session_settings,
+            worker_pool: &worker_pool,
+        },
+    )
+    .await?;
+    // The audit row names the target, never its password.
+    audit::append(
+        &mut tx,
+        &user
+            .audit("target.created", "target", target.id)
+            .project(project.id)
+            .details(json!({
+                "db_set_id": set.id,
+                "name": target.name,
+                "engine": target.engine,
+                "host": target.host,
+                "port": target.port,
+                "database": target.database,
+                "worker_pool": target.worker_pool,
+            })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(target)))
+}
+
+async fn get_target(
+    State(state): State<AppState>,
+    _user: Authorized<rules::View>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<TargetRow>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let target = inventory::target(&mut conn, id)
+        .await?
+        .ok_or(ApiError::NotFound("target"))?;
+    Ok(Json(target))
+}
+
+async fn list_workers(
+    State(state): State<AppState>,
+    _admin: Authorized<rules::Administer>,
+) -> Result<Json<Value>, ApiError> {
+    let items = workers::list(&state.db).await?;
+    Ok(Json(json!({ "items": items, "next_cursor": null })))
+}

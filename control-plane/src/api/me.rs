@@ -1,0 +1,147 @@
+//! The caller and their own API tokens.
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::StatusCode,
+    routing::{delete, get},
+};
+use common::{
+    crypto::new_api_token,
+    domain::Role,
+    store::{
+        audit::{self, Actor, Entry},
+        users::{self, TokenRow},
+    },
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use super::required_text;
+use crate::{
+    app::AppState,
+    auth::{Authorized, rules},
+    error::{ApiError, ApiJson, ApiPath},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/me", get(me))
+        .route("/tokens", get(list_tokens).post(create_token))
+        .route("/tokens/{id}", delete(revoke_token))
+}
+
+async fn me(user: Authorized<rules::View>) -> Json<Value> {
+    Json(json!({ "id": user.id, "email": user.email, "name": user.name, "role": user.role }))
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateToken {
+    name: String,
+    role: Option<Role>,
+    expires_in_days: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreatedToken {
+    pub id: Uuid,
+    /// Shown once; only its hash is kept.
+    pub token: String,
+    pub name: String,
+    pub role: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+pub const DEFAULT_TOKEN_DAYS: i64 = 90;
+pub const MAX_TOKEN_DAYS: i64 = 366;
+
+/// Issues a token for `owner`, audited as `actor`. Shared by the API and the
+/// `token create` command.
+pub async fn issue_token(
+    conn: &mut PgConnection,
+    owner: Uuid,
+    name: &str,
+    role: Role,
+    expires_in_days: i64,
+    actor: &Actor,
+    ip: Option<String>,
+) -> Result<CreatedToken, sqlx::Error> {
+    let (token, hash) = new_api_token();
+    let expires_at = OffsetDateTime::now_utc() + Duration::days(expires_in_days);
+    let row = users::insert_token(conn, owner, name, role, &hash, expires_at).await?;
+    audit::append(
+        conn,
+        &Entry::new(actor.clone(), "token.created", "api_token", row.id)
+            .ip(ip)
+            .details(json!({ "owner": owner, "name": name, "role": role, "expires_at": expires_at.unix_timestamp() })),
+    )
+    .await?;
+    Ok(CreatedToken {
+        id: row.id,
+        token,
+        name: row.name,
+        role: row.role,
+        expires_at: row.expires_at,
+    })
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    user: Authorized<rules::Author>,
+    ApiJson(body): ApiJson<CreateToken>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    let name = required_text("name", &body.name, 100)?;
+    let role = body.role.unwrap_or(user.role);
+    if role > user.role {
+        return Err(ApiError::ForbiddenCode {
+            code: "role_too_high",
+            message: format!("a token can carry at most your own role ({})", user.role),
+        });
+    }
+    let days = body.expires_in_days.unwrap_or(DEFAULT_TOKEN_DAYS);
+    if !(1..=MAX_TOKEN_DAYS).contains(&days) {
+        return Err(ApiError::invalid(
+            "expires_in_days",
+            format!("must be between 1 and {MAX_TOKEN_DAYS}"),
+        ));
+    }
+    let mut tx = state.db.begin().await?;
+    let created = issue_token(
+        &mut tx,
+        user.id,
+        &name,
+        role,
+        days,
+        &user.actor(),
+        user.ip.clone(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+async fn list_tokens(
+    State(state): State<AppState>,
+    user: Authorized<rules::View>,
+) -> Result<Json<Value>, ApiError> {
+    let items: Vec<TokenRow> = users::list_tokens(&state.db, user.id).await?;
+    Ok(Json(json!({ "items": items, "next_cursor": null })))
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    user: Authorized<rules::View>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    let mut tx = state.db.begin().await?;
+    if !users::revoke_token(&mut tx, user.id, id).await? {
+        return Err(ApiError::NotFound("token"));
+    }
+    audit::append(&mut tx, &user.audit("token.revoked", "api_token", id)).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

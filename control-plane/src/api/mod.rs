@@ -1,0 +1,102 @@
+//! The JSON API under `/api/v1`, one module per resource.
+
+use axum::Router;
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+
+pub mod audit;
+pub mod health;
+pub mod inventory;
+pub mod me;
+pub mod migrations;
+pub mod runs;
+pub mod users;
+
+pub fn router() -> Router<AppState> {
+    Router::new().merge(health::router()).nest(
+        "/api/v1",
+        Router::new()
+            .merge(me::router())
+            .merge(users::router())
+            .merge(inventory::router())
+            .merge(migrations::router())
+            .merge(runs::router())
+            .merge(audit::router()),
+    )
+}
+
+/// `?limit=&cursor=` of every list.
+#[derive(Debug, Default, Deserialize)]
+pub struct PageQuery {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    pub const DEFAULT: i64 = 50;
+    pub const MAX: i64 = 500;
+
+    pub fn limit(&self) -> i64 {
+        self.limit.unwrap_or(Self::DEFAULT).clamp(1, Self::MAX)
+    }
+}
+
+/// `{"items": [...], "next_cursor": ...}`.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from up to `limit + 1` fetched rows: the extra row only
+    /// tells that there is a next page.
+    pub fn from_rows(mut rows: Vec<T>, limit: i64, cursor_of: impl Fn(&T) -> String) -> Self {
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let next_cursor = if more {
+            rows.last().map(cursor_of)
+        } else {
+            None
+        };
+        Page {
+            items: rows,
+            next_cursor,
+        }
+    }
+}
+
+/// Checks a required free-text field: present, trimmed, bounded.
+pub fn required_text(
+    field: &str,
+    value: &str,
+    max: usize,
+) -> Result<String, crate::error::ApiError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(crate::error::ApiError::invalid(field, "must not be empty"));
+    }
+    optional_text(field, value, max)
+}
+
+/// Checks an optional free-text field: bounded, no NUL bytes.
+pub fn optional_text(
+    field: &str,
+    value: &str,
+    max: usize,
+) -> Result<String, crate::error::ApiError> {
+    if value.chars().count() > max {
+        return Err(crate::error::ApiError::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(crate::error::ApiError::invalid(
+            field,
+            "must not contain NUL characters",
+        ));
+    }
+    Ok(value.to_owned())
+}

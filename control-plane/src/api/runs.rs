@@ -1,0 +1,779 @@
+//! Runs: request, approve, deny, execute, cancel.
+
+use std::collections::{BTreeMap, HashMap};
+
+use apalis::prelude::TaskBuilder;
+use axum::{
+    Json, Router,
+    extract::State,
+    http::StatusCode,
+    routing::{get, post},
+};
+use common::{
+    domain::{
+        Checksum, Direction, RunState, Version,
+        approval::{self, ApprovalContext, ApprovalError},
+        run::{ExecutionSettings, PinnedMigration, RunEvent},
+    },
+    jobs::{TargetJob, queue_name},
+    store::{
+        audit,
+        inventory::{self, EnvironmentRow},
+        migrations,
+        runs::{self, NewRun, RunRow},
+    },
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{PageQuery, inventory::project, optional_text};
+use crate::{
+    app::AppState,
+    auth::{Authorized, CurrentUser, rules},
+    error::{ApiError, ApiJson, ApiPath, ApiQuery, OptionalJson},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/projects/{slug}/runs", get(list).post(request))
+        .route("/runs/{id}", get(get_one))
+        .route("/runs/{id}/approve", post(approve))
+        .route("/runs/{id}/deny", post(deny))
+        .route("/runs/{id}/execute", post(execute))
+        .route("/runs/{id}/cancel", post(cancel))
+}
+
+/// The JSON shape of a run, with its pinned migrations, decisions, targets
+/// and state history.
+pub async fn run_view(conn: &mut PgConnection, run: &RunRow) -> Result<Value, ApiError> {
+    let pinned = runs::migrations(conn, run.id).await?;
+    let approvals = runs::approvals(conn, run.id).await?;
+    let targets = runs::executions(conn, run.id).await?;
+    let transitions = runs::transitions(conn, run.id).await?;
+    let required: Option<i32> = inventory::environment(conn, &run.environment)
+        .await?
+        .map(|e| e.required_approvals);
+    let rfc = |t: Option<OffsetDateTime>| {
+        t.map(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        })
+    };
+    Ok(json!({
+        "id": run.id,
+        "project_id": run.project_id,
+        "db_set_id": run.db_set_id,
+        "environment": run.environment,
+        "direction": run.direction,
+        "target_version": run.target_version,
+        "state": run.state,
+        "state_reason": run.state_reason,
+        "note": run.note,
+        "requested_by": run.requester,
+        "digest": run.digest,
+        "stop_on_failure": run.stop_on_failure,
+        "concurrency": run.concurrency,
+        "canary": run.canary,
+        "lock_timeout_ms": run.lock_timeout_ms,
+        "statement_timeout_ms": run.statement_timeout_ms,
+        "required_approvals": required,
+        "not_before": rfc(run.not_before),
+        "created_at": rfc(Some(run.created_at)),
+        "queued_at": rfc(run.queued_at),
+        "finished_at": rfc(run.finished_at),
+        "migrations": pinned.iter().map(|m| json!({
+            "version": m.version,
+            "name": m.name,
+            "checksum": m.checksum,
+            "changed_since_pinned": m.checksum != m.current_checksum,
+        })).collect::<Vec<_>>(),
+        "approvals": approvals,
+        "targets": targets,
+        "history": transitions,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct RequestRun {
+    db_set_id: Uuid,
+    direction: Direction,
+    target_version: String,
+    note: Option<String>,
+    stop_on_failure: Option<bool>,
+    concurrency: Option<i32>,
+    canary: Option<i32>,
+}
+
+const MAX_CONCURRENCY: i32 = 256;
+
+/// The environment that comes before `env` in the promotion order.
+async fn previous_environment(
+    conn: &mut PgConnection,
+    env: &EnvironmentRow,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT name FROM environments WHERE position < $1 ORDER BY position DESC LIMIT 1",
+    )
+    .bind(env.position)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Promotion gate: every migration of an `up` run must already be applied on
+/// every target of the project's DB sets in the previous environment.
+async fn check_promotion_gate(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    env: &EnvironmentRow,
+    migration_ids: &[Uuid],
+) -> Result<(), ApiError> {
+    let Some(previous) = previous_environment(conn, env).await? else {
+        return Ok(());
+    };
+    let (targets, missing): (i64, Option<String>) = sqlx::query_as(
+        "WITH prev AS (
+             SELECT t.id FROM targets t JOIN db_sets d ON d.id = t.db_set_id
+             WHERE d.project_id = $1 AND d.environment = $2 AND d.deleted_at IS NULL AND t.deleted_at IS NULL
+         )
+         SELECT (SELECT count(*) FROM prev),
+                (SELECT m.version FROM migrations m
+                 WHERE m.id = ANY($3)
+                   AND (SELECT count(*) FROM applied_migrations a WHERE a.migration_id = m.id AND a.target_id IN (SELECT id FROM prev))
+                       < (SELECT count(*) FROM prev)
+                 ORDER BY m.version_key LIMIT 1)",
+    )
+    .bind(project_id)
+    .bind(&previous)
+    .bind(migration_ids)
+    .fetch_one(conn)
+    .await?;
+    if targets == 0 {
+        return Err(ApiError::conflict(
+            "promotion_gate",
+            format!(
+                "environment {} requires success on {previous} first, and this project has no targets in {previous}",
+                env.name
+            ),
+        ));
+    }
+    if let Some(version) = missing {
+        return Err(ApiError::conflict(
+            "promotion_gate",
+            format!(
+                "version {version} has not succeeded on every {previous} target of this project yet"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn request(
+    State(state): State<AppState>,
+    user: Authorized<rules::Author>,
+    ApiPath(slug): ApiPath<String>,
+    ApiJson(body): ApiJson<RequestRun>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let target_version = Version::parse(&body.target_version)
+        .map_err(|e| ApiError::invalid("target_version", e.to_string()))?;
+    let note = optional_text("note", body.note.as_deref().unwrap_or("").trim(), 2000)?;
+    let concurrency = body.concurrency.unwrap_or(8);
+    if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+        return Err(ApiError::invalid(
+            "concurrency",
+            format!("must be between 1 and {MAX_CONCURRENCY}"),
+        ));
+    }
+
+    let mut tx = state.db.begin().await?;
+    let project = project(&mut tx, &slug).await?;
+    let set = inventory::db_set(&mut tx, project.id, body.db_set_id)
+        .await?
+        .ok_or_else(|| ApiError::invalid("db_set_id", "no such DB set in this project"))?;
+    let env = inventory::environment(&mut tx, &set.environment)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("DB set {} names a missing environment", set.id))?;
+    let targets = runs::pinned_targets(&mut tx, set.id).await?;
+    if targets.is_empty() {
+        return Err(ApiError::invalid("db_set_id", "the DB set has no targets"));
+    }
+    let canary = body.canary.unwrap_or(0);
+    if !(0..=targets.len() as i32).contains(&canary) {
+        return Err(ApiError::invalid(
+            "canary",
+            "must be between 0 and the number of targets",
+        ));
+    }
+    let dirty: Option<String> = sqlx::query_scalar(
+        "SELECT t.name FROM target_dirty_states d JOIN targets t ON t.id = d.target_id WHERE t.db_set_id = $1 LIMIT 1",
+    )
+    .bind(set.id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(name) = dirty {
+        return Err(ApiError::conflict(
+            "target_dirty",
+            format!("target {name} is dirty after a failed script; an admin must resolve it first"),
+        ));
+    }
+
+    // How many of the set's targets have each version applied.
+    let target_ids: Vec<Uuid> = targets.iter().map(|t| t.id).collect();
+    let applied: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
+        "SELECT version, count(*) FROM applied_migrations WHERE target_id = ANY($1) GROUP BY version",
+    )
+    .bind(&target_ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let all = migrations::list(&mut tx, project.id).await?;
+    let n = targets.len() as i64;
+    let count = |version: &str| applied.get(version).copied().unwrap_or(0);
+    let covered: Vec<_> = match body.direction {
+        Direction::Up => {
+            if !all.iter().any(|m| m.version == target_version.to_string()) {
+                return Err(ApiError::invalid(
+                    "target_version",
+                    format!("project has no migration {target_version}"),
+                ));
+            }
+            all.iter()
+                .filter(|m| {
+                    Version::parse(&m.version).is_ok_and(|v| v <= target_version)
+                        && count(&m.version) < n
+                })
+                .collect()
+        }
+        Direction::Down => {
+            let covered: Vec<_> = all
+                .iter()
+                .rev()
+                .filter(|m| {
+                    Version::parse(&m.version).is_ok_and(|v| v > target_version)
+                        && count(&m.version) > 0
+                })
+                .collect();
+            if let Some(m) = covered.iter().find(|m| m.down_sql.trim().is_empty()) {
+                return Err(ApiError::invalid(
+                    "target_version",
+                    format!(
+                        "version {} has no down script, so it cannot be rolled back",
+                        m.version
+                    ),
+                ));
+            }
+            covered
+        }
+    };
+    if covered.is_empty() {
+        return Err(ApiError::conflict(
+            "nothing_to_do",
+            format!(
+                "every target of {} is already at version {target_version}",
+                set.name
+            ),
+        ));
+    }
+    if body.direction == Direction::Up && env.require_previous_success {
+        let ids: Vec<Uuid> = covered.iter().map(|m| m.id).collect();
+        check_promotion_gate(&mut tx, project.id, &env, &ids).await?;
+    }
+
+    let settings = ExecutionSettings {
+        direction: body.direction,
+        target_version,
+        stop_on_failure: body.stop_on_failure.unwrap_or(false),
+        concurrency,
+        canary,
+        lock_timeout_ms: env.lock_timeout_ms,
+        statement_timeout_ms: env.statement_timeout_ms,
+    };
+    let pinned: Vec<(Uuid, PinnedMigration)> = covered
+        .iter()
+        .map(|m| {
+            (
+                m.id,
+                PinnedMigration {
+                    version: Version::parse(&m.version).expect("stored versions are canonical"),
+                    checksum: Checksum::from_stored(m.checksum.clone()),
+                },
+            )
+        })
+        .collect();
+    let (run_id, digest) = runs::insert(
+        &mut tx,
+        &NewRun {
+            project_id: project.id,
+            db_set_id: set.id,
+            environment: &env.name,
+            requested_by: user.id,
+            note: &note,
+            settings: &settings,
+            migrations: &pinned,
+            targets: &targets,
+        },
+    )
+    .await?;
+    audit::append(
+        &mut tx,
+        &user.audit("run.requested", "run", run_id).project(project.id).details(json!({
+            "db_set_id": set.id,
+            "environment": env.name,
+            "direction": settings.direction,
+            "target_version": settings.target_version,
+            "digest": digest,
+            "migrations": pinned.iter().map(|(_, m)| json!({"version": m.version, "checksum": m.checksum})).collect::<Vec<_>>(),
+            "targets": targets.len(),
+        })),
+    )
+    .await?;
+    let run = runs::get(&mut tx, run_id)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    let view = run_view(&mut tx, &run).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    _user: Authorized<rules::View>,
+    ApiPath(slug): ApiPath<String>,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let project = project(&mut conn, &slug).await?;
+    // The cursor is the id of the last run seen; runs are listed newest first.
+    let before = match page.cursor.as_deref() {
+        None => None,
+        Some(c) => {
+            let id = Uuid::parse_str(c)
+                .map_err(|_| ApiError::BadRequest("cursor is not a run id".into()))?;
+            let run = runs::get(&mut conn, id)
+                .await?
+                .ok_or_else(|| ApiError::BadRequest("cursor names no run".into()))?;
+            Some((run.created_at, run.id))
+        }
+    };
+    let limit = page.limit();
+    let rows = runs::list(&state.db, project.id, before, limit + 1).await?;
+    let more = rows.len() as i64 > limit;
+    let items: Vec<Value> = rows
+        .iter()
+        .take(limit as usize)
+        .map(|r| {
+            json!({
+                "id": r.id, "db_set_id": r.db_set_id, "environment": r.environment, "direction": r.direction,
+                "target_version": r.target_version, "state": r.state, "requested_by": r.requester,
+                "digest": r.digest, "created_at": r.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            })
+        })
+        .collect();
+    let next_cursor = if more {
+        rows.get(limit as usize - 1).map(|r| r.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+async fn get_one(
+    State(state): State<AppState>,
+    _user: Authorized<rules::View>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let run = runs::get(&mut conn, id)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    Ok(Json(run_view(&mut conn, &run).await?))
+}
+
+/// Invalidates the run if something its digest covers changed since it was
+/// requested. Returns true when it did (the caller commits and reports 409).
+async fn invalidate_if_stale(
+    conn: &mut PgConnection,
+    run: &RunRow,
+    actor: &CurrentUser,
+) -> Result<bool, ApiError> {
+    if runs::current_digest(conn, run).await? == run.digest {
+        return Ok(false);
+    }
+    let reason = "a migration, the DB set's targets or the environment's timeouts changed since the run was requested";
+    runs::set_state(
+        conn,
+        run,
+        RunState::Invalidated,
+        Some(actor.id),
+        Some(reason),
+    )
+    .await?;
+    audit::append(
+        conn,
+        &actor
+            .audit("run.invalidated", "run", run.id)
+            .project(run.project_id)
+            .details(json!({ "reason": reason, "pinned_digest": run.digest })),
+    )
+    .await?;
+    Ok(true)
+}
+
+fn stale_error() -> ApiError {
+    ApiError::conflict(
+        "run_invalidated",
+        "what this run covers changed since it was requested; it is invalidated and a new run must be requested",
+    )
+}
+
+fn wrong_state(run: &RunRow, doing: &str) -> ApiError {
+    let code = match run.state() {
+        RunState::Invalidated => "run_invalidated",
+        RunState::Queued
+        | RunState::Running
+        | RunState::Succeeded
+        | RunState::Failed
+        | RunState::PartiallyFailed
+            if doing == "execute" =>
+        {
+            "already_executed"
+        }
+        _ => "invalid_state",
+    };
+    ApiError::conflict(code, format!("the run is {}; it cannot {doing}", run.state))
+}
+
+impl From<ApprovalError> for ApiError {
+    fn from(err: ApprovalError) -> Self {
+        let message = err.to_string();
+        match err {
+            ApprovalError::NotAllowed => ApiError::Forbidden(message),
+            ApprovalError::SelfApproval | ApprovalError::AuthorApproval => {
+                ApiError::ForbiddenCode {
+                    code: "separation_of_duties",
+                    message,
+                }
+            }
+            ApprovalError::WrongState(RunState::Invalidated) | ApprovalError::Stale => {
+                ApiError::conflict("run_invalidated", message)
+            }
+            ApprovalError::WrongState(_) => ApiError::conflict("invalid_state", message),
+            ApprovalError::AlreadyApproved => ApiError::conflict("already_decided", message),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ApproveBody {
+    #[serde(default)]
+    comment: String,
+}
+
+/// Loads what the approval rule needs about a locked run.
+async fn approval_facts(
+    conn: &mut PgConnection,
+    run: &RunRow,
+) -> Result<(EnvironmentRow, Vec<Uuid>, Vec<Uuid>), ApiError> {
+    let env = inventory::environment(conn, &run.environment)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("run {} names a missing environment", run.id))?;
+    let mut authors: Vec<Uuid> = runs::migrations(conn, run.id)
+        .await?
+        .iter()
+        .map(|m| m.author_id)
+        .collect();
+    authors.sort();
+    authors.dedup();
+    let approvers = runs::approvals(conn, run.id)
+        .await?
+        .into_iter()
+        .filter(|a| a.decision == "approved" && a.digest == run.digest)
+        .map(|a| a.user_id)
+        .collect();
+    Ok((env, authors, approvers))
+}
+
+async fn approve(
+    State(state): State<AppState>,
+    user: Authorized<rules::Approve>,
+    ApiPath(id): ApiPath<Uuid>,
+    OptionalJson(body): OptionalJson<ApproveBody>,
+) -> Result<Json<Value>, ApiError> {
+    let comment = optional_text("comment", body.comment.trim(), 2000)?;
+    let mut tx = state.db.begin().await?;
+    let run = runs::lock(&mut tx, id)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    if run.state() == RunState::PendingApproval && invalidate_if_stale(&mut tx, &run, &user).await?
+    {
+        tx.commit().await?;
+        return Err(stale_error());
+    }
+    let (env, authors, approvers) = approval_facts(&mut tx, &run).await?;
+    let ctx = ApprovalContext {
+        state: run.state(),
+        requested_by: run.requested_by,
+        authors: &authors,
+        approvers: &approvers,
+        digest_current: true,
+    };
+    let outcome = match approval::decide_approval(&env.policy(), &ctx, user.id, user.role) {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            if matches!(
+                err,
+                ApprovalError::SelfApproval | ApprovalError::AuthorApproval
+            ) {
+                audit::append(
+                    &mut tx,
+                    &user
+                        .audit("access.denied", "run", run.id)
+                        .project(run.project_id)
+                        .details(json!({ "reason": err.to_string() })),
+                )
+                .await?;
+                tx.commit().await?;
+            }
+            return Err(err.into());
+        }
+    };
+    runs::insert_decision(&mut tx, run.id, user.id, "approved", &comment, &run.digest).await?;
+    if outcome.fully_approved {
+        let next = run
+            .state()
+            .transition(RunEvent::FullyApproved)
+            .map_err(|_| wrong_state(&run, "be approved"))?;
+        runs::set_state(&mut tx, &run, next, Some(user.id), None).await?;
+    }
+    audit::append(
+        &mut tx,
+        &user
+            .audit("run.approved", "run", run.id)
+            .project(run.project_id)
+            .details(json!({
+                "digest": run.digest,
+                "comment": comment,
+                "approvals": outcome.count,
+                "required": env.required_approvals,
+            })),
+    )
+    .await?;
+    let run = runs::get(&mut tx, id)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    let view = run_view(&mut tx, &run).await?;
+    tx.commit().await?;
+    Ok(Json(view))
+}
+
+#[derive(Debug, Deserialize)]
+struct DenyBody {
+    reason: String,
+}
+
+async fn deny(
+    State(state): State<AppState>,
+    user: Authorized<rules::Approve>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<DenyBody>,
+) -> Result<Json<Value>, ApiError> {
+    let reason = super::required_text("reason", &body.reason, 2000)?;
+    let mut tx = state.db.begin().await?;
+    let run = runs::lock(&mut tx, id)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    let (env, authors, approvers) = approval_facts(&mut tx, &run).await?;
+    let ctx = ApprovalContext {
+        state: run.state(),
+        requested_by: run.requested_by,
+        authors: &authors,
+        approvers: &approvers,
+        digest_current: true,
+    };
+    approval::check_denial(&env.policy(), &ctx, user.id, user.role)?;
+    runs::insert_decision(&mut tx, run.id, user.id, "denied", &reason, &run.digest).await?;
+    let next = run
+        .state()
+        .transition(RunEvent::Deny)
+        .map_err(|_| wrong_state(&run, "be denied"))?;
+    runs::set_state(&mut tx, &run, next, Some(user.id), Some(&reason)).await?;
+    audit::append(
+        &mut tx,
+        &user
+            .audit("run.denied", "run", run.id)
+            .project(run.project_id)
+            .details(json!({ "reason": reason })),
+    )
+    .await?;
+    let run = runs::get(&mut tx, id)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    let view = run_view(&mut tx, &run).await?;
+    tx.commit().await?;
+    Ok(Json(view))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ExecuteBody {
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    not_before: Option<OffsetDateTime>,
+}
+
+/// Requesters operate their own runs; managers and admins any run.
+async fn require_operator(
+    state: &AppState,
+    user: &CurrentUser,
+    run: &RunRow,
+    what: &str,
+) -> Result<(), ApiError> {
+    if run.requested_by == user.id {
+        return Ok(());
+    }
+    user.require(state, common::domain::Capability::OperateAnyRun, what)
+        .await
+}
+
+/// Execute: in one transaction, lock the run, check it is approved and still
+/// what was approved, queue one job per target into its pool's queue, and
+/// move the run to `queued`. Enqueueing and the state change commit together
+/// or not at all.
+async fn execute(
+    State(state): State<AppState>,
+    user: Authorized<rules::Author>,
+    ApiPath(id): ApiPath<Uuid>,
+    OptionalJson(body): OptionalJson<ExecuteBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let not_before = body.not_before;
+    let now = OffsetDateTime::now_utc();
+    if let Some(t) = not_before {
+        if t > now + time::Duration::days(30) {
+            return Err(ApiError::invalid("not_before", "must be within 30 days"));
+        }
+    }
+    let mut tx = state.db.begin().await?;
+    let run = runs::lock(&mut tx, id)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    require_operator(
+        &state,
+        &user,
+        &run,
+        &format!("POST /api/v1/runs/{id}/execute"),
+    )
+    .await?;
+    let next = run
+        .state()
+        .transition(RunEvent::Execute)
+        .map_err(|_| wrong_state(&run, "execute"))?;
+    if invalidate_if_stale(&mut tx, &run, &user).await? {
+        tx.commit().await?;
+        return Err(stale_error());
+    }
+    // Defence in depth: the approvals on record must cover this digest.
+    let (env, _, approvers) = approval_facts(&mut tx, &run).await?;
+    if (approvers.len() as i32) < env.required_approvals {
+        return Err(ApiError::conflict(
+            "not_approved",
+            "the run lacks the approvals its environment requires",
+        ));
+    }
+
+    let executions = runs::queue_executions(&mut tx, run.id).await?;
+    let mut by_pool: BTreeMap<String, Vec<apalis_postgres::PgTask>> = BTreeMap::new();
+    for (execution_id, target_id, pool) in &executions {
+        let job = TargetJob {
+            run_id: run.id,
+            target_id: *target_id,
+            execution_id: *execution_id,
+            trace_context: BTreeMap::new(),
+        };
+        let mut task = TaskBuilder::new(serde_json::to_vec(&job).map_err(anyhow::Error::from)?)
+            // A migration job is never retried by the queue: a failed target
+            // stays failed until a person asks for a new run.
+            .max_attempts(1);
+        if let Some(t) = not_before.filter(|t| *t > now) {
+            task = task.run_at_timestamp(t.unix_timestamp() as u64);
+        }
+        by_pool.entry(pool.clone()).or_default().push(task.build());
+    }
+    for (pool, tasks) in by_pool {
+        apalis_postgres::queries::push_tasks(&mut *tx, &queue_name(&pool), tasks)
+            .await
+            .map_err(|e| anyhow::anyhow!("queueing jobs for pool {pool}: {e}"))?;
+    }
+    sqlx::query("UPDATE runs SET executed_by = $2, not_before = $3 WHERE id = $1")
+        .bind(run.id)
+        .bind(user.id)
+        .bind(not_before)
+        .execute(&mut *tx)
+        .await?;
+    runs::set_state(&mut tx, &run, next, Some(user.id), None).await?;
+    audit::append(
+        &mut tx,
+        &user
+            .audit("run.executed", "run", run.id)
+            .project(run.project_id)
+            .details(json!({
+                "digest": run.digest,
+                "targets": executions.len(),
+                "not_before": not_before.map(|t| t.unix_timestamp()),
+            })),
+    )
+    .await?;
+    let run = runs::get(&mut tx, id)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    let view = run_view(&mut tx, &run).await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+/// Cancel: targets not started are cancelled; running ones finish their
+/// current migration and report as usual.
+async fn cancel(
+    State(state): State<AppState>,
+    user: Authorized<rules::Author>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let run = runs::lock(&mut tx, id)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    require_operator(
+        &state,
+        &user,
+        &run,
+        &format!("POST /api/v1/runs/{id}/cancel"),
+    )
+    .await?;
+    let next = run
+        .state()
+        .transition(RunEvent::Cancel)
+        .map_err(|_| wrong_state(&run, "be cancelled"))?;
+    let cancelled = sqlx::query(
+        "UPDATE target_executions SET state = 'cancelled', finished_at = now()
+         WHERE run_id = $1 AND state IN ('pending', 'queued')",
+    )
+    .bind(run.id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    runs::set_state(&mut tx, &run, next, Some(user.id), Some("cancelled")).await?;
+    audit::append(
+        &mut tx,
+        &user
+            .audit("run.cancelled", "run", run.id)
+            .project(run.project_id)
+            .details(json!({ "targets_cancelled": cancelled })),
+    )
+    .await?;
+    let run = runs::get(&mut tx, id)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    let view = run_view(&mut tx, &run).await?;
+    tx.commit().await?;
+    Ok(Json(view))
+}

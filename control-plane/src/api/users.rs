@@ -1,0 +1,152 @@
+//! User administration (admins).
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::StatusCode,
+    routing::{get, patch},
+};
+use common::{
+    domain::Role,
+    store::{audit, users},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::optional_text;
+use crate::{
+    app::AppState,
+    auth::{Authorized, rules},
+    error::{ApiError, ApiJson, ApiPath},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/users", get(list).post(create))
+        .route("/users/{id}", patch(update))
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    pub disabled: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<users::UserRow> for UserView {
+    fn from(u: users::UserRow) -> Self {
+        UserView {
+            id: u.id,
+            email: u.email,
+            name: u.name,
+            role: u.role,
+            disabled: u.disabled,
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// A plausible e-mail address: one `@`, non-empty parts, a dot in the domain.
+pub fn parse_email(field: &str, raw: &str) -> Result<String, ApiError> {
+    let email = raw.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && !email.chars().any(char::is_whitespace)
+        && matches!(email.split_once('@'), Some((local, domain))
+            if !local.is_empty() && domain.contains('.') && !domain.contains('@')
+               && !domain.starts_with('.') && !domain.ends_with('.'));
+    if valid {
+        Ok(email)
+    } else {
+        Err(ApiError::invalid(field, "must be an e-mail address"))
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    _admin: Authorized<rules::Administer>,
+) -> Result<Json<Value>, ApiError> {
+    let items: Vec<UserView> = users::list(&state.db)
+        .await?
+        .into_iter()
+        .map(UserView::from)
+        .collect();
+    Ok(Json(json!({ "items": items, "next_cursor": null })))
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateUser {
+    email: String,
+    #[serde(default)]
+    name: String,
+    role: Role,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    admin: Authorized<rules::Administer>,
+    ApiJson(body): ApiJson<CreateUser>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    let email = parse_email("email", &body.email)?;
+    let name = optional_text("name", body.name.trim(), 200)?;
+    let mut tx = state.db.begin().await?;
+    if users::find_by_email(&mut tx, &email).await?.is_some() {
+        return Err(ApiError::conflict(
+            "duplicate_email",
+            "a user with this e-mail already exists",
+        ));
+    }
+    let (user, _) = users::upsert(&mut tx, &email, &name, body.role).await?;
+    audit::append(
+        &mut tx,
+        &admin
+            .audit("user.created", "user", user.id)
+            .details(json!({ "email": email, "role": body.role })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(user.into())))
+}
+
+#[derive(Debug, Deserialize)]
+struct UpdateUser {
+    role: Option<Role>,
+    disabled: Option<bool>,
+}
+
+async fn update(
+    State(state): State<AppState>,
+    admin: Authorized<rules::Administer>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<UpdateUser>,
+) -> Result<Json<UserView>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let current = users::get(&mut tx, id)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+    if id == admin.id
+        && (body.disabled == Some(true) || body.role.is_some_and(|r| r != Role::Admin))
+    {
+        return Err(ApiError::conflict(
+            "self_lockout",
+            "admins cannot disable or demote themselves",
+        ));
+    }
+    let updated = users::update(&mut tx, id, body.role, body.disabled).await?;
+    audit::append(
+        &mut tx,
+        &admin.audit("user.updated", "user", id).details(json!({
+            "email": current.email,
+            "role": { "from": current.role, "to": updated.role },
+            "disabled": { "from": current.disabled, "to": updated.disabled },
+        })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(updated.into()))
+}

@@ -1,0 +1,205 @@
+//! Extractors for the caller and their authorization.
+//!
+//! A handler states its rule in its signature — `Authorized<rules::Approve>` —
+//! so a route cannot forget to check: without the argument it has no user.
+
+use std::{marker::PhantomData, net::SocketAddr, ops::Deref};
+
+use axum::{
+    extract::{ConnectInfo, FromRequestParts},
+    http::{header::AUTHORIZATION, request::Parts},
+};
+use common::{
+    crypto::hash_api_token,
+    domain::{Capability, Role, role::allows},
+    store::{
+        audit::{self, Actor, Entry},
+        users,
+    },
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{app::AppState, error::ApiError};
+
+/// The signed-in caller with their effective role.
+#[derive(Debug, Clone)]
+pub struct CurrentUser {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    /// The lesser of the user's role and the token's role.
+    pub role: Role,
+    pub token_id: Option<Uuid>,
+    pub ip: Option<String>,
+}
+
+impl CurrentUser {
+    pub fn actor(&self) -> Actor {
+        Actor::User {
+            id: self.id,
+            email: self.email.clone(),
+        }
+    }
+
+    pub fn can(&self, capability: Capability) -> bool {
+        allows(self.role, capability)
+    }
+
+    /// An audit entry by this caller, with their address.
+    pub fn audit(
+        &self,
+        action: &'static str,
+        object_type: &'static str,
+        object_id: impl ToString,
+    ) -> Entry {
+        Entry::new(self.actor(), action, object_type, object_id).ip(self.ip.clone())
+    }
+
+    /// Fails with 403 (audited) unless the caller holds `capability`.
+    pub async fn require(
+        &self,
+        state: &AppState,
+        capability: Capability,
+        what: &str,
+    ) -> Result<(), ApiError> {
+        if self.can(capability) {
+            return Ok(());
+        }
+        deny(state, self, capability, what).await
+    }
+}
+
+fn client_ip(parts: &Parts) -> Option<String> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string())
+}
+
+fn bearer_token(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(user) = parts.extensions.get::<CurrentUser>() {
+            return Ok(user.clone());
+        }
+        let token = bearer_token(parts).ok_or(ApiError::Unauthenticated)?;
+        let bearer = users::bearer_of(&state.db, &hash_api_token(token))
+            .await?
+            .ok_or(ApiError::Unauthenticated)?;
+        let user_role: Role = bearer.user_role.parse().unwrap_or(Role::User);
+        let token_role: Role = bearer.token_role.parse().unwrap_or(Role::User);
+        let user = CurrentUser {
+            id: bearer.user_id,
+            email: bearer.email,
+            name: bearer.name,
+            // A token never carries more than its owner has now.
+            role: user_role.min(token_role),
+            token_id: Some(bearer.token_id),
+            ip: client_ip(parts),
+        };
+        if bearer.audit_use {
+            let mut tx = state.db.begin().await?;
+            audit::append(
+                &mut tx,
+                &user.audit("token.used", "api_token", bearer.token_id),
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        parts.extensions.insert(user.clone());
+        Ok(user)
+    }
+}
+
+/// Records a refusal and returns the 403 for it.
+async fn deny(
+    state: &AppState,
+    user: &CurrentUser,
+    capability: Capability,
+    what: &str,
+) -> Result<(), ApiError> {
+    let mut tx = state.db.begin().await?;
+    audit::append(
+        &mut tx,
+        &user.audit("access.denied", "route", what).details(json!({
+            "capability": format!("{capability:?}"),
+            "role": user.role.as_str(),
+        })),
+    )
+    .await?;
+    tx.commit().await?;
+    Err(ApiError::Forbidden(format!(
+        "your role ({}) does not allow this; it needs {} or above",
+        user.role,
+        capability.minimum_role()
+    )))
+}
+
+/// A capability a route requires.
+pub trait Rule: Send + Sync + 'static {
+    const CAPABILITY: Capability;
+}
+
+/// Marker types naming the capability of each route.
+pub mod rules {
+    use super::{Capability, Rule};
+
+    macro_rules! rule {
+        ($($name:ident),+) => {$(
+            #[derive(Debug)]
+            pub struct $name;
+            impl Rule for $name {
+                const CAPABILITY: Capability = Capability::$name;
+            }
+        )+};
+    }
+    rule!(
+        View,
+        Author,
+        OperateAnyRun,
+        Approve,
+        ManageTargets,
+        ManageProjects,
+        Administer,
+        ReadAllAudit,
+        ExportAudit
+    );
+}
+
+/// The caller, proven to hold `R::CAPABILITY`. Refusals are 403 and audited.
+#[derive(Debug)]
+pub struct Authorized<R: Rule>(pub CurrentUser, PhantomData<R>);
+
+impl<R: Rule> Deref for Authorized<R> {
+    type Target = CurrentUser;
+    fn deref(&self) -> &CurrentUser {
+        &self.0
+    }
+}
+
+impl<R: Rule> FromRequestParts<AppState> for Authorized<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let user = CurrentUser::from_request_parts(parts, state).await?;
+        let what = format!("{} {}", parts.method, parts.uri.path());
+        user.require(state, R::CAPABILITY, &what).await?;
+        Ok(Authorized(user, PhantomData))
+    }
+}

@@ -1,0 +1,8 @@
+//! The migrate-hub control plane: web app, JSON API, approvals and audit.
+//! It decides; workers execute.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod error;
