@@ -3,27 +3,55 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{Router, extract::DefaultBodyLimit, http::HeaderName};
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::{HeaderName, HeaderValue, header},
+    middleware,
+};
 use common::{config::ControlPlaneSettings, crypto::Keyring};
+use minijinja::Environment;
+use tower_sessions::{Expiry, SessionManagerLayer, cookie::SameSite};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    set_header::SetResponseHeaderLayer,
     timeout::TimeoutLayer,
     trace::TraceLayer,
 };
 
-use crate::api;
+use crate::{
+    api,
+    auth::{csrf, oidc::Oidc, session_store::PgSessionStore},
+    web,
+};
 
 /// Shared by every request.
 #[derive(Clone)]
 pub struct AppState {
     pub db: PgPool,
     pub settings: Arc<ControlPlaneSettings>,
+    pub templates: Arc<Environment<'static>>,
+    /// `None` when SSO is not configured.
+    pub oidc: Option<Arc<Oidc>>,
 }
 
 impl AppState {
+    pub fn new(db: PgPool, settings: ControlPlaneSettings) -> anyhow::Result<Self> {
+        let oidc = match &settings.oidc {
+            Some(o) => Some(Arc::new(Oidc::new(o.clone(), &settings.public_url)?)),
+            None => None,
+        };
+        Ok(Self {
+            db,
+            settings: Arc::new(settings),
+            templates: Arc::new(web::templates()),
+            oidc,
+        })
+    }
+
     pub fn keys(&self) -> &Keyring {
         &self.settings.common.keys
     }
@@ -41,9 +69,37 @@ pub fn router(state: AppState) -> Router {
         .saturating_mul(3)
         .max(64 * 1024)
         + 64 * 1024;
+    let sessions = SessionManagerLayer::new(PgSessionStore::new(state.db.clone()))
+        .with_name("mh_session")
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_secure(state.settings.public_url.starts_with("https://"))
+        .with_expiry(Expiry::OnInactivity(time::Duration::minutes(i64::from(
+            state.settings.session_idle_minutes,
+        ))));
+    let pages = web::router().layer(middleware::from_fn_with_state(state.clone(), web::errors_as_pages));
     api::router()
+        .merge(pages)
+        .layer(middleware::from_fn_with_state(state.clone(), csrf::guard))
+        .layer(sessions)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                 frame-ancestors 'none'; form-action 'self' https: http:; base-uri 'none'",
+            ),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        ))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(60),
@@ -69,10 +125,19 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
+    // Expired sessions are removed in the background by every replica; the
+    // DELETE is idempotent, so replicas do not need to coordinate.
+    let store = PgSessionStore::new(state.db.clone());
+    let cleanup = tokio::spawn(async move {
+        use tower_sessions::session_store::ExpiredDeletion;
+        let _ = store.continuously_delete_expired(Duration::from_secs(300)).await;
+    });
+    let result = axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
-    .await
+    .await;
+    cleanup.abort();
+    result
 }

@@ -117,10 +117,7 @@ async fn run(command: Command, settings: ControlPlaneSettings) -> anyhow::Result
             }
             let listener = tokio::net::TcpListener::bind(settings.listen).await?;
             tracing::info!(listen = %settings.listen, public_url = %settings.public_url, "control plane listening");
-            let state = app::AppState {
-                db: pool,
-                settings: std::sync::Arc::new(settings),
-            };
+            let state = app::AppState::new(pool, settings)?;
             app::serve(listener, state, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -4,6 +4,7 @@ pub mod approval;
 pub mod checksum;
 pub mod directives;
 pub mod role;
+pub mod signin;
 pub mod run;
 pub mod slug;
 pub mod version;

@@ -456,3 +456,55 @@ pub async fn queue_executions(
     .fetch_all(conn)
     .await
 }
+
+/// A run as listed on the dashboard.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct RunSummary {
+    pub id: Uuid,
+    pub project: String,
+    pub environment: String,
+    pub direction: String,
+    pub target_version: String,
+    pub state: String,
+    pub requester: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+/// Which dashboard list.
+#[derive(Debug, Clone, Copy)]
+pub enum DashboardList {
+    /// Waiting for approval, requested by someone else, not yet approved by `user`.
+    AwaitingApprovalBy(Uuid),
+    RequestedBy(Uuid),
+    Active,
+    RecentFailures,
+}
+
+pub async fn dashboard(pool: &PgPool, list: DashboardList, limit: i64) -> Result<Vec<RunSummary>, sqlx::Error> {
+    let (filter, user): (&str, Option<Uuid>) = match list {
+        DashboardList::AwaitingApprovalBy(u) => (
+            "r.state = 'pending_approval' AND r.requested_by <> $1
+             AND NOT EXISTS (SELECT 1 FROM approvals a WHERE a.run_id = r.id AND a.user_id = $1)",
+            Some(u),
+        ),
+        DashboardList::RequestedBy(u) => ("r.requested_by = $1", Some(u)),
+        DashboardList::Active => ("r.state IN ('queued', 'running') AND $1::uuid IS NULL", None),
+        DashboardList::RecentFailures => (
+            "r.state IN ('failed', 'partially_failed') AND r.finished_at > now() - interval '7 days' AND $1::uuid IS NULL",
+            None,
+        ),
+    };
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT r.id, p.slug AS project, r.environment, r.direction, r.target_version, r.state, u.email AS requester,
+                r.created_at, r.finished_at
+         FROM runs r JOIN projects p ON p.id = r.project_id JOIN users u ON u.id = r.requested_by
+         WHERE {filter} ORDER BY r.created_at DESC LIMIT $2"
+    )))
+    .bind(user)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

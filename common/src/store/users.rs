@@ -217,3 +217,11 @@ pub async fn update(
     }
     Ok(row)
 }
+
+pub async fn touch_login(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET last_login_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

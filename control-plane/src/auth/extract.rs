@@ -18,7 +18,14 @@ use common::{
     },
 };
 use serde_json::json;
+use time::OffsetDateTime;
+use tower_sessions::Session;
 use uuid::Uuid;
+
+use super::session_store::USER_ID_KEY;
+
+/// Session key: when the user signed in (Unix seconds), for the absolute timeout.
+pub const SIGNED_IN_AT_KEY: &str = "signed_in_at";
 
 use crate::{app::AppState, error::ApiError};
 
@@ -95,32 +102,67 @@ impl FromRequestParts<AppState> for CurrentUser {
         if let Some(user) = parts.extensions.get::<CurrentUser>() {
             return Ok(user.clone());
         }
-        let token = bearer_token(parts).ok_or(ApiError::Unauthenticated)?;
-        let bearer = users::bearer_of(&state.db, &hash_api_token(token))
-            .await?
-            .ok_or(ApiError::Unauthenticated)?;
-        let user_role: Role = bearer.user_role.parse().unwrap_or(Role::User);
-        let token_role: Role = bearer.token_role.parse().unwrap_or(Role::User);
-        let user = CurrentUser {
-            id: bearer.user_id,
-            email: bearer.email,
-            name: bearer.name,
-            // A token never carries more than its owner has now.
-            role: user_role.min(token_role),
-            token_id: Some(bearer.token_id),
-            ip: client_ip(parts),
+        let user = match bearer_token(parts) {
+            Some(token) => user_from_token(state, token, client_ip(parts)).await?,
+            None => user_from_session(parts, state).await?,
         };
-        if bearer.audit_use {
-            let mut tx = state.db.begin().await?;
-            audit::append(
-                &mut tx,
-                &user.audit("token.used", "api_token", bearer.token_id),
-            )
-            .await?;
-            tx.commit().await?;
-        }
         parts.extensions.insert(user.clone());
         Ok(user)
+    }
+}
+
+async fn user_from_token(state: &AppState, token: &str, ip: Option<String>) -> Result<CurrentUser, ApiError> {
+    let bearer = users::bearer_of(&state.db, &hash_api_token(token))
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    let user_role: Role = bearer.user_role.parse().unwrap_or(Role::User);
+    let token_role: Role = bearer.token_role.parse().unwrap_or(Role::User);
+    let user = CurrentUser {
+        id: bearer.user_id,
+        email: bearer.email,
+        name: bearer.name,
+        // A token never carries more than its owner has now.
+        role: user_role.min(token_role),
+        token_id: Some(bearer.token_id),
+        ip,
+    };
+    if bearer.audit_use {
+        let mut tx = state.db.begin().await?;
+        audit::append(&mut tx, &user.audit("token.used", "api_token", bearer.token_id)).await?;
+        tx.commit().await?;
+    }
+    Ok(user)
+}
+
+/// The session's user, checked on every request: a disabled user or an
+/// expired absolute lifetime ends the session at once.
+async fn user_from_session(parts: &Parts, state: &AppState) -> Result<CurrentUser, ApiError> {
+    let session = parts.extensions.get::<Session>().cloned().ok_or(ApiError::Unauthenticated)?;
+    let internal = |e: tower_sessions::session::Error| ApiError::Internal(anyhow::anyhow!("session: {e}"));
+    let user_id: Option<Uuid> = session
+        .get::<String>(USER_ID_KEY)
+        .await
+        .map_err(internal)?
+        .and_then(|s| s.parse().ok());
+    let Some(user_id) = user_id else { return Err(ApiError::Unauthenticated) };
+    let signed_in_at: i64 = session.get(SIGNED_IN_AT_KEY).await.map_err(internal)?.unwrap_or(0);
+    let max_age = i64::from(state.settings.session_max_hours) * 3600;
+    let expired = OffsetDateTime::now_utc().unix_timestamp() - signed_in_at > max_age;
+    let mut conn = state.db.acquire().await?;
+    let row = users::get(&mut conn, user_id).await?;
+    match row {
+        Some(row) if !row.disabled && !expired => Ok(CurrentUser {
+            id: row.id,
+            email: row.email.clone(),
+            name: row.name.clone(),
+            role: row.role(),
+            token_id: None,
+            ip: client_ip(parts),
+        }),
+        _ => {
+            session.flush().await.map_err(internal)?;
+            Err(ApiError::Unauthenticated)
+        }
     }
 }
 
@@ -201,5 +243,17 @@ impl<R: Rule> FromRequestParts<AppState> for Authorized<R> {
         let what = format!("{} {}", parts.method, parts.uri.path());
         user.require(state, R::CAPABILITY, &what).await?;
         Ok(Authorized(user, PhantomData))
+    }
+}
+
+/// The client's address, when the server knows it.
+#[derive(Debug, Clone)]
+pub struct ClientIp(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(parts)))
     }
 }

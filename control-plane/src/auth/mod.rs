@@ -1,5 +1,9 @@
-//! Who is calling, and what they may do.
+//! Who is calling, and what they may do: API tokens, browser sessions signed
+//! in through OIDC, CSRF for those sessions, and the role extractors.
 
+pub mod csrf;
 pub mod extract;
+pub mod oidc;
+pub mod session_store;
 
 pub use extract::{Authorized, CurrentUser, rules};

@@ -71,11 +71,8 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let keys = settings.common.keys.clone();
-        let settings = Arc::new(settings);
-        let state = app::AppState {
-            db: pool.clone(),
-            settings: settings.clone(),
-        };
+        let state = app::AppState::new(pool.clone(), settings).expect("app state builds");
+        let settings = state.settings.clone();
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(app::serve(listener, state, async move {
             let _ = rx.await;

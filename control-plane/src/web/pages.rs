@@ -1,0 +1,211 @@
+//! Pages every signed-in person sees: dashboard, projects, tokens, audit.
+
+use std::collections::HashMap;
+
+use axum::{
+    Form, Router,
+    extract::State,
+    response::{Html, IntoResponse, Response},
+    routing::{get, post},
+};
+use common::{
+    domain::{Capability, Role},
+    store::{
+        audit::{self as audit_store, Filter},
+        inventory,
+        runs::{self, DashboardList},
+        users,
+    },
+};
+use serde_json::{Value, json};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use uuid::Uuid;
+
+use super::{Viewer, render, see_other};
+use crate::{
+    api::{
+        PageQuery,
+        me::{DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, issue_token},
+    },
+    app::AppState,
+    auth::rules,
+    error::{ApiError, ApiPath, ApiQuery},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/projects", get(projects))
+        .route("/tokens", get(tokens).post(create_token))
+        .route("/tokens/{id}/revoke", post(revoke_token))
+        .route("/audit", get(audit))
+}
+
+async fn dashboard(State(state): State<AppState>, viewer: Viewer) -> Result<Html<String>, ApiError> {
+    let waiting = if viewer.user.can(Capability::Approve) {
+        runs::dashboard(&state.db, DashboardList::AwaitingApprovalBy(viewer.user.id), 50).await?
+    } else {
+        Vec::new()
+    };
+    let mine = runs::dashboard(&state.db, DashboardList::RequestedBy(viewer.user.id), 20).await?;
+    let running = runs::dashboard(&state.db, DashboardList::Active, 50).await?;
+    let failures = runs::dashboard(&state.db, DashboardList::RecentFailures, 20).await?;
+    render(
+        &state,
+        "dashboard.html",
+        json!({ "waiting": waiting, "mine": mine, "running": running, "failures": failures }),
+        Some(&viewer),
+    )
+}
+
+async fn projects(State(state): State<AppState>, viewer: Viewer, ApiQuery(page): ApiQuery<PageQuery>) -> Result<Html<String>, ApiError> {
+    let limit = page.limit();
+    let mut rows = inventory::list_projects(&state.db, page.cursor.as_deref(), limit + 1).await?;
+    let next_cursor = (rows.len() as i64 > limit).then(|| rows[limit as usize - 1].slug.clone());
+    rows.truncate(limit as usize);
+    render(&state, "projects.html", json!({ "projects": rows, "next_cursor": next_cursor }), Some(&viewer))
+}
+
+/// Roles a viewer may give a token: their own and below.
+fn grantable(role: Role) -> Vec<&'static str> {
+    Role::ALL.iter().filter(|r| **r <= role).map(|r| r.as_str()).collect()
+}
+
+async fn tokens_page(state: &AppState, viewer: &Viewer<rules::Author>, extra: Value) -> Result<Html<String>, ApiError> {
+    let list = users::list_tokens(&state.db, viewer.user.id).await?;
+    let mut context = json!({
+        "tokens": list,
+        "roles": grantable(viewer.user.role),
+        "form": { "role": viewer.user.role },
+        "errors": {},
+    });
+    if let (Some(ctx), Some(extra)) = (context.as_object_mut(), extra.as_object()) {
+        ctx.extend(extra.clone());
+    }
+    render(state, "tokens.html", context, Some(&viewer.plain()))
+}
+
+async fn tokens(State(state): State<AppState>, viewer: Viewer<rules::Author>) -> Result<Html<String>, ApiError> {
+    tokens_page(&state, &viewer, json!({})).await
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    viewer: Viewer<rules::Author>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let name = form.get("name").map(|s| s.trim().to_owned()).unwrap_or_default();
+    let role: Role = form
+        .get("role")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(viewer.user.role);
+    let days: Option<i64> = form.get("expires_in_days").and_then(|d| d.trim().parse().ok());
+    let mut errors = serde_json::Map::new();
+    if name.is_empty() || name.chars().count() > 100 {
+        errors.insert("name".into(), json!("Give the token a name of at most 100 characters."));
+    }
+    if !days.is_some_and(|d| (1..=MAX_TOKEN_DAYS).contains(&d)) {
+        errors.insert("expires_in_days".into(), json!(format!("Between 1 and {MAX_TOKEN_DAYS} days.")));
+    }
+    if role > viewer.user.role {
+        errors.insert("role".into(), json!("A token can carry at most your own role."));
+    }
+    if !errors.is_empty() {
+        let mut page = tokens_page(&state, &viewer, json!({ "form": form, "errors": errors })).await?.into_response();
+        *page.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
+        return Ok(page);
+    }
+    let mut tx = state.db.begin().await?;
+    let created = issue_token(
+        &mut tx,
+        viewer.user.id,
+        &name,
+        role,
+        days.unwrap_or(DEFAULT_TOKEN_DAYS),
+        &viewer.user.actor(),
+        viewer.user.ip.clone(),
+    )
+    .await?;
+    tx.commit().await?;
+    // Shown once, on this response only.
+    let mut page = tokens_page(&state, &viewer, json!({ "new_token": created })).await?.into_response();
+    page.headers_mut()
+        .insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    Ok(page)
+}
+
+async fn revoke_token(State(state): State<AppState>, viewer: Viewer, ApiPath(id): ApiPath<Uuid>) -> Result<Response, ApiError> {
+    let mut tx = state.db.begin().await?;
+    if !users::revoke_token(&mut tx, viewer.user.id, id).await? {
+        return Err(ApiError::NotFound("token"));
+    }
+    audit_store::append(&mut tx, &viewer.user.audit("token.revoked", "api_token", id)).await?;
+    tx.commit().await?;
+    Ok(see_other("/tokens"))
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    ApiQuery(q): ApiQuery<HashMap<String, String>>,
+) -> Result<Html<String>, ApiError> {
+    let text = |k: &str| q.get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let time = |k: &str| -> Result<Option<OffsetDateTime>, ApiError> {
+        text(k)
+            .map(|v| OffsetDateTime::parse(&v, &Rfc3339).map_err(|_| ApiError::invalid(k, "use an RFC 3339 time like 2026-01-31T00:00:00Z")))
+            .transpose()
+    };
+    let all_rows = viewer.user.can(Capability::ReadAllAudit);
+    let project_id = match text("project") {
+        Some(slug) => {
+            let mut conn = state.db.acquire().await?;
+            inventory::project_by_slug(&mut conn, &slug).await?.map(|p| p.id).or(Some(Uuid::nil()))
+        }
+        None => None,
+    };
+    let limit = 100;
+    let filter = Filter {
+        actor: if all_rows { text("actor").map(|a| a.to_lowercase()) } else { None },
+        actor_id: if all_rows { None } else { Some(viewer.user.id) },
+        action: text("action"),
+        project_id,
+        since: time("since")?,
+        until: time("until")?,
+        before_seq: text("cursor").and_then(|c| c.parse().ok()),
+        limit: limit + 1,
+    };
+    let mut rows = audit_store::list(&state.db, &filter).await?;
+    let next_cursor = (rows.len() as i64 > limit).then(|| rows[limit as usize - 1].seq);
+    rows.truncate(limit as usize);
+    let rows: Vec<Value> = rows
+        .into_iter()
+        .map(|r| {
+            json!({
+                "seq": r.seq,
+                "at": r.at.format(&Rfc3339).unwrap_or_default(),
+                "actor": r.actor,
+                "action": r.action,
+                "object": format!("{}:{}", r.object_type, r.object_id),
+                "details": r.details.to_string(),
+                "ip": r.ip,
+            })
+        })
+        .collect();
+    let keep: Vec<(&str, String)> = ["actor", "action", "project", "since", "until"]
+        .into_iter()
+        .filter_map(|k| text(k).map(|v| (k, v)))
+        .collect();
+    render(
+        &state,
+        "audit.html",
+        json!({
+            "rows": rows,
+            "all_rows": all_rows,
+            "can_export": viewer.user.can(Capability::ExportAudit),
+            "filter": keep.iter().cloned().collect::<HashMap<_, _>>(),
+            "query": serde_urlencoded::to_string(&keep).unwrap_or_default(),
+            "next_cursor": next_cursor,
+        }),
+        Some(&viewer),
+    )
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace against the real local services.
+#
+#   scripts/test.sh [extra nextest arguments, e.g. a filter]
+#
+# With CI=true the `ci` profile of .config/nextest.toml is used. Exits non-zero
+# when any test fails.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$MH_ROOT"
+
+bash scripts/ensure-services.sh
+
+args=(run --workspace --no-fail-fast)
+if [[ ${CI:-} == true ]]; then
+    args+=(--profile ci)
+    # Compile-checked queries use the committed offline data in CI, so a
+    # clean clone builds the same way everywhere.
+    if [[ -d .sqlx ]]; then
+        export SQLX_OFFLINE=true
+    fi
+fi
+
+info "cargo nextest ${args[*]} $*"
+exec cargo nextest "${args[@]}" "$@"
