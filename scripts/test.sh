@@ -10,6 +10,9 @@ set -euo pipefail
 cd "$MH_ROOT"
 
 bash scripts/ensure-services.sh
+# The sign-in tests start the development identity provider many times in
+# parallel; install its npm dependencies once, up front.
+MH_IDP_INSTALL_ONLY=1 bash deploy/dev-idp/start.sh
 
 args=(run --workspace --no-fail-fast)
 if [[ ${CI:-} == true ]]; then

@@ -16,7 +16,7 @@ pub enum ApiError {
     Unauthenticated,
     #[error("{0}")]
     Forbidden(String),
-    #[error("{code}: {message}")]
+    #[error("{message}")]
     ForbiddenCode { code: &'static str, message: String },
     #[error("{0} not found")]
     NotFound(&'static str),

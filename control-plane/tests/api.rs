@@ -370,7 +370,7 @@ async fn migrations_are_ordered_numerically_with_normalised_checksums() {
 
 #[tokio::test]
 async fn migration_bad_input() {
-    let app = TestApp::spawn_with(|env| {
+    let app = TestApp::spawn_with(|env, _| {
         env.insert("MH_MAX_SQL_BYTES", "1000".into());
     })
     .await;

@@ -47,4 +47,5 @@ if [ ! -d node_modules/oidc-provider ] || [ "$want" != "$have" ]; then
   printf '%s\n' "$want" > "$stamp"
 fi
 
+if [ -n "${MH_IDP_INSTALL_ONLY:-}" ]; then exit 0; fi
 exec node server.js

@@ -95,11 +95,16 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     if let Err(err) = record_refusal(&state, &user_id, &parts.method, parts.uri.path(), reason).await {
         return err.into_response();
     }
-    ApiError::ForbiddenCode {
+    let error = ApiError::ForbiddenCode {
         code: "csrf_failed",
         message: "the request did not carry this session's CSRF token; reload the page and try again".into(),
+    };
+    if parts.uri.path().starts_with("/api/") {
+        error.into_response()
+    } else {
+        let message = error.to_string();
+        crate::web::error_page(Some(&state.templates), error.status(), Some(error.code()), Some(&message))
     }
-    .into_response()
 }
 
 async fn record_refusal(state: &AppState, user_id: &str, method: &Method, path: &str, reason: &str) -> Result<(), ApiError> {

@@ -35,17 +35,45 @@ pub const USER: &str = "user@example.com";
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
-        Self::spawn_with(|_| {}).await
+        Self::spawn_with(|_, _| {}).await
     }
 
-    pub async fn spawn_with(customize: impl FnOnce(&mut HashMap<&'static str, String>)) -> TestApp {
+    /// `customize` may change the settings; it knows the address the app
+    /// will listen on (for redirect URIs).
+    pub async fn spawn_with(customize: impl FnOnce(&mut HashMap<&'static str, String>, SocketAddr)) -> TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::spawn_on(listener, customize).await
+    }
+
+    /// The app with single sign-on through a fresh development identity provider.
+    pub async fn spawn_with_sso(customize: impl FnOnce(&mut HashMap<&'static str, String>)) -> (TestApp, DevIdp) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let idp = DevIdp::start(&format!("http://{addr}/auth/callback")).await;
+        let issuer = idp.issuer.clone();
+        let app = Self::spawn_on(listener, move |env, _| {
+            env.insert("MH_OIDC_ISSUER", issuer);
+            env.insert("MH_OIDC_CLIENT_ID", "migrate-hub-dev".into());
+            env.insert("MH_OIDC_CLIENT_SECRET", "dev-secret".into());
+            customize(env);
+        })
+        .await;
+        (app, idp)
+    }
+
+    async fn spawn_on(
+        listener: tokio::net::TcpListener,
+        customize: impl FnOnce(&mut HashMap<&'static str, String>, SocketAddr),
+    ) -> TestApp {
+        let addr = listener.local_addr().unwrap();
         let db = TestDatabase::create("mh_test_cp").await;
         let mut env: HashMap<&'static str, String> = HashMap::from([
             ("MH_DATABASE_URL", db.url.clone()),
             ("MH_ENCRYPTION_KEYS", Keyring::generate_entry("k1")),
             ("MH_LISTEN", "127.0.0.1:0".to_string()),
         ]);
-        customize(&mut env);
+        env.insert("MH_PUBLIC_URL", format!("http://{addr}"));
+        customize(&mut env, addr);
         let settings = ControlPlaneSettings::load(&env).expect("test settings are valid");
         let pool = db::connect(&db.url, 10)
             .await
@@ -68,8 +96,6 @@ impl TestApp {
             tokens.insert(email, token);
         }
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let keys = settings.common.keys.clone();
         let state = app::AppState::new(pool.clone(), settings).expect("app state builds");
         let settings = state.settings.clone();
@@ -186,4 +212,117 @@ impl Drop for TestApp {
 /// The error code of an API error body.
 pub fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+/// The development identity provider (`deploy/dev-idp`), started for one
+/// test on a free port and stopped when dropped.
+pub struct DevIdp {
+    pub issuer: String,
+    child: std::process::Child,
+}
+
+impl DevIdp {
+    pub async fn start(redirect_uri: &str) -> DevIdp {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/dev-idp");
+        let ready = std::env::temp_dir().join(format!("mh-idp-{}.ready", uuid::Uuid::new_v4().simple()));
+        let child = std::process::Command::new("node")
+            .arg("server.js")
+            .current_dir(dir)
+            .env("MH_IDP_PORT", "0")
+            .env("MH_IDP_READY_FILE", &ready)
+            .env("MH_IDP_REDIRECT_URIS", redirect_uri)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("node runs deploy/dev-idp/server.js (run scripts/test.sh, which installs it)");
+        let issuer = common::testing::wait_for(std::time::Duration::from_secs(30), "the dev identity provider", || {
+            let ready = ready.clone();
+            async move {
+                let line = std::fs::read_to_string(&ready).ok()?;
+                line.trim().strip_prefix("MH_IDP_ISSUER=").map(str::to_owned)
+            }
+        })
+        .await;
+        let _ = std::fs::remove_file(&ready);
+        DevIdp { issuer, child }
+    }
+}
+
+impl Drop for DevIdp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A cookie-keeping HTTP client that follows redirects one at a time, like a
+/// browser but observable.
+pub struct Browser {
+    pub client: reqwest::Client,
+}
+
+pub struct Page {
+    pub status: StatusCode,
+    pub url: String,
+    pub body: String,
+}
+
+impl Browser {
+    pub fn new() -> Browser {
+        Browser {
+            client: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Sends `req` and follows redirects until a non-redirect response, or
+    /// until the next URL starts with `stop_before` (returned unvisited as a 3xx page).
+    pub async fn follow(&self, req: reqwest::RequestBuilder, stop_before: Option<&str>) -> Page {
+        let mut resp = req.send().await.expect("request is sent");
+        let mut url = resp.url().to_string();
+        for _ in 0..20 {
+            if !resp.status().is_redirection() {
+                break;
+            }
+            let location = resp.headers()[reqwest::header::LOCATION].to_str().unwrap().to_owned();
+            let next = reqwest::Url::parse(&url).unwrap().join(&location).unwrap().to_string();
+            if stop_before.is_some_and(|p| next.starts_with(p)) {
+                return Page { status: resp.status(), url: next, body: String::new() };
+            }
+            url = next;
+            resp = self.client.get(&url).send().await.expect("redirect is followed");
+        }
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        Page { status, url, body }
+    }
+
+    pub async fn get(&self, url: &str) -> Page {
+        self.follow(self.client.get(url), None).await
+    }
+
+    /// Signs in at the identity provider's login form shown on `login_page`.
+    pub async fn submit_login(&self, login_page: &Page, email: &str, password: &str, stop_before: Option<&str>) -> Page {
+        let action = login_page
+            .body
+            .split("action=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no login form on {}: {}", login_page.url, login_page.body));
+        let action = reqwest::Url::parse(&login_page.url).unwrap().join(action).unwrap();
+        let req = self.client.post(action).form(&[("login", email), ("password", password)]);
+        self.follow(req, stop_before).await
+    }
+}
+
+/// The CSRF token a page carries in its forms.
+pub fn csrf_token(html: &str) -> String {
+    html.split("name=\"csrf_token\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no CSRF token on the page: {html}"))
+        .to_owned()
 }
