@@ -1,6 +1,12 @@
 //! The audit log: read (users see their own actions) and verify the chain.
 
-use axum::{Json, Router, extract::State, routing::get};
+use axum::{
+    Json, Router,
+    extract::State,
+    http::header,
+    response::{IntoResponse, Response},
+    routing::get,
+};
 use common::{
     domain::Capability,
     store::audit::{self, AuditRow, Filter, Verification},
@@ -12,7 +18,7 @@ use time::OffsetDateTime;
 use super::{PageQuery, inventory::project};
 use crate::{
     app::AppState,
-    auth::{Authorized, rules},
+    auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiQuery},
 };
 
@@ -20,6 +26,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/audit", get(list))
         .route("/audit/verify", get(verify))
+        .route("/audit/export.csv", get(export_csv))
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,16 +42,8 @@ struct AuditQuery {
     cursor: Option<String>,
 }
 
-async fn list(
-    State(state): State<AppState>,
-    user: Authorized<rules::View>,
-    ApiQuery(q): ApiQuery<AuditQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let limit = PageQuery {
-        limit: q.limit,
-        cursor: None,
-    }
-    .limit();
+/// Turns the query into a filter; users are held to their own rows.
+async fn filter_for(state: &AppState, user: &CurrentUser, q: AuditQuery, limit: i64) -> Result<Filter, ApiError> {
     let project_id = match q.project.as_deref() {
         Some(slug) => {
             let mut conn = state.db.acquire().await?;
@@ -73,6 +72,16 @@ async fn list(
         filter.actor = None;
         filter.actor_id = Some(user.id);
     }
+    Ok(filter)
+}
+
+async fn list(
+    State(state): State<AppState>,
+    user: Authorized<rules::View>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = PageQuery { limit: q.limit, cursor: None }.limit();
+    let filter = filter_for(&state, &user, q, limit).await?;
     let mut rows: Vec<AuditRow> = audit::list(&state.db, &filter).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
@@ -105,4 +114,65 @@ async fn verify(
     _user: Authorized<rules::ReadAllAudit>,
 ) -> Result<Json<Verification>, ApiError> {
     Ok(Json(audit::verify(&state.db).await?))
+}
+
+/// Most rows one export returns; narrow the filter for more.
+const EXPORT_LIMIT: i64 = 100_000;
+
+/// One CSV cell: quoted when needed, and defused when a spreadsheet would
+/// read it as a formula.
+fn csv_cell(text: &str) -> String {
+    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{text}") } else { text.to_owned() };
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
+}
+
+async fn export_csv(
+    State(state): State<AppState>,
+    admin: Authorized<rules::ExportAudit>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Response, ApiError> {
+    let filter = filter_for(&state, &admin, q, EXPORT_LIMIT - 1).await?;
+    let rows = audit::list(&state.db, &filter).await?;
+    let mut out = String::from("seq,at,actor,action,object,project_id,details,ip,hash\n");
+    for r in rows.iter().rev() {
+        let cells = [
+            r.seq.to_string(),
+            r.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            r.actor.clone(),
+            r.action.clone(),
+            format!("{}:{}", r.object_type, r.object_id),
+            r.project_id.map(|p| p.to_string()).unwrap_or_default(),
+            r.details.to_string(),
+            r.ip.clone().unwrap_or_default(),
+            r.hash.clone(),
+        ];
+        out.push_str(&cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","));
+        out.push('\n');
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (header::CONTENT_DISPOSITION, "attachment; filename=\"migrate-hub-audit.csv\""),
+        ],
+        out,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_cell;
+
+    #[test]
+    fn csv_cells_are_quoted_and_defused() {
+        assert_eq!(csv_cell("plain"), "plain");
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_cell("=cmd()"), "'=cmd()");
+        assert_eq!(csv_cell("line\nbreak"), "\"line\nbreak\"");
+    }
 }
