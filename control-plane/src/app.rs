@@ -11,7 +11,6 @@ use axum::{
 };
 use common::{config::ControlPlaneSettings, crypto::Keyring};
 use minijinja::Environment;
-use tower_sessions::{Expiry, SessionManagerLayer, cookie::SameSite};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::{
@@ -21,10 +20,12 @@ use tower_http::{
     timeout::TimeoutLayer,
     trace::TraceLayer,
 };
+use tower_sessions::{Expiry, SessionManagerLayer, cookie::SameSite};
 
 use crate::{
     api,
     auth::{csrf, oidc::Oidc, session_store::PgSessionStore},
+    routes::RouteInfo,
     web,
 };
 
@@ -77,9 +78,14 @@ pub fn router(state: AppState) -> Router {
         .with_expiry(Expiry::OnInactivity(time::Duration::minutes(i64::from(
             state.settings.session_idle_minutes,
         ))));
-    let pages = web::router().layer(middleware::from_fn_with_state(state.clone(), web::errors_as_pages));
-    api::router()
-        .merge(pages)
+    let pages = web::router().layer_router(|r| {
+        r.layer(middleware::from_fn_with_state(
+            state.clone(),
+            web::errors_as_pages,
+        ))
+    });
+    let (router, _) = api::router().merge(pages).into_parts();
+    router
         .layer(middleware::from_fn_with_state(state.clone(), csrf::guard))
         .layer(sessions)
         .with_state(state)
@@ -119,6 +125,11 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
+/// Every route of the app with its access rule.
+pub fn route_table() -> Vec<RouteInfo> {
+    api::router().merge(web::router()).into_parts().1
+}
+
 /// Serves the app on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
@@ -130,7 +141,9 @@ pub async fn serve(
     let store = PgSessionStore::new(state.db.clone());
     let cleanup = tokio::spawn(async move {
         use tower_sessions::session_store::ExpiredDeletion;
-        let _ = store.continuously_delete_expired(Duration::from_secs(300)).await;
+        let _ = store
+            .continuously_delete_expired(Duration::from_secs(300))
+            .await;
     });
     let result = axum::serve(
         listener,

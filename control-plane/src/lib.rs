@@ -6,4 +6,5 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod error;
+pub mod routes;
 pub mod web;

@@ -497,11 +497,22 @@ async fn admins_export_the_audit_log_as_csv() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
     let csv = resp.text().await.unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "seq,at,actor,action,object,project_id,details,ip,hash");
+    assert_eq!(
+        lines[0],
+        "seq,at,actor,action,object,project_id,details,ip,hash"
+    );
     assert_eq!(lines.len(), 2, "{csv}");
     assert!(lines[1].contains("project.created") && lines[1].contains(support::ADMIN));
-    assert_eq!(app.get("/api/v1/audit/export.csv", &app.manager).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.get("/api/v1/audit/export.csv", &app.manager).await.0,
+        StatusCode::FORBIDDEN
+    );
 }

@@ -28,12 +28,26 @@ async fn schema_dump_matches_the_migrations() {
     pool.close().await;
 
     let output = Command::new("pg_dump")
-        .args(["--schema-only", "--no-owner", "--no-privileges", "--schema=public", &db.url])
+        .args([
+            "--schema-only",
+            "--no-owner",
+            "--no-privileges",
+            "--schema=public",
+            &db.url,
+        ])
         .output()
         .expect("pg_dump runs (install postgresql-client)");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let live = String::from_utf8(output.stdout).unwrap();
-    let documented = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/DB_Schema.sql")).unwrap();
+    let documented = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/DB_Schema.sql"
+    ))
+    .unwrap();
     let (live, documented) = (statements(&live), statements(&documented));
     if live != documented {
         let first = live

@@ -16,7 +16,12 @@ async fn sign_in(app: &TestApp, browser: &Browser, email: &str) -> support::Page
 }
 
 async fn me(app: &TestApp, browser: &Browser) -> (StatusCode, Value) {
-    let resp = browser.client.get(app.url("/api/v1/me")).send().await.unwrap();
+    let resp = browser
+        .client
+        .get(app.url("/api/v1/me"))
+        .send()
+        .await
+        .unwrap();
     let status = resp.status();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
@@ -33,8 +38,15 @@ async fn demo_accounts_sign_in_with_their_roles() {
         let browser = Browser::new();
         let landed = sign_in(&app, &browser, email).await;
         assert_eq!(landed.status, StatusCode::OK, "{email}: {}", landed.body);
-        assert!(landed.url.ends_with("/tokens"), "returned to the page asked for: {}", landed.url);
-        assert!(landed.body.contains(email) && landed.body.contains(role), "{email} sees their role");
+        assert!(
+            landed.url.ends_with("/tokens"),
+            "returned to the page asked for: {}",
+            landed.url
+        );
+        assert!(
+            landed.body.contains(email) && landed.body.contains(role),
+            "{email} sees their role"
+        );
         let (status, body) = me(&app, &browser).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["role"], role);
@@ -52,15 +64,28 @@ async fn unverified_and_foreign_accounts_are_refused_and_audited() {
     .await;
     for (email, reason, text) in [
         ("unverified@example.com", "email_unverified", "not verified"),
-        ("outsider@foreign.test", "domain_not_allowed", "may not sign in"),
+        (
+            "outsider@foreign.test",
+            "domain_not_allowed",
+            "may not sign in",
+        ),
     ] {
         let browser = Browser::new();
         let page = sign_in(&app, &browser, email).await;
         assert_eq!(page.status, StatusCode::FORBIDDEN, "{email}");
-        assert!(page.body.contains(text), "{email} is told why: {}", page.body);
+        assert!(
+            page.body.contains(text),
+            "{email} is told why: {}",
+            page.body
+        );
         assert_eq!(me(&app, &browser).await.0, StatusCode::UNAUTHORIZED);
         let failed = app.audit_rows("auth.failed").await;
-        assert!(failed.iter().any(|(_, d)| d["reason"] == reason && d["email"] == email), "{failed:?}");
+        assert!(
+            failed
+                .iter()
+                .any(|(_, d)| d["reason"] == reason && d["email"] == email),
+            "{failed:?}"
+        );
     }
 }
 
@@ -76,7 +101,11 @@ async fn unknown_users_need_provisioning() {
         .execute(&app.pool)
         .await
         .unwrap();
-    sqlx::query("DELETE FROM users WHERE email = $1").bind(support::MANAGER2).execute(&app.pool).await.unwrap();
+    sqlx::query("DELETE FROM users WHERE email = $1")
+        .bind(support::MANAGER2)
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let page = sign_in(&app, &Browser::new(), support::MANAGER2).await;
     assert_eq!(page.status, StatusCode::FORBIDDEN);
     assert!(page.body.contains("no migrate-hub account"));
@@ -88,13 +117,26 @@ async fn unknown_users_need_provisioning() {
         env.insert("MH_BOOTSTRAP_ADMINS", support::USER.into());
     })
     .await;
-    sqlx::query("DELETE FROM api_tokens").execute(&app.pool).await.unwrap();
-    sqlx::query("DELETE FROM users WHERE email = $1").bind(support::MANAGER2).execute(&app.pool).await.unwrap();
+    sqlx::query("DELETE FROM api_tokens")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM users WHERE email = $1")
+        .bind(support::MANAGER2)
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let browser = Browser::new();
-    assert_eq!(sign_in(&app, &browser, support::MANAGER2).await.status, StatusCode::OK);
+    assert_eq!(
+        sign_in(&app, &browser, support::MANAGER2).await.status,
+        StatusCode::OK
+    );
     assert_eq!(me(&app, &browser).await.1["role"], "user");
     let browser = Browser::new();
-    assert_eq!(sign_in(&app, &browser, support::USER).await.status, StatusCode::OK);
+    assert_eq!(
+        sign_in(&app, &browser, support::USER).await.status,
+        StatusCode::OK
+    );
     assert_eq!(me(&app, &browser).await.1["role"], "admin");
 }
 
@@ -106,8 +148,14 @@ async fn callbacks_with_wrong_state_or_replayed_are_refused() {
     // Capture the callback instead of visiting it.
     let browser = Browser::new();
     let form = browser.get(&app.url("/auth/login")).await;
-    let redirect = browser.submit_login(&form, support::USER, "demo", Some(&callback_prefix)).await;
-    assert!(redirect.url.starts_with(&callback_prefix), "{}", redirect.url);
+    let redirect = browser
+        .submit_login(&form, support::USER, "demo", Some(&callback_prefix))
+        .await;
+    assert!(
+        redirect.url.starts_with(&callback_prefix),
+        "{}",
+        redirect.url
+    );
 
     // A forged state is refused, and uses up the pending sign-in.
     let forged = redirect.url.replace("state=", "state=forged");
@@ -117,22 +165,42 @@ async fn callbacks_with_wrong_state_or_replayed_are_refused() {
     // Replaying the genuine callback now finds no sign-in in progress.
     let page = browser.get(&redirect.url).await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
-    assert!(page.body.contains("no sign-in is in progress"), "{}", page.body);
+    assert!(
+        page.body.contains("no sign-in is in progress"),
+        "{}",
+        page.body
+    );
     assert_eq!(me(&app, &browser).await.0, StatusCode::UNAUTHORIZED);
 
     // A genuine callback works once; its replay in a fresh browser is refused.
     let browser = Browser::new();
     let form = browser.get(&app.url("/auth/login")).await;
-    let redirect = browser.submit_login(&form, support::USER, "demo", Some(&callback_prefix)).await;
+    let redirect = browser
+        .submit_login(&form, support::USER, "demo", Some(&callback_prefix))
+        .await;
     assert_eq!(browser.get(&redirect.url).await.status, StatusCode::OK);
     assert_eq!(me(&app, &browser).await.0, StatusCode::OK);
     let attacker = Browser::new();
-    assert_eq!(attacker.get(&redirect.url).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        attacker.get(&redirect.url).await.status,
+        StatusCode::BAD_REQUEST
+    );
     assert_eq!(me(&app, &attacker).await.0, StatusCode::UNAUTHORIZED);
 
-    let reasons: Vec<Value> = app.audit_rows("auth.failed").await.into_iter().map(|(_, d)| d["reason"].clone()).collect();
-    assert!(reasons.contains(&Value::from("state_mismatch")), "{reasons:?}");
-    assert!(reasons.contains(&Value::from("no_pending_flow")), "{reasons:?}");
+    let reasons: Vec<Value> = app
+        .audit_rows("auth.failed")
+        .await
+        .into_iter()
+        .map(|(_, d)| d["reason"].clone())
+        .collect();
+    assert!(
+        reasons.contains(&Value::from("state_mismatch")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&Value::from("no_pending_flow")),
+        "{reasons:?}"
+    );
 }
 
 #[tokio::test]
@@ -158,7 +226,9 @@ async fn session_id_rotates_at_sign_in_and_sign_out_ends_it() {
     };
     let form = browser.get(&app.url("/auth/login")).await;
     let before = cookie().expect("the sign-in in progress has a session");
-    let landed = browser.submit_login(&form, support::MANAGER, "demo", None).await;
+    let landed = browser
+        .submit_login(&form, support::MANAGER, "demo", None)
+        .await;
     assert_eq!(landed.status, StatusCode::OK);
     let after = cookie().expect("signed-in session");
     assert_ne!(before, after, "the session id changes at sign-in");
@@ -175,13 +245,28 @@ async fn session_id_rotates_at_sign_in_and_sign_out_ends_it() {
     // Sign out (with the CSRF token from the page): the session ends.
     let token = csrf_token(&landed.body);
     let out = browser
-        .follow(browser.client.post(app.url("/auth/logout")).form(&[("csrf_token", token.as_str())]), None)
+        .follow(
+            browser
+                .client
+                .post(app.url("/auth/logout"))
+                .form(&[("csrf_token", token.as_str())]),
+            None,
+        )
         .await;
     assert_eq!(out.status, StatusCode::OK);
     assert!(out.url.ends_with("/signin"));
     assert_eq!(me(&app, &browser).await.0, StatusCode::UNAUTHORIZED);
-    let replay = reqwest::Client::new().get(app.url("/api/v1/me")).header("cookie", &after).send().await.unwrap();
-    assert_eq!(replay.status(), StatusCode::UNAUTHORIZED, "the old cookie is dead server-side");
+    let replay = reqwest::Client::new()
+        .get(app.url("/api/v1/me"))
+        .header("cookie", &after)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        replay.status(),
+        StatusCode::UNAUTHORIZED,
+        "the old cookie is dead server-side"
+    );
     assert_eq!(app.audit_rows("auth.logout").await.len(), 1);
 }
 
@@ -193,7 +278,13 @@ async fn unsafe_requests_with_a_session_need_the_csrf_token() {
     let token = csrf_token(&landed.body);
     let body = serde_json::json!({"slug": "shop", "name": "Shop"});
 
-    let missing = browser.client.post(app.url("/api/v1/projects")).json(&body).send().await.unwrap();
+    let missing = browser
+        .client
+        .post(app.url("/api/v1/projects"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), StatusCode::FORBIDDEN);
     let err: Value = missing.json().await.unwrap();
     assert_eq!(err["error"]["code"], "csrf_failed");
@@ -206,7 +297,10 @@ async fn unsafe_requests_with_a_session_need_the_csrf_token() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM projects").fetch_one(&app.pool).await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM projects")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(count, 0, "nothing written without the token");
 
     let ok = browser
@@ -221,20 +315,40 @@ async fn unsafe_requests_with_a_session_need_the_csrf_token() {
 
     // Forms carry it as a field; a form without it is refused with a page.
     let no_field = browser
-        .follow(browser.client.post(app.url("/tokens")).form(&[("name", "x"), ("expires_in_days", "5")]), None)
+        .follow(
+            browser
+                .client
+                .post(app.url("/tokens"))
+                .form(&[("name", "x"), ("expires_in_days", "5")]),
+            None,
+        )
         .await;
     assert_eq!(no_field.status, StatusCode::FORBIDDEN);
     assert!(no_field.body.contains("<html"), "a page, not JSON");
     let with_field = browser
         .follow(
-            browser.client.post(app.url("/tokens")).form(&[("name", "cli"), ("expires_in_days", "5"), ("role", "user"), ("csrf_token", &token)]),
+            browser.client.post(app.url("/tokens")).form(&[
+                ("name", "cli"),
+                ("expires_in_days", "5"),
+                ("role", "user"),
+                ("csrf_token", &token),
+            ]),
             None,
         )
         .await;
     assert_eq!(with_field.status, StatusCode::OK);
-    assert!(with_field.body.contains("mh_"), "the new token is shown once");
+    assert!(
+        with_field.body.contains("mh_"),
+        "the new token is shown once"
+    );
     let denied = app.audit_rows("access.denied").await;
-    assert!(denied.iter().filter(|(_, d)| d["reason"] == "csrf_missing" || d["reason"] == "csrf_mismatch").count() >= 3);
+    assert!(
+        denied
+            .iter()
+            .filter(|(_, d)| d["reason"] == "csrf_missing" || d["reason"] == "csrf_mismatch")
+            .count()
+            >= 3
+    );
 }
 
 #[tokio::test]
@@ -244,17 +358,30 @@ async fn disabling_a_user_ends_their_browser_session() {
     sign_in(&app, &browser, support::USER).await;
     assert_eq!(me(&app, &browser).await.0, StatusCode::OK);
     let (_, users) = app.get("/api/v1/users", &app.admin).await;
-    let id = users["items"].as_array().unwrap().iter().find(|u| u["email"] == support::USER).unwrap()["id"]
+    let id = users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == support::USER)
+        .unwrap()["id"]
         .as_str()
         .unwrap()
         .to_owned();
     let (status, _) = app
-        .call(reqwest::Method::PATCH, &format!("/api/v1/users/{id}"), Some(&app.admin), Some(serde_json::json!({"disabled": true})))
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/users/{id}"),
+            Some(&app.admin),
+            Some(serde_json::json!({"disabled": true})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(me(&app, &browser).await.0, StatusCode::UNAUTHORIZED);
     // And they cannot sign in again.
-    assert_eq!(sign_in(&app, &Browser::new(), support::USER).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        sign_in(&app, &Browser::new(), support::USER).await.status,
+        StatusCode::FORBIDDEN
+    );
 }
 
 #[tokio::test]
@@ -263,7 +390,11 @@ async fn pages_send_anonymous_visitors_to_sign_in_and_deny_with_a_page() {
     let browser = Browser::new();
     let page = browser.get(&app.url("/admin/users")).await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.url.contains("/signin?return_to=%2Fadmin%2Fusers"), "{}", page.url);
+    assert!(
+        page.url.contains("/signin?return_to=%2Fadmin%2Fusers"),
+        "{}",
+        page.url
+    );
     assert!(page.body.contains("Sign in with"));
 
     sign_in(&app, &browser, support::USER).await;
@@ -272,7 +403,12 @@ async fn pages_send_anonymous_visitors_to_sign_in_and_deny_with_a_page() {
     assert!(page.body.contains("Not allowed") && page.body.contains("<html"));
     let resp = browser.client.get(app.url("/")).send().await.unwrap();
     let headers = resp.headers();
-    assert!(headers["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'")
+    );
     assert_eq!(headers["x-frame-options"], "DENY");
     assert_eq!(headers["x-content-type-options"], "nosniff");
 }

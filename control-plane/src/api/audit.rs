@@ -1,11 +1,11 @@
 //! The audit log: read (users see their own actions) and verify the chain.
 
+use crate::routes::{Access, Routes};
 use axum::{
-    Json, Router,
+    Json,
     extract::State,
     http::header,
     response::{IntoResponse, Response},
-    routing::get,
 };
 use common::{
     domain::Capability,
@@ -22,11 +22,19 @@ use crate::{
     error::{ApiError, ApiQuery},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/audit", get(list))
-        .route("/audit/verify", get(verify))
-        .route("/audit/export.csv", get(export_csv))
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/audit", Access::Needs(Capability::View), list)
+        .get(
+            "/audit/verify",
+            Access::Needs(Capability::ReadAllAudit),
+            verify,
+        )
+        .get(
+            "/audit/export.csv",
+            Access::Needs(Capability::ExportAudit),
+            export_csv,
+        )
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,7 +51,12 @@ struct AuditQuery {
 }
 
 /// Turns the query into a filter; users are held to their own rows.
-async fn filter_for(state: &AppState, user: &CurrentUser, q: AuditQuery, limit: i64) -> Result<Filter, ApiError> {
+async fn filter_for(
+    state: &AppState,
+    user: &CurrentUser,
+    q: AuditQuery,
+    limit: i64,
+) -> Result<Filter, ApiError> {
     let project_id = match q.project.as_deref() {
         Some(slug) => {
             let mut conn = state.db.acquire().await?;
@@ -80,7 +93,11 @@ async fn list(
     user: Authorized<rules::View>,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = PageQuery { limit: q.limit, cursor: None }.limit();
+    let limit = PageQuery {
+        limit: q.limit,
+        cursor: None,
+    }
+    .limit();
     let filter = filter_for(&state, &user, q, limit).await?;
     let mut rows: Vec<AuditRow> = audit::list(&state.db, &filter).await?;
     let more = rows.len() as i64 > limit;
@@ -122,7 +139,11 @@ const EXPORT_LIMIT: i64 = 100_000;
 /// One CSV cell: quoted when needed, and defused when a spreadsheet would
 /// read it as a formula.
 fn csv_cell(text: &str) -> String {
-    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{text}") } else { text.to_owned() };
+    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    };
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
@@ -141,7 +162,8 @@ async fn export_csv(
     for r in rows.iter().rev() {
         let cells = [
             r.seq.to_string(),
-            r.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            r.at.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
             r.actor.clone(),
             r.action.clone(),
             format!("{}:{}", r.object_type, r.object_id),
@@ -150,13 +172,22 @@ async fn export_csv(
             r.ip.clone().unwrap_or_default(),
             r.hash.clone(),
         ];
-        out.push_str(&cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","));
+        out.push_str(
+            &cells
+                .iter()
+                .map(|c| csv_cell(c))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         out.push('\n');
     }
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (header::CONTENT_DISPOSITION, "attachment; filename=\"migrate-hub-audit.csv\""),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"migrate-hub-audit.csv\"",
+            ),
         ],
         out,
     )

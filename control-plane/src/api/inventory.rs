@@ -1,6 +1,8 @@
 //! Environments, projects, DB sets, targets and the worker fleet.
 
-use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
+use crate::routes::{Access, Routes};
+use axum::{Json, extract::State, http::StatusCode};
+use common::domain::Capability;
 use common::{
     config::valid_pool_name,
     domain::ProjectSlug,
@@ -22,22 +24,55 @@ use crate::{
     error::{ApiError, ApiJson, ApiPath, ApiQuery},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/environments", get(list_environments))
-        .route("/projects", get(list_projects).post(create_project))
-        .route("/projects/{slug}", get(get_project))
-        .route(
+pub fn router() -> Routes {
+    Routes::new()
+        .get(
+            "/environments",
+            Access::Needs(Capability::View),
+            list_environments,
+        )
+        .get("/projects", Access::Needs(Capability::View), list_projects)
+        .post(
+            "/projects",
+            Access::Needs(Capability::ManageProjects),
+            create_project,
+        )
+        .get(
+            "/projects/{slug}",
+            Access::Needs(Capability::View),
+            get_project,
+        )
+        .get(
             "/projects/{slug}/db-sets",
-            get(list_db_sets).post(create_db_set),
+            Access::Needs(Capability::View),
+            list_db_sets,
         )
-        .route("/projects/{slug}/db-sets/{id}", get(get_db_set))
-        .route(
+        .post(
+            "/projects/{slug}/db-sets",
+            Access::Needs(Capability::ManageTargets),
+            create_db_set,
+        )
+        .get(
+            "/projects/{slug}/db-sets/{id}",
+            Access::Needs(Capability::View),
+            get_db_set,
+        )
+        .get(
             "/projects/{slug}/db-sets/{id}/targets",
-            get(list_targets).post(create_target),
+            Access::Needs(Capability::View),
+            list_targets,
         )
-        .route("/targets/{id}", get(get_target))
-        .route("/workers", get(list_workers))
+        .post(
+            "/projects/{slug}/db-sets/{id}/targets",
+            Access::Needs(Capability::ManageTargets),
+            create_target,
+        )
+        .get("/targets/{id}", Access::Needs(Capability::View), get_target)
+        .get(
+            "/workers",
+            Access::Needs(Capability::Administer),
+            list_workers,
+        )
 }
 
 async fn list_environments(

@@ -1,11 +1,8 @@
 //! The caller and their own API tokens.
 
-use axum::{
-    Json, Router,
-    extract::State,
-    http::StatusCode,
-    routing::{delete, get},
-};
+use crate::routes::{Access, Routes};
+use axum::{Json, extract::State, http::StatusCode};
+use common::domain::Capability;
 use common::{
     crypto::new_api_token,
     domain::Role,
@@ -27,11 +24,16 @@ use crate::{
     error::{ApiError, ApiJson, ApiPath},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/me", get(me))
-        .route("/tokens", get(list_tokens).post(create_token))
-        .route("/tokens/{id}", delete(revoke_token))
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/me", Access::Needs(Capability::View), me)
+        .get("/tokens", Access::Needs(Capability::View), list_tokens)
+        .post("/tokens", Access::Needs(Capability::Author), create_token)
+        .delete(
+            "/tokens/{id}",
+            Access::Needs(Capability::View),
+            revoke_token,
+        )
 }
 
 async fn me(user: Authorized<rules::View>) -> Json<Value> {

@@ -1,6 +1,8 @@
 //! Migrations of a project.
 
-use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
+use crate::routes::{Access, Routes};
+use axum::{Json, extract::State, http::StatusCode};
+use common::domain::Capability;
 use common::{
     domain::{Checksum, Version, directives::needs_no_transaction},
     store::{
@@ -18,10 +20,23 @@ use crate::{
     error::{ApiError, ApiJson, ApiPath, ApiQuery},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/projects/{slug}/migrations", get(list).post(create))
-        .route("/projects/{slug}/migrations/{version}", get(get_one))
+pub fn router() -> Routes {
+    Routes::new()
+        .get(
+            "/projects/{slug}/migrations",
+            Access::Needs(Capability::View),
+            list,
+        )
+        .post(
+            "/projects/{slug}/migrations",
+            Access::Needs(Capability::Author),
+            create,
+        )
+        .get(
+            "/projects/{slug}/migrations/{version}",
+            Access::Needs(Capability::View),
+            get_one,
+        )
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,9 +1,8 @@
 //! The JSON API under `/api/v1`, one module per resource.
 
-use axum::Router;
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
+use crate::routes::Routes;
 
 pub mod audit;
 pub mod health;
@@ -13,10 +12,10 @@ pub mod migrations;
 pub mod runs;
 pub mod users;
 
-pub fn router() -> Router<AppState> {
-    Router::new().merge(health::router()).nest(
+pub fn router() -> Routes {
+    Routes::new().merge(health::router()).nest(
         "/api/v1",
-        Router::new()
+        Routes::new()
             .merge(me::router())
             .merge(users::router())
             .merge(inventory::router())

@@ -3,15 +3,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use apalis::prelude::TaskBuilder;
-use axum::{
-    Json, Router,
-    extract::State,
-    http::StatusCode,
-    routing::{get, post},
-};
+use axum::{Json, extract::State, http::StatusCode};
 use common::{
     domain::{
-        Checksum, Direction, RunState, Version,
+        Capability, Checksum, Direction, RunState, Version,
         approval::{self, ApprovalContext, ApprovalError},
         run::{ExecutionSettings, PinnedMigration, RunEvent},
     },
@@ -30,20 +25,44 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{PageQuery, inventory::project, optional_text};
+use crate::routes::{Access, Routes};
 use crate::{
     app::AppState,
     auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiJson, ApiPath, ApiQuery, OptionalJson},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/projects/{slug}/runs", get(list).post(request))
-        .route("/runs/{id}", get(get_one))
-        .route("/runs/{id}/approve", post(approve))
-        .route("/runs/{id}/deny", post(deny))
-        .route("/runs/{id}/execute", post(execute))
-        .route("/runs/{id}/cancel", post(cancel))
+pub fn router() -> Routes {
+    Routes::new()
+        .get(
+            "/projects/{slug}/runs",
+            Access::Needs(Capability::View),
+            list,
+        )
+        .post(
+            "/projects/{slug}/runs",
+            Access::Needs(Capability::Author),
+            request,
+        )
+        .get("/runs/{id}", Access::Needs(Capability::View), get_one)
+        .post(
+            "/runs/{id}/approve",
+            Access::Needs(Capability::Approve),
+            approve,
+        )
+        .post("/runs/{id}/deny", Access::Needs(Capability::Approve), deny)
+        // Requesters operate their own runs; the handler checks ownership
+        // or OperateAnyRun.
+        .post(
+            "/runs/{id}/execute",
+            Access::Needs(Capability::Author),
+            execute,
+        )
+        .post(
+            "/runs/{id}/cancel",
+            Access::Needs(Capability::Author),
+            cancel,
+        )
 }
 
 /// The JSON shape of a run, with its pinned migrations, decisions, targets
@@ -632,8 +651,7 @@ async fn require_operator(
     if run.requested_by == user.id {
         return Ok(());
     }
-    user.require(state, common::domain::Capability::OperateAnyRun, what)
-        .await
+    user.require(state, Capability::OperateAnyRun, what).await
 }
 
 /// Execute: in one transaction, lock the run, check it is approved and still

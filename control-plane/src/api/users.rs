@@ -1,11 +1,8 @@
 //! User administration (admins).
 
-use axum::{
-    Json, Router,
-    extract::State,
-    http::StatusCode,
-    routing::{get, patch},
-};
+use crate::routes::{Access, Routes};
+use axum::{Json, extract::State, http::StatusCode};
+use common::domain::Capability;
 use common::{
     domain::Role,
     store::{audit, users},
@@ -22,10 +19,11 @@ use crate::{
     error::{ApiError, ApiJson, ApiPath},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/users", get(list).post(create))
-        .route("/users/{id}", patch(update))
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/users", Access::Needs(Capability::Administer), list)
+        .post("/users", Access::Needs(Capability::Administer), create)
+        .patch("/users/{id}", Access::Needs(Capability::Administer), update)
 }
 
 #[derive(Debug, Serialize)]

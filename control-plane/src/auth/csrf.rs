@@ -73,7 +73,11 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     let expected: Option<String> = session.get(SESSION_KEY).await.ok().flatten();
 
     let (parts, body) = req.into_parts();
-    let from_header = parts.headers.get(HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let from_header = parts
+        .headers
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let (presented, body) = match from_header {
         Some(token) => (Some(token), body),
         None if is_form(&parts.headers) => match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
@@ -91,34 +95,57 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     if valid {
         return next.run(Request::from_parts(parts, body)).await;
     }
-    let reason = if presented.is_none() { "csrf_missing" } else { "csrf_mismatch" };
-    if let Err(err) = record_refusal(&state, &user_id, &parts.method, parts.uri.path(), reason).await {
+    let reason = if presented.is_none() {
+        "csrf_missing"
+    } else {
+        "csrf_mismatch"
+    };
+    if let Err(err) =
+        record_refusal(&state, &user_id, &parts.method, parts.uri.path(), reason).await
+    {
         return err.into_response();
     }
     let error = ApiError::ForbiddenCode {
         code: "csrf_failed",
-        message: "the request did not carry this session's CSRF token; reload the page and try again".into(),
+        message:
+            "the request did not carry this session's CSRF token; reload the page and try again"
+                .into(),
     };
     if parts.uri.path().starts_with("/api/") {
         error.into_response()
     } else {
         let message = error.to_string();
-        crate::web::error_page(Some(&state.templates), error.status(), Some(error.code()), Some(&message))
+        crate::web::error_page(
+            Some(&state.templates),
+            error.status(),
+            Some(error.code()),
+            Some(&message),
+        )
     }
 }
 
-async fn record_refusal(state: &AppState, user_id: &str, method: &Method, path: &str, reason: &str) -> Result<(), ApiError> {
+async fn record_refusal(
+    state: &AppState,
+    user_id: &str,
+    method: &Method,
+    path: &str,
+    reason: &str,
+) -> Result<(), ApiError> {
     let mut tx = state.db.begin().await?;
     let actor = match user_id.parse().ok() {
         Some(id) => match common::store::users::get(&mut tx, id).await? {
-            Some(u) => Actor::User { id: u.id, email: u.email },
+            Some(u) => Actor::User {
+                id: u.id,
+                email: u.email,
+            },
             None => Actor::system("anonymous"),
         },
         None => Actor::system("anonymous"),
     };
     audit::append(
         &mut tx,
-        &Entry::new(actor, "access.denied", "route", format!("{method} {path}")).details(json!({ "reason": reason })),
+        &Entry::new(actor, "access.denied", "route", format!("{method} {path}"))
+            .details(json!({ "reason": reason })),
     )
     .await?;
     tx.commit().await?;

@@ -111,7 +111,11 @@ impl FromRequestParts<AppState> for CurrentUser {
     }
 }
 
-async fn user_from_token(state: &AppState, token: &str, ip: Option<String>) -> Result<CurrentUser, ApiError> {
+async fn user_from_token(
+    state: &AppState,
+    token: &str,
+    ip: Option<String>,
+) -> Result<CurrentUser, ApiError> {
     let bearer = users::bearer_of(&state.db, &hash_api_token(token))
         .await?
         .ok_or(ApiError::Unauthenticated)?;
@@ -128,7 +132,11 @@ async fn user_from_token(state: &AppState, token: &str, ip: Option<String>) -> R
     };
     if bearer.audit_use {
         let mut tx = state.db.begin().await?;
-        audit::append(&mut tx, &user.audit("token.used", "api_token", bearer.token_id)).await?;
+        audit::append(
+            &mut tx,
+            &user.audit("token.used", "api_token", bearer.token_id),
+        )
+        .await?;
         tx.commit().await?;
     }
     Ok(user)
@@ -137,15 +145,26 @@ async fn user_from_token(state: &AppState, token: &str, ip: Option<String>) -> R
 /// The session's user, checked on every request: a disabled user or an
 /// expired absolute lifetime ends the session at once.
 async fn user_from_session(parts: &Parts, state: &AppState) -> Result<CurrentUser, ApiError> {
-    let session = parts.extensions.get::<Session>().cloned().ok_or(ApiError::Unauthenticated)?;
-    let internal = |e: tower_sessions::session::Error| ApiError::Internal(anyhow::anyhow!("session: {e}"));
+    let session = parts
+        .extensions
+        .get::<Session>()
+        .cloned()
+        .ok_or(ApiError::Unauthenticated)?;
+    let internal =
+        |e: tower_sessions::session::Error| ApiError::Internal(anyhow::anyhow!("session: {e}"));
     let user_id: Option<Uuid> = session
         .get::<String>(USER_ID_KEY)
         .await
         .map_err(internal)?
         .and_then(|s| s.parse().ok());
-    let Some(user_id) = user_id else { return Err(ApiError::Unauthenticated) };
-    let signed_in_at: i64 = session.get(SIGNED_IN_AT_KEY).await.map_err(internal)?.unwrap_or(0);
+    let Some(user_id) = user_id else {
+        return Err(ApiError::Unauthenticated);
+    };
+    let signed_in_at: i64 = session
+        .get(SIGNED_IN_AT_KEY)
+        .await
+        .map_err(internal)?
+        .unwrap_or(0);
     let max_age = i64::from(state.settings.session_max_hours) * 3600;
     let expired = OffsetDateTime::now_utc().unix_timestamp() - signed_in_at > max_age;
     let mut conn = state.db.acquire().await?;

@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 
 use common::{config::OidcSettings, domain::signin::Identity};
 use openidconnect::{
-    AdditionalClaims, AuthenticationFlow, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken,
-    EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenFields, IssuerUrl, Nonce,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, StandardErrorResponse, StandardTokenResponse,
+    AdditionalClaims, AuthenticationFlow, AuthorizationCode, Client, ClientId, ClientSecret,
+    CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenFields,
+    IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    StandardErrorResponse, StandardTokenResponse,
     core::{
         CoreAuthDisplay, CoreAuthPrompt, CoreErrorResponseType, CoreGenderClaim, CoreJsonWebKey,
-        CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreProviderMetadata, CoreResponseType,
-        CoreRevocableToken, CoreRevocationErrorResponse, CoreTokenIntrospectionResponse, CoreTokenType,
+        CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+        CoreResponseType, CoreRevocableToken, CoreRevocationErrorResponse,
+        CoreTokenIntrospectionResponse, CoreTokenType,
     },
     reqwest,
 };
@@ -29,8 +31,13 @@ pub struct WorkspaceClaims {
 
 impl AdditionalClaims for WorkspaceClaims {}
 
-type TokenFields =
-    IdTokenFields<WorkspaceClaims, EmptyExtraTokenFields, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm>;
+type TokenFields = IdTokenFields<
+    WorkspaceClaims,
+    EmptyExtraTokenFields,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
 type TokenResponse = StandardTokenResponse<TokenFields, CoreTokenType>;
 type OidcClient = Client<
     WorkspaceClaims,
@@ -126,7 +133,8 @@ impl Oidc {
                 return Ok(client.clone());
             }
         }
-        let issuer = IssuerUrl::new(self.settings.issuer.clone()).map_err(|e| OidcError::Unreachable(e.to_string()))?;
+        let issuer = IssuerUrl::new(self.settings.issuer.clone())
+            .map_err(|e| OidcError::Unreachable(e.to_string()))?;
         let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
             .await
             .map_err(|e| OidcError::Unreachable(error_chain(&e)))?;
@@ -173,7 +181,12 @@ impl Oidc {
     /// Completes a sign-in: checks `state`, exchanges the code (with the PKCE
     /// verifier) and verifies the ID token's signature, issuer, audience,
     /// expiry and nonce.
-    pub async fn finish(&self, flow: PendingFlow, code: &str, state: &str) -> Result<Identity, OidcError> {
+    pub async fn finish(
+        &self,
+        flow: PendingFlow,
+        code: &str,
+        state: &str,
+    ) -> Result<Identity, OidcError> {
         if !constant_time_eq(flow.state.as_bytes(), state.as_bytes()) {
             return Err(OidcError::StateMismatch);
         }
@@ -185,10 +198,9 @@ impl Oidc {
             .request_async(&self.http)
             .await
             .map_err(|e| OidcError::Exchange(error_chain(&e)))?;
-        let id_token = response
-            .extra_fields()
-            .id_token()
-            .ok_or_else(|| OidcError::InvalidIdToken("the token response has no ID token".into()))?;
+        let id_token = response.extra_fields().id_token().ok_or_else(|| {
+            OidcError::InvalidIdToken("the token response has no ID token".into())
+        })?;
         let verifier = client.id_token_verifier();
         let claims = id_token
             .claims(&verifier, &Nonce::new(flow.nonce))

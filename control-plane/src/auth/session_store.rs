@@ -31,7 +31,8 @@ fn backend(err: sqlx::Error) -> session_store::Error {
 }
 
 fn encode(record: &Record) -> session_store::Result<(Vec<u8>, Option<Uuid>)> {
-    let data = serde_json::to_vec(&record.data).map_err(|e| session_store::Error::Encode(e.to_string()))?;
+    let data = serde_json::to_vec(&record.data)
+        .map_err(|e| session_store::Error::Encode(e.to_string()))?;
     let user_id = record
         .data
         .get(USER_ID_KEY)
@@ -82,16 +83,18 @@ impl SessionStore for PgSessionStore {
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        let row: Option<(Vec<u8>, OffsetDateTime)> =
-            sqlx::query_as("SELECT data, expiry_date FROM sessions WHERE id = $1 AND expiry_date > now()")
-                .bind(id.to_string())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(backend)?;
+        let row: Option<(Vec<u8>, OffsetDateTime)> = sqlx::query_as(
+            "SELECT data, expiry_date FROM sessions WHERE id = $1 AND expiry_date > now()",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
         row.map(|(data, expiry_date)| {
             Ok(Record {
                 id: *id,
-                data: serde_json::from_slice(&data).map_err(|e| session_store::Error::Decode(e.to_string()))?,
+                data: serde_json::from_slice(&data)
+                    .map_err(|e| session_store::Error::Decode(e.to_string()))?,
                 expiry_date,
             })
         })

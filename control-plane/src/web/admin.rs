@@ -1,13 +1,14 @@
 //! Admin pages: users and roles.
 
+use crate::routes::{Access, Routes};
+use common::domain::Capability;
 use std::collections::HashMap;
 
 use axum::{
-    Form, Router,
+    Form,
     extract::State,
     http::StatusCode,
     response::{Html, IntoResponse, Response},
-    routing::{get, post},
 };
 use common::{
     domain::Role,
@@ -24,14 +25,35 @@ use crate::{
     error::{ApiError, ApiPath},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/users", get(users_page).post(create_user))
-        .route("/admin/users/{id}", post(update_user))
+pub fn router() -> Routes {
+    Routes::new()
+        .get(
+            "/admin/users",
+            Access::Needs(Capability::Administer),
+            users_page,
+        )
+        .post(
+            "/admin/users",
+            Access::Needs(Capability::Administer),
+            create_user,
+        )
+        .post(
+            "/admin/users/{id}",
+            Access::Needs(Capability::Administer),
+            update_user,
+        )
 }
 
-async fn render_users(state: &AppState, viewer: &Viewer<rules::Administer>, extra: Value) -> Result<Html<String>, ApiError> {
-    let list: Vec<UserView> = users::list(&state.db).await?.into_iter().map(UserView::from).collect();
+async fn render_users(
+    state: &AppState,
+    viewer: &Viewer<rules::Administer>,
+    extra: Value,
+) -> Result<Html<String>, ApiError> {
+    let list: Vec<UserView> = users::list(&state.db)
+        .await?
+        .into_iter()
+        .map(UserView::from)
+        .collect();
     let mut context = json!({ "users": list, "form": { "role": "user" }, "errors": {} });
     if let (Some(ctx), Some(extra)) = (context.as_object_mut(), extra.as_object()) {
         ctx.extend(extra.clone());
@@ -39,7 +61,10 @@ async fn render_users(state: &AppState, viewer: &Viewer<rules::Administer>, extr
     render(state, "admin/users.html", context, Some(&viewer.plain()))
 }
 
-async fn users_page(State(state): State<AppState>, viewer: Viewer<rules::Administer>) -> Result<Html<String>, ApiError> {
+async fn users_page(
+    State(state): State<AppState>,
+    viewer: Viewer<rules::Administer>,
+) -> Result<Html<String>, ApiError> {
     render_users(&state, &viewer, json!({})).await
 }
 
@@ -50,7 +75,10 @@ async fn create_user(
 ) -> Result<Response, ApiError> {
     let role: Option<Role> = form.get("role").and_then(|r| r.parse().ok());
     let email = parse_email("email", form.get("email").map(String::as_str).unwrap_or(""));
-    let name = form.get("name").map(|n| n.trim().to_owned()).unwrap_or_default();
+    let name = form
+        .get("name")
+        .map(|n| n.trim().to_owned())
+        .unwrap_or_default();
     let mut errors = serde_json::Map::new();
     if let Err(e) = &email {
         errors.insert("email".into(), json!(e.to_string()));
@@ -61,12 +89,17 @@ async fn create_user(
     let mut tx = state.db.begin().await?;
     if let Ok(email) = &email {
         if users::find_by_email(&mut tx, email).await?.is_some() {
-            errors.insert("email".into(), json!("A user with this e-mail already exists."));
+            errors.insert(
+                "email".into(),
+                json!("A user with this e-mail already exists."),
+            );
         }
     }
     if !errors.is_empty() {
         drop(tx);
-        let mut page = render_users(&state, &viewer, json!({ "form": form, "errors": errors })).await?.into_response();
+        let mut page = render_users(&state, &viewer, json!({ "form": form, "errors": errors }))
+            .await?
+            .into_response();
         *page.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
         return Ok(page);
     }
@@ -74,7 +107,10 @@ async fn create_user(
     let (user, _) = users::upsert(&mut tx, &email, &name, role).await?;
     audit::append(
         &mut tx,
-        &viewer.user.audit("user.created", "user", user.id).details(json!({ "email": email, "role": role })),
+        &viewer
+            .user
+            .audit("user.created", "user", user.id)
+            .details(json!({ "email": email, "role": role })),
     )
     .await?;
     tx.commit().await?;
@@ -90,18 +126,26 @@ async fn update_user(
     let role: Option<Role> = form.get("role").and_then(|r| r.parse().ok());
     let disabled: Option<bool> = form.get("disabled").and_then(|d| d.parse().ok());
     if id == viewer.user.id && (disabled == Some(true) || role.is_some_and(|r| r != Role::Admin)) {
-        return Err(ApiError::conflict("self_lockout", "admins cannot disable or demote themselves"));
+        return Err(ApiError::conflict(
+            "self_lockout",
+            "admins cannot disable or demote themselves",
+        ));
     }
     let mut tx = state.db.begin().await?;
-    let current = users::get(&mut tx, id).await?.ok_or(ApiError::NotFound("user"))?;
+    let current = users::get(&mut tx, id)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
     let updated = users::update(&mut tx, id, role, disabled).await?;
     audit::append(
         &mut tx,
-        &viewer.user.audit("user.updated", "user", id).details(json!({
-            "email": current.email,
-            "role": { "from": current.role, "to": updated.role },
-            "disabled": { "from": current.disabled, "to": updated.disabled },
-        })),
+        &viewer
+            .user
+            .audit("user.updated", "user", id)
+            .details(json!({
+                "email": current.email,
+                "role": { "from": current.role, "to": updated.role },
+                "disabled": { "from": current.disabled, "to": updated.disabled },
+            })),
     )
     .await?;
     tx.commit().await?;

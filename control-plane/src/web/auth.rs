@@ -1,12 +1,12 @@
 //! Sign-in through the OIDC issuer, and sign-out.
 
+use crate::routes::{Access, Routes};
 use axum::{
-    Router,
     extract::State,
     http::StatusCode,
     response::{IntoResponse, Redirect, Response},
-    routing::{get, post},
 };
+use common::domain::Capability;
 use common::{
     domain::{
         Role,
@@ -38,12 +38,12 @@ use crate::{
 /// handled, so a replayed callback finds nothing.
 const FLOW_KEY: &str = "oidc_flow";
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/signin", get(signin_page))
-        .route("/auth/login", get(login))
-        .route("/auth/callback", get(callback))
-        .route("/auth/logout", post(logout))
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/signin", Access::Public, signin_page)
+        .get("/auth/login", Access::Public, login)
+        .get("/auth/callback", Access::Public, callback)
+        .post("/auth/logout", Access::Needs(Capability::View), logout)
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,16 +51,28 @@ struct ReturnTo {
     return_to: Option<String>,
 }
 
-async fn signin_page(State(state): State<AppState>, ApiQuery(q): ApiQuery<ReturnTo>) -> Result<Response, ApiError> {
+async fn signin_page(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ReturnTo>,
+) -> Result<Response, ApiError> {
     signin_response(&state, StatusCode::OK, q.return_to.as_deref(), None).await
 }
 
-async fn signin_response(state: &AppState, status: StatusCode, return_to: Option<&str>, problem: Option<String>) -> Result<Response, ApiError> {
+async fn signin_response(
+    state: &AppState,
+    status: StatusCode,
+    return_to: Option<&str>,
+    problem: Option<String>,
+) -> Result<Response, ApiError> {
     let (enabled, reachable, issuer) = match &state.oidc {
         Some(oidc) => (true, oidc.reachable().await, oidc.issuer().to_owned()),
         None => (false, false, String::new()),
     };
-    let label = if issuer.contains("accounts.google.com") { "Google".to_owned() } else { "single sign-on".to_owned() };
+    let label = if issuer.contains("accounts.google.com") {
+        "Google".to_owned()
+    } else {
+        "single sign-on".to_owned()
+    };
     let mut page = render(
         state,
         "auth/signin.html",
@@ -79,9 +91,19 @@ async fn signin_response(state: &AppState, status: StatusCode, return_to: Option
     Ok(page)
 }
 
-async fn login(State(state): State<AppState>, session: Session, ApiQuery(q): ApiQuery<ReturnTo>) -> Result<Response, ApiError> {
+async fn login(
+    State(state): State<AppState>,
+    session: Session,
+    ApiQuery(q): ApiQuery<ReturnTo>,
+) -> Result<Response, ApiError> {
     let Some(oidc) = &state.oidc else {
-        return signin_response(&state, StatusCode::NOT_FOUND, None, Some("Single sign-on is not configured.".into())).await;
+        return signin_response(
+            &state,
+            StatusCode::NOT_FOUND,
+            None,
+            Some("Single sign-on is not configured.".into()),
+        )
+        .await;
     };
     match oidc.begin(safe_return_to(q.return_to.as_deref())).await {
         Ok((url, flow)) => {
@@ -91,7 +113,15 @@ async fn login(State(state): State<AppState>, session: Session, ApiQuery(q): Api
                 .map_err(|e| anyhow::anyhow!("session: {e}"))?;
             Ok(Redirect::to(&url).into_response())
         }
-        Err(e) => signin_response(&state, StatusCode::SERVICE_UNAVAILABLE, None, Some(e.to_string())).await,
+        Err(e) => {
+            signin_response(
+                &state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                Some(e.to_string()),
+            )
+            .await
+        }
     }
 }
 
@@ -116,9 +146,18 @@ async fn callback(
     ApiQuery(q): ApiQuery<CallbackQuery>,
 ) -> Result<Response, ApiError> {
     let Some(oidc) = state.oidc.clone() else {
-        return signin_response(&state, StatusCode::NOT_FOUND, None, Some("Single sign-on is not configured.".into())).await;
+        return signin_response(
+            &state,
+            StatusCode::NOT_FOUND,
+            None,
+            Some("Single sign-on is not configured.".into()),
+        )
+        .await;
     };
-    let flow: Option<PendingFlow> = session.remove(FLOW_KEY).await.map_err(|e| anyhow::anyhow!("session: {e}"))?;
+    let flow: Option<PendingFlow> = session
+        .remove(FLOW_KEY)
+        .await
+        .map_err(|e| anyhow::anyhow!("session: {e}"))?;
     let result = async {
         if let Some(error) = &q.error {
             let text = q.error_description.clone().unwrap_or_else(|| error.clone());
@@ -126,10 +165,15 @@ async fn callback(
         }
         let flow = flow.ok_or(Failure::Oidc(OidcError::NoPendingFlow))?;
         let (Some(code), Some(returned_state)) = (q.code.as_deref(), q.state.as_deref()) else {
-            return Err(Failure::Oidc(OidcError::Refused("the callback carries no code".into())));
+            return Err(Failure::Oidc(OidcError::Refused(
+                "the callback carries no code".into(),
+            )));
         };
         let return_to = flow.return_to.clone();
-        let identity = oidc.finish(flow, code, returned_state).await.map_err(Failure::Oidc)?;
+        let identity = oidc
+            .finish(flow, code, returned_state)
+            .await
+            .map_err(Failure::Oidc)?;
         let policy = SignInPolicy {
             allowed_domains: &state.settings.allowed_domains,
             provisioning: state.settings.provisioning,
@@ -160,39 +204,78 @@ async fn callback(
     };
     let display_name = name.unwrap_or_default();
     let (user, provisioned) = match decision {
-        SignIn::Provision { email, role } => (users::upsert(&mut tx, &email, &display_name, role).await?.0, true),
+        SignIn::Provision { email, role } => (
+            users::upsert(&mut tx, &email, &display_name, role).await?.0,
+            true,
+        ),
         SignIn::Existing { email, promote_to } => {
-            let current = users::find_by_email(&mut tx, &email).await?.ok_or(ApiError::NotFound("user"))?;
+            let current = users::find_by_email(&mut tx, &email)
+                .await?
+                .ok_or(ApiError::NotFound("user"))?;
             let role: Role = promote_to.unwrap_or(current.role());
-            (users::upsert(&mut tx, &email, &display_name, role).await?.0, false)
+            (
+                users::upsert(&mut tx, &email, &display_name, role).await?.0,
+                false,
+            )
         }
     };
     users::touch_login(&mut tx, user.id).await?;
     audit::append(
         &mut tx,
-        &Entry::new(Actor::User { id: user.id, email: user.email.clone() }, "auth.login", "user", user.id)
-            .ip(ip)
-            .details(json!({ "issuer": oidc.issuer(), "provisioned": provisioned, "role": user.role })),
+        &Entry::new(
+            Actor::User {
+                id: user.id,
+                email: user.email.clone(),
+            },
+            "auth.login",
+            "user",
+            user.id,
+        )
+        .ip(ip)
+        .details(json!({ "issuer": oidc.issuer(), "provisioned": provisioned, "role": user.role })),
     )
     .await?;
     tx.commit().await?;
 
     // A new session id at sign-in, so a planted id is worthless (fixation).
-    session.cycle_id().await.map_err(|e| anyhow::anyhow!("session: {e}"))?;
+    session
+        .cycle_id()
+        .await
+        .map_err(|e| anyhow::anyhow!("session: {e}"))?;
     let store = |e: tower_sessions::session::Error| anyhow::anyhow!("session: {e}");
-    session.insert(USER_ID_KEY, user.id.to_string()).await.map_err(store)?;
+    session
+        .insert(USER_ID_KEY, user.id.to_string())
+        .await
+        .map_err(store)?;
     session
         .insert(SIGNED_IN_AT_KEY, OffsetDateTime::now_utc().unix_timestamp())
         .await
         .map_err(store)?;
-    session.insert(csrf::SESSION_KEY, csrf::new_token()).await.map_err(store)?;
+    session
+        .insert(csrf::SESSION_KEY, csrf::new_token())
+        .await
+        .map_err(store)?;
     Ok(see_other(&return_to))
 }
 
-async fn refuse(state: &AppState, failure: Failure, ip: Option<String>) -> Result<Response, ApiError> {
+async fn refuse(
+    state: &AppState,
+    failure: Failure,
+    ip: Option<String>,
+) -> Result<Response, ApiError> {
     let (reason, message, email, status) = match &failure {
-        Failure::Oidc(e) => (e.code(), e.to_string(), String::new(), StatusCode::BAD_REQUEST),
-        Failure::Policy(r, email) => (r.code(), r.to_string(), email.clone(), StatusCode::FORBIDDEN),
+        Failure::Oidc(e) => (
+            e.code(),
+            e.to_string(),
+            String::new(),
+            StatusCode::BAD_REQUEST,
+        ),
+        Failure::Policy(r, email) => (
+            r.code(),
+            r.to_string(),
+            email.clone(),
+            StatusCode::FORBIDDEN,
+        ),
     };
     let mut tx = state.db.begin().await?;
     audit::append(
@@ -207,10 +290,21 @@ async fn refuse(state: &AppState, failure: Failure, ip: Option<String>) -> Resul
     signin_response(state, status, None, Some(message)).await
 }
 
-async fn logout(State(state): State<AppState>, session: Session, viewer: Viewer) -> Result<Response, ApiError> {
+async fn logout(
+    State(state): State<AppState>,
+    session: Session,
+    viewer: Viewer,
+) -> Result<Response, ApiError> {
     let mut tx = state.db.begin().await?;
-    audit::append(&mut tx, &viewer.user.audit("auth.logout", "user", viewer.user.id)).await?;
+    audit::append(
+        &mut tx,
+        &viewer.user.audit("auth.logout", "user", viewer.user.id),
+    )
+    .await?;
     tx.commit().await?;
-    session.flush().await.map_err(|e| anyhow::anyhow!("session: {e}"))?;
+    session
+        .flush()
+        .await
+        .map_err(|e| anyhow::anyhow!("session: {e}"))?;
     Ok(see_other("/signin"))
 }

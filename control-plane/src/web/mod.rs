@@ -4,13 +4,11 @@
 use std::marker::PhantomData;
 
 use axum::{
-    Router,
     body::Body,
     extract::{FromRequestParts, Request, State},
     http::{StatusCode, header, request::Parts},
     middleware::Next,
     response::{Html, IntoResponse, Redirect, Response},
-    routing::get,
 };
 use minijinja::Environment;
 use serde_json::{Value, json};
@@ -20,6 +18,7 @@ use crate::{
     app::AppState,
     auth::{Authorized, csrf, extract::Rule, rules},
     error::ApiError,
+    routes::{Access, Routes},
 };
 
 pub mod admin;
@@ -33,25 +32,34 @@ pub fn templates() -> Environment<'static> {
     env
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .merge(auth::router())
         .merge(pages::router())
         .merge(admin::router())
-        .route("/static/app.css", get(stylesheet))
+        .get("/static/app.css", Access::Public, stylesheet)
 }
 
 async fn stylesheet() -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
         include_str!("../../../templates/static/app.css"),
     )
 }
 
 /// Renders `name` with `context`; the layout gets the viewer and CSRF token.
-pub fn render(state: &AppState, name: &str, mut context: Value, viewer: Option<&Viewer>) -> Result<Html<String>, ApiError> {
+pub fn render(
+    state: &AppState,
+    name: &str,
+    mut context: Value,
+    viewer: Option<&Viewer>,
+) -> Result<Html<String>, ApiError> {
     if let Some(v) = viewer {
-        context["user"] = json!({ "email": v.user.email, "name": v.user.name, "role": v.user.role });
+        context["user"] =
+            json!({ "email": v.user.email, "name": v.user.name, "role": v.user.role });
         context["csrf"] = json!(v.csrf);
     }
     let template = state
@@ -75,21 +83,37 @@ pub struct Viewer<R: Rule = rules::View> {
 impl<R: Rule> FromRequestParts<AppState> for Viewer<R> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let user = Authorized::<R>::from_request_parts(parts, state).await?.0;
         let session = parts.extensions.get::<Session>().cloned();
         let csrf = match session {
-            Some(s) => s.get::<String>(csrf::SESSION_KEY).await.ok().flatten().unwrap_or_default(),
+            Some(s) => s
+                .get::<String>(csrf::SESSION_KEY)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
             None => String::new(),
         };
-        Ok(Viewer { user, csrf, _rule: PhantomData })
+        Ok(Viewer {
+            user,
+            csrf,
+            _rule: PhantomData,
+        })
     }
 }
 
 impl<R: Rule> Viewer<R> {
     /// The same viewer, as seen by the layout (rule erased).
     pub fn plain(&self) -> Viewer {
-        Viewer { user: self.user.clone(), csrf: self.csrf.clone(), _rule: PhantomData }
+        Viewer {
+            user: self.user.clone(),
+            csrf: self.csrf.clone(),
+            _rule: PhantomData,
+        }
     }
 }
 
@@ -114,13 +138,25 @@ pub async fn errors_as_pages(State(state): State<AppState>, req: Request, next: 
         let target = format!("/signin?return_to={}", urlencode(&path_and_query));
         return Redirect::to(&target).into_response();
     }
-    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap_or_default();
+    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    error_page(Some(&state.templates), status, body["error"]["code"].as_str(), body["error"]["message"].as_str())
+    error_page(
+        Some(&state.templates),
+        status,
+        body["error"]["code"].as_str(),
+        body["error"]["message"].as_str(),
+    )
 }
 
 /// A full error page (no navigation: the viewer may not be known here).
-pub fn error_page(templates: Option<&Environment<'static>>, status: StatusCode, code: Option<&str>, message: Option<&str>) -> Response {
+pub fn error_page(
+    templates: Option<&Environment<'static>>,
+    status: StatusCode,
+    code: Option<&str>,
+    message: Option<&str>,
+) -> Response {
     let heading = match status {
         StatusCode::FORBIDDEN => "Not allowed",
         StatusCode::NOT_FOUND => "Not found",
@@ -155,7 +191,12 @@ pub fn urlencode(text: &str) -> String {
 /// sign-in flow cannot be used to redirect to another site.
 pub fn safe_return_to(raw: Option<&str>) -> String {
     match raw {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') && !p.starts_with("/auth/") => {
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p.contains('\\')
+                && !p.starts_with("/auth/") =>
+        {
             p.to_owned()
         }
         _ => "/".to_owned(),
@@ -178,7 +219,13 @@ mod tests {
     #[test]
     fn return_to_stays_on_this_site() {
         assert_eq!(safe_return_to(Some("/runs/1")), "/runs/1");
-        for bad in ["//evil.test/", "https://evil.test/", "/\\evil", "evil", "/auth/login"] {
+        for bad in [
+            "//evil.test/",
+            "https://evil.test/",
+            "/\\evil",
+            "evil",
+            "/auth/login",
+        ] {
             assert_eq!(safe_return_to(Some(bad)), "/", "{bad}");
         }
         assert_eq!(safe_return_to(None), "/");
@@ -187,8 +234,17 @@ mod tests {
     #[test]
     fn every_template_parses() {
         let env = templates();
-        for name in ["layout.html", "error.html", "dashboard.html", "auth/signin.html", "admin/users.html", "tokens.html", "audit.html"] {
-            env.get_template(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for name in [
+            "layout.html",
+            "error.html",
+            "dashboard.html",
+            "auth/signin.html",
+            "admin/users.html",
+            "tokens.html",
+            "audit.html",
+        ] {
+            env.get_template(name)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
 }

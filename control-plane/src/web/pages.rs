@@ -1,12 +1,12 @@
 //! Pages every signed-in person sees: dashboard, projects, tokens, audit.
 
+use crate::routes::{Access, Routes};
 use std::collections::HashMap;
 
 use axum::{
-    Form, Router,
+    Form,
     extract::State,
     response::{Html, IntoResponse, Response},
-    routing::{get, post},
 };
 use common::{
     domain::{Capability, Role},
@@ -32,18 +32,31 @@ use crate::{
     error::{ApiError, ApiPath, ApiQuery},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(dashboard))
-        .route("/projects", get(projects))
-        .route("/tokens", get(tokens).post(create_token))
-        .route("/tokens/{id}/revoke", post(revoke_token))
-        .route("/audit", get(audit))
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/", Access::Needs(Capability::View), dashboard)
+        .get("/projects", Access::Needs(Capability::View), projects)
+        .get("/tokens", Access::Needs(Capability::Author), tokens)
+        .post("/tokens", Access::Needs(Capability::Author), create_token)
+        .post(
+            "/tokens/{id}/revoke",
+            Access::Needs(Capability::View),
+            revoke_token,
+        )
+        .get("/audit", Access::Needs(Capability::View), audit)
 }
 
-async fn dashboard(State(state): State<AppState>, viewer: Viewer) -> Result<Html<String>, ApiError> {
+async fn dashboard(
+    State(state): State<AppState>,
+    viewer: Viewer,
+) -> Result<Html<String>, ApiError> {
     let waiting = if viewer.user.can(Capability::Approve) {
-        runs::dashboard(&state.db, DashboardList::AwaitingApprovalBy(viewer.user.id), 50).await?
+        runs::dashboard(
+            &state.db,
+            DashboardList::AwaitingApprovalBy(viewer.user.id),
+            50,
+        )
+        .await?
     } else {
         Vec::new()
     };
@@ -58,20 +71,37 @@ async fn dashboard(State(state): State<AppState>, viewer: Viewer) -> Result<Html
     )
 }
 
-async fn projects(State(state): State<AppState>, viewer: Viewer, ApiQuery(page): ApiQuery<PageQuery>) -> Result<Html<String>, ApiError> {
+async fn projects(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> Result<Html<String>, ApiError> {
     let limit = page.limit();
     let mut rows = inventory::list_projects(&state.db, page.cursor.as_deref(), limit + 1).await?;
     let next_cursor = (rows.len() as i64 > limit).then(|| rows[limit as usize - 1].slug.clone());
     rows.truncate(limit as usize);
-    render(&state, "projects.html", json!({ "projects": rows, "next_cursor": next_cursor }), Some(&viewer))
+    render(
+        &state,
+        "projects.html",
+        json!({ "projects": rows, "next_cursor": next_cursor }),
+        Some(&viewer),
+    )
 }
 
 /// Roles a viewer may give a token: their own and below.
 fn grantable(role: Role) -> Vec<&'static str> {
-    Role::ALL.iter().filter(|r| **r <= role).map(|r| r.as_str()).collect()
+    Role::ALL
+        .iter()
+        .filter(|r| **r <= role)
+        .map(|r| r.as_str())
+        .collect()
 }
 
-async fn tokens_page(state: &AppState, viewer: &Viewer<rules::Author>, extra: Value) -> Result<Html<String>, ApiError> {
+async fn tokens_page(
+    state: &AppState,
+    viewer: &Viewer<rules::Author>,
+    extra: Value,
+) -> Result<Html<String>, ApiError> {
     let list = users::list_tokens(&state.db, viewer.user.id).await?;
     let mut context = json!({
         "tokens": list,
@@ -85,7 +115,10 @@ async fn tokens_page(state: &AppState, viewer: &Viewer<rules::Author>, extra: Va
     render(state, "tokens.html", context, Some(&viewer.plain()))
 }
 
-async fn tokens(State(state): State<AppState>, viewer: Viewer<rules::Author>) -> Result<Html<String>, ApiError> {
+async fn tokens(
+    State(state): State<AppState>,
+    viewer: Viewer<rules::Author>,
+) -> Result<Html<String>, ApiError> {
     tokens_page(&state, &viewer, json!({})).await
 }
 
@@ -94,24 +127,40 @@ async fn create_token(
     viewer: Viewer<rules::Author>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let name = form.get("name").map(|s| s.trim().to_owned()).unwrap_or_default();
+    let name = form
+        .get("name")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
     let role: Role = form
         .get("role")
         .and_then(|r| r.parse().ok())
         .unwrap_or(viewer.user.role);
-    let days: Option<i64> = form.get("expires_in_days").and_then(|d| d.trim().parse().ok());
+    let days: Option<i64> = form
+        .get("expires_in_days")
+        .and_then(|d| d.trim().parse().ok());
     let mut errors = serde_json::Map::new();
     if name.is_empty() || name.chars().count() > 100 {
-        errors.insert("name".into(), json!("Give the token a name of at most 100 characters."));
+        errors.insert(
+            "name".into(),
+            json!("Give the token a name of at most 100 characters."),
+        );
     }
     if !days.is_some_and(|d| (1..=MAX_TOKEN_DAYS).contains(&d)) {
-        errors.insert("expires_in_days".into(), json!(format!("Between 1 and {MAX_TOKEN_DAYS} days.")));
+        errors.insert(
+            "expires_in_days".into(),
+            json!(format!("Between 1 and {MAX_TOKEN_DAYS} days.")),
+        );
     }
     if role > viewer.user.role {
-        errors.insert("role".into(), json!("A token can carry at most your own role."));
+        errors.insert(
+            "role".into(),
+            json!("A token can carry at most your own role."),
+        );
     }
     if !errors.is_empty() {
-        let mut page = tokens_page(&state, &viewer, json!({ "form": form, "errors": errors })).await?.into_response();
+        let mut page = tokens_page(&state, &viewer, json!({ "form": form, "errors": errors }))
+            .await?
+            .into_response();
         *page.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
         return Ok(page);
     }
@@ -128,18 +177,30 @@ async fn create_token(
     .await?;
     tx.commit().await?;
     // Shown once, on this response only.
-    let mut page = tokens_page(&state, &viewer, json!({ "new_token": created })).await?.into_response();
-    page.headers_mut()
-        .insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    let mut page = tokens_page(&state, &viewer, json!({ "new_token": created }))
+        .await?
+        .into_response();
+    page.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
     Ok(page)
 }
 
-async fn revoke_token(State(state): State<AppState>, viewer: Viewer, ApiPath(id): ApiPath<Uuid>) -> Result<Response, ApiError> {
+async fn revoke_token(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
     let mut tx = state.db.begin().await?;
     if !users::revoke_token(&mut tx, viewer.user.id, id).await? {
         return Err(ApiError::NotFound("token"));
     }
-    audit_store::append(&mut tx, &viewer.user.audit("token.revoked", "api_token", id)).await?;
+    audit_store::append(
+        &mut tx,
+        &viewer.user.audit("token.revoked", "api_token", id),
+    )
+    .await?;
     tx.commit().await?;
     Ok(see_other("/tokens"))
 }
@@ -149,23 +210,38 @@ async fn audit(
     viewer: Viewer,
     ApiQuery(q): ApiQuery<HashMap<String, String>>,
 ) -> Result<Html<String>, ApiError> {
-    let text = |k: &str| q.get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let text = |k: &str| {
+        q.get(k)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
     let time = |k: &str| -> Result<Option<OffsetDateTime>, ApiError> {
         text(k)
-            .map(|v| OffsetDateTime::parse(&v, &Rfc3339).map_err(|_| ApiError::invalid(k, "use an RFC 3339 time like 2026-01-31T00:00:00Z")))
+            .map(|v| {
+                OffsetDateTime::parse(&v, &Rfc3339).map_err(|_| {
+                    ApiError::invalid(k, "use an RFC 3339 time like 2026-01-31T00:00:00Z")
+                })
+            })
             .transpose()
     };
     let all_rows = viewer.user.can(Capability::ReadAllAudit);
     let project_id = match text("project") {
         Some(slug) => {
             let mut conn = state.db.acquire().await?;
-            inventory::project_by_slug(&mut conn, &slug).await?.map(|p| p.id).or(Some(Uuid::nil()))
+            inventory::project_by_slug(&mut conn, &slug)
+                .await?
+                .map(|p| p.id)
+                .or(Some(Uuid::nil()))
         }
         None => None,
     };
     let limit = 100;
     let filter = Filter {
-        actor: if all_rows { text("actor").map(|a| a.to_lowercase()) } else { None },
+        actor: if all_rows {
+            text("actor").map(|a| a.to_lowercase())
+        } else {
+            None
+        },
         actor_id: if all_rows { None } else { Some(viewer.user.id) },
         action: text("action"),
         project_id,

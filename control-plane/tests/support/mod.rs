@@ -40,13 +40,17 @@ impl TestApp {
 
     /// `customize` may change the settings; it knows the address the app
     /// will listen on (for redirect URIs).
-    pub async fn spawn_with(customize: impl FnOnce(&mut HashMap<&'static str, String>, SocketAddr)) -> TestApp {
+    pub async fn spawn_with(
+        customize: impl FnOnce(&mut HashMap<&'static str, String>, SocketAddr),
+    ) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         Self::spawn_on(listener, customize).await
     }
 
     /// The app with single sign-on through a fresh development identity provider.
-    pub async fn spawn_with_sso(customize: impl FnOnce(&mut HashMap<&'static str, String>)) -> (TestApp, DevIdp) {
+    pub async fn spawn_with_sso(
+        customize: impl FnOnce(&mut HashMap<&'static str, String>),
+    ) -> (TestApp, DevIdp) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let idp = DevIdp::start(&format!("http://{addr}/auth/callback")).await;
@@ -224,7 +228,8 @@ pub struct DevIdp {
 impl DevIdp {
     pub async fn start(redirect_uri: &str) -> DevIdp {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/dev-idp");
-        let ready = std::env::temp_dir().join(format!("mh-idp-{}.ready", uuid::Uuid::new_v4().simple()));
+        let ready =
+            std::env::temp_dir().join(format!("mh-idp-{}.ready", uuid::Uuid::new_v4().simple()));
         let child = std::process::Command::new("node")
             .arg("server.js")
             .current_dir(dir)
@@ -235,13 +240,19 @@ impl DevIdp {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("node runs deploy/dev-idp/server.js (run scripts/test.sh, which installs it)");
-        let issuer = common::testing::wait_for(std::time::Duration::from_secs(30), "the dev identity provider", || {
-            let ready = ready.clone();
-            async move {
-                let line = std::fs::read_to_string(&ready).ok()?;
-                line.trim().strip_prefix("MH_IDP_ISSUER=").map(str::to_owned)
-            }
-        })
+        let issuer = common::testing::wait_for(
+            std::time::Duration::from_secs(30),
+            "the dev identity provider",
+            || {
+                let ready = ready.clone();
+                async move {
+                    let line = std::fs::read_to_string(&ready).ok()?;
+                    line.trim()
+                        .strip_prefix("MH_IDP_ISSUER=")
+                        .map(str::to_owned)
+                }
+            },
+        )
         .await;
         let _ = std::fs::remove_file(&ready);
         DevIdp { issuer, child }
@@ -287,13 +298,29 @@ impl Browser {
             if !resp.status().is_redirection() {
                 break;
             }
-            let location = resp.headers()[reqwest::header::LOCATION].to_str().unwrap().to_owned();
-            let next = reqwest::Url::parse(&url).unwrap().join(&location).unwrap().to_string();
+            let location = resp.headers()[reqwest::header::LOCATION]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let next = reqwest::Url::parse(&url)
+                .unwrap()
+                .join(&location)
+                .unwrap()
+                .to_string();
             if stop_before.is_some_and(|p| next.starts_with(p)) {
-                return Page { status: resp.status(), url: next, body: String::new() };
+                return Page {
+                    status: resp.status(),
+                    url: next,
+                    body: String::new(),
+                };
             }
             url = next;
-            resp = self.client.get(&url).send().await.expect("redirect is followed");
+            resp = self
+                .client
+                .get(&url)
+                .send()
+                .await
+                .expect("redirect is followed");
         }
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
@@ -305,15 +332,27 @@ impl Browser {
     }
 
     /// Signs in at the identity provider's login form shown on `login_page`.
-    pub async fn submit_login(&self, login_page: &Page, email: &str, password: &str, stop_before: Option<&str>) -> Page {
+    pub async fn submit_login(
+        &self,
+        login_page: &Page,
+        email: &str,
+        password: &str,
+        stop_before: Option<&str>,
+    ) -> Page {
         let action = login_page
             .body
             .split("action=\"")
             .nth(1)
             .and_then(|rest| rest.split('"').next())
             .unwrap_or_else(|| panic!("no login form on {}: {}", login_page.url, login_page.body));
-        let action = reqwest::Url::parse(&login_page.url).unwrap().join(action).unwrap();
-        let req = self.client.post(action).form(&[("login", email), ("password", password)]);
+        let action = reqwest::Url::parse(&login_page.url)
+            .unwrap()
+            .join(action)
+            .unwrap();
+        let req = self
+            .client
+            .post(action)
+            .form(&[("login", email), ("password", password)]);
         self.follow(req, stop_before).await
     }
 }
