@@ -420,3 +420,52 @@ async fn sign_in_page_without_sso_says_so() {
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("Single sign-on is not configured"));
 }
+
+mod forged_tokens {
+    use super::*;
+    use support::test_issuer::{Defect, TestIssuer};
+
+    #[tokio::test]
+    async fn id_tokens_with_defects_are_refused() {
+        let issuer = TestIssuer::start("migrate-hub-test").await;
+        let url = issuer.issuer.clone();
+        let app = TestApp::spawn_with(move |env, _| {
+            env.insert("MH_OIDC_ISSUER", url);
+            env.insert("MH_OIDC_CLIENT_ID", "migrate-hub-test".into());
+            env.insert("MH_OIDC_CLIENT_SECRET", "secret".into());
+        })
+        .await;
+
+        // The well-formed token signs the user in, so the refusals below are
+        // about the defects and nothing else.
+        issuer.next_token(Defect::None);
+        let browser = Browser::new();
+        let page = browser.get(&app.url("/auth/login")).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert_eq!(me(&app, &browser).await.1["email"], support::USER);
+
+        for (defect, reason) in [
+            (Defect::WrongNonce, "invalid_id_token"),
+            (Defect::WrongAudience, "invalid_id_token"),
+            (Defect::Expired, "invalid_id_token"),
+            (Defect::BadSignature, "invalid_id_token"),
+            (Defect::UnverifiedEmail, "email_unverified"),
+        ] {
+            issuer.next_token(defect);
+            let browser = Browser::new();
+            let page = browser.get(&app.url("/auth/login")).await;
+            assert!(
+                page.status.is_client_error(),
+                "{defect:?} was accepted: {}",
+                page.status
+            );
+            assert_eq!(
+                me(&app, &browser).await.0,
+                StatusCode::UNAUTHORIZED,
+                "{defect:?}"
+            );
+            let failed = app.audit_rows("auth.failed").await;
+            assert_eq!(failed.last().unwrap().1["reason"], reason, "{defect:?}");
+        }
+    }
+}
