@@ -34,6 +34,7 @@ READY_TIMEOUT=${MH_DEV_READY_TIMEOUT:-60}
 ACCOUNTS=(
     "admin@example.com admin Ada Admin"
     "manager@example.com manager Max Manager"
+    "manager2@example.com manager Mia Manager"
     "user@example.com user Uma User"
 )
 
@@ -57,6 +58,13 @@ MH_LISTEN=127.0.0.1:$port
 MH_PUBLIC_URL=http://127.0.0.1:$port
 MH_LOG_FORMAT=text
 RUST_LOG=info,sqlx=warn
+# Browser sign-in through the development identity provider (deploy/dev-idp),
+# which dev-up starts on this port. Every demo password is "demo".
+MH_OIDC_ISSUER=http://127.0.0.1:${MH_DEV_IDP_PORT:-8081}
+MH_OIDC_CLIENT_ID=migrate-hub-dev
+MH_OIDC_CLIENT_SECRET=dev-secret
+MH_ALLOWED_DOMAINS=example.com
+MH_PROVISIONING=off
 EOF
     )
 }
@@ -150,11 +158,34 @@ wait_for_worker() {
     done
 }
 
+# The development identity provider, when .dev/env points sign-in at it.
+start_identity_provider() {
+    [[ ${MH_OIDC_ISSUER:-} =~ ^http://127\.0\.0\.1:([0-9]+)$ ]] || return 0
+    local port=${BASH_REMATCH[1]} ready="$MH_DEV_DIR/dev-idp.ready" log="$MH_DEV_DIR/dev-idp.log"
+    if port_in_use "$port"; then
+        die "port $port (identity provider) is taken; set MH_DEV_IDP_PORT in a fresh .dev/env or free the port"
+    fi
+    info "starting the development identity provider on $MH_OIDC_ISSUER"
+    rm -f "$ready"
+    MH_IDP_PORT=$port MH_IDP_READY_FILE=$ready MH_IDP_REDIRECT_URIS="$MH_PUBLIC_URL/auth/callback" \
+        start_background dev-idp "$log" bash deploy/dev-idp/start.sh
+    local deadline=$((SECONDS + READY_TIMEOUT))
+    until [[ -s $ready ]]; do
+        if ((SECONDS >= deadline)); then
+            tail -n 30 "$log" >&2 || true
+            die "the identity provider did not start within ${READY_TIMEOUT}s (log: $log)"
+        fi
+        sleep 0.2
+    done
+}
+
 start_processes() {
     dev_stop_all
     if port_in_use "$HTTP_PORT"; then
         die "port $HTTP_PORT is taken by another program; run again with MH_DEV_PORT=<free port>"
     fi
+
+    start_identity_provider
 
     local log="$MH_DEV_DIR/control-plane.log"
     info "starting the control plane on $BASE_URL"
@@ -189,7 +220,7 @@ ensure_accounts() {
             || die "control-plane user add --email $email failed"
         # Reuse a token from an earlier run while it still works, so that
         # re-running does not pile up tokens.
-        file="$MH_DEV_DIR/token-$role"
+        file="$MH_DEV_DIR/token-${email%%@*}"
         if ! token_works "$file"; then
             token=$("$CONTROL_PLANE" token create --email "$email" --name dev-up --expires-in-days 30) \
                 || die "control-plane token create --email $email failed"
@@ -377,8 +408,16 @@ migrate-hub is running.
   Demo accounts      role      API token
     admin@example.com     admin     .dev/token-admin
     manager@example.com   manager   .dev/token-manager
+    manager2@example.com  manager   .dev/token-manager2
     user@example.com      user      .dev/token-user
 EOF
+    if [[ $sso == configured ]]; then
+        cat <<EOF
+  Browser sign-in  open $MH_PUBLIC_URL and sign in at the development identity provider
+                   ($MH_OIDC_ISSUER) with any demo e-mail above and the password "demo".
+                   Also there: unverified@example.com and outsider@foreign.test (both refused).
+EOF
+    fi
     if [[ $sso != configured ]]; then
         echo "  Browser sign-in is off (no MH_OIDC_CLIENT_ID in .dev/env): use the API tokens."
     fi

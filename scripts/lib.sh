@@ -207,6 +207,7 @@ dev_stop_all() {
         case $name in
         control-plane) stop_pidfile "$file" "$MH_ROOT/target/debug/control-plane" ;;
         worker-*) stop_pidfile "$file" "$MH_ROOT/target/debug/worker" ;;
+        dev-idp) stop_pidfile "$file" "server.js" ;;
         *) warn "ignoring unknown pid file $file" ;;
         esac
     done
