@@ -18,10 +18,10 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
 /// A pool that connects on first use, so a server can start while the tool
 /// database is briefly unavailable and report it on `/readyz`.
 pub fn connect_lazy(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    Ok(PgPoolOptions::new()
+    PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy(url)?)
+        .connect_lazy(url)
 }
 
 #[derive(Debug, thiserror::Error)]

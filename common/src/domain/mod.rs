@@ -4,8 +4,8 @@ pub mod approval;
 pub mod checksum;
 pub mod directives;
 pub mod role;
-pub mod signin;
 pub mod run;
+pub mod signin;
 pub mod slug;
 pub mod version;
 

@@ -33,7 +33,10 @@ pub enum KnownUser {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignIn {
     /// Sign in an existing user, optionally raising their role (bootstrap admins).
-    Existing { email: String, promote_to: Option<Role> },
+    Existing {
+        email: String,
+        promote_to: Option<Role>,
+    },
     /// Create the user with this role, then sign in.
     Provision { email: String, role: Role },
 }
@@ -78,7 +81,8 @@ pub fn verified_email(identity: &Identity, policy: &SignInPolicy<'_>) -> Result<
         return Err(Refusal::EmailUnverified);
     }
     let bootstrap = policy.bootstrap_admins.contains(&email);
-    if !bootstrap && !policy.allowed_domains.is_empty() && !domain_allowed(identity, &email, policy) {
+    if !bootstrap && !policy.allowed_domains.is_empty() && !domain_allowed(identity, &email, policy)
+    {
         return Err(Refusal::DomainNotAllowed);
     }
     Ok(email)
@@ -94,7 +98,11 @@ fn domain_allowed(identity: &Identity, email: &str, policy: &SignInPolicy<'_>) -
 }
 
 /// Decides the sign-in of a verified `email` given the matching user row.
-pub fn decide(email: String, known: KnownUser, policy: &SignInPolicy<'_>) -> Result<SignIn, Refusal> {
+pub fn decide(
+    email: String,
+    known: KnownUser,
+    policy: &SignInPolicy<'_>,
+) -> Result<SignIn, Refusal> {
     let bootstrap = policy.bootstrap_admins.contains(&email);
     match known {
         KnownUser::Disabled => Err(Refusal::Disabled),
@@ -102,11 +110,18 @@ pub fn decide(email: String, known: KnownUser, policy: &SignInPolicy<'_>) -> Res
             email,
             promote_to: (bootstrap && role != Role::Admin).then_some(Role::Admin),
         }),
-        KnownUser::None if bootstrap => Ok(SignIn::Provision { email, role: Role::Admin }),
+        KnownUser::None if bootstrap => Ok(SignIn::Provision {
+            email,
+            role: Role::Admin,
+        }),
         KnownUser::None
-            if policy.provisioning == Provisioning::Domain && !policy.allowed_domains.is_empty() =>
+            if policy.provisioning == Provisioning::Domain
+                && !policy.allowed_domains.is_empty() =>
         {
-            Ok(SignIn::Provision { email, role: Role::User })
+            Ok(SignIn::Provision {
+                email,
+                role: Role::User,
+            })
         }
         KnownUser::None => Err(Refusal::UnknownUser),
     }
@@ -125,14 +140,25 @@ mod tests {
         }
     }
 
-    fn policy<'a>(domains: &'a [String], provisioning: Provisioning, admins: &'a [String]) -> SignInPolicy<'a> {
-        SignInPolicy { allowed_domains: domains, provisioning, bootstrap_admins: admins }
+    fn policy<'a>(
+        domains: &'a [String],
+        provisioning: Provisioning,
+        admins: &'a [String],
+    ) -> SignInPolicy<'a> {
+        SignInPolicy {
+            allowed_domains: domains,
+            provisioning,
+            bootstrap_admins: admins,
+        }
     }
 
     #[test]
     fn unverified_email_is_refused() {
         let p = policy(&[], Provisioning::Off, &[]);
-        assert_eq!(verified_email(&id("a@x.com", false, None), &p), Err(Refusal::EmailUnverified));
+        assert_eq!(
+            verified_email(&id("a@x.com", false, None), &p),
+            Err(Refusal::EmailUnverified)
+        );
     }
 
     #[test]
@@ -147,9 +173,18 @@ mod tests {
     fn domains_are_checked_by_hd_or_email_domain() {
         let domains = vec!["example.com".to_string()];
         let p = policy(&domains, Provisioning::Off, &[]);
-        assert_eq!(verified_email(&id("A@Example.com", true, None), &p), Ok("a@example.com".into()));
-        assert_eq!(verified_email(&id("a@gmail.com", true, Some("example.com")), &p), Ok("a@gmail.com".into()));
-        assert_eq!(verified_email(&id("a@foreign.test", true, None), &p), Err(Refusal::DomainNotAllowed));
+        assert_eq!(
+            verified_email(&id("A@Example.com", true, None), &p),
+            Ok("a@example.com".into())
+        );
+        assert_eq!(
+            verified_email(&id("a@gmail.com", true, Some("example.com")), &p),
+            Ok("a@gmail.com".into())
+        );
+        assert_eq!(
+            verified_email(&id("a@foreign.test", true, None), &p),
+            Err(Refusal::DomainNotAllowed)
+        );
         // An empty list allows any verified e-mail (of a known user).
         let open = policy(&[], Provisioning::Off, &[]);
         assert!(verified_email(&id("a@foreign.test", true, None), &open).is_ok());
@@ -159,10 +194,20 @@ mod tests {
     fn provisioning_off_needs_a_known_user() {
         let domains = vec!["example.com".to_string()];
         let p = policy(&domains, Provisioning::Off, &[]);
-        assert_eq!(decide("a@example.com".into(), KnownUser::None, &p), Err(Refusal::UnknownUser));
         assert_eq!(
-            decide("a@example.com".into(), KnownUser::Enabled(Role::Manager), &p),
-            Ok(SignIn::Existing { email: "a@example.com".into(), promote_to: None })
+            decide("a@example.com".into(), KnownUser::None, &p),
+            Err(Refusal::UnknownUser)
+        );
+        assert_eq!(
+            decide(
+                "a@example.com".into(),
+                KnownUser::Enabled(Role::Manager),
+                &p
+            ),
+            Ok(SignIn::Existing {
+                email: "a@example.com".into(),
+                promote_to: None
+            })
         );
     }
 
@@ -172,11 +217,17 @@ mod tests {
         let p = policy(&domains, Provisioning::Domain, &[]);
         assert_eq!(
             decide("a@example.com".into(), KnownUser::None, &p),
-            Ok(SignIn::Provision { email: "a@example.com".into(), role: Role::User })
+            Ok(SignIn::Provision {
+                email: "a@example.com".into(),
+                role: Role::User
+            })
         );
         // Without a domain list there is nothing to provision from.
         let p = policy(&[], Provisioning::Domain, &[]);
-        assert_eq!(decide("a@example.com".into(), KnownUser::None, &p), Err(Refusal::UnknownUser));
+        assert_eq!(
+            decide("a@example.com".into(), KnownUser::None, &p),
+            Err(Refusal::UnknownUser)
+        );
     }
 
     #[test]
@@ -185,12 +236,25 @@ mod tests {
         let p = policy(&[], Provisioning::Off, &admins);
         assert_eq!(
             decide("boss@example.com".into(), KnownUser::None, &p),
-            Ok(SignIn::Provision { email: "boss@example.com".into(), role: Role::Admin })
+            Ok(SignIn::Provision {
+                email: "boss@example.com".into(),
+                role: Role::Admin
+            })
         );
         assert_eq!(
-            decide("boss@example.com".into(), KnownUser::Enabled(Role::User), &p),
-            Ok(SignIn::Existing { email: "boss@example.com".into(), promote_to: Some(Role::Admin) })
+            decide(
+                "boss@example.com".into(),
+                KnownUser::Enabled(Role::User),
+                &p
+            ),
+            Ok(SignIn::Existing {
+                email: "boss@example.com".into(),
+                promote_to: Some(Role::Admin)
+            })
         );
-        assert_eq!(decide("boss@example.com".into(), KnownUser::Disabled, &p), Err(Refusal::Disabled));
+        assert_eq!(
+            decide("boss@example.com".into(), KnownUser::Disabled, &p),
+            Err(Refusal::Disabled)
+        );
     }
 }

@@ -161,6 +161,10 @@ pub async fn finish(
     let Some((run_id, target_id, project_id)) = row else {
         return Ok(None);
     };
+    // Lock the run before the audit head, the order `claim` (run, then its
+    // audit row) uses too; the other order deadlocks a claim and a finish
+    // of two targets of one run.
+    runs::lock(conn, run_id).await?;
     let action = match f.state {
         TargetState::Succeeded => "target.succeeded",
         TargetState::Skipped => "target.skipped",
@@ -232,4 +236,25 @@ pub async fn applied(
         .bind(target_id)
         .fetch_all(conn)
         .await
+}
+
+/// For a `running` execution: whether the worker that claimed it is gone
+/// (marked stopped, unknown, or silent for `silent_for`). `None` when the
+/// execution is not running. A redelivered job uses this to tell a dead
+/// worker's execution (to be marked `interrupted`) from a live one.
+pub async fn running_on_dead_worker(
+    conn: &mut PgConnection,
+    execution_id: Uuid,
+    silent_for: std::time::Duration,
+) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT (w.id IS NULL OR w.stopped_at IS NOT NULL
+                 OR w.last_heartbeat_at < now() - make_interval(secs => $2))
+         FROM target_executions e LEFT JOIN workers w ON w.id = e.worker_id
+         WHERE e.id = $1 AND e.state = 'running'",
+    )
+    .bind(execution_id)
+    .bind(silent_for.as_secs_f64())
+    .fetch_optional(conn)
+    .await
 }

@@ -483,7 +483,11 @@ pub enum DashboardList {
     RecentFailures,
 }
 
-pub async fn dashboard(pool: &PgPool, list: DashboardList, limit: i64) -> Result<Vec<RunSummary>, sqlx::Error> {
+pub async fn dashboard(
+    pool: &PgPool,
+    list: DashboardList,
+    limit: i64,
+) -> Result<Vec<RunSummary>, sqlx::Error> {
     let (filter, user): (&str, Option<Uuid>) = match list {
         DashboardList::AwaitingApprovalBy(u) => (
             "r.state = 'pending_approval' AND r.requested_by <> $1
@@ -491,7 +495,10 @@ pub async fn dashboard(pool: &PgPool, list: DashboardList, limit: i64) -> Result
             Some(u),
         ),
         DashboardList::RequestedBy(u) => ("r.requested_by = $1", Some(u)),
-        DashboardList::Active => ("r.state IN ('queued', 'running') AND $1::uuid IS NULL", None),
+        DashboardList::Active => (
+            "r.state IN ('queued', 'running') AND $1::uuid IS NULL",
+            None,
+        ),
         DashboardList::RecentFailures => (
             "r.state IN ('failed', 'partially_failed') AND r.finished_at > now() - interval '7 days' AND $1::uuid IS NULL",
             None,

@@ -666,10 +666,8 @@ async fn execute(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let not_before = body.not_before;
     let now = OffsetDateTime::now_utc();
-    if let Some(t) = not_before {
-        if t > now + time::Duration::days(30) {
-            return Err(ApiError::invalid("not_before", "must be within 30 days"));
-        }
+    if not_before.is_some_and(|t| t > now + time::Duration::days(30)) {
+        return Err(ApiError::invalid("not_before", "must be within 30 days"));
     }
     let mut tx = state.db.begin().await?;
     let run = runs::lock(&mut tx, id)
@@ -712,9 +710,15 @@ async fn execute(
             // A migration job is never retried by the queue: a failed target
             // stays failed until a person asks for a new run.
             .max_attempts(1);
-        if let Some(t) = not_before.filter(|t| *t > now) {
-            task = task.run_at_timestamp(t.unix_timestamp() as u64);
-        }
+        task = match not_before.filter(|t| *t > now) {
+            Some(t) => task.run_at_timestamp(t.unix_timestamp() as u64),
+            // The queue stores whole seconds and only wakes listening workers
+            // for jobs that are already due by the database's clock; a due
+            // time in the past makes the job due at once on every clock.
+            None => {
+                task.run_at_time(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+            }
+        };
         by_pool.entry(pool.clone()).or_default().push(task.build());
     }
     for (pool, tasks) in by_pool {

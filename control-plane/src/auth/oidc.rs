@@ -128,10 +128,10 @@ impl Oidc {
     }
 
     async fn client(&self) -> Result<OidcClient, OidcError> {
-        if let Some((client, at)) = self.cached.read().await.as_ref() {
-            if at.elapsed() < DISCOVERY_TTL {
-                return Ok(client.clone());
-            }
+        if let Some((client, at)) = self.cached.read().await.as_ref()
+            && at.elapsed() < DISCOVERY_TTL
+        {
+            return Ok(client.clone());
         }
         let issuer = IssuerUrl::new(self.settings.issuer.clone())
             .map_err(|e| OidcError::Unreachable(e.to_string()))?;

@@ -87,13 +87,13 @@ async fn create_user(
         errors.insert("role".into(), json!("Choose user, manager or admin."));
     }
     let mut tx = state.db.begin().await?;
-    if let Ok(email) = &email {
-        if users::find_by_email(&mut tx, email).await?.is_some() {
-            errors.insert(
-                "email".into(),
-                json!("A user with this e-mail already exists."),
-            );
-        }
+    if let Ok(email) = &email
+        && users::find_by_email(&mut tx, email).await?.is_some()
+    {
+        errors.insert(
+            "email".into(),
+            json!("A user with this e-mail already exists."),
+        );
     }
     if !errors.is_empty() {
         drop(tx);

@@ -1,0 +1,382 @@
+//! One run through the real architecture: the API requests, approves and
+//! executes; a worker (in-process, same code as the binary) claims the jobs
+//! from the queue and migrates real PostgreSQL databases.
+
+mod support;
+
+use std::time::Duration;
+
+use common::testing::{TestDatabase, wait_for};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection};
+use support::{TestApp, code};
+use tokio::sync::oneshot;
+
+struct Fleet {
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Fleet {
+    fn start(app: &TestApp) -> Fleet {
+        let worker = worker::Worker::new(app.pool.clone(), app.keys.clone(), "default", 4, 5_000);
+        let (tx, rx) = oneshot::channel::<()>();
+        let done = tokio::spawn(worker.run(async move {
+            let _ = rx.await;
+        }));
+        Fleet {
+            stop: Some(tx),
+            done,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.done.await.unwrap().unwrap();
+    }
+}
+
+/// A project with a DB set of `n` fresh PostgreSQL databases.
+async fn project_with_targets(app: &TestApp, n: usize) -> (String, String, Vec<TestDatabase>) {
+    let slug = app.project("shop").await;
+    let set = app.db_set(&slug, "orders", "daily").await;
+    let mut dbs = Vec::new();
+    for i in 0..n {
+        let db = TestDatabase::create("mh_test_target").await;
+        let (status, body) = app
+            .post(
+                &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
+                &app.manager,
+                json!({"name": format!("shard-{i}"), "engine": "postgres", "host": "127.0.0.1", "port": 5432,
+                       "database": db.name, "username": "postgres", "password": "unused-with-trust", "tls_mode": "disable"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        dbs.push(db);
+    }
+    (slug, set, dbs)
+}
+
+async fn request_run(app: &TestApp, slug: &str, set: &str, version: &str) -> String {
+    let (status, run) = app
+        .post(
+            &format!("/api/v1/projects/{slug}/runs"),
+            &app.user,
+            json!({"db_set_id": set, "direction": "up", "target_version": version}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    assert_eq!(run["state"], "pending_approval");
+    run["id"].as_str().unwrap().to_owned()
+}
+
+async fn wait_until_final(app: &TestApp, run: &str) -> Value {
+    wait_for(Duration::from_secs(60), "the run to finish", || async {
+        let (_, body) = app.get(&format!("/api/v1/runs/{run}"), &app.user).await;
+        matches!(
+            body["state"].as_str(),
+            Some("succeeded" | "failed" | "partially_failed")
+        )
+        .then_some(body)
+    })
+    .await
+}
+
+async fn connect(db: &TestDatabase) -> PgConnection {
+    PgConnection::connect(&db.url).await.unwrap()
+}
+
+#[tokio::test]
+async fn approved_run_migrates_every_target_once() {
+    let app = TestApp::spawn().await;
+    let (slug, set, dbs) = project_with_targets(&app, 3).await;
+    app.migration(
+        &slug,
+        "1",
+        "CREATE TABLE customers (id bigserial PRIMARY KEY, email text NOT NULL);",
+        "DROP TABLE customers;",
+    )
+    .await;
+    app.migration(&slug, "2", "CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id bigint REFERENCES customers (id));", "DROP TABLE orders;").await;
+    app.migration(
+        &slug,
+        "10",
+        "CREATE INDEX orders_customer_idx ON orders (customer_id);",
+        "DROP INDEX orders_customer_idx;",
+    )
+    .await;
+
+    let run = request_run(&app, &slug, &set, "10").await;
+    let (_, body) = app.get(&format!("/api/v1/runs/{run}"), &app.user).await;
+    let versions: Vec<&str> = body["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["1", "2", "10"], "pinned in version order");
+    assert_eq!(body["digest"].as_str().unwrap().len(), 64);
+
+    // Not yet approved: execute is refused and nothing is queued.
+    let (status, err) = app
+        .post(&format!("/api/v1/runs/{run}/execute"), &app.user, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(code(&err), "invalid_state");
+    // A user cannot approve.
+    let (status, _) = app
+        .post(&format!("/api/v1/runs/{run}/approve"), &app.user, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let (status, approved) = app
+        .post(
+            &format!("/api/v1/runs/{run}/approve"),
+            &app.manager,
+            json!({"comment": "looks good"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{approved}");
+    assert_eq!(approved["state"], "approved");
+
+    let fleet = Fleet::start(&app);
+    let (status, queued) = app
+        .post(&format!("/api/v1/runs/{run}/execute"), &app.user, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    // A second execute is a no-op 409.
+    let (status, err) = app
+        .post(&format!("/api/v1/runs/{run}/execute"), &app.user, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(code(&err), "already_executed");
+
+    let done = wait_until_final(&app, &run).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    for target in done["targets"].as_array().unwrap() {
+        assert_eq!(target["state"], "succeeded", "{target}");
+        assert!(target["duration_ms"].as_i64().is_some());
+        assert!(target["worker"].is_string());
+    }
+    for db in &dbs {
+        let mut conn = connect(db).await;
+        let history: Vec<String> = sqlx::query_scalar(
+            "SELECT version FROM migrate_hub_history ORDER BY applied_at, version",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(history.len(), 3, "one history row per version");
+        let index: Option<String> = sqlx::query_scalar(
+            "SELECT indexname::text FROM pg_indexes WHERE indexname = 'orders_customer_idx'",
+        )
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap();
+        assert!(index.is_some(), "the last migration ran in {}", db.name);
+    }
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM applied_migrations")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, 9);
+
+    // Every step is in the audit log, and the chain is intact.
+    for action in [
+        "run.requested",
+        "run.approved",
+        "run.executed",
+        "target.succeeded",
+        "run.finished",
+    ] {
+        assert!(!app.audit_rows(action).await.is_empty(), "{action} audited");
+    }
+    let (_, verify) = app.get("/api/v1/audit/verify", &app.admin).await;
+    assert_eq!(verify["ok"], true, "{verify}");
+
+    // Everything is applied now: a new run has nothing to do.
+    let (status, err) = app
+        .post(
+            &format!("/api/v1/projects/{slug}/runs"),
+            &app.user,
+            json!({"db_set_id": set, "direction": "up", "target_version": "10"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(code(&err), "nothing_to_do");
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn sql_error_fails_only_its_target_with_the_database_message() {
+    let app = TestApp::spawn().await;
+    let (slug, set, dbs) = project_with_targets(&app, 3).await;
+    app.migration(
+        &slug,
+        "1",
+        "CREATE TABLE invoices (id bigserial PRIMARY KEY);",
+        "DROP TABLE invoices;",
+    )
+    .await;
+    // The second target already has the table, so the migration fails there.
+    let mut conn = connect(&dbs[1]).await;
+    sqlx::query("CREATE TABLE invoices (legacy int)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let run = request_run(&app, &slug, &set, "1").await;
+    app.post(
+        &format!("/api/v1/runs/{run}/approve"),
+        &app.manager,
+        json!({}),
+    )
+    .await;
+    let fleet = Fleet::start(&app);
+    app.post(
+        &format!("/api/v1/runs/{run}/execute"),
+        &app.manager,
+        json!({}),
+    )
+    .await;
+    let done = wait_until_final(&app, &run).await;
+    assert_eq!(done["state"], "partially_failed", "{done}");
+    let targets = done["targets"].as_array().unwrap();
+    assert_eq!(targets[0]["state"], "succeeded");
+    assert_eq!(targets[2]["state"], "succeeded");
+    assert_eq!(targets[1]["state"], "failed");
+    let error = targets[1]["error"].as_str().unwrap();
+    assert!(
+        error.contains("relation \"invoices\" already exists"),
+        "{error}"
+    );
+    // The failed target is untouched: no history row, its own table kept.
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM migrate_hub_history")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn changes_after_the_request_invalidate_the_run() {
+    let app = TestApp::spawn().await;
+    let (slug, set, _dbs) = project_with_targets(&app, 1).await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
+    let run = request_run(&app, &slug, &set, "1").await;
+
+    // A target joins the DB set after the run was requested.
+    let extra = TestDatabase::create("mh_test_target").await;
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
+            &app.manager,
+            json!({"name": "late", "engine": "postgres", "host": "127.0.0.1", "port": 5432, "database": extra.name, "username": "postgres"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, err) = app
+        .post(
+            &format!("/api/v1/runs/{run}/approve"),
+            &app.manager,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(code(&err), "run_invalidated");
+    let (_, body) = app.get(&format!("/api/v1/runs/{run}"), &app.user).await;
+    assert_eq!(body["state"], "invalidated");
+    // It stays that way.
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/runs/{run}/approve"),
+            &app.manager2,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{run}/execute"),
+            Some(&app.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(app.audit_rows("run.invalidated").await.len(), 1);
+}
+
+#[tokio::test]
+async fn prd_needs_two_distinct_managers_and_never_the_requester() {
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    // The promotion gate is off here, so prd can be asked for directly.
+    sqlx::query("UPDATE environments SET require_previous_success = false WHERE name = 'prd'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let set = app.db_set(&slug, "orders-prd", "prd").await;
+    let db = TestDatabase::create("mh_test_target").await;
+    app.post(
+        &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
+        &app.manager,
+        json!({"name": "p1", "engine": "postgres", "host": "127.0.0.1", "port": 5432, "database": db.name, "username": "postgres"}),
+    )
+    .await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
+    // The manager requests; the manager may not approve their own run.
+    let (status, run) = app
+        .post(
+            &format!("/api/v1/projects/{slug}/runs"),
+            &app.manager,
+            json!({"db_set_id": set, "direction": "up", "target_version": "1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let run = run["id"].as_str().unwrap();
+    let (status, err) = app
+        .post(
+            &format!("/api/v1/runs/{run}/approve"),
+            &app.manager,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(code(&err), "separation_of_duties");
+    let (_, after_one) = app
+        .post(
+            &format!("/api/v1/runs/{run}/approve"),
+            &app.manager2,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        after_one["state"], "pending_approval",
+        "one approval is not enough on prd"
+    );
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/runs/{run}/approve"),
+            &app.manager2,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "the same manager cannot count twice"
+    );
+    let (_, after_two) = app
+        .post(
+            &format!("/api/v1/runs/{run}/approve"),
+            &app.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(after_two["state"], "approved");
+}

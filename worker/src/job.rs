@@ -1,0 +1,319 @@
+//! One job, start to finish: claim the target execution, load what it needs,
+//! re-verify the pinned checksums, run the engine's executor, finish.
+//!
+//! Every way a target can fail (bad checksum, unreachable, locked, drift,
+//! failing SQL) ends as a `failed` execution with a message for the run page;
+//! only a tool database that stays unreachable makes the job itself fail.
+
+use std::time::Duration;
+
+use common::{
+    crypto::{Keyring, Sealed},
+    domain::TargetState,
+    jobs::TargetJob,
+    store::{
+        audit::{self, Actor, Entry},
+        executions::{self, ClaimedExecution},
+        inventory::{self, TargetRow},
+        runs::{self, RunMigrationRow, RunRow},
+    },
+};
+use sqlx::PgPool;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::{
+    executor::{self, Applied, Connection, ExecError, Job, Password},
+    plan,
+    report::{self, Outcome, Reporter, with_retry},
+    runner::HEARTBEAT,
+};
+
+/// A worker silent for this long is dead. Three missed heartbeats: the same
+/// silence after which apalis redelivers the worker's jobs.
+const WORKER_DEAD_AFTER: Duration = Duration::from_secs(3 * HEARTBEAT.as_secs());
+/// How long a redelivered job waits for a silent worker to be declared dead
+/// before leaving its execution alone.
+const ORPHAN_WAIT: Duration = Duration::from_secs(6 * HEARTBEAT.as_secs());
+
+/// What every job of one worker shares.
+#[derive(Debug, Clone)]
+pub struct JobEnv {
+    pub db: PgPool,
+    pub keys: Keyring,
+    pub worker_id: Uuid,
+    /// `MH_LOCK_WAIT_MS`: how long a job waits for another to release its target.
+    pub lock_wait: Duration,
+}
+
+impl JobEnv {
+    /// The audit actor of this worker's writes.
+    pub fn actor(&self) -> Actor {
+        Actor::System(format!("worker:{}", self.worker_id))
+    }
+}
+
+/// The tool database failed the job beyond what retries could mend.
+#[derive(Debug, thiserror::Error)]
+#[error("tool database error while {what}: {source}")]
+pub struct JobError {
+    what: &'static str,
+    #[source]
+    source: sqlx::Error,
+}
+
+/// What a claimed execution needs, read in the claim's transaction.
+struct Claimed {
+    execution: ClaimedExecution,
+    run: RunRow,
+    migrations: Vec<RunMigrationRow>,
+    target: Option<TargetRow>,
+    secret: Option<Sealed>,
+}
+
+/// Executes one target job. A job whose execution is no longer `queued`
+/// (cancelled, or redelivered after another worker claimed it) does nothing.
+pub async fn run(env: &JobEnv, job: &TargetJob) -> Result<(), JobError> {
+    let span = tracing::info_span!(
+        "target_execution",
+        execution_id = %job.execution_id,
+        run_id = %job.run_id,
+        target_id = %job.target_id,
+    );
+    async {
+        let Some(claimed) = claim(env, job).await? else {
+            return settle_orphan(env, job.execution_id).await;
+        };
+        tracing::info!(
+            attempt = claimed.execution.attempt,
+            "target execution started"
+        );
+        let outcome = execute(env, job, &claimed).await;
+        tracing::info!(
+            state = outcome.state.as_str(),
+            error = outcome.error.as_deref(),
+            "target execution finished"
+        );
+        report::finish(&env.db, claimed.execution.id, &outcome, &env.actor())
+            .await
+            .map_err(|source| JobError {
+                what: "finishing the target execution",
+                source,
+            })
+    }
+    .instrument(span)
+    .await
+}
+
+/// A job whose execution is not `queued` any more: cancelled, finished, or
+/// claimed by a worker. apalis redelivers a claimed job when the consumer
+/// that held it went silent; if the claiming worker is indeed dead, its
+/// execution is over — a PostgreSQL target rolled back the migration in
+/// progress and released the lock when the connection died — so it is
+/// marked `interrupted` for the run to settle. Nothing is ever re-applied.
+async fn settle_orphan(env: &JobEnv, execution_id: Uuid) -> Result<(), JobError> {
+    let give_up = tokio::time::Instant::now() + ORPHAN_WAIT;
+    loop {
+        let dead = with_retry("check the claiming worker", || async move {
+            let mut conn = env.db.acquire().await?;
+            executions::running_on_dead_worker(&mut conn, execution_id, WORKER_DEAD_AFTER).await
+        })
+        .await
+        .map_err(|source| JobError {
+            what: "checking the claiming worker",
+            source,
+        })?;
+        match dead {
+            None => {
+                tracing::info!(
+                    "execution is not queued any more (cancelled or done); nothing to do"
+                );
+                return Ok(());
+            }
+            Some(true) => {
+                tracing::warn!("the worker running this execution died; marking it interrupted");
+                let outcome = Outcome {
+                    state: TargetState::Interrupted,
+                    error: Some(
+                        "the worker executing this target stopped mid-run; a PostgreSQL target \
+                         rolled back the migration in progress, and the versions recorded before \
+                         it stay applied"
+                            .into(),
+                    ),
+                    failed_version: None,
+                };
+                return report::finish(&env.db, execution_id, &outcome, &env.actor())
+                    .await
+                    .map_err(|source| JobError {
+                        what: "marking the execution interrupted",
+                        source,
+                    });
+            }
+            Some(false) if tokio::time::Instant::now() < give_up => {
+                tokio::time::sleep(HEARTBEAT).await;
+            }
+            Some(false) => {
+                tracing::info!("execution is still running on a live worker; leaving it alone");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Marks the execution `running` for this worker and audits the start, in
+/// one transaction that also reads everything the job needs.
+async fn claim(env: &JobEnv, job: &TargetJob) -> Result<Option<Claimed>, JobError> {
+    let actor = env.actor();
+    with_retry("claim target execution", || async {
+        let mut tx = env.db.begin().await?;
+        let Some(execution) = executions::claim(&mut tx, job.execution_id, env.worker_id).await?
+        else {
+            return Ok(None);
+        };
+        let run = runs::get(&mut tx, execution.run_id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        let migrations = runs::migrations(&mut tx, run.id).await?;
+        let target = inventory::target(&mut tx, execution.target_id).await?;
+        let secret = inventory::target_secret(&mut tx, execution.target_id).await?;
+        // Appended last: it holds the audit chain's head until commit.
+        audit::append(
+            &mut tx,
+            &Entry::new(
+                actor.clone(),
+                "target.started",
+                "target_execution",
+                execution.id,
+            )
+            .project(run.project_id)
+            .details(serde_json::json!({
+                "run_id": execution.run_id,
+                "target_id": execution.target_id,
+                "worker_id": env.worker_id,
+                "attempt": execution.attempt,
+            })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Claimed {
+            execution,
+            run,
+            migrations,
+            target,
+            secret,
+        }))
+    })
+    .await
+    .map_err(|source| JobError {
+        what: "claiming the target execution",
+        source,
+    })
+}
+
+/// Runs the claimed execution and says how it ended. Never fails: every
+/// problem becomes the target's outcome.
+async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
+    let Claimed {
+        execution,
+        run,
+        migrations,
+        target,
+        secret,
+    } = claimed;
+    if execution.run_id != job.run_id || execution.target_id != job.target_id {
+        return Outcome::failed(
+            "the queued job does not match its target execution; nothing was applied",
+            None,
+        );
+    }
+    let Some(target) = target else {
+        return Outcome::failed("the target was deleted; nothing was applied", None);
+    };
+    // Rule 2: checksums are verified again right before anything runs.
+    let steps = match plan::verify(migrations.clone()) {
+        Ok(steps) => steps,
+        Err(err) => return Outcome::failed(err.to_string(), err.version().map(str::to_owned)),
+    };
+    let connection = match connection(env, target, secret.as_ref()) {
+        Ok(connection) => connection,
+        Err(message) => return Outcome::failed(message, None),
+    };
+    let direction = run.direction();
+    let plan = Job {
+        run_id: run.id,
+        direction,
+        steps: &steps,
+        lock_timeout_ms: run.lock_timeout_ms,
+        statement_timeout_ms: run.statement_timeout_ms,
+        lock_wait: env.lock_wait,
+    };
+    let reporter = Reporter {
+        db: env.db.clone(),
+        execution_id: execution.id,
+        run_id: run.id,
+        target_id: target.id,
+        direction,
+    };
+    match executor::execute(&target.engine, &connection, &plan, &reporter).await {
+        Ok(Applied::Steps(count)) => {
+            tracing::info!(
+                steps = count,
+                direction = direction.as_str(),
+                "migrations applied"
+            );
+            Outcome::succeeded()
+        }
+        Ok(Applied::Nothing) => Outcome::skipped(),
+        Err(ExecError::Target { message, version }) => Outcome::failed(message, version),
+        Err(err @ ExecError::Hub { .. }) => {
+            // The driver's text for the tool database stays in the logs.
+            tracing::error!(error = %err, "tool database failed during execution");
+            Outcome::failed(
+                "the worker lost the tool database during execution; the target may be ahead of \
+                 the hub, so compare its migrate_hub_history before running again",
+                None,
+            )
+        }
+    }
+}
+
+/// How to reach the target, with its password opened. The error names what
+/// is wrong without any secret material.
+fn connection(
+    env: &JobEnv,
+    target: &TargetRow,
+    sealed: Option<&Sealed>,
+) -> Result<Connection, String> {
+    let password = match sealed {
+        None => None,
+        Some(sealed) => {
+            let bytes = env
+                .keys
+                .open(target.id.as_bytes(), sealed)
+                .map_err(|e| format!("the target's password cannot be decrypted: {e}"))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| "the target's password is not valid UTF-8".to_owned())?;
+            Some(Password::new(text))
+        }
+    };
+    let port = u16::try_from(target.port)
+        .map_err(|_| format!("the target's port {} is out of range", target.port))?;
+    Ok(Connection {
+        host: target.host.clone(),
+        port,
+        database: target.database.clone(),
+        username: target.username.clone(),
+        password,
+        tls_mode: target.tls_mode.clone(),
+        session_settings: target.session_settings.clone(),
+    })
+}
+
+/// Best effort after a job crashed (a panic in the executor): the execution
+/// must not stay `running` forever. Does nothing when it is not running.
+pub async fn abandon(env: &JobEnv, execution_id: Uuid, reason: &str) {
+    let outcome = Outcome::failed(reason, None);
+    if let Err(err) = report::finish(&env.db, execution_id, &outcome, &env.actor()).await {
+        tracing::error!(error = %err, %execution_id, "could not mark the abandoned execution as failed");
+    }
+}

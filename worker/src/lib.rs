@@ -1,0 +1,18 @@
+//! migrate-hub worker: executes approved runs against the targets of one
+//! worker pool.
+//!
+//! - [`runner`] registers the worker, heartbeats and consumes the pool's queue;
+//! - [`job`] takes one target execution from claim to finish;
+//! - [`plan`] holds the pure rules (checksums, drift, what is pending);
+//! - [`executor`] talks to each engine, under the target [`lock`];
+//! - [`report`] writes progress back to the tool database.
+
+pub mod executor;
+pub mod job;
+pub mod lock;
+pub mod plan;
+pub mod queue;
+pub mod report;
+pub mod runner;
+
+pub use runner::Worker;

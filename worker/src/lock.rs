@@ -1,0 +1,91 @@
+//! The target lock: held on the target database itself, so no two workers,
+//! runs or hub installations ever execute on one target at once (rule 5).
+//!
+//! PostgreSQL: a session-level advisory lock on the job's dedicated
+//! connection. It dies with the connection, so a crashed worker never leaves
+//! a stale lock behind (unlike a lock table). Advisory locks are scoped to
+//! one database, so targets that share a server do not block each other.
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, error::SqlState};
+
+/// The advisory lock key every migrate-hub installation uses: the ASCII
+/// bytes `mig-hub!` read as a big-endian integer. Fixed forever, because two
+/// hub versions must exclude each other on one target.
+pub const PG_ADVISORY_KEY: i64 = i64::from_be_bytes(*b"mig-hub!");
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("target is locked by another migration (waited {waited_ms} ms)")]
+    Busy { waited_ms: u64 },
+    #[error(transparent)]
+    Target(#[from] tokio_postgres::Error),
+}
+
+/// Takes the target lock, waiting at most `wait` for a holder to release it.
+///
+/// The wait is bounded with `lock_timeout`, which PostgreSQL applies to
+/// advisory locks too: one round trip, and the lock is granted the moment
+/// the holder releases it (no polling). `SET LOCAL` keeps the timeout from
+/// leaking into the session; the session-level lock itself survives the
+/// transaction's end. A zero wait means "try once".
+pub async fn acquire_pg(client: &Client, wait: Duration) -> Result<(), LockError> {
+    let waited_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+    if wait.is_zero() {
+        let row = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&PG_ADVISORY_KEY])
+            .await?;
+        return if row.get::<_, bool>(0) {
+            Ok(())
+        } else {
+            Err(LockError::Busy { waited_ms })
+        };
+    }
+    // lock_timeout is an int of milliseconds; larger waits are capped (~24 days).
+    let timeout_ms = waited_ms.min(i32::MAX as u64);
+    let sql = format!(
+        "BEGIN; SET LOCAL lock_timeout = {timeout_ms}; SELECT pg_advisory_lock({PG_ADVISORY_KEY}); COMMIT"
+    );
+    match client.simple_query(&sql).await {
+        Ok(_) => Ok(()),
+        Err(err) => {
+            // The failed statement left the transaction aborted.
+            let _ = client.simple_query("ROLLBACK").await;
+            if err.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+                Err(LockError::Busy { waited_ms })
+            } else {
+                Err(LockError::Target(err))
+            }
+        }
+    }
+}
+
+/// Releases the lock. Best effort: closing the connection releases it anyway.
+pub async fn release_pg(client: &Client) {
+    if let Err(err) = client
+        .simple_query(&format!("SELECT pg_advisory_unlock({PG_ADVISORY_KEY})"))
+        .await
+    {
+        tracing::debug!(error = %err, "advisory unlock failed; the lock ends with the connection");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_is_stable() {
+        // Changing the key would let an old and a new worker run on one target.
+        assert_eq!(PG_ADVISORY_KEY, 0x6d69_672d_6875_6221);
+    }
+
+    #[test]
+    fn busy_message_names_the_wait() {
+        assert_eq!(
+            LockError::Busy { waited_ms: 250 }.to_string(),
+            "target is locked by another migration (waited 250 ms)"
+        );
+    }
+}

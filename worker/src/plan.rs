@@ -1,0 +1,348 @@
+//! What a job will do on its target, decided from the run's pinned
+//! migrations, the hub's applied state and the target's own history.
+//!
+//! Pure functions with no I/O, so the rules that keep a target safe (rule 2:
+//! re-verify every checksum; drift blocks a target; nothing is applied twice)
+//! are unit-tested without a database.
+
+use std::{cmp::Ordering, collections::HashSet, fmt};
+
+use common::{
+    domain::{Checksum, Direction, Version},
+    store::runs::RunMigrationRow,
+};
+use uuid::Uuid;
+
+/// One pinned migration whose text still matches its pinned checksum.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub migration_id: Uuid,
+    pub version: Version,
+    pub name: String,
+    /// The checksum the run pinned (and the approvals cover).
+    pub checksum: Checksum,
+    pub up_sql: String,
+    pub down_sql: String,
+    pub transactional: bool,
+}
+
+impl Step {
+    /// The script that moves the target in `direction`.
+    pub fn script(&self, direction: Direction) -> &str {
+        match direction {
+            Direction::Up => &self.up_sql,
+            Direction::Down => &self.down_sql,
+        }
+    }
+}
+
+/// Why a target cannot be executed. Every message is shown to users as the
+/// target's error, so it names the version and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "checksum of version {version} changed since the run was approved; nothing was applied"
+    )]
+    ChecksumChanged { version: String },
+    #[error("version {version} is stored in a form that cannot be parsed; nothing was applied")]
+    InvalidVersion { version: String },
+    #[error(
+        "version {version} has no down script, so it cannot be rolled back; nothing was applied"
+    )]
+    NoDownScript { version: String },
+    #[error("{0}")]
+    Drift(#[from] Drift),
+}
+
+impl PlanError {
+    /// The version the error is about, recorded as the execution's failed version.
+    pub fn version(&self) -> Option<&str> {
+        match self {
+            PlanError::ChecksumChanged { version }
+            | PlanError::InvalidVersion { version }
+            | PlanError::NoDownScript { version } => Some(version),
+            PlanError::Drift(_) => None,
+        }
+    }
+}
+
+/// Re-verifies every pinned migration right before execution (rule 2): the
+/// text is hashed again and must match both the checksum the run pinned and
+/// the checksum the hub holds now. A mismatch means the script changed after
+/// approval (or the stored text was tampered with), so nothing may run.
+pub fn verify(rows: Vec<RunMigrationRow>) -> Result<Vec<Step>, PlanError> {
+    rows.into_iter()
+        .map(|row| {
+            let recomputed = Checksum::of(&row.up_sql, &row.down_sql);
+            if recomputed.as_str() != row.checksum || row.current_checksum != row.checksum {
+                return Err(PlanError::ChecksumChanged {
+                    version: row.version,
+                });
+            }
+            let version = Version::parse(&row.version).map_err(|_| PlanError::InvalidVersion {
+                version: row.version.clone(),
+            })?;
+            Ok(Step {
+                migration_id: row.migration_id,
+                version,
+                name: row.name,
+                checksum: Checksum::from_stored(row.checksum),
+                up_sql: row.up_sql,
+                down_sql: row.down_sql,
+                transactional: row.transactional,
+            })
+        })
+        .collect()
+}
+
+/// The first place where the hub's applied state and the target's
+/// `migrate_hub_history` disagree. A target with drift takes no run until an
+/// admin resolves it, because neither side can be trusted to say what is
+/// pending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drift {
+    /// The hub says the version is applied; the target's history lacks it.
+    MissingOnTarget { version: String },
+    /// The target's history has a version the hub never recorded.
+    UnknownToHub { version: String },
+    ChecksumDiffers {
+        version: String,
+        hub: String,
+        target: String,
+    },
+}
+
+impl fmt::Display for Drift {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("drift: the target's migrate_hub_history disagrees with the hub: ")?;
+        match self {
+            Drift::MissingOnTarget { version } => write!(
+                f,
+                "version {version} is recorded as applied in the hub but is missing from the target"
+            )?,
+            Drift::UnknownToHub { version } => write!(
+                f,
+                "version {version} is in the target's history but not recorded in the hub"
+            )?,
+            Drift::ChecksumDiffers {
+                version,
+                hub,
+                target,
+            } => write!(
+                f,
+                "version {version} has checksum {target} on the target but {hub} in the hub"
+            )?,
+        }
+        f.write_str("; nothing was applied, an admin must resolve the drift first")
+    }
+}
+
+impl std::error::Error for Drift {}
+
+/// Orders version strings numerically when they parse, so the reported
+/// disagreement is the lowest version; anything unparsable sorts after.
+fn version_order(a: &str, b: &str) -> Ordering {
+    match (Version::parse(a), Version::parse(b)) {
+        (Ok(a), Ok(b)) => a.cmp(&b),
+        (Ok(_), Err(_)) => Ordering::Less,
+        (Err(_), Ok(_)) => Ordering::Greater,
+        (Err(_), Err(_)) => a.cmp(b),
+    }
+}
+
+/// Compares the hub's applied (version, checksum) pairs with the target's
+/// history and returns the first disagreement in version order.
+pub fn detect_drift(hub: &[(String, String)], target: &[(String, String)]) -> Option<Drift> {
+    let mut versions: Vec<&str> = hub.iter().chain(target).map(|(v, _)| v.as_str()).collect();
+    versions.sort_by(|a, b| version_order(a, b));
+    versions.dedup();
+    let find = |side: &[(String, String)], version: &str| {
+        side.iter()
+            .find(|(v, _)| v == version)
+            .map(|(_, c)| c.clone())
+    };
+    versions.into_iter().find_map(
+        |version| match (find(hub, version), find(target, version)) {
+            (Some(_), None) => Some(Drift::MissingOnTarget {
+                version: version.to_owned(),
+            }),
+            (None, Some(_)) => Some(Drift::UnknownToHub {
+                version: version.to_owned(),
+            }),
+            (Some(hub), Some(target)) if hub != target => Some(Drift::ChecksumDiffers {
+                version: version.to_owned(),
+                hub,
+                target,
+            }),
+            _ => None,
+        },
+    )
+}
+
+/// The steps to run on a target whose history holds `applied`, in the run's
+/// pinned order (ascending for `up`; the control plane pins `down` runs in
+/// reverse). Computed only after the target lock is held, so two runs on one
+/// target can never both see a version as pending.
+///
+/// Every step of a `down` run is checked for a down script before anything
+/// runs, so a run never stops half-way for a reason known in advance.
+pub fn pending<'a>(
+    steps: &'a [Step],
+    direction: Direction,
+    applied: &HashSet<&str>,
+) -> Result<Vec<&'a Step>, PlanError> {
+    let is_applied = |s: &Step| applied.contains(s.version.to_string().as_str());
+    match direction {
+        Direction::Up => Ok(steps.iter().filter(|s| !is_applied(s)).collect()),
+        Direction::Down => {
+            let todo: Vec<&Step> = steps.iter().filter(|s| is_applied(s)).collect();
+            if let Some(s) = todo.iter().find(|s| s.down_sql.trim().is_empty()) {
+                return Err(PlanError::NoDownScript {
+                    version: s.version.to_string(),
+                });
+            }
+            Ok(todo)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(version: &str, up: &str, down: &str) -> RunMigrationRow {
+        let sum = Checksum::of(up, down).to_string();
+        RunMigrationRow {
+            position: 1,
+            migration_id: Uuid::now_v7(),
+            version: version.into(),
+            checksum: sum.clone(),
+            name: format!("m{version}"),
+            current_checksum: sum,
+            up_sql: up.into(),
+            down_sql: down.into(),
+            transactional: true,
+            author_id: Uuid::now_v7(),
+        }
+    }
+
+    fn pair(v: &str, c: &str) -> (String, String) {
+        (v.to_owned(), c.to_owned())
+    }
+
+    #[test]
+    fn verified_steps_keep_pinned_order_and_text() {
+        let steps = verify(vec![row("2", "B", ""), row("1", "A", "")]).unwrap();
+        let versions: Vec<String> = steps.iter().map(|s| s.version.to_string()).collect();
+        assert_eq!(versions, ["2", "1"]);
+        assert_eq!(steps[0].up_sql, "B");
+    }
+
+    #[test]
+    fn edited_text_is_refused() {
+        let mut r = row("3", "CREATE TABLE a();", "");
+        r.up_sql = "DROP TABLE users;".into();
+        assert_eq!(
+            verify(vec![row("1", "x", ""), r]).unwrap_err(),
+            PlanError::ChecksumChanged {
+                version: "3".into()
+            }
+        );
+    }
+
+    #[test]
+    fn edit_recorded_by_the_hub_is_refused() {
+        // Text and current checksum agree with each other, but not with the pin.
+        let mut r = row("4", "new", "");
+        r.checksum = Checksum::of("old", "").to_string();
+        let err = verify(vec![r]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "checksum of version 4 changed since the run was approved; nothing was applied"
+        );
+    }
+
+    #[test]
+    fn crlf_only_changes_are_not_edits() {
+        let mut r = row("1", "SELECT 1;\n", "");
+        r.up_sql = "SELECT 1;\r\n".into();
+        assert!(verify(vec![r]).is_ok());
+    }
+
+    #[test]
+    fn no_drift_when_both_sides_agree() {
+        let hub = [pair("1", "a"), pair("2", "b")];
+        let target = [pair("2", "b"), pair("1", "a")];
+        assert_eq!(detect_drift(&hub, &target), None);
+        assert_eq!(detect_drift(&[], &[]), None);
+    }
+
+    #[test]
+    fn drift_reports_the_lowest_disagreement() {
+        let hub = [pair("1", "a"), pair("10", "x"), pair("9", "c")];
+        let target = [pair("1", "a"), pair("9", "other"), pair("2", "b")];
+        assert_eq!(
+            detect_drift(&hub, &target),
+            Some(Drift::UnknownToHub {
+                version: "2".into()
+            })
+        );
+        let hub = [pair("1", "a"), pair("9", "c")];
+        let target = [pair("1", "a"), pair("9", "other")];
+        let drift = detect_drift(&hub, &target).unwrap();
+        assert_eq!(
+            drift,
+            Drift::ChecksumDiffers {
+                version: "9".into(),
+                hub: "c".into(),
+                target: "other".into()
+            }
+        );
+        assert!(drift.to_string().starts_with("drift:"));
+        assert_eq!(
+            detect_drift(&[pair("1.1", "a")], &[]),
+            Some(Drift::MissingOnTarget {
+                version: "1.1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn up_runs_what_is_missing_in_pinned_order() {
+        let steps = verify(vec![
+            row("1", "a", ""),
+            row("2", "b", ""),
+            row("3", "c", ""),
+        ])
+        .unwrap();
+        let applied = HashSet::from(["2"]);
+        let todo = pending(&steps, Direction::Up, &applied).unwrap();
+        let versions: Vec<String> = todo.iter().map(|s| s.version.to_string()).collect();
+        assert_eq!(versions, ["1", "3"]);
+        let all = HashSet::from(["1", "2", "3"]);
+        assert!(pending(&steps, Direction::Up, &all).unwrap().is_empty());
+    }
+
+    #[test]
+    fn down_rolls_back_only_applied_versions() {
+        let steps = verify(vec![row("3", "c", "undo c"), row("2", "b", "undo b")]).unwrap();
+        let applied = HashSet::from(["1", "2"]);
+        let todo = pending(&steps, Direction::Down, &applied).unwrap();
+        assert_eq!(todo.len(), 1);
+        assert_eq!(todo[0].script(Direction::Down), "undo b");
+    }
+
+    #[test]
+    fn down_without_script_is_refused_before_anything_runs() {
+        let steps = verify(vec![row("3", "c", "undo"), row("2", "b", "  \n")]).unwrap();
+        let applied = HashSet::from(["2", "3"]);
+        assert_eq!(
+            pending(&steps, Direction::Down, &applied).unwrap_err(),
+            PlanError::NoDownScript {
+                version: "2".into()
+            }
+        );
+        // A version that is not applied needs no down script.
+        assert!(pending(&steps, Direction::Down, &HashSet::from(["3"])).is_ok());
+    }
+}

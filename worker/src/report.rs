@@ -1,0 +1,205 @@
+//! Reporting to the tool database: each applied step, and how a target
+//! execution ended.
+//!
+//! A step is recorded in the hub only after it committed on the target, so a
+//! hub write that is lost leaves the target *ahead* of the hub — which the
+//! next run detects as drift instead of applying anything twice. To make that
+//! rare, writes survive a tool-database restart: transient errors (lost
+//! connections, deadlocks, serialization failures) are retried for a while
+//! before the job gives up.
+
+use std::{future::Future, time::Duration};
+
+use common::{
+    domain::{Direction, TargetState},
+    store::{
+        audit::Actor,
+        executions::{self, AppliedStep, Finish},
+    },
+};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::plan::Step;
+
+/// How long a hub write is retried before the job gives up on it.
+const RETRY_FOR: Duration = Duration::from_secs(60);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Whether `err` may succeed when simply tried again: the connection went
+/// away, the pool could not hand one out, or PostgreSQL aborted the
+/// transaction to break a deadlock or a serialization conflict.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => matches!(
+            db.code().as_deref(),
+            // serialization_failure, deadlock_detected, admin/crash shutdown,
+            // cannot_connect_now
+            Some("40001" | "40P01" | "57P01" | "57P02" | "57P03")
+        ),
+        _ => false,
+    }
+}
+
+/// Runs `op` until it succeeds, fails for good, or [`RETRY_FOR`] has passed.
+pub async fn with_retry<T, F, Fut>(what: &str, mut op: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    let deadline = Instant::now() + RETRY_FOR;
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(err) if is_transient(&err) && Instant::now() + backoff < deadline => {
+                tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "tool database write failed: {what}; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Writes one target execution's progress to the hub.
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    pub db: PgPool,
+    pub execution_id: Uuid,
+    pub run_id: Uuid,
+    pub target_id: Uuid,
+    pub direction: Direction,
+}
+
+/// Timing of one step on the target.
+#[derive(Debug, Clone, Copy)]
+pub struct StepTiming {
+    pub started_at: OffsetDateTime,
+    pub duration: Duration,
+    /// Statements the script executed (as counted by the server).
+    pub statements: usize,
+}
+
+impl Reporter {
+    /// The hub's applied versions and checksums of this target. Read only
+    /// while the target lock is held, so it cannot race another run's writes.
+    pub async fn hub_applied(&self) -> Result<Vec<(String, String)>, sqlx::Error> {
+        with_retry("read applied state", || async {
+            let mut conn = self.db.acquire().await?;
+            executions::applied(&mut conn, self.target_id).await
+        })
+        .await
+    }
+
+    /// Records a step that has committed on the target: the hub's applied
+    /// state and the per-migration history, in one transaction.
+    pub async fn step_done(&self, step: &Step, timing: StepTiming) -> Result<(), sqlx::Error> {
+        let checksum = step.checksum.to_string();
+        let record = AppliedStep {
+            execution_id: self.execution_id,
+            target_id: self.target_id,
+            run_id: self.run_id,
+            migration_id: step.migration_id,
+            version: &step.version,
+            direction: self.direction,
+            checksum: &checksum,
+            started_at: timing.started_at,
+            duration_ms: i64::try_from(timing.duration.as_millis()).unwrap_or(i64::MAX),
+            statements: i32::try_from(timing.statements).unwrap_or(i32::MAX),
+        };
+        with_retry("record applied step", || async {
+            let mut tx = self.db.begin().await?;
+            executions::record_step(&mut tx, &record).await?;
+            tx.commit().await
+        })
+        .await
+    }
+}
+
+/// How a target execution ended, as shown on the run page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub state: TargetState,
+    /// The target-side error, shown to users (never a secret, never the tool
+    /// database's driver text).
+    pub error: Option<String>,
+    pub failed_version: Option<String>,
+}
+
+impl Outcome {
+    pub fn succeeded() -> Self {
+        Self {
+            state: TargetState::Succeeded,
+            error: None,
+            failed_version: None,
+        }
+    }
+    pub fn skipped() -> Self {
+        Self {
+            state: TargetState::Skipped,
+            error: None,
+            failed_version: None,
+        }
+    }
+    pub fn failed(error: impl Into<String>, version: Option<String>) -> Self {
+        Self {
+            state: TargetState::Failed,
+            error: Some(error.into()),
+            failed_version: version,
+        }
+    }
+}
+
+/// Finishes the execution (audited; the run settles when it was the last).
+/// Idempotent: an execution that is no longer running is left alone.
+pub async fn finish(
+    db: &PgPool,
+    execution_id: Uuid,
+    outcome: &Outcome,
+    worker: &Actor,
+) -> Result<(), sqlx::Error> {
+    let finish = Finish {
+        execution_id,
+        state: outcome.state,
+        error: outcome.error.as_deref(),
+        failed_version: outcome.failed_version.as_deref(),
+        statement: None,
+        worker,
+    };
+    with_retry("finish target execution", || async {
+        let mut tx = db.begin().await?;
+        let settled = executions::finish(&mut tx, &finish).await?;
+        tx.commit().await?;
+        Ok(settled)
+    })
+    .await
+    .map(|settled| {
+        if let Some(run_state) = settled {
+            tracing::info!(run_state = run_state.as_str(), "run finished");
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_connections_are_transient_but_bad_sql_is_not() {
+        assert!(is_transient(&sqlx::Error::PoolTimedOut));
+        assert!(is_transient(&sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset
+        ))));
+        assert!(!is_transient(&sqlx::Error::RowNotFound));
+        assert!(!is_transient(&sqlx::Error::PoolClosed));
+    }
+}
