@@ -469,3 +469,23 @@ mod forged_tokens {
         }
     }
 }
+
+#[tokio::test]
+async fn an_unreachable_issuer_does_not_stop_the_server() {
+    // A port nothing listens on.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let app = TestApp::spawn_with(move |env, _| {
+        env.insert("MH_OIDC_ISSUER", format!("http://{closed}"));
+        env.insert("MH_OIDC_CLIENT_ID", "migrate-hub-dev".into());
+    })
+    .await;
+    let (status, ready) = app.call(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "API tokens still work, so the instance is ready");
+    assert_eq!(ready["sso"], "issuer_unreachable");
+    let page = Browser::new().get(&app.url("/signin")).await;
+    assert!(page.body.contains("cannot be reached"), "{}", page.body);
+    assert_eq!(app.get("/api/v1/me", &app.user).await.0, StatusCode::OK);
+}

@@ -24,10 +24,11 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Ok(false) => "migrations pending",
         Err(_) => "unreachable",
     };
-    let sso = if state.settings.oidc.is_some() {
-        "configured"
-    } else {
-        "off"
+    // SSO trouble does not make the instance unready: API tokens still work.
+    let sso = match &state.oidc {
+        None => "off",
+        Some(oidc) if oidc.reachable().await => "configured",
+        Some(_) => "issuer_unreachable",
     };
     let status = if database == "ok" {
         StatusCode::OK

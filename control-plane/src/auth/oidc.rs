@@ -105,7 +105,12 @@ pub struct Oidc {
     redirect_url: RedirectUrl,
     http: reqwest::Client,
     cached: RwLock<Option<(OidcClient, Instant)>>,
+    /// The last failed discovery; retried only after `RETRY_AFTER`, so
+    /// `/readyz` and the sign-in page stay fast while the issuer is down.
+    last_failure: std::sync::Mutex<Option<(Instant, String)>>,
 }
+
+const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 impl Oidc {
     pub fn new(settings: OidcSettings, public_url: &str) -> anyhow::Result<Self> {
@@ -113,13 +118,14 @@ impl Oidc {
         let http = reqwest::Client::builder()
             // The token endpoint must not redirect us somewhere else (SSRF).
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(5))
             .build()?;
         Ok(Self {
             settings,
             redirect_url,
             http,
             cached: RwLock::new(None),
+            last_failure: std::sync::Mutex::new(None),
         })
     }
 
@@ -133,11 +139,25 @@ impl Oidc {
         {
             return Ok(client.clone());
         }
-        let issuer = IssuerUrl::new(self.settings.issuer.clone())
-            .map_err(|e| OidcError::Unreachable(e.to_string()))?;
-        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
-            .await
-            .map_err(|e| OidcError::Unreachable(error_chain(&e)))?;
+        if let Some((at, error)) = self.last_failure.lock().expect("not poisoned").as_ref()
+            && at.elapsed() < RETRY_AFTER
+        {
+            return Err(OidcError::Unreachable(error.clone()));
+        }
+        let discovered = match IssuerUrl::new(self.settings.issuer.clone()) {
+            Ok(issuer) => CoreProviderMetadata::discover_async(issuer, &self.http)
+                .await
+                .map_err(|e| error_chain(&e)),
+            Err(e) => Err(e.to_string()),
+        };
+        let metadata = match discovered {
+            Ok(m) => m,
+            Err(error) => {
+                tracing::warn!(issuer = %self.settings.issuer, error, "OIDC discovery failed");
+                *self.last_failure.lock().expect("not poisoned") = Some((Instant::now(), error.clone()));
+                return Err(OidcError::Unreachable(error));
+            }
+        };
         let client: OidcClient = Client::from_provider_metadata(
             metadata,
             ClientId::new(self.settings.client_id.clone()),
