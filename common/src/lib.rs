@@ -8,6 +8,7 @@ pub mod db;
 pub mod domain;
 pub mod jobs;
 pub mod store;
+pub mod targets;
 pub mod telemetry;
 
 #[cfg(feature = "test-support")]

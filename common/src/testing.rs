@@ -70,6 +70,99 @@ impl Drop for TestDatabase {
     }
 }
 
+/// The MariaDB/MySQL server tests create their databases on
+/// (`MH_TEST_MYSQL_URL`; root without a password on the local MariaDB).
+pub fn mysql_admin_url() -> String {
+    std::env::var("MH_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+/// A MariaDB/MySQL database with a unique name and a dedicated user, with a
+/// random password, that has every privilege on it and nothing else. Both
+/// are dropped when the value is dropped.
+pub struct TestMysqlDatabase {
+    pub name: String,
+    pub user: String,
+    pub password: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl TestMysqlDatabase {
+    pub async fn create(prefix: &str) -> Self {
+        use mysql_async::prelude::Queryable;
+        let id = Uuid::new_v4().simple().to_string();
+        let name = format!("{prefix}_{id}");
+        let user = format!("mh_{}", &id[..16]);
+        let password = Uuid::new_v4().simple().to_string();
+        let opts = mysql_async::Opts::from_url(&mysql_admin_url())
+            .expect("MH_TEST_MYSQL_URL is a mysql:// URL");
+        let (host, port) = (opts.ip_or_hostname().to_owned(), opts.tcp_port());
+        let mut admin = mysql_async::Conn::new(opts)
+            .await
+            .expect("test MariaDB server answers (is it running on 127.0.0.1:3306?)");
+        for statement in [
+            format!("CREATE DATABASE `{name}`"),
+            format!("CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'"),
+            format!("GRANT ALL PRIVILEGES ON `{name}`.* TO '{user}'@'%'"),
+        ] {
+            admin
+                .query_drop(&statement)
+                .await
+                .expect("create test MariaDB database and user");
+        }
+        let _ = admin.disconnect().await;
+        TestMysqlDatabase {
+            name,
+            user,
+            password,
+            host,
+            port,
+        }
+    }
+
+    /// Runs `sql` in the database as its dedicated user.
+    pub async fn run(&self, sql: &str) {
+        use mysql_async::prelude::Queryable;
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname(self.host.as_str())
+            .tcp_port(self.port)
+            .user(Some(self.user.as_str()))
+            .pass(Some(self.password.as_str()))
+            .db_name(Some(self.name.as_str()))
+            .prefer_socket(false);
+        let mut conn = mysql_async::Conn::new(opts)
+            .await
+            .expect("the test database's user connects");
+        conn.query_drop(sql).await.expect("test SQL runs");
+        let _ = conn.disconnect().await;
+    }
+}
+
+impl Drop for TestMysqlDatabase {
+    fn drop(&mut self) {
+        let (name, user) = (self.name.clone(), self.user.clone());
+        // Drop runs outside async context; use a small runtime of our own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async move {
+                use mysql_async::prelude::Queryable;
+                let mut admin = mysql_async::Conn::from_url(mysql_admin_url()).await.ok()?;
+                let _ = admin
+                    .query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
+                    .await;
+                let _ = admin
+                    .query_drop(format!("DROP USER IF EXISTS '{user}'@'%'"))
+                    .await;
+                admin.disconnect().await.ok()
+            })
+        })
+        .join();
+    }
+}
+
 /// Polls `check` every 20 ms until it yields a value, or panics with `what`
 /// after `deadline`. The way tests wait: on a condition, never a fixed sleep.
 pub async fn wait_for<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T

@@ -114,6 +114,14 @@ impl From<sqlx::Error> for ApiError {
                 "duplicate_name",
                 "a target with this name already exists in the DB set",
             )),
+            Some("environments_pkey") => Some(ApiError::conflict(
+                "duplicate_name",
+                "an environment with this name already exists",
+            )),
+            Some("environments_position_key") => Some(ApiError::conflict(
+                "duplicate_position",
+                "another environment already has this position",
+            )),
             Some("users_email_key") => Some(ApiError::conflict(
                 "duplicate_email",
                 "a user with this e-mail already exists",

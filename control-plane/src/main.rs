@@ -48,6 +48,18 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Manage the encryption keys of stored secrets.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Re-encrypt every stored secret with the newest key of MH_ENCRYPTION_KEYS
+    /// (the last one); secrets already on it are skipped.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +158,14 @@ async fn run(command: Command, settings: ControlPlaneSettings) -> anyhow::Result
             let pool = db::connect(&settings.common.database_url, 2).await?;
             let token = cli::token_create(&pool, &email, &name, role, expires_in_days).await?;
             println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => {
+            let pool = db::connect(&settings.common.database_url, 2).await?;
+            let rotation = cli::keys_rotate(&pool, &settings.common.keys).await?;
+            println!("{rotation}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit {

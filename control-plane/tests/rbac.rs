@@ -17,12 +17,14 @@ const PUBLIC: &[&str] = &[
     "/auth/login",
     "/auth/callback",
     "/static/app.css",
+    "/static/app.js",
 ];
 
 fn concrete(path: &str) -> String {
     path.replace("{slug}", "no-such-project")
         .replace("{id}", "00000000-0000-0000-0000-000000000000")
         .replace("{version}", "1")
+        .replace("{name}", "daily")
 }
 
 async fn call(

@@ -16,6 +16,7 @@ use common::{
         executions::{self, ClaimedExecution},
         inventory::{self, TargetRow},
         runs::{self, RunMigrationRow, RunRow},
+        target_state::{self, DirtyState},
     },
 };
 use sqlx::PgPool;
@@ -69,6 +70,8 @@ struct Claimed {
     migrations: Vec<RunMigrationRow>,
     target: Option<TargetRow>,
     secret: Option<Sealed>,
+    /// Set when a script stopped part-way on the target before.
+    dirty: Option<DirtyState>,
 }
 
 /// Executes one target job. A job whose execution is no longer `queued`
@@ -141,6 +144,8 @@ async fn settle_orphan(env: &JobEnv, execution_id: Uuid) -> Result<(), JobError>
                             .into(),
                     ),
                     failed_version: None,
+                    statement: None,
+                    dirty: None,
                 };
                 return report::finish(&env.db, execution_id, &outcome, &env.actor())
                     .await
@@ -176,6 +181,7 @@ async fn claim(env: &JobEnv, job: &TargetJob) -> Result<Option<Claimed>, JobErro
         let migrations = runs::migrations(&mut tx, run.id).await?;
         let target = inventory::target(&mut tx, execution.target_id).await?;
         let secret = inventory::target_secret(&mut tx, execution.target_id).await?;
+        let dirty = target_state::dirty(&mut tx, execution.target_id).await?;
         // Appended last: it holds the audit chain's head until commit.
         audit::append(
             &mut tx,
@@ -201,6 +207,7 @@ async fn claim(env: &JobEnv, job: &TargetJob) -> Result<Option<Claimed>, JobErro
             migrations,
             target,
             secret,
+            dirty,
         }))
     })
     .await
@@ -219,6 +226,7 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
         migrations,
         target,
         secret,
+        dirty,
     } = claimed;
     if execution.run_id != job.run_id || execution.target_id != job.target_id {
         return Outcome::failed(
@@ -229,6 +237,11 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
     let Some(target) = target else {
         return Outcome::failed("the target was deleted; nothing was applied", None);
     };
+    // A dirty target takes no run until an admin resolves it. Checked again
+    // under the target lock by executors that can leave a target dirty.
+    if let Some(dirty) = dirty {
+        return Outcome::failed(report::dirty_refusal(dirty), None);
+    }
     // Rule 2: checksums are verified again right before anything runs.
     let steps = match plan::verify(migrations.clone()) {
         Ok(steps) => steps,
@@ -265,6 +278,14 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
         }
         Ok(Applied::Nothing) => Outcome::skipped(),
         Err(ExecError::Target { message, version }) => Outcome::failed(message, version),
+        Err(ExecError::Statement {
+            message,
+            version,
+            statement,
+            dirty,
+        }) => Outcome::failed(message, Some(version))
+            .at_statement(statement)
+            .leaving_dirty(dirty),
         Err(err @ ExecError::Hub { .. }) => {
             // The driver's text for the tool database stays in the logs.
             tracing::error!(error = %err, "tool database failed during execution");

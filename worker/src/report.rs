@@ -14,7 +14,8 @@ use common::{
     domain::{Direction, TargetState},
     store::{
         audit::Actor,
-        executions::{self, AppliedStep, Finish},
+        executions::{self, AppliedStep, DirtyMark, Finish},
+        target_state::{self, DirtyState},
     },
 };
 use sqlx::PgPool;
@@ -123,6 +124,63 @@ impl Reporter {
         })
         .await
     }
+
+    /// Records how far the running script has got (best effort: a lost
+    /// report only makes the run page lag). Callers batch these; see the
+    /// MySQL executor.
+    pub async fn progress(&self, version: &str, statement: usize) {
+        let statement = i32::try_from(statement).unwrap_or(i32::MAX);
+        let result = async {
+            let mut conn = self.db.acquire().await?;
+            executions::progress(&mut conn, self.execution_id, version, statement).await
+        }
+        .await;
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "could not record progress");
+        }
+    }
+
+    /// The target's dirty state, if a script stopped part-way on it. Read
+    /// under the target lock, so no other job can mark it in between.
+    pub async fn dirty_state(&self) -> Result<Option<DirtyState>, sqlx::Error> {
+        with_retry("read dirty state", || async {
+            let mut conn = self.db.acquire().await?;
+            target_state::dirty(&mut conn, self.target_id).await
+        })
+        .await
+    }
+
+    /// The dirty mark of a script of `version` that stopped at the 1-based
+    /// `statement_index`, after the statements hashed in `applied`.
+    pub fn dirty_mark(&self, version: &str, statement_index: usize, applied: &str) -> DirtyMark {
+        DirtyMark {
+            target_id: self.target_id,
+            run_id: self.run_id,
+            version: version.to_owned(),
+            direction: self.direction,
+            statement_index: i32::try_from(statement_index).unwrap_or(i32::MAX),
+            statements_hash: applied.to_owned(),
+        }
+    }
+}
+
+/// Why a dirty target refuses a job, for the run page.
+pub fn dirty_refusal(dirty: &DirtyState) -> String {
+    let since = dirty
+        .since
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.to_offset(time::UtcOffset::UTC)
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| dirty.since.to_string());
+    format!(
+        "target is dirty since {since} (version {}, statement {}); an admin must resolve it; \
+         nothing was applied",
+        dirty.version, dirty.statement_index
+    )
 }
 
 /// How a target execution ended, as shown on the run page.
@@ -133,6 +191,11 @@ pub struct Outcome {
     /// database's driver text).
     pub error: Option<String>,
     pub failed_version: Option<String>,
+    /// The 1-based statement reached, when a script ran statement by statement.
+    pub statement: Option<i32>,
+    /// Set when a script stopped part-way: the target is marked dirty in the
+    /// same transaction that finishes the execution.
+    pub dirty: Option<DirtyMark>,
 }
 
 impl Outcome {
@@ -141,13 +204,14 @@ impl Outcome {
             state: TargetState::Succeeded,
             error: None,
             failed_version: None,
+            statement: None,
+            dirty: None,
         }
     }
     pub fn skipped() -> Self {
         Self {
             state: TargetState::Skipped,
-            error: None,
-            failed_version: None,
+            ..Self::succeeded()
         }
     }
     pub fn failed(error: impl Into<String>, version: Option<String>) -> Self {
@@ -155,7 +219,18 @@ impl Outcome {
             state: TargetState::Failed,
             error: Some(error.into()),
             failed_version: version,
+            ..Self::succeeded()
         }
+    }
+    /// The statement a statement-by-statement script reached.
+    pub fn at_statement(mut self, statement: usize) -> Self {
+        self.statement = Some(i32::try_from(statement).unwrap_or(i32::MAX));
+        self
+    }
+    /// Leaves the target dirty (see [`Outcome::dirty`]).
+    pub fn leaving_dirty(mut self, mark: Option<DirtyMark>) -> Self {
+        self.dirty = mark;
+        self
     }
 }
 
@@ -172,11 +247,17 @@ pub async fn finish(
         state: outcome.state,
         error: outcome.error.as_deref(),
         failed_version: outcome.failed_version.as_deref(),
-        statement: None,
+        statement: outcome.statement,
         worker,
     };
     with_retry("finish target execution", || async {
         let mut tx = db.begin().await?;
+        // Before the audit row `finish` appends, which holds the chain's
+        // head until commit.
+        if let Some(mark) = &outcome.dirty {
+            executions::mark_dirty(&mut tx, mark, outcome.error.as_deref().unwrap_or_default())
+                .await?;
+        }
         let settled = executions::finish(&mut tx, &finish).await?;
         tx.commit().await?;
         Ok(settled)

@@ -3,10 +3,12 @@
 pub mod approval;
 pub mod checksum;
 pub mod directives;
+pub mod drift;
 pub mod role;
 pub mod run;
 pub mod signin;
 pub mod slug;
+pub mod split;
 pub mod version;
 
 pub use checksum::Checksum;

@@ -258,3 +258,70 @@ pub async fn running_on_dead_worker(
     .fetch_optional(conn)
     .await
 }
+
+/// Records how far a running execution has got inside a script run
+/// statement by statement (the version and the 1-based statement reached),
+/// for the run page. Written in batches, never once per statement.
+///
+/// Progress travels on its own connection, so it may arrive after the
+/// version was recorded as done by [`record_step`]; such a late report (same
+/// version, statement already cleared) is ignored.
+pub async fn progress(
+    conn: &mut PgConnection,
+    execution_id: Uuid,
+    version: &str,
+    statement: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE target_executions SET current_version = $2, statement_index = $3
+         WHERE id = $1 AND state = 'running'
+           AND (current_version IS DISTINCT FROM $2 OR statement_index IS NOT NULL)",
+    )
+    .bind(execution_id)
+    .bind(version)
+    .bind(statement)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Where a script run statement by statement stopped on a target: the
+/// statements before `statement_index` (1-based) were applied and hash to
+/// `statements_hash`; the one at `statement_index` failed (or was never
+/// confirmed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirtyMark {
+    pub target_id: Uuid,
+    pub run_id: Uuid,
+    pub version: String,
+    pub direction: Direction,
+    pub statement_index: i32,
+    pub statements_hash: String,
+}
+
+/// Marks the target dirty: it takes no run until an admin resolves it. A
+/// target that is dirty already keeps one row, describing the latest stop.
+pub async fn mark_dirty(
+    conn: &mut PgConnection,
+    mark: &DirtyMark,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO target_dirty_states (target_id, run_id, version, direction, statement_index, statements_hash, error)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (target_id) DO UPDATE
+         SET run_id = EXCLUDED.run_id, version = EXCLUDED.version, direction = EXCLUDED.direction,
+             statement_index = EXCLUDED.statement_index, statements_hash = EXCLUDED.statements_hash,
+             error = EXCLUDED.error, since = now()",
+    )
+    .bind(mark.target_id)
+    .bind(mark.run_id)
+    .bind(&mark.version)
+    .bind(mark.direction.as_str())
+    .bind(mark.statement_index)
+    .bind(&mark.statements_hash)
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -56,6 +56,80 @@ pub async fn environment(
     .await
 }
 
+/// Locks the environment's row until the transaction ends, so that policy
+/// edits and the invalidations they cause are serialized.
+pub async fn lock_environment(
+    conn: &mut PgConnection,
+    name: &str,
+) -> Result<Option<EnvironmentRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT name, position, required_approvals, allow_self_approval, require_previous_success,
+                lock_timeout_ms, statement_timeout_ms
+         FROM environments WHERE name = $1 FOR UPDATE",
+    )
+    .bind(name)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The position after the last environment. Takes a lock that lets readers
+/// through but makes a concurrent insert wait, so two new environments
+/// without a position never pick the same one.
+pub async fn next_environment_position(conn: &mut PgConnection) -> Result<i32, sqlx::Error> {
+    sqlx::query("LOCK TABLE environments IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query_scalar("SELECT COALESCE(max(position), 0) + 10 FROM environments")
+        .fetch_one(conn)
+        .await
+}
+
+pub async fn insert_environment(
+    conn: &mut PgConnection,
+    env: &EnvironmentRow,
+) -> Result<EnvironmentRow, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO environments (name, position, required_approvals, allow_self_approval,
+                                   require_previous_success, lock_timeout_ms, statement_timeout_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         RETURNING name, position, required_approvals, allow_self_approval, require_previous_success,
+                   lock_timeout_ms, statement_timeout_ms",
+    )
+    .bind(&env.name)
+    .bind(env.position)
+    .bind(env.required_approvals)
+    .bind(env.allow_self_approval)
+    .bind(env.require_previous_success)
+    .bind(env.lock_timeout_ms)
+    .bind(env.statement_timeout_ms)
+    .fetch_one(conn)
+    .await
+}
+
+/// Writes every policy field of the environment named `env.name`.
+pub async fn update_environment(
+    conn: &mut PgConnection,
+    env: &EnvironmentRow,
+) -> Result<EnvironmentRow, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE environments SET position = $2, required_approvals = $3, allow_self_approval = $4,
+                require_previous_success = $5, lock_timeout_ms = $6, statement_timeout_ms = $7,
+                updated_at = now()
+         WHERE name = $1
+         RETURNING name, position, required_approvals, allow_self_approval, require_previous_success,
+                   lock_timeout_ms, statement_timeout_ms",
+    )
+    .bind(&env.name)
+    .bind(env.position)
+    .bind(env.required_approvals)
+    .bind(env.allow_self_approval)
+    .bind(env.require_previous_success)
+    .bind(env.lock_timeout_ms)
+    .bind(env.statement_timeout_ms)
+    .fetch_one(conn)
+    .await
+}
+
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct ProjectRow {
     pub id: Uuid,
@@ -118,6 +192,47 @@ pub async fn project_by_slug(
     .await
 }
 
+/// Like [`project_by_slug`], and locks the row until the transaction ends.
+pub async fn lock_project(
+    conn: &mut PgConnection,
+    slug: &str,
+) -> Result<Option<ProjectRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, slug, name, description, archived_at, created_at FROM projects
+         WHERE slug = $1 AND archived_at IS NULL FOR UPDATE",
+    )
+    .bind(slug)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn update_project(
+    conn: &mut PgConnection,
+    id: Uuid,
+    name: &str,
+    description: &str,
+) -> Result<ProjectRow, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE projects SET name = $2, description = $3, updated_at = now() WHERE id = $1
+         RETURNING id, slug, name, description, archived_at, created_at",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(description)
+    .fetch_one(conn)
+    .await
+}
+
+/// Archives the project: it disappears from lists and look-ups. Its rows
+/// (and its slug) are kept for the audit trail.
+pub async fn archive_project(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE projects SET archived_at = now(), updated_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct DbSetRow {
     pub id: Uuid,
@@ -172,6 +287,54 @@ pub async fn db_set(
     .await
 }
 
+/// Like [`db_set`], and locks the row until the transaction ends.
+pub async fn lock_db_set(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    id: Uuid,
+) -> Result<Option<DbSetRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, project_id, name, environment, created_at FROM db_sets
+         WHERE id = $1 AND project_id = $2 AND deleted_at IS NULL FOR UPDATE",
+    )
+    .bind(id)
+    .bind(project_id)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn rename_db_set(
+    conn: &mut PgConnection,
+    id: Uuid,
+    name: &str,
+) -> Result<DbSetRow, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE db_sets SET name = $2, updated_at = now() WHERE id = $1
+         RETURNING id, project_id, name, environment, created_at",
+    )
+    .bind(id)
+    .bind(name)
+    .fetch_one(conn)
+    .await
+}
+
+/// Soft-deletes the DB set and its targets; returns how many targets went
+/// with it. The rows stay for the runs and audit rows that name them.
+pub async fn delete_db_set(conn: &mut PgConnection, id: Uuid) -> Result<u64, sqlx::Error> {
+    let targets = sqlx::query(
+        "UPDATE targets SET deleted_at = now(), updated_at = now() WHERE db_set_id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    sqlx::query("UPDATE db_sets SET deleted_at = now(), updated_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(targets)
+}
+
 /// A target without its secret. The password never leaves the store in a
 /// form that serializes.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
@@ -194,9 +357,17 @@ pub struct TargetRow {
     pub created_at: OffsetDateTime,
 }
 
+/// The columns of [`TargetRow`], for queries that call the table `t`.
 const TARGET_COLUMNS: &str =
-    "id, db_set_id, name, engine, host, port, database_name, username, tls_mode,
-    session_settings, worker_pool, (password_ciphertext IS NOT NULL) AS has_password, created_at";
+    "t.id, t.db_set_id, t.name, t.engine, t.host, t.port, t.database_name, t.username, t.tls_mode,
+    t.session_settings, t.worker_pool, (t.password_ciphertext IS NOT NULL) AS has_password, t.created_at";
+
+/// A target is visible while it, its DB set and its project are all live:
+/// deleting a DB set or archiving a project hides its targets too.
+const VISIBLE_TARGETS: &str = "FROM targets t
+    JOIN db_sets d ON d.id = t.db_set_id AND d.deleted_at IS NULL
+    JOIN projects p ON p.id = d.project_id AND p.archived_at IS NULL
+    WHERE t.deleted_at IS NULL";
 
 /// Fields of a new target.
 #[derive(Debug, Clone)]
@@ -221,29 +392,66 @@ pub async fn insert_target(
     db_set_id: Uuid,
     t: &NewTarget<'_>,
 ) -> Result<TargetRow, sqlx::Error> {
-    let id = Uuid::now_v7();
-    let sealed = t.password.map(|p| keys.seal(id.as_bytes(), p.as_bytes()));
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO targets (id, db_set_id, name, engine, host, port, database_name, username,
-                              password_ciphertext, password_key_id, tls_mode, session_settings, worker_pool)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+    let mut rows = insert_targets(conn, keys, db_set_id, std::slice::from_ref(t)).await?;
+    rows.pop().ok_or(sqlx::Error::RowNotFound)
+}
+
+/// Inserts many targets in one statement (a fleet of a thousand shards is
+/// one round trip) and returns them in the order given. Each password is
+/// sealed with its own target's id as associated data.
+pub async fn insert_targets(
+    conn: &mut PgConnection,
+    keys: &Keyring,
+    db_set_id: Uuid,
+    targets: &[NewTarget<'_>],
+) -> Result<Vec<TargetRow>, sqlx::Error> {
+    let ids: Vec<Uuid> = targets.iter().map(|_| Uuid::now_v7()).collect();
+    let sealed: Vec<Option<Sealed>> = ids
+        .iter()
+        .zip(targets)
+        .map(|(id, t)| t.password.map(|p| keys.seal(id.as_bytes(), p.as_bytes())))
+        .collect();
+    let column = |f: for<'r> fn(&'r NewTarget<'r>) -> &'r str| -> Vec<String> {
+        targets.iter().map(|t| f(t).to_owned()).collect()
+    };
+    let mut rows: Vec<TargetRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO targets AS t (id, db_set_id, name, engine, host, port, database_name, username,
+                                   password_ciphertext, password_key_id, tls_mode, session_settings, worker_pool)
+         SELECT id, $1, name, engine, host, port, database_name, username, ciphertext, key_id, tls_mode,
+                session_settings, worker_pool
+         FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[], $8::text[],
+                     $9::bytea[], $10::text[], $11::text[], $12::text[], $13::text[])
+              AS n(id, name, engine, host, port, database_name, username, ciphertext, key_id, tls_mode,
+                   session_settings, worker_pool)
          RETURNING {TARGET_COLUMNS}"
     )))
-    .bind(id)
     .bind(db_set_id)
-    .bind(t.name)
-    .bind(t.engine)
-    .bind(t.host)
-    .bind(t.port)
-    .bind(t.database)
-    .bind(t.username)
-    .bind(sealed.as_ref().map(|s| s.ciphertext.clone()))
-    .bind(sealed.as_ref().map(|s| s.key_id.clone()))
-    .bind(t.tls_mode)
-    .bind(t.session_settings)
-    .bind(t.worker_pool)
-    .fetch_one(conn)
-    .await
+    .bind(&ids)
+    .bind(column(|t| t.name))
+    .bind(column(|t| t.engine))
+    .bind(column(|t| t.host))
+    .bind(targets.iter().map(|t| t.port).collect::<Vec<i32>>())
+    .bind(column(|t| t.database))
+    .bind(column(|t| t.username))
+    .bind(
+        sealed
+            .iter()
+            .map(|s| s.as_ref().map(|s| s.ciphertext.clone()))
+            .collect::<Vec<Option<Vec<u8>>>>(),
+    )
+    .bind(
+        sealed
+            .iter()
+            .map(|s| s.as_ref().map(|s| s.key_id.clone()))
+            .collect::<Vec<Option<String>>>(),
+    )
+    .bind(column(|t| t.tls_mode))
+    .bind(column(|t| t.session_settings))
+    .bind(column(|t| t.worker_pool))
+    .fetch_all(conn)
+    .await?;
+    rows.sort_by_key(|row| ids.iter().position(|id| *id == row.id));
+    Ok(rows)
 }
 
 pub async fn list_targets(
@@ -251,20 +459,102 @@ pub async fn list_targets(
     db_set_id: Uuid,
 ) -> Result<Vec<TargetRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {TARGET_COLUMNS} FROM targets WHERE db_set_id = $1 AND deleted_at IS NULL ORDER BY name, id"
+        "SELECT {TARGET_COLUMNS} FROM targets t WHERE t.db_set_id = $1 AND t.deleted_at IS NULL ORDER BY t.name, t.id"
     )))
     .bind(db_set_id)
     .fetch_all(conn)
     .await
 }
 
+/// The names of the DB set's live targets.
+pub async fn target_names(
+    conn: &mut PgConnection,
+    db_set_id: Uuid,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT name FROM targets WHERE db_set_id = $1 AND deleted_at IS NULL")
+        .bind(db_set_id)
+        .fetch_all(conn)
+        .await
+}
+
 pub async fn target(conn: &mut PgConnection, id: Uuid) -> Result<Option<TargetRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {TARGET_COLUMNS} FROM targets WHERE id = $1 AND deleted_at IS NULL"
+        "SELECT {TARGET_COLUMNS} {VISIBLE_TARGETS} AND t.id = $1"
     )))
     .bind(id)
     .fetch_optional(conn)
     .await
+}
+
+/// A target with the project and environment of its DB set.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ScopedTarget {
+    #[sqlx(flatten)]
+    pub target: TargetRow,
+    pub project_id: Uuid,
+    pub environment: String,
+}
+
+/// The visible target with its scope; with `lock`, its row stays locked
+/// until the transaction ends, so edits of one target are serialized.
+pub async fn scoped_target(
+    conn: &mut PgConnection,
+    id: Uuid,
+    lock: bool,
+) -> Result<Option<ScopedTarget>, sqlx::Error> {
+    let lock = if lock { "FOR UPDATE OF t" } else { "" };
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {TARGET_COLUMNS}, d.project_id, d.environment {VISIBLE_TARGETS} AND t.id = $1 {lock}"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Writes every field of the target. With `keep_password` the stored
+/// ciphertext stays as it is; otherwise `t.password` becomes the password
+/// (sealed, with the target's id as associated data), `None` clearing it.
+pub async fn update_target(
+    conn: &mut PgConnection,
+    keys: &Keyring,
+    id: Uuid,
+    t: &NewTarget<'_>,
+    keep_password: bool,
+) -> Result<TargetRow, sqlx::Error> {
+    let sealed = t.password.map(|p| keys.seal(id.as_bytes(), p.as_bytes()));
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE targets AS t SET name = $2, engine = $3, host = $4, port = $5, database_name = $6, username = $7,
+                tls_mode = $8, session_settings = $9, worker_pool = $10,
+                password_ciphertext = CASE WHEN $11 THEN t.password_ciphertext ELSE $12 END,
+                password_key_id = CASE WHEN $11 THEN t.password_key_id ELSE $13 END,
+                updated_at = now()
+         WHERE t.id = $1
+         RETURNING {TARGET_COLUMNS}"
+    )))
+    .bind(id)
+    .bind(t.name)
+    .bind(t.engine)
+    .bind(t.host)
+    .bind(t.port)
+    .bind(t.database)
+    .bind(t.username)
+    .bind(t.tls_mode)
+    .bind(t.session_settings)
+    .bind(t.worker_pool)
+    .bind(keep_password)
+    .bind(sealed.as_ref().map(|s| s.ciphertext.clone()))
+    .bind(sealed.as_ref().map(|s| s.key_id.clone()))
+    .fetch_one(conn)
+    .await
+}
+
+/// Soft-deletes the target; its row stays for the runs that name it.
+pub async fn delete_target(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE targets SET deleted_at = now(), updated_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// The sealed password of a target, for the worker and for connection tests.

@@ -6,6 +6,8 @@ pub mod executions;
 pub mod inventory;
 pub mod migrations;
 pub mod runs;
+pub mod secrets;
+pub mod target_state;
 pub mod users;
 pub mod workers;
 

@@ -515,3 +515,88 @@ pub async fn dashboard(
     .fetch_all(pool)
     .await
 }
+
+/// Which runs an inventory change concerns.
+#[derive(Debug, Clone, Copy)]
+pub enum RunScope<'a> {
+    Project(Uuid),
+    DbSet(Uuid),
+    Environment(&'a str),
+}
+
+impl RunScope<'_> {
+    /// The condition on `runs` and its single bind value, as text.
+    fn filter(&self) -> (&'static str, String) {
+        match self {
+            RunScope::Project(id) => ("project_id = $1::uuid", id.to_string()),
+            RunScope::DbSet(id) => ("db_set_id = $1::uuid", id.to_string()),
+            RunScope::Environment(name) => ("environment = $1", (*name).to_owned()),
+        }
+    }
+}
+
+/// A run that is executing or waiting for a worker in `scope`, if any:
+/// inventory under such a run must not change or disappear.
+pub async fn in_progress(
+    conn: &mut PgConnection,
+    scope: RunScope<'_>,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    let (filter, value) = scope.filter();
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM runs WHERE {filter} AND state IN ('queued', 'running') ORDER BY created_at LIMIT 1"
+    )))
+    .bind(value)
+    .fetch_optional(conn)
+    .await
+}
+
+/// A run moved to `invalidated` by [`invalidate_where`].
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InvalidatedRun {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub from_state: String,
+    pub digest: String,
+}
+
+/// Invalidates every run in `scope` that waits for approval or execution,
+/// because something its approval covers changed (rule 2), with a line in
+/// each run's state history. Runs the caller's transaction: the change and
+/// the invalidation commit together, so no approval of the old facts can
+/// slip in between. The caller audits each returned run.
+pub async fn invalidate_where(
+    conn: &mut PgConnection,
+    scope: RunScope<'_>,
+    reason: &str,
+    actor: Option<Uuid>,
+) -> Result<Vec<InvalidatedRun>, sqlx::Error> {
+    let (filter, value) = scope.filter();
+    // The subquery locks the runs (waiting for a concurrent approve or
+    // execute to finish) and re-checks their state afterwards, and it keeps
+    // the state before the update for the history.
+    let runs: Vec<InvalidatedRun> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE runs r SET state = 'invalidated', state_reason = $2, updated_at = now()
+         FROM (SELECT id, state FROM runs WHERE {filter} AND state IN ('pending_approval', 'approved')
+               ORDER BY id FOR UPDATE) old
+         WHERE r.id = old.id
+         RETURNING r.id, r.project_id, old.state AS from_state, r.digest"
+    )))
+    .bind(value)
+    .bind(reason)
+    .fetch_all(&mut *conn)
+    .await?;
+    if runs.is_empty() {
+        return Ok(runs);
+    }
+    sqlx::query(
+        "INSERT INTO run_transitions (run_id, from_state, to_state, actor_id, reason)
+         SELECT id, from_state, 'invalidated', $3, $4 FROM unnest($1::uuid[], $2::text[]) AS t(id, from_state)",
+    )
+    .bind(runs.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.from_state.clone()).collect::<Vec<_>>())
+    .bind(actor)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(runs)
+}

@@ -4,11 +4,10 @@ use crate::routes::{Access, Routes};
 use axum::{Json, extract::State, http::StatusCode};
 use common::domain::Capability;
 use common::{
-    config::valid_pool_name,
     domain::ProjectSlug,
     store::{
         audit,
-        inventory::{self, DbSetRow, NewTarget, ProjectRow, TargetRow},
+        inventory::{self, DbSetRow, ProjectRow, TargetRow},
         workers,
     },
 };
@@ -17,7 +16,10 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Page, PageQuery, optional_text, required_text};
+use super::{
+    Page, PageQuery, optional_text, required_text,
+    targets::{self, TargetInput},
+};
 use crate::{
     app::AppState,
     auth::{Authorized, rules},
@@ -148,8 +150,8 @@ struct CreateDbSet {
     environment: String,
 }
 
-/// DB set names appear in URLs and logs: keep them simple.
-fn parse_object_name(field: &str, raw: &str) -> Result<String, ApiError> {
+/// DB set and target names appear in URLs and logs: keep them simple.
+pub fn parse_object_name(field: &str, raw: &str) -> Result<String, ApiError> {
     let name = raw.trim();
     let valid = (1..=100).contains(&name.len())
         && name
@@ -207,7 +209,8 @@ async fn list_db_sets(
     Ok(Json(json!({ "items": items, "next_cursor": null })))
 }
 
-async fn db_set(
+/// The live DB set of the project named by a URL slug, or 404.
+pub async fn db_set(
     conn: &mut PgConnection,
     slug: &str,
     id: Uuid,
@@ -243,22 +246,6 @@ async fn list_targets(
     Ok(Json(json!({ "items": items, "next_cursor": null })))
 }
 
-#[derive(Debug, Deserialize)]
-struct CreateTarget {
-    name: String,
-    engine: String,
-    host: String,
-    port: i64,
-    database: String,
-    username: String,
-    /// Write-only: sealed before it is stored and never returned.
-    password: Option<String>,
-    tls_mode: Option<String>,
-    #[serde(default)]
-    session_settings: String,
-    worker_pool: Option<String>,
-}
-
 pub const ENGINES: [&str; 2] = ["postgres", "mysql"];
 pub const TLS_MODES: [&str; 4] = ["disable", "prefer", "require", "verify-full"];
 
@@ -266,83 +253,9 @@ async fn create_target(
     State(state): State<AppState>,
     user: Authorized<rules::ManageTargets>,
     ApiPath((slug, id)): ApiPath<(String, Uuid)>,
-    ApiJson(body): ApiJson<CreateTarget>,
+    ApiJson(body): ApiJson<TargetInput>,
 ) -> Result<(StatusCode, Json<TargetRow>), ApiError> {
-    let name = parse_object_name("name", &body.name)?;
-    if !ENGINES.contains(&body.engine.as_str()) {
-        return Err(ApiError::invalid("engine", "must be postgres or mysql"));
-    }
-    let host = required_text("host", &body.host, 253)?;
-    if host.chars().any(char::is_whitespace) {
-        return Err(ApiError::invalid("host", "must not contain spaces"));
-    }
-    let port = i32::try_from(body.port)
-        .ok()
-        .filter(|p| (1..=65535).contains(p))
-        .ok_or_else(|| ApiError::invalid("port", "must be between 1 and 65535"))?;
-    let database = required_text("database", &body.database, 128)?;
-    let username = required_text("username", &body.username, 128)?;
-    let password = body.password.as_deref().filter(|p| !p.is_empty());
-    if password.is_some_and(|p| p.len() > 1024 || p.contains('\0')) {
-        return Err(ApiError::invalid(
-            "password",
-            "must be at most 1024 bytes without NUL characters",
-        ));
-    }
-    let tls_mode = body.tls_mode.unwrap_or_else(|| "prefer".into());
-    if !TLS_MODES.contains(&tls_mode.as_str()) {
-        return Err(ApiError::invalid(
-            "tls_mode",
-            "must be disable, prefer, require or verify-full",
-        ));
-    }
-    let session_settings = optional_text("session_settings", &body.session_settings, 4000)?;
-    let worker_pool = body.worker_pool.unwrap_or_else(|| "default".into());
-    if !valid_pool_name(&worker_pool) {
-        return Err(ApiError::invalid(
-            "worker_pool",
-            "must be 1-40 characters of a-z, 0-9, '-' and '_'",
-        ));
-    }
-
-    let mut tx = state.db.begin().await?;
-    let (project, set) = db_set(&mut tx, &slug, id).await?;
-    let target = inventory::insert_target(
-        &mut tx,
-        state.keys(),
-        set.id,
-        &NewTarget {
-            name: &name,
-            engine: &body.engine,
-            host: &host,
-            port,
-            database: &database,
-            username: &username,
-            password,
-            tls_mode: &tls_mode,
-            session_settings: &session_settings,
-            worker_pool: &worker_pool,
-        },
-    )
-    .await?;
-    // The audit row names the target, never its password.
-    audit::append(
-        &mut tx,
-        &user
-            .audit("target.created", "target", target.id)
-            .project(project.id)
-            .details(json!({
-                "db_set_id": set.id,
-                "name": target.name,
-                "engine": target.engine,
-                "host": target.host,
-                "port": target.port,
-                "database": target.database,
-                "worker_pool": target.worker_pool,
-            })),
-    )
-    .await?;
-    tx.commit().await?;
+    let target = targets::create_target(&state, &user, &slug, id, &body).await?;
     Ok((StatusCode::CREATED, Json(target)))
 }
 

@@ -16,7 +16,7 @@ use serde_json::json;
 use super::{Page, PageQuery, inventory::project, required_text};
 use crate::{
     app::AppState,
-    auth::{Authorized, rules},
+    auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiJson, ApiPath, ApiQuery},
 };
 
@@ -40,14 +40,14 @@ pub fn router() -> Routes {
 }
 
 #[derive(Debug, Deserialize)]
-struct CreateMigration {
-    version: String,
-    name: String,
-    up_sql: String,
+pub struct CreateMigration {
+    pub version: String,
+    pub name: String,
+    pub up_sql: String,
     #[serde(default)]
-    down_sql: String,
+    pub down_sql: String,
     /// Overrides detection of statements that cannot run in a transaction.
-    transactional: Option<bool>,
+    pub transactional: Option<bool>,
 }
 
 async fn create(
@@ -56,6 +56,10 @@ async fn create(
     ApiPath(slug): ApiPath<String>,
     ApiJson(body): ApiJson<CreateMigration>,
 ) -> Result<(StatusCode, Json<MigrationRow>), ApiError> {
+    create_migration(&state, &user, slug, body).await.map(|m| (StatusCode::CREATED, Json(m)))
+}
+
+pub async fn create_migration(state: &AppState, user: &CurrentUser, slug: String, body: CreateMigration) -> Result<MigrationRow, ApiError> {
     let version =
         Version::parse(&body.version).map_err(|e| ApiError::invalid("version", e.to_string()))?;
     let name = required_text("name", &body.name, 200)?;
@@ -120,7 +124,7 @@ async fn create(
         .await?
         .ok_or_else(|| anyhow::anyhow!("inserted migration not found"))?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(row)))
+    Ok(row)
 }
 
 async fn list(

@@ -5,11 +5,16 @@ use serde::{Deserialize, Serialize};
 use crate::routes::Routes;
 
 pub mod audit;
+pub mod db_sets;
+pub mod environments;
 pub mod health;
+pub mod invalidation;
 pub mod inventory;
 pub mod me;
 pub mod migrations;
+pub mod projects;
 pub mod runs;
+pub mod targets;
 pub mod users;
 
 pub fn router() -> Routes {
@@ -19,6 +24,10 @@ pub fn router() -> Routes {
             .merge(me::router())
             .merge(users::router())
             .merge(inventory::router())
+            .merge(environments::router())
+            .merge(projects::router())
+            .merge(db_sets::router())
+            .merge(targets::router())
             .merge(migrations::router())
             .merge(runs::router())
             .merge(audit::router()),

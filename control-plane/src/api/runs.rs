@@ -116,14 +116,14 @@ pub async fn run_view(conn: &mut PgConnection, run: &RunRow) -> Result<Value, Ap
 }
 
 #[derive(Debug, Deserialize)]
-struct RequestRun {
-    db_set_id: Uuid,
-    direction: Direction,
-    target_version: String,
-    note: Option<String>,
-    stop_on_failure: Option<bool>,
-    concurrency: Option<i32>,
-    canary: Option<i32>,
+pub struct RequestRun {
+    pub db_set_id: Uuid,
+    pub direction: Direction,
+    pub target_version: String,
+    pub note: Option<String>,
+    pub stop_on_failure: Option<bool>,
+    pub concurrency: Option<i32>,
+    pub canary: Option<i32>,
 }
 
 const MAX_CONCURRENCY: i32 = 256;
@@ -195,6 +195,10 @@ async fn request(
     ApiPath(slug): ApiPath<String>,
     ApiJson(body): ApiJson<RequestRun>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    request_run(&state, &user, slug, body).await.map(|v| (StatusCode::CREATED, Json(v)))
+}
+
+pub async fn request_run(state: &AppState, user: &CurrentUser, slug: String, body: RequestRun) -> Result<Value, ApiError> {
     let target_version = Version::parse(&body.target_version)
         .map_err(|e| ApiError::invalid("target_version", e.to_string()))?;
     let note = optional_text("note", body.note.as_deref().unwrap_or("").trim(), 2000)?;
@@ -354,7 +358,7 @@ async fn request(
         .ok_or(ApiError::NotFound("run"))?;
     let view = run_view(&mut tx, &run).await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok(view)
 }
 
 async fn list(
@@ -486,9 +490,9 @@ impl From<ApprovalError> for ApiError {
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct ApproveBody {
+pub struct ApproveBody {
     #[serde(default)]
-    comment: String,
+    pub comment: String,
 }
 
 /// Loads what the approval rule needs about a locked run.
@@ -521,6 +525,10 @@ async fn approve(
     ApiPath(id): ApiPath<Uuid>,
     OptionalJson(body): OptionalJson<ApproveBody>,
 ) -> Result<Json<Value>, ApiError> {
+    approve_run(&state, &user, id, body).await.map(Json)
+}
+
+pub async fn approve_run(state: &AppState, user: &CurrentUser, id: Uuid, body: ApproveBody) -> Result<Value, ApiError> {
     let comment = optional_text("comment", body.comment.trim(), 2000)?;
     let mut tx = state.db.begin().await?;
     let run = runs::lock(&mut tx, id)
@@ -585,12 +593,12 @@ async fn approve(
         .ok_or(ApiError::NotFound("run"))?;
     let view = run_view(&mut tx, &run).await?;
     tx.commit().await?;
-    Ok(Json(view))
+    Ok(view)
 }
 
 #[derive(Debug, Deserialize)]
-struct DenyBody {
-    reason: String,
+pub struct DenyBody {
+    pub reason: String,
 }
 
 async fn deny(
@@ -599,6 +607,10 @@ async fn deny(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<DenyBody>,
 ) -> Result<Json<Value>, ApiError> {
+    deny_run(&state, &user, id, body).await.map(Json)
+}
+
+pub async fn deny_run(state: &AppState, user: &CurrentUser, id: Uuid, body: DenyBody) -> Result<Value, ApiError> {
     let reason = super::required_text("reason", &body.reason, 2000)?;
     let mut tx = state.db.begin().await?;
     let run = runs::lock(&mut tx, id)
@@ -632,13 +644,13 @@ async fn deny(
         .ok_or(ApiError::NotFound("run"))?;
     let view = run_view(&mut tx, &run).await?;
     tx.commit().await?;
-    Ok(Json(view))
+    Ok(view)
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct ExecuteBody {
+pub struct ExecuteBody {
     #[serde(default, with = "time::serde::rfc3339::option")]
-    not_before: Option<OffsetDateTime>,
+    pub not_before: Option<OffsetDateTime>,
 }
 
 /// Requesters operate their own runs; managers and admins any run.
@@ -664,6 +676,10 @@ async fn execute(
     ApiPath(id): ApiPath<Uuid>,
     OptionalJson(body): OptionalJson<ExecuteBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    execute_run(&state, &user, id, body).await.map(|v| (StatusCode::ACCEPTED, Json(v)))
+}
+
+pub async fn execute_run(state: &AppState, user: &CurrentUser, id: Uuid, body: ExecuteBody) -> Result<Value, ApiError> {
     let not_before = body.not_before;
     let now = OffsetDateTime::now_utc();
     if not_before.is_some_and(|t| t > now + time::Duration::days(30)) {
@@ -750,7 +766,7 @@ async fn execute(
         .ok_or(ApiError::NotFound("run"))?;
     let view = run_view(&mut tx, &run).await?;
     tx.commit().await?;
-    Ok((StatusCode::ACCEPTED, Json(view)))
+    Ok(view)
 }
 
 /// Cancel: targets not started are cancelled; running ones finish their
@@ -760,6 +776,10 @@ async fn cancel(
     user: Authorized<rules::Author>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
+    cancel_run(&state, &user, id).await.map(Json)
+}
+
+pub async fn cancel_run(state: &AppState, user: &CurrentUser, id: Uuid) -> Result<Value, ApiError> {
     let mut tx = state.db.begin().await?;
     let run = runs::lock(&mut tx, id)
         .await?
@@ -797,5 +817,5 @@ async fn cancel(
         .ok_or(ApiError::NotFound("run"))?;
     let view = run_view(&mut tx, &run).await?;
     tx.commit().await?;
-    Ok(Json(view))
+    Ok(view)
 }

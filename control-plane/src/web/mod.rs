@@ -24,6 +24,8 @@ use crate::{
 pub mod admin;
 pub mod auth;
 pub mod pages;
+pub mod projects;
+pub mod runs;
 
 /// All templates, loaded once at start.
 pub fn templates() -> Environment<'static> {
@@ -37,7 +39,10 @@ pub fn router() -> Routes {
         .merge(auth::router())
         .merge(pages::router())
         .merge(admin::router())
+        .merge(projects::router())
+        .merge(runs::router())
         .get("/static/app.css", Access::Public, stylesheet)
+        .get("/static/app.js", Access::Public, script)
 }
 
 async fn stylesheet() -> impl IntoResponse {
@@ -47,6 +52,16 @@ async fn stylesheet() -> impl IntoResponse {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         include_str!("../../../templates/static/app.css"),
+    )
+}
+
+async fn script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../../templates/static/app.js"),
     )
 }
 

@@ -4,35 +4,15 @@
 
 pub mod mysql;
 pub mod postgres;
-pub mod tls;
 
-use std::{fmt, time::Duration};
+use std::time::Duration;
 
-use common::domain::Direction;
+use common::{domain::Direction, store::executions::DirtyMark};
 use uuid::Uuid;
 
 use crate::{plan::Step, report::Reporter};
 
-/// A target password, opened from its sealed form just before connecting.
-/// Its `Debug` never prints it, so it cannot leak through a log line or an
-/// error built with `{:?}`.
-#[derive(Clone)]
-pub struct Password(String);
-
-impl Password {
-    pub fn new(secret: String) -> Self {
-        Self(secret)
-    }
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password(<redacted>)")
-    }
-}
+pub use common::targets::Password;
 
 /// How to reach a target, without the tool database's bookkeeping.
 #[derive(Debug, Clone)]
@@ -53,6 +33,18 @@ impl Connection {
     /// `host:port/database`, for messages. Never includes credentials.
     pub fn describe(&self) -> String {
         format!("{}:{}/{}", self.host, self.port, self.database)
+    }
+
+    /// This target as the shared connect code (`common::targets`) takes it.
+    pub fn endpoint(&self) -> common::targets::Endpoint {
+        common::targets::Endpoint {
+            host: self.host.clone(),
+            port: self.port,
+            database: self.database.clone(),
+            username: self.username.clone(),
+            tls_mode: self.tls_mode.clone(),
+            session_settings: self.session_settings.clone(),
+        }
     }
 }
 
@@ -89,6 +81,16 @@ pub enum ExecError {
         message: String,
         /// The version whose script failed, if one did.
         version: Option<String>,
+    },
+    /// A script run statement by statement (MySQL) stopped at the 1-based
+    /// `statement`. With `dirty`, statements before it were applied, so the
+    /// target is marked dirty when the execution finishes.
+    #[error("{message}")]
+    Statement {
+        message: String,
+        version: String,
+        statement: usize,
+        dirty: Option<DirtyMark>,
     },
     /// The tool database failed while the job needed it (reading the
     /// applied state, or recording a step that already committed on the

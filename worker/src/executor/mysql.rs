@@ -1,21 +1,443 @@
-//! MySQL/MariaDB targets.
+//! MySQL/MariaDB targets, over one mysql_async session per job.
 //!
-//! Not available yet: MySQL commits DDL implicitly, so a script must run
-//! statement by statement with its progress (and a running hash of the
-//! applied prefix) recorded, and a failure must leave the target marked
-//! dirty. That needs the statement splitter (`split.rs`), which comes with
-//! this executor. Until then a MySQL target fails clearly and untouched
-//! instead of half-applying a script.
+//! MySQL commits DDL implicitly, so a script cannot run in one transaction:
+//! it is split into statements (`common::domain::split`, the rules of the
+//! `mysql` client) and run one statement per round trip, keeping a running
+//! hash of the statements applied. When a statement fails after others of
+//! the same script were applied, the target is left **dirty**: the
+//! execution fails and, in the same tool-database transaction, the target
+//! records the version, the statement reached and the hash of the applied
+//! prefix, so a later resume can prove the prefix did not change. A dirty
+//! target takes no run until an admin resolves it.
+//!
+//! Progress reaches the run page without costing the statements anything:
+//! each statement only updates a watch channel, and a background task
+//! writes the latest value at most every [`PROGRESS_EVERY`].
+
+use std::{collections::HashSet, time::Duration};
+
+use common::{
+    domain::{
+        Direction,
+        split::{Statement, StatementsHash, split_mysql},
+    },
+    targets::{
+        self, ConnectError,
+        mysql::{Flavor, describe},
+    },
+};
+use mysql_async::{Conn, prelude::Queryable};
+use time::OffsetDateTime;
+use tokio::{
+    sync::{oneshot, watch},
+    task::JoinHandle,
+    time::Instant,
+};
 
 use super::{Applied, Connection, ExecError, Job};
-use crate::report::Reporter;
+use crate::{
+    lock::{self, MySqlLockError},
+    plan::{self, Step},
+    report::{self, Reporter, StepTiming},
+};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often, at most, the statement reached is written to the hub.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+/// `lock_wait_timeout` when the policy sets no lock timeout (0): its maximum.
+const NO_LOCK_TIMEOUT_S: u64 = 31_536_000;
+
+/// The history table inside every target, so the hub can detect drift: the
+/// PostgreSQL executor's columns, plus how many statements the script had.
+/// Versions and checksums are ASCII, which keeps the key short on any
+/// server's index limits.
+const HISTORY_COLUMNS: &str = "(
+    version      varchar(255) CHARACTER SET ascii NOT NULL PRIMARY KEY,
+    checksum     char(64) CHARACTER SET ascii NOT NULL,
+    name         text NOT NULL,
+    applied_at   timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    run_id       char(36) CHARACTER SET ascii NULL,
+    execution_ms bigint NULL,
+    statements   int NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
 
 pub async fn execute(
-    _target: &Connection,
-    _job: &Job<'_>,
-    _reporter: &Reporter,
+    target: &Connection,
+    job: &Job<'_>,
+    reporter: &Reporter,
 ) -> Result<Applied, ExecError> {
-    Err(ExecError::target(
-        "MySQL executor is not available in this version of the worker; nothing was applied",
+    let mut conn = targets::mysql::connect(
+        &target.endpoint(),
+        target.password.as_ref(),
+        CONNECT_TIMEOUT,
+    )
+    .await
+    .map_err(|e| match e {
+        ConnectError::SessionSettings(_) => ExecError::target(e.to_string()),
+        ConnectError::TlsMode(_) => ExecError::target(format!("{e}; nothing was applied")),
+        _ => ExecError::target(format!("could not connect to {}: {e}", target.describe())),
+    })?;
+    let result = run_session(&mut conn, target, job, reporter).await;
+    if let Err(err) = conn.disconnect().await {
+        tracing::debug!(error = %err, "target session ended with an error");
+    }
+    result
+}
+
+/// Everything between connect and disconnect: the lock and what it guards.
+async fn run_session(
+    conn: &mut Conn,
+    target: &Connection,
+    job: &Job<'_>,
+    reporter: &Reporter,
+) -> Result<Applied, ExecError> {
+    lock::acquire_mysql(conn, &target.database, job.lock_wait)
+        .await
+        .map_err(|err| match err {
+            MySqlLockError::Busy { .. } => ExecError::target(err.to_string()),
+            MySqlLockError::Target(message) => {
+                ExecError::target(format!("could not take the target lock: {message}"))
+            }
+        })?;
+    let result = run_locked(conn, target, job, reporter).await;
+    lock::release_mysql(conn, &target.database).await;
+    result
+}
+
+/// Everything that happens while the target lock is held.
+async fn run_locked(
+    conn: &mut Conn,
+    target: &Connection,
+    job: &Job<'_>,
+    reporter: &Reporter,
+) -> Result<Applied, ExecError> {
+    prepare(conn, job).await?;
+    let history_table = history_table(&target.database);
+    let history = read_history(conn, &history_table).await?;
+    let hub = reporter
+        .hub_applied()
+        .await
+        .map_err(|source| ExecError::Hub {
+            what: "reading the hub's applied state".into(),
+            source,
+        })?;
+    if let Some(drift) = plan::detect_drift(&hub, &history) {
+        return Err(ExecError::target(drift.to_string()));
+    }
+    // The job checked at its start; a job that stopped part-way on this
+    // target since then held this lock, so this answer is final.
+    let dirty = reporter
+        .dirty_state()
+        .await
+        .map_err(|source| ExecError::Hub {
+            what: "reading the target's dirty state".into(),
+            source,
+        })?;
+    if let Some(dirty) = dirty {
+        return Err(ExecError::target(report::dirty_refusal(&dirty)));
+    }
+    let applied: HashSet<&str> = history.iter().map(|(v, _)| v.as_str()).collect();
+    let todo = plan::pending(job.steps, job.direction, &applied)
+        .map_err(|e| ExecError::target(e.to_string()))?;
+    if todo.is_empty() {
+        return Ok(Applied::Nothing);
+    }
+    // Every script is split before the first statement runs, so a script
+    // that cannot be split stops the job with nothing applied.
+    let scripts = todo
+        .iter()
+        .map(|step| {
+            split_mysql(step.script(job.direction)).map_err(|e| ExecError::Target {
+                message: format!(
+                    "the {} script of version {} cannot be split into statements: {e}; \
+                     nothing was applied",
+                    job.direction, step.version
+                ),
+                version: Some(step.version.to_string()),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let progress = ProgressFeed::start(reporter);
+    let mut result = Ok(Applied::Steps(todo.len()));
+    for (step, statements) in todo.iter().zip(&scripts) {
+        let step_run = StepRun {
+            step,
+            statements,
+            direction: job.direction,
+            run_id: job.run_id,
+            history_table: &history_table,
+        };
+        let timing = match step_run.apply(conn, reporter, &progress).await {
+            Ok(timing) => timing,
+            Err(err) => {
+                result = Err(err);
+                break;
+            }
+        };
+        if let Err(source) = reporter.step_done(step, timing).await {
+            result = Err(ExecError::Hub {
+                what: format!("recording version {} in the hub", step.version),
+                source,
+            });
+            break;
+        }
+    }
+    progress.stop().await;
+    result
+}
+
+/// Runs the policy's bounds on the session: `lock_wait_timeout` (metadata
+/// locks) and `innodb_lock_wait_timeout` (row locks) from the lock timeout,
+/// rounded up to whole seconds, and the flavour's statement time limit.
+/// Autocommit is forced on: statements of a script are applied one by one.
+async fn prepare(conn: &mut Conn, job: &Job<'_>) -> Result<(), ExecError> {
+    let version: Option<String> = conn.query_first("SELECT VERSION()").await.map_err(|e| {
+        ExecError::target(format!("could not prepare the session: {}", describe(&e)))
+    })?;
+    let flavor = Flavor::of(version.as_deref().unwrap_or_default());
+    let lock_ms = u64::try_from(job.lock_timeout_ms).unwrap_or(0);
+    let lock_s = if lock_ms == 0 {
+        NO_LOCK_TIMEOUT_S
+    } else {
+        lock_ms.div_ceil(1000)
+    };
+    let statement_ms = u64::try_from(job.statement_timeout_ms).unwrap_or(0);
+    let sql = format!(
+        "SET SESSION autocommit = 1, SESSION lock_wait_timeout = {lock_s}, \
+         SESSION innodb_lock_wait_timeout = {lock_s}, {}",
+        flavor.statement_timeout(statement_ms)
+    );
+    conn.query_drop(sql).await.map_err(|e| {
+        ExecError::target(format!(
+            "could not set the session's timeouts: {}",
+            describe(&e)
+        ))
+    })
+}
+
+/// The history table, qualified with the target's database so a script's
+/// `USE other_db` cannot send the hub's records elsewhere.
+fn history_table(database: &str) -> String {
+    format!("`{}`.migrate_hub_history", database.replace('`', "``"))
+}
+
+/// Creates the history table if needed and reads it. Runs under the target
+/// lock, so concurrent first runs cannot race on the `CREATE TABLE`.
+async fn read_history(
+    conn: &mut Conn,
+    history_table: &str,
+) -> Result<Vec<(String, String)>, ExecError> {
+    let failed = |e: mysql_async::Error| {
+        ExecError::target(format!(
+            "could not read the target's migrate_hub_history: {}",
+            describe(&e)
+        ))
+    };
+    conn.query_drop(format!(
+        "CREATE TABLE IF NOT EXISTS {history_table} {HISTORY_COLUMNS}"
     ))
+    .await
+    .map_err(failed)?;
+    conn.query(format!("SELECT version, checksum FROM {history_table}"))
+        .await
+        .map_err(failed)
+}
+
+/// One pending step's script, split, on its way to the target.
+struct StepRun<'a> {
+    step: &'a Step,
+    statements: &'a [Statement<'a>],
+    direction: Direction,
+    run_id: uuid::Uuid,
+    history_table: &'a str,
+}
+
+impl StepRun<'_> {
+    /// Runs the statements one by one, then records the step in the target's
+    /// history. Returns how long it took, or why and where it stopped.
+    async fn apply(
+        &self,
+        conn: &mut Conn,
+        reporter: &Reporter,
+        progress: &ProgressFeed,
+    ) -> Result<StepTiming, ExecError> {
+        let version = self.step.version.to_string();
+        let started_at = OffsetDateTime::now_utc();
+        let clock = Instant::now();
+        let mut applied = StatementsHash::new();
+        for (i, statement) in self.statements.iter().enumerate() {
+            let index = i + 1;
+            progress.reached(&version, index);
+            if let Err(err) = conn.query_drop(statement.text).await {
+                return Err(self.stopped(reporter, &version, index, &applied, &err));
+            }
+            applied.push(statement.text);
+        }
+        let execution_ms = i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let recorded = match self.direction {
+            Direction::Up => {
+                conn.exec_drop(
+                    format!(
+                        "INSERT INTO {} (version, checksum, name, run_id, execution_ms, statements) \
+                         VALUES (?, ?, ?, ?, ?, ?)",
+                        self.history_table
+                    ),
+                    (
+                        &version,
+                        self.step.checksum.as_str(),
+                        &self.step.name,
+                        self.run_id.to_string(),
+                        execution_ms,
+                        self.statements.len(),
+                    ),
+                )
+                .await
+            }
+            Direction::Down => {
+                conn.exec_drop(
+                    format!("DELETE FROM {} WHERE version = ?", self.history_table),
+                    (&version,),
+                )
+                .await
+            }
+        };
+        if let Err(err) = recorded {
+            // Every statement ran: the target is ahead of its own history.
+            let index = self.statements.len() + 1;
+            let mark = reporter.dirty_mark(&version, index, &applied.hex());
+            return Err(ExecError::Statement {
+                message: format!(
+                    "the {} script of version {version} ran completely, but recording it in \
+                     migrate_hub_history failed: {}\nthe target is dirty: an admin must resolve it",
+                    self.direction,
+                    describe(&err)
+                ),
+                version,
+                statement: index,
+                dirty: Some(mark),
+            });
+        }
+        Ok(StepTiming {
+            started_at,
+            duration: clock.elapsed(),
+            statements: self.statements.len(),
+        })
+    }
+
+    /// The error for a script that stopped at the 1-based statement `index`.
+    ///
+    /// The target is dirty when statements before it were applied, or when
+    /// the outcome of this one is unknown (the session was lost while it
+    /// ran). A first statement the server refused leaves nothing behind: a
+    /// single DDL statement is atomic on MariaDB 10.6+ and MySQL 8.
+    fn stopped(
+        &self,
+        reporter: &Reporter,
+        version: &str,
+        index: usize,
+        applied: &StatementsHash,
+        err: &mysql_async::Error,
+    ) -> ExecError {
+        let statement = &self.statements[index - 1];
+        let refused = matches!(err, mysql_async::Error::Server(_));
+        let mut message = format!(
+            "{}\nSTATEMENT: {index} of {} in the {} script, at line {}",
+            describe(err),
+            self.statements.len(),
+            self.direction,
+            statement.line
+        );
+        let dirty = if refused && index == 1 {
+            message.push_str(&format!("\nnothing of version {version} was applied"));
+            None
+        } else {
+            if refused {
+                message.push_str(&format!(
+                    "\nthe target is dirty: statements 1 to {} of version {version} were \
+                     applied and stay applied; an admin must resolve it",
+                    index - 1
+                ));
+            } else {
+                message.push_str(&format!(
+                    "\nthe target is dirty: the session was lost while statement {index} of \
+                     version {version} ran, so whether it was applied is unknown; an admin must \
+                     resolve it"
+                ));
+            }
+            Some(reporter.dirty_mark(version, index, &applied.hex()))
+        };
+        ExecError::Statement {
+            message,
+            version: version.to_owned(),
+            statement: index,
+            dirty,
+        }
+    }
+}
+
+/// Carries the statement reached to the hub in the background, so running a
+/// statement never waits for the tool database: each statement replaces
+/// the latest value, and one task writes it at most every
+/// [`PROGRESS_EVERY`].
+struct ProgressFeed {
+    latest: watch::Sender<Option<(String, usize)>>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl ProgressFeed {
+    fn start(reporter: &Reporter) -> Self {
+        let (latest, mut updates) = watch::channel(None::<(String, usize)>);
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let reporter = reporter.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut stopped => return,
+                    changed = updates.changed() => if changed.is_err() { return },
+                }
+                let reached = updates.borrow_and_update().clone();
+                if let Some((version, statement)) = reached {
+                    reporter.progress(&version, statement).await;
+                }
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    () = tokio::time::sleep(PROGRESS_EVERY) => {}
+                }
+            }
+        });
+        Self { latest, stop, task }
+    }
+
+    /// The 1-based statement of `version` about to run.
+    fn reached(&self, version: &str, statement: usize) {
+        self.latest.send_modify(|latest| match latest {
+            Some((v, s)) if v == version => *s = statement,
+            _ => *latest = Some((version.to_owned(), statement)),
+        });
+    }
+
+    /// Stops the feed once a write in flight has finished, so nothing is
+    /// written after the execution's own final record.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        drop(self.latest);
+        if let Err(err) = self.task.await {
+            tracing::debug!(error = %err, "progress feed ended abnormally");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_table_is_qualified_and_quoted() {
+        assert_eq!(history_table("app"), "`app`.migrate_hub_history");
+        assert_eq!(history_table("we`ird"), "`we``ird`.migrate_hub_history");
+    }
 }

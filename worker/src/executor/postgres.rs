@@ -11,12 +11,17 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use common::domain::Direction;
+use common::{
+    domain::Direction,
+    targets::{self, ConnectError},
+};
 use time::OffsetDateTime;
 use tokio::time::Instant;
-use tokio_postgres::{Client, SimpleQueryMessage, config::SslMode, error::ErrorPosition};
+use tokio_postgres::{Client, SimpleQueryMessage, error::ErrorPosition};
 
-use super::{Applied, Connection, ExecError, Job, tls::MakeRustls};
+pub use common::targets::postgres::describe;
+
+use super::{Applied, Connection, ExecError, Job};
 use crate::{
     lock::{self, LockError},
     plan::{self, Step},
@@ -71,44 +76,21 @@ pub async fn execute(
     result
 }
 
-/// Opens the job's session and runs the target's session settings on it.
+/// Opens the job's session (with the target's TLS mode and session
+/// settings, through the connect code the control plane's connection test
+/// uses too) and prepares it.
 async fn connect(target: &Connection) -> Result<Client, ExecError> {
-    let (ssl_mode, tls) = match target.tls_mode.as_str() {
-        "disable" => (SslMode::Disable, MakeRustls::encrypt_only()),
-        "prefer" => (SslMode::Prefer, MakeRustls::encrypt_only()),
-        "require" => (SslMode::Require, MakeRustls::encrypt_only()),
-        "verify-full" => (SslMode::Require, MakeRustls::verify_full()),
-        other => {
-            return Err(ExecError::target(format!(
-                "TLS mode {other:?} is not supported; nothing was applied"
-            )));
-        }
-    };
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(&target.host)
-        .port(target.port)
-        .dbname(&target.database)
-        .user(&target.username)
-        .application_name("migrate-hub-worker")
-        .connect_timeout(CONNECT_TIMEOUT)
-        .ssl_mode(ssl_mode);
-    if let Some(password) = &target.password {
-        config.password(password.expose());
-    }
-    let (client, connection) = config.connect(tls).await.map_err(|e| {
-        ExecError::target(format!(
-            "could not connect to {}: {}",
-            target.describe(),
-            describe(&e)
-        ))
+    let client = targets::postgres::connect(
+        &target.endpoint(),
+        target.password.as_ref(),
+        CONNECT_TIMEOUT,
+    )
+    .await
+    .map_err(|e| match e {
+        ConnectError::SessionSettings(_) => ExecError::target(e.to_string()),
+        ConnectError::TlsMode(_) => ExecError::target(format!("{e}; nothing was applied")),
+        _ => ExecError::target(format!("could not connect to {}: {e}", target.describe())),
     })?;
-    // The connection future owns the socket; it ends when `client` is dropped.
-    tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::debug!(error = %err, "target connection ended with an error");
-        }
-    });
     // Only where the setting exists (PostgreSQL 14+); elsewhere a no-op.
     client
         .simple_query(&format!(
@@ -119,15 +101,6 @@ async fn connect(target: &Connection) -> Result<Client, ExecError> {
         .map_err(|e| {
             ExecError::target(format!("could not prepare the session: {}", describe(&e)))
         })?;
-    let settings = target.session_settings.trim();
-    if !settings.is_empty() {
-        client.simple_query(settings).await.map_err(|e| {
-            ExecError::target(format!(
-                "the target's session settings failed: {}",
-                describe(&e)
-            ))
-        })?;
-    }
     Ok(client)
 }
 
@@ -338,38 +311,6 @@ fn literal(text: &str) -> String {
     }
     out.push('\'');
     out
-}
-
-/// The database's own words, as psql would show them:
-/// `ERROR: message (SQLSTATE code)` plus detail, hint and context. Errors
-/// without a server message (refused connection, TLS, I/O) are described by
-/// the driver's error chain. Neither ever contains the password.
-pub fn describe(err: &tokio_postgres::Error) -> String {
-    if let Some(db) = err.as_db_error() {
-        let mut text = format!(
-            "{}: {} (SQLSTATE {})",
-            db.severity(),
-            db.message(),
-            db.code().code()
-        );
-        if let Some(detail) = db.detail() {
-            text.push_str(&format!("\nDETAIL: {detail}"));
-        }
-        if let Some(hint) = db.hint() {
-            text.push_str(&format!("\nHINT: {hint}"));
-        }
-        if let Some(context) = db.where_() {
-            text.push_str(&format!("\nCONTEXT: {context}"));
-        }
-        return text;
-    }
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
 
 /// [`describe`], plus the line of the script the error points at, when the

@@ -1,0 +1,193 @@
+//! MySQL and MariaDB targets over mysql_async: one session, opened with the
+//! target's TLS mode and session settings within a bounded wait.
+
+use std::time::Duration;
+
+use mysql_async::{Conn, OptsBuilder, SslOpts, prelude::Queryable};
+
+use super::{ConnectError, Endpoint, HISTORY_TABLE, Password, bounded};
+
+/// Opens a session on `target` and runs its session settings, all within
+/// `wait`.
+///
+/// TLS modes follow libpq's meaning: `prefer` tries TLS and falls back to a
+/// plain session only when the server offers no TLS at all; `require`
+/// encrypts without checking the certificate; `verify-full` checks the chain
+/// (built-in Mozilla roots) and that it names the host.
+pub async fn connect(
+    target: &Endpoint,
+    password: Option<&Password>,
+    wait: Duration,
+) -> Result<Conn, ConnectError> {
+    let encrypt_only = SslOpts::default()
+        .with_danger_accept_invalid_certs(true)
+        .with_danger_skip_domain_validation(true);
+    let tls = match target.tls_mode.as_str() {
+        "disable" => None,
+        "prefer" | "require" => Some(encrypt_only),
+        "verify-full" => Some(SslOpts::default()),
+        other => return Err(ConnectError::TlsMode(other.to_owned())),
+    };
+    if tls.is_some() {
+        // mysql_async builds its TLS config from the process's default
+        // provider; make it ring (the only one compiled in) explicitly, so a
+        // second provider entering the tree one day cannot make it panic.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    bounded(wait, async {
+        let conn = match Conn::new(options(target, password, tls)).await {
+            Err(mysql_async::Error::Driver(
+                mysql_async::DriverError::NoClientSslFlagFromServer,
+            )) if target.tls_mode == "prefer" => Conn::new(options(target, password, None)).await,
+            other => other,
+        };
+        let mut conn = conn.map_err(|e| ConnectError::Driver(describe(&e)))?;
+        let settings = target.session_settings.trim();
+        if !settings.is_empty()
+            && let Err(e) = conn.query_drop(settings).await
+        {
+            let _ = conn.disconnect().await;
+            return Err(ConnectError::SessionSettings(describe(&e)));
+        }
+        Ok(conn)
+    })
+    .await
+}
+
+fn options(target: &Endpoint, password: Option<&Password>, tls: Option<SslOpts>) -> OptsBuilder {
+    OptsBuilder::default()
+        .ip_or_hostname(target.host.as_str())
+        .tcp_port(target.port)
+        .user(Some(target.username.as_str()))
+        .pass(password.map(|p| p.expose().to_owned()))
+        .db_name(Some(target.database.as_str()))
+        // Always TCP: never silently switch to a local socket with other grants.
+        .prefer_socket(false)
+        .ssl_opts(tls)
+}
+
+/// Connects and answers the server's `VERSION()` (which names MariaDB for
+/// MariaDB), within `wait`.
+pub async fn server_version(
+    target: &Endpoint,
+    password: Option<&Password>,
+    wait: Duration,
+) -> Result<String, ConnectError> {
+    let started = tokio::time::Instant::now();
+    let mut conn = connect(target, password, wait).await?;
+    let rest = wait.saturating_sub(started.elapsed());
+    let version = bounded(rest, async {
+        conn.query_first::<String, _>("SELECT VERSION()")
+            .await
+            .map_err(|e| ConnectError::Driver(describe(&e)))
+    })
+    .await;
+    let _ = conn.disconnect().await;
+    Ok(version?.unwrap_or_default())
+}
+
+/// Connects and reads the target's history table, within `wait`. A target
+/// without the table (never migrated by the hub) has an empty history.
+pub async fn read_history(
+    target: &Endpoint,
+    password: Option<&Password>,
+    wait: Duration,
+) -> Result<Vec<(String, String)>, ConnectError> {
+    let started = tokio::time::Instant::now();
+    let mut conn = connect(target, password, wait).await?;
+    let rest = wait.saturating_sub(started.elapsed());
+    let history = bounded(rest, async {
+        let exists: Option<i64> = conn
+            .query_first(format!(
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND table_name = '{HISTORY_TABLE}'"
+            ))
+            .await
+            .map_err(|e| ConnectError::Driver(describe(&e)))?;
+        if exists.unwrap_or(0) == 0 {
+            return Ok(Vec::new());
+        }
+        conn.query::<(String, String), _>(format!("SELECT version, checksum FROM {HISTORY_TABLE}"))
+            .await
+            .map_err(|e| ConnectError::Driver(describe(&e)))
+    })
+    .await;
+    let _ = conn.disconnect().await;
+    history
+}
+
+/// Which server a session talks to: MariaDB and MySQL name some session
+/// variables differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    MariaDb,
+    MySql,
+}
+
+impl Flavor {
+    /// From `SELECT VERSION()`, which says `…-MariaDB…` on MariaDB.
+    pub fn of(version: &str) -> Self {
+        if version.to_ascii_lowercase().contains("mariadb") {
+            Flavor::MariaDb
+        } else {
+            Flavor::MySql
+        }
+    }
+
+    /// The `SET` assignment that bounds every statement of the session to
+    /// `timeout_ms` (0: no bound). MariaDB's `max_statement_time` (seconds)
+    /// covers every statement; MySQL's `max_execution_time` (ms) only
+    /// read-only `SELECT`s — the closest MySQL has.
+    pub fn statement_timeout(self, timeout_ms: u64) -> String {
+        match self {
+            Flavor::MariaDb => format!(
+                "SESSION max_statement_time = {}.{:03}",
+                timeout_ms / 1000,
+                timeout_ms % 1000
+            ),
+            Flavor::MySql => format!("SESSION max_execution_time = {timeout_ms}"),
+        }
+    }
+}
+
+/// The server's own words as the `mysql` client shows them
+/// (`ERROR 1045 (28000): Access denied …`), else the driver's. Never
+/// contains the password.
+pub fn describe(err: &mysql_async::Error) -> String {
+    match err {
+        mysql_async::Error::Server(server) => server.to_string(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flavor_follows_the_version_string() {
+        assert_eq!(Flavor::of("10.11.19-MariaDB-0+deb12u1"), Flavor::MariaDb);
+        assert_eq!(Flavor::of("8.0.36"), Flavor::MySql);
+        assert_eq!(
+            Flavor::MariaDb.statement_timeout(1_500),
+            "SESSION max_statement_time = 1.500"
+        );
+        assert_eq!(
+            Flavor::MySql.statement_timeout(60_000),
+            "SESSION max_execution_time = 60000"
+        );
+    }
+
+    #[test]
+    fn server_errors_read_like_the_mysql_client() {
+        let err = mysql_async::Error::Server(mysql_async::ServerError {
+            code: 1050,
+            message: "Table 'gadgets' already exists".into(),
+            state: "42S01".into(),
+        });
+        assert_eq!(
+            describe(&err),
+            "ERROR 1050 (42S01): Table 'gadgets' already exists"
+        );
+    }
+}

@@ -1,0 +1,201 @@
+//! Project pages: overview, migrations, and the forms to add a migration and
+//! to request a run.
+
+use std::collections::HashMap;
+
+use axum::{
+    Form,
+    extract::State,
+    http::StatusCode,
+    response::{Html, IntoResponse, Response},
+};
+use common::{
+    domain::{Capability, Direction, Version},
+    store::{inventory, migrations, runs},
+};
+use serde_json::{Value, json};
+
+use super::{Viewer, render, see_other};
+use crate::{
+    api::{
+        inventory::project,
+        migrations::{CreateMigration, create_migration},
+        runs::{RequestRun, request_run},
+    },
+    app::AppState,
+    auth::rules,
+    error::{ApiError, ApiPath},
+    routes::{Access, Routes},
+};
+
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/projects/{slug}", Access::Needs(Capability::View), project_page)
+        .get("/projects/{slug}/migrations/new", Access::Needs(Capability::Author), new_migration_page)
+        .post("/projects/{slug}/migrations", Access::Needs(Capability::Author), create_migration_form)
+        .get("/projects/{slug}/migrations/{version}", Access::Needs(Capability::View), migration_page)
+        .post("/projects/{slug}/runs", Access::Needs(Capability::Author), request_run_form)
+}
+
+/// A form's field errors, from a 422; any other error propagates.
+fn field_errors(err: ApiError) -> Result<Value, ApiError> {
+    match err {
+        ApiError::Invalid { field, message } => Ok(json!({ field: message })),
+        ApiError::TooLarge(message) => Ok(json!({ "up_sql": message })),
+        ApiError::Conflict { code: "duplicate_version", message } => Ok(json!({ "version": message })),
+        other => Err(other),
+    }
+}
+
+fn with_status(page: Html<String>, status: StatusCode) -> Response {
+    let mut response = page.into_response();
+    *response.status_mut() = status;
+    response
+}
+
+async fn project_context(state: &AppState, slug: &str, viewer: &Viewer) -> Result<Value, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let project = project(&mut conn, slug).await?;
+    let migrations = migrations::list(&mut conn, project.id).await?;
+    let sets = inventory::list_db_sets(&state.db, project.id).await?;
+    let mut db_sets = Vec::new();
+    for set in sets {
+        let targets = inventory::list_targets(&mut conn, set.id).await?;
+        db_sets.push(json!({ "set": set, "targets": targets }));
+    }
+    let recent = runs::list(&state.db, project.id, None, 20).await?;
+    let recent: Vec<Value> = recent
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id, "environment": r.environment, "direction": r.direction,
+                "target_version": r.target_version, "state": r.state, "requester": r.requester,
+                "created_at": r.created_at.to_string(),
+            })
+        })
+        .collect();
+    let latest = migrations.last().map(|m| m.version.clone());
+    Ok(json!({
+        "project": project,
+        "migrations": migrations,
+        "db_sets": db_sets,
+        "runs": recent,
+        "can_author": viewer.user.can(Capability::Author),
+        "run_form": { "target_version": latest, "direction": "up" },
+        "errors": {},
+    }))
+}
+
+async fn project_page(State(state): State<AppState>, viewer: Viewer, ApiPath(slug): ApiPath<String>) -> Result<Html<String>, ApiError> {
+    let context = project_context(&state, &slug, &viewer).await?;
+    render(&state, "projects/detail.html", context, Some(&viewer))
+}
+
+async fn new_migration_page(
+    State(state): State<AppState>,
+    viewer: Viewer<rules::Author>,
+    ApiPath(slug): ApiPath<String>,
+) -> Result<Html<String>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let project = project(&mut conn, &slug).await?;
+    render(
+        &state,
+        "projects/new_migration.html",
+        json!({ "project": project, "form": {}, "errors": {} }),
+        Some(&viewer.plain()),
+    )
+}
+
+async fn create_migration_form(
+    State(state): State<AppState>,
+    viewer: Viewer<rules::Author>,
+    ApiPath(slug): ApiPath<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let field = |k: &str| form.get(k).cloned().unwrap_or_default();
+    let body = CreateMigration {
+        version: field("version"),
+        name: field("name"),
+        up_sql: field("up_sql"),
+        down_sql: field("down_sql"),
+        transactional: None,
+    };
+    match create_migration(&state, &viewer.user, slug.clone(), body).await {
+        Ok(created) => Ok(see_other(&format!("/projects/{slug}/migrations/{}", created.version))),
+        Err(err) => {
+            let errors = field_errors(err)?;
+            let mut conn = state.db.acquire().await?;
+            let project = project(&mut conn, &slug).await?;
+            let page = render(
+                &state,
+                "projects/new_migration.html",
+                json!({ "project": project, "form": form, "errors": errors }),
+                Some(&viewer.plain()),
+            )?;
+            Ok(with_status(page, StatusCode::UNPROCESSABLE_ENTITY))
+        }
+    }
+}
+
+async fn migration_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    ApiPath((slug, version)): ApiPath<(String, String)>,
+) -> Result<Html<String>, ApiError> {
+    let version = Version::parse(&version).map_err(|_| ApiError::NotFound("migration"))?;
+    let mut conn = state.db.acquire().await?;
+    let project = project(&mut conn, &slug).await?;
+    let migration = migrations::by_version(&mut conn, project.id, &version)
+        .await?
+        .ok_or(ApiError::NotFound("migration"))?;
+    render(&state, "projects/migration.html", json!({ "project": project, "migration": migration }), Some(&viewer))
+}
+
+async fn request_run_form(
+    State(state): State<AppState>,
+    viewer: Viewer<rules::Author>,
+    ApiPath(slug): ApiPath<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let field = |k: &str| form.get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let parsed = (|| {
+        let db_set_id = field("db_set_id")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| ApiError::invalid("db_set_id", "choose a DB set"))?;
+        let direction = match field("direction").as_deref() {
+            Some("down") => Direction::Down,
+            Some("up") | None => Direction::Up,
+            Some(_) => return Err(ApiError::invalid("direction", "up or down")),
+        };
+        let number = |k: &str| -> Result<Option<i32>, ApiError> {
+            field(k).map(|v| v.parse().map_err(|_| ApiError::invalid(k, "must be a whole number"))).transpose()
+        };
+        Ok(RequestRun {
+            db_set_id,
+            direction,
+            target_version: field("target_version").unwrap_or_default(),
+            note: field("note"),
+            stop_on_failure: Some(form.get("stop_on_failure").is_some()),
+            concurrency: number("concurrency")?,
+            canary: number("canary")?,
+        })
+    })();
+    let result = match parsed {
+        Ok(body) => request_run(&state, &viewer.user, slug.clone(), body).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(run) => Ok(see_other(&format!("/runs/{}", run["id"].as_str().unwrap_or_default()))),
+        Err(err) => {
+            let errors = match err {
+                ApiError::Conflict { message, .. } => json!({ "target_version": message }),
+                other => field_errors(other)?,
+            };
+            let mut context = project_context(&state, &slug, &viewer.plain()).await?;
+            context["run_form"] = json!(form);
+            context["errors"] = errors;
+            let page = render(&state, "projects/detail.html", context, Some(&viewer.plain()))?;
+            Ok(with_status(page, StatusCode::UNPROCESSABLE_ENTITY))
+        }
+    }
+}
