@@ -489,3 +489,86 @@ async fn an_unreachable_issuer_does_not_stop_the_server() {
     assert!(page.body.contains("cannot be reached"), "{}", page.body);
     assert_eq!(app.get("/api/v1/me", &app.user).await.0, StatusCode::OK);
 }
+
+/// Row counts of every table a request could change (not the audit log,
+/// which records the refusals, nor the sessions table).
+async fn table_counts(app: &TestApp) -> Vec<(String, i64)> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'
+           AND tablename NOT IN ('audit_log', 'audit_head', 'sessions', '_sqlx_migrations') ORDER BY 1",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let mut counts = Vec::new();
+    for t in tables {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {t}")))
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        counts.push((t, n));
+    }
+    counts
+}
+
+#[tokio::test]
+async fn every_unsafe_route_refuses_a_session_request_without_its_csrf_token() {
+    let (app, _idp) = TestApp::spawn_with_sso(|_| {}).await;
+    let browser = Browser::new();
+    sign_in(&app, &browser, support::ADMIN).await;
+    app.project("shop").await;
+    let before = table_counts(&app).await;
+
+    let unsafe_routes: Vec<_> = control_plane::app::route_table()
+        .into_iter()
+        .filter(|r| r.method != reqwest::Method::GET)
+        .collect();
+    assert!(unsafe_routes.len() >= 15, "{}", unsafe_routes.len());
+    for route in &unsafe_routes {
+        let path = route
+            .path
+            .replace("{slug}", "shop")
+            .replace("{id}", "00000000-0000-0000-0000-000000000000")
+            .replace("{version}", "1")
+            .replace("{name}", "daily");
+        for token in [None, Some("f".repeat(64))] {
+            let mut req = browser.client.request(route.method.clone(), app.url(&path));
+            req = if path.starts_with("/api/") {
+                let req = req.json(&serde_json::json!({"name": "x", "slug": "xx", "reason": "r"}));
+                match &token {
+                    Some(t) => req.header("x-csrf-token", t),
+                    None => req,
+                }
+            } else {
+                let mut form = vec![("name", "x".to_owned())];
+                if let Some(t) = &token {
+                    form.push(("csrf_token", t.clone()));
+                }
+                req.form(&form)
+            };
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{} {path} with token {token:?}", route.method);
+        }
+    }
+    assert_eq!(table_counts(&app).await, before, "refused requests changed nothing");
+    assert_eq!(me(&app, &browser).await.0, StatusCode::OK, "and the session is still signed in");
+}
+
+#[tokio::test]
+async fn a_session_works_on_every_replica_and_survives_a_restart() {
+    let (app, _idp) = TestApp::spawn_with_sso(|_| {}).await;
+    let browser = Browser::new();
+    sign_in(&app, &browser, support::MANAGER).await;
+    // A second control plane on the same tool database: another replica, or
+    // the same one after a restart.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = control_plane::app::AppState::new(app.pool.clone(), (*app.settings).clone()).unwrap();
+    tokio::spawn(control_plane::app::serve(listener, state, std::future::pending()));
+    // The browser's cookie store is keyed by host, not port, so it sends the
+    // same session cookie to the other replica.
+    let resp = browser.client.get(format!("http://{addr}/api/v1/me")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["email"], support::MANAGER);
+}
