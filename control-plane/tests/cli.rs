@@ -20,6 +20,7 @@ fn every_command_has_help() {
         vec!["user", "add", "--help"],
         vec!["token", "create", "--help"],
         vec!["audit", "verify", "--help"],
+        vec!["keys", "rotate", "--help"],
     ] {
         let out = control_plane().args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");

@@ -127,3 +127,37 @@ async fn run_request_form_shows_errors_in_place() {
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM runs").fetch_one(&app.pool).await.unwrap();
     assert_eq!(count, 0);
 }
+
+#[tokio::test]
+async fn editing_a_migration_makes_a_revision_with_a_side_by_side_diff() {
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);\nCREATE INDEX a_id ON a (id);", "DROP TABLE a;").await;
+    let user = TokenBrowser::new(&app, &app.user);
+    let edit = user.get(&format!("/projects/{slug}/migrations/1/edit")).await;
+    assert_eq!(edit.status, StatusCode::OK);
+    assert!(edit.body.contains("CREATE INDEX a_id ON a (id);"), "the form holds the current SQL");
+
+    let new_up = format!("CREATE TABLE a (id bigint, note text DEFAULT '{XSS}');\nCREATE INDEX a_id ON a (id);");
+    let (status, location, _) = user
+        .post(&format!("/projects/{slug}/migrations/1/edit"), &[("name", "m1"), ("up_sql", &new_up), ("down_sql", "DROP TABLE a;")])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let page = user.get(&location).await;
+    assert!(page.body.contains("diff with 1"));
+
+    let diff = user.get(&format!("/projects/{slug}/migrations/1/diff?from=1&to=2")).await;
+    assert_eq!(diff.status, StatusCode::OK);
+    assert!(diff.body.contains("diff-replace"), "the changed line is paired");
+    assert!(diff.body.contains("CREATE TABLE a (id int);") && diff.body.contains("id bigint"));
+    assert!(!diff.body.contains(XSS) && diff.body.contains("&lt;script&gt;"));
+
+    // An empty up script is refused in place, keeping what was typed.
+    let (status, _, body) = user
+        .post(&format!("/projects/{slug}/migrations/1/edit"), &[("name", "renamed"), ("up_sql", "  "), ("down_sql", "")])
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("value=\"renamed\""));
+    let (_, one) = app.get(&format!("/api/v1/projects/{slug}/migrations/1"), &app.user).await;
+    assert_eq!(one["revision"], 2);
+}

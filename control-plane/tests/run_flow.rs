@@ -380,3 +380,44 @@ async fn prd_needs_two_distinct_managers_and_never_the_requester() {
         .await;
     assert_eq!(after_two["state"], "approved");
 }
+
+#[tokio::test]
+async fn edited_migration_invalidates_approved_run_and_applied_ones_are_immutable() {
+    let app = TestApp::spawn().await;
+    let (slug, set, _dbs) = project_with_targets(&app, 1).await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;").await;
+    let run = request_run(&app, &slug, &set, "1").await;
+    let (_, approved) = app.post(&format!("/api/v1/runs/{run}/approve"), &app.manager, json!({})).await;
+    assert_eq!(approved["state"], "approved");
+
+    let path = format!("/api/v1/projects/{slug}/migrations/1");
+    let (status, edited) = app
+        .call(Method::PATCH, &path, Some(&app.user), Some(json!({"up_sql": "CREATE TABLE a (id bigint);"})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{edited}");
+    assert_eq!(edited["revision"], 2);
+    assert_eq!(edited["checksum"], common::domain::Checksum::of("CREATE TABLE a (id bigint);", "DROP TABLE a;").as_str());
+    let (_, body) = app.get(&format!("/api/v1/runs/{run}"), &app.user).await;
+    assert_eq!(body["state"], "invalidated", "the approval covered the old checksum");
+    let (status, err) = app.post(&format!("/api/v1/runs/{run}/execute"), &app.user, json!({})).await;
+    assert_eq!((status, code(&err)), (StatusCode::CONFLICT, "run_invalidated"));
+    let (_, revisions) = app.get(&format!("{path}/revisions"), &app.user).await;
+    let revs = revisions["items"].as_array().unwrap();
+    assert_eq!(revs.len(), 2);
+    assert_eq!(revs[0]["up_sql"], "CREATE TABLE a (id int);");
+
+    // Apply it; from then on it cannot change.
+    let run = request_run(&app, &slug, &set, "1").await;
+    app.post(&format!("/api/v1/runs/{run}/approve"), &app.manager, json!({})).await;
+    let fleet = Fleet::start(&app);
+    app.post(&format!("/api/v1/runs/{run}/execute"), &app.user, json!({})).await;
+    assert_eq!(wait_until_final(&app, &run).await["state"], "succeeded");
+    fleet.stop().await;
+    let (status, err) = app
+        .call(Method::PATCH, &path, Some(&app.user), Some(json!({"up_sql": "CREATE TABLE a (id text);"})))
+        .await;
+    assert_eq!((status, code(&err)), (StatusCode::CONFLICT, "migration_immutable"));
+    let (_, one) = app.get(&path, &app.user).await;
+    assert_eq!(one["revision"], 2);
+    assert_eq!(one["applied_anywhere"], true);
+}

@@ -132,3 +132,83 @@ pub async fn by_version(
     .fetch_optional(conn)
     .await
 }
+
+/// A revision of a migration, as kept for history and diffs.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct RevisionRow {
+    pub revision: i32,
+    pub name: String,
+    pub up_sql: String,
+    pub down_sql: String,
+    pub checksum: String,
+    pub author: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+pub async fn revisions(conn: &mut PgConnection, migration_id: Uuid) -> Result<Vec<RevisionRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT r.revision, r.name, r.up_sql, r.down_sql, r.checksum, u.email AS author, r.created_at
+         FROM migration_revisions r JOIN users u ON u.id = r.author_id
+         WHERE r.migration_id = $1 ORDER BY r.revision",
+    )
+    .bind(migration_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Locks the migration row and tells whether it was applied to any target
+/// (now or in the past: a rolled-back migration stays immutable).
+pub async fn lock_for_edit(conn: &mut PgConnection, migration_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM applied_migrations a WHERE a.migration_id = m.id)
+                OR EXISTS (SELECT 1 FROM migration_executions e
+                           JOIN target_executions te ON te.id = e.target_execution_id
+                           JOIN run_migrations rm ON rm.run_id = te.run_id AND rm.version = e.version
+                           WHERE rm.migration_id = m.id AND e.outcome = 'succeeded')
+         FROM migrations m WHERE m.id = $1 FOR UPDATE",
+    )
+    .bind(migration_id)
+    .fetch_one(conn)
+    .await
+}
+
+/// Stores a new revision of a migration; returns the new revision number.
+pub async fn update(
+    conn: &mut PgConnection,
+    migration_id: Uuid,
+    editor_id: Uuid,
+    name: &str,
+    up_sql: &str,
+    down_sql: &str,
+    transactional: bool,
+) -> Result<i32, sqlx::Error> {
+    let checksum = Checksum::of(up_sql, down_sql);
+    let revision: i32 = sqlx::query_scalar(
+        "UPDATE migrations SET name = $2, up_sql = $3, down_sql = $4, checksum = $5, transactional = $6,
+                               revision = revision + 1, updated_at = now()
+         WHERE id = $1 RETURNING revision",
+    )
+    .bind(migration_id)
+    .bind(name)
+    .bind(up_sql)
+    .bind(down_sql)
+    .bind(checksum.as_str())
+    .bind(transactional)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO migration_revisions (migration_id, revision, name, up_sql, down_sql, checksum, author_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(migration_id)
+    .bind(revision)
+    .bind(name)
+    .bind(up_sql)
+    .bind(down_sql)
+    .bind(checksum.as_str())
+    .bind(editor_id)
+    .execute(conn)
+    .await?;
+    Ok(revision)
+}

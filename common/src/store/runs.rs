@@ -522,6 +522,8 @@ pub enum RunScope<'a> {
     Project(Uuid),
     DbSet(Uuid),
     Environment(&'a str),
+    /// Runs that pin this migration.
+    Migration(Uuid),
 }
 
 impl RunScope<'_> {
@@ -531,6 +533,10 @@ impl RunScope<'_> {
             RunScope::Project(id) => ("project_id = $1::uuid", id.to_string()),
             RunScope::DbSet(id) => ("db_set_id = $1::uuid", id.to_string()),
             RunScope::Environment(name) => ("environment = $1", (*name).to_owned()),
+            RunScope::Migration(id) => (
+                "id IN (SELECT run_id FROM run_migrations WHERE migration_id = $1::uuid)",
+                id.to_string(),
+            ),
         }
     }
 }

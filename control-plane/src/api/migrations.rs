@@ -8,12 +8,18 @@ use common::{
     store::{
         audit,
         migrations::{self, MigrationRow, NewMigration},
+        runs::{self, RunScope},
     },
 };
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Page, PageQuery, inventory::project, required_text};
+use super::{
+    Page, PageQuery,
+    invalidation::{audit_invalidated, invalidate_runs},
+    inventory::project,
+    required_text,
+};
 use crate::{
     app::AppState,
     auth::{Authorized, CurrentUser, rules},
@@ -31,6 +37,16 @@ pub fn router() -> Routes {
             "/projects/{slug}/migrations",
             Access::Needs(Capability::Author),
             create,
+        )
+        .patch(
+            "/projects/{slug}/migrations/{version}",
+            Access::Needs(Capability::Author),
+            edit,
+        )
+        .get(
+            "/projects/{slug}/migrations/{version}/revisions",
+            Access::Needs(Capability::View),
+            revisions,
         )
         .get(
             "/projects/{slug}/migrations/{version}",
@@ -59,28 +75,38 @@ async fn create(
     create_migration(&state, &user, slug, body).await.map(|m| (StatusCode::CREATED, Json(m)))
 }
 
-pub async fn create_migration(state: &AppState, user: &CurrentUser, slug: String, body: CreateMigration) -> Result<MigrationRow, ApiError> {
-    let version =
-        Version::parse(&body.version).map_err(|e| ApiError::invalid("version", e.to_string()))?;
-    let name = required_text("name", &body.name, 200)?;
+/// The rules every migration's scripts follow, on create and on edit.
+fn check_scripts(state: &AppState, up_sql: &str, down_sql: &str) -> Result<(), ApiError> {
     let max = state.settings.max_sql_bytes;
-    if body.up_sql.len() + body.down_sql.len() > max {
+    if up_sql.len() + down_sql.len() > max {
         return Err(ApiError::TooLarge(format!(
             "up_sql and down_sql together are {} bytes; the limit is {max}",
-            body.up_sql.len() + body.down_sql.len()
+            up_sql.len() + down_sql.len()
         )));
     }
-    if body.up_sql.trim().is_empty() {
+    if up_sql.trim().is_empty() {
         return Err(ApiError::invalid("up_sql", "must not be empty"));
     }
-    for (field, sql) in [("up_sql", &body.up_sql), ("down_sql", &body.down_sql)] {
+    for (field, sql) in [("up_sql", up_sql), ("down_sql", down_sql)] {
         if sql.contains('\0') {
             return Err(ApiError::invalid(field, "must not contain NUL characters"));
         }
     }
-    let transactional = body.transactional.unwrap_or_else(|| {
-        !needs_no_transaction(&body.up_sql) && !needs_no_transaction(&body.down_sql)
-    });
+    Ok(())
+}
+
+fn detect_transactional(up_sql: &str, down_sql: &str) -> bool {
+    !needs_no_transaction(up_sql) && !needs_no_transaction(down_sql)
+}
+
+pub async fn create_migration(state: &AppState, user: &CurrentUser, slug: String, body: CreateMigration) -> Result<MigrationRow, ApiError> {
+    let version =
+        Version::parse(&body.version).map_err(|e| ApiError::invalid("version", e.to_string()))?;
+    let name = required_text("name", &body.name, 200)?;
+    check_scripts(state, &body.up_sql, &body.down_sql)?;
+    let transactional = body
+        .transactional
+        .unwrap_or_else(|| detect_transactional(&body.up_sql, &body.down_sql));
 
     let mut tx = state.db.begin().await?;
     let project = project(&mut tx, &slug).await?;
@@ -158,4 +184,104 @@ async fn get_one(
         .await?
         .ok_or(ApiError::NotFound("migration"))?;
     Ok(Json(row))
+}
+
+/// A partial edit; absent fields keep their value.
+#[derive(Debug, Default, Deserialize)]
+pub struct EditMigration {
+    pub name: Option<String>,
+    pub up_sql: Option<String>,
+    pub down_sql: Option<String>,
+    pub transactional: Option<bool>,
+}
+
+async fn edit(
+    State(state): State<AppState>,
+    user: Authorized<rules::Author>,
+    ApiPath((slug, version)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<EditMigration>,
+) -> Result<Json<MigrationRow>, ApiError> {
+    edit_migration(&state, &user, &slug, &version, body).await.map(Json)
+}
+
+/// Edits a migration that has not been applied anywhere: a new revision,
+/// a new checksum, and every run that pinned the old one invalidated — in
+/// one transaction.
+pub async fn edit_migration(
+    state: &AppState,
+    user: &CurrentUser,
+    slug: &str,
+    version: &str,
+    body: EditMigration,
+) -> Result<MigrationRow, ApiError> {
+    let version = Version::parse(version).map_err(|_| ApiError::NotFound("migration"))?;
+    let mut tx = state.db.begin().await?;
+    let project = project(&mut tx, slug).await?;
+    let current = migrations::by_version(&mut tx, project.id, &version)
+        .await?
+        .ok_or(ApiError::NotFound("migration"))?;
+    if migrations::lock_for_edit(&mut tx, current.id).await? {
+        return Err(ApiError::conflict(
+            "migration_immutable",
+            format!("version {version} has been applied to a target and can no longer change; add a new migration instead"),
+        ));
+    }
+    if let Some(run) = runs::in_progress(&mut tx, RunScope::Migration(current.id)).await? {
+        return Err(ApiError::conflict(
+            "migration_in_use",
+            format!("run {run} is executing this migration; wait for it to finish"),
+        ));
+    }
+    let name = match &body.name {
+        Some(n) => required_text("name", n, 200)?,
+        None => current.name.clone(),
+    };
+    let up_sql = body.up_sql.unwrap_or_else(|| current.up_sql.clone());
+    let down_sql = body.down_sql.unwrap_or_else(|| current.down_sql.clone());
+    check_scripts(state, &up_sql, &down_sql)?;
+    let transactional = body
+        .transactional
+        .unwrap_or_else(|| detect_transactional(&up_sql, &down_sql));
+    let checksum = Checksum::of(&up_sql, &down_sql);
+    if checksum.as_str() == current.checksum && name == current.name && transactional == current.transactional {
+        // Nothing changed: no revision, no invalidation.
+        return Ok(current);
+    }
+    let reason = format!("migration {version} was edited");
+    let invalidated = invalidate_runs(&mut tx, user, RunScope::Migration(current.id), &reason).await?;
+    let revision = migrations::update(&mut tx, current.id, user.id, &name, &up_sql, &down_sql, transactional).await?;
+    audit::append(
+        &mut tx,
+        &user
+            .audit("migration.updated", "migration", format!("{}@{version}", project.slug))
+            .project(project.id)
+            .details(json!({
+                "version": version,
+                "revision": revision,
+                "checksum": { "from": current.checksum, "to": checksum },
+                "runs_invalidated": invalidated.len(),
+            })),
+    )
+    .await?;
+    audit_invalidated(&mut tx, user, &invalidated, &reason).await?;
+    let row = migrations::by_version(&mut tx, project.id, &version)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("edited migration not found"))?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+async fn revisions(
+    State(state): State<AppState>,
+    _user: Authorized<rules::View>,
+    ApiPath((slug, version)): ApiPath<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let version = Version::parse(&version).map_err(|_| ApiError::NotFound("migration"))?;
+    let mut conn = state.db.acquire().await?;
+    let project = project(&mut conn, &slug).await?;
+    let migration = migrations::by_version(&mut conn, project.id, &version)
+        .await?
+        .ok_or(ApiError::NotFound("migration"))?;
+    let items = migrations::revisions(&mut conn, migration.id).await?;
+    Ok(Json(json!({ "items": items, "next_cursor": null })))
 }

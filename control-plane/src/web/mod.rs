@@ -23,6 +23,7 @@ use crate::{
 
 pub mod admin;
 pub mod auth;
+pub mod diff;
 pub mod pages;
 pub mod projects;
 pub mod runs;

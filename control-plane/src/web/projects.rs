@@ -15,16 +15,16 @@ use common::{
 };
 use serde_json::{Value, json};
 
-use super::{Viewer, render, see_other};
+use super::{Viewer, diff, render, see_other};
 use crate::{
     api::{
         inventory::project,
-        migrations::{CreateMigration, create_migration},
+        migrations::{CreateMigration, EditMigration, create_migration, edit_migration},
         runs::{RequestRun, request_run},
     },
     app::AppState,
     auth::rules,
-    error::{ApiError, ApiPath},
+    error::{ApiError, ApiPath, ApiQuery},
     routes::{Access, Routes},
 };
 
@@ -34,6 +34,9 @@ pub fn router() -> Routes {
         .get("/projects/{slug}/migrations/new", Access::Needs(Capability::Author), new_migration_page)
         .post("/projects/{slug}/migrations", Access::Needs(Capability::Author), create_migration_form)
         .get("/projects/{slug}/migrations/{version}", Access::Needs(Capability::View), migration_page)
+        .get("/projects/{slug}/migrations/{version}/edit", Access::Needs(Capability::Author), edit_migration_page)
+        .post("/projects/{slug}/migrations/{version}/edit", Access::Needs(Capability::Author), edit_migration_form)
+        .get("/projects/{slug}/migrations/{version}/diff", Access::Needs(Capability::View), diff_page)
         .post("/projects/{slug}/runs", Access::Needs(Capability::Author), request_run_form)
 }
 
@@ -148,7 +151,13 @@ async fn migration_page(
     let migration = migrations::by_version(&mut conn, project.id, &version)
         .await?
         .ok_or(ApiError::NotFound("migration"))?;
-    render(&state, "projects/migration.html", json!({ "project": project, "migration": migration }), Some(&viewer))
+    let revisions = migrations::revisions(&mut conn, migration.id).await?;
+    render(
+        &state,
+        "projects/migration.html",
+        json!({ "project": project, "migration": migration, "revisions": revisions, "can_author": viewer.user.can(Capability::Author) }),
+        Some(&viewer),
+    )
 }
 
 async fn request_run_form(
@@ -198,4 +207,96 @@ async fn request_run_form(
             Ok(with_status(page, StatusCode::UNPROCESSABLE_ENTITY))
         }
     }
+}
+
+async fn migration_and_project(
+    state: &AppState,
+    slug: &str,
+    version: &str,
+) -> Result<(common::store::inventory::ProjectRow, migrations::MigrationRow), ApiError> {
+    let version = Version::parse(version).map_err(|_| ApiError::NotFound("migration"))?;
+    let mut conn = state.db.acquire().await?;
+    let project = project(&mut conn, slug).await?;
+    let migration = migrations::by_version(&mut conn, project.id, &version)
+        .await?
+        .ok_or(ApiError::NotFound("migration"))?;
+    Ok((project, migration))
+}
+
+async fn edit_migration_page(
+    State(state): State<AppState>,
+    viewer: Viewer<rules::Author>,
+    ApiPath((slug, version)): ApiPath<(String, String)>,
+) -> Result<Html<String>, ApiError> {
+    let (project, migration) = migration_and_project(&state, &slug, &version).await?;
+    let form = json!({ "name": migration.name, "up_sql": migration.up_sql, "down_sql": migration.down_sql });
+    render(
+        &state,
+        "projects/edit_migration.html",
+        json!({ "project": project, "migration": migration, "form": form, "errors": {} }),
+        Some(&viewer.plain()),
+    )
+}
+
+async fn edit_migration_form(
+    State(state): State<AppState>,
+    viewer: Viewer<rules::Author>,
+    ApiPath((slug, version)): ApiPath<(String, String)>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let body = EditMigration {
+        name: form.get("name").cloned(),
+        up_sql: form.get("up_sql").cloned(),
+        down_sql: form.get("down_sql").cloned(),
+        transactional: None,
+    };
+    match edit_migration(&state, &viewer.user, &slug, &version, body).await {
+        Ok(edited) => Ok(see_other(&format!("/projects/{slug}/migrations/{}", edited.version))),
+        Err(err) => {
+            let errors = field_errors(err)?;
+            let (project, migration) = migration_and_project(&state, &slug, &version).await?;
+            let page = render(
+                &state,
+                "projects/edit_migration.html",
+                json!({ "project": project, "migration": migration, "form": form, "errors": errors }),
+                Some(&viewer.plain()),
+            )?;
+            Ok(with_status(page, StatusCode::UNPROCESSABLE_ENTITY))
+        }
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct DiffQuery {
+    from: Option<i32>,
+    to: Option<i32>,
+}
+
+async fn diff_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    ApiPath((slug, version)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<DiffQuery>,
+) -> Result<Html<String>, ApiError> {
+    let (project, migration) = migration_and_project(&state, &slug, &version).await?;
+    let mut conn = state.db.acquire().await?;
+    let revisions = migrations::revisions(&mut conn, migration.id).await?;
+    let to = q.to.unwrap_or(migration.revision);
+    let from = q.from.unwrap_or(to - 1).max(1);
+    let pick = |n: i32| revisions.iter().find(|r| r.revision == n).ok_or(ApiError::NotFound("revision"));
+    let (old, new) = (pick(from)?, pick(to)?);
+    render(
+        &state,
+        "projects/diff.html",
+        json!({
+            "project": project,
+            "migration": migration,
+            "from": old,
+            "to": new,
+            "revisions": revisions.iter().map(|r| r.revision).collect::<Vec<_>>(),
+            "up": diff::side_by_side(&old.up_sql, &new.up_sql),
+            "down": diff::side_by_side(&old.down_sql, &new.down_sql),
+        }),
+        Some(&viewer),
+    )
 }

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod mariadb;
+
 use std::{
     future::Future,
     sync::{Arc, Mutex},
@@ -203,6 +205,8 @@ pub struct TestHub {
     pub pool_name: String,
     pub user_id: Uuid,
     created: Arc<Created>,
+    /// MariaDB databases and users of this test (see [`mariadb`]).
+    created_my: Arc<mariadb::Created>,
 }
 
 impl TestHub {
@@ -231,6 +235,7 @@ impl TestHub {
             pool_name: "test-pool".into(),
             user_id: user.id,
             created,
+            created_my: Default::default(),
         }
     }
 

@@ -1,0 +1,539 @@
+//! The worker against real MariaDB targets: a hub seeded as the control
+//! plane would, jobs pushed through apalis, an in-process worker.
+
+mod support;
+
+use std::{path::PathBuf, time::Duration};
+
+use common::domain::{Checksum, Direction, RunState, split::StatementsHash};
+use mysql_async::prelude::Queryable;
+use support::{TargetOptions, TestHub, eventually, mariadb};
+use tokio::time::Instant;
+use worker::lock::mysql_lock_name;
+
+const WIDGETS_UP: &str = "CREATE TABLE widgets (id int PRIMARY KEY, name varchar(50));\n\
+INSERT INTO widgets VALUES (1, 'semi;colon'), (2, 'it''s -- not a comment');";
+const WIDGETS_DOWN: &str = "DROP TABLE widgets;";
+const GADGETS_UP: &str = "-- gadgets; the first line is a comment\nCREATE TABLE gadgets (id int);\n\
+/* two rows; */\nINSERT INTO gadgets VALUES (1), (2);\n# done;\n";
+const GADGETS_DOWN: &str = "DROP TABLE gadgets;";
+const NOTE_UP: &str = "ALTER TABLE widgets ADD COLUMN note text";
+const NOTE_DOWN: &str = "ALTER TABLE widgets DROP COLUMN note";
+
+/// A dirty target row as the hub stores it.
+#[derive(Debug, sqlx::FromRow)]
+struct DirtyRow {
+    run_id: uuid::Uuid,
+    version: String,
+    direction: String,
+    statement_index: i32,
+    statements_hash: String,
+    error: String,
+}
+
+async fn dirty_row(hub: &TestHub, target: &support::TargetDb) -> Option<DirtyRow> {
+    sqlx::query_as(
+        "SELECT run_id, version, direction, statement_index, statements_hash, error
+         FROM target_dirty_states WHERE target_id = $1",
+    )
+    .bind(target.id())
+    .fetch_optional(&hub.db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn applies_pending_migrations_to_every_mariadb_target() {
+    let hub = TestHub::new().await;
+    let project = hub
+        .mysql_project(&[
+            TargetOptions::default(),
+            TargetOptions {
+                password: Some("s3cret;pw#1"),
+                ..Default::default()
+            },
+            TargetOptions {
+                session_settings: "SET sql_mode = 'NO_ENGINE_SUBSTITUTION'; SET NAMES utf8mb4",
+                ..Default::default()
+            },
+        ])
+        .await;
+    hub.migration(&project, "1", WIDGETS_UP, WIDGETS_DOWN).await;
+    hub.migration(&project, "2", GADGETS_UP, GADGETS_DOWN).await;
+    hub.migration(&project, "3", NOTE_UP, NOTE_DOWN).await;
+    let run = hub.approved_run(&project, Direction::Up, "3").await;
+    let worker = hub.start_worker(1_000).await;
+
+    hub.execute(run).await;
+
+    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    let sums = [
+        Checksum::of(WIDGETS_UP, WIDGETS_DOWN).to_string(),
+        Checksum::of(GADGETS_UP, GADGETS_DOWN).to_string(),
+        Checksum::of(NOTE_UP, NOTE_DOWN).to_string(),
+    ];
+    for target in &project.targets {
+        assert!(target.my_has_table("widgets").await);
+        assert_eq!(
+            target.my_scalar_i64("SELECT COUNT(*) FROM gadgets").await,
+            2
+        );
+        assert_eq!(
+            target
+                .my_scalar_i64("SELECT COUNT(*) FROM widgets WHERE name = 'semi;colon'")
+                .await,
+            1
+        );
+        let history = target.my_history().await;
+        let rows: Vec<(&str, &str, i64)> = history
+            .iter()
+            .map(|h| (h.version.as_str(), h.checksum.as_str(), h.statements))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("1", sums[0].as_str(), 2),
+                ("2", sums[1].as_str(), 2),
+                ("3", sums[2].as_str(), 1)
+            ]
+        );
+        assert!(history.iter().all(|h| h.run_id == run.to_string()));
+        let applied: Vec<(String, String)> = hub.applied(target).await;
+        assert_eq!(
+            applied,
+            [
+                ("1".to_owned(), sums[0].clone()),
+                ("2".to_owned(), sums[1].clone()),
+                ("3".to_owned(), sums[2].clone())
+            ]
+        );
+        let execution = hub.execution(run, target).await;
+        assert_eq!(execution.state, "succeeded");
+        assert_eq!(execution.worker, Some(worker.id));
+        assert_eq!(execution.current_version.as_deref(), Some("3"));
+        assert_eq!(execution.statement, None);
+        assert!(dirty_row(&hub, target).await.is_none());
+    }
+    let steps: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT version, statements FROM migration_executions
+         WHERE outcome = 'succeeded' AND direction = 'up' ORDER BY version, target_id",
+    )
+    .fetch_all(&hub.db)
+    .await
+    .unwrap();
+    let expected: Vec<(String, i32)> = [("1", 2), ("2", 2), ("3", 1)]
+        .iter()
+        .flat_map(|&(v, n)| std::iter::repeat_n((v.to_owned(), n), 3))
+        .collect();
+    assert_eq!(steps, expected);
+    assert_eq!(hub.audit_count("target.succeeded").await, 3);
+
+    // A second run finds nothing pending; the lock was released.
+    let again = hub.approved_run(&project, Direction::Up, "3").await;
+    hub.execute(again).await;
+    assert_eq!(hub.wait_for_run(again).await, RunState::Succeeded);
+    for target in &project.targets {
+        assert_eq!(hub.execution(again, target).await.state, "skipped");
+    }
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn failing_statement_mid_script_marks_only_its_target_dirty() {
+    let hub = TestHub::new().await;
+    let project = hub.mysql_project_with_targets(3).await;
+    let broken = &project.targets[1];
+    broken.my_execute("CREATE TABLE gadgets (id int)").await;
+    hub.migration(&project, "1", WIDGETS_UP, WIDGETS_DOWN).await;
+    let script = "CREATE TABLE parts (id int);\nINSERT INTO parts VALUES (1);\n\nCREATE TABLE gadgets (id int);\nINSERT INTO gadgets VALUES (1);";
+    hub.migration(
+        &project,
+        "2",
+        script,
+        "DROP TABLE gadgets; DROP TABLE parts;",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "2").await;
+    let worker = hub.start_worker(1_000).await;
+
+    hub.execute(run).await;
+
+    assert_eq!(hub.wait_for_run(run).await, RunState::PartiallyFailed);
+    let failed = hub.execution(run, broken).await;
+    assert_eq!(failed.state, "failed");
+    assert_eq!(failed.current_version.as_deref(), Some("2"));
+    assert_eq!(failed.statement, Some(3));
+    let error = failed.error.unwrap();
+    assert!(
+        error.starts_with(
+            "ERROR 1050 (42S01): Table 'gadgets' already exists\n\
+             STATEMENT: 3 of 4 in the up script, at line 4\n\
+             the target is dirty: statements 1 to 2 of version 2 were applied"
+        ),
+        "{error}"
+    );
+    // The hub records where the script stopped and what ran before.
+    let dirty = dirty_row(&hub, broken).await.expect("target is dirty");
+    assert_eq!(dirty.run_id, run);
+    assert_eq!(dirty.version, "2");
+    assert_eq!(dirty.direction, "up");
+    assert_eq!(dirty.statement_index, 3);
+    assert_eq!(
+        dirty.statements_hash,
+        StatementsHash::of([
+            "CREATE TABLE parts (id int)",
+            "INSERT INTO parts VALUES (1)"
+        ])
+        .hex()
+    );
+    assert_eq!(dirty.error, error);
+    // Statements 1 and 2 stay applied; version 2 is not recorded anywhere.
+    assert_eq!(broken.my_scalar_i64("SELECT COUNT(*) FROM parts").await, 1);
+    assert_eq!(broken.my_versions().await, ["1"]);
+    let applied: Vec<String> = hub.applied(broken).await.into_iter().map(|a| a.0).collect();
+    assert_eq!(applied, ["1"]);
+    for target in [&project.targets[0], &project.targets[2]] {
+        assert_eq!(hub.execution(run, target).await.state, "succeeded");
+        assert_eq!(target.my_versions().await, ["1", "2"]);
+        assert!(dirty_row(&hub, target).await.is_none());
+    }
+
+    // The next job on the dirty target applies nothing and says why.
+    broken.my_execute("DROP TABLE gadgets").await;
+    let retry = hub.approved_run(&project, Direction::Up, "2").await;
+    hub.execute(retry).await;
+    hub.wait_for_run(retry).await;
+    let refused = hub.execution(retry, broken).await;
+    assert_eq!(refused.state, "failed");
+    let error = refused.error.unwrap();
+    assert!(error.starts_with("target is dirty since "), "{error}");
+    assert!(
+        error.contains("(version 2, statement 3); an admin must resolve it"),
+        "{error}"
+    );
+    assert!(!broken.my_has_table("gadgets").await);
+    assert_eq!(broken.my_versions().await, ["1"]);
+    for target in [&project.targets[0], &project.targets[2]] {
+        assert_eq!(hub.execution(retry, target).await.state, "skipped");
+    }
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn refused_first_statement_leaves_the_target_clean() {
+    let hub = TestHub::new().await;
+    let project = hub.mysql_project_with_targets(1).await;
+    let target = &project.targets[0];
+    hub.migration(&project, "1", WIDGETS_UP, WIDGETS_DOWN).await;
+    hub.migration(
+        &project,
+        "2",
+        "CREATE TABEL x (id int);\nCREATE TABLE y (id int);",
+        "",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "2").await;
+    let worker = hub.start_worker(1_000).await;
+
+    hub.execute(run).await;
+
+    assert_eq!(hub.wait_for_run(run).await, RunState::Failed);
+    let execution = hub.execution(run, target).await;
+    assert_eq!(execution.statement, Some(1));
+    let error = execution.error.unwrap();
+    assert!(error.starts_with("ERROR 1064 (42000): "), "{error}");
+    assert!(
+        error.ends_with(
+            "STATEMENT: 1 of 2 in the up script, at line 1\nnothing of version 2 was applied"
+        ),
+        "{error}"
+    );
+    assert!(dirty_row(&hub, target).await.is_none());
+    assert_eq!(target.my_versions().await, ["1"]);
+    assert!(!target.my_has_table("y").await);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn script_that_cannot_be_split_applies_nothing() {
+    let hub = TestHub::new().await;
+    let project = hub.mysql_project_with_targets(1).await;
+    let target = &project.targets[0];
+    hub.migration(&project, "1", WIDGETS_UP, WIDGETS_DOWN).await;
+    hub.migration(
+        &project,
+        "2",
+        "CREATE TABLE y (id int);\nINSERT INTO y VALUES ('oops);",
+        "",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "2").await;
+    let worker = hub.start_worker(1_000).await;
+
+    hub.execute(run).await;
+
+    assert_eq!(hub.wait_for_run(run).await, RunState::Failed);
+    let execution = hub.execution(run, target).await;
+    assert_eq!(
+        execution.error.as_deref(),
+        Some(
+            "the up script of version 2 cannot be split into statements: line 2: the string \
+             ('…') opened here is never closed; nothing was applied"
+        )
+    );
+    assert!(!target.my_has_table("widgets").await);
+    assert!(target.my_history().await.is_empty());
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn delimiter_and_stored_programs_run_and_roll_back() {
+    let hub = TestHub::new().await;
+    let project = hub.mysql_project_with_targets(1).await;
+    let target = &project.targets[0];
+    let up = "CREATE TABLE counters (n int);\n\
+DELIMITER $$\n\
+CREATE PROCEDURE bump(IN times INT)\n\
+BEGIN\n\
+  DECLARE i INT DEFAULT 0;\n\
+  WHILE i < times DO\n\
+    INSERT INTO counters VALUES (i); -- one row; per turn\n\
+    SET i = i + 1;\n\
+  END WHILE;\n\
+END$$\n\
+DELIMITER ;\n\
+CALL bump(3);\n\
+CREATE TRIGGER counters_bi BEFORE INSERT ON counters FOR EACH ROW\n\
+BEGIN\n\
+  IF NEW.n < 0 THEN SET NEW.n = 100; END IF;\n\
+END;\n\
+CREATE FUNCTION twice(x INT) RETURNS INT DETERMINISTIC RETURN x * 2;\n\
+INSERT INTO counters VALUES (-5), (twice(21));\n";
+    let down = "DROP FUNCTION twice;\nDROP TRIGGER counters_bi;\nDROP PROCEDURE bump;\nDROP TABLE counters;";
+    hub.migration(&project, "1", up, down).await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+    let worker = hub.start_worker(1_000).await;
+
+    hub.execute(run).await;
+
+    assert_eq!(
+        hub.wait_for_run(run).await,
+        RunState::Succeeded,
+        "{:?}",
+        hub.execution(run, target).await.error
+    );
+    assert_eq!(
+        target.my_scalar_i64("SELECT COUNT(*) FROM counters").await,
+        5
+    );
+    assert_eq!(
+        target.my_scalar_i64("SELECT SUM(n) FROM counters").await,
+        145
+    );
+    assert_eq!(target.my_history().await[0].statements, 6);
+
+    let down_run = hub.approved_run(&project, Direction::Down, "0").await;
+    hub.execute(down_run).await;
+
+    assert_eq!(hub.wait_for_run(down_run).await, RunState::Succeeded);
+    assert!(!target.my_has_table("counters").await);
+    assert!(target.my_history().await.is_empty());
+    assert!(hub.applied(target).await.is_empty());
+    let routines = target
+        .my_scalar_i64(
+            "SELECT COUNT(*) FROM information_schema.routines WHERE routine_schema = DATABASE()",
+        )
+        .await;
+    assert_eq!(routines, 0);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn lock_held_elsewhere_fails_the_target_after_the_bounded_wait() {
+    let hub = TestHub::new().await;
+    let project = hub.mysql_project_with_targets(2).await;
+    let locked = &project.targets[0];
+    hub.migration(&project, "1", WIDGETS_UP, WIDGETS_DOWN).await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+    // Another migration (another hub, another worker) holds the target.
+    let mut holder = mariadb::admin().await;
+    let got: Option<i64> = holder
+        .exec_first(
+            "SELECT GET_LOCK(?, 0)",
+            (mysql_lock_name(&locked.database),),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, Some(1));
+    let worker = hub.start_worker(500).await;
+
+    let started = Instant::now();
+    hub.execute(run).await;
+
+    assert_eq!(hub.wait_for_run(run).await, RunState::PartiallyFailed);
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    let execution = hub.execution(run, locked).await;
+    assert_eq!(execution.state, "failed");
+    assert_eq!(
+        execution.error.as_deref(),
+        Some("target is locked by another migration (waited 500 ms)")
+    );
+    assert!(!locked.my_has_table("widgets").await);
+    // A target of another database on the same server is not blocked.
+    assert_eq!(
+        hub.execution(run, &project.targets[1]).await.state,
+        "succeeded"
+    );
+
+    // Once the holder lets go, the target runs.
+    holder.disconnect().await.unwrap();
+    let again = hub.approved_run(&project, Direction::Up, "1").await;
+    hub.execute(again).await;
+    assert_eq!(hub.wait_for_run(again).await, RunState::Succeeded);
+    assert_eq!(locked.my_versions().await, ["1"]);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn progress_shows_the_statement_running() {
+    let hub = TestHub::new().await;
+    let project = hub.mysql_project_with_targets(1).await;
+    let target = &project.targets[0];
+    hub.migration(
+        &project,
+        "1",
+        "CREATE TABLE slow (id int);\nDO SLEEP(2);\nINSERT INTO slow VALUES (1);",
+        "DROP TABLE slow;",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+    let worker = hub.start_worker(1_000).await;
+
+    hub.execute(run).await;
+
+    let seen = eventually(|| async {
+        let e = hub.execution(run, target).await;
+        (e.state == "running"
+            && e.current_version.as_deref() == Some("1")
+            && e.statement == Some(2))
+        .then_some(())
+    })
+    .await;
+    assert!(seen.is_some(), "{:#?}", hub.execution(run, target).await);
+    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    let done = hub.execution(run, target).await;
+    assert_eq!(done.statement, None, "progress never outlives the step");
+    worker.stop().await;
+}
+
+/// The workload folder: `MH_WORKLOADS_DIR`, else `shared/workloads` beside
+/// the repository (where CI and the developers' machines keep it).
+fn workloads() -> PathBuf {
+    std::env::var_os("MH_WORKLOADS_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/workloads"),
+        PathBuf::from,
+    )
+}
+
+/// golang-migrate's `<version>_<name>.up.sql` / `.down.sql` pairs, in
+/// version order.
+fn golang_migrate(dir: &std::path::Path) -> Vec<(String, String, String)> {
+    let mut versions = std::collections::BTreeMap::new();
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let Some((version, rest)) = file.split_once('_') else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path).unwrap();
+        let slot = versions
+            .entry(version.parse::<u128>().expect("numeric version"))
+            .or_insert_with(|| (version.to_owned(), String::new(), String::new()));
+        if rest.ends_with(".up.sql") {
+            slot.1 = text;
+        } else if rest.ends_with(".down.sql") {
+            slot.2 = text;
+        }
+    }
+    versions.into_values().collect()
+}
+
+#[tokio::test]
+async fn kratos_history_applies_up_and_rolls_back_its_supported_downs() {
+    const LAST_KEPT: &str = "20200831110752000003";
+    let dir = workloads().join("kratos/mysql");
+    let migrations = golang_migrate(&dir);
+    assert_eq!(migrations.len(), 319, "{}", dir.display());
+    let hub = TestHub::new().await;
+    let project = hub
+        .mysql_project(&[TargetOptions {
+            session_settings: "SET sql_mode = 'NO_ENGINE_SUBSTITUTION'",
+            ..Default::default()
+        }])
+        .await;
+    let target = &project.targets[0];
+    for (version, up, down) in &migrations {
+        // golang-migrate runs an empty down file as a no-op rollback, while
+        // an empty `down` means "cannot be rolled back" in the hub; the
+        // comment keeps golang-migrate's meaning without any SQL.
+        let down = if down.trim().is_empty() {
+            "-- no-op: the golang-migrate down file is empty".to_owned()
+        } else {
+            down.clone()
+        };
+        hub.migration(&project, version, up, &down).await;
+    }
+    let newest = &migrations.last().unwrap().0;
+    let worker = hub.start_worker(1_000).await;
+
+    let up = hub.approved_run(&project, Direction::Up, newest).await;
+    let clock = Instant::now();
+    hub.execute(up).await;
+    let state = hub.wait_for_run_within(up, Duration::from_secs(240)).await;
+    let up_time = clock.elapsed();
+    assert_eq!(
+        state,
+        RunState::Succeeded,
+        "{:?}",
+        hub.execution(up, target).await.error
+    );
+    assert_eq!(target.my_history().await.len(), 319);
+    assert_eq!(hub.applied(target).await.len(), 319);
+    let statements: i64 = sqlx::query_scalar(
+        "SELECT sum(statements) FROM migration_executions WHERE direction = 'up'",
+    )
+    .fetch_one(&hub.db)
+    .await
+    .unwrap();
+
+    let down = hub.approved_run(&project, Direction::Down, LAST_KEPT).await;
+    let clock = Instant::now();
+    hub.execute(down).await;
+    let state = hub
+        .wait_for_run_within(down, Duration::from_secs(240))
+        .await;
+    let down_time = clock.elapsed();
+    assert_eq!(
+        state,
+        RunState::Succeeded,
+        "{:?}",
+        hub.execution(down, target).await.error
+    );
+    let last_kept: u128 = LAST_KEPT.parse().unwrap();
+    let kept = migrations
+        .iter()
+        .filter(|(v, _, _)| v.parse::<u128>().unwrap() <= last_kept)
+        .count();
+    assert_eq!(kept, 319 - 222);
+    let history = target.my_versions().await;
+    assert_eq!(history.len(), kept);
+    assert_eq!(history.last().map(String::as_str), Some(LAST_KEPT));
+    assert_eq!(hub.applied(target).await.len(), kept);
+    eprintln!(
+        "kratos on MariaDB through the hub: up {} migrations ({statements} statements) in {up_time:?}, \
+         down 222 migrations in {down_time:?}",
+        migrations.len()
+    );
+    worker.stop().await;
+}
