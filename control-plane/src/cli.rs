@@ -169,3 +169,77 @@ pub async fn keys_rotate(pool: &PgPool, keys: &Keyring) -> anyhow::Result<Rotati
     tx.commit().await?;
     Ok(rotation)
 }
+
+/// The account recorded as author of migrations imported without `--author`.
+/// It is disabled, so nobody can sign in or use tokens as it.
+pub const IMPORT_ACCOUNT: &str = "import@migrate-hub.invalid";
+
+/// Reads every file under `dir` (paths relative to it).
+fn read_folder(dir: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let entries = std::fs::read_dir(&folder).map_err(|e| anyhow::anyhow!("{}: {e}", folder.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let relative = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+                if !relative.ends_with(".sql") {
+                    continue;
+                }
+                let content = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                files.push((relative, content));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// `import`: prints what was created, unchanged or in conflict; returns
+/// false when conflicts kept anything from being imported.
+pub async fn import(
+    state: &crate::app::AppState,
+    slug: &str,
+    author: Option<&str>,
+    dir: &std::path::Path,
+) -> anyhow::Result<bool> {
+    let files = read_folder(dir)?;
+    let mut conn = state.db.acquire().await?;
+    let author_id = match author {
+        Some(email) => {
+            users::find_by_email(&mut conn, email)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no user with e-mail {email}"))?
+                .id
+        }
+        None => match users::find_by_email(&mut conn, IMPORT_ACCOUNT).await? {
+            Some(u) => u.id,
+            None => {
+                let (u, _) = users::upsert(&mut conn, IMPORT_ACCOUNT, "Import", Role::User).await?;
+                users::update(&mut conn, u.id, None, Some(true)).await?;
+                u.id
+            }
+        },
+    };
+    drop(conn);
+    let report = crate::api::migrations::import_migrations(state, author_id, &Actor::system("cli"), None, slug, &files)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let layout = report.layout.map(|l| format!("{l:?}")).unwrap_or_default();
+    if !report.conflicts.is_empty() {
+        for c in &report.conflicts {
+            eprintln!("conflict: version {}: {}", c.version, c.reason);
+        }
+        eprintln!("nothing imported: {} conflict(s)", report.conflicts.len());
+        return Ok(false);
+    }
+    println!(
+        "imported {} migration(s) ({layout} layout), {} already present",
+        report.created.len(),
+        report.unchanged.len()
+    );
+    Ok(true)
+}

@@ -43,6 +43,19 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Import a folder of migration files (Flyway, golang-migrate, dbmate or
+    /// diesel layout, detected) into a project: all or nothing.
+    Import {
+        /// The project's slug.
+        #[arg(long)]
+        project: String,
+        /// Recorded as the author of the imported migrations (default: the
+        /// built-in import account, which cannot sign in).
+        #[arg(long)]
+        author: Option<String>,
+        /// The folder holding the migration files.
+        dir: std::path::PathBuf,
+    },
     /// Work with the audit log.
     Audit {
         #[command(subcommand)]
@@ -167,6 +180,12 @@ async fn run(command: Command, settings: ControlPlaneSettings) -> anyhow::Result
             let rotation = cli::keys_rotate(&pool, &settings.common.keys).await?;
             println!("{rotation}");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Import { project, author, dir } => {
+            let pool = db::connect(&settings.common.database_url, 2).await?;
+            let state = app::AppState::new(pool, settings)?;
+            let report = cli::import(&state, &project, author.as_deref(), &dir).await?;
+            Ok(if report { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Audit {
             command: AuditCommand::Verify,

@@ -3,6 +3,7 @@
 pub mod approval;
 pub mod checksum;
 pub mod directives;
+pub mod import;
 pub mod drift;
 pub mod role;
 pub mod run;

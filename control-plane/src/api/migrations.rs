@@ -4,7 +4,11 @@ use crate::routes::{Access, Routes};
 use axum::{Json, extract::State, http::StatusCode};
 use common::domain::Capability;
 use common::{
-    domain::{Checksum, Version, directives::needs_no_transaction},
+    domain::{
+        Checksum, Version,
+        directives::needs_no_transaction,
+        import::{self, Layout},
+    },
     store::{
         audit,
         migrations::{self, MigrationRow, NewMigration},
@@ -37,6 +41,12 @@ pub fn router() -> Routes {
             "/projects/{slug}/migrations",
             Access::Needs(Capability::Author),
             create,
+        )
+        .post_large(
+            "/projects/{slug}/migrations/import",
+            Access::Needs(Capability::Author),
+            import,
+            IMPORT_MAX_BYTES,
         )
         .patch(
             "/projects/{slug}/migrations/{version}",
@@ -284,4 +294,133 @@ async fn revisions(
         .ok_or(ApiError::NotFound("migration"))?;
     let items = migrations::revisions(&mut conn, migration.id).await?;
     Ok(Json(json!({ "items": items, "next_cursor": null })))
+}
+
+/// Largest import request: a whole folder of migrations.
+pub const IMPORT_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Deserialize)]
+pub struct ImportBody {
+    pub files: Vec<ImportFile>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ImportFile {
+    pub path: String,
+    pub content: String,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ImportConflict {
+    pub version: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ImportReport {
+    pub layout: Option<Layout>,
+    pub created: Vec<String>,
+    pub unchanged: Vec<String>,
+    pub conflicts: Vec<ImportConflict>,
+}
+
+async fn import(
+    State(state): State<AppState>,
+    user: Authorized<rules::Author>,
+    ApiPath(slug): ApiPath<String>,
+    ApiJson(body): ApiJson<ImportBody>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let files = body.files.into_iter().map(|f| (f.path, f.content)).collect::<Vec<_>>();
+    let report = import_migrations(&state, user.id, &user.actor(), user.ip.clone(), &slug, &files).await?;
+    if !report.conflicts.is_empty() {
+        let message = format!(
+            "{} version(s) differ from the stored migrations; nothing was imported",
+            report.conflicts.len()
+        );
+        let mut body = serde_json::to_value(&report).map_err(anyhow::Error::from)?;
+        body["error"] = json!({ "code": "import_conflicts", "message": message });
+        return Ok((StatusCode::CONFLICT, Json(body)).into_response());
+    }
+    let status = if report.created.is_empty() { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(report)).into_response())
+}
+
+/// Imports a folder of migration files into a project: all or nothing, and
+/// importing the same files again changes nothing. Versions that exist with
+/// different scripts are reported as conflicts and nothing is written.
+pub async fn import_migrations(
+    state: &AppState,
+    author_id: uuid::Uuid,
+    actor: &common::store::audit::Actor,
+    ip: Option<String>,
+    slug: &str,
+    files: &[(String, String)],
+) -> Result<ImportReport, ApiError> {
+    let (layout, imported) = import::read(files).map_err(|e| ApiError::invalid("files", e.to_string()))?;
+    for m in &imported {
+        check_scripts(state, &m.up_sql, &m.down_sql).map_err(|e| match e {
+            ApiError::Invalid { field, message } => ApiError::invalid("files", format!("version {}: {field} {message}", m.version)),
+            ApiError::TooLarge(message) => ApiError::TooLarge(format!("version {}: {message}", m.version)),
+            other => other,
+        })?;
+    }
+    let mut tx = state.db.begin().await?;
+    let project = project(&mut tx, slug).await?;
+    let existing: std::collections::HashMap<String, String> = migrations::list(&mut tx, project.id)
+        .await?
+        .into_iter()
+        .map(|m| (m.version, m.checksum))
+        .collect();
+    let mut report = ImportReport { layout: Some(layout), ..ImportReport::default() };
+    let mut to_create = Vec::new();
+    for m in &imported {
+        let checksum = Checksum::of(&m.up_sql, &m.down_sql);
+        match existing.get(&m.version.to_string()) {
+            Some(stored) if *stored == checksum.as_str() => report.unchanged.push(m.version.to_string()),
+            Some(stored) => report.conflicts.push(ImportConflict {
+                version: m.version.to_string(),
+                reason: format!("differs from the stored migration (checksum {} here, {} stored)", &checksum.as_str()[..12], &stored[..12.min(stored.len())]),
+            }),
+            None => to_create.push(m),
+        }
+    }
+    if !report.conflicts.is_empty() {
+        return Ok(report);
+    }
+    for m in &to_create {
+        let name = m.name.chars().take(200).collect::<String>();
+        migrations::insert(
+            &mut tx,
+            project.id,
+            author_id,
+            &NewMigration {
+                version: &m.version,
+                name: &name,
+                up_sql: &m.up_sql,
+                down_sql: &m.down_sql,
+                transactional: detect_transactional(&m.up_sql, &m.down_sql),
+            },
+        )
+        .await?;
+        report.created.push(m.version.to_string());
+    }
+    if !report.created.is_empty() {
+        audit::append(
+            &mut tx,
+            &common::store::audit::Entry::new(actor.clone(), "migrations.imported", "project", &project.slug)
+                .project(project.id)
+                .ip(ip)
+                .details(json!({
+                    "layout": layout,
+                    "created": report.created.len(),
+                    "unchanged": report.unchanged.len(),
+                    "first": report.created.first(),
+                    "last": report.created.last(),
+                })),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(report)
 }

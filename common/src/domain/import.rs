@@ -1,0 +1,343 @@
+//! Reading migration folders in the layouts people already have.
+//!
+//! | layout | files |
+//! |---|---|
+//! | Flyway | `V<version>__<name>.sql` (+ optional `U<version>__<name>.sql` undo) |
+//! | golang-migrate | `<version>_<name>.up.sql` + `<version>_<name>.down.sql` |
+//! | dbmate | `<version>_<name>.sql` with `-- migrate:up` / `-- migrate:down` sections |
+//! | diesel | `<version>_<name>/up.sql` + `<version>_<name>/down.sql` |
+//!
+//! The layout is detected from the file names; every file must belong to the
+//! one detected layout, so a stray file is reported instead of ignored.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::version::Version;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    Flyway,
+    GolangMigrate,
+    Dbmate,
+    Diesel,
+}
+
+/// One migration read from the files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedMigration {
+    pub version: Version,
+    pub name: String,
+    pub up_sql: String,
+    pub down_sql: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    #[error("no migration files were given")]
+    Empty,
+    #[error("the files do not follow one known layout (Flyway, golang-migrate, dbmate or diesel); first unrecognised file: {0}")]
+    UnknownLayout(String),
+    #[error("{path}: {reason}")]
+    BadFile { path: String, reason: String },
+    #[error("version {version} appears more than once ({first} and {second})")]
+    DuplicateVersion { version: String, first: String, second: String },
+    #[error("version {version} has a down script but no up script")]
+    MissingUp { version: String },
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit(['/', '\\']).next().unwrap_or(path)
+}
+
+fn parent_name(path: &str) -> Option<&str> {
+    let mut parts = path.rsplit(['/', '\\']);
+    parts.next()?;
+    parts.next()
+}
+
+/// `20190101000000`, `1_1` (Flyway), `2019-01-01-000000` (diesel) → a version.
+fn parse_version(raw: &str, path: &str) -> Result<Version, ImportError> {
+    let canonical: String = if raw.contains('-') {
+        raw.chars().filter(|c| *c != '-').collect()
+    } else {
+        raw.replace('_', ".")
+    };
+    Version::parse(&canonical).map_err(|e| ImportError::BadFile {
+        path: path.to_owned(),
+        reason: format!("version {raw:?}: {e}"),
+    })
+}
+
+/// How one file fits a layout: (version text, name, which script).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Up,
+    Down,
+    /// dbmate: both scripts in one file.
+    Both,
+}
+
+fn classify(path: &str, layout: Layout) -> Option<(String, String, Part)> {
+    let name = file_name(path);
+    match layout {
+        Layout::Flyway => {
+            let (kind, rest) = (name.get(..1)?, name.get(1..)?);
+            let part = match kind {
+                "V" => Part::Up,
+                "U" => Part::Down,
+                _ => return None,
+            };
+            let rest = rest.strip_suffix(".sql")?;
+            let (version, title) = rest.split_once("__")?;
+            version.chars().all(|c| c.is_ascii_digit() || c == '_' || c == '.').then_some(())?;
+            (!version.is_empty()).then_some(())?;
+            Some((version.to_owned(), title.replace('_', " "), part))
+        }
+        Layout::GolangMigrate => {
+            let (stem, part) = if let Some(s) = name.strip_suffix(".up.sql") {
+                (s, Part::Up)
+            } else {
+                (name.strip_suffix(".down.sql")?, Part::Down)
+            };
+            let (version, title) = stem.split_once('_').unwrap_or((stem, ""));
+            version.chars().all(|c| c.is_ascii_digit()).then_some(())?;
+            (!version.is_empty()).then_some(())?;
+            Some((version.to_owned(), title.to_owned(), part))
+        }
+        Layout::Dbmate => {
+            let stem = name.strip_suffix(".sql")?;
+            if stem.ends_with(".up") || stem.ends_with(".down") {
+                return None;
+            }
+            let (version, title) = stem.split_once('_')?;
+            version.chars().all(|c| c.is_ascii_digit()).then_some(())?;
+            (!version.is_empty()).then_some(())?;
+            Some((version.to_owned(), title.to_owned(), Part::Both))
+        }
+        Layout::Diesel => {
+            let part = match name {
+                "up.sql" => Part::Up,
+                "down.sql" => Part::Down,
+                _ => return None,
+            };
+            let dir = parent_name(path)?;
+            let (version, title) = dir.split_once('_')?;
+            version.chars().all(|c| c.is_ascii_digit() || c == '-').then_some(())?;
+            version.starts_with(|c: char| c.is_ascii_digit()).then_some(())?;
+            Some((version.to_owned(), title.to_owned(), part))
+        }
+    }
+}
+
+/// Files the importer skips in every layout: documentation and dotfiles.
+fn ignorable(path: &str) -> bool {
+    let name = file_name(path);
+    name.starts_with('.') || !name.ends_with(".sql")
+}
+
+/// The layout every (non-ignorable) file fits, trying the most specific first.
+pub fn detect(paths: &[&str]) -> Result<Layout, ImportError> {
+    let files: Vec<&str> = paths.iter().copied().filter(|p| !ignorable(p)).collect();
+    if files.is_empty() {
+        return Err(ImportError::Empty);
+    }
+    for layout in [Layout::Diesel, Layout::GolangMigrate, Layout::Flyway, Layout::Dbmate] {
+        if files.iter().all(|p| classify(p, layout).is_some()) {
+            return Ok(layout);
+        }
+    }
+    // Name the first file that fits no layout at all, or else the first one
+    // that breaks the layout most files follow.
+    let stray = files
+        .iter()
+        .find(|p| {
+            [Layout::Diesel, Layout::GolangMigrate, Layout::Flyway, Layout::Dbmate]
+                .iter()
+                .all(|l| classify(p, *l).is_none())
+        })
+        .unwrap_or(&files[0]);
+    Err(ImportError::UnknownLayout((*stray).to_owned()))
+}
+
+/// dbmate keeps both scripts in one file, after `-- migrate:up` and
+/// `-- migrate:down` markers.
+fn split_dbmate(path: &str, content: &str) -> Result<(String, String), ImportError> {
+    #[derive(PartialEq)]
+    enum Section {
+        Before,
+        Up,
+        Down,
+    }
+    let (mut section, mut up, mut down, mut saw_up) = (Section::Before, String::new(), String::new(), false);
+    for line in content.split_inclusive('\n') {
+        let marker = line.trim();
+        if marker.starts_with("-- migrate:up") {
+            section = Section::Up;
+            saw_up = true;
+        } else if marker.starts_with("-- migrate:down") {
+            section = Section::Down;
+        } else if section == Section::Up {
+            up.push_str(line);
+        } else if section == Section::Down {
+            down.push_str(line);
+        }
+    }
+    if !saw_up {
+        return Err(ImportError::BadFile {
+            path: path.to_owned(),
+            reason: "no `-- migrate:up` section".into(),
+        });
+    }
+    Ok((up.trim().to_owned() + "\n", down.trim().to_owned()))
+}
+
+/// Reads `files` (path, content) into migrations in version order.
+pub fn read(files: &[(String, String)]) -> Result<(Layout, Vec<ImportedMigration>), ImportError> {
+    let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+    let layout = detect(&paths)?;
+    struct Draft {
+        name: String,
+        up: Option<(String, String)>,
+        down: Option<(String, String)>,
+    }
+    let mut drafts: BTreeMap<Version, Draft> = BTreeMap::new();
+    for (path, content) in files.iter().filter(|(p, _)| !ignorable(p)) {
+        let (raw_version, name, part) = classify(path, layout).expect("detected layout fits every file");
+        let version = parse_version(&raw_version, path)?;
+        let draft = drafts.entry(version.clone()).or_insert_with(|| Draft { name: name.clone(), up: None, down: None });
+        let duplicate = |first: &str| ImportError::DuplicateVersion {
+            version: version.to_string(),
+            first: first.to_owned(),
+            second: path.clone(),
+        };
+        match part {
+            Part::Up => {
+                if let Some((first, _)) = &draft.up {
+                    return Err(duplicate(first));
+                }
+                draft.name = name;
+                draft.up = Some((path.clone(), content.clone()));
+            }
+            Part::Down => {
+                if let Some((first, _)) = &draft.down {
+                    return Err(duplicate(first));
+                }
+                draft.down = Some((path.clone(), content.clone()));
+            }
+            Part::Both => {
+                if let Some((first, _)) = &draft.up {
+                    return Err(duplicate(first));
+                }
+                let (up, down) = split_dbmate(path, content)?;
+                draft.up = Some((path.clone(), up));
+                draft.down = Some((path.clone(), down));
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(drafts.len());
+    for (version, draft) in drafts {
+        let (_, up_sql) = draft.up.ok_or_else(|| ImportError::MissingUp { version: version.to_string() })?;
+        out.push(ImportedMigration {
+            version,
+            name: if draft.name.is_empty() { "migration".into() } else { draft.name },
+            up_sql,
+            down_sql: draft.down.map(|(_, d)| d).unwrap_or_default(),
+        });
+    }
+    Ok((layout, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(p, c)| (p.to_string(), c.to_string())).collect()
+    }
+
+    #[test]
+    fn reads_golang_migrate() {
+        let (layout, m) = read(&files(&[
+            ("db/000002_orders.up.sql", "CREATE TABLE o();"),
+            ("db/000001_users.up.sql", "CREATE TABLE u();"),
+            ("db/000001_users.down.sql", "DROP TABLE u;"),
+            ("db/README.md", "notes"),
+        ]))
+        .unwrap();
+        assert_eq!(layout, Layout::GolangMigrate);
+        assert_eq!(m.len(), 2);
+        assert_eq!((m[0].version.to_string(), m[0].name.as_str()), ("1".into(), "users"));
+        assert_eq!(m[0].down_sql, "DROP TABLE u;");
+        assert_eq!(m[1].down_sql, "", "no down file: not reversible");
+    }
+
+    #[test]
+    fn reads_flyway_with_undo() {
+        let (layout, m) = read(&files(&[
+            ("V1__init.sql", "CREATE TABLE a();"),
+            ("V1_1__add_col.sql", "ALTER TABLE a ADD b int;"),
+            ("U1_1__add_col.sql", "ALTER TABLE a DROP b;"),
+            ("V10__later.sql", "SELECT 1;"),
+        ]))
+        .unwrap();
+        assert_eq!(layout, Layout::Flyway);
+        let versions: Vec<String> = m.iter().map(|x| x.version.to_string()).collect();
+        assert_eq!(versions, ["1", "1.1", "10"]);
+        assert_eq!(m[1].name, "add col");
+        assert_eq!(m[1].down_sql, "ALTER TABLE a DROP b;");
+    }
+
+    #[test]
+    fn reads_dbmate_sections() {
+        let (layout, m) = read(&files(&[(
+            "20240101120000_create_users.sql",
+            "-- migrate:up\nCREATE TABLE users (id int);\n\n-- migrate:down\nDROP TABLE users;\n",
+        )]))
+        .unwrap();
+        assert_eq!(layout, Layout::Dbmate);
+        assert_eq!(m[0].up_sql, "CREATE TABLE users (id int);\n");
+        assert_eq!(m[0].down_sql, "DROP TABLE users;");
+        assert!(read(&files(&[("20240101120000_x.sql", "CREATE TABLE x();")])).is_err(), "no markers");
+    }
+
+    #[test]
+    fn reads_diesel_folders() {
+        let (layout, m) = read(&files(&[
+            ("migrations/2019-01-01-000000_create_users/up.sql", "CREATE TABLE users();"),
+            ("migrations/2019-01-01-000000_create_users/down.sql", "DROP TABLE users;"),
+            ("migrations/00000000000000_diesel_initial_setup/up.sql", "SELECT 1;"),
+            ("migrations/00000000000000_diesel_initial_setup/down.sql", "SELECT 2;"),
+        ]))
+        .unwrap();
+        assert_eq!(layout, Layout::Diesel);
+        assert_eq!(m[1].version.to_string(), "20190101000000");
+        assert_eq!(m[1].name, "create_users");
+    }
+
+    #[test]
+    fn mixed_or_unknown_files_are_refused() {
+        let err = read(&files(&[("V1__a.sql", "x"), ("2_b.up.sql", "y")])).unwrap_err();
+        assert!(matches!(err, ImportError::UnknownLayout(_)), "{err}");
+        assert!(matches!(read(&files(&[("schema.sql", "x")])), Err(ImportError::UnknownLayout(_))));
+        assert_eq!(read(&[]), Err(ImportError::Empty));
+    }
+
+    #[test]
+    fn duplicates_and_orphan_downs_are_refused() {
+        let err = read(&files(&[("1_a.up.sql", "x"), ("01_b.up.sql", "y")])).unwrap_err();
+        assert!(matches!(err, ImportError::DuplicateVersion { .. }), "{err}");
+        let err = read(&files(&[("1_a.up.sql", "x"), ("2_b.down.sql", "y")])).unwrap_err();
+        assert_eq!(err, ImportError::MissingUp { version: "2".into() });
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn detection_never_panics(names in proptest::collection::vec("[A-Za-z0-9_./-]{1,30}", 1..6)) {
+            let paths: Vec<&str> = names.iter().map(String::as_str).collect();
+            let _ = detect(&paths);
+        }
+    }
+}
