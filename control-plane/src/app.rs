@@ -145,6 +145,7 @@ pub async fn serve(
             .continuously_delete_expired(Duration::from_secs(300))
             .await;
     });
+    let notifications = tokio::spawn(crate::notify::deliver_forever(state.clone()));
     let result = axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
@@ -152,5 +153,6 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await;
     cleanup.abort();
+    notifications.abort();
     result
 }

@@ -179,17 +179,23 @@ fn read_folder(dir: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(folder) = pending.pop() {
-        let entries = std::fs::read_dir(&folder).map_err(|e| anyhow::anyhow!("{}: {e}", folder.display()))?;
+        let entries =
+            std::fs::read_dir(&folder).map_err(|e| anyhow::anyhow!("{}: {e}", folder.display()))?;
         for entry in entries {
             let path = entry?.path();
             if path.is_dir() {
                 pending.push(path);
             } else {
-                let relative = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+                let relative = path
+                    .strip_prefix(dir)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 if !relative.ends_with(".sql") {
                     continue;
                 }
-                let content = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                let content = std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                 files.push((relative, content));
             }
         }
@@ -225,9 +231,16 @@ pub async fn import(
         },
     };
     drop(conn);
-    let report = crate::api::migrations::import_migrations(state, author_id, &Actor::system("cli"), None, slug, &files)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let report = crate::api::migrations::import_migrations(
+        state,
+        author_id,
+        &Actor::system("cli"),
+        None,
+        slug,
+        &files,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let layout = report.layout.map(|l| format!("{l:?}")).unwrap_or_default();
     if !report.conflicts.is_empty() {
         for c in &report.conflicts {

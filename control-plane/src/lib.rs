@@ -6,5 +6,6 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod error;
+pub mod notify;
 pub mod routes;
 pub mod web;

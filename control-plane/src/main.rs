@@ -181,11 +181,19 @@ async fn run(command: Command, settings: ControlPlaneSettings) -> anyhow::Result
             println!("{rotation}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Import { project, author, dir } => {
+        Command::Import {
+            project,
+            author,
+            dir,
+        } => {
             let pool = db::connect(&settings.common.database_url, 2).await?;
             let state = app::AppState::new(pool, settings)?;
             let report = cli::import(&state, &project, author.as_deref(), &dir).await?;
-            Ok(if report { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Audit {
             command: AuditCommand::Verify,

@@ -68,12 +68,19 @@ impl Routes {
 
     /// A POST route whose body may be larger than the app-wide limit
     /// (folders of migrations).
-    pub fn post_large<H, T>(self, path: &str, access: Access, handler: H, max_body_bytes: usize) -> Self
+    pub fn post_large<H, T>(
+        self,
+        path: &str,
+        access: Access,
+        handler: H,
+        max_body_bytes: usize,
+    ) -> Self
     where
         H: Handler<T, AppState>,
         T: 'static,
     {
-        let route = routing::post(handler).layer(axum::extract::DefaultBodyLimit::max(max_body_bytes));
+        let route =
+            routing::post(handler).layer(axum::extract::DefaultBodyLimit::max(max_body_bytes));
         self.add(Method::POST, path, access, route)
     }
 

@@ -17,7 +17,12 @@ fn workloads() -> PathBuf {
 
 fn folder(dir: &Path) -> Vec<Value> {
     let mut files: Vec<Value> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("workload folder {} ({e}); set MH_WORKLOADS_DIR", dir.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "workload folder {} ({e}); set MH_WORKLOADS_DIR",
+                dir.display()
+            )
+        })
         .map(|e| e.unwrap().path())
         .map(|p| {
             json!({
@@ -31,7 +36,12 @@ fn folder(dir: &Path) -> Vec<Value> {
 }
 
 async fn import(app: &TestApp, slug: &str, files: Vec<Value>) -> (StatusCode, Value) {
-    app.post(&format!("/api/v1/projects/{slug}/migrations/import"), &app.user, json!({ "files": files })).await
+    app.post(
+        &format!("/api/v1/projects/{slug}/migrations/import"),
+        &app.user,
+        json!({ "files": files }),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -48,12 +58,30 @@ async fn every_workload_imports_unchanged_and_reimport_is_a_no_op() {
         let (status, report) = import(&app, slug, files.clone()).await;
         assert_eq!(status, StatusCode::CREATED, "{slug}: {report}");
         assert_eq!(report["layout"], "golang-migrate");
-        assert_eq!(report["created"].as_array().unwrap().len(), expected, "{slug}");
+        assert_eq!(
+            report["created"].as_array().unwrap().len(),
+            expected,
+            "{slug}"
+        );
 
         // The scripts are stored byte for byte.
-        let first = &files[files.iter().position(|f| f["path"].as_str().unwrap().ends_with(".up.sql")).unwrap()];
-        let version = first["path"].as_str().unwrap().split('_').next().unwrap().trim_start_matches('0');
-        let (_, stored) = app.get(&format!("/api/v1/projects/{slug}/migrations/{version}"), &app.user).await;
+        let first = &files[files
+            .iter()
+            .position(|f| f["path"].as_str().unwrap().ends_with(".up.sql"))
+            .unwrap()];
+        let version = first["path"]
+            .as_str()
+            .unwrap()
+            .split('_')
+            .next()
+            .unwrap()
+            .trim_start_matches('0');
+        let (_, stored) = app
+            .get(
+                &format!("/api/v1/projects/{slug}/migrations/{version}"),
+                &app.user,
+            )
+            .await;
         assert_eq!(stored["up_sql"], first["content"], "{slug} {version}");
 
         let (status, again) = import(&app, slug, files).await;
@@ -62,7 +90,12 @@ async fn every_workload_imports_unchanged_and_reimport_is_a_no_op() {
         assert_eq!(again["unchanged"].as_array().unwrap().len(), expected);
     }
     // CREATE INDEX CONCURRENTLY is recognised as non-transactional.
-    let (_, m) = app.get("/api/v1/projects/kratos-pg/migrations/20260616000000000000", &app.user).await;
+    let (_, m) = app
+        .get(
+            "/api/v1/projects/kratos-pg/migrations/20260616000000000000",
+            &app.user,
+        )
+        .await;
     assert_eq!(m["transactional"], false);
 }
 
@@ -70,7 +103,8 @@ async fn every_workload_imports_unchanged_and_reimport_is_a_no_op() {
 async fn conflicts_are_reported_per_version_and_nothing_is_written() {
     let app = TestApp::spawn().await;
     let slug = app.project("shop").await;
-    app.migration(&slug, "2", "CREATE TABLE b (id int);", "").await;
+    app.migration(&slug, "2", "CREATE TABLE b (id int);", "")
+        .await;
     let files = vec![
         json!({"path": "1_a.up.sql", "content": "CREATE TABLE a (id int);"}),
         json!({"path": "2_b.up.sql", "content": "CREATE TABLE b (id bigint);"}),
@@ -79,20 +113,41 @@ async fn conflicts_are_reported_per_version_and_nothing_is_written() {
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(code(&body), "import_conflicts");
     assert_eq!(body["conflicts"][0]["version"], "2");
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM migrations").fetch_one(&app.pool).await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM migrations")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(count, 1, "all or nothing");
 
     for (files, needle) in [
-        (vec![json!({"path": "V1__a.sql", "content": "x"}), json!({"path": "2_b.up.sql", "content": "y"})], "layout"),
-        (vec![json!({"path": "3_c.down.sql", "content": "DROP TABLE c;"})], "no up script"),
-        (vec![json!({"path": "4_d.up.sql", "content": "   "})], "up_sql"),
+        (
+            vec![
+                json!({"path": "V1__a.sql", "content": "x"}),
+                json!({"path": "2_b.up.sql", "content": "y"}),
+            ],
+            "layout",
+        ),
+        (
+            vec![json!({"path": "3_c.down.sql", "content": "DROP TABLE c;"})],
+            "no up script",
+        ),
+        (
+            vec![json!({"path": "4_d.up.sql", "content": "   "})],
+            "up_sql",
+        ),
         (vec![], "no migration files"),
     ] {
         let (status, body) = import(&app, &slug, files).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-        assert!(body["error"]["message"].as_str().unwrap().contains(needle), "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(needle),
+            "{body}"
+        );
     }
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM migrations").fetch_one(&app.pool).await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM migrations")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(count, 1);
 }
 
@@ -104,14 +159,26 @@ async fn the_import_command_reads_a_folder() {
         .args(["import", "--project", "fanout"])
         .arg(workloads().join("synthetic-fanout/postgres"))
         .env("MH_DATABASE_URL", &app.db.url)
-        .env("MH_ENCRYPTION_KEYS", common::crypto::Keyring::generate_entry("k1"))
+        .env(
+            "MH_ENCRYPTION_KEYS",
+            common::crypto::Keyring::generate_entry("k1"),
+        )
         .env("MH_LOG_FORMAT", "text")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("imported 20 migration(s)"));
-    let (_, list) = app.get("/api/v1/projects/fanout/migrations?limit=100", &app.user).await;
+    let (_, list) = app
+        .get("/api/v1/projects/fanout/migrations?limit=100", &app.user)
+        .await;
     assert_eq!(list["items"].as_array().unwrap().len(), 20);
-    assert_eq!(list["items"][0]["author"], control_plane::cli::IMPORT_ACCOUNT);
+    assert_eq!(
+        list["items"][0]["author"],
+        control_plane::cli::IMPORT_ACCOUNT
+    );
     assert_eq!(app.audit_rows("migrations.imported").await.len(), 1);
 }

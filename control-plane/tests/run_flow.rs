@@ -385,22 +385,45 @@ async fn prd_needs_two_distinct_managers_and_never_the_requester() {
 async fn edited_migration_invalidates_approved_run_and_applied_ones_are_immutable() {
     let app = TestApp::spawn().await;
     let (slug, set, _dbs) = project_with_targets(&app, 1).await;
-    app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;").await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;")
+        .await;
     let run = request_run(&app, &slug, &set, "1").await;
-    let (_, approved) = app.post(&format!("/api/v1/runs/{run}/approve"), &app.manager, json!({})).await;
+    let (_, approved) = app
+        .post(
+            &format!("/api/v1/runs/{run}/approve"),
+            &app.manager,
+            json!({}),
+        )
+        .await;
     assert_eq!(approved["state"], "approved");
 
     let path = format!("/api/v1/projects/{slug}/migrations/1");
     let (status, edited) = app
-        .call(Method::PATCH, &path, Some(&app.user), Some(json!({"up_sql": "CREATE TABLE a (id bigint);"})))
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&app.user),
+            Some(json!({"up_sql": "CREATE TABLE a (id bigint);"})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{edited}");
     assert_eq!(edited["revision"], 2);
-    assert_eq!(edited["checksum"], common::domain::Checksum::of("CREATE TABLE a (id bigint);", "DROP TABLE a;").as_str());
+    assert_eq!(
+        edited["checksum"],
+        common::domain::Checksum::of("CREATE TABLE a (id bigint);", "DROP TABLE a;").as_str()
+    );
     let (_, body) = app.get(&format!("/api/v1/runs/{run}"), &app.user).await;
-    assert_eq!(body["state"], "invalidated", "the approval covered the old checksum");
-    let (status, err) = app.post(&format!("/api/v1/runs/{run}/execute"), &app.user, json!({})).await;
-    assert_eq!((status, code(&err)), (StatusCode::CONFLICT, "run_invalidated"));
+    assert_eq!(
+        body["state"], "invalidated",
+        "the approval covered the old checksum"
+    );
+    let (status, err) = app
+        .post(&format!("/api/v1/runs/{run}/execute"), &app.user, json!({}))
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, "run_invalidated")
+    );
     let (_, revisions) = app.get(&format!("{path}/revisions"), &app.user).await;
     let revs = revisions["items"].as_array().unwrap();
     assert_eq!(revs.len(), 2);
@@ -408,16 +431,191 @@ async fn edited_migration_invalidates_approved_run_and_applied_ones_are_immutabl
 
     // Apply it; from then on it cannot change.
     let run = request_run(&app, &slug, &set, "1").await;
-    app.post(&format!("/api/v1/runs/{run}/approve"), &app.manager, json!({})).await;
+    app.post(
+        &format!("/api/v1/runs/{run}/approve"),
+        &app.manager,
+        json!({}),
+    )
+    .await;
     let fleet = Fleet::start(&app);
-    app.post(&format!("/api/v1/runs/{run}/execute"), &app.user, json!({})).await;
+    app.post(&format!("/api/v1/runs/{run}/execute"), &app.user, json!({}))
+        .await;
     assert_eq!(wait_until_final(&app, &run).await["state"], "succeeded");
     fleet.stop().await;
     let (status, err) = app
-        .call(Method::PATCH, &path, Some(&app.user), Some(json!({"up_sql": "CREATE TABLE a (id text);"})))
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&app.user),
+            Some(json!({"up_sql": "CREATE TABLE a (id text);"})),
+        )
         .await;
-    assert_eq!((status, code(&err)), (StatusCode::CONFLICT, "migration_immutable"));
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, "migration_immutable")
+    );
     let (_, one) = app.get(&path, &app.user).await;
     assert_eq!(one["revision"], 2);
     assert_eq!(one["applied_anywhere"], true);
+}
+
+/// A webhook receiver: records each JSON body it gets.
+async fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use axum::{Json, Router, extract::State, routing::post};
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let app = Router::new()
+        .route(
+            "/hook/secret-token",
+            post(
+                |State(got): State<std::sync::Arc<std::sync::Mutex<Vec<Value>>>>,
+                 Json(body): Json<Value>| async move {
+                    got.lock().unwrap().push(body);
+                    "ok"
+                },
+            ),
+        )
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/hook/secret-token",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+#[tokio::test]
+async fn webhook_receives_each_run_event_once_in_order() {
+    let app = TestApp::spawn().await;
+    let (slug, set, _dbs) = project_with_targets(&app, 1).await;
+    let (url, got) = receiver().await;
+    let (status, hook) = app
+        .post(
+            &format!("/api/v1/projects/{slug}/webhooks"),
+            &app.manager,
+            json!({"url": url}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{hook}");
+    assert!(
+        !hook.to_string().contains("secret-token"),
+        "the URL is never shown again: {hook}"
+    );
+    let (_, list) = app
+        .get(&format!("/api/v1/projects/{slug}/webhooks"), &app.manager)
+        .await;
+    assert!(!list.to_string().contains("secret-token"));
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/projects/{slug}/webhooks"),
+            &app.user,
+            json!({"url": "http://x.test/"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
+    let run = request_run(&app, &slug, &set, "1").await;
+    app.post(
+        &format!("/api/v1/runs/{run}/approve"),
+        &app.manager,
+        json!({}),
+    )
+    .await;
+    let fleet = Fleet::start(&app);
+    app.post(&format!("/api/v1/runs/{run}/execute"), &app.user, json!({}))
+        .await;
+    assert_eq!(wait_until_final(&app, &run).await["state"], "succeeded");
+    fleet.stop().await;
+
+    let events = wait_for(Duration::from_secs(30), "four webhook deliveries", || {
+        let got = got.clone();
+        async move {
+            let events: Vec<String> = got
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|b| b["event"].as_str().unwrap().to_owned())
+                .collect();
+            (events.len() >= 4).then_some(events)
+        }
+    })
+    .await;
+    assert_eq!(events, ["requested", "approved", "executed", "succeeded"]);
+    let bodies = got.lock().unwrap().clone();
+    assert!(
+        bodies
+            .iter()
+            .all(|b| b["text"].as_str().unwrap().contains("[shop]")),
+        "Slack-compatible text"
+    );
+    assert!(bodies.iter().all(|b| b["run"]["id"] == run.as_str()));
+    let delivered: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(delivered, 4, "recorded, and each sent once");
+}
+
+#[tokio::test]
+async fn twenty_parallel_approvals_count_once_each_and_change_state_once() {
+    let app = TestApp::spawn().await;
+    let (slug, set, _dbs) = project_with_targets(&app, 1).await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
+    let run = request_run(&app, &slug, &set, "1").await;
+    let path = format!("/api/v1/runs/{run}/approve");
+    let tokens = [&app.manager, &app.manager2, &app.admin];
+    let results = futures_join(
+        &app,
+        &path,
+        (0..20).map(|i| tokens[i % 3].clone()).collect(),
+    )
+    .await;
+    let ok = results.iter().filter(|s| **s == StatusCode::OK).count();
+    assert_eq!(
+        ok, 1,
+        "daily needs one approval; the rest find the run approved: {results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT),
+        "{results:?}"
+    );
+    let approvals: i64 = sqlx::query_scalar("SELECT count(*) FROM approvals")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(approvals, 1);
+    let changes: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM run_transitions WHERE to_state = 'approved'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(changes, 1);
+}
+
+async fn futures_join(app: &TestApp, path: &str, tokens: Vec<String>) -> Vec<StatusCode> {
+    let mut tasks = Vec::new();
+    for token in tokens {
+        let client = app.client.clone();
+        let url = app.url(path);
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
 }

@@ -483,7 +483,11 @@ async fn an_unreachable_issuer_does_not_stop_the_server() {
     })
     .await;
     let (status, ready) = app.call(reqwest::Method::GET, "/readyz", None, None).await;
-    assert_eq!(status, StatusCode::OK, "API tokens still work, so the instance is ready");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "API tokens still work, so the instance is ready"
+    );
     assert_eq!(ready["sso"], "issuer_unreachable");
     let page = Browser::new().get(&app.url("/signin")).await;
     assert!(page.body.contains("cannot be reached"), "{}", page.body);
@@ -547,11 +551,24 @@ async fn every_unsafe_route_refuses_a_session_request_without_its_csrf_token() {
                 req.form(&form)
             };
             let resp = req.send().await.unwrap();
-            assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{} {path} with token {token:?}", route.method);
+            assert_eq!(
+                resp.status(),
+                StatusCode::FORBIDDEN,
+                "{} {path} with token {token:?}",
+                route.method
+            );
         }
     }
-    assert_eq!(table_counts(&app).await, before, "refused requests changed nothing");
-    assert_eq!(me(&app, &browser).await.0, StatusCode::OK, "and the session is still signed in");
+    assert_eq!(
+        table_counts(&app).await,
+        before,
+        "refused requests changed nothing"
+    );
+    assert_eq!(
+        me(&app, &browser).await.0,
+        StatusCode::OK,
+        "and the session is still signed in"
+    );
 }
 
 #[tokio::test]
@@ -563,11 +580,21 @@ async fn a_session_works_on_every_replica_and_survives_a_restart() {
     // the same one after a restart.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let state = control_plane::app::AppState::new(app.pool.clone(), (*app.settings).clone()).unwrap();
-    tokio::spawn(control_plane::app::serve(listener, state, std::future::pending()));
+    let state =
+        control_plane::app::AppState::new(app.pool.clone(), (*app.settings).clone()).unwrap();
+    tokio::spawn(control_plane::app::serve(
+        listener,
+        state,
+        std::future::pending(),
+    ));
     // The browser's cookie store is keyed by host, not port, so it sends the
     // same session cookie to the other replica.
-    let resp = browser.client.get(format!("http://{addr}/api/v1/me")).send().await.unwrap();
+    let resp = browser
+        .client
+        .get(format!("http://{addr}/api/v1/me"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["email"], support::MANAGER);

@@ -38,12 +38,18 @@ pub struct ImportedMigration {
 pub enum ImportError {
     #[error("no migration files were given")]
     Empty,
-    #[error("the files do not follow one known layout (Flyway, golang-migrate, dbmate or diesel); first unrecognised file: {0}")]
+    #[error(
+        "the files do not follow one known layout (Flyway, golang-migrate, dbmate or diesel); first unrecognised file: {0}"
+    )]
     UnknownLayout(String),
     #[error("{path}: {reason}")]
     BadFile { path: String, reason: String },
     #[error("version {version} appears more than once ({first} and {second})")]
-    DuplicateVersion { version: String, first: String, second: String },
+    DuplicateVersion {
+        version: String,
+        first: String,
+        second: String,
+    },
     #[error("version {version} has a down script but no up script")]
     MissingUp { version: String },
 }
@@ -92,7 +98,10 @@ fn classify(path: &str, layout: Layout) -> Option<(String, String, Part)> {
             };
             let rest = rest.strip_suffix(".sql")?;
             let (version, title) = rest.split_once("__")?;
-            version.chars().all(|c| c.is_ascii_digit() || c == '_' || c == '.').then_some(())?;
+            version
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '_' || c == '.')
+                .then_some(())?;
             (!version.is_empty()).then_some(())?;
             Some((version.to_owned(), title.replace('_', " "), part))
         }
@@ -125,8 +134,13 @@ fn classify(path: &str, layout: Layout) -> Option<(String, String, Part)> {
             };
             let dir = parent_name(path)?;
             let (version, title) = dir.split_once('_')?;
-            version.chars().all(|c| c.is_ascii_digit() || c == '-').then_some(())?;
-            version.starts_with(|c: char| c.is_ascii_digit()).then_some(())?;
+            version
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '-')
+                .then_some(())?;
+            version
+                .starts_with(|c: char| c.is_ascii_digit())
+                .then_some(())?;
             Some((version.to_owned(), title.to_owned(), part))
         }
     }
@@ -144,7 +158,12 @@ pub fn detect(paths: &[&str]) -> Result<Layout, ImportError> {
     if files.is_empty() {
         return Err(ImportError::Empty);
     }
-    for layout in [Layout::Diesel, Layout::GolangMigrate, Layout::Flyway, Layout::Dbmate] {
+    for layout in [
+        Layout::Diesel,
+        Layout::GolangMigrate,
+        Layout::Flyway,
+        Layout::Dbmate,
+    ] {
         if files.iter().all(|p| classify(p, layout).is_some()) {
             return Ok(layout);
         }
@@ -154,9 +173,14 @@ pub fn detect(paths: &[&str]) -> Result<Layout, ImportError> {
     let stray = files
         .iter()
         .find(|p| {
-            [Layout::Diesel, Layout::GolangMigrate, Layout::Flyway, Layout::Dbmate]
-                .iter()
-                .all(|l| classify(p, *l).is_none())
+            [
+                Layout::Diesel,
+                Layout::GolangMigrate,
+                Layout::Flyway,
+                Layout::Dbmate,
+            ]
+            .iter()
+            .all(|l| classify(p, *l).is_none())
         })
         .unwrap_or(&files[0]);
     Err(ImportError::UnknownLayout((*stray).to_owned()))
@@ -171,7 +195,8 @@ fn split_dbmate(path: &str, content: &str) -> Result<(String, String), ImportErr
         Up,
         Down,
     }
-    let (mut section, mut up, mut down, mut saw_up) = (Section::Before, String::new(), String::new(), false);
+    let (mut section, mut up, mut down, mut saw_up) =
+        (Section::Before, String::new(), String::new(), false);
     for line in content.split_inclusive('\n') {
         let marker = line.trim();
         if marker.starts_with("-- migrate:up") {
@@ -205,9 +230,14 @@ pub fn read(files: &[(String, String)]) -> Result<(Layout, Vec<ImportedMigration
     }
     let mut drafts: BTreeMap<Version, Draft> = BTreeMap::new();
     for (path, content) in files.iter().filter(|(p, _)| !ignorable(p)) {
-        let (raw_version, name, part) = classify(path, layout).expect("detected layout fits every file");
+        let (raw_version, name, part) =
+            classify(path, layout).expect("detected layout fits every file");
         let version = parse_version(&raw_version, path)?;
-        let draft = drafts.entry(version.clone()).or_insert_with(|| Draft { name: name.clone(), up: None, down: None });
+        let draft = drafts.entry(version.clone()).or_insert_with(|| Draft {
+            name: name.clone(),
+            up: None,
+            down: None,
+        });
         let duplicate = |first: &str| ImportError::DuplicateVersion {
             version: version.to_string(),
             first: first.to_owned(),
@@ -239,10 +269,16 @@ pub fn read(files: &[(String, String)]) -> Result<(Layout, Vec<ImportedMigration
     }
     let mut out = Vec::with_capacity(drafts.len());
     for (version, draft) in drafts {
-        let (_, up_sql) = draft.up.ok_or_else(|| ImportError::MissingUp { version: version.to_string() })?;
+        let (_, up_sql) = draft.up.ok_or_else(|| ImportError::MissingUp {
+            version: version.to_string(),
+        })?;
         out.push(ImportedMigration {
             version,
-            name: if draft.name.is_empty() { "migration".into() } else { draft.name },
+            name: if draft.name.is_empty() {
+                "migration".into()
+            } else {
+                draft.name
+            },
             up_sql,
             down_sql: draft.down.map(|(_, d)| d).unwrap_or_default(),
         });
@@ -255,7 +291,9 @@ mod tests {
     use super::*;
 
     fn files(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter().map(|(p, c)| (p.to_string(), c.to_string())).collect()
+        list.iter()
+            .map(|(p, c)| (p.to_string(), c.to_string()))
+            .collect()
     }
 
     #[test]
@@ -269,7 +307,10 @@ mod tests {
         .unwrap();
         assert_eq!(layout, Layout::GolangMigrate);
         assert_eq!(m.len(), 2);
-        assert_eq!((m[0].version.to_string(), m[0].name.as_str()), ("1".into(), "users"));
+        assert_eq!(
+            (m[0].version.to_string(), m[0].name.as_str()),
+            ("1".into(), "users")
+        );
         assert_eq!(m[0].down_sql, "DROP TABLE u;");
         assert_eq!(m[1].down_sql, "", "no down file: not reversible");
     }
@@ -300,16 +341,31 @@ mod tests {
         assert_eq!(layout, Layout::Dbmate);
         assert_eq!(m[0].up_sql, "CREATE TABLE users (id int);\n");
         assert_eq!(m[0].down_sql, "DROP TABLE users;");
-        assert!(read(&files(&[("20240101120000_x.sql", "CREATE TABLE x();")])).is_err(), "no markers");
+        assert!(
+            read(&files(&[("20240101120000_x.sql", "CREATE TABLE x();")])).is_err(),
+            "no markers"
+        );
     }
 
     #[test]
     fn reads_diesel_folders() {
         let (layout, m) = read(&files(&[
-            ("migrations/2019-01-01-000000_create_users/up.sql", "CREATE TABLE users();"),
-            ("migrations/2019-01-01-000000_create_users/down.sql", "DROP TABLE users;"),
-            ("migrations/00000000000000_diesel_initial_setup/up.sql", "SELECT 1;"),
-            ("migrations/00000000000000_diesel_initial_setup/down.sql", "SELECT 2;"),
+            (
+                "migrations/2019-01-01-000000_create_users/up.sql",
+                "CREATE TABLE users();",
+            ),
+            (
+                "migrations/2019-01-01-000000_create_users/down.sql",
+                "DROP TABLE users;",
+            ),
+            (
+                "migrations/00000000000000_diesel_initial_setup/up.sql",
+                "SELECT 1;",
+            ),
+            (
+                "migrations/00000000000000_diesel_initial_setup/down.sql",
+                "SELECT 2;",
+            ),
         ]))
         .unwrap();
         assert_eq!(layout, Layout::Diesel);
@@ -321,7 +377,10 @@ mod tests {
     fn mixed_or_unknown_files_are_refused() {
         let err = read(&files(&[("V1__a.sql", "x"), ("2_b.up.sql", "y")])).unwrap_err();
         assert!(matches!(err, ImportError::UnknownLayout(_)), "{err}");
-        assert!(matches!(read(&files(&[("schema.sql", "x")])), Err(ImportError::UnknownLayout(_))));
+        assert!(matches!(
+            read(&files(&[("schema.sql", "x")])),
+            Err(ImportError::UnknownLayout(_))
+        ));
         assert_eq!(read(&[]), Err(ImportError::Empty));
     }
 
@@ -330,7 +389,12 @@ mod tests {
         let err = read(&files(&[("1_a.up.sql", "x"), ("01_b.up.sql", "y")])).unwrap_err();
         assert!(matches!(err, ImportError::DuplicateVersion { .. }), "{err}");
         let err = read(&files(&[("1_a.up.sql", "x"), ("2_b.down.sql", "y")])).unwrap_err();
-        assert_eq!(err, ImportError::MissingUp { version: "2".into() });
+        assert_eq!(
+            err,
+            ImportError::MissingUp {
+                version: "2".into()
+            }
+        );
     }
 
     proptest::proptest! {

@@ -3,8 +3,8 @@
 pub mod approval;
 pub mod checksum;
 pub mod directives;
-pub mod import;
 pub mod drift;
+pub mod import;
 pub mod role;
 pub mod run;
 pub mod signin;

@@ -217,6 +217,12 @@ pub async fn settle_run(
         return Ok(None);
     };
     runs::set_state(conn, &run, next, None, None).await?;
+    let event = if next == RunState::Succeeded {
+        "succeeded"
+    } else {
+        "failed"
+    };
+    super::webhooks::notify_run(conn, run_id, event).await?;
     audit::append(
         conn,
         &Entry::new(actor.clone(), "run.finished", "run", run_id)

@@ -146,7 +146,10 @@ pub struct RevisionRow {
     pub created_at: OffsetDateTime,
 }
 
-pub async fn revisions(conn: &mut PgConnection, migration_id: Uuid) -> Result<Vec<RevisionRow>, sqlx::Error> {
+pub async fn revisions(
+    conn: &mut PgConnection,
+    migration_id: Uuid,
+) -> Result<Vec<RevisionRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT r.revision, r.name, r.up_sql, r.down_sql, r.checksum, u.email AS author, r.created_at
          FROM migration_revisions r JOIN users u ON u.id = r.author_id
@@ -159,7 +162,10 @@ pub async fn revisions(conn: &mut PgConnection, migration_id: Uuid) -> Result<Ve
 
 /// Locks the migration row and tells whether it was applied to any target
 /// (now or in the past: a rolled-back migration stays immutable).
-pub async fn lock_for_edit(conn: &mut PgConnection, migration_id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn lock_for_edit(
+    conn: &mut PgConnection,
+    migration_id: Uuid,
+) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM applied_migrations a WHERE a.migration_id = m.id)
                 OR EXISTS (SELECT 1 FROM migration_executions e

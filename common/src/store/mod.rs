@@ -9,6 +9,7 @@ pub mod runs;
 pub mod secrets;
 pub mod target_state;
 pub mod users;
+pub mod webhooks;
 pub mod workers;
 
 /// The name of the constraint a database error violated, if any.

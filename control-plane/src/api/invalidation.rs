@@ -11,6 +11,7 @@
 use common::store::{
     audit,
     runs::{self, InvalidatedRun, RunScope},
+    webhooks,
 };
 use serde_json::json;
 use sqlx::PgConnection;
@@ -36,6 +37,7 @@ pub async fn audit_invalidated(
     reason: &str,
 ) -> Result<(), ApiError> {
     for run in invalidated {
+        webhooks::notify_run(conn, run.id, "invalidated").await?;
         audit::append(
             conn,
             &user

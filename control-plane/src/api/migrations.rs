@@ -82,7 +82,9 @@ async fn create(
     ApiPath(slug): ApiPath<String>,
     ApiJson(body): ApiJson<CreateMigration>,
 ) -> Result<(StatusCode, Json<MigrationRow>), ApiError> {
-    create_migration(&state, &user, slug, body).await.map(|m| (StatusCode::CREATED, Json(m)))
+    create_migration(&state, &user, slug, body)
+        .await
+        .map(|m| (StatusCode::CREATED, Json(m)))
 }
 
 /// The rules every migration's scripts follow, on create and on edit.
@@ -109,7 +111,12 @@ fn detect_transactional(up_sql: &str, down_sql: &str) -> bool {
     !needs_no_transaction(up_sql) && !needs_no_transaction(down_sql)
 }
 
-pub async fn create_migration(state: &AppState, user: &CurrentUser, slug: String, body: CreateMigration) -> Result<MigrationRow, ApiError> {
+pub async fn create_migration(
+    state: &AppState,
+    user: &CurrentUser,
+    slug: String,
+    body: CreateMigration,
+) -> Result<MigrationRow, ApiError> {
     let version =
         Version::parse(&body.version).map_err(|e| ApiError::invalid("version", e.to_string()))?;
     let name = required_text("name", &body.name, 200)?;
@@ -211,7 +218,9 @@ async fn edit(
     ApiPath((slug, version)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<EditMigration>,
 ) -> Result<Json<MigrationRow>, ApiError> {
-    edit_migration(&state, &user, &slug, &version, body).await.map(Json)
+    edit_migration(&state, &user, &slug, &version, body)
+        .await
+        .map(Json)
 }
 
 /// Edits a migration that has not been applied anywhere: a new revision,
@@ -233,7 +242,9 @@ pub async fn edit_migration(
     if migrations::lock_for_edit(&mut tx, current.id).await? {
         return Err(ApiError::conflict(
             "migration_immutable",
-            format!("version {version} has been applied to a target and can no longer change; add a new migration instead"),
+            format!(
+                "version {version} has been applied to a target and can no longer change; add a new migration instead"
+            ),
         ));
     }
     if let Some(run) = runs::in_progress(&mut tx, RunScope::Migration(current.id)).await? {
@@ -253,17 +264,34 @@ pub async fn edit_migration(
         .transactional
         .unwrap_or_else(|| detect_transactional(&up_sql, &down_sql));
     let checksum = Checksum::of(&up_sql, &down_sql);
-    if checksum.as_str() == current.checksum && name == current.name && transactional == current.transactional {
+    if checksum.as_str() == current.checksum
+        && name == current.name
+        && transactional == current.transactional
+    {
         // Nothing changed: no revision, no invalidation.
         return Ok(current);
     }
     let reason = format!("migration {version} was edited");
-    let invalidated = invalidate_runs(&mut tx, user, RunScope::Migration(current.id), &reason).await?;
-    let revision = migrations::update(&mut tx, current.id, user.id, &name, &up_sql, &down_sql, transactional).await?;
+    let invalidated =
+        invalidate_runs(&mut tx, user, RunScope::Migration(current.id), &reason).await?;
+    let revision = migrations::update(
+        &mut tx,
+        current.id,
+        user.id,
+        &name,
+        &up_sql,
+        &down_sql,
+        transactional,
+    )
+    .await?;
     audit::append(
         &mut tx,
         &user
-            .audit("migration.updated", "migration", format!("{}@{version}", project.slug))
+            .audit(
+                "migration.updated",
+                "migration",
+                format!("{}@{version}", project.slug),
+            )
             .project(project.id)
             .details(json!({
                 "version": version,
@@ -331,8 +359,20 @@ async fn import(
     ApiJson(body): ApiJson<ImportBody>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    let files = body.files.into_iter().map(|f| (f.path, f.content)).collect::<Vec<_>>();
-    let report = import_migrations(&state, user.id, &user.actor(), user.ip.clone(), &slug, &files).await?;
+    let files = body
+        .files
+        .into_iter()
+        .map(|f| (f.path, f.content))
+        .collect::<Vec<_>>();
+    let report = import_migrations(
+        &state,
+        user.id,
+        &user.actor(),
+        user.ip.clone(),
+        &slug,
+        &files,
+    )
+    .await?;
     if !report.conflicts.is_empty() {
         let message = format!(
             "{} version(s) differ from the stored migrations; nothing was imported",
@@ -342,7 +382,11 @@ async fn import(
         body["error"] = json!({ "code": "import_conflicts", "message": message });
         return Ok((StatusCode::CONFLICT, Json(body)).into_response());
     }
-    let status = if report.created.is_empty() { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if report.created.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok((status, Json(report)).into_response())
 }
 
@@ -357,11 +401,16 @@ pub async fn import_migrations(
     slug: &str,
     files: &[(String, String)],
 ) -> Result<ImportReport, ApiError> {
-    let (layout, imported) = import::read(files).map_err(|e| ApiError::invalid("files", e.to_string()))?;
+    let (layout, imported) =
+        import::read(files).map_err(|e| ApiError::invalid("files", e.to_string()))?;
     for m in &imported {
         check_scripts(state, &m.up_sql, &m.down_sql).map_err(|e| match e {
-            ApiError::Invalid { field, message } => ApiError::invalid("files", format!("version {}: {field} {message}", m.version)),
-            ApiError::TooLarge(message) => ApiError::TooLarge(format!("version {}: {message}", m.version)),
+            ApiError::Invalid { field, message } => {
+                ApiError::invalid("files", format!("version {}: {field} {message}", m.version))
+            }
+            ApiError::TooLarge(message) => {
+                ApiError::TooLarge(format!("version {}: {message}", m.version))
+            }
             other => other,
         })?;
     }
@@ -372,15 +421,24 @@ pub async fn import_migrations(
         .into_iter()
         .map(|m| (m.version, m.checksum))
         .collect();
-    let mut report = ImportReport { layout: Some(layout), ..ImportReport::default() };
+    let mut report = ImportReport {
+        layout: Some(layout),
+        ..ImportReport::default()
+    };
     let mut to_create = Vec::new();
     for m in &imported {
         let checksum = Checksum::of(&m.up_sql, &m.down_sql);
         match existing.get(&m.version.to_string()) {
-            Some(stored) if *stored == checksum.as_str() => report.unchanged.push(m.version.to_string()),
+            Some(stored) if *stored == checksum.as_str() => {
+                report.unchanged.push(m.version.to_string())
+            }
             Some(stored) => report.conflicts.push(ImportConflict {
                 version: m.version.to_string(),
-                reason: format!("differs from the stored migration (checksum {} here, {} stored)", &checksum.as_str()[..12], &stored[..12.min(stored.len())]),
+                reason: format!(
+                    "differs from the stored migration (checksum {} here, {} stored)",
+                    &checksum.as_str()[..12],
+                    &stored[..12.min(stored.len())]
+                ),
             }),
             None => to_create.push(m),
         }
@@ -408,16 +466,21 @@ pub async fn import_migrations(
     if !report.created.is_empty() {
         audit::append(
             &mut tx,
-            &common::store::audit::Entry::new(actor.clone(), "migrations.imported", "project", &project.slug)
-                .project(project.id)
-                .ip(ip)
-                .details(json!({
-                    "layout": layout,
-                    "created": report.created.len(),
-                    "unchanged": report.unchanged.len(),
-                    "first": report.created.first(),
-                    "last": report.created.last(),
-                })),
+            &common::store::audit::Entry::new(
+                actor.clone(),
+                "migrations.imported",
+                "project",
+                &project.slug,
+            )
+            .project(project.id)
+            .ip(ip)
+            .details(json!({
+                "layout": layout,
+                "created": report.created.len(),
+                "unchanged": report.unchanged.len(),
+                "first": report.created.first(),
+                "last": report.created.last(),
+            })),
         )
         .await?;
     }

@@ -16,6 +16,7 @@ pub mod projects;
 pub mod runs;
 pub mod targets;
 pub mod users;
+pub mod webhooks;
 
 pub fn router() -> Routes {
     Routes::new().merge(health::router()).nest(
@@ -30,7 +31,8 @@ pub fn router() -> Routes {
             .merge(targets::router())
             .merge(migrations::router())
             .merge(runs::router())
-            .merge(audit::router()),
+            .merge(audit::router())
+            .merge(webhooks::router()),
     )
 }
 

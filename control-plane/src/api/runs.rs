@@ -16,6 +16,7 @@ use common::{
         inventory::{self, EnvironmentRow},
         migrations,
         runs::{self, NewRun, RunRow},
+        webhooks,
     },
 };
 use serde::Deserialize;
@@ -195,10 +196,17 @@ async fn request(
     ApiPath(slug): ApiPath<String>,
     ApiJson(body): ApiJson<RequestRun>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    request_run(&state, &user, slug, body).await.map(|v| (StatusCode::CREATED, Json(v)))
+    request_run(&state, &user, slug, body)
+        .await
+        .map(|v| (StatusCode::CREATED, Json(v)))
 }
 
-pub async fn request_run(state: &AppState, user: &CurrentUser, slug: String, body: RequestRun) -> Result<Value, ApiError> {
+pub async fn request_run(
+    state: &AppState,
+    user: &CurrentUser,
+    slug: String,
+    body: RequestRun,
+) -> Result<Value, ApiError> {
     let target_version = Version::parse(&body.target_version)
         .map_err(|e| ApiError::invalid("target_version", e.to_string()))?;
     let note = optional_text("note", body.note.as_deref().unwrap_or("").trim(), 2000)?;
@@ -340,6 +348,7 @@ pub async fn request_run(state: &AppState, user: &CurrentUser, slug: String, bod
         },
     )
     .await?;
+    webhooks::notify_run(&mut tx, run_id, "requested").await?;
     audit::append(
         &mut tx,
         &user.audit("run.requested", "run", run_id).project(project.id).details(json!({
@@ -434,6 +443,7 @@ async fn invalidate_if_stale(
         Some(reason),
     )
     .await?;
+    webhooks::notify_run(conn, run.id, "invalidated").await?;
     audit::append(
         conn,
         &actor
@@ -528,14 +538,18 @@ async fn approve(
     approve_run(&state, &user, id, body).await.map(Json)
 }
 
-pub async fn approve_run(state: &AppState, user: &CurrentUser, id: Uuid, body: ApproveBody) -> Result<Value, ApiError> {
+pub async fn approve_run(
+    state: &AppState,
+    user: &CurrentUser,
+    id: Uuid,
+    body: ApproveBody,
+) -> Result<Value, ApiError> {
     let comment = optional_text("comment", body.comment.trim(), 2000)?;
     let mut tx = state.db.begin().await?;
     let run = runs::lock(&mut tx, id)
         .await?
         .ok_or(ApiError::NotFound("run"))?;
-    if run.state() == RunState::PendingApproval && invalidate_if_stale(&mut tx, &run, &user).await?
-    {
+    if run.state() == RunState::PendingApproval && invalidate_if_stale(&mut tx, &run, user).await? {
         tx.commit().await?;
         return Err(stale_error());
     }
@@ -574,6 +588,7 @@ pub async fn approve_run(state: &AppState, user: &CurrentUser, id: Uuid, body: A
             .transition(RunEvent::FullyApproved)
             .map_err(|_| wrong_state(&run, "be approved"))?;
         runs::set_state(&mut tx, &run, next, Some(user.id), None).await?;
+        webhooks::notify_run(&mut tx, run.id, "approved").await?;
     }
     audit::append(
         &mut tx,
@@ -610,7 +625,12 @@ async fn deny(
     deny_run(&state, &user, id, body).await.map(Json)
 }
 
-pub async fn deny_run(state: &AppState, user: &CurrentUser, id: Uuid, body: DenyBody) -> Result<Value, ApiError> {
+pub async fn deny_run(
+    state: &AppState,
+    user: &CurrentUser,
+    id: Uuid,
+    body: DenyBody,
+) -> Result<Value, ApiError> {
     let reason = super::required_text("reason", &body.reason, 2000)?;
     let mut tx = state.db.begin().await?;
     let run = runs::lock(&mut tx, id)
@@ -631,6 +651,7 @@ pub async fn deny_run(state: &AppState, user: &CurrentUser, id: Uuid, body: Deny
         .transition(RunEvent::Deny)
         .map_err(|_| wrong_state(&run, "be denied"))?;
     runs::set_state(&mut tx, &run, next, Some(user.id), Some(&reason)).await?;
+    webhooks::notify_run(&mut tx, run.id, "denied").await?;
     audit::append(
         &mut tx,
         &user
@@ -676,10 +697,17 @@ async fn execute(
     ApiPath(id): ApiPath<Uuid>,
     OptionalJson(body): OptionalJson<ExecuteBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    execute_run(&state, &user, id, body).await.map(|v| (StatusCode::ACCEPTED, Json(v)))
+    execute_run(&state, &user, id, body)
+        .await
+        .map(|v| (StatusCode::ACCEPTED, Json(v)))
 }
 
-pub async fn execute_run(state: &AppState, user: &CurrentUser, id: Uuid, body: ExecuteBody) -> Result<Value, ApiError> {
+pub async fn execute_run(
+    state: &AppState,
+    user: &CurrentUser,
+    id: Uuid,
+    body: ExecuteBody,
+) -> Result<Value, ApiError> {
     let not_before = body.not_before;
     let now = OffsetDateTime::now_utc();
     if not_before.is_some_and(|t| t > now + time::Duration::days(30)) {
@@ -690,8 +718,8 @@ pub async fn execute_run(state: &AppState, user: &CurrentUser, id: Uuid, body: E
         .await?
         .ok_or(ApiError::NotFound("run"))?;
     require_operator(
-        &state,
-        &user,
+        state,
+        user,
         &run,
         &format!("POST /api/v1/runs/{id}/execute"),
     )
@@ -700,7 +728,7 @@ pub async fn execute_run(state: &AppState, user: &CurrentUser, id: Uuid, body: E
         .state()
         .transition(RunEvent::Execute)
         .map_err(|_| wrong_state(&run, "execute"))?;
-    if invalidate_if_stale(&mut tx, &run, &user).await? {
+    if invalidate_if_stale(&mut tx, &run, user).await? {
         tx.commit().await?;
         return Err(stale_error());
     }
@@ -749,6 +777,7 @@ pub async fn execute_run(state: &AppState, user: &CurrentUser, id: Uuid, body: E
         .execute(&mut *tx)
         .await?;
     runs::set_state(&mut tx, &run, next, Some(user.id), None).await?;
+    webhooks::notify_run(&mut tx, run.id, "executed").await?;
     audit::append(
         &mut tx,
         &user
@@ -784,13 +813,7 @@ pub async fn cancel_run(state: &AppState, user: &CurrentUser, id: Uuid) -> Resul
     let run = runs::lock(&mut tx, id)
         .await?
         .ok_or(ApiError::NotFound("run"))?;
-    require_operator(
-        &state,
-        &user,
-        &run,
-        &format!("POST /api/v1/runs/{id}/cancel"),
-    )
-    .await?;
+    require_operator(state, user, &run, &format!("POST /api/v1/runs/{id}/cancel")).await?;
     let next = run
         .state()
         .transition(RunEvent::Cancel)

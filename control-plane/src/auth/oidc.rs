@@ -154,7 +154,8 @@ impl Oidc {
             Ok(m) => m,
             Err(error) => {
                 tracing::warn!(issuer = %self.settings.issuer, error, "OIDC discovery failed");
-                *self.last_failure.lock().expect("not poisoned") = Some((Instant::now(), error.clone()));
+                *self.last_failure.lock().expect("not poisoned") =
+                    Some((Instant::now(), error.clone()));
                 return Err(OidcError::Unreachable(error));
             }
         };

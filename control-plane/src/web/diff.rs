@@ -25,7 +25,11 @@ pub fn side_by_side(old: &str, new: &str) -> Vec<Row> {
     let mut rows = Vec::new();
     for op in diff.ops() {
         match *op {
-            DiffOp::Equal { old_index, new_index, len } => {
+            DiffOp::Equal {
+                old_index,
+                new_index,
+                len,
+            } => {
                 for k in 0..len {
                     rows.push(Row {
                         kind: "equal",
@@ -36,7 +40,9 @@ pub fn side_by_side(old: &str, new: &str) -> Vec<Row> {
                     });
                 }
             }
-            DiffOp::Delete { old_index, old_len, .. } => {
+            DiffOp::Delete {
+                old_index, old_len, ..
+            } => {
                 for k in 0..old_len {
                     rows.push(Row {
                         kind: "delete",
@@ -47,7 +53,9 @@ pub fn side_by_side(old: &str, new: &str) -> Vec<Row> {
                     });
                 }
             }
-            DiffOp::Insert { new_index, new_len, .. } => {
+            DiffOp::Insert {
+                new_index, new_len, ..
+            } => {
                 for k in 0..new_len {
                     rows.push(Row {
                         kind: "insert",
@@ -58,7 +66,12 @@ pub fn side_by_side(old: &str, new: &str) -> Vec<Row> {
                     });
                 }
             }
-            DiffOp::Replace { old_index, old_len, new_index, new_len } => {
+            DiffOp::Replace {
+                old_index,
+                old_len,
+                new_index,
+                new_len,
+            } => {
                 for k in 0..old_len.max(new_len) {
                     rows.push(Row {
                         kind: "replace",
@@ -91,6 +104,10 @@ mod tests {
 
     #[test]
     fn identical_texts_are_all_equal() {
-        assert!(side_by_side("x\ny", "x\ny").iter().all(|r| r.kind == "equal"));
+        assert!(
+            side_by_side("x\ny", "x\ny")
+                .iter()
+                .all(|r| r.kind == "equal")
+        );
     }
 }

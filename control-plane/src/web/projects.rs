@@ -30,14 +30,46 @@ use crate::{
 
 pub fn router() -> Routes {
     Routes::new()
-        .get("/projects/{slug}", Access::Needs(Capability::View), project_page)
-        .get("/projects/{slug}/migrations/new", Access::Needs(Capability::Author), new_migration_page)
-        .post("/projects/{slug}/migrations", Access::Needs(Capability::Author), create_migration_form)
-        .get("/projects/{slug}/migrations/{version}", Access::Needs(Capability::View), migration_page)
-        .get("/projects/{slug}/migrations/{version}/edit", Access::Needs(Capability::Author), edit_migration_page)
-        .post("/projects/{slug}/migrations/{version}/edit", Access::Needs(Capability::Author), edit_migration_form)
-        .get("/projects/{slug}/migrations/{version}/diff", Access::Needs(Capability::View), diff_page)
-        .post("/projects/{slug}/runs", Access::Needs(Capability::Author), request_run_form)
+        .get(
+            "/projects/{slug}",
+            Access::Needs(Capability::View),
+            project_page,
+        )
+        .get(
+            "/projects/{slug}/migrations/new",
+            Access::Needs(Capability::Author),
+            new_migration_page,
+        )
+        .post(
+            "/projects/{slug}/migrations",
+            Access::Needs(Capability::Author),
+            create_migration_form,
+        )
+        .get(
+            "/projects/{slug}/migrations/{version}",
+            Access::Needs(Capability::View),
+            migration_page,
+        )
+        .get(
+            "/projects/{slug}/migrations/{version}/edit",
+            Access::Needs(Capability::Author),
+            edit_migration_page,
+        )
+        .post(
+            "/projects/{slug}/migrations/{version}/edit",
+            Access::Needs(Capability::Author),
+            edit_migration_form,
+        )
+        .get(
+            "/projects/{slug}/migrations/{version}/diff",
+            Access::Needs(Capability::View),
+            diff_page,
+        )
+        .post(
+            "/projects/{slug}/runs",
+            Access::Needs(Capability::Author),
+            request_run_form,
+        )
 }
 
 /// A form's field errors, from a 422; any other error propagates.
@@ -45,7 +77,10 @@ fn field_errors(err: ApiError) -> Result<Value, ApiError> {
     match err {
         ApiError::Invalid { field, message } => Ok(json!({ field: message })),
         ApiError::TooLarge(message) => Ok(json!({ "up_sql": message })),
-        ApiError::Conflict { code: "duplicate_version", message } => Ok(json!({ "version": message })),
+        ApiError::Conflict {
+            code: "duplicate_version",
+            message,
+        } => Ok(json!({ "version": message })),
         other => Err(other),
     }
 }
@@ -89,7 +124,11 @@ async fn project_context(state: &AppState, slug: &str, viewer: &Viewer) -> Resul
     }))
 }
 
-async fn project_page(State(state): State<AppState>, viewer: Viewer, ApiPath(slug): ApiPath<String>) -> Result<Html<String>, ApiError> {
+async fn project_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    ApiPath(slug): ApiPath<String>,
+) -> Result<Html<String>, ApiError> {
     let context = project_context(&state, &slug, &viewer).await?;
     render(&state, "projects/detail.html", context, Some(&viewer))
 }
@@ -124,7 +163,10 @@ async fn create_migration_form(
         transactional: None,
     };
     match create_migration(&state, &viewer.user, slug.clone(), body).await {
-        Ok(created) => Ok(see_other(&format!("/projects/{slug}/migrations/{}", created.version))),
+        Ok(created) => Ok(see_other(&format!(
+            "/projects/{slug}/migrations/{}",
+            created.version
+        ))),
         Err(err) => {
             let errors = field_errors(err)?;
             let mut conn = state.db.acquire().await?;
@@ -166,7 +208,11 @@ async fn request_run_form(
     ApiPath(slug): ApiPath<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let field = |k: &str| form.get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let field = |k: &str| {
+        form.get(k)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
     let parsed = (|| {
         let db_set_id = field("db_set_id")
             .and_then(|v| v.parse().ok())
@@ -177,14 +223,19 @@ async fn request_run_form(
             Some(_) => return Err(ApiError::invalid("direction", "up or down")),
         };
         let number = |k: &str| -> Result<Option<i32>, ApiError> {
-            field(k).map(|v| v.parse().map_err(|_| ApiError::invalid(k, "must be a whole number"))).transpose()
+            field(k)
+                .map(|v| {
+                    v.parse()
+                        .map_err(|_| ApiError::invalid(k, "must be a whole number"))
+                })
+                .transpose()
         };
         Ok(RequestRun {
             db_set_id,
             direction,
             target_version: field("target_version").unwrap_or_default(),
             note: field("note"),
-            stop_on_failure: Some(form.get("stop_on_failure").is_some()),
+            stop_on_failure: Some(form.contains_key("stop_on_failure")),
             concurrency: number("concurrency")?,
             canary: number("canary")?,
         })
@@ -194,7 +245,10 @@ async fn request_run_form(
         Err(e) => Err(e),
     };
     match result {
-        Ok(run) => Ok(see_other(&format!("/runs/{}", run["id"].as_str().unwrap_or_default()))),
+        Ok(run) => Ok(see_other(&format!(
+            "/runs/{}",
+            run["id"].as_str().unwrap_or_default()
+        ))),
         Err(err) => {
             let errors = match err {
                 ApiError::Conflict { message, .. } => json!({ "target_version": message }),
@@ -203,7 +257,12 @@ async fn request_run_form(
             let mut context = project_context(&state, &slug, &viewer.plain()).await?;
             context["run_form"] = json!(form);
             context["errors"] = errors;
-            let page = render(&state, "projects/detail.html", context, Some(&viewer.plain()))?;
+            let page = render(
+                &state,
+                "projects/detail.html",
+                context,
+                Some(&viewer.plain()),
+            )?;
             Ok(with_status(page, StatusCode::UNPROCESSABLE_ENTITY))
         }
     }
@@ -213,7 +272,13 @@ async fn migration_and_project(
     state: &AppState,
     slug: &str,
     version: &str,
-) -> Result<(common::store::inventory::ProjectRow, migrations::MigrationRow), ApiError> {
+) -> Result<
+    (
+        common::store::inventory::ProjectRow,
+        migrations::MigrationRow,
+    ),
+    ApiError,
+> {
     let version = Version::parse(version).map_err(|_| ApiError::NotFound("migration"))?;
     let mut conn = state.db.acquire().await?;
     let project = project(&mut conn, slug).await?;
@@ -251,7 +316,10 @@ async fn edit_migration_form(
         transactional: None,
     };
     match edit_migration(&state, &viewer.user, &slug, &version, body).await {
-        Ok(edited) => Ok(see_other(&format!("/projects/{slug}/migrations/{}", edited.version))),
+        Ok(edited) => Ok(see_other(&format!(
+            "/projects/{slug}/migrations/{}",
+            edited.version
+        ))),
         Err(err) => {
             let errors = field_errors(err)?;
             let (project, migration) = migration_and_project(&state, &slug, &version).await?;
@@ -283,7 +351,12 @@ async fn diff_page(
     let revisions = migrations::revisions(&mut conn, migration.id).await?;
     let to = q.to.unwrap_or(migration.revision);
     let from = q.from.unwrap_or(to - 1).max(1);
-    let pick = |n: i32| revisions.iter().find(|r| r.revision == n).ok_or(ApiError::NotFound("revision"));
+    let pick = |n: i32| {
+        revisions
+            .iter()
+            .find(|r| r.revision == n)
+            .ok_or(ApiError::NotFound("revision"))
+    };
     let (old, new) = (pick(from)?, pick(to)?);
     render(
         &state,
