@@ -619,3 +619,37 @@ async fn futures_join(app: &TestApp, path: &str, tokens: Vec<String>) -> Vec<Sta
     }
     out
 }
+
+#[tokio::test]
+async fn down_run_rolls_back_newest_first() {
+    let app = TestApp::spawn().await;
+    let (slug, set, dbs) = project_with_targets(&app, 2).await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;").await;
+    app.migration(&slug, "2", "ALTER TABLE a ADD COLUMN b int;", "ALTER TABLE a DROP COLUMN b;").await;
+    let fleet = Fleet::start(&app);
+    let up = request_run(&app, &slug, &set, "2").await;
+    app.post(&format!("/api/v1/runs/{up}/approve"), &app.manager, json!({})).await;
+    app.post(&format!("/api/v1/runs/{up}/execute"), &app.user, json!({})).await;
+    assert_eq!(wait_until_final(&app, &up).await["state"], "succeeded");
+
+    let (status, down) = app
+        .post(&format!("/api/v1/projects/{slug}/runs"), &app.user, json!({"db_set_id": set, "direction": "down", "target_version": "0"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{down}");
+    let versions: Vec<&str> = down["migrations"].as_array().unwrap().iter().map(|m| m["version"].as_str().unwrap()).collect();
+    assert_eq!(versions, ["2", "1"], "newest first");
+    let id = down["id"].as_str().unwrap();
+    app.post(&format!("/api/v1/runs/{id}/approve"), &app.manager, json!({})).await;
+    app.post(&format!("/api/v1/runs/{id}/execute"), &app.user, json!({})).await;
+    assert_eq!(wait_until_final(&app, id).await["state"], "succeeded");
+    fleet.stop().await;
+    for db in &dbs {
+        let mut conn = connect(db).await;
+        let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE tablename = 'a'").fetch_one(&mut conn).await.unwrap();
+        assert_eq!(tables, 0);
+        let history: i64 = sqlx::query_scalar("SELECT count(*) FROM migrate_hub_history").fetch_one(&mut conn).await.unwrap();
+        assert_eq!(history, 0);
+    }
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM applied_migrations").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(applied, 0);
+}
