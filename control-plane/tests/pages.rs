@@ -261,3 +261,46 @@ async fn editing_a_migration_makes_a_revision_with_a_side_by_side_diff() {
         .await;
     assert_eq!(one["revision"], 2);
 }
+
+#[tokio::test]
+async fn deny_and_cancel_forms_and_the_dashboard() {
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    let set = app.db_set(&slug, "orders", "daily").await;
+    let db = common::testing::TestDatabase::create("mh_test_target").await;
+    app.post(
+        &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
+        &app.manager,
+        serde_json::json!({"name": "t1", "engine": "postgres", "host": "127.0.0.1", "port": 5432, "database": db.name, "username": "postgres"}),
+    )
+    .await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "").await;
+    let user = TokenBrowser::new(&app, &app.user);
+    let manager = TokenBrowser::new(&app, &app.manager);
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let (_, location, _) = user
+            .post(&format!("/projects/{slug}/runs"), &[("db_set_id", &set), ("direction", "up"), ("target_version", "1")])
+            .await;
+        runs.push(location);
+    }
+    // The manager sees both waiting for approval; the user sees them as theirs.
+    let dash = manager.get("/").await;
+    assert_eq!(dash.body.matches("/runs/").count(), 2, "{}", dash.body);
+    let dash = user.get("/").await;
+    assert!(dash.body.contains("My runs") && dash.body.contains(&runs[0]));
+
+    // A deny without a reason is refused; with one it is recorded.
+    let (status, _, _) = manager.post(&format!("{}/deny", runs[0]), &[("reason", "")]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _, _) = manager.post(&format!("{}/deny", runs[0]), &[("reason", "freeze week")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let page = user.get(&runs[0]).await;
+    assert!(page.body.contains("state-denied") && page.body.contains("freeze week"));
+
+    // The requester cancels their own run from its page.
+    assert!(user.get(&runs[1]).await.body.contains(">Cancel</button>"));
+    let (status, _, _) = user.post(&format!("{}/cancel", runs[1]), &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(user.get(&runs[1]).await.body.contains("state-cancelled"));
+}
