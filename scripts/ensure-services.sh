@@ -192,6 +192,16 @@ ensure_mariadb() {
 
 # --- Test runner --------------------------------------------------------------------
 
+# Test tools from Debian: promtool (package prometheus) checks the /metrics
+# output. Installed without its recommended extras; the server it ships is
+# not started or used.
+ensure_test_tools() {
+    if ! have promtool; then
+        info "installing promtool (Debian package prometheus)"
+        apt_install prometheus
+    fi
+}
+
 ensure_nextest() {
     if have cargo-nextest || cargo nextest --version >/dev/null 2>&1; then
         return 0
@@ -219,6 +229,7 @@ main() {
     ensure_mariadb
     if ((nextest)); then
         ensure_nextest
+        ensure_test_tools
     fi
     if ((!quiet)); then
         info "PostgreSQL $(pg_sql -d postgres -Atc 'SHOW server_version') on $MH_PG_HOST:$MH_PG_PORT," \

@@ -85,7 +85,9 @@ pub fn router(state: AppState) -> Router {
         ))
     });
     let (router, _) = api::router().merge(pages).into_parts();
+    crate::metrics::handle();
     router
+        .route_layer(middleware::from_fn(crate::metrics::track_http))
         .layer(middleware::from_fn_with_state(state.clone(), csrf::guard))
         .layer(sessions)
         .with_state(state)

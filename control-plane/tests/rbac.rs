@@ -18,6 +18,7 @@ const PUBLIC: &[&str] = &[
     "/auth/callback",
     "/static/app.css",
     "/static/app.js",
+    "/metrics",
 ];
 
 fn concrete(path: &str) -> String {

@@ -10,6 +10,8 @@ pub fn router() -> Routes {
     Routes::new()
         .get("/healthz", Access::Public, healthz)
         .get("/readyz", Access::Public, readyz)
+        // Open like the health checks; restrict it at the ingress in production.
+        .get("/metrics", Access::Public, crate::metrics::scrape)
 }
 
 /// The process answers.

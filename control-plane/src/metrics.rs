@@ -1,0 +1,145 @@
+//! Prometheus metrics of the control plane (`GET /metrics`).
+//!
+//! HTTP traffic is recorded as it happens (by route template, not raw path,
+//! so ids do not explode the label space). The state of runs, executions,
+//! queues, workers and webhooks is read from the tool database at scrape
+//! time, so every replica reports the same truth.
+
+use std::{fmt::Write as _, sync::OnceLock, time::Instant};
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    http::header,
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::{app::AppState, error::ApiError};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// The process-wide recorder (installed once; several apps in one test
+/// process share it).
+pub fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full("http_request_duration_seconds".into()), &LATENCY_BUCKETS)
+            .expect("buckets are not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (a host embedding us);
+        // then HTTP metrics are not recorded, and the database gauges still are.
+        if metrics::set_global_recorder(recorder).is_ok() {
+            metrics::describe_counter!("http_requests_total", "HTTP requests by method, route template and status.");
+            metrics::describe_histogram!(
+                "http_request_duration_seconds",
+                metrics::Unit::Seconds,
+                "HTTP request latency by method, route template and status."
+            );
+        }
+        handle
+    })
+}
+
+/// Records method, route template, status and latency of every routed request.
+pub async fn track_http(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+    response
+}
+
+fn gauge_family(out: &mut String, name: &str, help: &str, rows: &[(Vec<(&str, String)>, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for (labels, value) in rows {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
+            .collect();
+        let _ = writeln!(out, "{name}{{{}}} {value}", labels.join(","));
+    }
+}
+
+async fn database_gauges(state: &AppState) -> Result<String, sqlx::Error> {
+    let mut out = String::new();
+    let runs: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT s.state, count(r.id) FROM unnest(ARRAY['pending_approval','approved','queued','running','succeeded',
+                 'failed','partially_failed','denied','cancelled','invalidated']) AS s(state)
+         LEFT JOIN runs r ON r.state = s.state GROUP BY s.state ORDER BY s.state",
+    )
+    .fetch_all(&state.db)
+    .await?;
+    let rows: Vec<_> = runs.into_iter().map(|(s, n)| (vec![("state", s)], n as f64)).collect();
+    gauge_family(&mut out, "migrate_hub_runs", "Runs by state.", &rows);
+
+    let executions: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT e.state, t.engine, count(*) FROM target_executions e JOIN targets t ON t.id = e.target_id
+         GROUP BY e.state, t.engine ORDER BY 1, 2",
+    )
+    .fetch_all(&state.db)
+    .await?;
+    let rows: Vec<_> = executions
+        .into_iter()
+        .map(|(s, e, n)| (vec![("state", s), ("engine", e)], n as f64))
+        .collect();
+    gauge_family(&mut out, "migrate_hub_target_executions", "Target executions by outcome and engine.", &rows);
+
+    let queues: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT job_type, count(*) FILTER (WHERE status = 'Pending') FROM apalis.jobs
+         WHERE job_type LIKE 'migrate-hub.pool.%' GROUP BY job_type ORDER BY 1",
+    )
+    .fetch_all(&state.db)
+    .await?;
+    let rows: Vec<_> = queues
+        .into_iter()
+        .map(|(q, n)| (vec![("pool", q.trim_start_matches("migrate-hub.pool.").to_owned())], n as f64))
+        .collect();
+    gauge_family(&mut out, "migrate_hub_queue_depth", "Jobs waiting in each worker pool's queue.", &rows);
+
+    let workers: Vec<(String, String, f64, i32)> = sqlx::query_as(
+        "SELECT pool, id::text, extract(epoch FROM now() - last_heartbeat_at)::float8, running_jobs FROM workers
+         WHERE stopped_at IS NULL AND last_heartbeat_at > now() - interval '1 hour' ORDER BY pool, id",
+    )
+    .fetch_all(&state.db)
+    .await?;
+    let age: Vec<_> = workers
+        .iter()
+        .map(|(p, w, age, _)| (vec![("pool", p.clone()), ("worker", w.clone())], *age))
+        .collect();
+    gauge_family(&mut out, "migrate_hub_worker_heartbeat_age_seconds", "Seconds since each live worker's last heartbeat.", &age);
+    let jobs: Vec<_> = workers
+        .iter()
+        .map(|(p, w, _, n)| (vec![("pool", p.clone()), ("worker", w.clone())], f64::from(*n)))
+        .collect();
+    gauge_family(&mut out, "migrate_hub_worker_running_jobs", "Jobs each live worker is running.", &jobs);
+
+    let deliveries: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT s.state, count(d.id) FROM unnest(ARRAY['pending','delivered','failed']) AS s(state)
+         LEFT JOIN webhook_deliveries d ON d.state = s.state GROUP BY s.state ORDER BY 1",
+    )
+    .fetch_all(&state.db)
+    .await?;
+    let rows: Vec<_> = deliveries.into_iter().map(|(s, n)| (vec![("state", s)], n as f64)).collect();
+    gauge_family(&mut out, "migrate_hub_webhook_deliveries", "Webhook deliveries by state.", &rows);
+    Ok(out)
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let mut body = handle().render();
+    body.push_str(&database_gauges(&state).await?);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response())
+}
