@@ -285,7 +285,7 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
             dirty,
         }) => Outcome::failed(message, Some(version))
             .at_statement(statement)
-            .leaving_dirty(dirty),
+            .leaving_dirty(dirty.map(|mark| *mark)),
         Err(err @ ExecError::Hub { .. }) => {
             // The driver's text for the tool database stays in the logs.
             tracing::error!(error = %err, "tool database failed during execution");

@@ -537,3 +537,35 @@ async fn kratos_history_applies_up_and_rolls_back_its_supported_downs() {
     );
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn synthetic_fanout_migrations_apply_roll_back_and_apply_again() {
+    let migrations = golang_migrate(&workloads().join("synthetic-fanout/mysql"));
+    assert_eq!(migrations.len(), 20);
+    let hub = TestHub::new().await;
+    let project = hub.mysql_project_with_targets(1).await;
+    let target = &project.targets[0];
+    for (version, up, down) in &migrations {
+        hub.migration(&project, version, up, down).await;
+    }
+    let newest = &migrations.last().unwrap().0;
+    let worker = hub.start_worker(1_000).await;
+
+    for (direction, version, applied) in [
+        (Direction::Up, newest.as_str(), 20),
+        (Direction::Down, "0", 0),
+        (Direction::Up, newest.as_str(), 20),
+    ] {
+        let run = hub.approved_run(&project, direction, version).await;
+        hub.execute(run).await;
+        assert_eq!(
+            hub.wait_for_run(run).await,
+            RunState::Succeeded,
+            "{direction}: {:?}",
+            hub.execution(run, target).await.error
+        );
+        assert_eq!(target.my_history().await.len(), applied);
+        assert_eq!(hub.applied(target).await.len(), applied);
+    }
+    worker.stop().await;
+}

@@ -241,7 +241,7 @@ impl<'a> Splitter<'a> {
                     .map_or(inner, |close| &inner[..close])
             }
             Some(_) => argument
-                .split(|c: char| c == ' ' || c == '\t')
+                .split([' ', '\t'])
                 .next()
                 .unwrap_or(argument),
         };

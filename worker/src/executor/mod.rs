@@ -90,7 +90,7 @@ pub enum ExecError {
         message: String,
         version: String,
         statement: usize,
-        dirty: Option<DirtyMark>,
+        dirty: Option<Box<DirtyMark>>,
     },
     /// The tool database failed while the job needed it (reading the
     /// applied state, or recording a step that already committed on the
