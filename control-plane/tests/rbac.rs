@@ -19,6 +19,7 @@ const PUBLIC: &[&str] = &[
     "/static/app.css",
     "/static/app.js",
     "/metrics",
+    "/api/v1/openapi.json",
 ];
 
 fn concrete(path: &str) -> String {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::routes::Routes;
+use crate::routes::{Access, Routes};
 
 pub mod audit;
 pub mod db_sets;
@@ -12,6 +12,7 @@ pub mod invalidation;
 pub mod inventory;
 pub mod me;
 pub mod migrations;
+pub mod openapi;
 pub mod projects;
 pub mod runs;
 pub mod targets;
@@ -22,6 +23,7 @@ pub fn router() -> Routes {
     Routes::new().merge(health::router()).nest(
         "/api/v1",
         Routes::new()
+            .get("/openapi.json", Access::Public, openapi::serve)
             .merge(me::router())
             .merge(users::router())
             .merge(inventory::router())
