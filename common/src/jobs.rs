@@ -23,3 +23,41 @@ pub struct TargetJob {
 pub fn queue_name(pool: &str) -> String {
     format!("migrate-hub.pool.{pool}")
 }
+
+/// Pushes one job per (execution, target, pool) into each pool's queue, in
+/// the caller's transaction, due at `not_before` or at once.
+pub async fn push(
+    conn: &mut sqlx::PgConnection,
+    run_id: Uuid,
+    executions: &[(Uuid, Uuid, String)],
+    not_before: Option<time::OffsetDateTime>,
+) -> Result<(), sqlx::Error> {
+    use apalis::prelude::TaskBuilder;
+    let mut by_pool: BTreeMap<&str, Vec<apalis_postgres::PgTask>> = BTreeMap::new();
+    for (execution_id, target_id, pool) in executions {
+        let job = TargetJob {
+            run_id,
+            target_id: *target_id,
+            execution_id: *execution_id,
+            trace_context: BTreeMap::new(),
+        };
+        let payload = serde_json::to_vec(&job).expect("job serializes");
+        // A migration job is never retried by the queue: a failed target
+        // stays failed until a person asks for a new run.
+        let task = TaskBuilder::new(payload).max_attempts(1);
+        let task = match not_before.filter(|t| *t > time::OffsetDateTime::now_utc()) {
+            Some(t) => task.run_at_timestamp(t.unix_timestamp() as u64),
+            // The queue stores whole seconds and wakes listening workers only
+            // for jobs already due by the database's clock; a due time in the
+            // past makes the job due at once on every clock.
+            None => task.run_at_time(std::time::SystemTime::now() - std::time::Duration::from_secs(60)),
+        };
+        by_pool.entry(pool.as_str()).or_default().push(task.build());
+    }
+    for (pool, tasks) in by_pool {
+        apalis_postgres::queries::push_tasks(&mut *conn, &queue_name(pool), tasks)
+            .await
+            .map_err(|e| sqlx::Error::Protocol(format!("queueing jobs for pool {pool}: {e}")))?;
+    }
+    Ok(())
+}

@@ -653,3 +653,72 @@ async fn down_run_rolls_back_newest_first() {
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM applied_migrations").fetch_one(&app.pool).await.unwrap();
     assert_eq!(applied, 0);
 }
+
+async fn run_with(app: &TestApp, slug: &str, set: &str, options: Value) -> Value {
+    let mut body = json!({"db_set_id": set, "direction": "up", "target_version": "1"});
+    for (k, v) in options.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let (status, run) = app.post(&format!("/api/v1/projects/{slug}/runs"), &app.user, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    let id = run["id"].as_str().unwrap().to_owned();
+    app.post(&format!("/api/v1/runs/{id}/approve"), &app.manager, json!({})).await;
+    let (status, queued) = app.post(&format!("/api/v1/runs/{id}/execute"), &app.user, json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    wait_until_final(app, &id).await
+}
+
+#[tokio::test]
+async fn concurrency_one_runs_targets_one_after_another() {
+    let app = TestApp::spawn().await;
+    let (slug, set, _dbs) = project_with_targets(&app, 3).await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "").await;
+    let fleet = Fleet::start(&app);
+    let done = run_with(&app, &slug, &set, json!({"concurrency": 1})).await;
+    fleet.stop().await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let spans: Vec<(String, String)> = done["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["started_at"].as_str().unwrap().to_owned(), t["finished_at"].as_str().unwrap().to_owned()))
+        .collect();
+    for pair in spans.windows(2) {
+        assert!(pair[1].0 >= pair[0].1, "a target started before the previous one finished: {spans:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_canary_stops_the_rest() {
+    let app = TestApp::spawn().await;
+    let (slug, set, dbs) = project_with_targets(&app, 3).await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "").await;
+    // The first target (the canary) already has the table.
+    sqlx::query("CREATE TABLE a (x int)").execute(&mut connect(&dbs[0]).await).await.unwrap();
+    let fleet = Fleet::start(&app);
+    let done = run_with(&app, &slug, &set, json!({"canary": 1})).await;
+    fleet.stop().await;
+    let states: Vec<&str> = done["targets"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["failed", "cancelled", "cancelled"], "{done}");
+    assert_eq!(done["state"], "failed");
+    // The others were never touched.
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE tablename = 'a'")
+        .fetch_one(&mut connect(&dbs[1]).await)
+        .await
+        .unwrap();
+    assert_eq!(tables, 0);
+}
+
+#[tokio::test]
+async fn stop_on_failure_cancels_targets_not_started() {
+    let app = TestApp::spawn().await;
+    let (slug, set, dbs) = project_with_targets(&app, 3).await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "").await;
+    sqlx::query("CREATE TABLE a (x int)").execute(&mut connect(&dbs[1]).await).await.unwrap();
+    let fleet = Fleet::start(&app);
+    let done = run_with(&app, &slug, &set, json!({"concurrency": 1, "stop_on_failure": true})).await;
+    fleet.stop().await;
+    let states: Vec<&str> = done["targets"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["succeeded", "failed", "cancelled"], "{done}");
+    assert_eq!(done["state"], "partially_failed");
+}

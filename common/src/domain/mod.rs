@@ -3,6 +3,7 @@
 pub mod approval;
 pub mod checksum;
 pub mod directives;
+pub mod dispatch;
 pub mod drift;
 pub mod import;
 pub mod role;

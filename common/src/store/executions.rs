@@ -164,7 +164,12 @@ pub async fn finish(
     // Lock the run before the audit head, the order `claim` (run, then its
     // audit row) uses too; the other order deadlocks a claim and a finish
     // of two targets of one run.
-    runs::lock(conn, run_id).await?;
+    let run = runs::lock(conn, run_id).await?;
+    // Start what may start next (concurrency, canary), or stop the rest
+    // (stop on failure, failed canary). A cancelled run starts nothing.
+    if let Some(run) = run.filter(|r| !r.state().is_final()) {
+        super::dispatch::dispatch(conn, &run, None).await?;
+    }
     let action = match f.state {
         TargetState::Succeeded => "target.succeeded",
         TargetState::Skipped => "target.skipped",

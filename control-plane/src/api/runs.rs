@@ -1,8 +1,7 @@
 //! Runs: request, approve, deny, execute, cancel.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use apalis::prelude::TaskBuilder;
 use axum::{Json, extract::State, http::StatusCode};
 use common::{
     domain::{
@@ -10,11 +9,11 @@ use common::{
         approval::{self, ApprovalContext, ApprovalError},
         run::{ExecutionSettings, PinnedMigration, RunEvent},
     },
-    jobs::{TargetJob, queue_name},
     store::{
         audit,
         inventory::{self, EnvironmentRow},
         migrations,
+        dispatch,
         runs::{self, NewRun, RunRow},
         webhooks,
     },
@@ -741,35 +740,9 @@ pub async fn execute_run(
         ));
     }
 
-    let executions = runs::queue_executions(&mut tx, run.id).await?;
-    let mut by_pool: BTreeMap<String, Vec<apalis_postgres::PgTask>> = BTreeMap::new();
-    for (execution_id, target_id, pool) in &executions {
-        let job = TargetJob {
-            run_id: run.id,
-            target_id: *target_id,
-            execution_id: *execution_id,
-            trace_context: BTreeMap::new(),
-        };
-        let mut task = TaskBuilder::new(serde_json::to_vec(&job).map_err(anyhow::Error::from)?)
-            // A migration job is never retried by the queue: a failed target
-            // stays failed until a person asks for a new run.
-            .max_attempts(1);
-        task = match not_before.filter(|t| *t > now) {
-            Some(t) => task.run_at_timestamp(t.unix_timestamp() as u64),
-            // The queue stores whole seconds and only wakes listening workers
-            // for jobs that are already due by the database's clock; a due
-            // time in the past makes the job due at once on every clock.
-            None => {
-                task.run_at_time(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
-            }
-        };
-        by_pool.entry(pool.clone()).or_default().push(task.build());
-    }
-    for (pool, tasks) in by_pool {
-        apalis_postgres::queries::push_tasks(&mut *tx, &queue_name(&pool), tasks)
-            .await
-            .map_err(|e| anyhow::anyhow!("queueing jobs for pool {pool}: {e}"))?;
-    }
+    // Up to the concurrency limit (or the canary) now; the rest as earlier
+    // targets finish.
+    let executions = dispatch::dispatch(&mut tx, &run, not_before).await?;
     sqlx::query("UPDATE runs SET executed_by = $2, not_before = $3 WHERE id = $1")
         .bind(run.id)
         .bind(user.id)
