@@ -13,35 +13,23 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::{app::AppState, error::ApiError};
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-
-const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
-
-/// The process-wide recorder (installed once; several apps in one test
-/// process share it).
+/// The process-wide recorder, with the HTTP metrics described.
 pub fn handle() -> &'static PrometheusHandle {
-    HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full("http_request_duration_seconds".into()), &LATENCY_BUCKETS)
-            .expect("buckets are not empty");
-        let recorder = builder.build_recorder();
-        let handle = recorder.handle();
-        // Another recorder may already be installed (a host embedding us);
-        // then HTTP metrics are not recorded, and the database gauges still are.
-        if metrics::set_global_recorder(recorder).is_ok() {
-            metrics::describe_counter!("http_requests_total", "HTTP requests by method, route template and status.");
-            metrics::describe_histogram!(
-                "http_request_duration_seconds",
-                metrics::Unit::Seconds,
-                "HTTP request latency by method, route template and status."
-            );
-        }
-        handle
-    })
+    static DESCRIBED: OnceLock<()> = OnceLock::new();
+    let handle = common::telemetry::metrics_handle();
+    DESCRIBED.get_or_init(|| {
+        metrics::describe_counter!("http_requests_total", "HTTP requests by method, route template and status.");
+        metrics::describe_histogram!(
+            "http_request_duration_seconds",
+            metrics::Unit::Seconds,
+            "HTTP request latency by method, route template and status."
+        );
+    });
+    handle
 }
 
 /// Records method, route template, status and latency of every routed request.

@@ -46,3 +46,53 @@ async fn control_plane_metrics_are_valid_prometheus_text() {
     let (ok, report) = promtool_check(&text);
     assert!(ok, "promtool rejects the output: {report}\n{text}");
 }
+
+#[tokio::test]
+async fn worker_metrics_count_executions_migrations_and_lock_waits() {
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    let set = app.db_set(&slug, "orders", "daily").await;
+    let db = common::testing::TestDatabase::create("mh_test_target").await;
+    app.post(
+        &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
+        &app.manager,
+        serde_json::json!({"name": "t1", "engine": "postgres", "host": "127.0.0.1", "port": 5432, "database": db.name, "username": "postgres"}),
+    )
+    .await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "").await;
+    let (_, run) = app
+        .post(&format!("/api/v1/projects/{slug}/runs"), &app.user, serde_json::json!({"db_set_id": set, "direction": "up", "target_version": "1"}))
+        .await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    app.post(&format!("/api/v1/runs/{id}/approve"), &app.manager, serde_json::json!({})).await;
+
+    // The worker's endpoint, as the binary serves it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    tokio::spawn(worker::metrics::serve(listener));
+    let worker = worker::Worker::new(app.pool.clone(), app.keys.clone(), "default", 2, 5_000);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    app.post(&format!("/api/v1/runs/{id}/execute"), &app.user, serde_json::json!({})).await;
+    common::testing::wait_for(std::time::Duration::from_secs(30), "the run to succeed", || async {
+        let (_, body) = app.get(&format!("/api/v1/runs/{id}"), &app.user).await;
+        (body["state"] == "succeeded").then_some(())
+    })
+    .await;
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+
+    let text = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+    for needle in [
+        "migrate_hub_target_executions_total{engine=\"postgres\",outcome=\"succeeded\"}",
+        "migrate_hub_migration_duration_seconds_count{direction=\"up\"}",
+        "migrate_hub_lock_wait_seconds_count{engine=\"postgres\"}",
+        "migrate_hub_target_execution_duration_seconds_bucket",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+    let (ok, report) = promtool_check(&text);
+    assert!(ok, "promtool rejects the worker's output: {report}\n{text}");
+}

@@ -267,7 +267,8 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
         target_id: target.id,
         direction,
     };
-    match executor::execute(&target.engine, &connection, &plan, &reporter).await {
+    let started = std::time::Instant::now();
+    let outcome = match executor::execute(&target.engine, &connection, &plan, &reporter).await {
         Ok(Applied::Steps(count)) => {
             tracing::info!(
                 steps = count,
@@ -295,7 +296,9 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
                 None,
             )
         }
-    }
+    };
+    crate::metrics::execution_finished(&target.engine, outcome.state.as_str(), started.elapsed());
+    outcome
 }
 
 /// How to reach the target, with its password opened. The error names what

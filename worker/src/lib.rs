@@ -10,6 +10,7 @@
 pub mod executor;
 pub mod job;
 pub mod lock;
+pub mod metrics;
 pub mod plan;
 pub mod queue;
 pub mod report;

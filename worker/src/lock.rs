@@ -35,6 +35,13 @@ pub enum LockError {
 /// leaking into the session; the session-level lock itself survives the
 /// transaction's end. A zero wait means "try once".
 pub async fn acquire_pg(client: &Client, wait: Duration) -> Result<(), LockError> {
+    let started = std::time::Instant::now();
+    let result = acquire_pg_inner(client, wait).await;
+    crate::metrics::lock_waited("postgres", started.elapsed());
+    result
+}
+
+async fn acquire_pg_inner(client: &Client, wait: Duration) -> Result<(), LockError> {
     let waited_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
     if wait.is_zero() {
         let row = client
@@ -117,6 +124,7 @@ pub async fn acquire_mysql(
     let waited_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
     // GET_LOCK's timeout is an int of seconds (or a decimal on MariaDB).
     let seconds = format!("{}.{:03}", waited_ms / 1000, waited_ms % 1000);
+    let started = std::time::Instant::now();
     let got: Option<Option<i64>> = conn
         .exec_first(
             format!("SELECT GET_LOCK(?, {seconds})"),
@@ -124,6 +132,7 @@ pub async fn acquire_mysql(
         )
         .await
         .map_err(|e| MySqlLockError::Target(common::targets::mysql::describe(&e)))?;
+    crate::metrics::lock_waited("mysql", started.elapsed());
     match got.flatten() {
         Some(1) => Ok(()),
         Some(_) => Err(MySqlLockError::Busy { waited_ms }),

@@ -69,6 +69,12 @@ async fn serve(settings: WorkerSettings) -> anyhow::Result<()> {
             "the tool database schema is not current: migrate it with the control plane first"
         );
     }
+    let metrics = worker::metrics::bind(settings.metrics_listen).await?;
+    tokio::spawn(async move {
+        if let Err(err) = worker::metrics::serve(metrics).await {
+            tracing::error!(error = %err, "metrics endpoint stopped");
+        }
+    });
     let worker = Worker::new(
         db,
         settings.common.keys,

@@ -104,6 +104,7 @@ impl Reporter {
     /// Records a step that has committed on the target: the hub's applied
     /// state and the per-migration history, in one transaction.
     pub async fn step_done(&self, step: &Step, timing: StepTiming) -> Result<(), sqlx::Error> {
+        crate::metrics::migration_done(self.direction.as_str(), timing.duration);
         let checksum = step.checksum.to_string();
         let record = AppliedStep {
             execution_id: self.execution_id,

@@ -252,6 +252,7 @@ async fn heartbeat(db: PgPool, id: Uuid, permits: Arc<Semaphore>, concurrency: u
         tick.tick().await;
         let running = concurrency.saturating_sub(permits.available_permits());
         let running = i32::try_from(running).unwrap_or(i32::MAX);
+        crate::metrics::heartbeat(running);
         if let Err(err) = store::workers::heartbeat(&db, id, running).await {
             tracing::warn!(error = %err, "worker heartbeat failed");
         }
