@@ -50,7 +50,9 @@ pub async fn push(
             // The queue stores whole seconds and wakes listening workers only
             // for jobs already due by the database's clock; a due time in the
             // past makes the job due at once on every clock.
-            None => task.run_at_time(std::time::SystemTime::now() - std::time::Duration::from_secs(60)),
+            None => {
+                task.run_at_time(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+            }
         };
         by_pool.entry(pool.as_str()).or_default().push(task.build());
     }

@@ -22,7 +22,10 @@ pub fn handle() -> &'static PrometheusHandle {
     static DESCRIBED: OnceLock<()> = OnceLock::new();
     let handle = common::telemetry::metrics_handle();
     DESCRIBED.get_or_init(|| {
-        metrics::describe_counter!("http_requests_total", "HTTP requests by method, route template and status.");
+        metrics::describe_counter!(
+            "http_requests_total",
+            "HTTP requests by method, route template and status."
+        );
         metrics::describe_histogram!(
             "http_request_duration_seconds",
             metrics::Unit::Seconds,
@@ -45,7 +48,8 @@ pub async fn track_http(req: Request, next: Next) -> Response {
     let status = response.status().as_u16().to_string();
     let labels = [("method", method), ("route", route), ("status", status)];
     metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
     response
 }
 
@@ -55,7 +59,14 @@ fn gauge_family(out: &mut String, name: &str, help: &str, rows: &[(Vec<(&str, St
     for (labels, value) in rows {
         let labels: Vec<String> = labels
             .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
+            .map(|(k, v)| {
+                format!(
+                    "{k}=\"{}\"",
+                    v.replace('\\', "\\\\")
+                        .replace('"', "\\\"")
+                        .replace('\n', "\\n")
+                )
+            })
             .collect();
         let _ = writeln!(out, "{name}{{{}}} {value}", labels.join(","));
     }
@@ -70,7 +81,10 @@ async fn database_gauges(state: &AppState) -> Result<String, sqlx::Error> {
     )
     .fetch_all(&state.db)
     .await?;
-    let rows: Vec<_> = runs.into_iter().map(|(s, n)| (vec![("state", s)], n as f64)).collect();
+    let rows: Vec<_> = runs
+        .into_iter()
+        .map(|(s, n)| (vec![("state", s)], n as f64))
+        .collect();
     gauge_family(&mut out, "migrate_hub_runs", "Runs by state.", &rows);
 
     let executions: Vec<(String, String, i64)> = sqlx::query_as(
@@ -83,7 +97,12 @@ async fn database_gauges(state: &AppState) -> Result<String, sqlx::Error> {
         .into_iter()
         .map(|(s, e, n)| (vec![("state", s), ("engine", e)], n as f64))
         .collect();
-    gauge_family(&mut out, "migrate_hub_target_executions", "Target executions by outcome and engine.", &rows);
+    gauge_family(
+        &mut out,
+        "migrate_hub_target_executions",
+        "Target executions by outcome and engine.",
+        &rows,
+    );
 
     let queues: Vec<(String, i64)> = sqlx::query_as(
         "SELECT job_type, count(*) FILTER (WHERE status = 'Pending') FROM apalis.jobs
@@ -93,9 +112,19 @@ async fn database_gauges(state: &AppState) -> Result<String, sqlx::Error> {
     .await?;
     let rows: Vec<_> = queues
         .into_iter()
-        .map(|(q, n)| (vec![("pool", q.trim_start_matches("migrate-hub.pool.").to_owned())], n as f64))
+        .map(|(q, n)| {
+            (
+                vec![("pool", q.trim_start_matches("migrate-hub.pool.").to_owned())],
+                n as f64,
+            )
+        })
         .collect();
-    gauge_family(&mut out, "migrate_hub_queue_depth", "Jobs waiting in each worker pool's queue.", &rows);
+    gauge_family(
+        &mut out,
+        "migrate_hub_queue_depth",
+        "Jobs waiting in each worker pool's queue.",
+        &rows,
+    );
 
     let workers: Vec<(String, String, f64, i32)> = sqlx::query_as(
         "SELECT pool, id::text, extract(epoch FROM now() - last_heartbeat_at)::float8, running_jobs FROM workers
@@ -107,12 +136,27 @@ async fn database_gauges(state: &AppState) -> Result<String, sqlx::Error> {
         .iter()
         .map(|(p, w, age, _)| (vec![("pool", p.clone()), ("worker", w.clone())], *age))
         .collect();
-    gauge_family(&mut out, "migrate_hub_worker_heartbeat_age_seconds", "Seconds since each live worker's last heartbeat.", &age);
+    gauge_family(
+        &mut out,
+        "migrate_hub_worker_heartbeat_age_seconds",
+        "Seconds since each live worker's last heartbeat.",
+        &age,
+    );
     let jobs: Vec<_> = workers
         .iter()
-        .map(|(p, w, _, n)| (vec![("pool", p.clone()), ("worker", w.clone())], f64::from(*n)))
+        .map(|(p, w, _, n)| {
+            (
+                vec![("pool", p.clone()), ("worker", w.clone())],
+                f64::from(*n),
+            )
+        })
         .collect();
-    gauge_family(&mut out, "migrate_hub_worker_running_jobs", "Jobs each live worker is running.", &jobs);
+    gauge_family(
+        &mut out,
+        "migrate_hub_worker_running_jobs",
+        "Jobs each live worker is running.",
+        &jobs,
+    );
 
     let deliveries: Vec<(String, i64)> = sqlx::query_as(
         "SELECT s.state, count(d.id) FROM unnest(ARRAY['pending','delivered','failed']) AS s(state)
@@ -120,8 +164,16 @@ async fn database_gauges(state: &AppState) -> Result<String, sqlx::Error> {
     )
     .fetch_all(&state.db)
     .await?;
-    let rows: Vec<_> = deliveries.into_iter().map(|(s, n)| (vec![("state", s)], n as f64)).collect();
-    gauge_family(&mut out, "migrate_hub_webhook_deliveries", "Webhook deliveries by state.", &rows);
+    let rows: Vec<_> = deliveries
+        .into_iter()
+        .map(|(s, n)| (vec![("state", s)], n as f64))
+        .collect();
+    gauge_family(
+        &mut out,
+        "migrate_hub_webhook_deliveries",
+        "Webhook deliveries by state.",
+        &rows,
+    );
     Ok(out)
 }
 
@@ -129,5 +181,12 @@ async fn database_gauges(state: &AppState) -> Result<String, sqlx::Error> {
 pub async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {
     let mut body = handle().render();
     body.push_str(&database_gauges(&state).await?);
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response())
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
 }

@@ -30,7 +30,14 @@ async fn project_in(app: &TestApp, envs: &[&str]) -> (String, Vec<String>, Vec<T
     (slug, sets, dbs)
 }
 
-async fn request(app: &TestApp, token: &str, slug: &str, set: &str, direction: &str, version: &str) -> (StatusCode, Value) {
+async fn request(
+    app: &TestApp,
+    token: &str,
+    slug: &str,
+    set: &str,
+    direction: &str,
+    version: &str,
+) -> (StatusCode, Value) {
     app.post(
         &format!("/api/v1/projects/{slug}/runs"),
         token,
@@ -49,23 +56,40 @@ async fn separation_of_duties_follows_each_environments_policy() {
     let (slug, sets, _dbs) = project_in(&app, &["daily", "stg"]).await;
     // manager2 authors the migration; manager requests.
     let (status, _) = app
-        .post(&format!("/api/v1/projects/{slug}/migrations"), &app.manager2, json!({"version": "1", "name": "a", "up_sql": "CREATE TABLE a (id int);"}))
+        .post(
+            &format!("/api/v1/projects/{slug}/migrations"),
+            &app.manager2,
+            json!({"version": "1", "name": "a", "up_sql": "CREATE TABLE a (id int);"}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
 
     // daily allows self-approval: the requester may approve.
     let (_, run) = request(&app, &app.manager, &slug, &sets[0], "up", "1").await;
-    let (status, body) = app.post(&format!("/api/v1/runs/{}/approve", run["id"].as_str().unwrap()), &app.manager, json!({})).await;
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/runs/{}/approve", run["id"].as_str().unwrap()),
+            &app.manager,
+            json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     // stg does not: neither the requester nor the author may.
     let (_, run) = request(&app, &app.manager, &slug, &sets[1], "up", "1").await;
     let id = run["id"].as_str().unwrap();
     for token in [&app.manager, &app.manager2] {
-        let (status, err) = app.post(&format!("/api/v1/runs/{id}/approve"), token, json!({})).await;
-        assert_eq!((status, code(&err)), (StatusCode::FORBIDDEN, "separation_of_duties"));
+        let (status, err) = app
+            .post(&format!("/api/v1/runs/{id}/approve"), token, json!({}))
+            .await;
+        assert_eq!(
+            (status, code(&err)),
+            (StatusCode::FORBIDDEN, "separation_of_duties")
+        );
     }
-    let (status, body) = app.post(&format!("/api/v1/runs/{id}/approve"), &app.admin, json!({})).await;
+    let (status, body) = app
+        .post(&format!("/api/v1/runs/{id}/approve"), &app.admin, json!({}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["state"], "approved");
     // Each refusal is audited.
@@ -77,11 +101,19 @@ async fn separation_of_duties_follows_each_environments_policy() {
 async fn stg_needs_success_on_daily_first() {
     let app = TestApp::spawn().await;
     let (slug, sets, _dbs) = project_in(&app, &["daily", "stg"]).await;
-    app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;").await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;")
+        .await;
     let (status, err) = request(&app, &app.user, &slug, &sets[1], "up", "1").await;
-    assert_eq!((status, code(&err)), (StatusCode::CONFLICT, "promotion_gate"), "{err}");
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, "promotion_gate"),
+        "{err}"
+    );
     assert!(err["error"]["message"].as_str().unwrap().contains("daily"));
-    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM runs").fetch_one(&app.pool).await.unwrap();
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM runs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(runs, 0, "nothing written");
 
     // Once daily has it, stg may be asked for.
@@ -106,19 +138,52 @@ async fn stg_needs_success_on_daily_first() {
 async fn deny_needs_a_reason_and_is_final() {
     let app = TestApp::spawn().await;
     let (slug, sets, _dbs) = project_in(&app, &["daily"]).await;
-    app.migration(&slug, "1", "CREATE TABLE a (id int);", "").await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
     let (_, run) = request(&app, &app.user, &slug, &sets[0], "up", "1").await;
     let id = run["id"].as_str().unwrap();
-    let (status, err) = app.post(&format!("/api/v1/runs/{id}/deny"), &app.manager, json!({"reason": " "})).await;
-    assert_eq!((status, err["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("reason")));
-    let (status, _) = app.post(&format!("/api/v1/runs/{id}/deny"), &app.user, json!({"reason": "no"})).await;
+    let (status, err) = app
+        .post(
+            &format!("/api/v1/runs/{id}/deny"),
+            &app.manager,
+            json!({"reason": " "}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("reason"))
+    );
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/runs/{id}/deny"),
+            &app.user,
+            json!({"reason": "no"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, body) = app.post(&format!("/api/v1/runs/{id}/deny"), &app.manager, json!({"reason": "not during the sale"})).await;
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/runs/{id}/deny"),
+            &app.manager,
+            json!({"reason": "not during the sale"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!((body["state"].as_str(), body["state_reason"].as_str()), (Some("denied"), Some("not during the sale")));
-    let (status, _) = app.post(&format!("/api/v1/runs/{id}/approve"), &app.manager2, json!({})).await;
+    assert_eq!(
+        (body["state"].as_str(), body["state_reason"].as_str()),
+        (Some("denied"), Some("not during the sale"))
+    );
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/runs/{id}/approve"),
+            &app.manager2,
+            json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
-    let (status, _) = app.post(&format!("/api/v1/runs/{id}/execute"), &app.admin, json!({})).await;
+    let (status, _) = app
+        .post(&format!("/api/v1/runs/{id}/execute"), &app.admin, json!({}))
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
 }
 
@@ -126,19 +191,61 @@ async fn deny_needs_a_reason_and_is_final() {
 async fn requesters_cancel_their_own_runs_and_managers_any() {
     let app = TestApp::spawn().await;
     let (slug, sets, _dbs) = project_in(&app, &["daily"]).await;
-    app.migration(&slug, "1", "CREATE TABLE a (id int);", "").await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
     let (_, mine) = request(&app, &app.user, &slug, &sets[0], "up", "1").await;
     let (_, theirs) = request(&app, &app.manager, &slug, &sets[0], "up", "1").await;
 
-    let (status, _) = app.call(Method::POST, &format!("/api/v1/runs/{}/cancel", theirs["id"].as_str().unwrap()), Some(&app.user), None).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "a user cannot cancel someone else's run");
-    let (status, body) = app.call(Method::POST, &format!("/api/v1/runs/{}/cancel", mine["id"].as_str().unwrap()), Some(&app.user), None).await;
+    let (status, _) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{}/cancel", theirs["id"].as_str().unwrap()),
+            Some(&app.user),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a user cannot cancel someone else's run"
+    );
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{}/cancel", mine["id"].as_str().unwrap()),
+            Some(&app.user),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["state"], "cancelled");
-    assert!(body["targets"].as_array().unwrap().iter().all(|t| t["state"] == "cancelled"));
-    let (status, body) = app.call(Method::POST, &format!("/api/v1/runs/{}/cancel", theirs["id"].as_str().unwrap()), Some(&app.admin), None).await;
-    assert_eq!((status, body["state"].as_str()), (StatusCode::OK, Some("cancelled")));
-    let (status, _) = app.call(Method::POST, &format!("/api/v1/runs/{}/cancel", theirs["id"].as_str().unwrap()), Some(&app.admin), None).await;
+    assert!(
+        body["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["state"] == "cancelled")
+    );
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{}/cancel", theirs["id"].as_str().unwrap()),
+            Some(&app.admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (StatusCode::OK, Some("cancelled"))
+    );
+    let (status, _) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{}/cancel", theirs["id"].as_str().unwrap()),
+            Some(&app.admin),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "cancelling twice");
 }
 
@@ -146,9 +253,14 @@ async fn requesters_cancel_their_own_runs_and_managers_any() {
 async fn down_runs_need_a_down_script_for_every_covered_migration() {
     let app = TestApp::spawn().await;
     let (slug, sets, _dbs) = project_in(&app, &["daily"]).await;
-    app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;").await;
-    app.migration(&slug, "2", "CREATE TABLE b (id int);", "").await;
-    let target: uuid::Uuid = sqlx::query_scalar("SELECT id FROM targets").fetch_one(&app.pool).await.unwrap();
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;")
+        .await;
+    app.migration(&slug, "2", "CREATE TABLE b (id int);", "")
+        .await;
+    let target: uuid::Uuid = sqlx::query_scalar("SELECT id FROM targets")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     sqlx::query(
         "INSERT INTO applied_migrations (target_id, version, version_key, migration_id, checksum)
          SELECT $1, version, version_key, id, checksum FROM migrations",
@@ -159,14 +271,31 @@ async fn down_runs_need_a_down_script_for_every_covered_migration() {
     .unwrap();
     let (status, err) = request(&app, &app.user, &slug, &sets[0], "down", "0").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
-    assert!(err["error"]["message"].as_str().unwrap().contains("version 2 has no down script"));
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("version 2 has no down script")
+    );
     // Rolling back only what has a down script works, newest first.
     let (status, run) = request(&app, &app.user, &slug, &sets[0], "down", "1").await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "version 2 is still covered: {run}");
-    sqlx::query("DELETE FROM applied_migrations WHERE version = '2'").execute(&app.pool).await.unwrap();
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "version 2 is still covered: {run}"
+    );
+    sqlx::query("DELETE FROM applied_migrations WHERE version = '2'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let (status, run) = request(&app, &app.user, &slug, &sets[0], "down", "0").await;
     assert_eq!(status, StatusCode::CREATED, "{run}");
-    let versions: Vec<&str> = run["migrations"].as_array().unwrap().iter().map(|m| m["version"].as_str().unwrap()).collect();
+    let versions: Vec<&str> = run["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["version"].as_str().unwrap())
+        .collect();
     assert_eq!(versions, ["1"]);
     assert_eq!(run["direction"], "down");
 }

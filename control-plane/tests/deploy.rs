@@ -296,14 +296,13 @@ fn check_k8s(manifests: &[Manifest], allowed: &BTreeSet<String>) -> Vec<String> 
         check_deployment(m, &secrets, &config_maps, allowed, &mut problems);
         match deployment_role(m) {
             Some(Role::ControlPlane) => control_planes.push(m),
-            Some(Role::Worker(pool)) => {
-                if !pools.insert(pool.clone()) {
-                    problems.push(format!(
-                        "{}: a second worker Deployment for pool {pool}",
-                        m.at()
-                    ));
-                }
+            Some(Role::Worker(pool)) if !pools.insert(pool.clone()) => {
+                problems.push(format!(
+                    "{}: a second worker Deployment for pool {pool}",
+                    m.at()
+                ));
             }
+            Some(Role::Worker(_)) => {}
             None => {}
         }
     }
@@ -437,17 +436,17 @@ fn check_deployment(
             }
         }
         for source in seq(c, "envFrom") {
-            if let Some(cm) = str_of(source, &["configMapRef", "name"]) {
-                if !config_maps.contains_key(cm) {
-                    problems.push(format!("{cat}: envFrom ConfigMap {cm:?} is not defined"));
-                }
+            if let Some(cm) = str_of(source, &["configMapRef", "name"])
+                && !config_maps.contains_key(cm)
+            {
+                problems.push(format!("{cat}: envFrom ConfigMap {cm:?} is not defined"));
             }
-            if let Some(secret) = str_of(source, &["secretRef", "name"]) {
-                if !secrets.contains_key(secret) {
-                    problems.push(format!(
-                        "{cat}: envFrom Secret {secret:?} is not in {SECRET_EXAMPLE}"
-                    ));
-                }
+            if let Some(secret) = str_of(source, &["secretRef", "name"])
+                && !secrets.contains_key(secret)
+            {
+                problems.push(format!(
+                    "{cat}: envFrom Secret {secret:?} is not in {SECRET_EXAMPLE}"
+                ));
             }
             if source.get("prefix").is_some() {
                 problems.push(format!("{cat}: envFrom with a prefix renames the settings"));
@@ -499,7 +498,8 @@ fn check_services_and_ingresses(
     control_planes: &[&Manifest],
     problems: &mut Vec<String>,
 ) {
-    let mut services: BTreeMap<String, Vec<(Option<String>, Option<i64>)>> = BTreeMap::new();
+    type Ports = Vec<(Option<String>, Option<i64>)>;
+    let mut services: BTreeMap<String, Ports> = BTreeMap::new();
     for m in manifests.iter().filter(|m| m.kind() == "Service") {
         let selector = string_map(m.doc["spec"].get("selector"));
         let backend = control_planes.iter().find(|d| {
@@ -676,8 +676,9 @@ fn check_compose(doc: &Value, dir: &Path, allowed: &BTreeSet<String>) -> Vec<Str
         }
         if let Some(other) =
             str_of(service, &["network_mode"]).and_then(|m| m.strip_prefix("service:"))
+            && !names.contains(other)
         {
-            if !names.contains(other) {
+            {
                 problems.push(format!(
                     "{at}: network_mode names {other:?}, which is not a service"
                 ));
@@ -830,7 +831,7 @@ fn check_unit(file: &str, text: &str) -> Vec<String> {
             "{file}: runs as root (set DynamicUser=yes or User=)"
         ));
     }
-    if service.get("EnvironmentFile").is_none() {
+    if !service.contains_key("EnvironmentFile") {
         problems.push(format!("{file}: no EnvironmentFile"));
     }
     problems
@@ -925,7 +926,7 @@ fn check_dockerfile(text: &str, allowed: &BTreeSet<String>) -> Vec<String> {
                 .is_some_and(|w| w.eq_ignore_ascii_case(name))
         })
     };
-    match instruction("USER").last() {
+    match instruction("USER").next_back() {
         Some(line) => {
             let user = line.split_whitespace().nth(1).unwrap_or("");
             let user = user.split(':').next().unwrap_or("");

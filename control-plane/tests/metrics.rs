@@ -16,10 +16,24 @@ pub fn promtool_check(text: &str) -> (bool, String) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("promtool runs (Debian package prometheus; scripts/ensure-services.sh installs it)");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        .expect(
+            "promtool runs (Debian package prometheus; scripts/ensure-services.sh installs it)",
+        );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[tokio::test]
@@ -28,11 +42,19 @@ async fn control_plane_metrics_are_valid_prometheus_text() {
     let slug = app.project("shop").await;
     app.db_set(&slug, "orders", "daily").await;
     assert_eq!(app.get("/api/v1/me", &app.user).await.0, StatusCode::OK);
-    assert_eq!(app.get("/api/v1/projects/nope", &app.user).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get("/api/v1/projects/nope", &app.user).await.0,
+        StatusCode::NOT_FOUND
+    );
 
     let (status, _) = app.call(Method::GET, "/metrics", None, None).await;
     assert_eq!(status, StatusCode::OK);
-    let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for needle in [
         "http_requests_total{method=\"GET\",route=\"/api/v1/me\",status=\"200\"}",
         "route=\"/api/v1/projects/{slug}\",status=\"404\"",
@@ -59,12 +81,22 @@ async fn worker_metrics_count_executions_migrations_and_lock_waits() {
         serde_json::json!({"name": "t1", "engine": "postgres", "host": "127.0.0.1", "port": 5432, "database": db.name, "username": "postgres"}),
     )
     .await;
-    app.migration(&slug, "1", "CREATE TABLE a (id int);", "").await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
     let (_, run) = app
-        .post(&format!("/api/v1/projects/{slug}/runs"), &app.user, serde_json::json!({"db_set_id": set, "direction": "up", "target_version": "1"}))
+        .post(
+            &format!("/api/v1/projects/{slug}/runs"),
+            &app.user,
+            serde_json::json!({"db_set_id": set, "direction": "up", "target_version": "1"}),
+        )
         .await;
     let id = run["id"].as_str().unwrap().to_owned();
-    app.post(&format!("/api/v1/runs/{id}/approve"), &app.manager, serde_json::json!({})).await;
+    app.post(
+        &format!("/api/v1/runs/{id}/approve"),
+        &app.manager,
+        serde_json::json!({}),
+    )
+    .await;
 
     // The worker's endpoint, as the binary serves it.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -75,16 +107,30 @@ async fn worker_metrics_count_executions_migrations_and_lock_waits() {
     let running = tokio::spawn(worker.run(async move {
         let _ = stopped.await;
     }));
-    app.post(&format!("/api/v1/runs/{id}/execute"), &app.user, serde_json::json!({})).await;
-    common::testing::wait_for(std::time::Duration::from_secs(30), "the run to succeed", || async {
-        let (_, body) = app.get(&format!("/api/v1/runs/{id}"), &app.user).await;
-        (body["state"] == "succeeded").then_some(())
-    })
+    app.post(
+        &format!("/api/v1/runs/{id}/execute"),
+        &app.user,
+        serde_json::json!({}),
+    )
+    .await;
+    common::testing::wait_for(
+        std::time::Duration::from_secs(30),
+        "the run to succeed",
+        || async {
+            let (_, body) = app.get(&format!("/api/v1/runs/{id}"), &app.user).await;
+            (body["state"] == "succeeded").then_some(())
+        },
+    )
     .await;
     let _ = stop.send(());
     running.await.unwrap().unwrap();
 
-    let text = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for needle in [
         "migrate_hub_target_executions_total{engine=\"postgres\",outcome=\"succeeded\"}",
         "migrate_hub_migration_duration_seconds_count{direction=\"up\"}",

@@ -274,13 +274,21 @@ async fn deny_and_cancel_forms_and_the_dashboard() {
         serde_json::json!({"name": "t1", "engine": "postgres", "host": "127.0.0.1", "port": 5432, "database": db.name, "username": "postgres"}),
     )
     .await;
-    app.migration(&slug, "1", "CREATE TABLE a (id int);", "").await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
     let user = TokenBrowser::new(&app, &app.user);
     let manager = TokenBrowser::new(&app, &app.manager);
     let mut runs = Vec::new();
     for _ in 0..2 {
         let (_, location, _) = user
-            .post(&format!("/projects/{slug}/runs"), &[("db_set_id", &set), ("direction", "up"), ("target_version", "1")])
+            .post(
+                &format!("/projects/{slug}/runs"),
+                &[
+                    ("db_set_id", &set),
+                    ("direction", "up"),
+                    ("target_version", "1"),
+                ],
+            )
             .await;
         runs.push(location);
     }
@@ -291,9 +299,13 @@ async fn deny_and_cancel_forms_and_the_dashboard() {
     assert!(dash.body.contains("My runs") && dash.body.contains(&runs[0]));
 
     // A deny without a reason is refused; with one it is recorded.
-    let (status, _, _) = manager.post(&format!("{}/deny", runs[0]), &[("reason", "")]).await;
+    let (status, _, _) = manager
+        .post(&format!("{}/deny", runs[0]), &[("reason", "")])
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let (status, _, _) = manager.post(&format!("{}/deny", runs[0]), &[("reason", "freeze week")]).await;
+    let (status, _, _) = manager
+        .post(&format!("{}/deny", runs[0]), &[("reason", "freeze week")])
+        .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let page = user.get(&runs[0]).await;
     assert!(page.body.contains("state-denied") && page.body.contains("freeze week"));

@@ -624,33 +624,71 @@ async fn futures_join(app: &TestApp, path: &str, tokens: Vec<String>) -> Vec<Sta
 async fn down_run_rolls_back_newest_first() {
     let app = TestApp::spawn().await;
     let (slug, set, dbs) = project_with_targets(&app, 2).await;
-    app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;").await;
-    app.migration(&slug, "2", "ALTER TABLE a ADD COLUMN b int;", "ALTER TABLE a DROP COLUMN b;").await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;")
+        .await;
+    app.migration(
+        &slug,
+        "2",
+        "ALTER TABLE a ADD COLUMN b int;",
+        "ALTER TABLE a DROP COLUMN b;",
+    )
+    .await;
     let fleet = Fleet::start(&app);
     let up = request_run(&app, &slug, &set, "2").await;
-    app.post(&format!("/api/v1/runs/{up}/approve"), &app.manager, json!({})).await;
-    app.post(&format!("/api/v1/runs/{up}/execute"), &app.user, json!({})).await;
+    app.post(
+        &format!("/api/v1/runs/{up}/approve"),
+        &app.manager,
+        json!({}),
+    )
+    .await;
+    app.post(&format!("/api/v1/runs/{up}/execute"), &app.user, json!({}))
+        .await;
     assert_eq!(wait_until_final(&app, &up).await["state"], "succeeded");
 
     let (status, down) = app
-        .post(&format!("/api/v1/projects/{slug}/runs"), &app.user, json!({"db_set_id": set, "direction": "down", "target_version": "0"}))
+        .post(
+            &format!("/api/v1/projects/{slug}/runs"),
+            &app.user,
+            json!({"db_set_id": set, "direction": "down", "target_version": "0"}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{down}");
-    let versions: Vec<&str> = down["migrations"].as_array().unwrap().iter().map(|m| m["version"].as_str().unwrap()).collect();
+    let versions: Vec<&str> = down["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["version"].as_str().unwrap())
+        .collect();
     assert_eq!(versions, ["2", "1"], "newest first");
     let id = down["id"].as_str().unwrap();
-    app.post(&format!("/api/v1/runs/{id}/approve"), &app.manager, json!({})).await;
-    app.post(&format!("/api/v1/runs/{id}/execute"), &app.user, json!({})).await;
+    app.post(
+        &format!("/api/v1/runs/{id}/approve"),
+        &app.manager,
+        json!({}),
+    )
+    .await;
+    app.post(&format!("/api/v1/runs/{id}/execute"), &app.user, json!({}))
+        .await;
     assert_eq!(wait_until_final(&app, id).await["state"], "succeeded");
     fleet.stop().await;
     for db in &dbs {
         let mut conn = connect(db).await;
-        let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE tablename = 'a'").fetch_one(&mut conn).await.unwrap();
+        let tables: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE tablename = 'a'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
         assert_eq!(tables, 0);
-        let history: i64 = sqlx::query_scalar("SELECT count(*) FROM migrate_hub_history").fetch_one(&mut conn).await.unwrap();
+        let history: i64 = sqlx::query_scalar("SELECT count(*) FROM migrate_hub_history")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
         assert_eq!(history, 0);
     }
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM applied_migrations").fetch_one(&app.pool).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM applied_migrations")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(applied, 0);
 }
 
@@ -659,11 +697,20 @@ async fn run_with(app: &TestApp, slug: &str, set: &str, options: Value) -> Value
     for (k, v) in options.as_object().unwrap() {
         body[k] = v.clone();
     }
-    let (status, run) = app.post(&format!("/api/v1/projects/{slug}/runs"), &app.user, body).await;
+    let (status, run) = app
+        .post(&format!("/api/v1/projects/{slug}/runs"), &app.user, body)
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{run}");
     let id = run["id"].as_str().unwrap().to_owned();
-    app.post(&format!("/api/v1/runs/{id}/approve"), &app.manager, json!({})).await;
-    let (status, queued) = app.post(&format!("/api/v1/runs/{id}/execute"), &app.user, json!({})).await;
+    app.post(
+        &format!("/api/v1/runs/{id}/approve"),
+        &app.manager,
+        json!({}),
+    )
+    .await;
+    let (status, queued) = app
+        .post(&format!("/api/v1/runs/{id}/execute"), &app.user, json!({}))
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
     wait_until_final(app, &id).await
 }
@@ -672,7 +719,8 @@ async fn run_with(app: &TestApp, slug: &str, set: &str, options: Value) -> Value
 async fn concurrency_one_runs_targets_one_after_another() {
     let app = TestApp::spawn().await;
     let (slug, set, _dbs) = project_with_targets(&app, 3).await;
-    app.migration(&slug, "1", "CREATE TABLE a (id int);", "").await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
     let fleet = Fleet::start(&app);
     let done = run_with(&app, &slug, &set, json!({"concurrency": 1})).await;
     fleet.stop().await;
@@ -681,10 +729,18 @@ async fn concurrency_one_runs_targets_one_after_another() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| (t["started_at"].as_str().unwrap().to_owned(), t["finished_at"].as_str().unwrap().to_owned()))
+        .map(|t| {
+            (
+                t["started_at"].as_str().unwrap().to_owned(),
+                t["finished_at"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     for pair in spans.windows(2) {
-        assert!(pair[1].0 >= pair[0].1, "a target started before the previous one finished: {spans:?}");
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "a target started before the previous one finished: {spans:?}"
+        );
     }
 }
 
@@ -692,13 +748,22 @@ async fn concurrency_one_runs_targets_one_after_another() {
 async fn a_failed_canary_stops_the_rest() {
     let app = TestApp::spawn().await;
     let (slug, set, dbs) = project_with_targets(&app, 3).await;
-    app.migration(&slug, "1", "CREATE TABLE a (id int);", "").await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
     // The first target (the canary) already has the table.
-    sqlx::query("CREATE TABLE a (x int)").execute(&mut connect(&dbs[0]).await).await.unwrap();
+    sqlx::query("CREATE TABLE a (x int)")
+        .execute(&mut connect(&dbs[0]).await)
+        .await
+        .unwrap();
     let fleet = Fleet::start(&app);
     let done = run_with(&app, &slug, &set, json!({"canary": 1})).await;
     fleet.stop().await;
-    let states: Vec<&str> = done["targets"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
+    let states: Vec<&str> = done["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
     assert_eq!(states, ["failed", "cancelled", "cancelled"], "{done}");
     assert_eq!(done["state"], "failed");
     // The others were never touched.
@@ -713,12 +778,27 @@ async fn a_failed_canary_stops_the_rest() {
 async fn stop_on_failure_cancels_targets_not_started() {
     let app = TestApp::spawn().await;
     let (slug, set, dbs) = project_with_targets(&app, 3).await;
-    app.migration(&slug, "1", "CREATE TABLE a (id int);", "").await;
-    sqlx::query("CREATE TABLE a (x int)").execute(&mut connect(&dbs[1]).await).await.unwrap();
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
+    sqlx::query("CREATE TABLE a (x int)")
+        .execute(&mut connect(&dbs[1]).await)
+        .await
+        .unwrap();
     let fleet = Fleet::start(&app);
-    let done = run_with(&app, &slug, &set, json!({"concurrency": 1, "stop_on_failure": true})).await;
+    let done = run_with(
+        &app,
+        &slug,
+        &set,
+        json!({"concurrency": 1, "stop_on_failure": true}),
+    )
+    .await;
     fleet.stop().await;
-    let states: Vec<&str> = done["targets"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
+    let states: Vec<&str> = done["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
     assert_eq!(states, ["succeeded", "failed", "cancelled"], "{done}");
     assert_eq!(done["state"], "partially_failed");
 }

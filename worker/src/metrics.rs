@@ -11,7 +11,10 @@ pub fn handle() -> &'static PrometheusHandle {
     static DESCRIBED: OnceLock<()> = OnceLock::new();
     let handle = common::telemetry::metrics_handle();
     DESCRIBED.get_or_init(|| {
-        metrics::describe_counter!("migrate_hub_target_executions_total", "Target executions finished, by outcome and engine.");
+        metrics::describe_counter!(
+            "migrate_hub_target_executions_total",
+            "Target executions finished, by outcome and engine."
+        );
         metrics::describe_histogram!(
             "migrate_hub_target_execution_duration_seconds",
             Unit::Seconds,
@@ -27,15 +30,24 @@ pub fn handle() -> &'static PrometheusHandle {
             Unit::Seconds,
             "Time spent waiting for the target lock, by engine."
         );
-        metrics::describe_counter!("migrate_hub_worker_heartbeats_total", "Heartbeats this worker wrote.");
-        metrics::describe_gauge!("migrate_hub_worker_running_jobs", "Jobs this worker is running.");
+        metrics::describe_counter!(
+            "migrate_hub_worker_heartbeats_total",
+            "Heartbeats this worker wrote."
+        );
+        metrics::describe_gauge!(
+            "migrate_hub_worker_running_jobs",
+            "Jobs this worker is running."
+        );
     });
     handle
 }
 
 pub fn execution_finished(engine: &str, outcome: &str, took: Duration) {
     handle();
-    let labels = [("engine", engine.to_owned()), ("outcome", outcome.to_owned())];
+    let labels = [
+        ("engine", engine.to_owned()),
+        ("outcome", outcome.to_owned()),
+    ];
     metrics::counter!("migrate_hub_target_executions_total", &labels).increment(1);
     metrics::histogram!("migrate_hub_target_execution_duration_seconds", "engine" => engine.to_owned())
         .record(took.as_secs_f64());
@@ -49,7 +61,8 @@ pub fn migration_done(direction: &str, took: Duration) {
 
 pub fn lock_waited(engine: &str, took: Duration) {
     handle();
-    metrics::histogram!("migrate_hub_lock_wait_seconds", "engine" => engine.to_owned()).record(took.as_secs_f64());
+    metrics::histogram!("migrate_hub_lock_wait_seconds", "engine" => engine.to_owned())
+        .record(took.as_secs_f64());
 }
 
 pub fn heartbeat(running: i32) {
@@ -65,7 +78,10 @@ pub async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
         "/metrics",
         get(|| async {
             (
-                [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
                 handle().render(),
             )
                 .into_response()

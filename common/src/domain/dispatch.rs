@@ -33,12 +33,27 @@ pub fn next(slots: &[Slot], concurrency: i32, canary: i32, stop_on_failure: bool
         return Decision::default();
     }
     if stop_on_failure && slots.iter().any(|s| failed(s.state)) {
-        return Decision { queue: vec![], cancel_pending: Some(STOPPED) };
+        return Decision {
+            queue: vec![],
+            cancel_pending: Some(STOPPED),
+        };
     }
     let in_canary = |s: &Slot| canary > 0 && s.position <= canary;
-    let canary_open = slots.iter().filter(|s| in_canary(s)).any(|s| !s.state.is_final());
-    if canary > 0 && !canary_open && slots.iter().filter(|s| in_canary(s)).any(|s| failed(s.state)) {
-        return Decision { queue: vec![], cancel_pending: Some(CANARY_FAILED) };
+    let canary_open = slots
+        .iter()
+        .filter(|s| in_canary(s))
+        .any(|s| !s.state.is_final());
+    if canary > 0
+        && !canary_open
+        && slots
+            .iter()
+            .filter(|s| in_canary(s))
+            .any(|s| failed(s.state))
+    {
+        return Decision {
+            queue: vec![],
+            cancel_pending: Some(CANARY_FAILED),
+        };
     }
     let active = slots
         .iter()
@@ -52,7 +67,10 @@ pub fn next(slots: &[Slot], concurrency: i32, canary: i32, stop_on_failure: bool
         .collect();
     pending.sort_unstable();
     pending.truncate(capacity);
-    Decision { queue: pending, cancel_pending: None }
+    Decision {
+        queue: pending,
+        cancel_pending: None,
+    }
 }
 
 #[cfg(test)]
@@ -61,7 +79,14 @@ mod tests {
     use TargetState::*;
 
     fn slots(states: &[TargetState]) -> Vec<Slot> {
-        states.iter().enumerate().map(|(i, s)| Slot { position: i as i32 + 1, state: *s }).collect()
+        states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Slot {
+                position: i as i32 + 1,
+                state: *s,
+            })
+            .collect()
     }
 
     #[test]
@@ -91,13 +116,22 @@ mod tests {
     #[test]
     fn stop_on_failure_cancels_what_has_not_started() {
         let d = next(&slots(&[Failed, Running, Pending]), 1, 0, true);
-        assert_eq!(d, Decision { queue: vec![], cancel_pending: Some(STOPPED) });
+        assert_eq!(
+            d,
+            Decision {
+                queue: vec![],
+                cancel_pending: Some(STOPPED)
+            }
+        );
         let d = next(&slots(&[Failed, Pending]), 1, 0, false);
         assert_eq!(d.queue, [2], "without the option the others go on");
     }
 
     #[test]
     fn nothing_pending_means_nothing_to_do() {
-        assert_eq!(next(&slots(&[Succeeded, Failed]), 4, 0, true), Decision::default());
+        assert_eq!(
+            next(&slots(&[Succeeded, Failed]), 4, 0, true),
+            Decision::default()
+        );
     }
 }

@@ -240,10 +240,7 @@ impl<'a> Splitter<'a> {
                     .find(char::from(quote))
                     .map_or(inner, |close| &inner[..close])
             }
-            Some(_) => argument
-                .split([' ', '\t'])
-                .next()
-                .unwrap_or(argument),
+            Some(_) => argument.split([' ', '\t']).next().unwrap_or(argument),
         };
         if delimiter.is_empty() {
             return Err(SplitError::MissingDelimiter { line: self.line });

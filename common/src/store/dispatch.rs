@@ -19,10 +19,11 @@ pub async fn dispatch(
     run: &RunRow,
     not_before: Option<OffsetDateTime>,
 ) -> Result<Vec<(Uuid, Uuid, String)>, sqlx::Error> {
-    let rows: Vec<(i32, String)> = sqlx::query_as("SELECT position, state FROM target_executions WHERE run_id = $1")
-        .bind(run.id)
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows: Vec<(i32, String)> =
+        sqlx::query_as("SELECT position, state FROM target_executions WHERE run_id = $1")
+            .bind(run.id)
+            .fetch_all(&mut *conn)
+            .await?;
     let slots: Vec<Slot> = rows
         .iter()
         .map(|(position, state)| Slot {

@@ -466,6 +466,55 @@ pub async fn list_targets(
     .await
 }
 
+/// One page of the DB set's live targets in name order, after the name
+/// `after` (exclusive): names are unique among a set's live targets.
+pub async fn list_targets_page(
+    conn: &mut PgConnection,
+    db_set_id: Uuid,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<TargetRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {TARGET_COLUMNS} FROM targets t
+         WHERE t.db_set_id = $1 AND t.deleted_at IS NULL AND ($2::text IS NULL OR t.name > $2)
+         ORDER BY t.name LIMIT $3"
+    )))
+    .bind(db_set_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// How many live targets each live DB set of the project has.
+pub async fn target_counts(
+    pool: &PgPool,
+    project_id: Uuid,
+) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT d.id, count(t.id) FROM db_sets d
+         LEFT JOIN targets t ON t.db_set_id = d.id AND t.deleted_at IS NULL
+         WHERE d.project_id = $1 AND d.deleted_at IS NULL GROUP BY d.id",
+    )
+    .bind(project_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Where a visible target lives, for links back: the project's slug and
+/// the id and name of its DB set.
+pub async fn target_location(
+    conn: &mut PgConnection,
+    target_id: Uuid,
+) -> Result<Option<(String, Uuid, String)>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT p.slug, d.id, d.name {VISIBLE_TARGETS} AND t.id = $1"
+    )))
+    .bind(target_id)
+    .fetch_optional(conn)
+    .await
+}
+
 /// The names of the DB set's live targets.
 pub async fn target_names(
     conn: &mut PgConnection,

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     app::AppState,
-    auth::{Authorized, rules},
+    auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiJson, ApiPath, ApiQuery},
 };
 
@@ -37,7 +37,7 @@ pub fn router() -> Routes {
         .post(
             "/projects",
             Access::Needs(Capability::ManageProjects),
-            create_project,
+            post_project,
         )
         .get(
             "/projects/{slug}",
@@ -52,7 +52,7 @@ pub fn router() -> Routes {
         .post(
             "/projects/{slug}/db-sets",
             Access::Needs(Capability::ManageTargets),
-            create_db_set,
+            post_db_set,
         )
         .get(
             "/projects/{slug}/db-sets/{id}",
@@ -93,19 +93,29 @@ pub async fn project(conn: &mut PgConnection, slug: &str) -> Result<ProjectRow, 
         .ok_or(ApiError::NotFound("project"))
 }
 
-#[derive(Debug, Deserialize)]
-struct CreateProject {
-    slug: String,
-    name: String,
+#[derive(Debug, Default, Deserialize)]
+pub struct CreateProject {
+    pub slug: String,
+    pub name: String,
     #[serde(default)]
-    description: String,
+    pub description: String,
 }
 
-async fn create_project(
+async fn post_project(
     State(state): State<AppState>,
     admin: Authorized<rules::ManageProjects>,
     ApiJson(body): ApiJson<CreateProject>,
 ) -> Result<(StatusCode, Json<ProjectRow>), ApiError> {
+    let project = create_project(&state, &admin, &body).await?;
+    Ok((StatusCode::CREATED, Json(project)))
+}
+
+/// Creates a project; its slug is checked here and unique (409 otherwise).
+pub async fn create_project(
+    state: &AppState,
+    admin: &CurrentUser,
+    body: &CreateProject,
+) -> Result<ProjectRow, ApiError> {
     let slug =
         ProjectSlug::parse(&body.slug).map_err(|e| ApiError::invalid("slug", e.to_string()))?;
     let name = required_text("name", &body.name, 200)?;
@@ -122,7 +132,7 @@ async fn create_project(
     )
     .await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(project)))
+    Ok(project)
 }
 
 async fn list_projects(
@@ -144,10 +154,10 @@ async fn get_project(
     Ok(Json(project(&mut conn, &slug).await?))
 }
 
-#[derive(Debug, Deserialize)]
-struct CreateDbSet {
-    name: String,
-    environment: String,
+#[derive(Debug, Default, Deserialize)]
+pub struct CreateDbSet {
+    pub name: String,
+    pub environment: String,
 }
 
 /// DB set and target names appear in URLs and logs: keep them simple.
@@ -167,15 +177,26 @@ pub fn parse_object_name(field: &str, raw: &str) -> Result<String, ApiError> {
     }
 }
 
-async fn create_db_set(
+async fn post_db_set(
     State(state): State<AppState>,
     user: Authorized<rules::ManageTargets>,
     ApiPath(slug): ApiPath<String>,
     ApiJson(body): ApiJson<CreateDbSet>,
 ) -> Result<(StatusCode, Json<DbSetRow>), ApiError> {
+    let set = create_db_set(&state, &user, &slug, &body).await?;
+    Ok((StatusCode::CREATED, Json(set)))
+}
+
+/// Creates a DB set of the project in an existing environment.
+pub async fn create_db_set(
+    state: &AppState,
+    user: &CurrentUser,
+    slug: &str,
+    body: &CreateDbSet,
+) -> Result<DbSetRow, ApiError> {
     let name = parse_object_name("name", &body.name)?;
     let mut tx = state.db.begin().await?;
-    let project = project(&mut tx, &slug).await?;
+    let project = project(&mut tx, slug).await?;
     if inventory::environment(&mut tx, &body.environment)
         .await?
         .is_none()
@@ -195,7 +216,7 @@ async fn create_db_set(
     )
     .await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(set)))
+    Ok(set)
 }
 
 async fn list_db_sets(

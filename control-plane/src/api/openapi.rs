@@ -11,7 +11,11 @@ fn parameters(path: &str) -> Vec<Value> {
     path.split('/')
         .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
         .map(|name| {
-            let schema = if name == "id" { json!({"type": "string", "format": "uuid"}) } else { json!({"type": "string"}) };
+            let schema = if name == "id" {
+                json!({"type": "string", "format": "uuid"})
+            } else {
+                json!({"type": "string"})
+            };
             json!({ "name": name, "in": "path", "required": true, "schema": schema })
         })
         .collect()
@@ -20,9 +24,15 @@ fn parameters(path: &str) -> Vec<Value> {
 pub fn document(routes: &[RouteInfo]) -> Value {
     let mut paths = Map::new();
     let error = json!({ "$ref": "#/components/responses/Error" });
-    for route in routes.iter().filter(|r| r.path.starts_with("/api/") || matches!(r.path.as_str(), "/healthz" | "/readyz" | "/metrics")) {
+    for route in routes.iter().filter(|r| {
+        r.path.starts_with("/api/")
+            || matches!(r.path.as_str(), "/healthz" | "/readyz" | "/metrics")
+    }) {
         let mut op = Map::new();
-        op.insert("operationId".into(), json!(format!("{} {}", route.method, route.path)));
+        op.insert(
+            "operationId".into(),
+            json!(format!("{} {}", route.method, route.path)),
+        );
         let params = parameters(&route.path);
         if !params.is_empty() {
             op.insert("parameters".into(), json!(params));

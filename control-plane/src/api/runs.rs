@@ -10,10 +10,9 @@ use common::{
         run::{ExecutionSettings, PinnedMigration, RunEvent},
     },
     store::{
-        audit,
+        audit, dispatch,
         inventory::{self, EnvironmentRow},
         migrations,
-        dispatch,
         runs::{self, NewRun, RunRow},
         webhooks,
     },

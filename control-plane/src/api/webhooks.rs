@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::inventory::project;
 use crate::{
     app::AppState,
-    auth::{Authorized, rules},
+    auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiJson, ApiPath},
     routes::{Access, Routes},
 };
@@ -42,10 +42,11 @@ pub fn router() -> Routes {
         )
 }
 
-#[derive(Debug, Deserialize)]
-struct CreateWebhook {
-    url: String,
-    events: Option<Vec<String>>,
+#[derive(Debug, Default, Deserialize)]
+pub struct CreateWebhook {
+    pub url: String,
+    /// Absent: every event.
+    pub events: Option<Vec<String>>,
 }
 
 /// `https://hooks.example.com/…`: enough to recognise, nothing secret.
@@ -59,6 +60,17 @@ async fn create(
     ApiPath(slug): ApiPath<String>,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> Result<(StatusCode, Json<webhooks::WebhookRow>), ApiError> {
+    let hook = create_webhook(&state, &user, &slug, &body).await?;
+    Ok((StatusCode::CREATED, Json(hook)))
+}
+
+/// Adds a webhook to the project; its URL is sealed and shown only as a hint.
+pub async fn create_webhook(
+    state: &AppState,
+    user: &CurrentUser,
+    slug: &str,
+    body: &CreateWebhook,
+) -> Result<webhooks::WebhookRow, ApiError> {
     let url = reqwest::Url::parse(body.url.trim())
         .map_err(|_| ApiError::invalid("url", "must be an absolute http(s) URL"))?;
     if !matches!(url.scheme(), "http" | "https")
@@ -72,6 +84,7 @@ async fn create(
     }
     let events = body
         .events
+        .clone()
         .unwrap_or_else(|| webhooks::EVENTS.iter().map(|e| e.to_string()).collect());
     if events.is_empty() {
         return Err(ApiError::invalid("events", "name at least one event"));
@@ -89,7 +102,7 @@ async fn create(
         ));
     }
     let mut tx = state.db.begin().await?;
-    let project = project(&mut tx, &slug).await?;
+    let project = project(&mut tx, slug).await?;
     let hook = webhooks::insert(
         &mut tx,
         state.keys(),
@@ -108,7 +121,7 @@ async fn create(
     )
     .await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(hook)))
+    Ok(hook)
 }
 
 async fn list(
@@ -127,8 +140,19 @@ async fn remove(
     user: Authorized<rules::ManageTargets>,
     ApiPath((slug, id)): ApiPath<(String, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
+    remove_webhook(&state, &user, &slug, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deactivates a webhook of the project; its pending deliveries are dropped.
+pub async fn remove_webhook(
+    state: &AppState,
+    user: &CurrentUser,
+    slug: &str,
+    id: Uuid,
+) -> Result<(), ApiError> {
     let mut tx = state.db.begin().await?;
-    let project = project(&mut tx, &slug).await?;
+    let project = project(&mut tx, slug).await?;
     if !webhooks::deactivate(&mut tx, project.id, id).await? {
         return Err(ApiError::NotFound("webhook"));
     }
@@ -140,7 +164,7 @@ async fn remove(
     )
     .await?;
     tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 async fn deliveries(

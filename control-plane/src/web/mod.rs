@@ -24,9 +24,12 @@ use crate::{
 pub mod admin;
 pub mod auth;
 pub mod diff;
+pub mod environments;
+pub mod inventory;
 pub mod pages;
 pub mod projects;
 pub mod runs;
+pub mod targets;
 
 /// All templates, loaded once at start.
 pub fn templates() -> Environment<'static> {
@@ -41,6 +44,9 @@ pub fn router() -> Routes {
         .merge(pages::router())
         .merge(admin::router())
         .merge(projects::router())
+        .merge(inventory::router())
+        .merge(environments::router())
+        .merge(targets::router())
         .merge(runs::router())
         .get("/static/app.css", Access::Public, stylesheet)
         .get("/static/app.js", Access::Public, script)
@@ -258,6 +264,11 @@ mod tests {
             "admin/users.html",
             "tokens.html",
             "audit.html",
+            "projects.html",
+            "projects/detail.html",
+            "admin/environments.html",
+            "targets/db_set.html",
+            "targets/state.html",
         ] {
             env.get_template(name)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -76,15 +76,34 @@ async fn projects(
     viewer: Viewer,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Html<String>, ApiError> {
-    let limit = page.limit();
-    let mut rows = inventory::list_projects(&state.db, page.cursor.as_deref(), limit + 1).await?;
+    projects_page(&state, &viewer, Some(&page), json!({}), json!({})).await
+}
+
+/// The list of projects (a page of it), with the admin's create form
+/// holding `form` and its `errors`.
+pub(super) async fn projects_page(
+    state: &AppState,
+    viewer: &Viewer,
+    page: Option<&PageQuery>,
+    form: Value,
+    errors: Value,
+) -> Result<Html<String>, ApiError> {
+    let limit = page.map_or(PageQuery::DEFAULT, PageQuery::limit);
+    let cursor = page.and_then(|p| p.cursor.as_deref());
+    let mut rows = inventory::list_projects(&state.db, cursor, limit + 1).await?;
     let next_cursor = (rows.len() as i64 > limit).then(|| rows[limit as usize - 1].slug.clone());
     rows.truncate(limit as usize);
     render(
-        &state,
+        state,
         "projects.html",
-        json!({ "projects": rows, "next_cursor": next_cursor }),
-        Some(&viewer),
+        json!({
+            "projects": rows,
+            "next_cursor": next_cursor,
+            "can_create": viewer.user.can(Capability::ManageProjects),
+            "form": form,
+            "errors": errors,
+        }),
+        Some(viewer),
     )
 }
 

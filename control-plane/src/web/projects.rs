@@ -91,16 +91,30 @@ fn with_status(page: Html<String>, status: StatusCode) -> Response {
     response
 }
 
-async fn project_context(state: &AppState, slug: &str, viewer: &Viewer) -> Result<Value, ApiError> {
+/// Everything the project page shows, with empty forms. The inventory
+/// forms on it (`web/inventory.rs`) re-render it with their input and errors.
+pub(super) async fn project_context(
+    state: &AppState,
+    slug: &str,
+    viewer: &Viewer,
+) -> Result<Value, ApiError> {
     let mut conn = state.db.acquire().await?;
     let project = project(&mut conn, slug).await?;
     let migrations = migrations::list(&mut conn, project.id).await?;
     let sets = inventory::list_db_sets(&state.db, project.id).await?;
-    let mut db_sets = Vec::new();
-    for set in sets {
-        let targets = inventory::list_targets(&mut conn, set.id).await?;
-        db_sets.push(json!({ "set": set, "targets": targets }));
-    }
+    // Counts, not target lists: a DB set may hold a thousand shards; its
+    // own page lists them a page at a time.
+    let counts: HashMap<_, _> = inventory::target_counts(&state.db, project.id)
+        .await?
+        .into_iter()
+        .collect();
+    let db_sets: Vec<Value> = sets
+        .into_iter()
+        .map(|set| {
+            let targets = counts.get(&set.id).copied().unwrap_or(0);
+            json!({ "set": set, "target_count": targets })
+        })
+        .collect();
     let recent = runs::list(&state.db, project.id, None, 20).await?;
     let recent: Vec<Value> = recent
         .iter()
@@ -121,6 +135,7 @@ async fn project_context(state: &AppState, slug: &str, viewer: &Viewer) -> Resul
         "can_author": viewer.user.can(Capability::Author),
         "run_form": { "target_version": latest, "direction": "up" },
         "errors": {},
+        "inventory": super::inventory::project_inventory(state, &project, viewer).await?,
     }))
 }
 

@@ -1,0 +1,359 @@
+//! The DB set page (its targets a page at a time, with the forms to add one,
+//! add many, edit, delete and test a connection) and the target state page.
+//! Every form calls the service function of the JSON API.
+//!
+//! A target's password is write-only here too: forms have an empty password
+//! field, and a refused form is re-rendered without what was typed in it.
+
+use axum::{
+    Form,
+    extract::State,
+    response::{Html, Response},
+};
+use common::{
+    domain::Capability,
+    store::inventory::{self, TargetRow},
+    targets::Password,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{
+    Viewer,
+    inventory::{FormData, field_errors, text, unprocessable},
+    render, see_other,
+};
+use crate::{
+    api::{
+        PageQuery,
+        inventory::{ENGINES, TLS_MODES, db_set},
+        targets::{
+            TargetInput, TargetPatch,
+            bulk::{BulkDefaults, BulkTargets, create_targets},
+            create_target, delete_target,
+            live::{target_state, test_connection},
+            update_target,
+        },
+    },
+    app::AppState,
+    auth::rules,
+    error::{ApiError, ApiPath, ApiQuery},
+    routes::{Access, Routes},
+};
+
+pub fn router() -> Routes {
+    Routes::new()
+        .get(
+            "/projects/{slug}/db-sets/{id}",
+            Access::Needs(Capability::View),
+            db_set_page,
+        )
+        .post(
+            "/projects/{slug}/db-sets/{id}/targets",
+            Access::Needs(Capability::ManageTargets),
+            create_target_form,
+        )
+        .post(
+            "/projects/{slug}/db-sets/{id}/targets/bulk",
+            Access::Needs(Capability::ManageTargets),
+            bulk_form,
+        )
+        .get(
+            "/targets/{id}",
+            Access::Needs(Capability::View),
+            target_page,
+        )
+        .post(
+            "/targets/{id}/edit",
+            Access::Needs(Capability::ManageTargets),
+            edit_target_form,
+        )
+        .post(
+            "/targets/{id}/delete",
+            Access::Needs(Capability::ManageTargets),
+            delete_target_form,
+        )
+        .post(
+            "/targets/{id}/test",
+            Access::Needs(Capability::ManageTargets),
+            test_form,
+        )
+}
+
+/// The DB set page with a page of its targets; `extra` holds a refused
+/// form's input and errors, or a connection test's result.
+async fn render_db_set(
+    state: &AppState,
+    viewer: &Viewer,
+    slug: &str,
+    id: Uuid,
+    page: Option<&PageQuery>,
+    extra: Value,
+) -> Result<Html<String>, ApiError> {
+    let limit = page.map_or(PageQuery::DEFAULT, PageQuery::limit);
+    let cursor = page.and_then(|p| p.cursor.as_deref());
+    let mut conn = state.db.acquire().await?;
+    let (project, set) = db_set(&mut conn, slug, id).await?;
+    let mut targets = inventory::list_targets_page(&mut conn, set.id, cursor, limit + 1).await?;
+    let next_cursor =
+        (targets.len() as i64 > limit).then(|| targets[limit as usize - 1].name.clone());
+    targets.truncate(limit as usize);
+    let mut context = json!({
+        "project": project,
+        "set": set,
+        "targets": targets,
+        "cursor": cursor,
+        "next_cursor": next_cursor,
+        "can_manage": viewer.user.can(Capability::ManageTargets),
+        "engines": ENGINES,
+        "tls_modes": TLS_MODES,
+        "add": {
+            "form": { "engine": "postgres", "port": 5432, "tls_mode": "prefer", "worker_pool": "default" },
+            "errors": {},
+        },
+        "bulk": { "form": { "engine": "postgres", "tls_mode": "prefer" }, "errors": {} },
+        "edit": { "id": null, "form": {}, "errors": {} },
+        "probe": null,
+    });
+    if let (Some(ctx), Some(extra)) = (context.as_object_mut(), extra.as_object()) {
+        ctx.extend(extra.clone());
+    }
+    render(state, "targets/db_set.html", context, Some(viewer))
+}
+
+async fn db_set_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    ApiPath((slug, id)): ApiPath<(String, Uuid)>,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> Result<Html<String>, ApiError> {
+    render_db_set(&state, &viewer, &slug, id, Some(&page), json!({})).await
+}
+
+/// What a refused form showed, minus the password (never sent back) and
+/// the CSRF token (the page has its own).
+fn kept(form: &FormData) -> Value {
+    let mut form = form.clone();
+    form.remove("password");
+    form.remove("csrf_token");
+    json!(form)
+}
+
+fn non_empty(form: &FormData, key: &str) -> Option<String> {
+    Some(text(form, key).trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn password(form: &FormData) -> Option<Password> {
+    form.get("password")
+        .filter(|p| !p.is_empty())
+        .map(|p| Password::new(p.clone()))
+}
+
+fn port(form: &FormData) -> Result<i64, ApiError> {
+    text(form, "port")
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::invalid("port", "must be a number between 1 and 65535"))
+}
+
+async fn create_target_form(
+    State(state): State<AppState>,
+    viewer: Viewer<rules::ManageTargets>,
+    ApiPath((slug, id)): ApiPath<(String, Uuid)>,
+    Form(form): Form<FormData>,
+) -> Result<Response, ApiError> {
+    let input = port(&form).map(|port| TargetInput {
+        name: text(&form, "name"),
+        engine: text(&form, "engine"),
+        host: text(&form, "host"),
+        port,
+        database: text(&form, "database"),
+        username: text(&form, "username"),
+        password: password(&form),
+        tls_mode: non_empty(&form, "tls_mode"),
+        session_settings: text(&form, "session_settings"),
+        worker_pool: non_empty(&form, "worker_pool"),
+    });
+    let result = match input {
+        Ok(input) => create_target(&state, &viewer.user, &slug, id, &input).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(_) => Ok(see_other(&format!("/projects/{slug}/db-sets/{id}"))),
+        Err(err) => {
+            let extra = json!({ "add": { "form": kept(&form), "errors": field_errors(err)? } });
+            let page = render_db_set(&state, &viewer.plain(), &slug, id, None, extra).await?;
+            Ok(unprocessable(page))
+        }
+    }
+}
+
+/// Bulk errors name `lines[3]` or `defaults.engine`; the form's fields are
+/// `lines` and `engine`.
+fn bulk_errors(err: ApiError) -> Result<Value, ApiError> {
+    match err {
+        ApiError::Invalid { field, message } => {
+            if let Some(default) = field.strip_prefix("defaults.") {
+                Ok(json!({ default: message }))
+            } else if let Some(n) = field
+                .strip_prefix("lines[")
+                .and_then(|r| r.strip_suffix(']'))
+            {
+                Ok(json!({ "lines": format!("line {n}: {message}") }))
+            } else {
+                Ok(json!({ "lines": message }))
+            }
+        }
+        ApiError::Conflict {
+            code: "duplicate_name",
+            message,
+        } => Ok(json!({ "lines": message })),
+        other => Err(other),
+    }
+}
+
+async fn bulk_form(
+    State(state): State<AppState>,
+    viewer: Viewer<rules::ManageTargets>,
+    ApiPath((slug, id)): ApiPath<(String, Uuid)>,
+    Form(form): Form<FormData>,
+) -> Result<Response, ApiError> {
+    let body = BulkTargets {
+        targets: None,
+        lines: Some(text(&form, "lines")),
+        defaults: BulkDefaults {
+            engine: non_empty(&form, "engine"),
+            username: non_empty(&form, "username"),
+            password: password(&form),
+            tls_mode: non_empty(&form, "tls_mode"),
+            worker_pool: non_empty(&form, "worker_pool"),
+            session_settings: text(&form, "session_settings"),
+            name_prefix: non_empty(&form, "name_prefix"),
+        },
+    };
+    match create_targets(&state, &viewer.user, &slug, id, &body).await {
+        Ok(_) => Ok(see_other(&format!("/projects/{slug}/db-sets/{id}"))),
+        Err(err) => {
+            let extra = json!({ "bulk": { "form": kept(&form), "errors": bulk_errors(err)? } });
+            let page = render_db_set(&state, &viewer.plain(), &slug, id, None, extra).await?;
+            Ok(unprocessable(page))
+        }
+    }
+}
+
+/// The target (visible: its DB set and project are live) with the slug of
+/// its project and its DB set's id and name.
+async fn located(
+    state: &AppState,
+    id: Uuid,
+) -> Result<(TargetRow, String, Uuid, String), ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let target = inventory::target(&mut conn, id)
+        .await?
+        .ok_or(ApiError::NotFound("target"))?;
+    let (slug, set_id, set_name) = inventory::target_location(&mut conn, id)
+        .await?
+        .ok_or(ApiError::NotFound("target"))?;
+    Ok((target, slug, set_id, set_name))
+}
+
+async fn edit_target_form(
+    State(state): State<AppState>,
+    viewer: Viewer<rules::ManageTargets>,
+    ApiPath(id): ApiPath<Uuid>,
+    Form(form): Form<FormData>,
+) -> Result<Response, ApiError> {
+    let (_, slug, set_id, _) = located(&state, id).await?;
+    // The form shows every field, so every field is sent. The password
+    // field starts empty: left empty it keeps the stored password; the
+    // checkbox clears it.
+    let new_password = if form.contains_key("clear_password") {
+        Some(None)
+    } else {
+        password(&form).map(Some)
+    };
+    let patch = port(&form).map(|port| TargetPatch {
+        name: Some(text(&form, "name")),
+        engine: Some(text(&form, "engine")),
+        host: Some(text(&form, "host")),
+        port: Some(port),
+        database: Some(text(&form, "database")),
+        username: Some(text(&form, "username")),
+        password: new_password,
+        tls_mode: Some(text(&form, "tls_mode")),
+        session_settings: Some(text(&form, "session_settings")),
+        // Empty means the default pool, as when the target was added.
+        worker_pool: Some(non_empty(&form, "worker_pool").unwrap_or_else(|| "default".into())),
+    });
+    let result = match patch {
+        Ok(patch) => update_target(&state, &viewer.user, id, &patch).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(_) => Ok(see_other(&format!("/projects/{slug}/db-sets/{set_id}"))),
+        Err(err) => {
+            let extra =
+                json!({ "edit": { "id": id, "form": kept(&form), "errors": field_errors(err)? } });
+            let page = render_db_set(&state, &viewer.plain(), &slug, set_id, None, extra).await?;
+            Ok(unprocessable(page))
+        }
+    }
+}
+
+async fn delete_target_form(
+    State(state): State<AppState>,
+    viewer: Viewer<rules::ManageTargets>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let (_, slug, set_id, _) = located(&state, id).await?;
+    delete_target(&state, &viewer.user, id).await?;
+    Ok(see_other(&format!("/projects/{slug}/db-sets/{set_id}")))
+}
+
+/// Tests the connection and shows the result on the DB set page (not a
+/// redirect: the result is this response's content).
+async fn test_form(
+    State(state): State<AppState>,
+    viewer: Viewer<rules::ManageTargets>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Html<String>, ApiError> {
+    let (target, slug, set_id, _) = located(&state, id).await?;
+    let probe = test_connection(&state, &viewer.user, id).await?;
+    let mut result = json!(probe);
+    result["target_id"] = json!(target.id);
+    result["target_name"] = json!(target.name);
+    render_db_set(
+        &state,
+        &viewer.plain(),
+        &slug,
+        set_id,
+        None,
+        json!({ "probe": result }),
+    )
+    .await
+}
+
+/// What the hub knows about the target, and whether the target's own
+/// history agrees (read live, bounded).
+async fn target_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Html<String>, ApiError> {
+    let (target, slug, set_id, set_name) = located(&state, id).await?;
+    let live = target_state(&state, id).await?;
+    render(
+        &state,
+        "targets/state.html",
+        json!({
+            "target": target,
+            "project_slug": slug,
+            "set": { "id": set_id, "name": set_name },
+            "applied": live["applied"],
+            "dirty": live["dirty"],
+            "drift": live["drift"],
+            "can_manage": viewer.user.can(Capability::ManageTargets),
+        }),
+        Some(&viewer),
+    )
+}
