@@ -198,6 +198,45 @@ pub fn redact(text: &str, password: Option<&Password>) -> String {
     }
 }
 
+/// A correction of a target's `migrate_hub_history`, made when an admin
+/// resolves a dirty target.
+#[derive(Debug, Clone)]
+pub enum HistoryChange<'a> {
+    /// The version counts as applied.
+    Record {
+        version: &'a str,
+        checksum: &'a str,
+        name: &'a str,
+        run_id: uuid::Uuid,
+    },
+    /// The version counts as not applied.
+    Forget { version: &'a str },
+}
+
+/// Applies `change` to the target's history within `wait`.
+pub async fn change_history(
+    engine: &str,
+    target: &Endpoint,
+    password: Option<&Password>,
+    wait: Duration,
+    change: &HistoryChange<'_>,
+) -> Result<(), String> {
+    let result = match engine {
+        "postgres" => postgres::change_history(target, password, wait, change).await,
+        "mysql" => mysql::change_history(target, password, wait, change).await,
+        other => Err(ConnectError::Driver(format!("unknown engine {other:?}"))),
+    };
+    result.map_err(|err| {
+        redact(
+            &format!(
+                "could not update {HISTORY_TABLE} on {}: {err}",
+                target.describe()
+            ),
+            password,
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -160,6 +160,40 @@ pub fn describe(err: &mysql_async::Error) -> String {
     }
 }
 
+/// Records or forgets one version in the target's history (the table exists:
+/// only a target a run has reached can need it).
+pub async fn change_history(
+    target: &Endpoint,
+    password: Option<&Password>,
+    wait: Duration,
+    change: &super::HistoryChange<'_>,
+) -> Result<(), ConnectError> {
+    let started = tokio::time::Instant::now();
+    let mut conn = connect(target, password, wait).await?;
+    let rest = wait.saturating_sub(started.elapsed());
+    let result = bounded(rest, async {
+        let result = match change {
+            super::HistoryChange::Record { version, checksum, name, run_id } => {
+                conn.exec_drop(
+                    format!(
+                        "INSERT IGNORE INTO {HISTORY_TABLE} (version, checksum, name, run_id) VALUES (?, ?, ?, ?)"
+                    ),
+                    (*version, *checksum, *name, run_id.to_string()),
+                )
+                .await
+            }
+            super::HistoryChange::Forget { version } => {
+                conn.exec_drop(format!("DELETE FROM {HISTORY_TABLE} WHERE version = ?"), (*version,))
+                    .await
+            }
+        };
+        result.map_err(|e| ConnectError::Driver(describe(&e)))
+    })
+    .await;
+    let _ = conn.disconnect().await;
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -162,3 +162,36 @@ pub fn describe(err: &tokio_postgres::Error) -> String {
     }
     text
 }
+
+/// Records or forgets one version in the target's history (the table exists:
+/// only a target a run has reached can need it).
+pub async fn change_history(
+    target: &Endpoint,
+    password: Option<&Password>,
+    wait: Duration,
+    change: &super::HistoryChange<'_>,
+) -> Result<(), ConnectError> {
+    let started = tokio::time::Instant::now();
+    let client = connect(target, password, wait).await?;
+    let rest = wait.saturating_sub(started.elapsed());
+    bounded(rest, async {
+        let result = match change {
+            super::HistoryChange::Record { version, checksum, name, run_id } => {
+                client
+                    .execute(
+                        "INSERT INTO migrate_hub_history (version, checksum, name, run_id) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (version) DO NOTHING",
+                        &[version, checksum, name, run_id],
+                    )
+                    .await
+            }
+            super::HistoryChange::Forget { version } => {
+                client
+                    .execute("DELETE FROM migrate_hub_history WHERE version = $1", &[version])
+                    .await
+            }
+        };
+        result.map(|_| ()).map_err(|e| ConnectError::Driver(describe(&e)))
+    })
+    .await
+}

@@ -64,6 +64,11 @@ pub fn router() -> Routes {
             target_page,
         )
         .post(
+            "/targets/{id}/resolve",
+            Access::Needs(Capability::Administer),
+            resolve_form,
+        )
+        .post(
             "/targets/{id}/edit",
             Access::Needs(Capability::ManageTargets),
             edit_target_form,
@@ -353,7 +358,26 @@ async fn target_page(
             "dirty": live["dirty"],
             "drift": live["drift"],
             "can_manage": viewer.user.can(Capability::ManageTargets),
+            "can_resolve": viewer.user.can(Capability::Administer),
         }),
         Some(&viewer),
     )
+}
+
+/// An admin's answer for a dirty target: the interrupted migration counts
+/// as applied or as rolled back.
+async fn resolve_form(
+    State(state): State<AppState>,
+    viewer: Viewer<rules::Administer>,
+    ApiPath(id): ApiPath<Uuid>,
+    axum::Form(form): axum::Form<std::collections::HashMap<String, String>>,
+) -> Result<axum::response::Response, ApiError> {
+    let field = |k: &str| form.get(k).cloned().unwrap_or_default();
+    let body = crate::api::targets::resolve::ResolveBody {
+        version: field("version"),
+        outcome: field("as"),
+        reason: field("reason"),
+    };
+    crate::api::targets::resolve::resolve_target(&state, &viewer.user, id, body).await?;
+    Ok(super::see_other(&format!("/targets/{id}")))
 }

@@ -30,7 +30,7 @@ pub const WAIT: Duration = Duration::from_secs(5);
 
 /// The target with how to reach it and its opened password. The tool
 /// database connection is released before the caller goes to the network.
-async fn reach(
+pub(super) async fn reach(
     state: &AppState,
     id: Uuid,
 ) -> Result<(ScopedTarget, Result<(Endpoint, Option<Password>), String>), ApiError> {

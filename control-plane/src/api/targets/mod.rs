@@ -12,6 +12,7 @@
 
 pub mod bulk;
 pub mod live;
+pub mod resolve;
 
 use axum::{Json, extract::State, http::StatusCode};
 use common::{
@@ -63,6 +64,11 @@ pub fn router() -> Routes {
             "/targets/{id}/state",
             Access::Needs(Capability::View),
             live::state,
+        )
+        .post(
+            "/targets/{id}/resolve",
+            Access::Needs(Capability::Administer),
+            resolve::resolve,
         )
         .post(
             "/projects/{slug}/db-sets/{id}/targets/bulk",

@@ -1,0 +1,196 @@
+//! A MariaDB target left dirty by a failed script refuses runs until an
+//! admin resolves it; resolving brings the target's history and the hub's
+//! applied state to the admin's answer, and is audited.
+
+mod support;
+
+use std::time::Duration;
+
+use common::testing::{TestMysqlDatabase, wait_for};
+use reqwest::StatusCode;
+use serde_json::json;
+use support::{TestApp, code};
+
+#[tokio::test]
+async fn dirty_target_refuses_runs_until_an_admin_resolves_it() {
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    let set = app.db_set(&slug, "orders-my", "daily").await;
+    let db = TestMysqlDatabase::create("mh_test_resolve").await;
+    let (status, target) = app
+        .post(
+            &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
+            &app.manager,
+            json!({"name": "my1", "engine": "mysql", "host": db.host, "port": db.port, "database": db.name,
+                   "username": db.user, "password": db.password, "tls_mode": "disable"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{target}");
+    let target_id = target["id"].as_str().unwrap().to_owned();
+    // The second statement fails after the first committed: the target is dirty.
+    app.migration(
+        &slug,
+        "1",
+        "CREATE TABLE a (id int);\nCREATE TABLE a (id int);",
+        "DROP TABLE a;",
+    )
+    .await;
+
+    let worker = worker::Worker::new(app.pool.clone(), app.keys.clone(), "default", 2, 5_000);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let (_, run) = app
+        .post(
+            &format!("/api/v1/projects/{slug}/runs"),
+            &app.user,
+            json!({"db_set_id": set, "direction": "up", "target_version": "1"}),
+        )
+        .await;
+    let run_id = run["id"].as_str().unwrap().to_owned();
+    app.post(
+        &format!("/api/v1/runs/{run_id}/approve"),
+        &app.manager,
+        json!({}),
+    )
+    .await;
+    app.post(
+        &format!("/api/v1/runs/{run_id}/execute"),
+        &app.user,
+        json!({}),
+    )
+    .await;
+    let done = wait_for(Duration::from_secs(30), "the run to fail", || async {
+        let (_, body) = app.get(&format!("/api/v1/runs/{run_id}"), &app.user).await;
+        (body["state"] == "failed").then_some(body)
+    })
+    .await;
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    assert!(
+        done["targets"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("already exists"),
+        "{done}"
+    );
+    let (_, state) = app
+        .get(&format!("/api/v1/targets/{target_id}/state"), &app.user)
+        .await;
+    assert_eq!(state["dirty"]["version"], "1", "{state}");
+
+    // Dirty: no new run.
+    let (status, err) = app
+        .post(
+            &format!("/api/v1/projects/{slug}/runs"),
+            &app.user,
+            json!({"db_set_id": set, "direction": "up", "target_version": "1"}),
+        )
+        .await;
+    assert_eq!((status, code(&err)), (StatusCode::CONFLICT, "target_dirty"));
+
+    // The target page offers admins (only) the resolve form.
+    let page = |token: String| {
+        let url = app.url(&format!("/targets/{target_id}"));
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    assert!(page(app.admin.clone()).await.contains(">Resolve</button>"));
+    assert!(
+        !page(app.manager.clone())
+            .await
+            .contains(">Resolve</button>")
+    );
+
+    // Only admins resolve, with a reason, at the dirty version.
+    let path = format!("/api/v1/targets/{target_id}/resolve");
+    let (status, _) = app
+        .post(
+            &path,
+            &app.manager,
+            json!({"version": "1", "as": "applied", "reason": "checked"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, err) = app
+        .post(
+            &path,
+            &app.admin,
+            json!({"version": "1", "as": "done", "reason": "x"}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("as"))
+    );
+    let (status, err) = app
+        .post(
+            &path,
+            &app.admin,
+            json!({"version": "2", "as": "applied", "reason": "x"}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("version"))
+    );
+    let (status, err) = app
+        .post(&path, &app.admin, json!({"version": "1", "as": "applied"}))
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("reason"))
+    );
+
+    // The first statement created the table, which is what the migration
+    // wanted: the admin declares it applied.
+    let (status, body) = app
+        .post(
+            &path,
+            &app.admin,
+            json!({"version": "1", "as": "applied", "reason": "table a exists as intended"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, state) = app
+        .get(&format!("/api/v1/targets/{target_id}/state"), &app.user)
+        .await;
+    assert!(state["dirty"].is_null(), "{state}");
+    assert_eq!(state["applied"][0]["version"], "1");
+    assert_eq!(
+        state["drift"]["in_sync"], true,
+        "hub and target agree: {state}"
+    );
+    assert_eq!(app.audit_rows("target.resolved").await.len(), 1);
+    let (status, _) = app
+        .post(
+            &path,
+            &app.admin,
+            json!({"version": "1", "as": "applied", "reason": "again"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "nothing left to resolve");
+
+    // Up to date now.
+    let (status, err) = app
+        .post(
+            &format!("/api/v1/projects/{slug}/runs"),
+            &app.user,
+            json!({"db_set_id": set, "direction": "up", "target_version": "1"}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, "nothing_to_do")
+    );
+}
