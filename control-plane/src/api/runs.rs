@@ -686,9 +686,10 @@ async fn require_operator(
 }
 
 /// Execute: in one transaction, lock the run, check it is approved and still
-/// what was approved, queue one job per target into its pool's queue, and
-/// move the run to `queued`. Enqueueing and the state change commit together
-/// or not at all.
+/// what was approved, queue the first targets (up to the run's concurrency,
+/// or its canary) as jobs in their pools' queues, and move the run to
+/// `queued`. Enqueueing and the state change commit together or not at all;
+/// each finishing target dispatches the next.
 async fn execute(
     State(state): State<AppState>,
     user: Authorized<rules::Author>,
