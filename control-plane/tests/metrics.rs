@@ -142,3 +142,43 @@ async fn worker_metrics_count_executions_migrations_and_lock_waits() {
     let (ok, report) = promtool_check(&text);
     assert!(ok, "promtool rejects the worker's output: {report}\n{text}");
 }
+
+#[tokio::test]
+async fn admins_see_the_worker_fleet() {
+    let app = TestApp::spawn().await;
+    let worker = worker::Worker::new(app.pool.clone(), app.keys.clone(), "eu-west", 3, 5_000);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let page = |token: String| {
+        let url = app.url("/admin/workers");
+        async move {
+            let resp = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            (resp.status(), resp.text().await.unwrap())
+        }
+    };
+    let body = common::testing::wait_for(
+        std::time::Duration::from_secs(20),
+        "the worker to register",
+        || async {
+            let (status, body) = page(app.admin.clone()).await;
+            (status == StatusCode::OK && body.contains("eu-west")).then_some(body)
+        },
+    )
+    .await;
+    assert!(body.contains("alive"), "{body}");
+    assert_eq!(page(app.manager.clone()).await.0, StatusCode::FORBIDDEN);
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    let (_, body) = page(app.admin.clone()).await;
+    assert!(
+        body.contains("stopped"),
+        "a stopped worker is shown as such"
+    );
+}

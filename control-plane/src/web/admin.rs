@@ -28,6 +28,11 @@ use crate::{
 pub fn router() -> Routes {
     Routes::new()
         .get(
+            "/admin/workers",
+            Access::Needs(Capability::Administer),
+            workers_page,
+        )
+        .get(
             "/admin/users",
             Access::Needs(Capability::Administer),
             users_page,
@@ -150,4 +155,38 @@ async fn update_user(
     .await?;
     tx.commit().await?;
     Ok(see_other("/admin/users"))
+}
+
+/// The worker fleet: pools, workers, last heartbeat, running jobs, and how
+/// many jobs wait in each pool's queue.
+async fn workers_page(
+    State(state): State<AppState>,
+    viewer: Viewer<rules::Administer>,
+) -> Result<Html<String>, ApiError> {
+    let workers = common::store::workers::list(&state.db).await?;
+    let now = time::OffsetDateTime::now_utc();
+    let rows: Vec<Value> = workers
+        .iter()
+        .map(|w| {
+            let age = (now - w.last_heartbeat_at).whole_seconds();
+            json!({
+                "worker": w,
+                "age_seconds": age,
+                // Three missed heartbeats (5 s apart) and the worker counts as gone.
+                "alive": w.stopped_at.is_none() && age < 20,
+            })
+        })
+        .collect();
+    let queues: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT substr(job_type, length('migrate-hub.pool.') + 1), count(*) FROM apalis.jobs
+         WHERE job_type LIKE 'migrate-hub.pool.%' AND status = 'Pending' GROUP BY job_type ORDER BY 1",
+    )
+    .fetch_all(&state.db)
+    .await?;
+    render(
+        &state,
+        "admin/workers.html",
+        json!({ "workers": rows, "queues": queues.into_iter().map(|(p, n)| json!({"pool": p, "waiting": n})).collect::<Vec<_>>() }),
+        Some(&viewer.plain()),
+    )
 }

@@ -262,6 +262,7 @@ mod tests {
             "dashboard.html",
             "auth/signin.html",
             "admin/users.html",
+            "admin/workers.html",
             "tokens.html",
             "audit.html",
             "projects.html",
