@@ -106,6 +106,8 @@ impl FromRequestParts<AppState> for CurrentUser {
             Some(token) => user_from_token(state, token, client_ip(parts)).await?,
             None => user_from_session(parts, state).await?,
         };
+        // Every later log line of this request names who made it.
+        tracing::Span::current().record("user_id", tracing::field::display(user.id));
         parts.extensions.insert(user.clone());
         Ok(user)
     }
