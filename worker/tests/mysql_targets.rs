@@ -7,7 +7,7 @@ use std::{path::PathBuf, time::Duration};
 
 use common::domain::{Checksum, Direction, RunState, split::StatementsHash};
 use mysql_async::prelude::Queryable;
-use support::{TargetOptions, TestHub, eventually, mariadb};
+use support::{TargetOptions, TestHub, dirty_row, eventually, mariadb};
 use tokio::time::Instant;
 use worker::lock::mysql_lock_name;
 
@@ -19,28 +19,6 @@ const GADGETS_UP: &str = "-- gadgets; the first line is a comment\nCREATE TABLE 
 const GADGETS_DOWN: &str = "DROP TABLE gadgets;";
 const NOTE_UP: &str = "ALTER TABLE widgets ADD COLUMN note text";
 const NOTE_DOWN: &str = "ALTER TABLE widgets DROP COLUMN note";
-
-/// A dirty target row as the hub stores it.
-#[derive(Debug, sqlx::FromRow)]
-struct DirtyRow {
-    run_id: uuid::Uuid,
-    version: String,
-    direction: String,
-    statement_index: i32,
-    statements_hash: String,
-    error: String,
-}
-
-async fn dirty_row(hub: &TestHub, target: &support::TargetDb) -> Option<DirtyRow> {
-    sqlx::query_as(
-        "SELECT run_id, version, direction, statement_index, statements_hash, error
-         FROM target_dirty_states WHERE target_id = $1",
-    )
-    .bind(target.id())
-    .fetch_optional(&hub.db)
-    .await
-    .unwrap()
-}
 
 #[tokio::test]
 async fn applies_pending_migrations_to_every_mariadb_target() {

@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use common::domain::{Checksum, Direction, RunState};
-use support::{TargetOptions, TestHub};
+use common::domain::{Checksum, Direction, RunState, split::StatementsHash};
+use support::{TargetOptions, TestHub, dirty_row};
 use worker::{Worker, lock::PG_ADVISORY_KEY};
 
 const WIDGETS_UP: &str = "CREATE TABLE widgets (id int PRIMARY KEY, name text);";
@@ -443,6 +443,88 @@ async fn non_transactional_migration_runs_outside_a_transaction() {
     let target = &project.targets[0];
     assert!(target.has_table("widgets_name_idx").await);
     assert_eq!(target.history().await.len(), 2);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn non_transactional_script_runs_statement_by_statement() {
+    let hub = TestHub::new().await;
+    let project = hub.project_with_targets(1).await;
+    hub.migration(&project, "1", WIDGETS_UP, WIDGETS_DOWN).await;
+    // Sent as one message, PostgreSQL would run these in an implicit
+    // transaction and refuse CONCURRENTLY.
+    hub.migration_with(
+        &project,
+        "2",
+        "DROP INDEX CONCURRENTLY IF EXISTS widgets_name_idx;\n\
+         CREATE INDEX CONCURRENTLY widgets_name_idx ON widgets (name);\n\
+         CREATE INDEX CONCURRENTLY widgets_semi_idx ON widgets ((name || ';'));",
+        "DROP INDEX CONCURRENTLY widgets_semi_idx;\nDROP INDEX CONCURRENTLY widgets_name_idx;",
+        false,
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "2").await;
+    let worker = hub.start_worker(1_000).await;
+
+    hub.execute(run).await;
+
+    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    let target = &project.targets[0];
+    assert!(target.has_table("widgets_name_idx").await);
+    assert!(target.has_table("widgets_semi_idx").await);
+    assert_eq!(target.history().await.len(), 2);
+
+    let down = hub.approved_run(&project, Direction::Down, "1").await;
+    hub.execute(down).await;
+    assert_eq!(hub.wait_for_run(down).await, RunState::Succeeded);
+    assert!(!target.has_table("widgets_semi_idx").await);
+    assert!(!target.has_table("widgets_name_idx").await);
+    assert_eq!(target.history().await.len(), 1);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn non_transactional_script_failing_part_way_leaves_the_target_dirty() {
+    let hub = TestHub::new().await;
+    let project = hub.project_with_targets(1).await;
+    hub.migration(&project, "1", WIDGETS_UP, WIDGETS_DOWN).await;
+    hub.migration_with(
+        &project,
+        "2",
+        "CREATE INDEX CONCURRENTLY widgets_name_idx ON widgets (name);\n\
+         CREATE INDEX CONCURRENTLY gadgets_idx ON gadgets (id);",
+        "",
+        false,
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "2").await;
+    let worker = hub.start_worker(1_000).await;
+
+    hub.execute(run).await;
+
+    assert_eq!(hub.wait_for_run(run).await, RunState::Failed);
+    let target = &project.targets[0];
+    let failed = hub.execution(run, target).await;
+    assert_eq!(failed.statement, Some(2));
+    let error = failed.error.unwrap();
+    assert!(
+        error.starts_with(
+            "ERROR: relation \"gadgets\" does not exist (SQLSTATE 42P01)\n\
+             STATEMENT: 2 of 2 in the up script, at line 2\n\
+             the target is dirty: statements 1 to 1 of version 2 were applied"
+        ),
+        "{error}"
+    );
+    let dirty = dirty_row(&hub, target).await.expect("target is dirty");
+    assert_eq!((dirty.version.as_str(), dirty.statement_index), ("2", 2));
+    assert_eq!(
+        dirty.statements_hash,
+        StatementsHash::of(["CREATE INDEX CONCURRENTLY widgets_name_idx ON widgets (name)"]).hex()
+    );
+    // The first index stays; version 2 is recorded nowhere.
+    assert!(target.has_table("widgets_name_idx").await);
+    assert_eq!(target.history().await.len(), 1);
+    assert_eq!(hub.applied(target).await.len(), 1);
     worker.stop().await;
 }
 

@@ -112,6 +112,22 @@ impl ExecError {
     }
 }
 
+/// How a dirty stop is explained after the database's error.
+pub(super) fn dirty_note(version: &str, index: usize, lost: bool) -> String {
+    if lost {
+        format!(
+            "\nthe target is dirty: the session was lost while statement {index} of version \
+             {version} ran, so whether it was applied is unknown; an admin must resolve it"
+        )
+    } else {
+        format!(
+            "\nthe target is dirty: statements 1 to {} of version {version} were applied and \
+             stay applied; an admin must resolve it",
+            index - 1
+        )
+    }
+}
+
 /// Runs `job` on a target of `engine`.
 pub async fn execute(
     engine: &str,

@@ -36,7 +36,7 @@ use tokio::{
     time::Instant,
 };
 
-use super::{Applied, Connection, ExecError, Job};
+use super::{Applied, Connection, ExecError, Job, dirty_note};
 use crate::{
     lock::{self, MySqlLockError},
     plan::{self, Step},
@@ -360,19 +360,7 @@ impl StepRun<'_> {
             message.push_str(&format!("\nnothing of version {version} was applied"));
             None
         } else {
-            if refused {
-                message.push_str(&format!(
-                    "\nthe target is dirty: statements 1 to {} of version {version} were \
-                     applied and stay applied; an admin must resolve it",
-                    index - 1
-                ));
-            } else {
-                message.push_str(&format!(
-                    "\nthe target is dirty: the session was lost while statement {index} of \
-                     version {version} ran, so whether it was applied is unknown; an admin must \
-                     resolve it"
-                ));
-            }
+            message.push_str(&dirty_note(version, index, !refused));
             Some(Box::new(reporter.dirty_mark(
                 version,
                 index,

@@ -12,7 +12,10 @@
 use std::{collections::HashSet, time::Duration};
 
 use common::{
-    domain::Direction,
+    domain::{
+        Direction,
+        split::{StatementsHash, split_postgres},
+    },
     targets::{self, ConnectError},
 };
 use time::OffsetDateTime;
@@ -21,11 +24,11 @@ use tokio_postgres::{Client, SimpleQueryMessage, error::ErrorPosition};
 
 pub use common::targets::postgres::describe;
 
-use super::{Applied, Connection, ExecError, Job};
+use super::{Applied, Connection, ExecError, Job, dirty_note};
 use crate::{
     lock::{self, LockError},
     plan::{self, Step},
-    report::{Reporter, StepTiming},
+    report::{self, Reporter, StepTiming},
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -121,6 +124,18 @@ async fn run_locked(
     if let Some(drift) = plan::detect_drift(&hub, &history) {
         return Err(ExecError::target(drift.to_string()));
     }
+    // A non-transactional script that stopped part-way on this target held
+    // this lock, so this answer is final.
+    let dirty = reporter
+        .dirty_state()
+        .await
+        .map_err(|source| ExecError::Hub {
+            what: "reading the target's dirty state".into(),
+            source,
+        })?;
+    if let Some(dirty) = dirty {
+        return Err(ExecError::target(report::dirty_refusal(&dirty)));
+    }
     let applied: HashSet<&str> = history.iter().map(|(v, _)| v.as_str()).collect();
     let todo = plan::pending(job.steps, job.direction, &applied)
         .map_err(|e| ExecError::target(e.to_string()))?;
@@ -131,14 +146,15 @@ async fn run_locked(
         let started_at = OffsetDateTime::now_utc();
         let clock = Instant::now();
         let statements = if step.transactional {
-            apply_in_transaction(client, job, step).await
+            apply_in_transaction(client, job, step)
+                .await
+                .map_err(|message| ExecError::Target {
+                    message,
+                    version: Some(step.version.to_string()),
+                })?
         } else {
-            apply_without_transaction(client, job, step).await
-        }
-        .map_err(|message| ExecError::Target {
-            message,
-            version: Some(step.version.to_string()),
-        })?;
+            apply_without_transaction(client, job, step, reporter).await?
+        };
         let timing = StepTiming {
             started_at,
             duration: clock.elapsed(),
@@ -250,19 +266,32 @@ async fn rollback(client: &Client, err: &tokio_postgres::Error) {
     }
 }
 
-/// Runs a script declared non-transactional (`CREATE INDEX CONCURRENTLY`
-/// and the like) outside an explicit transaction, then records it.
+/// Runs a script that must not run in a transaction (`CREATE INDEX
+/// CONCURRENTLY` and the like, detected or declared) statement by
+/// statement, then records it.
 ///
-/// Sent alone as one message, so a single-statement script runs in
-/// autocommit mode. PostgreSQL still wraps a *multi*-statement message in an
-/// implicit transaction, which such statements refuse with a clear error;
-/// running them one by one needs the statement splitter (not built yet).
+/// PostgreSQL wraps a multi-statement message in an implicit transaction,
+/// which such statements refuse, so the script is split
+/// ([`split_postgres`]) and each statement is sent alone, in autocommit
+/// mode. Like a MySQL script, it can stop part-way: a statement that fails
+/// after others were applied leaves the target **dirty**, with the
+/// statement reached and the hash of the applied prefix.
 async fn apply_without_transaction(
     client: &Client,
     job: &Job<'_>,
     step: &Step,
-) -> Result<usize, String> {
+    reporter: &Reporter,
+) -> Result<usize, ExecError> {
+    let version = step.version.to_string();
     let script = step.script(job.direction);
+    let statements = split_postgres(script).map_err(|e| ExecError::Target {
+        message: format!(
+            "the {} script of version {version} cannot be split into statements: {e}; \
+             nothing was applied",
+            job.direction
+        ),
+        version: Some(version.clone()),
+    })?;
     let timeouts = format!(
         "SET lock_timeout = {}; SET statement_timeout = {}",
         job.lock_timeout_ms, job.statement_timeout_ms
@@ -270,23 +299,70 @@ async fn apply_without_transaction(
     client
         .simple_query(&timeouts)
         .await
-        .map_err(|e| describe(&e))?;
+        .map_err(|e| ExecError::Target {
+            message: describe(&e),
+            version: Some(version.clone()),
+        })?;
     let clock = Instant::now();
-    let messages = client
-        .simple_query(script)
-        .await
-        .map_err(|e| describe_in_script(&e, 0, script, job.direction))?;
+    let mut applied = StatementsHash::new();
+    for (i, statement) in statements.iter().enumerate() {
+        let index = i + 1;
+        // Statements of such scripts take long (they build indexes): one
+        // progress write each is nothing next to them.
+        reporter.progress(&version, index).await;
+        if let Err(err) = client.simple_query(statement.text).await {
+            let lost = err.is_closed() || err.as_db_error().is_none();
+            let mut message = format!(
+                "{}\nSTATEMENT: {index} of {} in the {} script, at line {}",
+                describe(&err),
+                statements.len(),
+                job.direction,
+                statement.line
+            );
+            let dirty = if !lost && index == 1 {
+                message.push_str(&format!("\nnothing of version {version} was applied"));
+                None
+            } else {
+                message.push_str(&dirty_note(&version, index, lost));
+                Some(Box::new(reporter.dirty_mark(
+                    &version,
+                    index,
+                    &applied.hex(),
+                )))
+            };
+            return Err(ExecError::Statement {
+                message,
+                version,
+                statement: index,
+                dirty,
+            });
+        }
+        applied.push(statement.text);
+    }
     let execution_ms = clock.elapsed().as_millis().to_string();
-    client
+    if let Err(err) = client
         .simple_query(&history_write(job, step, &execution_ms))
         .await
-        .map_err(|e| {
-            format!(
-                "the script ran, but recording it in migrate_hub_history failed: {}",
-                describe(&e)
-            )
-        })?;
-    Ok(completed(&messages))
+    {
+        // Every statement ran: the target is ahead of its own history.
+        let index = statements.len() + 1;
+        return Err(ExecError::Statement {
+            message: format!(
+                "the {} script of version {version} ran completely, but recording it in \
+                 migrate_hub_history failed: {}\nthe target is dirty: an admin must resolve it",
+                job.direction,
+                describe(&err)
+            ),
+            dirty: Some(Box::new(reporter.dirty_mark(
+                &version,
+                index,
+                &applied.hex(),
+            ))),
+            version,
+            statement: index,
+        });
+    }
+    Ok(statements.len())
 }
 
 fn completed(messages: &[SimpleQueryMessage]) -> usize {

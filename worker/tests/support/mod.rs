@@ -638,3 +638,25 @@ where
         tokio::time::sleep(POLL).await;
     }
 }
+
+/// A dirty target row as the hub stores it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct DirtyRow {
+    pub run_id: uuid::Uuid,
+    pub version: String,
+    pub direction: String,
+    pub statement_index: i32,
+    pub statements_hash: String,
+    pub error: String,
+}
+
+pub async fn dirty_row(hub: &TestHub, target: &TargetDb) -> Option<DirtyRow> {
+    sqlx::query_as(
+        "SELECT run_id, version, direction, statement_index, statements_hash, error
+         FROM target_dirty_states WHERE target_id = $1",
+    )
+    .bind(target.id())
+    .fetch_optional(&hub.db)
+    .await
+    .unwrap()
+}

@@ -1,5 +1,6 @@
-//! Splitting a MySQL/MariaDB script into the statements a server runs one at
-//! a time, and the running hash of the statements a target has applied.
+//! Splitting a script into the statements a server runs one at a time, and
+//! the running hash of the statements a target has applied. MySQL/MariaDB
+//! here; PostgreSQL in [`postgres`].
 //!
 //! MySQL commits DDL implicitly, so a migration cannot be one transaction:
 //! it runs statement by statement, and the statement reached is what an
@@ -35,6 +36,10 @@ use sha2::{Digest, Sha256};
 
 use super::checksum::normalize;
 
+mod postgres;
+
+pub use postgres::split_postgres;
+
 /// One statement of a script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Statement<'a> {
@@ -68,19 +73,23 @@ impl SplitError {
 }
 
 /// What was left open at the end of a script.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unclosed {
     String(char),
-    Identifier,
+    /// A quoted identifier, with its quote character.
+    Identifier(char),
     Comment,
+    /// A PostgreSQL dollar-quoted string, with its tag (`$$`, `$body$`).
+    DollarQuoted(String),
 }
 
 impl fmt::Display for Unclosed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Unclosed::String(quote) => write!(f, "string ({quote}…{quote})"),
-            Unclosed::Identifier => f.write_str("quoted identifier (`…`)"),
+            Unclosed::Identifier(quote) => write!(f, "quoted identifier ({quote}…{quote})"),
             Unclosed::Comment => f.write_str("comment (/* … */)"),
+            Unclosed::DollarQuoted(tag) => write!(f, "dollar-quoted string ({tag}…{tag})"),
         }
     }
 }
@@ -298,7 +307,7 @@ impl<'a> Splitter<'a> {
                 None => {
                     return Err(SplitError::Unterminated {
                         what: if quote == b'`' {
-                            Unclosed::Identifier
+                            Unclosed::Identifier('`')
                         } else {
                             Unclosed::String(char::from(quote))
                         },
