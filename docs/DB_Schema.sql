@@ -249,7 +249,9 @@ CREATE TABLE public.target_dirty_states (
     statements_hash text NOT NULL,
     error text NOT NULL,
     since timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT target_dirty_states_direction_check CHECK ((direction = ANY (ARRAY['up'::text, 'down'::text])))
+    resume_from integer,
+    CONSTRAINT target_dirty_states_direction_check CHECK ((direction = ANY (ARRAY['up'::text, 'down'::text]))),
+    CONSTRAINT target_dirty_states_resume_from_check CHECK ((resume_from >= 1))
 );
 
 CREATE TABLE public.target_executions (
@@ -267,6 +269,7 @@ CREATE TABLE public.target_executions (
     duration_ms bigint,
     current_version text,
     statement_index integer,
+    statements_hash text,
     error text,
     CONSTRAINT target_executions_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'queued'::text, 'running'::text, 'succeeded'::text, 'failed'::text, 'skipped'::text, 'interrupted'::text, 'cancelled'::text])))
 );

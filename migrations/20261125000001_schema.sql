@@ -123,7 +123,10 @@ CREATE TABLE target_dirty_states (
     statement_index  integer NOT NULL,
     statements_hash  text NOT NULL,
     error            text NOT NULL,
-    since            timestamptz NOT NULL DEFAULT now()
+    since            timestamptz NOT NULL DEFAULT now(),
+    -- Set when an admin asked to resume the script from this 1-based
+    -- statement (the run's execution on the target is queued again).
+    resume_from      integer CHECK (resume_from >= 1)
 );
 
 -- Migrations ---------------------------------------------------------------------
@@ -244,6 +247,10 @@ CREATE TABLE target_executions (
     duration_ms     bigint,
     current_version text,
     statement_index integer,
+    -- Hash of the statements of current_version applied before
+    -- statement_index, reported with the progress of a script run statement
+    -- by statement: what a target whose worker died is marked dirty with.
+    statements_hash text,
     error           text,
     CONSTRAINT target_executions_run_target_key UNIQUE (run_id, target_id)
 );

@@ -194,3 +194,128 @@ async fn dirty_target_refuses_runs_until_an_admin_resolves_it() {
         (StatusCode::CONFLICT, "nothing_to_do")
     );
 }
+
+#[tokio::test]
+async fn admin_resumes_a_dirty_script_after_the_stopped_statement() {
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    let set = app.db_set(&slug, "orders-my", "daily").await;
+    let db = TestMysqlDatabase::create("mh_test_resume").await;
+    let (status, target) = app
+        .post(
+            &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
+            &app.manager,
+            json!({"name": "my1", "engine": "mysql", "host": db.host, "port": db.port, "database": db.name,
+                   "username": db.user, "password": db.password, "tls_mode": "disable"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{target}");
+    let target_id = target["id"].as_str().unwrap().to_owned();
+    // Statement 2 fails: someone created `b` by hand, as the script wanted.
+    db.run("CREATE TABLE b (id int)").await;
+    app.migration(
+        &slug,
+        "1",
+        "CREATE TABLE a (id int);\nCREATE TABLE b (id int);\nCREATE TABLE c (id int);",
+        "DROP TABLE c; DROP TABLE b; DROP TABLE a;",
+    )
+    .await;
+    let worker = worker::Worker::new(app.pool.clone(), app.keys.clone(), "default", 2, 5_000);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let (_, run) = app
+        .post(
+            &format!("/api/v1/projects/{slug}/runs"),
+            &app.user,
+            json!({"db_set_id": set, "direction": "up", "target_version": "1"}),
+        )
+        .await;
+    let run_id = run["id"].as_str().unwrap().to_owned();
+    app.post(
+        &format!("/api/v1/runs/{run_id}/approve"),
+        &app.manager,
+        json!({}),
+    )
+    .await;
+    app.post(
+        &format!("/api/v1/runs/{run_id}/execute"),
+        &app.user,
+        json!({}),
+    )
+    .await;
+    let run_state = |want: &'static str| {
+        let app = &app;
+        let run_id = run_id.clone();
+        async move {
+            wait_for(Duration::from_secs(30), want, || async {
+                let (_, body) = app.get(&format!("/api/v1/runs/{run_id}"), &app.user).await;
+                (body["state"] == want).then_some(body)
+            })
+            .await
+        }
+    };
+    run_state("failed").await;
+    let path = format!("/api/v1/targets/{target_id}/resolve");
+
+    // Only the stopped statement or the next one.
+    let (status, err) = app
+        .post(
+            &path,
+            &app.admin,
+            json!({"version": "1", "as": "resume", "from_statement": 4, "reason": "b exists"}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("from_statement")),
+        "{err}"
+    );
+    let (status, _) = app
+        .post(
+            &path,
+            &app.manager,
+            json!({"version": "1", "as": "resume", "reason": "b exists"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Statement 2 was done by hand: continue from 3.
+    let (status, body) = app
+        .post(
+            &path,
+            &app.admin,
+            json!({"version": "1", "as": "resume", "from_statement": 3, "reason": "b exists as intended"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["from_statement"], 3);
+    let done = run_state("succeeded").await;
+    assert_eq!(done["targets"][0]["state"], "succeeded", "{done}");
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+
+    // Statement 3 ran: `c` exists (this insert panics otherwise).
+    db.run("INSERT INTO c VALUES (1)").await;
+    let (_, state) = app
+        .get(&format!("/api/v1/targets/{target_id}/state"), &app.user)
+        .await;
+    assert!(state["dirty"].is_null(), "{state}");
+    assert_eq!(state["applied"][0]["version"], "1");
+    assert_eq!(state["drift"]["in_sync"], true, "{state}");
+    let audit = app.audit_rows("target.resume_requested").await;
+    assert_eq!(audit.len(), 1);
+    // Nothing left to resume.
+    let (status, err) = app
+        .post(
+            &path,
+            &app.admin,
+            json!({"version": "1", "as": "resume", "reason": "again"}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, "target_not_dirty")
+    );
+}

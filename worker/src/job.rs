@@ -237,9 +237,10 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
     let Some(target) = target else {
         return Outcome::failed("the target was deleted; nothing was applied", None);
     };
-    // A dirty target takes no run until an admin resolves it. Checked again
-    // under the target lock by executors that can leave a target dirty.
-    if let Some(dirty) = dirty {
+    // A dirty target takes no run until an admin resolves it, or asks this
+    // run to resume it. Checked again under the target lock.
+    let resuming = |d: &&DirtyState| d.resume_from.is_some() && d.run_id == run.id;
+    if let Some(dirty) = dirty.as_ref().filter(|d| !resuming(d)) {
         return Outcome::failed(report::dirty_refusal(dirty), None);
     }
     // Rule 2: checksums are verified again right before anything runs.

@@ -88,6 +88,8 @@ pub struct StepTiming {
     pub duration: Duration,
     /// Statements the script executed (as counted by the server).
     pub statements: usize,
+    /// The step finished a script resumed on a dirty target.
+    pub resumed: bool,
 }
 
 impl Reporter {
@@ -117,6 +119,7 @@ impl Reporter {
             started_at: timing.started_at,
             duration_ms: i64::try_from(timing.duration.as_millis()).unwrap_or(i64::MAX),
             statements: i32::try_from(timing.statements).unwrap_or(i32::MAX),
+            resumed: timing.resumed,
         };
         with_retry("record applied step", || async {
             let mut tx = self.db.begin().await?;
@@ -147,6 +150,16 @@ impl Reporter {
         with_retry("read dirty state", || async {
             let mut conn = self.db.acquire().await?;
             target_state::dirty(&mut conn, self.target_id).await
+        })
+        .await
+    }
+
+    /// Takes up the resume an admin asked for on this target (see
+    /// [`target_state::take_resume`]).
+    pub async fn take_resume(&self) -> Result<(), sqlx::Error> {
+        with_retry("take up the resume", || async {
+            let mut conn = self.db.acquire().await?;
+            target_state::take_resume(&mut conn, self.target_id).await
         })
         .await
     }

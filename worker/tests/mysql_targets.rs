@@ -197,6 +197,86 @@ async fn failing_statement_mid_script_marks_only_its_target_dirty() {
     worker.stop().await;
 }
 
+/// Asks, as an admin's resolve does, for `run` to resume on `target`.
+async fn resume(hub: &TestHub, target: &support::TargetDb, run: uuid::Uuid, from: i32) {
+    let mut tx = hub.db.begin().await.unwrap();
+    let queued = common::store::target_state::request_resume(&mut tx, target.id(), run, from)
+        .await
+        .unwrap();
+    assert!(queued.is_some(), "the run's execution was queued again");
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn resumed_script_proves_its_prefix_and_continues_where_it_stopped() {
+    let hub = TestHub::new().await;
+    let project = hub.mysql_project_with_targets(2).await;
+    let target = &project.targets[0];
+    target.my_execute("CREATE TABLE gadgets (id int)").await;
+    hub.migration(&project, "1", WIDGETS_UP, WIDGETS_DOWN).await;
+    hub.migration(
+        &project,
+        "2",
+        "CREATE TABLE parts (id int);\nINSERT INTO parts VALUES (1);\n\
+         CREATE TABLE gadgets (id int);\nINSERT INTO gadgets VALUES (1);",
+        "DROP TABLE gadgets; DROP TABLE parts;",
+    )
+    .await;
+    hub.migration(&project, "3", NOTE_UP, NOTE_DOWN).await;
+    let run = hub.approved_run(&project, Direction::Up, "3").await;
+    let worker = hub.start_worker(1_000).await;
+    hub.execute(run).await;
+    assert_eq!(hub.wait_for_run(run).await, RunState::PartiallyFailed);
+    let dirty = dirty_row(&hub, target).await.expect("target is dirty");
+    assert_eq!((dirty.version.as_str(), dirty.statement_index), ("2", 3));
+
+    // A prefix that does not hash as recorded (a splitter that now cuts the
+    // script differently) is refused before anything runs.
+    sqlx::query("UPDATE target_dirty_states SET statements_hash = $2 WHERE target_id = $1")
+        .bind(target.id())
+        .bind(StatementsHash::of(["CREATE TABLE parts (id int)"]).hex())
+        .execute(&hub.db)
+        .await
+        .unwrap();
+    target.my_execute("DROP TABLE gadgets").await;
+    resume(&hub, target, run, 3).await;
+    assert_eq!(hub.wait_for_run(run).await, RunState::PartiallyFailed);
+    let refused = hub.execution(run, target).await;
+    assert!(
+        refused
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("no longer matches the script as it splits now"),
+        "{refused:?}"
+    );
+    assert!(!target.my_has_table("gadgets").await);
+    let still = dirty_row(&hub, target).await.expect("still dirty");
+    assert_eq!(still.statement_index, 3);
+
+    // With the recorded prefix, the script continues at statement 3: the
+    // rows of statement 2 are not inserted twice, and the run goes on.
+    sqlx::query("UPDATE target_dirty_states SET statements_hash = $2 WHERE target_id = $1")
+        .bind(target.id())
+        .bind(dirty.statements_hash)
+        .execute(&hub.db)
+        .await
+        .unwrap();
+    resume(&hub, target, run, 3).await;
+    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    assert_eq!(target.my_scalar_i64("SELECT COUNT(*) FROM parts").await, 1);
+    assert_eq!(
+        target.my_scalar_i64("SELECT COUNT(*) FROM gadgets").await,
+        1
+    );
+    assert_eq!(target.my_versions().await, ["1", "2", "3"]);
+    let applied: Vec<String> = hub.applied(target).await.into_iter().map(|a| a.0).collect();
+    assert_eq!(applied, ["1", "2", "3"]);
+    assert!(dirty_row(&hub, target).await.is_none(), "clean again");
+    assert_eq!(hub.execution(run, target).await.state, "succeeded");
+    worker.stop().await;
+}
+
 #[tokio::test]
 async fn refused_first_statement_leaves_the_target_clean() {
     let hub = TestHub::new().await;

@@ -525,6 +525,20 @@ async fn non_transactional_script_failing_part_way_leaves_the_target_dirty() {
     assert!(target.has_table("widgets_name_idx").await);
     assert_eq!(target.history().await.len(), 1);
     assert_eq!(hub.applied(target).await.len(), 1);
+
+    // Once the cause is fixed, an admin resumes at statement 2.
+    target.execute("CREATE TABLE gadgets (id int)").await;
+    let mut tx = hub.db.begin().await.unwrap();
+    let queued = common::store::target_state::request_resume(&mut tx, target.id(), run, 2)
+        .await
+        .unwrap();
+    assert!(queued.is_some());
+    tx.commit().await.unwrap();
+    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    assert!(target.has_table("gadgets_idx").await);
+    assert_eq!(target.history().await.len(), 2);
+    assert_eq!(hub.applied(target).await.len(), 2);
+    assert!(dirty_row(&hub, target).await.is_none());
     worker.stop().await;
 }
 

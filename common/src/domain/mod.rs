@@ -6,6 +6,7 @@ pub mod directives;
 pub mod dispatch;
 pub mod drift;
 pub mod import;
+pub mod resume;
 pub mod role;
 pub mod run;
 pub mod signin;

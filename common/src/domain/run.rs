@@ -96,6 +96,9 @@ pub enum RunEvent {
     Start,
     /// The last target finished, with the derived outcome.
     Finish(RunState),
+    /// An admin resumed a script that stopped part-way on one of the run's
+    /// targets: that target's execution is queued again.
+    Resume,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,6 +118,7 @@ impl RunEvent {
             RunEvent::Execute => "be executed",
             RunEvent::Start => "start",
             RunEvent::Finish(_) => "finish",
+            RunEvent::Resume => "be resumed",
         }
     }
 }
@@ -135,6 +139,7 @@ impl RunState {
                 S::Queued | S::Running,
                 E::Finish(outcome @ (S::Succeeded | S::Failed | S::PartiallyFailed)),
             ) => outcome,
+            (S::Running | S::Failed | S::PartiallyFailed, E::Resume) => S::Running,
             _ => {
                 return Err(IllegalTransition {
                     from: self,
@@ -145,7 +150,8 @@ impl RunState {
         Ok(next)
     }
 
-    /// No further transition is possible.
+    /// No further transition is possible, except an admin's resume of a
+    /// dirty target, which takes a failed run back to `running`.
     pub fn is_final(self) -> bool {
         matches!(
             self,
@@ -291,6 +297,21 @@ mod tests {
                     state.transition(event).is_err(),
                     "{state} accepted {event:?}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn only_failed_or_running_runs_can_be_resumed() {
+        for &state in RunState::ALL {
+            let ok = state.transition(RunEvent::Resume);
+            let want = matches!(
+                state,
+                RunState::Running | RunState::Failed | RunState::PartiallyFailed
+            );
+            assert_eq!(ok.is_ok(), want, "{state}");
+            if want {
+                assert_eq!(ok.unwrap(), RunState::Running);
             }
         }
     }

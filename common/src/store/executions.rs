@@ -66,6 +66,9 @@ pub struct AppliedStep<'a> {
     pub started_at: OffsetDateTime,
     pub duration_ms: i64,
     pub statements: i32,
+    /// The step finished a script resumed on a dirty target: the target is
+    /// clean again once it is recorded.
+    pub resumed: bool,
 }
 
 /// Records a successful step in the hub: the applied state (added for `up`,
@@ -113,8 +116,15 @@ pub async fn record_step(
     .bind(step.statements)
     .execute(&mut *conn)
     .await?;
+    if step.resumed {
+        sqlx::query("DELETE FROM target_dirty_states WHERE target_id = $1")
+            .bind(step.target_id)
+            .execute(&mut *conn)
+            .await?;
+    }
     sqlx::query(
-        "UPDATE target_executions SET current_version = $2, statement_index = NULL WHERE id = $1",
+        "UPDATE target_executions SET current_version = $2, statement_index = NULL, statements_hash = NULL
+         WHERE id = $1",
     )
     .bind(step.execution_id)
     .bind(step.version.to_string())

@@ -365,7 +365,7 @@ async fn target_page(
 }
 
 /// An admin's answer for a dirty target: the interrupted migration counts
-/// as applied or as rolled back.
+/// as applied or as rolled back, or its script resumes.
 async fn resolve_form(
     State(state): State<AppState>,
     viewer: Viewer<rules::Administer>,
@@ -373,11 +373,18 @@ async fn resolve_form(
     axum::Form(form): axum::Form<std::collections::HashMap<String, String>>,
 ) -> Result<axum::response::Response, ApiError> {
     let field = |k: &str| form.get(k).cloned().unwrap_or_default();
-    let body = crate::api::targets::resolve::ResolveBody {
-        version: field("version"),
-        outcome: field("as"),
-        reason: field("reason"),
-    };
+    let body =
+        crate::api::targets::resolve::ResolveBody {
+            version: field("version"),
+            outcome: field("as"),
+            reason: field("reason"),
+            from_statement: match form.get("from_statement").map(|v| v.trim()) {
+                None | Some("") => None,
+                Some(v) => Some(v.parse().map_err(|_| {
+                    ApiError::invalid("from_statement", "must be a statement number")
+                })?),
+            },
+        };
     crate::api::targets::resolve::resolve_target(&state, &viewer.user, id, body).await?;
     Ok(super::see_other(&format!("/targets/{id}")))
 }

@@ -128,6 +128,91 @@ pub(super) fn dirty_note(version: &str, index: usize, lost: bool) -> String {
     }
 }
 
+/// A resume an admin asked for, admitted under the target lock: the script
+/// of `version` continues from statement `from` once the statements before
+/// `stopped` are proven to be the ones applied.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub version: String,
+    pub stopped: usize,
+    pub applied_hash: String,
+    pub from: usize,
+}
+
+impl Resume {
+    /// The 0-based index of the first statement to run of `step`'s split
+    /// script, when `step` is the one to resume; `Ok(None)` for other steps.
+    pub fn start(
+        resume: Option<&Resume>,
+        step: &Step,
+        statements: &[common::domain::split::Statement<'_>],
+    ) -> Result<Option<usize>, ExecError> {
+        let Some(resume) = resume.filter(|r| r.version == step.version.to_string()) else {
+            return Ok(None);
+        };
+        common::domain::resume::start_index(
+            &resume.version,
+            statements,
+            resume.stopped,
+            &resume.applied_hash,
+            resume.from,
+        )
+        .map(Some)
+        .map_err(|e| ExecError::Target {
+            message: e.to_string(),
+            version: Some(resume.version.clone()),
+        })
+    }
+}
+
+/// Under the target lock: a dirty target refuses the job, unless an admin
+/// asked this very run to resume it — then the resume is taken up (so a
+/// resume that fails again waits for a new decision) and returned.
+pub(super) async fn admit(reporter: &Reporter, job: &Job<'_>) -> Result<Option<Resume>, ExecError> {
+    let hub = |what: &str| {
+        let what = what.to_owned();
+        move |source| ExecError::Hub { what, source }
+    };
+    let Some(dirty) = reporter
+        .dirty_state()
+        .await
+        .map_err(hub("reading the target's dirty state"))?
+    else {
+        return Ok(None);
+    };
+    let (Some(from), true, true) = (
+        dirty.resume_from,
+        dirty.run_id == job.run_id,
+        dirty.direction == job.direction.as_str(),
+    ) else {
+        return Err(ExecError::target(crate::report::dirty_refusal(&dirty)));
+    };
+    reporter
+        .take_resume()
+        .await
+        .map_err(hub("taking up the resume"))?;
+    Ok(Some(Resume {
+        version: dirty.version,
+        stopped: usize::try_from(dirty.statement_index).unwrap_or(1),
+        applied_hash: dirty.statements_hash,
+        from: usize::try_from(from).unwrap_or(1),
+    }))
+}
+
+/// The error for a resume whose version the target no longer has pending:
+/// its history says the script completed (or, for `down`, was undone).
+pub(super) fn not_pending(resume: Option<&Resume>, direction: Direction) -> ExecError {
+    let version = resume.map(|r| r.version.clone()).unwrap_or_default();
+    ExecError::Target {
+        message: format!(
+            "cannot resume the {direction} script of version {version}: the target's \
+             migrate_hub_history says it is not pending; nothing was run — resolve the target as \
+             applied or rolled back instead"
+        ),
+        version: Some(version),
+    }
+}
+
 /// Runs `job` on a target of `engine`.
 pub async fn execute(
     engine: &str,

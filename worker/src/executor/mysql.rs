@@ -36,11 +36,11 @@ use tokio::{
     time::Instant,
 };
 
-use super::{Applied, Connection, ExecError, Job, dirty_note};
+use super::{Applied, Connection, ExecError, Job, Resume, admit, dirty_note, not_pending};
 use crate::{
     lock::{self, MySqlLockError},
     plan::{self, Step},
-    report::{self, Reporter, StepTiming},
+    report::{Reporter, StepTiming},
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -130,16 +130,7 @@ async fn run_locked(
     }
     // The job checked at its start; a job that stopped part-way on this
     // target since then held this lock, so this answer is final.
-    let dirty = reporter
-        .dirty_state()
-        .await
-        .map_err(|source| ExecError::Hub {
-            what: "reading the target's dirty state".into(),
-            source,
-        })?;
-    if let Some(dirty) = dirty {
-        return Err(ExecError::target(report::dirty_refusal(&dirty)));
-    }
+    let resume = admit(reporter, job).await?;
     let applied: HashSet<&str> = history.iter().map(|(v, _)| v.as_str()).collect();
     let todo = plan::pending(job.steps, job.direction, &applied)
         .map_err(|e| ExecError::target(e.to_string()))?;
@@ -161,16 +152,25 @@ async fn run_locked(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let starts = todo
+        .iter()
+        .zip(&scripts)
+        .map(|(step, statements)| Resume::start(resume.as_ref(), step, statements))
+        .collect::<Result<Vec<_>, _>>()?;
+    if resume.is_some() && starts.iter().all(Option::is_none) {
+        return Err(not_pending(resume.as_ref(), job.direction));
+    }
     let progress = ProgressFeed::start(reporter);
     let recorder = HubRecorder::start(reporter);
     let mut result = Ok(Applied::Steps(todo.len()));
-    for (step, statements) in todo.iter().zip(&scripts) {
+    for ((step, statements), start) in todo.iter().zip(&scripts).zip(starts) {
         if recorder.failed() {
             break;
         }
         let step_run = StepRun {
             step,
             statements,
+            start,
             direction: job.direction,
             run_id: job.run_id,
             history_table: &history_table,
@@ -256,6 +256,8 @@ async fn read_history(
 struct StepRun<'a> {
     step: &'a Step,
     statements: &'a [Statement<'a>],
+    /// Where a resumed script starts (0-based); `None` for a whole script.
+    start: Option<usize>,
     direction: Direction,
     run_id: uuid::Uuid,
     history_table: &'a str,
@@ -273,8 +275,9 @@ impl StepRun<'_> {
         let version = self.step.version.to_string();
         let started_at = OffsetDateTime::now_utc();
         let clock = Instant::now();
-        let mut applied = StatementsHash::new();
-        for (i, statement) in self.statements.iter().enumerate() {
+        let skip = self.start.unwrap_or(0);
+        let mut applied = StatementsHash::of(self.statements[..skip].iter().map(|s| s.text));
+        for (i, statement) in self.statements.iter().enumerate().skip(skip) {
             let index = i + 1;
             progress.reached(&version, index);
             if let Err(err) = conn.query_drop(statement.text).await {
@@ -329,7 +332,8 @@ impl StepRun<'_> {
         Ok(StepTiming {
             started_at,
             duration: clock.elapsed(),
-            statements: self.statements.len(),
+            statements: self.statements.len() - skip,
+            resumed: self.start.is_some(),
         })
     }
 
@@ -356,7 +360,7 @@ impl StepRun<'_> {
             self.direction,
             statement.line
         );
-        let dirty = if refused && index == 1 {
+        let dirty = if refused && index == 1 && self.start.is_none() {
             message.push_str(&format!("\nnothing of version {version} was applied"));
             None
         } else {

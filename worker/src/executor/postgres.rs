@@ -24,11 +24,11 @@ use tokio_postgres::{Client, SimpleQueryMessage, error::ErrorPosition};
 
 pub use common::targets::postgres::describe;
 
-use super::{Applied, Connection, ExecError, Job, dirty_note};
+use super::{Applied, Connection, ExecError, Job, Resume, admit, dirty_note, not_pending};
 use crate::{
     lock::{self, LockError},
     plan::{self, Step},
-    report::{self, Reporter, StepTiming},
+    report::{Reporter, StepTiming},
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -126,19 +126,18 @@ async fn run_locked(
     }
     // A non-transactional script that stopped part-way on this target held
     // this lock, so this answer is final.
-    let dirty = reporter
-        .dirty_state()
-        .await
-        .map_err(|source| ExecError::Hub {
-            what: "reading the target's dirty state".into(),
-            source,
-        })?;
-    if let Some(dirty) = dirty {
-        return Err(ExecError::target(report::dirty_refusal(&dirty)));
-    }
+    let resume = admit(reporter, job).await?;
     let applied: HashSet<&str> = history.iter().map(|(v, _)| v.as_str()).collect();
     let todo = plan::pending(job.steps, job.direction, &applied)
         .map_err(|e| ExecError::target(e.to_string()))?;
+    let resumes = |step: &&Step| {
+        resume
+            .as_ref()
+            .is_some_and(|r| r.version == step.version.to_string() && !step.transactional)
+    };
+    if resume.is_some() && !todo.iter().any(resumes) {
+        return Err(not_pending(resume.as_ref(), job.direction));
+    }
     if todo.is_empty() {
         return Ok(Applied::Nothing);
     }
@@ -153,12 +152,13 @@ async fn run_locked(
                     version: Some(step.version.to_string()),
                 })?
         } else {
-            apply_without_transaction(client, job, step, reporter).await?
+            apply_without_transaction(client, job, step, reporter, resume.as_ref()).await?
         };
         let timing = StepTiming {
             started_at,
             duration: clock.elapsed(),
             statements,
+            resumed: resumes(step),
         };
         reporter
             .step_done(step, timing)
@@ -281,6 +281,7 @@ async fn apply_without_transaction(
     job: &Job<'_>,
     step: &Step,
     reporter: &Reporter,
+    resume: Option<&Resume>,
 ) -> Result<usize, ExecError> {
     let version = step.version.to_string();
     let script = step.script(job.direction);
@@ -292,6 +293,8 @@ async fn apply_without_transaction(
         ),
         version: Some(version.clone()),
     })?;
+    let start = Resume::start(resume, step, &statements)?;
+    let skip = start.unwrap_or(0);
     let timeouts = format!(
         "SET lock_timeout = {}; SET statement_timeout = {}",
         job.lock_timeout_ms, job.statement_timeout_ms
@@ -304,8 +307,8 @@ async fn apply_without_transaction(
             version: Some(version.clone()),
         })?;
     let clock = Instant::now();
-    let mut applied = StatementsHash::new();
-    for (i, statement) in statements.iter().enumerate() {
+    let mut applied = StatementsHash::of(statements[..skip].iter().map(|s| s.text));
+    for (i, statement) in statements.iter().enumerate().skip(skip) {
         let index = i + 1;
         // Statements of such scripts take long (they build indexes): one
         // progress write each is nothing next to them.
@@ -319,7 +322,7 @@ async fn apply_without_transaction(
                 job.direction,
                 statement.line
             );
-            let dirty = if !lost && index == 1 {
+            let dirty = if !lost && index == 1 && start.is_none() {
                 message.push_str(&format!("\nnothing of version {version} was applied"));
                 None
             } else {
@@ -362,7 +365,7 @@ async fn apply_without_transaction(
             statement: index,
         });
     }
-    Ok(statements.len())
+    Ok(statements.len() - skip)
 }
 
 fn completed(messages: &[SimpleQueryMessage]) -> usize {

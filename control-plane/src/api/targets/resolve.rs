@@ -2,12 +2,15 @@
 //! states whether the interrupted migration counts as applied or as rolled
 //! back. The target's history and the hub's applied state are brought to
 //! that answer, the dirty mark is cleared, and the decision is audited.
-//! Resuming from the next statement is not offered yet.
+//! Or the admin resumes the script: the run that left the target dirty
+//! queues its execution again, and its worker continues from the statement
+//! that stopped (or the one after it) once it has proven that the applied
+//! prefix is unchanged.
 
 use axum::{Json, extract::State};
 use common::{
-    domain::Direction,
-    store::audit,
+    domain::{Direction, resume},
+    store::{audit, target_state},
     targets::{self, HistoryChange},
 };
 use serde::Deserialize;
@@ -29,6 +32,10 @@ pub struct ResolveBody {
     pub outcome: String,
     #[serde(default)]
     pub reason: String,
+    /// For `as: "resume"`: the 1-based statement to continue from; the one
+    /// that stopped when absent.
+    #[serde(default)]
+    pub from_statement: Option<i32>,
 }
 
 pub(super) async fn resolve(
@@ -49,7 +56,13 @@ pub async fn resolve_target(
     let applied = match body.outcome.as_str() {
         "applied" => true,
         "rolled_back" => false,
-        _ => return Err(ApiError::invalid("as", "must be applied or rolled_back")),
+        "resume" => return resume_target(state, admin, id, body).await,
+        _ => {
+            return Err(ApiError::invalid(
+                "as",
+                "must be applied, rolled_back or resume",
+            ));
+        }
     };
     let reason = required_text("reason", &body.reason, 2000)?;
     let (scoped, reachable) = reach(state, id).await?;
@@ -152,4 +165,74 @@ pub async fn resolve_target(
     .await?;
     tx.commit().await?;
     Ok(json!({ "target_id": id, "version": version, "as": body.outcome, "applied": now_applied }))
+}
+
+/// Queues the dirty run's execution on the target again, to continue its
+/// script from `from_statement`. Nothing touches the target here: the
+/// worker proves the applied prefix under the target lock before it runs
+/// anything.
+async fn resume_target(
+    state: &AppState,
+    admin: &CurrentUser,
+    id: Uuid,
+    body: ResolveBody,
+) -> Result<Value, ApiError> {
+    let reason = required_text("reason", &body.reason, 2000)?;
+    let mut tx = state.db.begin().await?;
+    let dirty: Option<(Uuid, String, i32)> = sqlx::query_as(
+        "SELECT run_id, version, statement_index FROM target_dirty_states WHERE target_id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((run_id, version, statement)) = dirty else {
+        return Err(ApiError::conflict(
+            "target_not_dirty",
+            "the target is not dirty; there is nothing to resume",
+        ));
+    };
+    if body.version.trim() != version {
+        return Err(ApiError::invalid(
+            "version",
+            format!("the target is dirty at version {version}"),
+        ));
+    }
+    let from = resume::resume_from(statement, body.from_statement)
+        .map_err(|e| ApiError::invalid("from_statement", e.to_string()))?;
+    let Some(execution_id) = target_state::request_resume(&mut tx, id, run_id, from).await? else {
+        return Err(ApiError::conflict(
+            "run_not_resumable",
+            "the run that left the target dirty is not waiting for a resume (its execution on \
+             the target is still running, or the run was cancelled); resolve the target as \
+             applied or rolled back instead",
+        ));
+    };
+    let project_id: Uuid = sqlx::query_scalar("SELECT project_id FROM runs WHERE id = $1")
+        .bind(run_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    audit::append(
+        &mut tx,
+        &admin
+            .audit("target.resume_requested", "target", id)
+            .project(project_id)
+            .details(json!({
+                "version": version,
+                "run_id": run_id,
+                "execution_id": execution_id,
+                "statement_reached": statement,
+                "from_statement": from,
+                "reason": reason,
+            })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(json!({
+        "target_id": id,
+        "version": version,
+        "as": "resume",
+        "run_id": run_id,
+        "execution_id": execution_id,
+        "from_statement": from,
+    }))
 }
