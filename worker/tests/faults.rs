@@ -1,6 +1,6 @@
 //! Faults survived by real `worker` processes: many workers racing over the
 //! same targets from several runs at once, the tool database restarting
-//! mid-run, targets that cannot be reached, refuse the password or fail
+//! mid-run, a worker killed mid-migration, targets that cannot be reached, refuse the password or fail
 //! the SQL next to healthy ones, and table locks held elsewhere.
 //!
 //! Runs are requested, approved and executed through the store functions
@@ -348,6 +348,79 @@ async fn tool_database_restart_mid_run_loses_no_status_and_applies_nothing_twice
     drop(restarted);
 }
 
+// --- a worker process killed mid-migration --------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_process_killed_mid_migration_leaves_the_postgres_target_untouched_and_unlocked() {
+    let hub = TestHub::new().await;
+    let project = hub.project_with_targets(1).await;
+    let target = &project.targets[0];
+    hub.migration(
+        &project,
+        "1",
+        "CREATE TABLE half_done (id int); SELECT pg_sleep(60);",
+        "",
+    )
+    .await;
+    let run = hub
+        .requested_and_approved(&project, Direction::Up, "1", 1)
+        .await;
+    let mut victim = hub.spawn_workers(1, 1, 10_000).await.remove(0);
+    hub.execute_dispatched(run).await;
+    wait_for(
+        Duration::from_secs(60),
+        "the migration to run on the target",
+        || async {
+            (sessions_running(std::slice::from_ref(target), "pg_sleep").await == 1).then_some(())
+        },
+    )
+    .await;
+
+    victim.kill();
+
+    // The target notices its client is gone, rolls back and lets go of the
+    // lock.
+    wait_for(
+        Duration::from_secs(30),
+        "the dead worker's target session to end",
+        || async {
+            (sessions_running(std::slice::from_ref(target), "pg_sleep").await == 0).then_some(())
+        },
+    )
+    .await;
+    assert!(!target.has_table("half_done").await);
+    let mut probe = target.connect().await;
+    let lock_free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(worker::lock::PG_ADVISORY_KEY)
+        .fetch_one(&mut probe)
+        .await
+        .unwrap();
+    assert!(lock_free, "the dead worker's target lock was released");
+    drop(probe);
+
+    // Another process of the pool gets the orphaned job once the queue
+    // presumes the victim dead, and settles the execution without running
+    // anything again.
+    let _rescuer = hub.spawn_workers(1, 1, 10_000).await;
+    assert_eq!(
+        hub.wait_for_runs(&[run], Duration::from_secs(120)).await,
+        [RunState::Failed]
+    );
+    let execution = hub.execution(run, target).await;
+    assert_eq!(execution.state, "interrupted");
+    assert!(
+        execution
+            .error
+            .unwrap()
+            .starts_with("the worker executing this target stopped mid-run")
+    );
+    assert!(!target.has_table("half_done").await);
+    assert!(target.history().await.is_empty());
+    assert!(hub.applied(target).await.is_empty());
+    assert_eq!(hub.audit_count("target.started").await, 1);
+    assert_eq!(hub.audit_count("target.interrupted").await, 1);
+}
+
 // --- bad targets next to healthy ones --------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -616,6 +689,13 @@ async fn table_lock_held_elsewhere_fails_the_postgres_migration_after_the_lock_t
     assert_eq!(locked.scalar_i64(has_note).await, 0);
     assert!(locked.history().await.is_empty());
     assert!(hub.applied(locked).await.is_empty());
+    let mut conn = hub.db.acquire().await.unwrap();
+    assert!(
+        store::target_state::dirty(&mut conn, locked.id())
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(free.scalar_i64(has_note).await, 1);
 }
 

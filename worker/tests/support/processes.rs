@@ -72,6 +72,12 @@ impl WorkerProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// `kill -9`: the process ends at once, without any cleanup.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL the worker");
+        self.child.wait().expect("reap the worker");
+    }
+
     /// What the worker logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
