@@ -133,14 +133,20 @@ impl TestHub {
             .map(|_| WorkerProcess::spawn(self, concurrency, lock_wait_ms))
             .collect();
         let expected = i64::try_from(n).unwrap();
+        let pids: Vec<i32> = workers
+            .iter()
+            .map(|w| i32::try_from(w.pid()).unwrap())
+            .collect();
         wait_for(
             Duration::from_secs(60),
             "every worker process to register and listen",
             || async {
                 let registered: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM workers WHERE pool = $1 AND stopped_at IS NULL",
+                    "SELECT count(*) FROM workers
+                     WHERE pool = $1 AND pid = ANY($2) AND stopped_at IS NULL",
                 )
                 .bind(&self.pool_name)
+                .bind(&pids)
                 .fetch_one(&self.db)
                 .await
                 .ok()?;
