@@ -181,3 +181,223 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A PostgreSQL server of a test's own, started from the distribution's
+/// binaries in a temporary directory: for faults that must not touch the
+/// shared server (a restart, password authentication). Stopped and removed
+/// when dropped.
+///
+/// The binaries are taken from `MH_TEST_PG_BIN` or else the newest
+/// `/usr/lib/postgresql/<major>/bin`. Run as root, the server runs as the
+/// `postgres` user (through `runuser`), which owns the directory. The
+/// methods block while `pg_ctl` works; they are meant for test set-up and
+/// for the fault itself.
+pub struct TestPgInstance {
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    /// The TCP port the server listens on, on 127.0.0.1.
+    pub port: u16,
+    password: Option<String>,
+}
+
+impl TestPgInstance {
+    /// A server that trusts every local connection, like the shared one.
+    pub fn start() -> Self {
+        Self::init(None)
+    }
+
+    /// A server whose TCP connections must authenticate with a password
+    /// (scram-sha-256). The superuser `postgres` has `password`.
+    pub fn start_with_password(password: &str) -> Self {
+        Self::init(Some(password.to_owned()))
+    }
+
+    fn init(password: Option<String>) -> Self {
+        let bin = pg_bin_dir();
+        let dir = std::env::temp_dir().join(format!("mh-pg-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("create the test server's directory");
+        let mut instance = TestPgInstance {
+            dir,
+            bin,
+            port: 0,
+            password,
+        };
+        let mut initdb = instance.pg_command("initdb");
+        initdb.arg("-D").arg(instance.data_dir()).args([
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--no-sync",
+        ]);
+        if let Some(password) = &instance.password {
+            let file = instance.dir.join("pwfile");
+            std::fs::write(&file, password).expect("write the superuser's password file");
+            initdb
+                .arg("--auth-host=scram-sha-256")
+                .arg("--pwfile")
+                .arg(file);
+        } else {
+            initdb.arg("--auth-host=trust");
+        }
+        if running_as_root() {
+            let chown = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&instance.dir)
+                .status()
+                .expect("run chown");
+            assert!(chown.success(), "chown of the test server's directory");
+        }
+        instance.run_checked(initdb, "initdb");
+        // Another process may take the free port between our probe and the
+        // server's bind: try a few.
+        for attempt in 1..=3 {
+            instance.port = free_port();
+            let mut start = instance.pg_ctl();
+            start.arg("start").args(instance.server_options());
+            let output = start.output().expect("run pg_ctl start");
+            if output.status.success() {
+                return instance;
+            }
+            if attempt == 3 {
+                panic!(
+                    "pg_ctl start failed: {}{}\nserver log:\n{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr),
+                    instance.server_log()
+                );
+            }
+        }
+        unreachable!()
+    }
+
+    /// The superuser's URL for database `database`, over TCP.
+    pub fn url(&self, database: &str) -> String {
+        match &self.password {
+            Some(password) => format!(
+                "postgres://postgres:{password}@127.0.0.1:{}/{database}",
+                self.port
+            ),
+            None => format!("postgres://postgres@127.0.0.1:{}/{database}", self.port),
+        }
+    }
+
+    /// The superuser's URL for the `postgres` database.
+    pub fn admin_url(&self) -> String {
+        self.url("postgres")
+    }
+
+    /// `pg_ctl restart -m fast`: every session is cut, the server is down
+    /// for a moment and comes back with the same data and port. Returns
+    /// once it accepts connections again.
+    pub fn restart(&self) {
+        let mut restart = self.pg_ctl();
+        restart
+            .arg("restart")
+            .args(["-m", "fast"])
+            .args(self.server_options());
+        self.run_checked(restart, "pg_ctl restart");
+    }
+
+    /// The server's own log, for a failing test's message.
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.join("data")
+    }
+
+    fn server_options(&self) -> Vec<std::ffi::OsString> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
+             -c full_page_writes=off -c max_connections=100",
+            self.port,
+            self.dir.display()
+        );
+        vec!["-o".into(), options.into()]
+    }
+
+    fn pg_ctl(&self) -> std::process::Command {
+        let mut command = self.pg_command("pg_ctl");
+        command
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.dir.join("server.log"))
+            .args(["-w", "-t", "60"]);
+        command
+    }
+
+    /// `program` of the server's binaries, as the `postgres` user when root.
+    fn pg_command(&self, program: &str) -> std::process::Command {
+        let path = self.bin.join(program);
+        if running_as_root() {
+            let mut command = std::process::Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command
+        } else {
+            std::process::Command::new(path)
+        }
+    }
+
+    fn run_checked(&self, mut command: std::process::Command, what: &str) {
+        let output = command
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+        assert!(
+            output.status.success(),
+            "{what} failed: {}{}\nserver log:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            self.server_log()
+        );
+    }
+}
+
+impl Drop for TestPgInstance {
+    fn drop(&mut self) {
+        if self.data_dir().join("postmaster.pid").exists() {
+            let mut stop = self.pg_ctl();
+            stop.arg("stop").args(["-m", "immediate"]);
+            let _ = stop.output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// A TCP port on 127.0.0.1 that nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("probe a free port")
+        .port()
+}
+
+/// `MH_TEST_PG_BIN`, or the newest `/usr/lib/postgresql/<major>/bin`.
+fn pg_bin_dir() -> std::path::PathBuf {
+    if let Ok(dir) = std::env::var("MH_TEST_PG_BIN") {
+        return dir.into();
+    }
+    let newest = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let major: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((major, bin))
+        })
+        .max_by_key(|(major, _)| *major);
+    match newest {
+        Some((_, bin)) => bin,
+        None => panic!(
+            "no PostgreSQL server binaries: install postgresql or set MH_TEST_PG_BIN \
+             to the directory holding initdb and pg_ctl"
+        ),
+    }
+}

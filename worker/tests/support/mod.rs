@@ -9,6 +9,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod mariadb;
+pub mod processes;
 
 use std::{
     future::Future,
@@ -31,6 +32,7 @@ use common::{
         runs::{ExecutionRow, NewRun},
     },
 };
+use futures::StreamExt;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::{sync::oneshot, task::JoinHandle, time::Instant};
 use uuid::Uuid;
@@ -90,16 +92,26 @@ impl Drop for Created {
                 .enable_all()
                 .build()
                 .expect("runtime for cleanup");
+            // A few at a time: each drop waits for a checkpoint, and
+            // concurrent drops share one.
             rt.block_on(async move {
-                let mut conn = PgConnection::connect(&admin).await?;
-                for name in names {
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await?;
-                }
-                Ok::<_, sqlx::Error>(())
+                let drops = names.into_iter().map(|name| {
+                    let admin = admin.clone();
+                    async move {
+                        let mut conn = PgConnection::connect(&admin).await?;
+                        sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        )))
+                        .execute(&mut conn)
+                        .await?;
+                        conn.close().await
+                    }
+                });
+                let results: Vec<Result<(), sqlx::Error>> = futures::stream::iter(drops)
+                    .buffer_unordered(8)
+                    .collect()
+                    .await;
+                results.into_iter().collect::<Result<(), sqlx::Error>>()
             })
         })
         .join();
@@ -213,7 +225,11 @@ impl TestHub {
     pub async fn new() -> Self {
         let created = Arc::new(Created::default());
         let name = create_database(&created, "mh_test").await;
-        let url = database_url(&name);
+        Self::on_database(database_url(&name), created).await
+    }
+
+    /// A hub on the (empty) tool database at `url`.
+    async fn on_database(url: String, created: Arc<Created>) -> Self {
         let db = common::db::connect(&url, 16)
             .await
             .expect("connect to tool database");
