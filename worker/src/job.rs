@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use common::{
     crypto::{Keyring, Sealed},
-    domain::TargetState,
+    domain::{Direction, TargetState},
     jobs::TargetJob,
     store::{
         audit::{self, Actor, Entry},
-        executions::{self, ClaimedExecution},
+        executions::{self, ClaimedExecution, DirtyMark},
         inventory::{self, TargetRow},
         runs::{self, RunMigrationRow, RunRow},
         target_state::{self, DirtyState},
@@ -135,18 +135,7 @@ async fn settle_orphan(env: &JobEnv, execution_id: Uuid) -> Result<(), JobError>
             }
             Some(true) => {
                 tracing::warn!("the worker running this execution died; marking it interrupted");
-                let outcome = Outcome {
-                    state: TargetState::Interrupted,
-                    error: Some(
-                        "the worker executing this target stopped mid-run; a PostgreSQL target \
-                         rolled back the migration in progress, and the versions recorded before \
-                         it stay applied"
-                            .into(),
-                    ),
-                    failed_version: None,
-                    statement: None,
-                    dirty: None,
-                };
+                let outcome = orphan_outcome(env, execution_id).await?;
                 return report::finish(&env.db, execution_id, &outcome, &env.actor())
                     .await
                     .map_err(|source| JobError {
@@ -163,6 +152,65 @@ async fn settle_orphan(env: &JobEnv, execution_id: Uuid) -> Result<(), JobError>
             }
         }
     }
+}
+
+/// How a dead worker's execution ends. A PostgreSQL target rolled back the
+/// migration in progress when the connection died. A MySQL target commits
+/// each statement, so a script that had started is left part-way: the
+/// target is marked dirty at the statement last reported, with the hash of
+/// the statements before it, for an admin to resolve or resume.
+async fn orphan_outcome(env: &JobEnv, execution_id: Uuid) -> Result<Outcome, JobError> {
+    let last = with_retry("read the execution's last progress", || async move {
+        let mut conn = env.db.acquire().await?;
+        executions::last_progress(&mut conn, execution_id).await
+    })
+    .await
+    .map_err(|source| JobError {
+        what: "reading the execution's last progress",
+        source,
+    })?;
+    let mut outcome = Outcome {
+        state: TargetState::Interrupted,
+        error: Some(
+            "the worker executing this target stopped mid-run; a PostgreSQL target rolled back \
+             the migration in progress, and the versions recorded before it stay applied"
+                .into(),
+        ),
+        failed_version: None,
+        statement: None,
+        dirty: None,
+    };
+    let Some(last) = last.filter(|l| l.engine == "mysql") else {
+        return Ok(outcome);
+    };
+    let (Some(version), Some(statement), Some(hash)) =
+        (last.version, last.statement_index, last.statements_hash)
+    else {
+        outcome.error = Some(
+            "the worker executing this target stopped mid-run, between scripts as far as it \
+             reported; compare the target's migrate_hub_history with the hub before running \
+             again"
+                .into(),
+        );
+        return Ok(outcome);
+    };
+    outcome.error = Some(format!(
+        "the worker executing this target stopped while statement {statement} of version \
+         {version} ran (the last statement it reported); the statements before it were applied, \
+         and MySQL commits each statement, so later ones may have been too\nthe target is \
+         dirty: an admin must look at it and resolve it"
+    ));
+    outcome.failed_version = Some(version.clone());
+    outcome.statement = Some(statement);
+    outcome.dirty = Some(DirtyMark {
+        target_id: last.target_id,
+        run_id: last.run_id,
+        version,
+        direction: last.direction.parse().unwrap_or(Direction::Up),
+        statement_index: statement,
+        statements_hash: hash,
+    });
+    Ok(outcome)
 }
 
 /// Marks the execution `running` for this worker and audits the start, in

@@ -132,11 +132,18 @@ impl Reporter {
     /// Records how far the running script has got (best effort: a lost
     /// report only makes the run page lag). Callers batch these; see the
     /// MySQL executor.
-    pub async fn progress(&self, version: &str, statement: usize) {
+    pub async fn progress(&self, version: &str, statement: usize, applied_hash: &str) {
         let statement = i32::try_from(statement).unwrap_or(i32::MAX);
         let result = async {
             let mut conn = self.db.acquire().await?;
-            executions::progress(&mut conn, self.execution_id, version, statement).await
+            executions::progress(
+                &mut conn,
+                self.execution_id,
+                version,
+                statement,
+                applied_hash,
+            )
+            .await
         }
         .await;
         if let Err(err) = result {

@@ -421,6 +421,81 @@ async fn worker_process_killed_mid_migration_leaves_the_postgres_target_untouche
     assert_eq!(hub.audit_count("target.interrupted").await, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_process_killed_mid_script_leaves_the_mariadb_target_dirty_and_resumable() {
+    let hub = TestHub::new().await;
+    let project = hub.mysql_project_with_targets(1).await;
+    let target = &project.targets[0];
+    hub.migration(
+        &project,
+        "1",
+        "CREATE TABLE half (id int);\nINSERT INTO half VALUES (1);\nSELECT SLEEP(6);\n\
+         CREATE TABLE rest (id int);",
+        "DROP TABLE rest; DROP TABLE half;",
+    )
+    .await;
+    let run = hub
+        .requested_and_approved(&project, Direction::Up, "1", 1)
+        .await;
+    let mut victim = hub.spawn_workers(1, 1, 30_000).await.remove(0);
+    hub.execute_dispatched(run).await;
+    wait_for(
+        Duration::from_secs(60),
+        "the worker to report statement 3 running",
+        || async { (hub.execution(run, target).await.statement == Some(3)).then_some(()) },
+    )
+    .await;
+
+    victim.kill();
+
+    // The next process of the pool settles the orphaned execution: MySQL
+    // committed statements 1 and 2, so the target is dirty at statement 3.
+    let rescuer = hub.spawn_workers(1, 1, 30_000).await;
+    assert_eq!(
+        hub.wait_for_runs(&[run], Duration::from_secs(120)).await,
+        [RunState::Failed]
+    );
+    let execution = hub.execution(run, target).await;
+    assert_eq!(execution.state, "interrupted");
+    let error = execution.error.unwrap();
+    assert!(
+        error.contains("stopped while statement 3 of version 1 ran"),
+        "{error}"
+    );
+    let dirty = support::dirty_row(&hub, target)
+        .await
+        .expect("target is dirty");
+    assert_eq!((dirty.version.as_str(), dirty.statement_index), ("1", 3));
+    assert_eq!(
+        dirty.statements_hash,
+        common::domain::split::StatementsHash::of([
+            "CREATE TABLE half (id int)",
+            "INSERT INTO half VALUES (1)"
+        ])
+        .hex()
+    );
+    assert!(target.my_versions().await.is_empty());
+    assert!(hub.applied(target).await.is_empty());
+
+    // Resuming after the sleep applies the rest once, and cleans the target.
+    let mut tx = hub.db.begin().await.unwrap();
+    let queued = store::target_state::request_resume(&mut tx, target.id(), run, 4)
+        .await
+        .unwrap();
+    assert!(queued.is_some());
+    tx.commit().await.unwrap();
+    assert_eq!(
+        hub.wait_for_runs(&[run], Duration::from_secs(120)).await,
+        [RunState::Succeeded]
+    );
+    assert!(target.my_has_table("rest").await);
+    assert_eq!(target.my_scalar_i64("SELECT COUNT(*) FROM half").await, 1);
+    assert_eq!(target.my_versions().await, ["1"]);
+    assert_eq!(hub.applied(target).await.len(), 1);
+    assert!(support::dirty_row(&hub, target).await.is_none());
+    drop(rescuer);
+}
+
 // --- bad targets next to healthy ones --------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -240,6 +240,8 @@ async fn binary_executes_jobs_and_stops_gracefully_on_sigterm() {
         .env("MH_DATABASE_URL", &hub.url)
         .env("MH_ENCRYPTION_KEYS", &hub.keys_spec)
         .env("MH_LOG_FORMAT", "json")
+        // Any free port: other workers may run on this machine.
+        .env("MH_METRICS_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)

@@ -280,9 +280,38 @@ pub async fn running_on_dead_worker(
     .await
 }
 
+/// A running execution as its worker last reported it: what a dead
+/// worker's target is left with.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LastProgress {
+    pub run_id: Uuid,
+    pub target_id: Uuid,
+    pub engine: String,
+    pub direction: String,
+    pub version: Option<String>,
+    pub statement_index: Option<i32>,
+    pub statements_hash: Option<String>,
+}
+
+pub async fn last_progress(
+    conn: &mut PgConnection,
+    execution_id: Uuid,
+) -> Result<Option<LastProgress>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.run_id, e.target_id, t.engine, r.direction, e.current_version AS version,
+                e.statement_index, e.statements_hash
+         FROM target_executions e JOIN targets t ON t.id = e.target_id JOIN runs r ON r.id = e.run_id
+         WHERE e.id = $1",
+    )
+    .bind(execution_id)
+    .fetch_optional(conn)
+    .await
+}
+
 /// Records how far a running execution has got inside a script run
-/// statement by statement (the version and the 1-based statement reached),
-/// for the run page. Written in batches, never once per statement.
+/// statement by statement (the version, the 1-based statement reached and
+/// the hash of the statements before it), for the run page and for marking
+/// the target dirty should the worker die. Written in batches, never once per statement.
 ///
 /// Progress travels on its own connection, so it may arrive after the
 /// version was recorded as done by [`record_step`]; such a late report (same
@@ -292,15 +321,17 @@ pub async fn progress(
     execution_id: Uuid,
     version: &str,
     statement: i32,
+    applied_hash: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE target_executions SET current_version = $2, statement_index = $3
+        "UPDATE target_executions SET current_version = $2, statement_index = $3, statements_hash = $4
          WHERE id = $1 AND state = 'running'
            AND (current_version IS DISTINCT FROM $2 OR statement_index IS NOT NULL)",
     )
     .bind(execution_id)
     .bind(version)
     .bind(statement)
+    .bind(applied_hash)
     .execute(conn)
     .await?;
     Ok(())

@@ -279,7 +279,7 @@ impl StepRun<'_> {
         let mut applied = StatementsHash::of(self.statements[..skip].iter().map(|s| s.text));
         for (i, statement) in self.statements.iter().enumerate().skip(skip) {
             let index = i + 1;
-            progress.reached(&version, index);
+            progress.reached(&version, index, &applied);
             if let Err(err) = conn.query_drop(statement.text).await {
                 return Err(self.stopped(reporter, &version, index, &applied, &err));
             }
@@ -433,19 +433,28 @@ impl HubRecorder {
     }
 }
 
+/// Where a script has got: what a worker that dies leaves the target
+/// marked dirty with.
+#[derive(Debug, Clone)]
+struct Reached {
+    version: String,
+    statement: usize,
+    applied: StatementsHash,
+}
+
 /// Carries the statement reached to the hub in the background, so running a
 /// statement never waits for the tool database: each statement replaces
 /// the latest value, and one task writes it at most every
 /// [`PROGRESS_EVERY`].
 struct ProgressFeed {
-    latest: watch::Sender<Option<(String, usize)>>,
+    latest: watch::Sender<Option<Reached>>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
 
 impl ProgressFeed {
     fn start(reporter: &Reporter) -> Self {
-        let (latest, mut updates) = watch::channel(None::<(String, usize)>);
+        let (latest, mut updates) = watch::channel(None::<Reached>);
         let (stop, mut stopped) = oneshot::channel::<()>();
         let reporter = reporter.clone();
         let task = tokio::spawn(async move {
@@ -456,8 +465,13 @@ impl ProgressFeed {
                     changed = updates.changed() => if changed.is_err() { return },
                 }
                 let reached = updates.borrow_and_update().clone();
-                if let Some((version, statement)) = reached {
-                    reporter.progress(&version, statement).await;
+                if let Some(Reached {
+                    version,
+                    statement,
+                    applied,
+                }) = reached
+                {
+                    reporter.progress(&version, statement, &applied.hex()).await;
                 }
                 tokio::select! {
                     _ = &mut stopped => return,
@@ -468,11 +482,21 @@ impl ProgressFeed {
         Self { latest, stop, task }
     }
 
-    /// The 1-based statement of `version` about to run.
-    fn reached(&self, version: &str, statement: usize) {
+    /// The 1-based statement of `version` about to run, after the
+    /// statements hashed in `applied`.
+    fn reached(&self, version: &str, statement: usize, applied: &StatementsHash) {
         self.latest.send_modify(|latest| match latest {
-            Some((v, s)) if v == version => *s = statement,
-            _ => *latest = Some((version.to_owned(), statement)),
+            Some(r) if r.version == version => {
+                r.statement = statement;
+                r.applied = applied.clone();
+            }
+            _ => {
+                *latest = Some(Reached {
+                    version: version.to_owned(),
+                    statement,
+                    applied: applied.clone(),
+                })
+            }
         });
     }
 

@@ -312,7 +312,7 @@ async fn apply_without_transaction(
         let index = i + 1;
         // Statements of such scripts take long (they build indexes): one
         // progress write each is nothing next to them.
-        reporter.progress(&version, index).await;
+        reporter.progress(&version, index, &applied.hex()).await;
         if let Err(err) = client.simple_query(statement.text).await {
             let lost = err.is_closed() || err.as_db_error().is_none();
             let mut message = format!(
