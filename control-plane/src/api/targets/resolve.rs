@@ -10,8 +10,9 @@ use common::{
     store::audit,
     targets::{self, HistoryChange},
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::live::{WAIT, reach};
@@ -19,24 +20,48 @@ use crate::{
     api::required_text,
     app::AppState,
     auth::{Authorized, CurrentUser, rules},
-    error::{ApiError, ApiJson, ApiPath},
+    error::{ApiError, ApiJson, ApiPath, ErrorBody},
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ResolveBody {
+    /// The version the target is dirty at.
     pub version: String,
+    /// `applied` or `rolled_back`: what the interrupted migration counts as.
     #[serde(rename = "as")]
     pub outcome: String,
+    /// Required: why, for the audit log.
     #[serde(default)]
     pub reason: String,
 }
 
-pub(super) async fn resolve(
+/// The decision, as recorded.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Resolved {
+    pub target_id: Uuid,
+    pub version: String,
+    /// `applied` or `rolled_back`, as asked.
+    #[serde(rename = "as")]
+    pub outcome: String,
+    /// Whether the version now counts as applied on the target.
+    pub applied: bool,
+}
+
+#[utoipa::path(post, path = "/api/v1/targets/{id}/resolve", tag = "targets",
+    params(("id" = Uuid, Path, description = "The target's id")),
+    request_body = ResolveBody,
+    responses(
+        (status = 200, description = "Resolved: the target's history and the hub agree, the dirty mark is cleared", body = Resolved),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`target_not_dirty`; `target_unreachable`: nothing changed", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `version`, `as` or `reason`", body = ErrorBody),
+    ))]
+pub(crate) async fn resolve(
     State(state): State<AppState>,
     admin: Authorized<rules::Administer>,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<ResolveBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Resolved>, ApiError> {
     resolve_target(&state, &admin, id, body).await.map(Json)
 }
 
@@ -45,7 +70,7 @@ pub async fn resolve_target(
     admin: &CurrentUser,
     id: Uuid,
     body: ResolveBody,
-) -> Result<Value, ApiError> {
+) -> Result<Resolved, ApiError> {
     let applied = match body.outcome.as_str() {
         "applied" => true,
         "rolled_back" => false,
@@ -151,5 +176,10 @@ pub async fn resolve_target(
     )
     .await?;
     tx.commit().await?;
-    Ok(json!({ "target_id": id, "version": version, "as": body.outcome, "applied": now_applied }))
+    Ok(Resolved {
+        target_id: id,
+        version,
+        outcome: body.outcome,
+        applied: now_applied,
+    })
 }
