@@ -51,7 +51,7 @@ pub struct CreateWebhook {
     /// An absolute http(s) URL of at most 2000 characters; sealed, never shown again.
     pub url: String,
     /// Absent: every event (`requested`, `approved`, `denied`, `executed`,
-    /// `succeeded`, `failed`, `partially_failed`, `cancelled`, `invalidated`).
+    /// `succeeded`, `failed`, `invalidated`).
     pub events: Option<Vec<String>>,
 }
 
