@@ -8,7 +8,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use common::store::violated_constraint;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -76,20 +77,47 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code, e.g. `not_found`, `invalid_field`, `duplicate_slug`.
+    pub code: String,
+    /// For people; may change.
+    pub message: String,
+    /// With `invalid_field`: the field at fault (`name`, `targets[3].port`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    /// What the client is told.
+    pub fn detail(&self) -> ErrorDetail {
+        ErrorDetail {
+            code: self.code().into(),
+            // `Invalid` reads "field: message".
+            message: self.to_string(),
+            field: match self {
+                ApiError::Invalid { field, .. } => Some(field.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({ "code": self.code(), "message": self.to_string() });
-        match &self {
-            ApiError::Invalid { field, message } => {
-                error["field"] = json!(field);
-                error["message"] = json!(format!("{field}: {message}"));
-            }
-            ApiError::Internal(source) => {
-                tracing::error!(error = format!("{source:#}"), "request failed");
-            }
-            _ => {}
+        if let ApiError::Internal(source) = &self {
+            tracing::error!(error = format!("{source:#}"), "request failed");
         }
-        (self.status(), Json(json!({ "error": error }))).into_response()
+        let body = ErrorBody {
+            error: self.detail(),
+        };
+        (self.status(), Json(body)).into_response()
     }
 }
 

@@ -178,6 +178,8 @@ async fn database_gauges(state: &AppState) -> Result<String, sqlx::Error> {
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4")))]
 pub async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {
     let mut body = handle().render();
     body.push_str(&database_gauges(&state).await?);

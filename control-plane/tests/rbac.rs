@@ -51,11 +51,25 @@ async fn call(
         };
     }
     let resp = req.send().await.unwrap();
-    let location = resp
-        .headers()
-        .get("location")
-        .map(|l| l.to_str().unwrap().to_owned());
-    (resp.status(), location)
+    let status = resp.status();
+    let header = |name| {
+        resp.headers()
+            .get(name)
+            .map(|l: &reqwest::header::HeaderValue| l.to_str().unwrap().to_owned())
+    };
+    let location = header("location");
+    let content_type = header("content-type");
+    let text = resp.text().await.unwrap();
+    // Refusals and answers alike are what the OpenAPI document declares.
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    support::openapi::assert_matches(
+        method.as_str(),
+        path,
+        status.as_u16(),
+        content_type.as_deref(),
+        &body,
+    );
+    (status, location)
 }
 
 fn unauthenticated((status, location): &(StatusCode, Option<String>)) -> bool {

@@ -551,11 +551,25 @@ async fn every_unsafe_route_refuses_a_session_request_without_its_csrf_token() {
                 req.form(&form)
             };
             let resp = req.send().await.unwrap();
+            let status = resp.status();
             assert_eq!(
-                resp.status(),
+                status,
                 StatusCode::FORBIDDEN,
                 "{} {path} with token {token:?}",
                 route.method
+            );
+            // The refusal is one the OpenAPI document declares.
+            let content_type = resp
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            support::openapi::assert_matches(
+                route.method.as_str(),
+                &path,
+                status.as_u16(),
+                content_type.as_deref(),
+                &body,
             );
         }
     }

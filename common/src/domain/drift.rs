@@ -9,6 +9,7 @@ use super::Version;
 
 /// One version on which the two records disagree. A missing side means the
 /// version is recorded on the other side only.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Difference {
     pub version: String,

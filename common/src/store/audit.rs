@@ -180,6 +180,7 @@ pub struct AuditRow {
 }
 
 /// The result of walking the chain.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verification {
     pub ok: bool,

@@ -10,6 +10,7 @@ use crate::{
     domain::approval::Policy,
 };
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct EnvironmentRow {
     pub name: String,
@@ -130,6 +131,7 @@ pub async fn update_environment(
     .await
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct ProjectRow {
     pub id: Uuid,
@@ -233,6 +235,7 @@ pub async fn archive_project(conn: &mut PgConnection, id: Uuid) -> Result<(), sq
     Ok(())
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct DbSetRow {
     pub id: Uuid,
@@ -337,6 +340,7 @@ pub async fn delete_db_set(conn: &mut PgConnection, id: Uuid) -> Result<u64, sql
 
 /// A target without its secret. The password never leaves the store in a
 /// form that serializes.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct TargetRow {
     pub id: Uuid,

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::domain::{Checksum, Version};
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct MigrationRow {
     #[serde(skip)]
@@ -134,6 +135,7 @@ pub async fn by_version(
 }
 
 /// A revision of a migration, as kept for history and diffs.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct RevisionRow {
     pub revision: i32,

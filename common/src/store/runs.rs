@@ -336,6 +336,7 @@ async fn record_transition(
     Ok(())
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct ApprovalRow {
     pub user_id: Uuid,
@@ -382,6 +383,7 @@ pub async fn insert_decision(
     Ok(())
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct TransitionRow {
     pub from_state: Option<String>,
@@ -406,6 +408,7 @@ pub async fn transitions(
 }
 
 /// One (run, target) row as shown to people.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct ExecutionRow {
     #[serde(skip)]

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// One version applied on a target, as the hub recorded it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct AppliedVersion {
     pub version: String,
@@ -32,6 +33,7 @@ pub async fn applied(
 }
 
 /// Where a non-transactional script stopped on the target.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct DirtyState {
     pub version: String,

@@ -87,6 +87,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<UserRow>, sqlx::Error> {
     .await
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct TokenRow {
     pub id: Uuid,

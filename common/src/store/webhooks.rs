@@ -20,6 +20,7 @@ pub const EVENTS: [&str; 7] = [
     "invalidated",
 ];
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct WebhookRow {
     pub id: Uuid,

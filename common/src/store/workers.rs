@@ -43,6 +43,7 @@ pub async fn stopped(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct WorkerRow {
     pub id: Uuid,

@@ -118,6 +118,7 @@ pub(crate) async fn bounded<T>(
 }
 
 /// What a connection test found, as the API answers it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Probe {
     pub ok: bool,

@@ -11,15 +11,17 @@ use common::{
     domain::Capability,
     store::audit::{self, AuditRow, Filter, Verification},
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
 
-use super::{PageQuery, inventory::project};
+use super::{Page, PageQuery, inventory::project};
 use crate::{
     app::AppState,
     auth::{Authorized, CurrentUser, rules},
-    error::{ApiError, ApiQuery},
+    error::{ApiError, ApiQuery, ErrorBody},
 };
 
 pub fn router() -> Routes {
@@ -37,17 +39,45 @@ pub fn router() -> Routes {
         )
 }
 
-#[derive(Debug, Deserialize)]
-struct AuditQuery {
+/// Filters of the audit log. Users see their own actions whatever they ask.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// The actor: a person's e-mail, or `system:<name>`.
     actor: Option<String>,
+    /// An action such as `run.approved`.
     action: Option<String>,
+    /// A project's slug.
     project: Option<String>,
+    /// RFC 3339; rows at or after.
     #[serde(default, with = "time::serde::rfc3339::option")]
     since: Option<OffsetDateTime>,
+    /// RFC 3339; rows before.
     #[serde(default, with = "time::serde::rfc3339::option")]
     until: Option<OffsetDateTime>,
+    /// How many rows (default 50, at most 500); ignored by the export.
     limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+}
+
+/// One audit row.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditItem {
+    pub seq: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub actor: String,
+    pub action: String,
+    /// `<type>:<id>`, e.g. `run:0190…`.
+    pub object: String,
+    pub project_id: Option<Uuid>,
+    /// What happened, by action; never a secret.
+    #[schema(value_type = Object)]
+    pub details: Value,
+    pub ip: Option<String>,
+    /// This row's link in the hash chain.
+    pub hash: String,
 }
 
 /// Turns the query into a filter; users are held to their own rows.
@@ -88,11 +118,18 @@ async fn filter_for(
     Ok(filter)
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of audit rows, newest first", body = Page<AuditItem>),
+        (status = 400, description = "`bad_request`: a malformed query or cursor", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such project", body = ErrorBody),
+    ))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     user: Authorized<rules::View>,
     ApiQuery(q): ApiQuery<AuditQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<AuditItem>>, ApiError> {
     let limit = PageQuery {
         limit: q.limit,
         cursor: None,
@@ -107,26 +144,26 @@ async fn list(
     } else {
         None
     };
-    let items: Vec<Value> = rows
+    let items = rows
         .into_iter()
-        .map(|r| {
-            json!({
-                "seq": r.seq,
-                "at": r.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-                "actor": r.actor,
-                "action": r.action,
-                "object": format!("{}:{}", r.object_type, r.object_id),
-                "project_id": r.project_id,
-                "details": r.details,
-                "ip": r.ip,
-                "hash": r.hash,
-            })
+        .map(|r| AuditItem {
+            seq: r.seq,
+            at: r.at,
+            actor: r.actor,
+            action: r.action,
+            object: format!("{}:{}", r.object_type, r.object_id),
+            project_id: r.project_id,
+            details: r.details,
+            ip: r.ip,
+            hash: r.hash,
         })
         .collect();
-    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+    Ok(Json(Page { items, next_cursor }))
 }
 
-async fn verify(
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit",
+    responses((status = 200, description = "The result of walking the whole hash chain", body = Verification)))]
+pub(crate) async fn verify(
     State(state): State<AppState>,
     _user: Authorized<rules::ReadAllAudit>,
 ) -> Result<Json<Verification>, ApiError> {
@@ -151,7 +188,14 @@ fn csv_cell(text: &str) -> String {
     }
 }
 
-async fn export_csv(
+#[utoipa::path(get, path = "/api/v1/audit/export.csv", tag = "audit",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "The filtered rows (at most 100000), oldest first, as CSV", body = String, content_type = "text/csv"),
+        (status = 400, description = "`bad_request`: a malformed query", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such project", body = ErrorBody),
+    ))]
+pub(crate) async fn export_csv(
     State(state): State<AppState>,
     admin: Authorized<rules::ExportAudit>,
     ApiQuery(q): ApiQuery<AuditQuery>,

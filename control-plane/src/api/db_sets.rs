@@ -13,6 +13,7 @@ use common::{
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgConnection;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
@@ -23,7 +24,7 @@ use super::{
 use crate::{
     app::AppState,
     auth::{Authorized, CurrentUser, rules},
-    error::{ApiError, ApiJson, ApiPath},
+    error::{ApiError, ApiJson, ApiPath, ErrorBody},
     routes::{Access, Routes},
 };
 
@@ -41,7 +42,7 @@ pub fn router() -> Routes {
         )
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct UpdateDbSet {
     pub name: Option<String>,
     /// Only accepted unchanged: a DB set stays in its environment.
@@ -61,7 +62,19 @@ async fn lock_db_set(
     Ok((project, set))
 }
 
-async fn update(
+#[utoipa::path(patch, path = "/api/v1/projects/{slug}/db-sets/{id}", tag = "db-sets",
+    params(
+        ("slug" = String, Path, description = "The project's slug"),
+        ("id" = Uuid, Path, description = "The DB set's id"),
+    ),
+    request_body = UpdateDbSet,
+    responses(
+        (status = 200, description = "The DB set", body = DbSetRow),
+        (status = 404, description = "`not_found`: no such project or DB set", body = ErrorBody),
+        (status = 409, description = "`duplicate_name`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `name`, or another `environment`", body = ErrorBody),
+    ))]
+pub(crate) async fn update(
     State(state): State<AppState>,
     user: Authorized<rules::ManageTargets>,
     ApiPath((slug, id)): ApiPath<(String, Uuid)>,
@@ -115,7 +128,17 @@ pub async fn update_db_set(
     Ok(set)
 }
 
-async fn delete(
+#[utoipa::path(delete, path = "/api/v1/projects/{slug}/db-sets/{id}", tag = "db-sets",
+    params(
+        ("slug" = String, Path, description = "The project's slug"),
+        ("id" = Uuid, Path, description = "The DB set's id"),
+    ),
+    responses(
+        (status = 204, description = "Deleted with its targets; its waiting runs are invalidated"),
+        (status = 404, description = "`not_found`: no such project or DB set", body = ErrorBody),
+        (status = 409, description = "`run_in_progress`: a run of the DB set is queued or running", body = ErrorBody),
+    ))]
+pub(crate) async fn delete(
     State(state): State<AppState>,
     user: Authorized<rules::ManageTargets>,
     ApiPath((slug, id)): ApiPath<(String, Uuid)>,

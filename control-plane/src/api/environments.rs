@@ -12,12 +12,13 @@ use common::{
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
 use super::invalidation::{audit_invalidated, invalidate_runs};
 use crate::{
     app::AppState,
     auth::{Authorized, CurrentUser, rules},
-    error::{ApiError, ApiJson, ApiPath},
+    error::{ApiError, ApiJson, ApiPath, ErrorBody},
     routes::{Access, Routes},
 };
 
@@ -47,14 +48,21 @@ pub const MAX_POSITION: i64 = 1_000_000;
 /// Fields of an environment; on create the absent ones take the defaults,
 /// on update they keep their value. Integers are read wide so that an
 /// out-of-range number gets this API's message, naming the field.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct EnvironmentInput {
+    /// Required on create: `^[a-z][a-z0-9-]{0,29}$`. Never changes.
     pub name: Option<String>,
+    /// 1-1000000, unique; a new environment without one goes last.
     pub position: Option<i64>,
+    /// 1-10.
     pub required_approvals: Option<i64>,
+    /// Never true for `prd`.
     pub allow_self_approval: Option<bool>,
+    /// Promotion gate: every version must have succeeded in the previous environment.
     pub require_previous_success: Option<bool>,
+    /// 0-3600000; 0 means no limit.
     pub lock_timeout_ms: Option<i64>,
+    /// 0-86400000; 0 means no limit.
     pub statement_timeout_ms: Option<i64>,
 }
 
@@ -127,7 +135,14 @@ fn changes(before: &EnvironmentRow, after: &EnvironmentRow) -> Map<String, Value
     changed
 }
 
-async fn create(
+#[utoipa::path(post, path = "/api/v1/environments", tag = "environments",
+    request_body = EnvironmentInput,
+    responses(
+        (status = 201, description = "The environment", body = EnvironmentRow),
+        (status = 409, description = "`duplicate_name`, `duplicate_position`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: the field at fault", body = ErrorBody),
+    ))]
+pub(crate) async fn create(
     State(state): State<AppState>,
     admin: Authorized<rules::ManageProjects>,
     ApiJson(body): ApiJson<EnvironmentInput>,
@@ -181,7 +196,16 @@ pub async fn create_environment(
     Ok(env)
 }
 
-async fn update(
+#[utoipa::path(patch, path = "/api/v1/environments/{name}", tag = "environments",
+    params(("name" = String, Path, description = "The environment's name")),
+    request_body = EnvironmentInput,
+    responses(
+        (status = 200, description = "The environment; new timeouts invalidate its waiting runs", body = EnvironmentRow),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`duplicate_position`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: the field at fault (a `name` other than the current one)", body = ErrorBody),
+    ))]
+pub(crate) async fn update(
     State(state): State<AppState>,
     admin: Authorized<rules::ManageProjects>,
     ApiPath(name): ApiPath<String>,

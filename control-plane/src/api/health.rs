@@ -2,7 +2,8 @@
 
 use crate::routes::{Access, Routes};
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 
@@ -14,13 +15,38 @@ pub fn router() -> Routes {
         .get("/metrics", Access::Public, crate::metrics::scrape)
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
 /// The process answers.
-async fn healthz() -> impl IntoResponse {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process runs", body = Health)))]
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// `ok`, `migrations pending` or `unreachable`.
+    pub database: String,
+    /// `off`, `configured` or `issuer_unreachable`.
+    pub sso: String,
 }
 
 /// The tool database answers and its migrations are current.
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "The tool database is unreachable or its migrations are pending", body = Readiness),
+    ))]
+pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let database = match common::db::migrations_current(&state.db).await {
         Ok(true) => "ok",
         Ok(false) => "migrations pending",
@@ -39,10 +65,15 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     };
     (
         status,
-        Json(json!({
-            "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
-            "database": database,
-            "sso": sso,
-        })),
+        Json(Readiness {
+            status: if status == StatusCode::OK {
+                "ready"
+            } else {
+                "not_ready"
+            }
+            .into(),
+            database: database.into(),
+            sso: sso.into(),
+        }),
     )
 }

@@ -7,13 +7,15 @@ use common::{
     domain::ProjectSlug,
     store::{
         audit,
-        inventory::{self, DbSetRow, ProjectRow, TargetRow},
-        workers,
+        inventory::{self, DbSetRow, EnvironmentRow, ProjectRow, TargetRow},
+        workers::{self, WorkerRow},
     },
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sqlx::PgConnection;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
@@ -23,7 +25,7 @@ use super::{
 use crate::{
     app::AppState,
     auth::{Authorized, CurrentUser, rules},
-    error::{ApiError, ApiJson, ApiPath, ApiQuery},
+    error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody},
 };
 
 pub fn router() -> Routes {
@@ -77,12 +79,15 @@ pub fn router() -> Routes {
         )
 }
 
-async fn list_environments(
+#[utoipa::path(get, path = "/api/v1/environments", tag = "environments",
+    responses((status = 200, description = "Every environment in promotion order, whole", body = Page<EnvironmentRow>)))]
+pub(crate) async fn list_environments(
     State(state): State<AppState>,
     _user: Authorized<rules::View>,
-) -> Result<Json<Value>, ApiError> {
-    let items = inventory::list_environments(&state.db).await?;
-    Ok(Json(json!({ "items": items, "next_cursor": null })))
+) -> Result<Json<Page<EnvironmentRow>>, ApiError> {
+    Ok(Json(Page::all(
+        inventory::list_environments(&state.db).await?,
+    )))
 }
 
 /// The project named by a URL slug, or 404.
@@ -93,15 +98,23 @@ pub async fn project(conn: &mut PgConnection, slug: &str) -> Result<ProjectRow, 
         .ok_or(ApiError::NotFound("project"))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct CreateProject {
+    /// `[a-z0-9-]{2,40}`; fixed once created.
     pub slug: String,
     pub name: String,
     #[serde(default)]
     pub description: String,
 }
 
-async fn post_project(
+#[utoipa::path(post, path = "/api/v1/projects", tag = "projects",
+    request_body = CreateProject,
+    responses(
+        (status = 201, description = "The project", body = ProjectRow),
+        (status = 409, description = "`duplicate_slug`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `slug`, `name` or `description`", body = ErrorBody),
+    ))]
+pub(crate) async fn post_project(
     State(state): State<AppState>,
     admin: Authorized<rules::ManageProjects>,
     ApiJson(body): ApiJson<CreateProject>,
@@ -135,7 +148,13 @@ pub async fn create_project(
     Ok(project)
 }
 
-async fn list_projects(
+#[utoipa::path(get, path = "/api/v1/projects", tag = "projects",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of live projects, by slug", body = Page<ProjectRow>),
+        (status = 400, description = "`bad_request`: a malformed query string", body = ErrorBody),
+    ))]
+pub(crate) async fn list_projects(
     State(state): State<AppState>,
     _user: Authorized<rules::View>,
     ApiQuery(page): ApiQuery<PageQuery>,
@@ -145,7 +164,13 @@ async fn list_projects(
     Ok(Json(Page::from_rows(rows, limit, |p| p.slug.clone())))
 }
 
-async fn get_project(
+#[utoipa::path(get, path = "/api/v1/projects/{slug}", tag = "projects",
+    params(("slug" = String, Path, description = "The project's slug")),
+    responses(
+        (status = 200, description = "The project", body = ProjectRow),
+        (status = 404, description = "`not_found`: no live project with this slug", body = ErrorBody),
+    ))]
+pub(crate) async fn get_project(
     State(state): State<AppState>,
     _user: Authorized<rules::View>,
     ApiPath(slug): ApiPath<String>,
@@ -154,7 +179,7 @@ async fn get_project(
     Ok(Json(project(&mut conn, &slug).await?))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct CreateDbSet {
     pub name: String,
     pub environment: String,
@@ -177,7 +202,16 @@ pub fn parse_object_name(field: &str, raw: &str) -> Result<String, ApiError> {
     }
 }
 
-async fn post_db_set(
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/db-sets", tag = "db-sets",
+    params(("slug" = String, Path, description = "The project's slug")),
+    request_body = CreateDbSet,
+    responses(
+        (status = 201, description = "The DB set", body = DbSetRow),
+        (status = 404, description = "`not_found`: no such project", body = ErrorBody),
+        (status = 409, description = "`duplicate_name`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `name`, or an unknown `environment`", body = ErrorBody),
+    ))]
+pub(crate) async fn post_db_set(
     State(state): State<AppState>,
     user: Authorized<rules::ManageTargets>,
     ApiPath(slug): ApiPath<String>,
@@ -219,15 +253,22 @@ pub async fn create_db_set(
     Ok(set)
 }
 
-async fn list_db_sets(
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/db-sets", tag = "db-sets",
+    params(("slug" = String, Path, description = "The project's slug")),
+    responses(
+        (status = 200, description = "The project's DB sets, whole", body = Page<DbSetRow>),
+        (status = 404, description = "`not_found`: no such project", body = ErrorBody),
+    ))]
+pub(crate) async fn list_db_sets(
     State(state): State<AppState>,
     _user: Authorized<rules::View>,
     ApiPath(slug): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<DbSetRow>>, ApiError> {
     let mut conn = state.db.acquire().await?;
     let project = project(&mut conn, &slug).await?;
-    let items = inventory::list_db_sets(&state.db, project.id).await?;
-    Ok(Json(json!({ "items": items, "next_cursor": null })))
+    Ok(Json(Page::all(
+        inventory::list_db_sets(&state.db, project.id).await?,
+    )))
 }
 
 /// The live DB set of the project named by a URL slug, or 404.
@@ -243,34 +284,82 @@ pub async fn db_set(
     Ok((project, set))
 }
 
-async fn get_db_set(
+/// A DB set with its targets.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DbSetView {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub name: String,
+    pub environment: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub targets: Vec<TargetRow>,
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/db-sets/{id}", tag = "db-sets",
+    params(
+        ("slug" = String, Path, description = "The project's slug"),
+        ("id" = Uuid, Path, description = "The DB set's id"),
+    ),
+    responses(
+        (status = 200, description = "The DB set with its targets", body = DbSetView),
+        (status = 404, description = "`not_found`: no such project or DB set", body = ErrorBody),
+    ))]
+pub(crate) async fn get_db_set(
     State(state): State<AppState>,
     _user: Authorized<rules::View>,
     ApiPath((slug, id)): ApiPath<(String, Uuid)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DbSetView>, ApiError> {
     let mut conn = state.db.acquire().await?;
     let (_, set) = db_set(&mut conn, &slug, id).await?;
     let targets = inventory::list_targets(&mut conn, set.id).await?;
-    let mut view = serde_json::to_value(&set).map_err(anyhow::Error::from)?;
-    view["targets"] = serde_json::to_value(targets).map_err(anyhow::Error::from)?;
-    Ok(Json(view))
+    Ok(Json(DbSetView {
+        id: set.id,
+        project_id: set.project_id,
+        name: set.name,
+        environment: set.environment,
+        created_at: set.created_at,
+        targets,
+    }))
 }
 
-async fn list_targets(
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/db-sets/{id}/targets", tag = "targets",
+    params(
+        ("slug" = String, Path, description = "The project's slug"),
+        ("id" = Uuid, Path, description = "The DB set's id"),
+    ),
+    responses(
+        (status = 200, description = "The DB set's targets, whole (never their passwords)", body = Page<TargetRow>),
+        (status = 404, description = "`not_found`: no such project or DB set", body = ErrorBody),
+    ))]
+pub(crate) async fn list_targets(
     State(state): State<AppState>,
     _user: Authorized<rules::View>,
     ApiPath((slug, id)): ApiPath<(String, Uuid)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<TargetRow>>, ApiError> {
     let mut conn = state.db.acquire().await?;
     let (_, set) = db_set(&mut conn, &slug, id).await?;
-    let items = inventory::list_targets(&mut conn, set.id).await?;
-    Ok(Json(json!({ "items": items, "next_cursor": null })))
+    Ok(Json(Page::all(
+        inventory::list_targets(&mut conn, set.id).await?,
+    )))
 }
 
 pub const ENGINES: [&str; 2] = ["postgres", "mysql"];
 pub const TLS_MODES: [&str; 4] = ["disable", "prefer", "require", "verify-full"];
 
-async fn create_target(
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/db-sets/{id}/targets", tag = "targets",
+    params(
+        ("slug" = String, Path, description = "The project's slug"),
+        ("id" = Uuid, Path, description = "The DB set's id"),
+    ),
+    request_body = TargetInput,
+    responses(
+        (status = 201, description = "The target (its password is never returned)", body = TargetRow),
+        (status = 404, description = "`not_found`: no such project or DB set", body = ErrorBody),
+        (status = 409, description = "`duplicate_name`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: the field at fault", body = ErrorBody),
+    ))]
+pub(crate) async fn create_target(
     State(state): State<AppState>,
     user: Authorized<rules::ManageTargets>,
     ApiPath((slug, id)): ApiPath<(String, Uuid)>,
@@ -280,7 +369,13 @@ async fn create_target(
     Ok((StatusCode::CREATED, Json(target)))
 }
 
-async fn get_target(
+#[utoipa::path(get, path = "/api/v1/targets/{id}", tag = "targets",
+    params(("id" = Uuid, Path, description = "The target's id")),
+    responses(
+        (status = 200, description = "The target (never its password)", body = TargetRow),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub(crate) async fn get_target(
     State(state): State<AppState>,
     _user: Authorized<rules::View>,
     ApiPath(id): ApiPath<Uuid>,
@@ -292,10 +387,11 @@ async fn get_target(
     Ok(Json(target))
 }
 
-async fn list_workers(
+#[utoipa::path(get, path = "/api/v1/workers", tag = "workers",
+    responses((status = 200, description = "Workers seen in the last day, newest heartbeat first, whole", body = Page<WorkerRow>)))]
+pub(crate) async fn list_workers(
     State(state): State<AppState>,
     _admin: Authorized<rules::Administer>,
-) -> Result<Json<Value>, ApiError> {
-    let items = workers::list(&state.db).await?;
-    Ok(Json(json!({ "items": items, "next_cursor": null })))
+) -> Result<Json<Page<WorkerRow>>, ApiError> {
+    Ok(Json(Page::all(workers::list(&state.db).await?)))
 }

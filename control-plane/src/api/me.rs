@@ -12,16 +12,17 @@ use common::{
     },
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgConnection;
 use time::{Duration, OffsetDateTime};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::required_text;
+use super::{Page, required_text};
 use crate::{
     app::AppState,
     auth::{Authorized, rules},
-    error::{ApiError, ApiJson, ApiPath},
+    error::{ApiError, ApiJson, ApiPath, ErrorBody},
 };
 
 pub fn router() -> Routes {
@@ -36,18 +37,37 @@ pub fn router() -> Routes {
         )
 }
 
-async fn me(user: Authorized<rules::View>) -> Json<Value> {
-    Json(json!({ "id": user.id, "email": user.email, "name": user.name, "role": user.role }))
+/// The caller.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    /// The role this request acts with (a token's, at most its owner's).
+    pub role: Role,
 }
 
-#[derive(Debug, Deserialize)]
-struct CreateToken {
+#[utoipa::path(get, path = "/api/v1/me", tag = "me",
+    responses((status = 200, description = "The caller", body = Me)))]
+pub(crate) async fn me(user: Authorized<rules::View>) -> Json<Me> {
+    Json(Me {
+        id: user.id,
+        email: user.email.clone(),
+        name: user.name.clone(),
+        role: user.role,
+    })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct CreateToken {
     name: String,
+    /// Defaults to your own role; may not exceed it.
     role: Option<Role>,
+    /// 1-366; defaults to 90.
     expires_in_days: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedToken {
     pub id: Uuid,
     /// Shown once; only its hash is kept.
@@ -91,7 +111,14 @@ pub async fn issue_token(
     })
 }
 
-async fn create_token(
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens",
+    request_body = CreateToken,
+    responses(
+        (status = 201, description = "The token; `token` is shown only here", body = CreatedToken),
+        (status = 403, description = "`role_too_high`: a token can carry at most your own role", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `name`, `role` or `expires_in_days`", body = ErrorBody),
+    ))]
+pub(crate) async fn create_token(
     State(state): State<AppState>,
     user: Authorized<rules::Author>,
     ApiJson(body): ApiJson<CreateToken>,
@@ -126,15 +153,24 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-async fn list_tokens(
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
+    responses((status = 200, description = "The caller's tokens (never their secrets), whole", body = Page<TokenRow>)))]
+pub(crate) async fn list_tokens(
     State(state): State<AppState>,
     user: Authorized<rules::View>,
-) -> Result<Json<Value>, ApiError> {
-    let items: Vec<TokenRow> = users::list_tokens(&state.db, user.id).await?;
-    Ok(Json(json!({ "items": items, "next_cursor": null })))
+) -> Result<Json<Page<TokenRow>>, ApiError> {
+    Ok(Json(Page::all(
+        users::list_tokens(&state.db, user.id).await?,
+    )))
 }
 
-async fn revoke_token(
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens",
+    params(("id" = Uuid, Path, description = "The token's id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "`not_found`: no such token of yours", body = ErrorBody),
+    ))]
+pub(crate) async fn revoke_token(
     State(state): State<AppState>,
     user: Authorized<rules::View>,
     ApiPath(id): ApiPath<Uuid>,

@@ -11,12 +11,13 @@ use common::{
     },
     store::{
         audit,
-        migrations::{self, MigrationRow, NewMigration},
+        migrations::{self, MigrationRow, NewMigration, RevisionRow},
         runs::{self, RunScope},
     },
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 
 use super::{
     Page, PageQuery,
@@ -27,7 +28,7 @@ use super::{
 use crate::{
     app::AppState,
     auth::{Authorized, CurrentUser, rules},
-    error::{ApiError, ApiJson, ApiPath, ApiQuery},
+    error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, ErrorDetail},
 };
 
 pub fn router() -> Routes {
@@ -65,8 +66,9 @@ pub fn router() -> Routes {
         )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateMigration {
+    /// Dot-separated integers: `1`, `1.2`, `20261124093000`.
     pub version: String,
     pub name: String,
     pub up_sql: String,
@@ -76,7 +78,17 @@ pub struct CreateMigration {
     pub transactional: Option<bool>,
 }
 
-async fn create(
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/migrations", tag = "migrations",
+    params(("slug" = String, Path, description = "The project's slug")),
+    request_body = CreateMigration,
+    responses(
+        (status = 201, description = "The migration", body = MigrationRow),
+        (status = 404, description = "`not_found`: no such project", body = ErrorBody),
+        (status = 409, description = "`duplicate_version`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the scripts together exceed `MH_MAX_SQL_BYTES`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `version`, `name`, `up_sql` or `down_sql`", body = ErrorBody),
+    ))]
+pub(crate) async fn create(
     State(state): State<AppState>,
     user: Authorized<rules::Author>,
     ApiPath(slug): ApiPath<String>,
@@ -170,7 +182,14 @@ pub async fn create_migration(
     Ok(row)
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/migrations", tag = "migrations",
+    params(("slug" = String, Path, description = "The project's slug"), PageQuery),
+    responses(
+        (status = 200, description = "A page of migrations in version order; the cursor is a version", body = Page<MigrationRow>),
+        (status = 400, description = "`bad_request`: a cursor that is not a version", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such project", body = ErrorBody),
+    ))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     _user: Authorized<rules::View>,
     ApiPath(slug): ApiPath<String>,
@@ -189,7 +208,16 @@ async fn list(
     Ok(Json(Page::from_rows(rows, limit, |m| m.version.clone())))
 }
 
-async fn get_one(
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/migrations/{version}", tag = "migrations",
+    params(
+        ("slug" = String, Path, description = "The project's slug"),
+        ("version" = String, Path, description = "The migration's version"),
+    ),
+    responses(
+        (status = 200, description = "The migration", body = MigrationRow),
+        (status = 404, description = "`not_found`: no such project or migration", body = ErrorBody),
+    ))]
+pub(crate) async fn get_one(
     State(state): State<AppState>,
     _user: Authorized<rules::View>,
     ApiPath((slug, version)): ApiPath<(String, String)>,
@@ -204,7 +232,7 @@ async fn get_one(
 }
 
 /// A partial edit; absent fields keep their value.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct EditMigration {
     pub name: Option<String>,
     pub up_sql: Option<String>,
@@ -212,7 +240,20 @@ pub struct EditMigration {
     pub transactional: Option<bool>,
 }
 
-async fn edit(
+#[utoipa::path(patch, path = "/api/v1/projects/{slug}/migrations/{version}", tag = "migrations",
+    params(
+        ("slug" = String, Path, description = "The project's slug"),
+        ("version" = String, Path, description = "The migration's version"),
+    ),
+    request_body = EditMigration,
+    responses(
+        (status = 200, description = "The migration, with a new revision if anything changed; runs that pinned the old checksum are invalidated", body = MigrationRow),
+        (status = 404, description = "`not_found`: no such project or migration", body = ErrorBody),
+        (status = 409, description = "`migration_immutable`: applied somewhere; `migration_in_use`: a run is executing it", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the scripts together exceed `MH_MAX_SQL_BYTES`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `name`, `up_sql` or `down_sql`", body = ErrorBody),
+    ))]
+pub(crate) async fn edit(
     State(state): State<AppState>,
     user: Authorized<rules::Author>,
     ApiPath((slug, version)): ApiPath<(String, String)>,
@@ -309,50 +350,87 @@ pub async fn edit_migration(
     Ok(row)
 }
 
-async fn revisions(
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/migrations/{version}/revisions", tag = "migrations",
+    params(
+        ("slug" = String, Path, description = "The project's slug"),
+        ("version" = String, Path, description = "The migration's version"),
+    ),
+    responses(
+        (status = 200, description = "Every revision of the migration, whole", body = Page<RevisionRow>),
+        (status = 404, description = "`not_found`: no such project or migration", body = ErrorBody),
+    ))]
+pub(crate) async fn revisions(
     State(state): State<AppState>,
     _user: Authorized<rules::View>,
     ApiPath((slug, version)): ApiPath<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Page<RevisionRow>>, ApiError> {
     let version = Version::parse(&version).map_err(|_| ApiError::NotFound("migration"))?;
     let mut conn = state.db.acquire().await?;
     let project = project(&mut conn, &slug).await?;
     let migration = migrations::by_version(&mut conn, project.id, &version)
         .await?
         .ok_or(ApiError::NotFound("migration"))?;
-    let items = migrations::revisions(&mut conn, migration.id).await?;
-    Ok(Json(json!({ "items": items, "next_cursor": null })))
+    Ok(Json(Page::all(
+        migrations::revisions(&mut conn, migration.id).await?,
+    )))
 }
 
 /// Largest import request: a whole folder of migrations.
 pub const IMPORT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
-#[derive(Debug, Deserialize)]
+/// A folder of migration files (Flyway, golang-migrate, dbmate or Diesel layout).
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ImportBody {
     pub files: Vec<ImportFile>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ImportFile {
+    /// The file's path in the folder, e.g. `V1__init.sql` or `1/up.sql`.
     pub path: String,
     pub content: String,
 }
 
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct ImportConflict {
     pub version: String,
     pub reason: String,
 }
 
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct ImportReport {
+    pub layout: Option<Layout>,
+    /// Versions created by this import.
+    pub created: Vec<String>,
+    /// Versions that exist with the same scripts.
+    pub unchanged: Vec<String>,
+    /// Versions that exist with different scripts.
+    pub conflicts: Vec<ImportConflict>,
+}
+
+/// An import refused because of conflicts: the report and the error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportRefused {
     pub layout: Option<Layout>,
     pub created: Vec<String>,
     pub unchanged: Vec<String>,
     pub conflicts: Vec<ImportConflict>,
+    /// `import_conflicts`.
+    pub error: ErrorDetail,
 }
 
-async fn import(
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/migrations/import", tag = "migrations",
+    params(("slug" = String, Path, description = "The project's slug")),
+    request_body = ImportBody,
+    responses(
+        (status = 200, description = "Nothing new: every version exists with the same scripts", body = ImportReport),
+        (status = 201, description = "Imported, all or nothing", body = ImportReport),
+        (status = 404, description = "`not_found`: no such project", body = ErrorBody),
+        (status = 409, description = "`import_conflicts`: versions differ from the stored ones; nothing was imported", body = ImportRefused),
+        (status = 413, description = "`payload_too_large`: over 64 MiB, or a migration over `MH_MAX_SQL_BYTES`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `files` (unknown layout, unreadable names, bad scripts)", body = ErrorBody),
+    ))]
+pub(crate) async fn import(
     State(state): State<AppState>,
     user: Authorized<rules::Author>,
     ApiPath(slug): ApiPath<String>,
@@ -378,8 +456,17 @@ async fn import(
             "{} version(s) differ from the stored migrations; nothing was imported",
             report.conflicts.len()
         );
-        let mut body = serde_json::to_value(&report).map_err(anyhow::Error::from)?;
-        body["error"] = json!({ "code": "import_conflicts", "message": message });
+        let body = ImportRefused {
+            layout: report.layout,
+            created: report.created,
+            unchanged: report.unchanged,
+            conflicts: report.conflicts,
+            error: ErrorDetail {
+                code: "import_conflicts".into(),
+                message,
+                field: None,
+            },
+        };
         return Ok((StatusCode::CONFLICT, Json(body)).into_response());
     }
     let status = if report.created.is_empty() {

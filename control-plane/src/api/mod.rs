@@ -1,6 +1,7 @@
 //! The JSON API under `/api/v1`, one module per resource.
 
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::routes::{Access, Routes};
 
@@ -39,9 +40,12 @@ pub fn router() -> Routes {
 }
 
 /// `?limit=&cursor=` of every list.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// How many items (default 50, at most 500).
     pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
@@ -55,10 +59,21 @@ impl PageQuery {
 }
 
 /// `{"items": [...], "next_cursor": ...}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
+    /// Pass back as `cursor` for the next page; `null` when there is none.
     pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// A whole list in one page.
+    pub fn all(items: Vec<T>) -> Self {
+        Page {
+            items,
+            next_cursor: None,
+        }
+    }
 }
 
 impl<T> Page<T> {

@@ -13,6 +13,7 @@ use common::{
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgConnection;
+use utoipa::ToSchema;
 
 use super::{
     invalidation::{audit_invalidated, invalidate_runs},
@@ -21,7 +22,7 @@ use super::{
 use crate::{
     app::AppState,
     auth::{Authorized, CurrentUser, rules},
-    error::{ApiError, ApiJson, ApiPath},
+    error::{ApiError, ApiJson, ApiPath, ErrorBody},
     routes::{Access, Routes},
 };
 
@@ -39,7 +40,8 @@ pub fn router() -> Routes {
         )
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Absent fields keep their value; the slug is fixed.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct UpdateProject {
     pub name: Option<String>,
     pub description: Option<String>,
@@ -71,7 +73,15 @@ pub async fn refuse_while_running(
     }
 }
 
-async fn update(
+#[utoipa::path(patch, path = "/api/v1/projects/{slug}", tag = "projects",
+    params(("slug" = String, Path, description = "The project's slug")),
+    request_body = UpdateProject,
+    responses(
+        (status = 200, description = "The project", body = ProjectRow),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `name` or `description`", body = ErrorBody),
+    ))]
+pub(crate) async fn update(
     State(state): State<AppState>,
     admin: Authorized<rules::ManageProjects>,
     ApiPath(slug): ApiPath<String>,
@@ -131,7 +141,14 @@ pub async fn update_project(
     Ok(project)
 }
 
-async fn archive(
+#[utoipa::path(delete, path = "/api/v1/projects/{slug}", tag = "projects",
+    params(("slug" = String, Path, description = "The project's slug")),
+    responses(
+        (status = 204, description = "Archived; its waiting runs are invalidated"),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`run_in_progress`: a run of the project is queued or running", body = ErrorBody),
+    ))]
+pub(crate) async fn archive(
     State(state): State<AppState>,
     admin: Authorized<rules::ManageProjects>,
     ApiPath(slug): ApiPath<String>,

@@ -13,22 +13,23 @@ use common::{
         audit, dispatch,
         inventory::{self, EnvironmentRow},
         migrations,
-        runs::{self, NewRun, RunRow},
+        runs::{self, ApprovalRow, ExecutionRow, NewRun, RunRow, TransitionRow},
         webhooks,
     },
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{PageQuery, inventory::project, optional_text};
+use super::{Page, PageQuery, inventory::project, optional_text};
 use crate::routes::{Access, Routes};
 use crate::{
     app::AppState,
     auth::{Authorized, CurrentUser, rules},
-    error::{ApiError, ApiJson, ApiPath, ApiQuery, OptionalJson},
+    error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, OptionalJson},
 };
 
 pub fn router() -> Routes {
@@ -64,64 +65,121 @@ pub fn router() -> Routes {
         )
 }
 
-/// The JSON shape of a run, with its pinned migrations, decisions, targets
-/// and state history.
-pub async fn run_view(conn: &mut PgConnection, run: &RunRow) -> Result<Value, ApiError> {
+/// A run with its pinned migrations, decisions, targets and state history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunView {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub db_set_id: Uuid,
+    pub environment: String,
+    #[schema(value_type = Direction)]
+    pub direction: String,
+    pub target_version: String,
+    #[schema(value_type = RunState)]
+    pub state: String,
+    /// Why the run is in its state (denial reason, invalidation cause).
+    pub state_reason: Option<String>,
+    pub note: String,
+    /// The requester's e-mail.
+    pub requested_by: String,
+    /// What an approval covers: migrations, checksums, targets, timeouts.
+    pub digest: String,
+    pub stop_on_failure: bool,
+    pub concurrency: i32,
+    pub canary: i32,
+    pub lock_timeout_ms: i32,
+    pub statement_timeout_ms: i32,
+    /// The environment's current requirement.
+    pub required_approvals: Option<i32>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub not_before: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub queued_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    pub migrations: Vec<PinnedView>,
+    pub approvals: Vec<ApprovalRow>,
+    pub targets: Vec<ExecutionRow>,
+    pub history: Vec<TransitionRow>,
+}
+
+/// A migration as the run pinned it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PinnedView {
+    pub version: String,
+    pub name: String,
+    pub checksum: String,
+    /// The migration was edited after the run was requested.
+    pub changed_since_pinned: bool,
+}
+
+/// The run, with everything [`RunView`] shows.
+pub async fn run_record(conn: &mut PgConnection, run: &RunRow) -> Result<RunView, ApiError> {
     let pinned = runs::migrations(conn, run.id).await?;
     let approvals = runs::approvals(conn, run.id).await?;
     let targets = runs::executions(conn, run.id).await?;
-    let transitions = runs::transitions(conn, run.id).await?;
-    let required: Option<i32> = inventory::environment(conn, &run.environment)
+    let history = runs::transitions(conn, run.id).await?;
+    let required_approvals: Option<i32> = inventory::environment(conn, &run.environment)
         .await?
         .map(|e| e.required_approvals);
-    let rfc = |t: Option<OffsetDateTime>| {
-        t.map(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default()
-        })
-    };
-    Ok(json!({
-        "id": run.id,
-        "project_id": run.project_id,
-        "db_set_id": run.db_set_id,
-        "environment": run.environment,
-        "direction": run.direction,
-        "target_version": run.target_version,
-        "state": run.state,
-        "state_reason": run.state_reason,
-        "note": run.note,
-        "requested_by": run.requester,
-        "digest": run.digest,
-        "stop_on_failure": run.stop_on_failure,
-        "concurrency": run.concurrency,
-        "canary": run.canary,
-        "lock_timeout_ms": run.lock_timeout_ms,
-        "statement_timeout_ms": run.statement_timeout_ms,
-        "required_approvals": required,
-        "not_before": rfc(run.not_before),
-        "created_at": rfc(Some(run.created_at)),
-        "queued_at": rfc(run.queued_at),
-        "finished_at": rfc(run.finished_at),
-        "migrations": pinned.iter().map(|m| json!({
-            "version": m.version,
-            "name": m.name,
-            "checksum": m.checksum,
-            "changed_since_pinned": m.checksum != m.current_checksum,
-        })).collect::<Vec<_>>(),
-        "approvals": approvals,
-        "targets": targets,
-        "history": transitions,
-    }))
+    Ok(RunView {
+        id: run.id,
+        project_id: run.project_id,
+        db_set_id: run.db_set_id,
+        environment: run.environment.clone(),
+        direction: run.direction.clone(),
+        target_version: run.target_version.clone(),
+        state: run.state.clone(),
+        state_reason: run.state_reason.clone(),
+        note: run.note.clone(),
+        requested_by: run.requester.clone(),
+        digest: run.digest.clone(),
+        stop_on_failure: run.stop_on_failure,
+        concurrency: run.concurrency,
+        canary: run.canary,
+        lock_timeout_ms: run.lock_timeout_ms,
+        statement_timeout_ms: run.statement_timeout_ms,
+        required_approvals,
+        not_before: run.not_before,
+        created_at: run.created_at,
+        queued_at: run.queued_at,
+        finished_at: run.finished_at,
+        migrations: pinned
+            .iter()
+            .map(|m| PinnedView {
+                version: m.version.clone(),
+                name: m.name.clone(),
+                checksum: m.checksum.clone(),
+                changed_since_pinned: m.checksum != m.current_checksum,
+            })
+            .collect(),
+        approvals,
+        targets,
+        history,
+    })
 }
 
-#[derive(Debug, Deserialize)]
+/// [`RunView`] as JSON, for the API and the pages.
+pub async fn run_view(conn: &mut PgConnection, run: &RunRow) -> Result<Value, ApiError> {
+    let view = run_record(conn, run).await?;
+    Ok(serde_json::to_value(view).map_err(anyhow::Error::from)?)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct RequestRun {
+    /// A DB set of the project; its environment's policy applies.
     pub db_set_id: Uuid,
     pub direction: Direction,
+    /// `up`: apply every version up to this one; `down`: roll back every version above it.
     pub target_version: String,
     pub note: Option<String>,
+    /// Default false.
     pub stop_on_failure: Option<bool>,
+    /// Targets at once, 1-256; default 8.
     pub concurrency: Option<i32>,
+    /// Targets that run (and must succeed) first; default 0.
     pub canary: Option<i32>,
 }
 
@@ -188,7 +246,16 @@ async fn check_promotion_gate(
     Ok(())
 }
 
-async fn request(
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/runs", tag = "runs",
+    params(("slug" = String, Path, description = "The project's slug")),
+    request_body = RequestRun,
+    responses(
+        (status = 201, description = "The run, pending approval", body = RunView),
+        (status = 404, description = "`not_found`: no such project", body = ErrorBody),
+        (status = 409, description = "`nothing_to_do`, `promotion_gate`, `target_dirty`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `db_set_id`, `target_version`, `note`, `concurrency` or `canary`", body = ErrorBody),
+    ))]
+pub(crate) async fn request(
     State(state): State<AppState>,
     user: Authorized<rules::Author>,
     ApiPath(slug): ApiPath<String>,
@@ -368,12 +435,37 @@ pub async fn request_run(
     Ok(view)
 }
 
-async fn list(
+/// A run as listed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunListItem {
+    pub id: Uuid,
+    pub db_set_id: Uuid,
+    pub environment: String,
+    #[schema(value_type = Direction)]
+    pub direction: String,
+    pub target_version: String,
+    #[schema(value_type = RunState)]
+    pub state: String,
+    /// The requester's e-mail.
+    pub requested_by: String,
+    pub digest: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/runs", tag = "runs",
+    params(("slug" = String, Path, description = "The project's slug"), PageQuery),
+    responses(
+        (status = 200, description = "A page of the project's runs, newest first; the cursor is a run id", body = Page<RunListItem>),
+        (status = 400, description = "`bad_request`: a cursor that names no run", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such project", body = ErrorBody),
+    ))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     _user: Authorized<rules::View>,
     ApiPath(slug): ApiPath<String>,
     ApiQuery(page): ApiQuery<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<RunListItem>>, ApiError> {
     let mut conn = state.db.acquire().await?;
     let project = project(&mut conn, &slug).await?;
     // The cursor is the id of the last run seen; runs are listed newest first.
@@ -391,15 +483,19 @@ async fn list(
     let limit = page.limit();
     let rows = runs::list(&state.db, project.id, before, limit + 1).await?;
     let more = rows.len() as i64 > limit;
-    let items: Vec<Value> = rows
+    let items = rows
         .iter()
         .take(limit as usize)
-        .map(|r| {
-            json!({
-                "id": r.id, "db_set_id": r.db_set_id, "environment": r.environment, "direction": r.direction,
-                "target_version": r.target_version, "state": r.state, "requested_by": r.requester,
-                "digest": r.digest, "created_at": r.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-            })
+        .map(|r| RunListItem {
+            id: r.id,
+            db_set_id: r.db_set_id,
+            environment: r.environment.clone(),
+            direction: r.direction.clone(),
+            target_version: r.target_version.clone(),
+            state: r.state.clone(),
+            requested_by: r.requester.clone(),
+            digest: r.digest.clone(),
+            created_at: r.created_at,
         })
         .collect();
     let next_cursor = if more {
@@ -407,19 +503,25 @@ async fn list(
     } else {
         None
     };
-    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+    Ok(Json(Page { items, next_cursor }))
 }
 
-async fn get_one(
+#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs",
+    params(("id" = Uuid, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run", body = RunView),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub(crate) async fn get_one(
     State(state): State<AppState>,
     _user: Authorized<rules::View>,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunView>, ApiError> {
     let mut conn = state.db.acquire().await?;
     let run = runs::get(&mut conn, id)
         .await?
         .ok_or(ApiError::NotFound("run"))?;
-    Ok(Json(run_view(&mut conn, &run).await?))
+    Ok(Json(run_record(&mut conn, &run).await?))
 }
 
 /// Invalidates the run if something its digest covers changed since it was
@@ -497,7 +599,7 @@ impl From<ApprovalError> for ApiError {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct ApproveBody {
     #[serde(default)]
     pub comment: String,
@@ -527,7 +629,17 @@ async fn approval_facts(
     Ok((env, authors, approvers))
 }
 
-async fn approve(
+#[utoipa::path(post, path = "/api/v1/runs/{id}/approve", tag = "runs",
+    params(("id" = Uuid, Path, description = "The run's id")),
+    request_body(content = Option<ApproveBody>, description = "Optional; an empty body approves without a comment"),
+    responses(
+        (status = 200, description = "The run; `approved` once it has the approvals its environment requires", body = RunView),
+        (status = 403, description = "`separation_of_duties`: the requester or an author may not approve here", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`already_decided`, `invalid_state`, `run_invalidated`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `comment`", body = ErrorBody),
+    ))]
+pub(crate) async fn approve(
     State(state): State<AppState>,
     user: Authorized<rules::Approve>,
     ApiPath(id): ApiPath<Uuid>,
@@ -609,12 +721,22 @@ pub async fn approve_run(
     Ok(view)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct DenyBody {
     pub reason: String,
 }
 
-async fn deny(
+#[utoipa::path(post, path = "/api/v1/runs/{id}/deny", tag = "runs",
+    params(("id" = Uuid, Path, description = "The run's id")),
+    request_body = DenyBody,
+    responses(
+        (status = 200, description = "The run, denied", body = RunView),
+        (status = 403, description = "`separation_of_duties`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`already_decided`, `invalid_state`, `run_invalidated`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `reason`", body = ErrorBody),
+    ))]
+pub(crate) async fn deny(
     State(state): State<AppState>,
     user: Authorized<rules::Approve>,
     ApiPath(id): ApiPath<Uuid>,
@@ -666,8 +788,9 @@ pub async fn deny_run(
     Ok(view)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct ExecuteBody {
+    /// RFC 3339, within 30 days: no target starts before it.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub not_before: Option<OffsetDateTime>,
 }
@@ -690,7 +813,17 @@ async fn require_operator(
 /// or its canary) as jobs in their pools' queues, and move the run to
 /// `queued`. Enqueueing and the state change commit together or not at all;
 /// each finishing target dispatches the next.
-async fn execute(
+#[utoipa::path(post, path = "/api/v1/runs/{id}/execute", tag = "runs",
+    params(("id" = Uuid, Path, description = "The run's id")),
+    request_body(content = Option<ExecuteBody>, description = "Optional"),
+    responses(
+        (status = 202, description = "The run, queued", body = RunView),
+        (status = 403, description = "`forbidden`: only the requester, a manager or an admin may execute", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`not_approved`, `already_executed`, `invalid_state`, `run_invalidated`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `not_before`", body = ErrorBody),
+    ))]
+pub(crate) async fn execute(
     State(state): State<AppState>,
     user: Authorized<rules::Author>,
     ApiPath(id): ApiPath<Uuid>,
@@ -773,7 +906,15 @@ pub async fn execute_run(
 
 /// Cancel: targets not started are cancelled; running ones finish their
 /// current migration and report as usual.
-async fn cancel(
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs",
+    params(("id" = Uuid, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run, cancelled; running targets finish their current migration", body = RunView),
+        (status = 403, description = "`forbidden`: only the requester, a manager or an admin may cancel", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: the run is already final", body = ErrorBody),
+    ))]
+pub(crate) async fn cancel(
     State(state): State<AppState>,
     user: Authorized<rules::Author>,
     ApiPath(id): ApiPath<Uuid>,

@@ -8,15 +8,16 @@ use common::{
     store::{audit, users},
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::optional_text;
+use super::{Page, optional_text};
 use crate::{
     app::AppState,
     auth::{Authorized, rules},
-    error::{ApiError, ApiJson, ApiPath},
+    error::{ApiError, ApiJson, ApiPath, ErrorBody},
 };
 
 pub fn router() -> Routes {
@@ -26,11 +27,12 @@ pub fn router() -> Routes {
         .patch("/users/{id}", Access::Needs(Capability::Administer), update)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserView {
     pub id: Uuid,
     pub email: String,
     pub name: String,
+    /// `user`, `manager` or `admin`.
     pub role: String,
     pub disabled: bool,
     #[serde(with = "time::serde::rfc3339")]
@@ -65,27 +67,36 @@ pub fn parse_email(field: &str, raw: &str) -> Result<String, ApiError> {
     }
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/v1/users", tag = "users",
+    responses((status = 200, description = "Every user, whole", body = Page<UserView>)))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     _admin: Authorized<rules::Administer>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<UserView>>, ApiError> {
     let items: Vec<UserView> = users::list(&state.db)
         .await?
         .into_iter()
         .map(UserView::from)
         .collect();
-    Ok(Json(json!({ "items": items, "next_cursor": null })))
+    Ok(Json(Page::all(items)))
 }
 
-#[derive(Debug, Deserialize)]
-struct CreateUser {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct CreateUser {
     email: String,
     #[serde(default)]
     name: String,
     role: Role,
 }
 
-async fn create(
+#[utoipa::path(post, path = "/api/v1/users", tag = "users",
+    request_body = CreateUser,
+    responses(
+        (status = 201, description = "The user", body = UserView),
+        (status = 409, description = "`duplicate_email`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `email`, `name` or `role`", body = ErrorBody),
+    ))]
+pub(crate) async fn create(
     State(state): State<AppState>,
     admin: Authorized<rules::Administer>,
     ApiJson(body): ApiJson<CreateUser>,
@@ -111,13 +122,22 @@ async fn create(
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
-#[derive(Debug, Deserialize)]
-struct UpdateUser {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct UpdateUser {
     role: Option<Role>,
     disabled: Option<bool>,
 }
 
-async fn update(
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users",
+    params(("id" = Uuid, Path, description = "The user's id")),
+    request_body = UpdateUser,
+    responses(
+        (status = 200, description = "The user", body = UserView),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`self_lockout`: admins cannot disable or demote themselves", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `role` or `disabled`", body = ErrorBody),
+    ))]
+pub(crate) async fn update(
     State(state): State<AppState>,
     admin: Authorized<rules::Administer>,
     ApiPath(id): ApiPath<Uuid>,

@@ -4,17 +4,21 @@
 use axum::{Json, extract::State, http::StatusCode};
 use common::{
     domain::Capability,
-    store::{audit, webhooks},
+    store::{
+        audit,
+        webhooks::{self, WebhookRow},
+    },
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::inventory::project;
+use super::{Page, inventory::project};
 use crate::{
     app::AppState,
     auth::{Authorized, CurrentUser, rules},
-    error::{ApiError, ApiJson, ApiPath},
+    error::{ApiError, ApiJson, ApiPath, ErrorBody},
     routes::{Access, Routes},
 };
 
@@ -42,10 +46,12 @@ pub fn router() -> Routes {
         )
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct CreateWebhook {
+    /// An absolute http(s) URL of at most 2000 characters; sealed, never shown again.
     pub url: String,
-    /// Absent: every event.
+    /// Absent: every event (`requested`, `approved`, `denied`, `executed`,
+    /// `succeeded`, `failed`, `invalidated`).
     pub events: Option<Vec<String>>,
 }
 
@@ -54,7 +60,15 @@ fn url_hint(url: &reqwest::Url) -> String {
     format!("{}://{}/…", url.scheme(), url.host_str().unwrap_or(""))
 }
 
-async fn create(
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/webhooks", tag = "webhooks",
+    params(("slug" = String, Path, description = "The project's slug")),
+    request_body = CreateWebhook,
+    responses(
+        (status = 201, description = "The webhook; its URL only as a hint", body = WebhookRow),
+        (status = 404, description = "`not_found`: no such project", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `url` or `events`", body = ErrorBody),
+    ))]
+pub(crate) async fn create(
     State(state): State<AppState>,
     user: Authorized<rules::ManageTargets>,
     ApiPath(slug): ApiPath<String>,
@@ -124,18 +138,34 @@ pub async fn create_webhook(
     Ok(hook)
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/webhooks", tag = "webhooks",
+    params(("slug" = String, Path, description = "The project's slug")),
+    responses(
+        (status = 200, description = "The project's webhooks, whole", body = Page<WebhookRow>),
+        (status = 404, description = "`not_found`: no such project", body = ErrorBody),
+    ))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     _user: Authorized<rules::ManageTargets>,
     ApiPath(slug): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<WebhookRow>>, ApiError> {
     let mut conn = state.db.acquire().await?;
     let project = project(&mut conn, &slug).await?;
-    let items = webhooks::list(&state.db, project.id).await?;
-    Ok(Json(json!({ "items": items, "next_cursor": null })))
+    Ok(Json(Page::all(
+        webhooks::list(&state.db, project.id).await?,
+    )))
 }
 
-async fn remove(
+#[utoipa::path(delete, path = "/api/v1/projects/{slug}/webhooks/{id}", tag = "webhooks",
+    params(
+        ("slug" = String, Path, description = "The project's slug"),
+        ("id" = Uuid, Path, description = "The webhook's id"),
+    ),
+    responses(
+        (status = 204, description = "Deactivated; its pending deliveries are dropped"),
+        (status = 404, description = "`not_found`: no such project or webhook", body = ErrorBody),
+    ))]
+pub(crate) async fn remove(
     State(state): State<AppState>,
     user: Authorized<rules::ManageTargets>,
     ApiPath((slug, id)): ApiPath<(String, Uuid)>,
@@ -167,11 +197,33 @@ pub async fn remove_webhook(
     Ok(())
 }
 
-async fn deliveries(
+/// One delivery of an event to a webhook.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Delivery {
+    pub id: i64,
+    pub event: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    pub attempts: i32,
+    /// The HTTP status of the last attempt.
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/webhooks/{id}/deliveries", tag = "webhooks",
+    params(
+        ("slug" = String, Path, description = "The project's slug"),
+        ("id" = Uuid, Path, description = "The webhook's id"),
+    ),
+    responses(
+        (status = 200, description = "The webhook's last 100 deliveries, newest first", body = Page<Delivery>),
+        (status = 404, description = "`not_found`: no such project", body = ErrorBody),
+    ))]
+pub(crate) async fn deliveries(
     State(state): State<AppState>,
     _user: Authorized<rules::ManageTargets>,
     ApiPath((slug, id)): ApiPath<(String, Uuid)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<Delivery>>, ApiError> {
     let mut conn = state.db.acquire().await?;
     let project = project(&mut conn, &slug).await?;
     type DeliveryRow = (i64, String, String, i32, Option<i32>, Option<String>);
@@ -184,11 +236,18 @@ async fn deliveries(
     .bind(project.id)
     .fetch_all(&mut *conn)
     .await?;
-    let items: Vec<Value> = rows
+    let items = rows
         .into_iter()
-        .map(|(id, event, state, attempts, status, error)| {
-            json!({ "id": id, "event": event, "state": state, "attempts": attempts, "last_status": status, "last_error": error })
-        })
+        .map(
+            |(id, event, state, attempts, last_status, last_error)| Delivery {
+                id,
+                event,
+                state,
+                attempts,
+                last_status,
+                last_error,
+            },
+        )
         .collect();
-    Ok(Json(json!({ "items": items, "next_cursor": null })))
+    Ok(Json(Page::all(items)))
 }

@@ -2,6 +2,7 @@
 //! with one user and API token per role.
 #![allow(dead_code)]
 
+pub mod openapi;
 pub mod test_issuer;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
@@ -129,6 +130,8 @@ impl TestApp {
     }
 
     /// Sends a JSON request with a bearer token; returns status and body.
+    /// Every answer of an API route is checked against the OpenAPI
+    /// document (declared status, body matching its schema).
     pub async fn call(
         &self,
         method: Method,
@@ -136,7 +139,7 @@ impl TestApp {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self.client.request(method, self.url(path));
+        let mut req = self.client.request(method.clone(), self.url(path));
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
@@ -145,8 +148,20 @@ impl TestApp {
         }
         let resp = req.send().await.expect("request reaches the server");
         let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let text = resp.text().await.unwrap();
         let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        openapi::assert_matches(
+            method.as_str(),
+            path,
+            status.as_u16(),
+            content_type.as_deref(),
+            &json,
+        );
         (status, json)
     }
 

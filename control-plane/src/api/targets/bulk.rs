@@ -10,8 +10,9 @@ use common::{
     store::{audit, inventory, runs::RunScope},
     targets::Password,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{TargetInput, ValidTarget, validate};
@@ -22,14 +23,14 @@ use crate::{
     },
     app::AppState,
     auth::{Authorized, CurrentUser, rules},
-    error::{ApiError, ApiJson, ApiPath},
+    error::{ApiError, ApiJson, ApiPath, ErrorBody},
 };
 
 /// At most this many targets per request.
 pub const MAX_TARGETS: usize = 1000;
 
 /// Either `targets` or `lines` (with `defaults`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct BulkTargets {
     pub targets: Option<Vec<TargetInput>>,
     /// One `host[:port]/database` per line; blank lines and lines starting
@@ -40,11 +41,12 @@ pub struct BulkTargets {
 }
 
 /// What every target given as a line shares.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct BulkDefaults {
     pub engine: Option<String>,
     pub username: Option<String>,
     /// Write-only, like a single target's.
+    #[schema(value_type = Option<String>, format = Password)]
     pub password: Option<Password>,
     pub tls_mode: Option<String>,
     pub worker_pool: Option<String>,
@@ -55,16 +57,38 @@ pub struct BulkDefaults {
     pub name_prefix: Option<String>,
 }
 
-pub(super) async fn create(
+/// The targets a bulk request added.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkCreated {
+    pub count: usize,
+    pub items: Vec<inventory::TargetRow>,
+}
+
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/db-sets/{id}/targets/bulk", tag = "targets",
+    params(
+        ("slug" = String, Path, description = "The project's slug"),
+        ("id" = Uuid, Path, description = "The DB set's id"),
+    ),
+    request_body = BulkTargets,
+    responses(
+        (status = 201, description = "Every target added, in one transaction", body = BulkCreated),
+        (status = 404, description = "`not_found`: no such project or DB set", body = ErrorBody),
+        (status = 409, description = "`duplicate_name`: a name exists in the DB set", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: the entry at fault (`targets[3].port`, `lines[7]`); nothing was added", body = ErrorBody),
+    ))]
+pub(crate) async fn create(
     State(state): State<AppState>,
     user: Authorized<rules::ManageTargets>,
     ApiPath((slug, id)): ApiPath<(String, Uuid)>,
     ApiJson(body): ApiJson<BulkTargets>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let rows = create_targets(&state, &user, &slug, id, &body).await?;
+) -> Result<(StatusCode, Json<BulkCreated>), ApiError> {
+    let items = create_targets(&state, &user, &slug, id, &body).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "count": rows.len(), "items": rows })),
+        Json(BulkCreated {
+            count: items.len(),
+            items,
+        }),
     ))
 }
 

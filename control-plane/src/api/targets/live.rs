@@ -12,17 +12,19 @@ use common::{
     store::{
         audit,
         inventory::{self, ScopedTarget},
-        target_state,
+        target_state::{self, AppliedVersion, DirtyState},
     },
     targets::{self, Endpoint, Password, Probe},
 };
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
     app::AppState,
     auth::{Authorized, CurrentUser, rules},
-    error::{ApiError, ApiPath},
+    error::{ApiError, ApiPath, ErrorBody},
 };
 
 /// How long a connection test or a drift read may take, end to end.
@@ -58,7 +60,13 @@ pub(super) async fn reach(
     Ok((scoped, opened))
 }
 
-pub(super) async fn test(
+#[utoipa::path(post, path = "/api/v1/targets/{id}/test", tag = "targets",
+    params(("id" = Uuid, Path, description = "The target's id")),
+    responses(
+        (status = 200, description = "What the connection test found; a failure is `ok: false` with the driver's message", body = Probe),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub(crate) async fn test(
     State(state): State<AppState>,
     user: Authorized<rules::ManageTargets>,
     ApiPath(id): ApiPath<Uuid>,
@@ -117,17 +125,45 @@ pub async fn test_connection(
     Ok(probe)
 }
 
-pub(super) async fn state(
+/// What the hub knows about a target and whether the target agrees.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TargetStateView {
+    pub target_id: Uuid,
+    /// The versions the hub recorded as applied, in version order.
+    pub applied: Vec<AppliedVersion>,
+    /// Set while a failed non-transactional script left the target dirty.
+    pub dirty: Option<DirtyState>,
+    pub drift: Drift,
+}
+
+/// The hub's record compared with the target's `migrate_hub_history`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Drift {
+    /// False when the target could not be read (see `error`).
+    pub checked: bool,
+    /// Null when not checked.
+    pub in_sync: Option<bool>,
+    pub differences: Vec<drift::Difference>,
+    pub error: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/targets/{id}/state", tag = "targets",
+    params(("id" = Uuid, Path, description = "The target's id")),
+    responses(
+        (status = 200, description = "Applied versions, dirty flag and live drift", body = TargetStateView),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub(crate) async fn state(
     State(state): State<AppState>,
     _user: Authorized<rules::View>,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TargetStateView>, ApiError> {
     Ok(Json(target_state(&state, id).await?))
 }
 
 /// What the hub knows about the target (applied versions, dirty flag) and
 /// whether the target's own `migrate_hub_history` agrees, read live.
-pub async fn target_state(state: &AppState, id: Uuid) -> Result<Value, ApiError> {
+pub async fn target_state(state: &AppState, id: Uuid) -> Result<TargetStateView, ApiError> {
     let (scoped, opened) = reach(state, id).await?;
     let (applied, dirty) = {
         let mut conn = state.db.acquire().await?;
@@ -149,24 +185,24 @@ pub async fn target_state(state: &AppState, id: Uuid) -> Result<Value, ApiError>
                 .map(|a| (a.version.clone(), a.checksum.clone()))
                 .collect();
             let differences = drift::differences(&hub, &history);
-            json!({
-                "checked": true,
-                "in_sync": differences.is_empty(),
-                "differences": differences,
-                "error": null,
-            })
+            Drift {
+                checked: true,
+                in_sync: Some(differences.is_empty()),
+                differences,
+                error: None,
+            }
         }
-        Err(error) => json!({
-            "checked": false,
-            "in_sync": null,
-            "differences": [],
-            "error": error,
-        }),
+        Err(error) => Drift {
+            checked: false,
+            in_sync: None,
+            differences: Vec::new(),
+            error: Some(error),
+        },
     };
-    Ok(json!({
-        "target_id": id,
-        "applied": applied,
-        "dirty": dirty,
-        "drift": drift,
-    }))
+    Ok(TargetStateView {
+        target_id: id,
+        applied,
+        dirty,
+        drift,
+    })
 }

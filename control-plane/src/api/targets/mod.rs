@@ -27,6 +27,7 @@ use common::{
 };
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
@@ -39,7 +40,7 @@ use super::{
 use crate::{
     app::AppState,
     auth::{Authorized, CurrentUser, rules},
-    error::{ApiError, ApiJson, ApiPath},
+    error::{ApiError, ApiJson, ApiPath, ErrorBody},
     routes::{Access, Routes},
 };
 
@@ -78,20 +79,26 @@ pub fn router() -> Routes {
 }
 
 /// A target as a request describes it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct TargetInput {
+    /// 1-100 characters of letters, digits, `-`, `_` and `.`; unique in the DB set.
     pub name: String,
+    /// `postgres` or `mysql` (MySQL and MariaDB).
     pub engine: String,
     pub host: String,
-    /// Read wide, so that 70000 gets this API's message naming the field.
+    /// 1-65535. Read wide, so that 70000 gets this API's message naming the field.
     pub port: i64,
     pub database: String,
     pub username: String,
-    /// Write-only. Absent or empty: no password.
+    /// Write-only: sealed at rest, never returned. Absent or empty: no password.
+    #[schema(value_type = Option<String>, format = Password)]
     pub password: Option<Password>,
+    /// `disable`, `prefer` (default), `require` or `verify-full`.
     pub tls_mode: Option<String>,
+    /// Statements run at the start of every session (e.g. `SET search_path = app`).
     #[serde(default)]
     pub session_settings: String,
+    /// The worker pool that reaches the target; default `default`.
     pub worker_pool: Option<String>,
 }
 
@@ -267,7 +274,7 @@ where
 }
 
 /// An edit: absent fields keep their value.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct TargetPatch {
     pub name: Option<String>,
     pub engine: Option<String>,
@@ -278,6 +285,7 @@ pub struct TargetPatch {
     /// Absent or `""`: keep the stored password. `null`: clear it. A
     /// string: replace it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, format = Password)]
     pub password: Option<Option<Password>>,
     pub tls_mode: Option<String>,
     pub session_settings: Option<String>,
@@ -290,7 +298,16 @@ async fn lock_target(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<ScopedTa
         .ok_or(ApiError::NotFound("target"))
 }
 
-async fn update(
+#[utoipa::path(patch, path = "/api/v1/targets/{id}", tag = "targets",
+    params(("id" = Uuid, Path, description = "The target's id")),
+    request_body = TargetPatch,
+    responses(
+        (status = 200, description = "The target; changing how it is reached invalidates its DB set's waiting runs", body = TargetRow),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`duplicate_name`; `run_in_progress`: a run of its DB set is queued or running", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: the field at fault", body = ErrorBody),
+    ))]
+pub(crate) async fn update(
     State(state): State<AppState>,
     user: Authorized<rules::ManageTargets>,
     ApiPath(id): ApiPath<Uuid>,
@@ -430,7 +447,14 @@ pub async fn update_target(
     Ok(row)
 }
 
-async fn delete(
+#[utoipa::path(delete, path = "/api/v1/targets/{id}", tag = "targets",
+    params(("id" = Uuid, Path, description = "The target's id")),
+    responses(
+        (status = 204, description = "Removed from its DB set; the set's waiting runs are invalidated"),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`run_in_progress`: a run of its DB set is queued or running", body = ErrorBody),
+    ))]
+pub(crate) async fn delete(
     State(state): State<AppState>,
     user: Authorized<rules::ManageTargets>,
     ApiPath(id): ApiPath<Uuid>,

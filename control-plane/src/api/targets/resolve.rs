@@ -13,8 +13,9 @@ use common::{
     store::{audit, target_state},
     targets::{self, HistoryChange},
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::live::{WAIT, reach};
@@ -22,14 +23,18 @@ use crate::{
     api::required_text,
     app::AppState,
     auth::{Authorized, CurrentUser, rules},
-    error::{ApiError, ApiJson, ApiPath},
+    error::{ApiError, ApiJson, ApiPath, ErrorBody},
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ResolveBody {
+    /// The version the target is dirty at.
     pub version: String,
+    /// `applied` or `rolled_back`: what the interrupted migration counts as;
+    /// or `resume`: continue its script on the target.
     #[serde(rename = "as")]
     pub outcome: String,
+    /// Required: why, for the audit log.
     #[serde(default)]
     pub reason: String,
     /// For `as: "resume"`: the 1-based statement to continue from; the one
@@ -38,12 +43,42 @@ pub struct ResolveBody {
     pub from_statement: Option<i32>,
 }
 
-pub(super) async fn resolve(
+/// The decision, as recorded.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Resolved {
+    pub target_id: Uuid,
+    pub version: String,
+    /// `applied`, `rolled_back` or `resume`, as asked.
+    #[serde(rename = "as")]
+    pub outcome: String,
+    /// Whether the version now counts as applied on the target (for a
+    /// resume: not until its worker has finished the script).
+    pub applied: bool,
+    /// For a resume: the run whose execution on the target was queued again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<Uuid>,
+    /// For a resume: the 1-based statement the script continues from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_statement: Option<i32>,
+}
+
+#[utoipa::path(post, path = "/api/v1/targets/{id}/resolve", tag = "targets",
+    params(("id" = Uuid, Path, description = "The target's id")),
+    request_body = ResolveBody,
+    responses(
+        (status = 200, description = "Resolved: the target's history and the hub agree, the dirty mark is cleared; or, for `resume`, the run's execution on the target is queued again", body = Resolved),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`target_not_dirty`; `target_unreachable`: nothing changed; `run_not_resumable`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `version`, `as`, `reason` or `from_statement`", body = ErrorBody),
+    ))]
+pub(crate) async fn resolve(
     State(state): State<AppState>,
     admin: Authorized<rules::Administer>,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<ResolveBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Resolved>, ApiError> {
     resolve_target(&state, &admin, id, body).await.map(Json)
 }
 
@@ -52,7 +87,7 @@ pub async fn resolve_target(
     admin: &CurrentUser,
     id: Uuid,
     body: ResolveBody,
-) -> Result<Value, ApiError> {
+) -> Result<Resolved, ApiError> {
     let applied = match body.outcome.as_str() {
         "applied" => true,
         "rolled_back" => false,
@@ -164,7 +199,15 @@ pub async fn resolve_target(
     )
     .await?;
     tx.commit().await?;
-    Ok(json!({ "target_id": id, "version": version, "as": body.outcome, "applied": now_applied }))
+    Ok(Resolved {
+        target_id: id,
+        version,
+        outcome: body.outcome,
+        applied: now_applied,
+        run_id: None,
+        execution_id: None,
+        from_statement: None,
+    })
 }
 
 /// Queues the dirty run's execution on the target again, to continue its
@@ -176,7 +219,7 @@ async fn resume_target(
     admin: &CurrentUser,
     id: Uuid,
     body: ResolveBody,
-) -> Result<Value, ApiError> {
+) -> Result<Resolved, ApiError> {
     let reason = required_text("reason", &body.reason, 2000)?;
     let mut tx = state.db.begin().await?;
     let dirty: Option<(Uuid, String, i32)> = sqlx::query_as(
@@ -227,12 +270,13 @@ async fn resume_target(
     )
     .await?;
     tx.commit().await?;
-    Ok(json!({
-        "target_id": id,
-        "version": version,
-        "as": "resume",
-        "run_id": run_id,
-        "execution_id": execution_id,
-        "from_statement": from,
-    }))
+    Ok(Resolved {
+        target_id: id,
+        version,
+        outcome: body.outcome,
+        applied: false,
+        run_id: Some(run_id),
+        execution_id: Some(execution_id),
+        from_statement: Some(from),
+    })
 }
