@@ -1,6 +1,7 @@
 //! Domain rules: pure functions and types, no I/O.
 
 pub mod approval;
+pub mod baseline;
 pub mod checksum;
 pub mod directives;
 pub mod dispatch;

@@ -2,6 +2,7 @@
 //! connection (or a transaction) so that callers own the transaction.
 
 pub mod audit;
+pub mod baseline;
 pub mod dispatch;
 pub mod executions;
 pub mod inventory;

@@ -6,6 +6,8 @@
 //! connect the same way: same TLS modes, same session settings, same error
 //! texts.
 
+pub mod baseline;
+pub mod lock;
 pub mod mysql;
 pub mod postgres;
 pub mod tls;

@@ -7,6 +7,20 @@ use mysql_async::{Conn, OptsBuilder, SslOpts, prelude::Queryable};
 
 use super::{ConnectError, Endpoint, HISTORY_TABLE, Password, bounded};
 
+/// The history table inside every target, so the hub can detect drift: the
+/// PostgreSQL table's columns, plus how many statements the script had.
+/// Versions and checksums are ASCII, which keeps the key short on any
+/// server's index limits.
+pub const HISTORY_COLUMNS: &str = "(
+    version      varchar(255) CHARACTER SET ascii NOT NULL PRIMARY KEY,
+    checksum     char(64) CHARACTER SET ascii NOT NULL,
+    name         text NOT NULL,
+    applied_at   timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    run_id       char(36) CHARACTER SET ascii NULL,
+    execution_ms bigint NULL,
+    statements   int NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+
 /// Opens a session on `target` and runs its session settings, all within
 /// `wait`.
 ///
@@ -114,6 +128,12 @@ pub async fn read_history(
     .await;
     let _ = conn.disconnect().await;
     history
+}
+
+/// The history table, qualified with the target's database so a script's
+/// `USE other_db` cannot send the hub's records elsewhere.
+pub fn history_table(database: &str) -> String {
+    format!("`{}`.{HISTORY_TABLE}", database.replace('`', "``"))
 }
 
 /// Which server a session talks to: MariaDB and MySQL name some session

@@ -11,6 +11,24 @@ use super::{ConnectError, Endpoint, HISTORY_TABLE, Password, bounded, tls::MakeR
 /// connected.
 const APPLICATION_NAME: &str = "migrate-hub";
 
+/// The history table inside every target, so the hub can detect drift. The
+/// shape is fixed: other hub installations and humans read it. Run by the
+/// worker before every job and by a baseline, both under the target lock. Created in a
+/// `DO` block rather than with `IF NOT EXISTS`, which would log a notice on
+/// every job.
+pub const HISTORY_DDL: &str = "DO $migrate_hub$ BEGIN
+IF to_regclass('migrate_hub_history') IS NULL THEN
+    CREATE TABLE migrate_hub_history (
+        version      text PRIMARY KEY,
+        checksum     text NOT NULL,
+        name         text NOT NULL DEFAULT '',
+        applied_at   timestamptz NOT NULL DEFAULT now(),
+        run_id       uuid,
+        execution_ms bigint
+    );
+END IF;
+END $migrate_hub$";
+
 /// Opens a session on `target` and runs its session settings, all within
 /// `wait` (TCP connect, TLS, authentication and the settings together). The
 /// connection's background task ends when the returned client is dropped.

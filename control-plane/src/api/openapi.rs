@@ -62,6 +62,8 @@ Errors are `{\"error\": {\"code\", \"message\"}}` with a stable snake_case code.
         targets::live::test,
         targets::live::state,
         targets::resolve::resolve,
+        targets::baseline::record,
+        targets::baseline::preview,
         migrations::list,
         migrations::create,
         migrations::import,

@@ -11,7 +11,7 @@ use axum::{
     response::{Html, Response},
 };
 use common::{
-    domain::Capability,
+    domain::{Capability, baseline::Source},
     store::inventory::{self, TargetRow},
     targets::Password,
 };
@@ -29,6 +29,7 @@ use crate::{
         inventory::{ENGINES, TLS_MODES, db_set},
         targets::{
             TargetInput, TargetPatch,
+            baseline::{BaselineBody, baseline_target},
             bulk::{BulkDefaults, BulkTargets, create_targets},
             create_target, delete_target,
             live::{target_state, test_connection},
@@ -67,6 +68,11 @@ pub fn router() -> Routes {
             "/targets/{id}/resolve",
             Access::Needs(Capability::Administer),
             resolve_form,
+        )
+        .post(
+            "/targets/{id}/baseline",
+            Access::Needs(Capability::Administer),
+            baseline_form,
         )
         .post(
             "/targets/{id}/edit",
@@ -345,10 +351,20 @@ async fn target_page(
     viewer: Viewer,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Html<String>, ApiError> {
-    let (target, slug, set_id, set_name) = located(&state, id).await?;
-    let live = target_state(&state, id).await?;
+    render_target(&state, &viewer, id, Value::Null).await
+}
+
+/// The target page; `baselined` is a baseline's result to show.
+async fn render_target(
+    state: &AppState,
+    viewer: &Viewer,
+    id: Uuid,
+    baselined: Value,
+) -> Result<Html<String>, ApiError> {
+    let (target, slug, set_id, set_name) = located(state, id).await?;
+    let live = target_state(state, id).await?;
     render(
-        &state,
+        state,
         "targets/state.html",
         json!({
             "target": target,
@@ -359,9 +375,42 @@ async fn target_page(
             "drift": live.drift,
             "can_manage": viewer.user.can(Capability::ManageTargets),
             "can_resolve": viewer.user.can(Capability::Administer),
+            "baseline_sources": Source::ALL.map(|s| json!({ "value": s.as_str(), "table": s.default_table() })),
+            "baselined": baselined,
         }),
-        Some(&viewer),
+        Some(viewer),
     )
+}
+
+/// An admin adopts the target: at a version (`from` empty) or from another
+/// tool's history table. The result is shown on the target page; a refusal
+/// is an error page saying why.
+async fn baseline_form(
+    State(state): State<AppState>,
+    viewer: Viewer<rules::Administer>,
+    ApiPath(id): ApiPath<Uuid>,
+    Form(form): Form<FormData>,
+) -> Result<Html<String>, ApiError> {
+    let from = non_empty(&form, "from");
+    let body = BaselineBody {
+        // The form has both fields; the chosen source decides which counts.
+        version: if from.is_none() {
+            non_empty(&form, "version")
+        } else {
+            None
+        },
+        table: from.as_ref().and_then(|_| non_empty(&form, "table")),
+        from,
+        allow_mismatch: form.contains_key("allow_mismatch"),
+    };
+    let result = baseline_target(&state, &viewer.user, id, &body, true).await?;
+    render_target(
+        &state,
+        &viewer.plain(),
+        id,
+        serde_json::to_value(result).map_err(anyhow::Error::from)?,
+    )
+    .await
 }
 
 /// An admin's answer for a dirty target: the interrupted migration counts

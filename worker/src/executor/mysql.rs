@@ -25,7 +25,7 @@ use common::{
     },
     targets::{
         self, ConnectError,
-        mysql::{Flavor, describe},
+        mysql::{Flavor, HISTORY_COLUMNS, describe},
     },
 };
 use mysql_async::{Conn, prelude::Queryable};
@@ -50,20 +50,6 @@ pub const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
 /// `lock_wait_timeout` when the policy sets no lock timeout (0): its maximum.
 const NO_LOCK_TIMEOUT_S: u64 = 31_536_000;
-
-/// The history table inside every target, so the hub can detect drift: the
-/// PostgreSQL executor's columns, plus how many statements the script had.
-/// Versions and checksums are ASCII, which keeps the key short on any
-/// server's index limits.
-const HISTORY_COLUMNS: &str = "(
-    version      varchar(255) CHARACTER SET ascii NOT NULL PRIMARY KEY,
-    checksum     char(64) CHARACTER SET ascii NOT NULL,
-    name         text NOT NULL,
-    applied_at   timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-    run_id       char(36) CHARACTER SET ascii NULL,
-    execution_ms bigint NULL,
-    statements   int NULL
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
 
 pub async fn execute(
     target: &Connection,

@@ -22,6 +22,7 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_postgres::{Client, SimpleQueryMessage, error::ErrorPosition};
 
+use common::targets::postgres::HISTORY_DDL;
 pub use common::targets::postgres::describe;
 
 use super::{Applied, Connection, ExecError, Job, Resume, admit, dirty_note, not_pending};
@@ -32,23 +33,6 @@ use crate::{
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The history table inside every target, so the hub can detect drift. The
-/// shape is fixed: other hub installations and humans read it. Created in a
-/// `DO` block rather than with `IF NOT EXISTS`, which would log a notice on
-/// every job.
-const HISTORY_DDL: &str = "DO $migrate_hub$ BEGIN
-IF to_regclass('migrate_hub_history') IS NULL THEN
-    CREATE TABLE migrate_hub_history (
-        version      text PRIMARY KEY,
-        checksum     text NOT NULL,
-        name         text NOT NULL DEFAULT '',
-        applied_at   timestamptz NOT NULL DEFAULT now(),
-        run_id       uuid,
-        execution_ms bigint
-    );
-END IF;
-END $migrate_hub$";
 
 /// Statements the worker sends before a transactional script (BEGIN and two
 /// SETs); subtracted from the server's count.

@@ -10,6 +10,7 @@
 //! approval of its DB set covers, so those changes invalidate the set's
 //! waiting runs in the same transaction.
 
+pub mod baseline;
 pub mod bulk;
 pub mod live;
 pub mod resolve;
@@ -70,6 +71,16 @@ pub fn router() -> Routes {
             "/targets/{id}/resolve",
             Access::Needs(Capability::Administer),
             resolve::resolve,
+        )
+        .post(
+            "/targets/{id}/baseline",
+            Access::Needs(Capability::Administer),
+            baseline::record,
+        )
+        .get(
+            "/targets/{id}/baseline",
+            Access::Needs(Capability::Administer),
+            baseline::preview,
         )
         .post(
             "/projects/{slug}/db-sets/{id}/targets/bulk",
