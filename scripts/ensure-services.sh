@@ -4,7 +4,8 @@
 #   - PostgreSQL on 127.0.0.1:5432, user `postgres` without a password over TCP,
 #     with the pgcrypto and hstore extensions available (the queue needs them);
 #   - MariaDB on 127.0.0.1:3306, user `root` without a password over TCP;
-#   - cargo-nextest, the test runner (skipped with --no-nextest).
+#   - cargo-nextest, the test runner, promtool, and headless Chromium with
+#     chromedriver for the browser tests (all skipped with --no-nextest).
 #
 # Missing servers are installed from the distribution's packages, stopped ones
 # are started. Safe to run any number of times; when everything is already up
@@ -199,6 +200,11 @@ ensure_test_tools() {
     if ! have promtool; then
         info "installing promtool (Debian package prometheus)"
         apt_install prometheus
+    fi
+    # The browser end-to-end tests drive headless Chromium through chromedriver.
+    if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+        info "installing Chromium and chromedriver (Debian packages chromium, chromium-driver)"
+        apt_install chromium chromium-driver
     fi
 }
 

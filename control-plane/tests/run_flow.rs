@@ -551,11 +551,21 @@ async fn webhook_receives_each_run_event_once_in_order() {
         "Slack-compatible text"
     );
     assert!(bodies.iter().all(|b| b["run"]["id"] == run.as_str()));
-    let delivered: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'")
+    // The receiver answers before the sender records the delivery.
+    let delivered: i64 = wait_for(
+        Duration::from_secs(30),
+        "four deliveries recorded",
+        || async {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'",
+            )
             .fetch_one(&app.pool)
             .await
             .unwrap();
+            (n >= 4).then_some(n)
+        },
+    )
+    .await;
     assert_eq!(delivered, 4, "recorded, and each sent once");
 }
 
