@@ -107,7 +107,8 @@ impl FromRequestParts<AppState> for CurrentUser {
             None => user_from_session(parts, state).await?,
         };
         // Every later log line of this request names who made it.
-        tracing::Span::current().record("user_id", tracing::field::display(user.id));
+        crate::http_trace::of(&parts.extensions)
+            .record("user_id", tracing::field::display(user.id));
         parts.extensions.insert(user.clone());
         Ok(user)
     }

@@ -2,6 +2,7 @@
 //! with one user and API token per role.
 #![allow(dead_code)]
 
+pub mod otlp;
 pub mod test_issuer;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};

@@ -18,6 +18,7 @@ use common::{
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_postgres::{Client, SimpleQueryMessage, error::ErrorPosition};
+use tracing::Instrument;
 
 pub use common::targets::postgres::describe;
 
@@ -130,11 +131,17 @@ async fn run_locked(
     for step in &todo {
         let started_at = OffsetDateTime::now_utc();
         let clock = Instant::now();
+        let span = super::migration_span(step, job.direction);
         let statements = if step.transactional {
-            apply_in_transaction(client, job, step).await
+            apply_in_transaction(client, job, step)
+                .instrument(span.clone())
+                .await
         } else {
-            apply_without_transaction(client, job, step).await
+            apply_without_transaction(client, job, step)
+                .instrument(span.clone())
+                .await
         }
+        .inspect_err(|_| super::mark_failed(&span))
         .map_err(|message| ExecError::Target {
             message,
             version: Some(step.version.to_string()),
