@@ -24,7 +24,7 @@ use tower_sessions::{Expiry, SessionManagerLayer, cookie::SameSite};
 
 use crate::{
     api,
-    auth::{csrf, oidc::Oidc, session_store::PgSessionStore},
+    auth::{csrf, oidc::Oidc, rate_limit::RateLimits, session_store::PgSessionStore},
     routes::RouteInfo,
     web,
 };
@@ -37,6 +37,8 @@ pub struct AppState {
     pub templates: Arc<Environment<'static>>,
     /// `None` when SSO is not configured.
     pub oidc: Option<Arc<Oidc>>,
+    /// Sign-in and API-token budgets of this process.
+    pub limits: Arc<RateLimits>,
 }
 
 impl AppState {
@@ -47,6 +49,7 @@ impl AppState {
         };
         Ok(Self {
             db,
+            limits: Arc::new(RateLimits::new(&settings.rate_limits)),
             settings: Arc::new(settings),
             templates: Arc::new(web::templates()),
             oidc,
