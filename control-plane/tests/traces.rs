@@ -205,7 +205,10 @@ async fn one_trace_covers_execute_every_target_and_every_migration() {
             "{execution:#?} descends from the Execute request span {execute:#?}"
         );
         assert_eq!(execution.attributes["state"], "succeeded");
-        assert_ne!(execution.status, 2, "a succeeded target has no error status");
+        assert_ne!(
+            execution.status, 2,
+            "a succeeded target has no error status"
+        );
         let migrations: Vec<&ReceivedSpan> = spans
             .iter()
             .filter(|s| s.name.starts_with("migration ") && s.parent_span_id == execution.span_id)
