@@ -221,6 +221,7 @@ CREATE TABLE public.runs (
     state_reason text,
     not_before timestamp with time zone,
     executed_by uuid,
+    traceparent text,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     queued_at timestamp with time zone,

@@ -186,6 +186,8 @@ CREATE TABLE runs (
     state_reason         text,
     not_before           timestamptz,
     executed_by          uuid REFERENCES users (id),
+    -- W3C traceparent of the Execute request: every job of the run joins its trace.
+    traceparent          text,
     created_at           timestamptz NOT NULL DEFAULT now(),
     updated_at           timestamptz NOT NULL DEFAULT now(),
     queued_at            timestamptz,

@@ -87,11 +87,67 @@ pub struct CommonSettings {
     pub database_url: String,
     pub keys: Keyring,
     pub log_format: Option<LogFormat>,
-    pub otlp_endpoint: Option<String>,
+    /// Where traces go; `None` when no OTLP endpoint is configured.
+    pub otel: Option<OtelSettings>,
+}
+
+/// OpenTelemetry trace export, from the standard `OTEL_*` variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtelSettings {
+    /// The OTLP/HTTP traces URL: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as
+    /// given, or `OTEL_EXPORTER_OTLP_ENDPOINT` followed by `/v1/traces`.
+    pub traces_endpoint: String,
+    /// `OTEL_SERVICE_NAME`, or the binary's own name.
+    pub service_name: String,
+}
+
+impl OtelSettings {
+    /// `None` when neither endpoint variable is set, or `OTEL_SDK_DISABLED`
+    /// is `true`. `default_service` names the binary when
+    /// `OTEL_SERVICE_NAME` is unset.
+    pub fn load(src: &dyn Source, default_service: &str) -> Result<Option<Self>, ConfigError> {
+        if src
+            .get("OTEL_SDK_DISABLED")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        {
+            return Ok(None);
+        }
+        let (variable, traces_endpoint) =
+            if let Some(url) = src.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url.trim().to_owned())
+            } else if let Some(base) = src.get("OTEL_EXPORTER_OTLP_ENDPOINT") {
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    format!("{}/v1/traces", base.trim().trim_end_matches('/')),
+                )
+            } else {
+                return Ok(None);
+            };
+        // The exporter speaks plain HTTP (a collector next to the process);
+        // refusing https here beats silently dropping every span.
+        if !traces_endpoint.starts_with("http://") {
+            return Err(ConfigError {
+                variable,
+                reason: "expected an http:// URL of an OTLP/HTTP collector (e.g. \
+                         http://localhost:4318); https is not supported"
+                    .into(),
+            });
+        }
+        let service_name = src
+            .get("OTEL_SERVICE_NAME")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|| default_service.to_owned());
+        Ok(Some(Self {
+            traces_endpoint,
+            service_name,
+        }))
+    }
 }
 
 impl CommonSettings {
-    pub fn load(src: &dyn Source) -> Result<Self, ConfigError> {
+    /// `service` is the binary's OpenTelemetry service name unless
+    /// `OTEL_SERVICE_NAME` says otherwise.
+    pub fn load(src: &dyn Source, service: &str) -> Result<Self, ConfigError> {
         let database_url = required(src, "MH_DATABASE_URL")?;
         if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
             return Err(ConfigError {
@@ -119,7 +175,7 @@ impl CommonSettings {
             database_url,
             keys,
             log_format,
-            otlp_endpoint: src.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            otel: OtelSettings::load(src, service)?,
         })
     }
 }
@@ -150,11 +206,62 @@ pub struct ControlPlaneSettings {
     pub session_idle_minutes: u32,
     pub session_max_hours: u32,
     pub max_sql_bytes: usize,
+    pub rate_limits: RateLimits,
+}
+
+/// Request budgets per minute (a burst of the same size, refilled evenly);
+/// `0` turns a limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// `MH_SIGNIN_RATE_LIMIT`: sign-in starts and callbacks per client address.
+    pub signin_per_minute: u32,
+    /// `MH_API_RATE_LIMIT`: requests per API token.
+    pub api_per_minute: u32,
+    /// `MH_AUTH_FAILURE_LIMIT`: refused API tokens per client address; past
+    /// it, every API-token request from that address waits.
+    pub auth_failures_per_minute: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            signin_per_minute: 30,
+            api_per_minute: 1200,
+            auth_failures_per_minute: 30,
+        }
+    }
+}
+
+impl RateLimits {
+    fn load(src: &dyn Source) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let per_minute = "a number of requests per minute (0: no limit)";
+        Ok(Self {
+            signin_per_minute: parsed(
+                src,
+                "MH_SIGNIN_RATE_LIMIT",
+                defaults.signin_per_minute,
+                per_minute,
+            )?,
+            api_per_minute: parsed(
+                src,
+                "MH_API_RATE_LIMIT",
+                defaults.api_per_minute,
+                per_minute,
+            )?,
+            auth_failures_per_minute: parsed(
+                src,
+                "MH_AUTH_FAILURE_LIMIT",
+                defaults.auth_failures_per_minute,
+                per_minute,
+            )?,
+        })
+    }
 }
 
 impl ControlPlaneSettings {
     pub fn load(src: &dyn Source) -> Result<Self, ConfigError> {
-        let common = CommonSettings::load(src)?;
+        let common = CommonSettings::load(src, "migrate-hub-control-plane")?;
         let listen = parsed(
             src,
             "MH_LISTEN",
@@ -216,6 +323,7 @@ impl ControlPlaneSettings {
                 "MH_SESSION_MAX_HOURS",
             )?,
             max_sql_bytes: parsed(src, "MH_MAX_SQL_BYTES", 1_048_576, "a number of bytes")?,
+            rate_limits: RateLimits::load(src)?,
         })
     }
 }
@@ -236,7 +344,7 @@ impl WorkerSettings {
         pool: Option<String>,
         concurrency: Option<usize>,
     ) -> Result<Self, ConfigError> {
-        let common = CommonSettings::load(src)?;
+        let common = CommonSettings::load(src, "migrate-hub-worker")?;
         let pool = pool
             .or_else(|| src.get("MH_WORKER_POOL"))
             .unwrap_or_else(|| "default".into());
@@ -300,6 +408,8 @@ mod tests {
         assert!(s.oidc.is_none());
         assert_eq!(s.provisioning, Provisioning::Off);
         assert_eq!(s.max_sql_bytes, 1_048_576);
+        assert_eq!(s.rate_limits, RateLimits::default());
+        assert_eq!(s.common.otel, None);
         let w = WorkerSettings::load(&base(), None, None).unwrap();
         assert_eq!(
             (w.pool.as_str(), w.concurrency, w.lock_wait_ms),
@@ -334,6 +444,11 @@ mod tests {
             ("MH_ENCRYPTION_KEYS", "k1:short"),
             ("MH_DATABASE_URL", "mysql://x"),
             ("MH_LOG_FORMAT", "xml"),
+            ("MH_SIGNIN_RATE_LIMIT", "lots"),
+            ("MH_API_RATE_LIMIT", "-5"),
+            ("MH_AUTH_FAILURE_LIMIT", "1.5"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4318"),
         ] {
             let mut env = base();
             env.insert(var, value.into());
@@ -352,6 +467,58 @@ mod tests {
                 var
             );
         }
+    }
+
+    #[test]
+    fn traces_follow_the_standard_otel_variables() {
+        let mut env = base();
+        env.insert(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://collector:4318/".into(),
+        );
+        let cp = ControlPlaneSettings::load(&env)
+            .unwrap()
+            .common
+            .otel
+            .unwrap();
+        assert_eq!(cp.traces_endpoint, "http://collector:4318/v1/traces");
+        assert_eq!(cp.service_name, "migrate-hub-control-plane");
+        let worker = WorkerSettings::load(&env, None, None).unwrap().common.otel;
+        assert_eq!(worker.unwrap().service_name, "migrate-hub-worker");
+
+        env.insert("OTEL_SERVICE_NAME", "hub-eu".into());
+        env.insert(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://tempo:4318/otlp/traces".into(),
+        );
+        let otel = ControlPlaneSettings::load(&env).unwrap().common.otel;
+        assert_eq!(
+            otel,
+            Some(OtelSettings {
+                traces_endpoint: "http://tempo:4318/otlp/traces".into(),
+                service_name: "hub-eu".into(),
+            })
+        );
+
+        env.insert("OTEL_SDK_DISABLED", "true".into());
+        assert_eq!(ControlPlaneSettings::load(&env).unwrap().common.otel, None);
+    }
+
+    #[test]
+    fn rate_limits_are_configurable_and_zero_turns_one_off() {
+        let mut env = base();
+        env.insert("MH_SIGNIN_RATE_LIMIT", "5".into());
+        env.insert("MH_API_RATE_LIMIT", "0".into());
+        env.insert("MH_AUTH_FAILURE_LIMIT", "7".into());
+        let limits = ControlPlaneSettings::load(&env).unwrap().rate_limits;
+        assert_eq!(
+            limits,
+            RateLimits {
+                signin_per_minute: 5,
+                api_per_minute: 0,
+                auth_failures_per_minute: 7,
+            }
+        );
     }
 
     #[test]

@@ -25,10 +25,12 @@ pub fn queue_name(pool: &str) -> String {
 }
 
 /// Pushes one job per (execution, target, pool) into each pool's queue, in
-/// the caller's transaction, due at `not_before` or at once.
+/// the caller's transaction, due at `not_before` or at once. Each job
+/// carries the run's `traceparent` (from its Execute request), if any.
 pub async fn push(
     conn: &mut sqlx::PgConnection,
     run_id: Uuid,
+    traceparent: Option<&str>,
     executions: &[(Uuid, Uuid, String)],
     not_before: Option<time::OffsetDateTime>,
 ) -> Result<(), sqlx::Error> {
@@ -39,7 +41,9 @@ pub async fn push(
             run_id,
             target_id: *target_id,
             execution_id: *execution_id,
-            trace_context: BTreeMap::new(),
+            trace_context: traceparent
+                .map(|tp| BTreeMap::from([("traceparent".to_owned(), tp.to_owned())]))
+                .unwrap_or_default(),
         };
         let payload = serde_json::to_vec(&job).expect("job serializes");
         // A migration job is never retried by the queue: a failed target

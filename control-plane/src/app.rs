@@ -6,7 +6,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use axum::{
     Router,
     extract::DefaultBodyLimit,
-    http::{HeaderName, HeaderValue, header},
+    http::{HeaderValue, header},
     middleware,
 };
 use common::{config::ControlPlaneSettings, crypto::Keyring};
@@ -24,7 +24,7 @@ use tower_sessions::{Expiry, SessionManagerLayer, cookie::SameSite};
 
 use crate::{
     api,
-    auth::{csrf, oidc::Oidc, session_store::PgSessionStore},
+    auth::{csrf, oidc::Oidc, rate_limit::RateLimits, session_store::PgSessionStore},
     routes::RouteInfo,
     web,
 };
@@ -37,6 +37,8 @@ pub struct AppState {
     pub templates: Arc<Environment<'static>>,
     /// `None` when SSO is not configured.
     pub oidc: Option<Arc<Oidc>>,
+    /// Sign-in and API-token budgets of this process.
+    pub limits: Arc<RateLimits>,
 }
 
 impl AppState {
@@ -47,6 +49,7 @@ impl AppState {
         };
         Ok(Self {
             db,
+            limits: Arc::new(RateLimits::new(&settings.rate_limits)),
             settings: Arc::new(settings),
             templates: Arc::new(web::templates()),
             oidc,
@@ -58,7 +61,7 @@ impl AppState {
     }
 }
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+use crate::http_trace::REQUEST_ID;
 
 /// The complete router with its middleware.
 pub fn router(state: AppState) -> Router {
@@ -88,6 +91,7 @@ pub fn router(state: AppState) -> Router {
     crate::metrics::handle();
     router
         .route_layer(middleware::from_fn(crate::metrics::track_http))
+        .route_layer(middleware::from_fn(crate::http_trace::name_by_route))
         .layer(middleware::from_fn_with_state(state.clone(), csrf::guard))
         .layer(sessions)
         .with_state(state)
@@ -99,7 +103,10 @@ pub fn router(state: AppState) -> Router {
                  frame-ancestors 'none'; form-action 'self' https: http:; base-uri 'none'",
             ),
         ))
-        .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -114,16 +121,8 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(CatchPanicLayer::new())
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-                let request_id = req
-                    .headers()
-                    .get(REQUEST_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id, user_id = tracing::field::Empty)
-            }),
-        )
+        .layer(middleware::from_fn(crate::http_trace::keep_request_span))
+        .layer(TraceLayer::new_for_http().make_span_with(crate::http_trace::request_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 

@@ -4,7 +4,7 @@
 use axum::{
     Json,
     extract::rejection::{PathRejection, QueryRejection},
-    http::StatusCode,
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
 use common::store::violated_constraint;
@@ -29,6 +29,9 @@ pub enum ApiError {
     TooLarge(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A rate limit was reached; answered with `Retry-After`.
+    #[error("too many requests; try again in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     /// Anything unexpected. Logged with context; the client sees a generic message.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -58,6 +61,7 @@ impl ApiError {
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -72,6 +76,7 @@ impl ApiError {
             ApiError::Invalid { .. } => "invalid_field",
             ApiError::TooLarge(_) => "payload_too_large",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -117,7 +122,14 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: self.detail(),
         };
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(retry_after_secs),
+            );
+        }
+        response
     }
 }
 

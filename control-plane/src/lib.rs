@@ -6,6 +6,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod error;
+pub mod http_trace;
 pub mod metrics;
 pub mod notify;
 pub mod routes;

@@ -120,15 +120,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_logging(settings.common.log_format);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
-    match runtime.block_on(run(cli.command, settings)) {
+    // The trace exporter's batch task runs on the runtime.
+    let telemetry = {
+        let _entered = runtime.enter();
+        telemetry::init(settings.common.log_format, settings.common.otel.as_ref())
+    };
+    let code = match runtime.block_on(run(cli.command, settings)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Exports the last spans while the runtime still runs the exporter.
+    telemetry.shutdown();
+    code
 }
 
 async fn run(command: Command, settings: ControlPlaneSettings) -> anyhow::Result<ExitCode> {

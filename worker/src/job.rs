@@ -82,7 +82,12 @@ pub async fn run(env: &JobEnv, job: &TargetJob) -> Result<(), JobError> {
         execution_id = %job.execution_id,
         run_id = %job.run_id,
         target_id = %job.target_id,
+        state = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
     );
+    // Part of the trace of the run's Execute request.
+    common::telemetry::continue_trace(&span, &job.trace_context);
+    let recorder = span.clone();
     async {
         let Some(claimed) = claim(env, job).await? else {
             return settle_orphan(env, job.execution_id).await;
@@ -92,6 +97,10 @@ pub async fn run(env: &JobEnv, job: &TargetJob) -> Result<(), JobError> {
             "target execution started"
         );
         let outcome = execute(env, job, &claimed).await;
+        recorder.record("state", outcome.state.as_str());
+        if outcome.state == TargetState::Failed {
+            recorder.record("otel.status_code", "ERROR");
+        }
         tracing::info!(
             state = outcome.state.as_str(),
             error = outcome.error.as_deref(),

@@ -32,7 +32,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    common::telemetry::init_logging(settings.common.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -40,14 +39,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(settings)) {
+    // The trace exporter's batch task runs on the runtime.
+    let telemetry = {
+        let _entered = runtime.enter();
+        common::telemetry::init(settings.common.log_format, settings.common.otel.as_ref())
+    };
+    let code = match runtime.block_on(serve(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "worker failed");
             eprintln!("worker: {err:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Exports the last spans while the runtime still runs the exporter.
+    telemetry.shutdown();
+    code
 }
 
 async fn serve(settings: WorkerSettings) -> anyhow::Result<()> {

@@ -54,6 +54,13 @@ pub async fn dispatch(
     .bind(&decision.queue)
     .fetch_all(&mut *conn)
     .await?;
-    crate::jobs::push(conn, run.id, &queued, not_before).await?;
+    crate::jobs::push(
+        conn,
+        run.id,
+        run.traceparent.as_deref(),
+        &queued,
+        not_before,
+    )
+    .await?;
     Ok(queued)
 }

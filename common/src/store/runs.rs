@@ -30,6 +30,9 @@ pub struct RunRow {
     pub digest: String,
     pub state_reason: Option<String>,
     pub not_before: Option<OffsetDateTime>,
+    /// W3C `traceparent` of the Execute request, carried by every job of
+    /// the run (also those queued later) so they share one trace.
+    pub traceparent: Option<String>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
     pub queued_at: Option<OffsetDateTime>,
@@ -63,7 +66,7 @@ impl RunRow {
 
 const RUN_COLUMNS: &str = "r.id, r.project_id, r.db_set_id, r.environment, r.direction, r.target_version, r.state, r.note,
     r.requested_by, u.email AS requester, r.stop_on_failure, r.concurrency, r.canary, r.lock_timeout_ms,
-    r.statement_timeout_ms, r.digest, r.state_reason, r.not_before, r.created_at, r.updated_at, r.queued_at, r.finished_at";
+    r.statement_timeout_ms, r.digest, r.state_reason, r.not_before, r.traceparent, r.created_at, r.updated_at, r.queued_at, r.finished_at";
 
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<RunRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(

@@ -114,6 +114,13 @@ pub async fn request_resume(
     if next != run.state() {
         super::runs::set_state(conn, &run, next, None, Some("resumed by an admin")).await?;
     }
-    crate::jobs::push(conn, run_id, std::slice::from_ref(&queued), None).await?;
+    crate::jobs::push(
+        conn,
+        run_id,
+        run.traceparent.as_deref(),
+        std::slice::from_ref(&queued),
+        None,
+    )
+    .await?;
     Ok(Some(queued.0))
 }

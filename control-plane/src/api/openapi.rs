@@ -145,6 +145,11 @@ fn apply_route(op: &mut Map<String, Value>, route: &RouteInfo) {
                 "401",
                 "`unauthenticated`: no credential, or an unknown, expired or revoked token, or a disabled user",
             );
+            add_error(
+                op,
+                "429",
+                "`rate_limited`: the token's request budget (`MH_API_RATE_LIMIT`) or the address's refused-token budget (`MH_AUTH_FAILURE_LIMIT`) is used up; `Retry-After` says when to try again",
+            );
             if role > Role::User {
                 add_error(
                     op,

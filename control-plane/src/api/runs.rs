@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
+use tracing::Instrument;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -840,6 +841,17 @@ pub async fn execute_run(
     id: Uuid,
     body: ExecuteBody,
 ) -> Result<Value, ApiError> {
+    // The span whose trace every job of the run continues.
+    let span = tracing::info_span!("execute_run", run_id = %id);
+    execute_traced(state, user, id, body).instrument(span).await
+}
+
+async fn execute_traced(
+    state: &AppState,
+    user: &CurrentUser,
+    id: Uuid,
+    body: ExecuteBody,
+) -> Result<Value, ApiError> {
     let not_before = body.not_before;
     let now = OffsetDateTime::now_utc();
     if not_before.is_some_and(|t| t > now + time::Duration::days(30)) {
@@ -873,15 +885,24 @@ pub async fn execute_run(
         ));
     }
 
+    // Every job of the run, also those queued as earlier targets finish,
+    // continues this request's trace.
+    let run = RunRow {
+        traceparent: common::telemetry::traceparent(&tracing::Span::current()),
+        ..run
+    };
     // Up to the concurrency limit (or the canary) now; the rest as earlier
     // targets finish.
     let executions = dispatch::dispatch(&mut tx, &run, not_before).await?;
-    sqlx::query("UPDATE runs SET executed_by = $2, not_before = $3 WHERE id = $1")
-        .bind(run.id)
-        .bind(user.id)
-        .bind(not_before)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE runs SET executed_by = $2, not_before = $3, traceparent = $4 WHERE id = $1",
+    )
+    .bind(run.id)
+    .bind(user.id)
+    .bind(not_before)
+    .bind(&run.traceparent)
+    .execute(&mut *tx)
+    .await?;
     runs::set_state(&mut tx, &run, next, Some(user.id), None).await?;
     webhooks::notify_run(&mut tx, run.id, "executed").await?;
     audit::append(

@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use tower_sessions::Session;
 use uuid::Uuid;
 
-use super::session_store::USER_ID_KEY;
+use super::{rate_limit, session_store::USER_ID_KEY};
 
 /// Session key: when the user signed in (Unix seconds), for the absolute timeout.
 pub const SIGNED_IN_AT_KEY: &str = "signed_in_at";
@@ -103,11 +103,26 @@ impl FromRequestParts<AppState> for CurrentUser {
             return Ok(user.clone());
         }
         let user = match bearer_token(parts) {
-            Some(token) => user_from_token(state, token, client_ip(parts)).await?,
+            Some(token) => {
+                let peer = rate_limit::peer_ip(parts);
+                state.limits.bearer_allowed(peer)?;
+                let user = match user_from_token(state, token, client_ip(parts)).await {
+                    Err(ApiError::Unauthenticated) => {
+                        state.limits.bearer_refused(peer)?;
+                        return Err(ApiError::Unauthenticated);
+                    }
+                    result => result?,
+                };
+                if let Some(token_id) = user.token_id {
+                    state.limits.token_use(token_id)?;
+                }
+                user
+            }
             None => user_from_session(parts, state).await?,
         };
         // Every later log line of this request names who made it.
-        tracing::Span::current().record("user_id", tracing::field::display(user.id));
+        crate::http_trace::of(&parts.extensions)
+            .record("user_id", tracing::field::display(user.id));
         parts.extensions.insert(user.clone());
         Ok(user)
     }

@@ -4,6 +4,7 @@
 pub mod csrf;
 pub mod extract;
 pub mod oidc;
+pub mod rate_limit;
 pub mod session_store;
 
 pub use extract::{Authorized, CurrentUser, rules};

@@ -29,6 +29,7 @@ use crate::{
         csrf,
         extract::{ClientIp, SIGNED_IN_AT_KEY},
         oidc::{OidcError, PendingFlow},
+        rate_limit::SignInAllowed,
         session_store::USER_ID_KEY,
     },
     error::{ApiError, ApiQuery},
@@ -92,6 +93,7 @@ async fn signin_response(
 }
 
 async fn login(
+    _: SignInAllowed,
     State(state): State<AppState>,
     session: Session,
     ApiQuery(q): ApiQuery<ReturnTo>,
@@ -140,6 +142,7 @@ enum Failure {
 }
 
 async fn callback(
+    _: SignInAllowed,
     State(state): State<AppState>,
     session: Session,
     ClientIp(ip): ClientIp,

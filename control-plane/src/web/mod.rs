@@ -160,16 +160,21 @@ pub async fn errors_as_pages(State(state): State<AppState>, req: Request, next: 
         let target = format!("/signin?return_to={}", urlencode(&path_and_query));
         return Redirect::to(&target).into_response();
     }
+    let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
     let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
         .await
         .unwrap_or_default();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    error_page(
+    let mut page = error_page(
         Some(&state.templates),
         status,
         body["error"]["code"].as_str(),
         body["error"]["message"].as_str(),
-    )
+    );
+    if let Some(retry_after) = retry_after {
+        page.headers_mut().insert(header::RETRY_AFTER, retry_after);
+    }
+    page
 }
 
 /// A full error page (no navigation: the viewer may not be known here).
@@ -183,6 +188,7 @@ pub fn error_page(
         StatusCode::FORBIDDEN => "Not allowed",
         StatusCode::NOT_FOUND => "Not found",
         StatusCode::CONFLICT => "Not possible right now",
+        StatusCode::TOO_MANY_REQUESTS => "Too many attempts",
         s if s.is_server_error() => "Something went wrong",
         _ => "Please check your input",
     };

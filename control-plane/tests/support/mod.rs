@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod openapi;
+pub mod otlp;
 pub mod test_issuer;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};

@@ -229,6 +229,25 @@ pub async fn execute(
     }
 }
 
+/// The span of one migration applied on a target: a child of the target's
+/// execution span. Names the version, never the SQL.
+pub(crate) fn migration_span(step: &Step, direction: Direction) -> tracing::Span {
+    tracing::info_span!(
+        "migration",
+        otel.name = format!("migration {}", step.version),
+        version = %step.version,
+        migration_id = %step.migration_id,
+        direction = direction.as_str(),
+        transactional = step.transactional,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
+/// Marks a migration's span as failed.
+pub(crate) fn mark_failed(span: &tracing::Span) {
+    span.record("otel.status_code", "ERROR");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

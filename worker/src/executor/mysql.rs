@@ -35,6 +35,7 @@ use tokio::{
     task::JoinHandle,
     time::Instant,
 };
+use tracing::Instrument;
 
 use super::{Applied, Connection, ExecError, Job, Resume, admit, dirty_note, not_pending};
 use crate::{
@@ -161,9 +162,15 @@ async fn run_locked(
             run_id: job.run_id,
             history_table: &history_table,
         };
-        let timing = match step_run.apply(conn, reporter, &progress).await {
+        let span = super::migration_span(step, job.direction);
+        let applied = step_run
+            .apply(conn, reporter, &progress)
+            .instrument(span.clone())
+            .await;
+        let timing = match applied {
             Ok(timing) => timing,
             Err(err) => {
+                super::mark_failed(&span);
                 result = Err(err);
                 break;
             }

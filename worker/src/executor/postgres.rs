@@ -21,6 +21,7 @@ use common::{
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_postgres::{Client, SimpleQueryMessage, error::ErrorPosition};
+use tracing::Instrument;
 
 use common::targets::postgres::HISTORY_DDL;
 pub use common::targets::postgres::describe;
@@ -128,15 +129,21 @@ async fn run_locked(
     for step in &todo {
         let started_at = OffsetDateTime::now_utc();
         let clock = Instant::now();
+        let span = super::migration_span(step, job.direction);
         let statements = if step.transactional {
             apply_in_transaction(client, job, step)
+                .instrument(span.clone())
                 .await
+                .inspect_err(|_| super::mark_failed(&span))
                 .map_err(|message| ExecError::Target {
                     message,
                     version: Some(step.version.to_string()),
                 })?
         } else {
-            apply_without_transaction(client, job, step, reporter, resume.as_ref()).await?
+            apply_without_transaction(client, job, step, reporter, resume.as_ref())
+                .instrument(span.clone())
+                .await
+                .inspect_err(|_| super::mark_failed(&span))?
         };
         let timing = StepTiming {
             started_at,
