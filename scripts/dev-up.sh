@@ -432,6 +432,8 @@ EOF
     fi
     cat <<EOF
 
+  Metrics       $BASE_URL/metrics$(for i in "${!WORKER_POOLS[@]}"; do printf ', http://127.0.0.1:%s/metrics (worker %s)' "$((METRICS_PORT + i))" "${WORKER_POOLS[$i]}"; done)
+  Traces        ${OTEL_EXPORTER_OTLP_ENDPOINT:+sent over OTLP/HTTP to $OTEL_EXPORTER_OTLP_ENDPOINT}${OTEL_EXPORTER_OTLP_ENDPOINT:-off: export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 (Jaeger, Tempo, a collector) and run dev-up again}
   Settings      .dev/env
   Logs          .dev/control-plane.log$(printf ', .dev/worker-%s.log' "${WORKER_POOLS[@]}")
   Stop          scripts/dev-down.sh
