@@ -11,12 +11,39 @@ use reqwest::StatusCode;
 use serde_json::json;
 use support::{TestApp, code};
 
-#[tokio::test]
-async fn dirty_target_refuses_runs_until_an_admin_resolves_it() {
-    let app = TestApp::spawn().await;
+/// A worker of the default pool running in-process until `stop`.
+struct InProcessWorker {
+    stop: tokio::sync::oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcessWorker {
+    fn start(app: &TestApp) -> Self {
+        let worker = worker::Worker::new(app.pool.clone(), app.keys.clone(), "default", 2, 5_000);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(worker.run(async move {
+            let _ = stopped.await;
+        }));
+        Self { stop, running }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.running.await.unwrap().unwrap();
+    }
+}
+
+/// A project `shop` with a MariaDB target (`db`) in a `daily` DB set and
+/// migration 1 = `script`, whose run was requested, approved and executed.
+/// Returns (project slug, DB set id, target id, run id).
+async fn executed_mysql_run(
+    app: &TestApp,
+    db: &TestMysqlDatabase,
+    script: &str,
+    down: &str,
+) -> (String, String, String, String) {
     let slug = app.project("shop").await;
     let set = app.db_set(&slug, "orders-my", "daily").await;
-    let db = TestMysqlDatabase::create("mh_test_resolve").await;
     let (status, target) = app
         .post(
             &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
@@ -27,20 +54,7 @@ async fn dirty_target_refuses_runs_until_an_admin_resolves_it() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{target}");
     let target_id = target["id"].as_str().unwrap().to_owned();
-    // The second statement fails after the first committed: the target is dirty.
-    app.migration(
-        &slug,
-        "1",
-        "CREATE TABLE a (id int);\nCREATE TABLE a (id int);",
-        "DROP TABLE a;",
-    )
-    .await;
-
-    let worker = worker::Worker::new(app.pool.clone(), app.keys.clone(), "default", 2, 5_000);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
+    app.migration(&slug, "1", script, down).await;
     let (_, run) = app
         .post(
             &format!("/api/v1/projects/{slug}/runs"),
@@ -61,13 +75,33 @@ async fn dirty_target_refuses_runs_until_an_admin_resolves_it() {
         json!({}),
     )
     .await;
-    let done = wait_for(Duration::from_secs(30), "the run to fail", || async {
+    (slug, set, target_id, run_id)
+}
+
+/// Waits until the run is in `want`, and returns its view.
+async fn run_in_state(app: &TestApp, run_id: &str, want: &'static str) -> serde_json::Value {
+    wait_for(Duration::from_secs(30), want, || async {
         let (_, body) = app.get(&format!("/api/v1/runs/{run_id}"), &app.user).await;
-        (body["state"] == "failed").then_some(body)
+        (body["state"] == want).then_some(body)
     })
+    .await
+}
+
+#[tokio::test]
+async fn dirty_target_refuses_runs_until_an_admin_resolves_it() {
+    let app = TestApp::spawn().await;
+    let db = TestMysqlDatabase::create("mh_test_resolve").await;
+    let worker = InProcessWorker::start(&app);
+    // The second statement fails after the first committed: the target is dirty.
+    let (slug, set, target_id, run_id) = executed_mysql_run(
+        &app,
+        &db,
+        "CREATE TABLE a (id int);\nCREATE TABLE a (id int);",
+        "DROP TABLE a;",
+    )
     .await;
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
+    let done = run_in_state(&app, &run_id, "failed").await;
+    worker.stop().await;
     assert!(
         done["targets"][0]["error"]
             .as_str()
@@ -198,65 +232,18 @@ async fn dirty_target_refuses_runs_until_an_admin_resolves_it() {
 #[tokio::test]
 async fn admin_resumes_a_dirty_script_after_the_stopped_statement() {
     let app = TestApp::spawn().await;
-    let slug = app.project("shop").await;
-    let set = app.db_set(&slug, "orders-my", "daily").await;
     let db = TestMysqlDatabase::create("mh_test_resume").await;
-    let (status, target) = app
-        .post(
-            &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
-            &app.manager,
-            json!({"name": "my1", "engine": "mysql", "host": db.host, "port": db.port, "database": db.name,
-                   "username": db.user, "password": db.password, "tls_mode": "disable"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{target}");
-    let target_id = target["id"].as_str().unwrap().to_owned();
     // Statement 2 fails: someone created `b` by hand, as the script wanted.
     db.run("CREATE TABLE b (id int)").await;
-    app.migration(
-        &slug,
-        "1",
+    let worker = InProcessWorker::start(&app);
+    let (_, _, target_id, run_id) = executed_mysql_run(
+        &app,
+        &db,
         "CREATE TABLE a (id int);\nCREATE TABLE b (id int);\nCREATE TABLE c (id int);",
         "DROP TABLE c; DROP TABLE b; DROP TABLE a;",
     )
     .await;
-    let worker = worker::Worker::new(app.pool.clone(), app.keys.clone(), "default", 2, 5_000);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
-    let (_, run) = app
-        .post(
-            &format!("/api/v1/projects/{slug}/runs"),
-            &app.user,
-            json!({"db_set_id": set, "direction": "up", "target_version": "1"}),
-        )
-        .await;
-    let run_id = run["id"].as_str().unwrap().to_owned();
-    app.post(
-        &format!("/api/v1/runs/{run_id}/approve"),
-        &app.manager,
-        json!({}),
-    )
-    .await;
-    app.post(
-        &format!("/api/v1/runs/{run_id}/execute"),
-        &app.user,
-        json!({}),
-    )
-    .await;
-    let run_state = |want: &'static str| {
-        let app = &app;
-        let run_id = run_id.clone();
-        async move {
-            wait_for(Duration::from_secs(30), want, || async {
-                let (_, body) = app.get(&format!("/api/v1/runs/{run_id}"), &app.user).await;
-                (body["state"] == want).then_some(body)
-            })
-            .await
-        }
-    };
-    run_state("failed").await;
+    run_in_state(&app, &run_id, "failed").await;
     let path = format!("/api/v1/targets/{target_id}/resolve");
 
     // Only the stopped statement or the next one.
@@ -291,10 +278,9 @@ async fn admin_resumes_a_dirty_script_after_the_stopped_statement() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["from_statement"], 3);
-    let done = run_state("succeeded").await;
+    let done = run_in_state(&app, &run_id, "succeeded").await;
     assert_eq!(done["targets"][0]["state"], "succeeded", "{done}");
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
+    worker.stop().await;
 
     // Statement 3 ran: `c` exists (this insert panics otherwise).
     db.run("INSERT INTO c VALUES (1)").await;

@@ -50,6 +50,40 @@ pub struct Statement<'a> {
     pub line: usize,
 }
 
+/// The statements found so far, and where the pending one starts: what
+/// both splitters share.
+#[derive(Debug, Default)]
+struct Collector<'a> {
+    /// Byte offset and line of the pending statement's first token.
+    start: Option<(usize, usize)>,
+    out: Vec<Statement<'a>>,
+}
+
+impl<'a> Collector<'a> {
+    /// A token at `pos` on `line`: the pending statement starts here unless
+    /// it started earlier.
+    fn token(&mut self, pos: usize, line: usize) {
+        if self.start.is_none() {
+            self.start = Some((pos, line));
+        }
+    }
+
+    fn pending(&self) -> bool {
+        self.start.is_some()
+    }
+
+    /// Ends the pending statement of `src` just before `end`. Whitespace
+    /// after it is trimmed; an empty statement is dropped.
+    fn finish(&mut self, src: &'a str, end: usize) {
+        if let Some((start, line)) = self.start.take() {
+            let text = src[start..end].trim_end();
+            if !text.is_empty() {
+                self.out.push(Statement { text, line });
+            }
+        }
+    }
+}
+
 /// A script that cannot be split, so none of it may run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SplitError {
@@ -104,12 +138,11 @@ pub fn split_mysql(script: &str) -> Result<Vec<Statement<'_>>, SplitError> {
         pos: if script.starts_with('\u{feff}') { 3 } else { 0 },
         line: 1,
         delimiter: b";".to_vec(),
-        start: None,
+        statements: Collector::default(),
         blocks: Blocks::default(),
-        out: Vec::new(),
     };
     splitter.run()?;
-    Ok(splitter.out)
+    Ok(splitter.statements.out)
 }
 
 struct Splitter<'a> {
@@ -118,16 +151,14 @@ struct Splitter<'a> {
     pos: usize,
     line: usize,
     delimiter: Vec<u8>,
-    /// Byte offset and line of the pending statement's first token.
-    start: Option<(usize, usize)>,
+    statements: Collector<'a>,
     blocks: Blocks,
-    out: Vec<Statement<'a>>,
 }
 
 impl<'a> Splitter<'a> {
     fn run(&mut self) -> Result<(), SplitError> {
         while self.pos < self.bytes.len() {
-            if self.start.is_none() && self.at_line_start() && self.delimiter_command()? {
+            if !self.statements.pending() && self.at_line_start() && self.delimiter_command()? {
                 continue;
             }
             if self.delimiter_here() && !(self.delimiter == b";" && self.blocks.inside()) {
@@ -187,19 +218,12 @@ impl<'a> Splitter<'a> {
     }
 
     fn begin_token(&mut self) {
-        if self.start.is_none() {
-            self.start = Some((self.pos, self.line));
-        }
+        self.statements.token(self.pos, self.line);
     }
 
     /// Ends the pending statement just before `end`.
     fn finish(&mut self, end: usize) {
-        if let Some((start, line)) = self.start.take() {
-            let text = self.src[start..end].trim_end();
-            if !text.is_empty() {
-                self.out.push(Statement { text, line });
-            }
-        }
+        self.statements.finish(self.src, end);
         self.blocks = Blocks::default();
     }
 

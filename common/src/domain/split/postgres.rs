@@ -17,7 +17,7 @@
 //! `psql` meta-commands (`\set`, `\i`, …) are client commands, not SQL; a
 //! script using them fails on the server with the server's message.
 
-use super::{SplitError, Statement, Unclosed, count_newlines, find};
+use super::{Collector, SplitError, Statement, Unclosed, count_newlines, find};
 
 /// Splits a PostgreSQL script into its statements, in order. Empty
 /// statements (a lone `;`, only comments) are dropped.
@@ -28,12 +28,11 @@ pub fn split_postgres(script: &str) -> Result<Vec<Statement<'_>>, SplitError> {
         // A leading byte-order mark is not part of the script.
         pos: if script.starts_with('\u{feff}') { 3 } else { 0 },
         line: 1,
-        start: None,
+        statements: Collector::default(),
         body: Body::default(),
-        out: Vec::new(),
     };
     lexer.run()?;
-    Ok(lexer.out)
+    Ok(lexer.statements.out)
 }
 
 struct Lexer<'a> {
@@ -41,10 +40,8 @@ struct Lexer<'a> {
     bytes: &'a [u8],
     pos: usize,
     line: usize,
-    /// Byte offset and line of the pending statement's first token.
-    start: Option<(usize, usize)>,
+    statements: Collector<'a>,
     body: Body,
-    out: Vec<Statement<'a>>,
 }
 
 /// What keeps a `;` from ending the statement: open parentheses, and the
@@ -157,19 +154,12 @@ impl<'a> Lexer<'a> {
     }
 
     fn begin_token(&mut self) {
-        if self.start.is_none() {
-            self.start = Some((self.pos, self.line));
-        }
+        self.statements.token(self.pos, self.line);
     }
 
     /// Ends the pending statement just before `end`.
     fn finish(&mut self, end: usize) {
-        if let Some((start, line)) = self.start.take() {
-            let text = self.src[start..end].trim_end();
-            if !text.is_empty() {
-                self.out.push(Statement { text, line });
-            }
-        }
+        self.statements.finish(self.src, end);
         self.body = Body::default();
     }
 

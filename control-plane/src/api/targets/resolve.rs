@@ -102,24 +102,7 @@ pub async fn resolve_target(
     let reason = required_text("reason", &body.reason, 2000)?;
     let (scoped, reachable) = reach(state, id).await?;
     let mut tx = state.db.begin().await?;
-    let dirty: Option<(Uuid, String, String, i32)> = sqlx::query_as(
-        "SELECT run_id, version, direction, statement_index FROM target_dirty_states WHERE target_id = $1 FOR UPDATE",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((run_id, version, direction, statement)) = dirty else {
-        return Err(ApiError::conflict(
-            "target_not_dirty",
-            "the target is not dirty; there is nothing to resolve",
-        ));
-    };
-    if body.version.trim() != version {
-        return Err(ApiError::invalid(
-            "version",
-            format!("the target is dirty at version {version}"),
-        ));
-    }
+    let (run_id, version, direction, statement) = locked_dirty(&mut tx, id, &body.version).await?;
     let direction: Direction = direction
         .parse()
         .map_err(|_| anyhow::anyhow!("stored direction is invalid"))?;
@@ -222,24 +205,7 @@ async fn resume_target(
 ) -> Result<Resolved, ApiError> {
     let reason = required_text("reason", &body.reason, 2000)?;
     let mut tx = state.db.begin().await?;
-    let dirty: Option<(Uuid, String, i32)> = sqlx::query_as(
-        "SELECT run_id, version, statement_index FROM target_dirty_states WHERE target_id = $1 FOR UPDATE",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((run_id, version, statement)) = dirty else {
-        return Err(ApiError::conflict(
-            "target_not_dirty",
-            "the target is not dirty; there is nothing to resume",
-        ));
-    };
-    if body.version.trim() != version {
-        return Err(ApiError::invalid(
-            "version",
-            format!("the target is dirty at version {version}"),
-        ));
-    }
+    let (run_id, version, _, statement) = locked_dirty(&mut tx, id, &body.version).await?;
     let from = resume::resume_from(statement, body.from_statement)
         .map_err(|e| ApiError::invalid("from_statement", e.to_string()))?;
     let Some(execution_id) = target_state::request_resume(&mut tx, id, run_id, from).await? else {
@@ -279,4 +245,33 @@ async fn resume_target(
         execution_id: Some(execution_id),
         from_statement: Some(from),
     })
+}
+
+/// The target's dirty mark (run, version, direction, statement reached),
+/// locked for the decision; refused when there is none or the admin named
+/// another version.
+async fn locked_dirty(
+    tx: &mut sqlx::PgConnection,
+    id: Uuid,
+    asked: &str,
+) -> Result<(Uuid, String, String, i32), ApiError> {
+    let dirty: Option<(Uuid, String, String, i32)> = sqlx::query_as(
+        "SELECT run_id, version, direction, statement_index FROM target_dirty_states WHERE target_id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(dirty) = dirty else {
+        return Err(ApiError::conflict(
+            "target_not_dirty",
+            "the target is not dirty; there is nothing to resolve",
+        ));
+    };
+    if asked.trim() != dirty.1 {
+        return Err(ApiError::invalid(
+            "version",
+            format!("the target is dirty at version {}", dirty.1),
+        ));
+    }
+    Ok(dirty)
 }
