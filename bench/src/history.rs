@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Config,
-    report::{Outcome, Row, ratio, round, secs},
+    report::{Outcome, Row, median, ratio, round, secs},
     scratch::Scratch,
     stack::{ControlPlane, Stack, timed_run},
     workload::{self, Dbmate, Direction},
@@ -33,7 +33,37 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
         if engine == "mysql" && cfg.mysql_targets == 0 {
             continue;
         }
-        let m = engine_run(cfg, scratch, stack, engine).await?;
+        // Each repetition on fresh databases; the medians are reported.
+        let mut reps = Vec::new();
+        for rep in 0..cfg.repeat {
+            reps.push(engine_run(cfg, scratch, stack, engine, rep).await?);
+        }
+        let each = |f: &dyn Fn(&Measured) -> f64| -> Vec<f64> {
+            reps.iter().map(|m| round(f(m))).collect()
+        };
+        let dbmate_each =
+            |f: &dyn Fn(&Measured) -> &Result<f64, String>| -> Result<Vec<f64>, String> {
+                reps.iter().map(|m| f(m).clone().map(round)).collect()
+            };
+        let all = json!({
+            "hub_up": each(&|m| m.hub_up), "hub_down": each(&|m| m.hub_down),
+            "floor_up": each(&|m| m.floor_up), "floor_down": each(&|m| m.floor_down),
+            "dbmate_up": dbmate_each(&|m| &m.dbmate_up).ok(),
+            "dbmate_down": dbmate_each(&|m| &m.dbmate_down).ok(),
+        });
+        let m = Measured {
+            ups: reps[0].ups,
+            downs: reps[0].downs,
+            down_target: reps[0].down_target.clone(),
+            hub_up: median(&each(&|m| m.hub_up)),
+            hub_down: median(&each(&|m| m.hub_down)),
+            floor_up: median(&each(&|m| m.floor_up)),
+            floor_down: median(&each(&|m| m.floor_down)),
+            dbmate_up: dbmate_each(&|m| &m.dbmate_up).map(|v| median(&v)),
+            dbmate_down: dbmate_each(&|m| &m.dbmate_down).map(|v| median(&v)),
+            up_profile: Value::Array(reps.iter().map(|m| m.up_profile.clone()).collect()),
+            down_profile: Value::Array(reps.iter().map(|m| m.down_profile.clone()).collect()),
+        };
         let label = if engine == "postgres" {
             "PostgreSQL"
         } else {
@@ -83,6 +113,7 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
                 "dbmate_down_seconds": m.dbmate_down.as_ref().ok().map(|s| round(*s)),
                 "up_ratio": ratio(m.hub_up, m.floor_up),
                 "down_ratio": ratio(m.hub_down, m.floor_down),
+                "repetitions": all,
                 "session_settings": if engine == "mysql" { MARIADB_SESSION } else { "" },
                 "up_profile": m.up_profile,
                 "down_profile": m.down_profile,
@@ -116,11 +147,12 @@ async fn engine_run(
     scratch: &Scratch,
     stack: &Stack,
     engine: &str,
+    rep: usize,
 ) -> anyhow::Result<Measured> {
     let dir = cfg.workloads.join("kratos").join(engine);
     let migrations = workload::golang_migrate(&dir)?;
     let (down_target, downs) = workload::supported_downs(&migrations);
-    let slug = format!("kratos-{engine}");
+    let slug = format!("kratos-{engine}-{rep}");
     stack.api.project(&slug).await?;
     stack.api.import(&slug, &dir).await?;
     let flags = crate::transactional_flags(&stack.api, &slug).await?;
@@ -214,7 +246,7 @@ async fn engine_run(
             let dbmate = Dbmate::prepare(
                 binary.clone(),
                 url,
-                cfg.work_dir.join(format!("dbmate-{label}")),
+                cfg.work_dir.join(format!("dbmate-{label}-{rep}")),
                 &migrations,
                 &transactional,
             )?;

@@ -78,6 +78,10 @@ struct Cli {
     /// Targets at a time (the run's concurrency and the worker's) [default: 8].
     #[arg(long, value_name = "N", default_value_t = 8)]
     concurrency: usize,
+    /// Repetitions of the fan-out and real-history measurements, each on
+    /// fresh databases; medians are reported [default: 3, 1 with --quick].
+    #[arg(long, value_name = "N")]
+    repeat: Option<usize>,
     /// Runs measured per queue-latency case [default: 50].
     #[arg(long, value_name = "N")]
     samples: Option<usize>,
@@ -104,6 +108,10 @@ struct Cli {
     /// The control-plane binary (web benchmark) [default: beside this binary].
     #[arg(long, value_name = "PATH")]
     control_plane: Option<PathBuf>,
+    /// Experiment: run the tool database with `synchronous_commit = off`
+    /// (commits do not wait for the disk); the docs are not updated.
+    #[arg(long)]
+    tool_async_commit: bool,
     /// Exit 1 when a bar is missed.
     #[arg(long)]
     check: bool,
@@ -115,6 +123,7 @@ pub struct Config {
     pub pg_targets: usize,
     pub mysql_targets: usize,
     pub concurrency: usize,
+    pub repeat: usize,
     pub samples: usize,
     pub backlog: usize,
     pub clients: usize,
@@ -122,6 +131,8 @@ pub struct Config {
     pub dbmate: Option<PathBuf>,
     /// Scripts and dbmate folders of this run.
     pub work_dir: PathBuf,
+    /// `synchronous_commit = off` on the tool database (an experiment).
+    pub tool_async_commit: bool,
 }
 
 /// The repository root (this crate's parent folder).
@@ -188,7 +199,8 @@ async fn run(cli: Cli) -> ExitCode {
         .unwrap_or_default();
     eprintln!("bench: {}", machine.summary());
 
-    let scratch = Scratch::new(servers);
+    let mut scratch = Scratch::new(servers);
+    scratch.tool_async_commit = cfg.tool_async_commit;
     let mut outcomes = Vec::new();
     let mut failure = None;
     for b in &selected {
@@ -238,8 +250,9 @@ async fn run(cli: Cli) -> ExitCode {
     });
     doc["config"] = json!({
         "targets": cfg.pg_targets, "mysql_targets": cfg.mysql_targets,
-        "concurrency": cfg.concurrency, "samples": cfg.samples,
+        "concurrency": cfg.concurrency, "repeat": cfg.repeat, "samples": cfg.samples,
         "backlog": cfg.backlog, "clients": cfg.clients,
+        "tool_async_commit": cfg.tool_async_commit,
     });
     doc["scratch_prefix"] = json!(scratch.prefix);
     if let Some(f) = &failure {
@@ -259,7 +272,8 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let docs = match (&cli.docs, cli.no_docs || cli.quick || failure.is_some()) {
+    let keep_docs = cli.no_docs || cli.quick || cli.tool_async_commit || failure.is_some();
+    let docs = match (&cli.docs, keep_docs) {
         (Some(p), false) => Some(p.clone()),
         (None, false) if !cfg!(debug_assertions) => Some(repo_root().join("docs/Benchmarks.md")),
         _ => None,
@@ -306,6 +320,7 @@ async fn configure(cli: &Cli) -> Result<(Vec<Benchmark>, Config, Servers), BadCo
     let pg_targets = cli.targets.unwrap_or(if q { 2 } else { 100 });
     let mysql_targets = cli.mysql_targets.unwrap_or(if q { 1 } else { 20 });
     let samples = cli.samples.unwrap_or(if q { 3 } else { 50 });
+    let repeat = cli.repeat.unwrap_or(if q { 1 } else { 3 });
     let backlog = cli.backlog.unwrap_or(if q { 4 } else { 200 });
     let clients = cli.clients.unwrap_or(if q { 4 } else { 64 });
     if pg_targets == 0 {
@@ -314,8 +329,10 @@ async fn configure(cli: &Cli) -> Result<(Vec<Benchmark>, Config, Servers), BadCo
     if !(1..=256).contains(&cli.concurrency) {
         return Err(bad("--concurrency must be between 1 and 256".into()));
     }
-    if samples == 0 || clients == 0 {
-        return Err(bad("--samples and --clients must be at least 1".into()));
+    if samples == 0 || clients == 0 || repeat == 0 {
+        return Err(bad(
+            "--samples, --clients and --repeat must be at least 1".into()
+        ));
     }
     if backlog > 512 {
         return Err(bad("--backlog must be at most 512".into()));
@@ -381,12 +398,14 @@ async fn configure(cli: &Cli) -> Result<(Vec<Benchmark>, Config, Servers), BadCo
             pg_targets,
             mysql_targets,
             concurrency: cli.concurrency,
+            repeat,
             samples,
             backlog,
             clients,
             control_plane,
             dbmate,
             work_dir,
+            tool_async_commit: cli.tool_async_commit,
         },
         servers,
     ))

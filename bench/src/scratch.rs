@@ -100,6 +100,8 @@ pub struct Scratch {
     pub servers: Servers,
     /// Unique per bench process; every database name starts with it.
     pub prefix: String,
+    /// Experiment: tool databases get `synchronous_commit = off`.
+    pub tool_async_commit: bool,
     pg: Mutex<Vec<String>>,
     mysql: Mutex<Vec<String>>,
 }
@@ -110,6 +112,7 @@ impl Scratch {
         Scratch {
             servers,
             prefix: format!("mh_bench_{}", &id[..12]),
+            tool_async_commit: false,
             pg: Mutex::new(Vec::new()),
             mysql: Mutex::new(Vec::new()),
         }

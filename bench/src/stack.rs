@@ -61,6 +61,14 @@ impl Stack {
         concurrency: usize,
     ) -> anyhow::Result<Stack> {
         let tool = scratch.pg_database("tool").await?;
+        if scratch.tool_async_commit {
+            let mut admin = scratch.servers.pg_admin().await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER DATABASE \"{tool}\" SET synchronous_commit = off"
+            )))
+            .execute(&mut admin)
+            .await?;
+        }
         let tool_url = scratch.servers.pg_database_url(&tool);
         let pool = common::db::connect(&tool_url, 10)
             .await

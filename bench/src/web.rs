@@ -123,9 +123,19 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
         }));
     }
     let started = Instant::now();
+    let cpu_before = cpu_seconds(pid);
+    let own_before = cpu_seconds(std::process::id());
+    let machine_before = machine_busy_seconds();
     stack.api.execute(&run, json!({})).await?;
     let state = wait_final(&stack.pool, &run, Duration::from_secs(1800)).await;
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_used = cpu_seconds(pid).zip(cpu_before).map(|(a, b)| a - b);
+    let own_used = cpu_seconds(std::process::id())
+        .zip(own_before)
+        .map(|(a, b)| a - b);
+    let machine_used = machine_busy_seconds()
+        .zip(machine_before)
+        .map(|(a, b)| a - b);
     stop.store(true, Ordering::Relaxed);
     let mut all = Samples::default();
     for c in clients {
@@ -181,11 +191,46 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
             "run_page": page,
             "api_run": api,
             "overall": overall,
+            "control_plane_cpu_seconds": cpu_used.map(round),
+            "control_plane_cpu_cores_busy": cpu_used.map(|c| round(c / elapsed)),
+            "control_plane_cpu_ms_per_request": cpu_used.map(|c| round(c * 1000.0 / requests)),
+            "bench_process_cpu_cores_busy": own_used.map(|c| round(c / elapsed)),
+            "machine_cpu_cores_busy": machine_used.map(|c| round(c / elapsed)),
             "rss_mb_before_load": rss_before.map(|k| round(k as f64 / 1024.0)),
             "rss_mb_peak": rss_mb,
         }),
         notes,
     })
+}
+
+/// User plus system CPU time of a process, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // Clock ticks; 100 per second on Linux.
+    Some((utime + stime) / 100.0)
+}
+
+/// CPU seconds the whole machine spent busy (all but idle and iowait),
+/// from `/proc/stat`: the rest of the load (PostgreSQL, other processes).
+fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: f64 = v
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, x)| x)
+        .sum();
+    Some(busy / 100.0)
 }
 
 /// A `kB` field of `/proc/<pid>/status`.

@@ -67,7 +67,7 @@ async fn quick_fanout_writes_its_json_result_and_drops_its_databases() {
         let floor = d["floor_seconds"].as_f64().unwrap();
         assert!(hub > 0.0 && floor > 0.0, "{d}");
         assert!(d["ratio"].as_f64().unwrap() > 0.0);
-        assert_eq!(d["profile"]["avg_migrations_recorded"], 20.0, "{d}");
+        assert_eq!(d["profile"][0]["avg_migrations_recorded"], 20.0, "{d}");
     }
     assert_eq!(fanout["details"]["postgres"]["targets"], 2);
     assert_eq!(fanout["rows"].as_array().unwrap().len(), 2);
