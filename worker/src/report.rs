@@ -81,6 +81,26 @@ pub struct Reporter {
     pub direction: Direction,
 }
 
+/// A step that committed on the target, waiting to be recorded in the hub.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    pub migration_id: Uuid,
+    pub version: common::domain::Version,
+    pub checksum: String,
+    pub timing: StepTiming,
+}
+
+impl StepRecord {
+    pub fn new(step: &Step, timing: StepTiming) -> Self {
+        Self {
+            migration_id: step.migration_id,
+            version: step.version.clone(),
+            checksum: step.checksum.to_string(),
+            timing,
+        }
+    }
+}
+
 /// Timing of one step on the target.
 #[derive(Debug, Clone, Copy)]
 pub struct StepTiming {
@@ -103,30 +123,36 @@ impl Reporter {
         .await
     }
 
-    /// Records a step that has committed on the target: the hub's applied
-    /// state and the per-migration history, in one transaction.
-    pub async fn step_done(&self, step: &Step, timing: StepTiming) -> Result<(), sqlx::Error> {
-        crate::metrics::migration_done(self.direction.as_str(), timing.duration);
-        let checksum = step.checksum.to_string();
-        let record = AppliedStep {
-            execution_id: self.execution_id,
-            target_id: self.target_id,
-            run_id: self.run_id,
-            migration_id: step.migration_id,
-            version: &step.version,
-            direction: self.direction,
-            checksum: &checksum,
-            started_at: timing.started_at,
-            duration_ms: i64::try_from(timing.duration.as_millis()).unwrap_or(i64::MAX),
-            statements: i32::try_from(timing.statements).unwrap_or(i32::MAX),
-            resumed: timing.resumed,
-        };
-        with_retry("record applied step", || async {
+    /// Records steps that have committed on the target, in order: the
+    /// hub's applied state and the per-migration history, in one
+    /// transaction.
+    pub async fn steps_done(&self, steps: &[StepRecord]) -> Result<(), sqlx::Error> {
+        let records: Vec<AppliedStep<'_>> = steps
+            .iter()
+            .map(|step| AppliedStep {
+                execution_id: self.execution_id,
+                target_id: self.target_id,
+                run_id: self.run_id,
+                migration_id: step.migration_id,
+                version: &step.version,
+                direction: self.direction,
+                checksum: &step.checksum,
+                started_at: step.timing.started_at,
+                duration_ms: i64::try_from(step.timing.duration.as_millis()).unwrap_or(i64::MAX),
+                statements: i32::try_from(step.timing.statements).unwrap_or(i32::MAX),
+                resumed: step.timing.resumed,
+            })
+            .collect();
+        with_retry("record applied steps", || async {
             let mut tx = self.db.begin().await?;
-            executions::record_step(&mut tx, &record).await?;
+            executions::record_steps(&mut tx, &records).await?;
             tx.commit().await
         })
-        .await
+        .await?;
+        for step in steps {
+            crate::metrics::migration_done(self.direction.as_str(), step.timing.duration);
+        }
+        Ok(())
     }
 
     /// Records how far the running script has got (best effort: a lost

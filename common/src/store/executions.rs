@@ -77,48 +77,80 @@ pub async fn record_step(
     conn: &mut PgConnection,
     step: &AppliedStep<'_>,
 ) -> Result<(), sqlx::Error> {
-    match step.direction {
+    record_steps(conn, std::slice::from_ref(step)).await
+}
+
+/// Records successful steps of one execution, in order, in a fixed number of
+/// statements whatever their count: the applied state (added for `up`,
+/// removed for `down`), the per-migration history rows, the execution's
+/// current version, and — when a step finished a resumed script — the end
+/// of the target's dirty mark. The caller's transaction makes it atomic.
+pub async fn record_steps(
+    conn: &mut PgConnection,
+    steps: &[AppliedStep<'_>],
+) -> Result<(), sqlx::Error> {
+    let (Some(first), Some(last)) = (steps.first(), steps.last()) else {
+        return Ok(());
+    };
+    let versions: Vec<String> = steps.iter().map(|s| s.version.to_string()).collect();
+    let checksums: Vec<&str> = steps.iter().map(|s| s.checksum).collect();
+    let durations: Vec<i64> = steps.iter().map(|s| s.duration_ms).collect();
+    match first.direction {
         Direction::Up => {
+            // A version's sort key is numeric[]; sent as its text form, one per row.
+            let keys: Vec<String> = steps
+                .iter()
+                .map(|s| format!("{{{}}}", s.version.sort_key().join(",")))
+                .collect();
+            let migrations: Vec<Uuid> = steps.iter().map(|s| s.migration_id).collect();
             sqlx::query(
                 "INSERT INTO applied_migrations (target_id, version, version_key, migration_id, checksum, run_id, duration_ms)
-                 VALUES ($1, $2, $3::numeric[], $4, $5, $6, $7)",
+                 SELECT $1, v, k::numeric[], m, c, $2, d
+                 FROM UNNEST($3::text[], $4::text[], $5::uuid[], $6::text[], $7::int8[]) AS s(v, k, m, c, d)",
             )
-            .bind(step.target_id)
-            .bind(step.version.to_string())
-            .bind(step.version.sort_key())
-            .bind(step.migration_id)
-            .bind(step.checksum)
-            .bind(step.run_id)
-            .bind(step.duration_ms)
+            .bind(first.target_id)
+            .bind(first.run_id)
+            .bind(&versions)
+            .bind(&keys)
+            .bind(&migrations)
+            .bind(&checksums)
+            .bind(&durations)
             .execute(&mut *conn)
             .await?;
         }
         Direction::Down => {
-            sqlx::query("DELETE FROM applied_migrations WHERE target_id = $1 AND version = $2")
-                .bind(step.target_id)
-                .bind(step.version.to_string())
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(
+                "DELETE FROM applied_migrations WHERE target_id = $1 AND version = ANY($2)",
+            )
+            .bind(first.target_id)
+            .bind(&versions)
+            .execute(&mut *conn)
+            .await?;
         }
     }
+    let started: Vec<OffsetDateTime> = steps.iter().map(|s| s.started_at).collect();
+    let statements: Vec<i32> = steps.iter().map(|s| s.statements).collect();
     sqlx::query(
         "INSERT INTO migration_executions (target_execution_id, target_id, version, direction, checksum, outcome,
                                            started_at, finished_at, duration_ms, statements)
-         VALUES ($1, $2, $3, $4, $5, 'succeeded', $6, now(), $7, $8)",
+         SELECT $1, $2, v, $3, c, 'succeeded', st, now(), d, n
+         FROM UNNEST($4::text[], $5::text[], $6::timestamptz[], $7::int8[], $8::int4[]) WITH ORDINALITY
+              AS s(v, c, st, d, n, i)
+         ORDER BY i",
     )
-    .bind(step.execution_id)
-    .bind(step.target_id)
-    .bind(step.version.to_string())
-    .bind(step.direction.as_str())
-    .bind(step.checksum)
-    .bind(step.started_at)
-    .bind(step.duration_ms)
-    .bind(step.statements)
+    .bind(first.execution_id)
+    .bind(first.target_id)
+    .bind(first.direction.as_str())
+    .bind(&versions)
+    .bind(&checksums)
+    .bind(&started)
+    .bind(&durations)
+    .bind(&statements)
     .execute(&mut *conn)
     .await?;
-    if step.resumed {
+    if steps.iter().any(|s| s.resumed) {
         sqlx::query("DELETE FROM target_dirty_states WHERE target_id = $1")
-            .bind(step.target_id)
+            .bind(first.target_id)
             .execute(&mut *conn)
             .await?;
     }
@@ -126,8 +158,8 @@ pub async fn record_step(
         "UPDATE target_executions SET current_version = $2, statement_index = NULL, statements_hash = NULL
          WHERE id = $1",
     )
-    .bind(step.execution_id)
-    .bind(step.version.to_string())
+    .bind(last.execution_id)
+    .bind(last.version.to_string())
     .execute(conn)
     .await?;
     Ok(())

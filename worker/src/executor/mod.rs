@@ -10,7 +10,12 @@ use std::time::Duration;
 use common::{domain::Direction, store::executions::DirtyMark};
 use uuid::Uuid;
 
-use crate::{plan::Step, report::Reporter};
+use tokio::{sync::mpsc, task::JoinHandle};
+
+use crate::{
+    plan::Step,
+    report::{Reporter, StepRecord, StepTiming},
+};
 
 pub use common::targets::Password;
 
@@ -210,6 +215,86 @@ pub(super) fn not_pending(resume: Option<&Resume>, direction: Direction) -> Exec
              applied or rolled back instead"
         ),
         version: Some(version),
+    }
+}
+
+/// Records applied steps in the hub in the background, in order, while the
+/// next step already runs on the target: the target never waits for the
+/// tool database. Steps that pile up while a write is in flight go together
+/// in the next transaction (a fixed number of statements per batch), so a
+/// long history costs a handful of tool-database transactions, not one per
+/// migration. A step is still recorded only after it committed on the
+/// target; a hub write that fails for good stops the job at the next step
+/// boundary and leaves the target ahead of the hub, which the next run
+/// detects as drift.
+pub(super) struct HubRecorder {
+    steps: mpsc::UnboundedSender<StepRecord>,
+    task: JoinHandle<Result<(), ExecError>>,
+}
+
+/// The most steps one hub transaction records.
+const RECORD_BATCH: usize = 500;
+
+impl HubRecorder {
+    pub(super) fn start(reporter: &Reporter) -> Self {
+        let (steps, mut done) = mpsc::unbounded_channel::<StepRecord>();
+        let reporter = reporter.clone();
+        let task = tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while done.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+                reporter
+                    .steps_done(&batch)
+                    .await
+                    .map_err(|source| ExecError::Hub {
+                        what: format!(
+                            "recording versions {} to {} in the hub",
+                            batch[0].version,
+                            batch[batch.len() - 1].version
+                        ),
+                        source,
+                    })?;
+                batch.clear();
+            }
+            Ok(())
+        });
+        Self { steps, task }
+    }
+
+    /// Whether a hub write failed: then no further step may run.
+    pub(super) fn failed(&self) -> bool {
+        self.steps.is_closed()
+    }
+
+    pub(super) fn record(&self, step: &Step, timing: StepTiming) {
+        // A closed channel means a failed write, reported by `finish`.
+        let _ = self.steps.send(StepRecord::new(step, timing));
+    }
+
+    /// Waits until every step handed over is recorded, and says how the job
+    /// ended: a target left dirty above all (its mark must be written), then
+    /// a hub failure (whatever stopped the loop after it, the hub is behind
+    /// the target), then what the steps did.
+    pub(super) async fn settle(
+        self,
+        result: Result<Applied, ExecError>,
+    ) -> Result<Applied, ExecError> {
+        let recorded = self.finish().await;
+        match result {
+            Err(stopped @ ExecError::Statement { dirty: Some(_), .. }) => Err(stopped),
+            result => recorded.and(result),
+        }
+    }
+
+    /// Waits until every step handed over is recorded.
+    async fn finish(self) -> Result<(), ExecError> {
+        drop(self.steps);
+        match self.task.await {
+            Ok(result) => result,
+            Err(join) => Err(ExecError::target(format!(
+                "recording applied versions in the hub crashed: {join}; compare the target's \
+                 migrate_hub_history with the hub before running again"
+            ))),
+        }
     }
 }
 

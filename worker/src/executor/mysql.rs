@@ -14,7 +14,7 @@
 //! each statement only updates a watch channel, and a background task
 //! writes the latest value at most every [`PROGRESS_EVERY`]. Applied
 //! versions are recorded in the hub by another background task, in order,
-//! while the next version already runs (see [`HubRecorder`]).
+//! while the next version already runs (see [`super::HubRecorder`]).
 
 use std::{collections::HashSet, time::Duration};
 
@@ -31,13 +31,15 @@ use common::{
 use mysql_async::{Conn, prelude::Queryable};
 use time::OffsetDateTime;
 use tokio::{
-    sync::{mpsc, oneshot, watch},
+    sync::{oneshot, watch},
     task::JoinHandle,
     time::Instant,
 };
 use tracing::Instrument;
 
-use super::{Applied, Connection, ExecError, Job, Resume, admit, dirty_note, not_pending};
+use super::{
+    Applied, Connection, ExecError, HubRecorder, Job, Resume, admit, dirty_note, not_pending,
+};
 use crate::{
     lock::{self, MySqlLockError},
     plan::{self, Step},
@@ -178,14 +180,7 @@ async fn run_locked(
         recorder.record(step, timing);
     }
     progress.stop().await;
-    let recorded = recorder.finish().await;
-    match result {
-        // A target left dirty must say so above all, so the mark is written.
-        Err(stopped @ ExecError::Statement { dirty: Some(_), .. }) => Err(stopped),
-        // Else a hub failure comes first: whatever stopped the loop after
-        // it, the hub is behind the target.
-        result => recorded.and(result),
-    }
+    recorder.settle(result).await
 }
 
 /// Runs the policy's bounds on the session: `lock_wait_timeout` (metadata
@@ -369,59 +364,6 @@ impl StepRun<'_> {
             version: version.to_owned(),
             statement: index,
             dirty,
-        }
-    }
-}
-
-/// Records applied steps in the hub in the background, in order, while the
-/// next step already runs on the target: the target never waits for the
-/// tool database's commit. A step is still recorded only after it committed
-/// on the target; a hub write that fails for good stops the job at the next
-/// step boundary and leaves the target ahead of the hub, which the next run
-/// detects as drift.
-struct HubRecorder {
-    steps: mpsc::UnboundedSender<(Step, StepTiming)>,
-    task: JoinHandle<Result<(), ExecError>>,
-}
-
-impl HubRecorder {
-    fn start(reporter: &Reporter) -> Self {
-        let (steps, mut done) = mpsc::unbounded_channel::<(Step, StepTiming)>();
-        let reporter = reporter.clone();
-        let task = tokio::spawn(async move {
-            while let Some((step, timing)) = done.recv().await {
-                reporter
-                    .step_done(&step, timing)
-                    .await
-                    .map_err(|source| ExecError::Hub {
-                        what: format!("recording version {} in the hub", step.version),
-                        source,
-                    })?;
-            }
-            Ok(())
-        });
-        Self { steps, task }
-    }
-
-    /// Whether a hub write failed: then no further step may run.
-    fn failed(&self) -> bool {
-        self.steps.is_closed()
-    }
-
-    fn record(&self, step: &Step, timing: StepTiming) {
-        // A closed channel means a failed write, reported by `finish`.
-        let _ = self.steps.send((step.clone(), timing));
-    }
-
-    /// Waits until every step handed over is recorded.
-    async fn finish(self) -> Result<(), ExecError> {
-        drop(self.steps);
-        match self.task.await {
-            Ok(result) => result,
-            Err(join) => Err(ExecError::target(format!(
-                "recording applied versions in the hub crashed: {join}; compare the target's \
-                 migrate_hub_history with the hub before running again"
-            ))),
         }
     }
 }

@@ -26,7 +26,9 @@ use tracing::Instrument;
 use common::targets::postgres::HISTORY_DDL;
 pub use common::targets::postgres::describe;
 
-use super::{Applied, Connection, ExecError, Job, Resume, admit, dirty_note, not_pending};
+use super::{
+    Applied, Connection, ExecError, HubRecorder, Job, Resume, admit, dirty_note, not_pending,
+};
 use crate::{
     lock::{self, LockError},
     plan::{self, Step},
@@ -126,40 +128,47 @@ async fn run_locked(
     if todo.is_empty() {
         return Ok(Applied::Nothing);
     }
+    let recorder = HubRecorder::start(reporter);
+    let mut result = Ok(Applied::Steps(todo.len()));
     for step in &todo {
+        if recorder.failed() {
+            break;
+        }
         let started_at = OffsetDateTime::now_utc();
         let clock = Instant::now();
         let span = super::migration_span(step, job.direction);
-        let statements = if step.transactional {
+        let applied = if step.transactional {
             apply_in_transaction(client, job, step)
                 .instrument(span.clone())
                 .await
-                .inspect_err(|_| super::mark_failed(&span))
                 .map_err(|message| ExecError::Target {
                     message,
                     version: Some(step.version.to_string()),
-                })?
+                })
         } else {
             apply_without_transaction(client, job, step, reporter, resume.as_ref())
                 .instrument(span.clone())
                 .await
-                .inspect_err(|_| super::mark_failed(&span))?
         };
-        let timing = StepTiming {
-            started_at,
-            duration: clock.elapsed(),
-            statements,
-            resumed: resumes(step),
+        let statements = match applied {
+            Ok(statements) => statements,
+            Err(err) => {
+                super::mark_failed(&span);
+                result = Err(err);
+                break;
+            }
         };
-        reporter
-            .step_done(step, timing)
-            .await
-            .map_err(|source| ExecError::Hub {
-                what: format!("recording version {} in the hub", step.version),
-                source,
-            })?;
+        recorder.record(
+            step,
+            StepTiming {
+                started_at,
+                duration: clock.elapsed(),
+                statements,
+                resumed: resumes(step),
+            },
+        );
     }
-    Ok(Applied::Steps(todo.len()))
+    recorder.settle(result).await
 }
 
 /// Creates the history table if needed and reads it, in one round trip.
