@@ -411,7 +411,9 @@ async fn configure(cli: &Cli) -> Result<(Vec<Benchmark>, Config, Servers), BadCo
     ))
 }
 
-/// dbmate from npm under `bench/` (`npm ci` there on first use).
+/// dbmate from npm under `bench/` (installed there from the lock file on
+/// first use; npm keeps only the current platform's binary in the lock, so
+/// `npm install --no-save` rather than `npm ci`).
 fn ensure_dbmate() -> anyhow::Result<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let binary = dir.join("node_modules/.bin/dbmate");
@@ -420,18 +422,18 @@ fn ensure_dbmate() -> anyhow::Result<PathBuf> {
     }
     if !on_path("npm") {
         bail!(
-            "dbmate is missing and npm is not on PATH (install Node.js, then run `npm ci` in bench/)"
+            "dbmate is missing and npm is not on PATH (install Node.js, then run `npm install` in bench/)"
         );
     }
     eprintln!("bench: installing dbmate with npm in {}", dir.display());
     let status = std::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
+        .args(["install", "--no-save", "--no-audit", "--no-fund"])
         .current_dir(dir)
         .stdout(std::process::Stdio::null())
         .status()
-        .context("running npm ci")?;
+        .context("running npm install")?;
     if !status.success() || !binary.is_file() {
-        bail!("`npm ci` in {} did not install dbmate", dir.display());
+        bail!("`npm install` in {} did not install dbmate", dir.display());
     }
     Ok(binary)
 }
