@@ -39,6 +39,9 @@ pub struct AppState {
     pub oidc: Option<Arc<Oidc>>,
     /// Sign-in and API-token budgets of this process.
     pub limits: Arc<RateLimits>,
+    /// Reads of a run shared by the requests that watch it (run page, its
+    /// live fragment, `GET /api/v1/runs/{id}`).
+    pub run_reads: Arc<SharedReads<uuid::Uuid, RunSnapshot>>,
 }
 
 impl AppState {
@@ -53,6 +56,7 @@ impl AppState {
             settings: Arc::new(settings),
             templates: Arc::new(web::templates()),
             oidc,
+            run_reads: Arc::default(),
         })
     }
 
@@ -62,6 +66,7 @@ impl AppState {
 }
 
 use crate::http_trace::REQUEST_ID;
+use crate::{api::runs::RunSnapshot, shared_reads::SharedReads};
 
 /// The complete router with its middleware.
 pub fn router(state: AppState) -> Router {

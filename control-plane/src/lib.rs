@@ -10,4 +10,5 @@ pub mod http_trace;
 pub mod metrics;
 pub mod notify;
 pub mod routes;
+pub mod shared_reads;
 pub mod web;

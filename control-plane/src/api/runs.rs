@@ -67,7 +67,7 @@ pub fn router() -> Routes {
 }
 
 /// A run with its pinned migrations, decisions, targets and state history.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RunView {
     pub id: Uuid,
     pub project_id: Uuid,
@@ -107,7 +107,7 @@ pub struct RunView {
 }
 
 /// A migration as the run pinned it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PinnedView {
     pub version: String,
     pub name: String,
@@ -518,11 +518,34 @@ pub(crate) async fn get_one(
     _user: Authorized<rules::View>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<RunView>, ApiError> {
-    let mut conn = state.db.acquire().await?;
-    let run = runs::get(&mut conn, id)
-        .await?
-        .ok_or(ApiError::NotFound("run"))?;
-    Ok(Json(run_record(&mut conn, &run).await?))
+    let snapshot = run_snapshot(&state, id).await?;
+    Ok(Json(snapshot.view.clone()))
+}
+
+/// A run and its view, as one read shared by the requests watching it.
+#[derive(Debug)]
+pub struct RunSnapshot {
+    pub run: RunRow,
+    pub view: RunView,
+}
+
+/// The run `id` as it is now (read after this call started), sharing the
+/// read with concurrent callers (`crate::shared_reads`).
+pub async fn run_snapshot(
+    state: &AppState,
+    id: Uuid,
+) -> Result<std::sync::Arc<RunSnapshot>, ApiError> {
+    state
+        .run_reads
+        .get(id, || async {
+            let mut conn = state.db.acquire().await?;
+            let run = runs::get(&mut conn, id)
+                .await?
+                .ok_or(ApiError::NotFound("run"))?;
+            let view = run_record(&mut conn, &run).await?;
+            Ok(RunSnapshot { run, view })
+        })
+        .await
 }
 
 /// Invalidates the run if something its digest covers changed since it was

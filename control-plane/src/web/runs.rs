@@ -8,10 +8,7 @@ use axum::{
     extract::State,
     response::{Html, Response},
 };
-use common::{
-    domain::{Capability, RunState},
-    store::runs,
-};
+use common::domain::{Capability, RunState};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -19,7 +16,6 @@ use super::{Viewer, render, see_other};
 use crate::{
     api::runs::{
         ApproveBody, DenyBody, ExecuteBody, approve_run, cancel_run, deny_run, execute_run,
-        run_view,
     },
     app::AppState,
     auth::rules,
@@ -58,12 +54,9 @@ pub fn router() -> Routes {
 }
 
 async fn view_of(state: &AppState, id: Uuid) -> Result<(Value, RunState, Uuid), ApiError> {
-    let mut conn = state.db.acquire().await?;
-    let run = runs::get(&mut conn, id)
-        .await?
-        .ok_or(ApiError::NotFound("run"))?;
-    let view = run_view(&mut conn, &run).await?;
-    Ok((view, run.state(), run.requested_by))
+    let snapshot = crate::api::runs::run_snapshot(state, id).await?;
+    let view = serde_json::to_value(&snapshot.view).map_err(anyhow::Error::from)?;
+    Ok((view, snapshot.run.state(), snapshot.run.requested_by))
 }
 
 async fn run_page(

@@ -220,10 +220,10 @@ pub(super) fn not_pending(resume: Option<&Resume>, direction: Direction) -> Exec
 
 /// Records applied steps in the hub in the background, in order, while the
 /// next step already runs on the target: the target never waits for the
-/// tool database. Steps that pile up while a write is in flight go together
-/// in the next transaction (a fixed number of statements per batch), so a
-/// long history costs a handful of tool-database transactions, not one per
-/// migration. A step is still recorded only after it committed on the
+/// tool database. Steps are gathered for up to [`RECORD_WINDOW`] and written
+/// together in one transaction (a fixed number of statements per batch), so
+/// a long history costs a handful of tool-database transactions, not one per
+/// migration; the run page sees a step at most that much later. A step is still recorded only after it committed on the
 /// target; a hub write that fails for good stops the job at the next step
 /// boundary and leaves the target ahead of the hub, which the next run
 /// detects as drift.
@@ -234,6 +234,8 @@ pub(super) struct HubRecorder {
 
 /// The most steps one hub transaction records.
 const RECORD_BATCH: usize = 500;
+/// How long steps are gathered before they are written together.
+const RECORD_WINDOW: Duration = Duration::from_millis(100);
 
 impl HubRecorder {
     pub(super) fn start(reporter: &Reporter) -> Self {
@@ -241,7 +243,29 @@ impl HubRecorder {
         let reporter = reporter.clone();
         let task = tokio::spawn(async move {
             let mut batch = Vec::new();
-            while done.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+            loop {
+                if done.recv_many(&mut batch, RECORD_BATCH).await == 0 {
+                    return Ok(());
+                }
+                // Gather what the target commits over a short window: fewer
+                // hub commits, whose disk flushes would otherwise compete
+                // with the target's own. The job's end closes the channel,
+                // which ends the window at once.
+                let window_ends = tokio::time::Instant::now() + RECORD_WINDOW;
+                let mut closed = false;
+                while batch.len() < RECORD_BATCH {
+                    let room = RECORD_BATCH - batch.len();
+                    match tokio::time::timeout_at(window_ends, done.recv_many(&mut batch, room))
+                        .await
+                    {
+                        Ok(0) => {
+                            closed = true;
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
                 reporter
                     .steps_done(&batch)
                     .await
@@ -254,8 +278,10 @@ impl HubRecorder {
                         source,
                     })?;
                 batch.clear();
+                if closed {
+                    return Ok(());
+                }
             }
-            Ok(())
         });
         Self { steps, task }
     }
