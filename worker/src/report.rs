@@ -123,6 +123,31 @@ impl Reporter {
         .await
     }
 
+    /// Records, as applied, versions of the target's history that this
+    /// hub's own runs applied there but never recorded. Returns how many.
+    pub async fn catch_up(
+        &self,
+        rows: &[&crate::executor::HistoryRow],
+    ) -> Result<u64, sqlx::Error> {
+        let found: Vec<executions::Unrecorded> = rows
+            .iter()
+            .filter_map(|row| {
+                Some(executions::Unrecorded {
+                    version: common::domain::Version::parse(&row.version).ok()?,
+                    checksum: row.checksum.clone(),
+                    run_id: row.run_id.as_deref()?.parse().ok()?,
+                })
+            })
+            .collect();
+        with_retry("catch up applied state", || async {
+            let mut tx = self.db.begin().await?;
+            let count = executions::catch_up(&mut tx, self.target_id, &found).await?;
+            tx.commit().await?;
+            Ok(count)
+        })
+        .await
+    }
+
     /// Records steps that have committed on the target, in order: the
     /// hub's applied state and the per-migration history, in one
     /// transaction.

@@ -13,6 +13,8 @@ const WIDGETS_UP: &str = "CREATE TABLE widgets (id int PRIMARY KEY, name text);"
 const WIDGETS_DOWN: &str = "DROP TABLE widgets;";
 const GADGETS_UP: &str = "CREATE TABLE gadgets (id int);\nINSERT INTO gadgets VALUES (1), (2);";
 const GADGETS_DOWN: &str = "DROP TABLE gadgets;";
+const NOTE_UP: &str = "ALTER TABLE widgets ADD COLUMN note text;";
+const NOTE_DOWN: &str = "ALTER TABLE widgets DROP COLUMN note;";
 
 #[tokio::test]
 async fn applies_pending_migrations_to_every_target() {
@@ -357,6 +359,54 @@ async fn down_run_rolls_back_in_reverse_order() {
     .await
     .unwrap();
     assert_eq!(order, ["3", "2"]);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn versions_the_hub_lost_are_caught_up_only_when_its_own_runs_applied_them() {
+    let hub = TestHub::new().await;
+    let project = hub.project_with_targets(1).await;
+    hub.migration(&project, "1", WIDGETS_UP, WIDGETS_DOWN).await;
+    hub.migration(&project, "2", GADGETS_UP, GADGETS_DOWN).await;
+    let worker = hub.start_worker(1_000).await;
+    let first = hub.approved_run(&project, Direction::Up, "2").await;
+    hub.execute(first).await;
+    assert_eq!(hub.wait_for_run(first).await, RunState::Succeeded);
+    let target = &project.targets[0];
+    // A worker died after the target committed version 2, before its hub
+    // record: the hub lacks it, the target's history has it, from run `first`.
+    sqlx::query("DELETE FROM applied_migrations WHERE version = '2'")
+        .execute(&hub.db)
+        .await
+        .unwrap();
+    hub.migration(&project, "3", NOTE_UP, NOTE_DOWN).await;
+
+    let second = hub.approved_run(&project, Direction::Up, "3").await;
+    hub.execute(second).await;
+
+    assert_eq!(hub.wait_for_run(second).await, RunState::Succeeded);
+    let applied: Vec<String> = hub.applied(target).await.into_iter().map(|a| a.0).collect();
+    assert_eq!(applied, ["1", "2", "3"]);
+    let history: Vec<String> = target.history().await.into_iter().map(|h| h.0).collect();
+    assert_eq!(history, ["1", "2", "3"], "nothing applied twice");
+    assert_eq!(target.scalar_i64("SELECT count(*) FROM gadgets").await, 2);
+
+    // A row no run of this hub wrote is drift, not something to adopt.
+    target
+        .execute(
+            "INSERT INTO migrate_hub_history (version, checksum, name, run_id) \
+             VALUES ('4', 'feed', 'elsewhere', gen_random_uuid())",
+        )
+        .await;
+    hub.migration(&project, "5", "SELECT 1;", "").await;
+    let third = hub.approved_run(&project, Direction::Up, "5").await;
+    hub.execute(third).await;
+    assert_eq!(hub.wait_for_run(third).await, RunState::Failed);
+    let error = hub.execution(third, target).await.error.unwrap();
+    assert!(
+        error.contains("version 4 is in the target's history but not recorded in the hub"),
+        "{error}"
+    );
     worker.stop().await;
 }
 

@@ -165,6 +165,49 @@ pub async fn record_steps(
     Ok(())
 }
 
+/// A version a target's history shows applied by a hub run, unknown to the
+/// hub's applied state.
+#[derive(Debug, Clone)]
+pub struct Unrecorded {
+    pub version: Version,
+    pub checksum: String,
+    pub run_id: Uuid,
+}
+
+/// Records `found` as applied on the target when each is provably this
+/// hub's own work: the run pinned that version with that checksum and has an
+/// execution on this target. Anything else is left alone (it stays drift).
+/// Returns how many were recorded.
+pub async fn catch_up(
+    conn: &mut PgConnection,
+    target_id: Uuid,
+    found: &[Unrecorded],
+) -> Result<u64, sqlx::Error> {
+    let versions: Vec<String> = found.iter().map(|f| f.version.to_string()).collect();
+    let keys: Vec<String> = found
+        .iter()
+        .map(|f| format!("{{{}}}", f.version.sort_key().join(",")))
+        .collect();
+    let checksums: Vec<&str> = found.iter().map(|f| f.checksum.as_str()).collect();
+    let runs: Vec<Uuid> = found.iter().map(|f| f.run_id).collect();
+    let done = sqlx::query(
+        "INSERT INTO applied_migrations (target_id, version, version_key, migration_id, checksum, run_id)
+         SELECT $1, f.v, f.k::numeric[], rm.migration_id, rm.checksum, rm.run_id
+         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::uuid[]) AS f(v, k, c, r)
+         JOIN run_migrations rm ON rm.run_id = f.r AND rm.version = f.v AND rm.checksum = f.c
+         WHERE EXISTS (SELECT 1 FROM target_executions e WHERE e.run_id = f.r AND e.target_id = $1)
+         ON CONFLICT (target_id, version) DO NOTHING",
+    )
+    .bind(target_id)
+    .bind(&versions)
+    .bind(&keys)
+    .bind(&checksums)
+    .bind(&runs)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// How an execution ended.
 #[derive(Debug, Clone)]
 pub struct Finish<'a> {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use crate::{
-    plan::Step,
+    plan::{self, Step},
     report::{Reporter, StepRecord, StepTiming},
 };
 
@@ -216,6 +216,57 @@ pub(super) fn not_pending(resume: Option<&Resume>, direction: Direction) -> Exec
         ),
         version: Some(version),
     }
+}
+
+/// One row of a target's `migrate_hub_history`.
+#[derive(Debug, Clone)]
+pub struct HistoryRow {
+    pub version: String,
+    pub checksum: String,
+    /// The hub run that applied it (text; absent for baselines).
+    pub run_id: Option<String>,
+}
+
+/// Under the target lock: compares the target's history with the hub's
+/// applied state and returns the target's (version, checksum) pairs, or the
+/// drift that blocks the target.
+///
+/// Versions the target shows applied by one of this hub's own runs — the
+/// run pinned that version with that checksum for this very target — that
+/// the hub has not recorded are recorded first: a worker that died after
+/// the target committed, before its batched hub record, left them behind.
+/// Anything else the two sides disagree on is drift.
+pub(super) async fn agree_with_hub(
+    reporter: &Reporter,
+    history: Vec<HistoryRow>,
+) -> Result<Vec<(String, String)>, ExecError> {
+    let hub_error = |source| ExecError::Hub {
+        what: "reading or catching up the hub's applied state".into(),
+        source,
+    };
+    let mut hub = reporter.hub_applied().await.map_err(hub_error)?;
+    let unrecorded: Vec<&HistoryRow> = history
+        .iter()
+        .filter(|row| row.run_id.is_some() && !hub.iter().any(|(v, _)| *v == row.version))
+        .collect();
+    if !unrecorded.is_empty() {
+        let caught_up = reporter.catch_up(&unrecorded).await.map_err(hub_error)?;
+        if caught_up > 0 {
+            tracing::warn!(
+                versions = caught_up,
+                "recorded versions the target's history shows applied by this hub's runs"
+            );
+            hub = reporter.hub_applied().await.map_err(hub_error)?;
+        }
+    }
+    let history: Vec<(String, String)> = history
+        .into_iter()
+        .map(|row| (row.version, row.checksum))
+        .collect();
+    if let Some(drift) = plan::detect_drift(&hub, &history) {
+        return Err(ExecError::target(drift.to_string()));
+    }
+    Ok(history)
 }
 
 /// Records applied steps in the hub in the background, in order, while the

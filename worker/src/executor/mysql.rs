@@ -38,7 +38,8 @@ use tokio::{
 use tracing::Instrument;
 
 use super::{
-    Applied, Connection, ExecError, HubRecorder, Job, Resume, admit, dirty_note, not_pending,
+    Applied, Connection, ExecError, HistoryRow, HubRecorder, Job, Resume, admit, agree_with_hub,
+    dirty_note, not_pending,
 };
 use crate::{
     lock::{self, MySqlLockError},
@@ -106,17 +107,7 @@ async fn run_locked(
 ) -> Result<Applied, ExecError> {
     prepare(conn, job).await?;
     let history_table = history_table(&target.database);
-    let history = read_history(conn, &history_table).await?;
-    let hub = reporter
-        .hub_applied()
-        .await
-        .map_err(|source| ExecError::Hub {
-            what: "reading the hub's applied state".into(),
-            source,
-        })?;
-    if let Some(drift) = plan::detect_drift(&hub, &history) {
-        return Err(ExecError::target(drift.to_string()));
-    }
+    let history = agree_with_hub(reporter, read_history(conn, &history_table).await?).await?;
     // The job checked at its start; a job that stopped part-way on this
     // target since then held this lock, so this answer is final.
     let resume = admit(reporter, job).await?;
@@ -220,10 +211,7 @@ fn history_table(database: &str) -> String {
 
 /// Creates the history table if needed and reads it. Runs under the target
 /// lock, so concurrent first runs cannot race on the `CREATE TABLE`.
-async fn read_history(
-    conn: &mut Conn,
-    history_table: &str,
-) -> Result<Vec<(String, String)>, ExecError> {
+async fn read_history(conn: &mut Conn, history_table: &str) -> Result<Vec<HistoryRow>, ExecError> {
     let failed = |e: mysql_async::Error| {
         ExecError::target(format!(
             "could not read the target's migrate_hub_history: {}",
@@ -235,9 +223,16 @@ async fn read_history(
     ))
     .await
     .map_err(failed)?;
-    conn.query(format!("SELECT version, checksum FROM {history_table}"))
-        .await
-        .map_err(failed)
+    conn.query_map(
+        format!("SELECT version, checksum, run_id FROM {history_table}"),
+        |(version, checksum, run_id)| HistoryRow {
+            version,
+            checksum,
+            run_id,
+        },
+    )
+    .await
+    .map_err(failed)
 }
 
 /// One pending step's script, split, on its way to the target.

@@ -27,7 +27,8 @@ use common::targets::postgres::HISTORY_DDL;
 pub use common::targets::postgres::describe;
 
 use super::{
-    Applied, Connection, ExecError, HubRecorder, Job, Resume, admit, dirty_note, not_pending,
+    Applied, Connection, ExecError, HistoryRow, HubRecorder, Job, Resume, admit, agree_with_hub,
+    dirty_note, not_pending,
 };
 use crate::{
     lock::{self, LockError},
@@ -100,17 +101,7 @@ async fn run_locked(
     job: &Job<'_>,
     reporter: &Reporter,
 ) -> Result<Applied, ExecError> {
-    let history = read_history(client).await?;
-    let hub = reporter
-        .hub_applied()
-        .await
-        .map_err(|source| ExecError::Hub {
-            what: "reading the hub's applied state".into(),
-            source,
-        })?;
-    if let Some(drift) = plan::detect_drift(&hub, &history) {
-        return Err(ExecError::target(drift.to_string()));
-    }
+    let history = agree_with_hub(reporter, read_history(client).await?).await?;
     // A non-transactional script that stopped part-way on this target held
     // this lock, so this answer is final.
     let resume = admit(reporter, job).await?;
@@ -174,8 +165,9 @@ async fn run_locked(
 /// Creates the history table if needed and reads it, in one round trip.
 /// Runs under the target lock, so concurrent first runs cannot race on the
 /// `CREATE TABLE`.
-async fn read_history(client: &Client) -> Result<Vec<(String, String)>, ExecError> {
-    let sql = format!("{HISTORY_DDL}; SELECT version, checksum FROM migrate_hub_history");
+async fn read_history(client: &Client) -> Result<Vec<HistoryRow>, ExecError> {
+    let sql =
+        format!("{HISTORY_DDL}; SELECT version, checksum, run_id::text FROM migrate_hub_history");
     let messages = client.simple_query(&sql).await.map_err(|e| {
         ExecError::target(format!(
             "could not read the target's migrate_hub_history: {}",
@@ -185,10 +177,11 @@ async fn read_history(client: &Client) -> Result<Vec<(String, String)>, ExecErro
     Ok(messages
         .iter()
         .filter_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some((
-                row.get(0).unwrap_or_default().to_owned(),
-                row.get(1).unwrap_or_default().to_owned(),
-            )),
+            SimpleQueryMessage::Row(row) => Some(HistoryRow {
+                version: row.get(0).unwrap_or_default().to_owned(),
+                checksum: row.get(1).unwrap_or_default().to_owned(),
+                run_id: row.get(2).map(str::to_owned),
+            }),
             _ => None,
         })
         .collect())
