@@ -42,6 +42,8 @@ pub struct AppState {
     /// Reads of a run shared by the requests that watch it (run page, its
     /// live fragment, `GET /api/v1/runs/{id}`).
     pub run_reads: Arc<SharedReads<uuid::Uuid, RunSnapshot>>,
+    /// API-token lookups shared by concurrent requests with one token.
+    pub token_reads: Arc<SharedReads<Vec<u8>, crate::auth::extract::SharedBearer>>,
 }
 
 impl AppState {
@@ -57,6 +59,7 @@ impl AppState {
             templates: Arc::new(web::templates()),
             oidc,
             run_reads: Arc::default(),
+            token_reads: Arc::default(),
         })
     }
 

@@ -3,7 +3,12 @@
 //! A handler states its rule in its signature — `Authorized<rules::Approve>` —
 //! so a route cannot forget to check: without the argument it has no user.
 
-use std::{marker::PhantomData, net::SocketAddr, ops::Deref};
+use std::{
+    marker::PhantomData,
+    net::SocketAddr,
+    ops::Deref,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use axum::{
     extract::{ConnectInfo, FromRequestParts},
@@ -128,14 +133,34 @@ impl FromRequestParts<AppState> for CurrentUser {
     }
 }
 
+/// One token lookup, shared by the requests that waited for it.
+pub struct SharedBearer {
+    bearer: Option<users::TokenBearer>,
+    use_audited: AtomicBool,
+}
+
 async fn user_from_token(
     state: &AppState,
     token: &str,
     ip: Option<String>,
 ) -> Result<CurrentUser, ApiError> {
-    let bearer = users::bearer_of(&state.db, &hash_api_token(token))
-        .await?
-        .ok_or(ApiError::Unauthenticated)?;
+    // Concurrent requests with one token share the next lookup (never an
+    // older one), so a revocation still takes effect at once.
+    let hash = hash_api_token(token);
+    let found = state
+        .token_reads
+        .get(hash.clone(), || async {
+            let bearer = users::bearer_of(&state.db, &hash).await?;
+            Ok::<_, sqlx::Error>(SharedBearer {
+                bearer,
+                use_audited: AtomicBool::new(false),
+            })
+        })
+        .await?;
+    let bearer = found.bearer.clone().ok_or(ApiError::Unauthenticated)?;
+    // Of the requests sharing a lookup that found the token's use due for
+    // the audit log, one writes it.
+    let audit_use = bearer.audit_use && !found.use_audited.swap(true, Ordering::SeqCst);
     let user_role: Role = bearer.user_role.parse().unwrap_or(Role::User);
     let token_role: Role = bearer.token_role.parse().unwrap_or(Role::User);
     let user = CurrentUser {
@@ -147,7 +172,7 @@ async fn user_from_token(
         token_id: Some(bearer.token_id),
         ip,
     };
-    if bearer.audit_use {
+    if audit_use {
         let mut tx = state.db.begin().await?;
         audit::append(
             &mut tx,
