@@ -71,15 +71,6 @@ pub struct AppliedStep<'a> {
     pub resumed: bool,
 }
 
-/// Records a successful step in the hub: the applied state (added for `up`,
-/// removed for `down`) and the per-migration history row.
-pub async fn record_step(
-    conn: &mut PgConnection,
-    step: &AppliedStep<'_>,
-) -> Result<(), sqlx::Error> {
-    record_steps(conn, std::slice::from_ref(step)).await
-}
-
 /// Records successful steps of one execution, in order, in a fixed number of
 /// statements whatever their count: the applied state (added for `up`,
 /// removed for `down`), the per-migration history rows, the execution's
@@ -389,7 +380,7 @@ pub async fn last_progress(
 /// the target dirty should the worker die. Written in batches, never once per statement.
 ///
 /// Progress travels on its own connection, so it may arrive after the
-/// version was recorded as done by [`record_step`]; such a late report (same
+/// version was recorded as done by [`record_steps`]; such a late report (same
 /// version, statement already cleared) is ignored.
 pub async fn progress(
     conn: &mut PgConnection,

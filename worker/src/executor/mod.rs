@@ -245,9 +245,10 @@ pub(super) async fn agree_with_hub(
         source,
     };
     let mut hub = reporter.hub_applied().await.map_err(hub_error)?;
+    let recorded: std::collections::HashSet<&str> = hub.iter().map(|(v, _)| v.as_str()).collect();
     let unrecorded: Vec<&HistoryRow> = history
         .iter()
-        .filter(|row| row.run_id.is_some() && !hub.iter().any(|(v, _)| *v == row.version))
+        .filter(|row| row.run_id.is_some() && !recorded.contains(row.version.as_str()))
         .collect();
     if !unrecorded.is_empty() {
         let caught_up = reporter.catch_up(&unrecorded).await.map_err(hub_error)?;

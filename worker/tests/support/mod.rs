@@ -204,6 +204,42 @@ pub struct Project {
     migrations: Arc<Mutex<Vec<(Uuid, Version, Checksum)>>>,
 }
 
+impl Project {
+    /// The migrations a run to `target_version` pins, the way the control
+    /// plane pins them (up: every migration up to the version, ascending;
+    /// down: every migration above it, descending).
+    pub fn pinned(
+        &self,
+        direction: Direction,
+        target_version: &Version,
+    ) -> Vec<(Uuid, PinnedMigration)> {
+        let mut pinned: Vec<(Uuid, PinnedMigration)> = self
+            .migrations
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, v, _)| match direction {
+                Direction::Up => v <= target_version,
+                Direction::Down => v > target_version,
+            })
+            .map(|(id, version, checksum)| {
+                (
+                    *id,
+                    PinnedMigration {
+                        version: version.clone(),
+                        checksum: checksum.clone(),
+                    },
+                )
+            })
+            .collect();
+        pinned.sort_by(|a, b| a.1.version.cmp(&b.1.version));
+        if direction == Direction::Down {
+            pinned.reverse();
+        }
+        pinned
+    }
+}
+
 /// A tool database with the hub's schema and the queue, plus the people and
 /// keys the seeded rows need.
 pub struct TestHub {
@@ -349,29 +385,7 @@ impl TestHub {
         target_version: &str,
     ) -> Uuid {
         let target_version = Version::parse(target_version).unwrap();
-        let mut pinned: Vec<(Uuid, PinnedMigration)> = project
-            .migrations
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, v, _)| match direction {
-                Direction::Up => *v <= target_version,
-                Direction::Down => *v > target_version,
-            })
-            .map(|(id, version, checksum)| {
-                (
-                    *id,
-                    PinnedMigration {
-                        version: version.clone(),
-                        checksum: checksum.clone(),
-                    },
-                )
-            })
-            .collect();
-        pinned.sort_by(|a, b| a.1.version.cmp(&b.1.version));
-        if direction == Direction::Down {
-            pinned.reverse();
-        }
+        let pinned = project.pinned(direction, &target_version);
         let settings = ExecutionSettings {
             direction,
             target_version,

@@ -13,10 +13,7 @@ use std::{
 };
 
 use common::{
-    domain::{
-        Direction, RunState, Version,
-        run::{ExecutionSettings, PinnedMigration},
-    },
+    domain::{Direction, RunState, Version, run::ExecutionSettings},
     store::{
         self,
         inventory::NewTarget,
@@ -251,29 +248,7 @@ impl TestHub {
         concurrency: i32,
     ) -> Uuid {
         let target_version = Version::parse(target_version).unwrap();
-        let mut pinned: Vec<(Uuid, PinnedMigration)> = project
-            .migrations
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, v, _)| match direction {
-                Direction::Up => *v <= target_version,
-                Direction::Down => *v > target_version,
-            })
-            .map(|(id, version, checksum)| {
-                (
-                    *id,
-                    PinnedMigration {
-                        version: version.clone(),
-                        checksum: checksum.clone(),
-                    },
-                )
-            })
-            .collect();
-        pinned.sort_by(|a, b| a.1.version.cmp(&b.1.version));
-        if direction == Direction::Down {
-            pinned.reverse();
-        }
+        let pinned = project.pinned(direction, &target_version);
         let mut tx = self.db.begin().await.unwrap();
         let env = store::inventory::environment(&mut tx, "daily")
             .await
