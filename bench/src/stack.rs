@@ -116,6 +116,10 @@ impl Stack {
                     .env("MH_PUBLIC_URL", format!("http://{addr}"))
                     .env("MH_LOG_FORMAT", "json")
                     .env("RUST_LOG", "warn")
+                    // The web benchmark's clients share one token and never
+                    // pause; the per-token budget would answer most of them
+                    // 429 and measure the limiter instead of the pages.
+                    .env("MH_API_RATE_LIMIT", "0")
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())

@@ -1,5 +1,5 @@
-//! Web: `clients` concurrent clients (each its own keep-alive connection,
-//! no pause between requests) alternate between the run page (HTML) and
+//! Web: `clients` concurrent clients (each its own keep-alive HTTP/1.1
+//! connection, no pause between requests, on threads of their own) alternate between the run page (HTML) and
 //! `GET /api/v1/runs/{id}` while a run on `pg_targets` targets executes. The
 //! control plane runs as its own process, so its memory can be read from
 //! `/proc/<pid>/status`.
@@ -85,43 +85,36 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
             }
         })
     };
-    let mut clients = Vec::new();
-    for i in 0..cfg.clients {
+    // The clients run on threads of their own, so the worker's tasks in
+    // this process do not delay the reading of their answers.
+    let clients = {
         let (stop, api) = (stop.clone(), stack.api.clone());
-        let page_url = api.url(&format!("/runs/{run}"));
-        let api_url = api.url(&format!("/api/v1/runs/{run}"));
-        clients.push(tokio::spawn(async move {
-            // One client, one keep-alive connection.
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("HTTP client builds");
-            let mut samples = Samples::default();
-            let mut page = i % 2 == 0;
-            while !stop.load(Ordering::Relaxed) {
-                let url = if page { &page_url } else { &api_url };
-                let started = Instant::now();
-                let ok = match client.get(url).bearer_auth(&api.user).send().await {
-                    Ok(resp) => {
-                        let ok = resp.status().is_success();
-                        ok && resp.bytes().await.is_ok()
-                    }
-                    Err(_) => false,
-                };
-                let ms = started.elapsed().as_secs_f64() * 1000.0;
-                if !ok {
-                    samples.errors += 1;
-                } else if page {
-                    samples.page.push(ms);
-                } else {
-                    samples.api.push(ms);
+        let paths = [format!("/runs/{run}"), format!("/api/v1/runs/{run}")];
+        let addr = api.base.trim_start_matches("http://").to_owned();
+        let count = cfg.clients;
+        std::thread::spawn(move || -> anyhow::Result<Samples> {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let clients: Vec<_> = (0..count)
+                    .map(|i| {
+                        let (stop, token) = (stop.clone(), api.user.clone());
+                        tokio::spawn(client(addr.clone(), i % 2 == 0, paths.clone(), token, stop))
+                    })
+                    .collect();
+                let mut all = Samples::default();
+                for c in clients {
+                    let s = c.await?;
+                    all.page.extend(s.page);
+                    all.api.extend(s.api);
+                    all.errors += s.errors;
                 }
-                page = !page;
-            }
-            samples
-        }));
-    }
+                Ok(all)
+            })
+        })
+    };
     let started = Instant::now();
     let cpu_before = cpu_seconds(pid);
     let own_before = cpu_seconds(std::process::id());
@@ -137,14 +130,11 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
         .zip(machine_before)
         .map(|(a, b)| a - b);
     stop.store(true, Ordering::Relaxed);
-    let mut all = Samples::default();
-    for c in clients {
-        let s = c.await?;
-        all.page.extend(s.page);
-        all.api.extend(s.api);
-        all.errors += s.errors;
-    }
+    let all = tokio::task::spawn_blocking(move || clients.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("a web client thread panicked"))??;
     let _ = sampler.await;
+    let served = server_side(&stack.api).await?;
     let state = state?;
     anyhow::ensure!(state == "succeeded", "the run under load ended {state}");
     let hwm_kib = status_kib(pid, "VmHWM:").unwrap_or(0);
@@ -170,6 +160,9 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
         Row::new("web", "GET /api/v1/runs/{id}")
             .hub(format!("p99 {} ms (p50 {} ms)", api.p99_ms, api.p50_ms))
             .bar(format!("p99 < {P99_BAR_MS} ms"), api.p99_ms < P99_BAR_MS),
+        Row::new("web", "requests answered 200")
+            .hub(format!("{} of {requests}", both.len()))
+            .bar("all", all.errors == 0),
         Row::new("web", "control-plane peak RSS (VmHWM)")
             .hub(format!("{rss_mb} MB"))
             .bar(format!("< {RSS_BAR_MB} MB"), rss_mb < RSS_BAR_MB),
@@ -196,11 +189,164 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
             "control_plane_cpu_ms_per_request": cpu_used.map(|c| round(c * 1000.0 / requests)),
             "bench_process_cpu_cores_busy": own_used.map(|c| round(c / elapsed)),
             "machine_cpu_cores_busy": machine_used.map(|c| round(c / elapsed)),
+            "server_side": served,
             "rss_mb_before_load": rss_before.map(|k| round(k as f64 / 1024.0)),
             "rss_mb_peak": rss_mb,
         }),
         notes,
     })
+}
+
+/// One client: its own keep-alive HTTP/1.1 connection, no pause,
+/// alternating the run page and the API (`paths`), starting with the page
+/// when `page_first`. A failed connection is opened again.
+async fn client(
+    addr: String,
+    page_first: bool,
+    paths: [String; 2],
+    token: String,
+    stop: Arc<AtomicBool>,
+) -> Samples {
+    use http_body_util::{BodyExt as _, Empty};
+    use hyper::body::Bytes;
+
+    let mut samples = Samples::default();
+    let mut page = page_first;
+    let authorization = format!("Bearer {token}");
+    'connect: while !stop.load(Ordering::Relaxed) {
+        let Ok(stream) = tokio::net::TcpStream::connect(&addr).await else {
+            samples.errors += 1;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let Ok((mut sender, connection)) =
+            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io).await
+        else {
+            samples.errors += 1;
+            continue;
+        };
+        let connection = tokio::spawn(connection);
+        while !stop.load(Ordering::Relaxed) {
+            let path = if page { &paths[0] } else { &paths[1] };
+            let request = hyper::Request::get(path.as_str())
+                .header(hyper::header::HOST, addr.as_str())
+                .header(hyper::header::AUTHORIZATION, authorization.as_str())
+                .body(Empty::new())
+                .expect("a valid request");
+            let started = Instant::now();
+            let answered = match sender.send_request(request).await {
+                Ok(response) => {
+                    let status = response.status();
+                    response
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|_| status.is_success())
+                }
+                Err(err) => Err(err),
+            };
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            match answered {
+                Ok(true) => {}
+                Ok(false) => {
+                    samples.errors += 1;
+                    page = !page;
+                    continue;
+                }
+                // The connection broke: open another.
+                Err(_) => {
+                    samples.errors += 1;
+                    connection.abort();
+                    continue 'connect;
+                }
+            }
+            if page {
+                samples.page.push(ms);
+            } else {
+                samples.api.push(ms);
+            }
+            page = !page;
+        }
+        connection.abort();
+    }
+    samples
+}
+
+/// The control plane's own view of the two routes, from its latency
+/// histogram: requests handled, and the share that took longer than 10, 25
+/// and 50 ms between routing and response. What the clients measured on top
+/// of that is time in sockets and in the clients' own queues.
+async fn server_side(api: &crate::stack::Api) -> anyhow::Result<serde_json::Value> {
+    let text = api
+        .client
+        .get(api.url("/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let mut out = serde_json::Map::new();
+    for route in ["/runs/{id}", "/api/v1/runs/{id}"] {
+        let selector = format!("method=\"GET\",route=\"{route}\",status=\"200\"");
+        let value = |suffix: &str, le: Option<&str>| -> Option<f64> {
+            text.lines().find_map(|line| {
+                let rest =
+                    line.strip_prefix(&format!("http_request_duration_seconds{suffix}{{"))?;
+                let (labels, value) = rest.split_once("} ")?;
+                let wanted = match le {
+                    Some(le) => {
+                        labels.contains(&selector) && labels.contains(&format!("le=\"{le}\""))
+                    }
+                    None => labels == selector,
+                };
+                wanted.then(|| value.trim().parse().ok()).flatten()
+            })
+        };
+        let count = value("_count", None).unwrap_or(0.0);
+        let over = |le: &str| {
+            value("_bucket", Some(le))
+                .filter(|_| count > 0.0)
+                .map(|within| round(100.0 * (count - within) / count))
+        };
+        out.insert(
+            route.to_owned(),
+            json!({
+                "requests": count,
+                "percent_over_10_ms": over("0.01"),
+                "percent_over_25_ms": over("0.025"),
+                "percent_over_50_ms": over("0.05"),
+            }),
+        );
+    }
+    for kind in ["run", "token"] {
+        let sum = |prefix: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(prefix) && l.contains(&format!("kind=\"{kind}\"")))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum()
+        };
+        let reads = sum("migrate_hub_shared_read_duration_seconds_count{");
+        let seconds = sum("migrate_hub_shared_read_duration_seconds_sum{");
+        let waited = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("migrate_hub_shared_read_requests_total{")
+                    && l.contains(&format!("kind=\"{kind}\""))
+                    && l.contains("served=\"waited\"")
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>();
+        out.insert(
+            format!("{kind} reads"),
+            json!({
+                "reads": reads,
+                "mean_read_ms": (reads > 0.0).then(|| round(seconds * 1000.0 / reads)),
+                "requests_that_waited": waited,
+            }),
+        );
+    }
+    Ok(serde_json::Value::Object(out))
 }
 
 /// User plus system CPU time of a process, from `/proc/<pid>/stat`.

@@ -64,6 +64,21 @@ fn parsed<T: FromStr>(
     }
 }
 
+fn at_most<T: PartialOrd + std::fmt::Display>(
+    value: T,
+    max: T,
+    variable: &'static str,
+) -> Result<T, ConfigError> {
+    if value > max {
+        Err(ConfigError {
+            variable,
+            reason: format!("must be at most {max}"),
+        })
+    } else {
+        Ok(value)
+    }
+}
+
 fn list(src: &dyn Source, variable: &'static str) -> Vec<String> {
     src.get(variable)
         .map(|v| {
@@ -207,6 +222,11 @@ pub struct ControlPlaneSettings {
     pub session_max_hours: u32,
     pub max_sql_bytes: usize,
     pub rate_limits: RateLimits,
+    /// `MH_READ_MAX_AGE_MS`: how old a shared read of a run or an API token
+    /// may be when it serves a request (writes answered by this process
+    /// always retire older reads); zero makes every request wait for a
+    /// read of its own time.
+    pub read_max_age: std::time::Duration,
 }
 
 /// Request budgets per minute (a burst of the same size, refilled evenly);
@@ -324,6 +344,11 @@ impl ControlPlaneSettings {
             )?,
             max_sql_bytes: parsed(src, "MH_MAX_SQL_BYTES", 1_048_576, "a number of bytes")?,
             rate_limits: RateLimits::load(src)?,
+            read_max_age: std::time::Duration::from_millis(at_most(
+                parsed(src, "MH_READ_MAX_AGE_MS", 1000, "a number of milliseconds")?,
+                10_000,
+                "MH_READ_MAX_AGE_MS",
+            )?),
         })
     }
 }
@@ -410,6 +435,7 @@ mod tests {
         assert_eq!(s.max_sql_bytes, 1_048_576);
         assert_eq!(s.rate_limits, RateLimits::default());
         assert_eq!(s.common.otel, None);
+        assert_eq!(s.read_max_age, std::time::Duration::from_secs(1));
         let w = WorkerSettings::load(&base(), None, None).unwrap();
         assert_eq!(
             (w.pool.as_str(), w.concurrency, w.lock_wait_ms),
@@ -447,6 +473,8 @@ mod tests {
             ("MH_SIGNIN_RATE_LIMIT", "lots"),
             ("MH_API_RATE_LIMIT", "-5"),
             ("MH_AUTH_FAILURE_LIMIT", "1.5"),
+            ("MH_READ_MAX_AGE_MS", "-1"),
+            ("MH_READ_MAX_AGE_MS", "60000"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318"),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4318"),
         ] {

@@ -44,6 +44,9 @@ pub struct AppState {
     pub run_reads: Arc<SharedReads<uuid::Uuid, RunSnapshot>>,
     /// API-token lookups shared by concurrent requests with one token.
     pub token_reads: Arc<SharedReads<Vec<u8>, crate::auth::extract::SharedBearer>>,
+    /// The last write this process answered: shared reads older than it
+    /// are not served.
+    pub writes: Arc<WriteMark>,
 }
 
 impl AppState {
@@ -52,14 +55,17 @@ impl AppState {
             Some(o) => Some(Arc::new(Oidc::new(o.clone(), &settings.public_url)?)),
             None => None,
         };
+        let writes = Arc::new(WriteMark::default());
+        let max_age = settings.read_max_age;
         Ok(Self {
             db,
+            run_reads: Arc::new(SharedReads::new("run", max_age, writes.clone())),
+            token_reads: Arc::new(SharedReads::new("token", max_age, writes.clone())),
+            writes,
             limits: Arc::new(RateLimits::new(&settings.rate_limits)),
             settings: Arc::new(settings),
             templates: Arc::new(web::templates()),
             oidc,
-            run_reads: Arc::default(),
-            token_reads: Arc::default(),
         })
     }
 
@@ -69,7 +75,10 @@ impl AppState {
 }
 
 use crate::http_trace::REQUEST_ID;
-use crate::{api::runs::RunSnapshot, shared_reads::SharedReads};
+use crate::{
+    api::runs::RunSnapshot,
+    shared_reads::{SharedReads, WriteMark},
+};
 
 /// The complete router with its middleware.
 pub fn router(state: AppState) -> Router {
@@ -101,6 +110,10 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn(crate::metrics::track_http))
         .route_layer(middleware::from_fn(crate::http_trace::name_by_route))
         .layer(middleware::from_fn_with_state(state.clone(), csrf::guard))
+        .layer(middleware::from_fn_with_state(
+            state.writes.clone(),
+            WriteMark::after_writes,
+        ))
         .layer(sessions)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))

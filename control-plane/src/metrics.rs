@@ -31,6 +31,15 @@ pub fn handle() -> &'static PrometheusHandle {
             metrics::Unit::Seconds,
             "HTTP request latency by method, route template and status."
         );
+        metrics::describe_histogram!(
+            "migrate_hub_shared_read_duration_seconds",
+            metrics::Unit::Seconds,
+            "Duration of the database reads shared by requests (kind: run, token)."
+        );
+        metrics::describe_counter!(
+            "migrate_hub_shared_read_requests_total",
+            "Requests served a shared read, by kind and whether they took the latest read or waited for the next."
+        );
     });
     handle
 }

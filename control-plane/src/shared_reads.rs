@@ -1,100 +1,347 @@
-//! Many readers of one object, one database read: while a read of a run is
-//! under way, the requests for the same run that arrive queue behind it and
-//! share the *next* read, so a run page watched by many people costs one
-//! set of queries per round instead of one per request.
+//! Many readers of one object, few database reads. A run page watched by
+//! many people, or one API token used by many concurrent requests, costs one
+//! read per round instead of one per request.
 //!
-//! Freshness is not traded away: a request only takes a result whose read
-//! started after the request arrived, so it never sees data older than
-//! itself (an Approve followed by a GET always sees the approval).
+//! Freshness is bounded, never traded away:
+//! - a request takes the latest read of its key only when that read started
+//!   at most `max_age` (`MH_READ_MAX_AGE_MS`) before the request arrived, and
+//!   after the last write this process answered ([`WriteMark`]), so a change
+//!   made through this control plane (an approval, a revoked token) is seen
+//!   by every request that follows it;
+//! - otherwise the request waits for the next read, which it shares with
+//!   every request waiting at the time;
+//! - when a request is served a read older than [`REFRESH_AFTER`] (or a
+//!   quarter of `max_age`, if less), it starts the next read in the
+//!   background: under steady load reads stay that fresh and nobody waits,
+//!   unless the database takes nearly `max_age` to answer.
+//!
+//! With `max_age` zero every request waits for a read that started after it
+//! arrived.
 
 use std::{
     collections::HashMap,
     future::Future,
     hash::Hash,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
 };
 
+use axum::{extract::Request, middleware::Next, response::Response};
 use tokio::time::Instant;
 
-/// The latest read of each key, and the lock that queues its readers.
-pub struct SharedReads<K, V> {
-    slots: Mutex<HashMap<K, Arc<Slot<V>>>>,
+/// How old a served read may get before the next one is started.
+pub const REFRESH_AFTER: Duration = Duration::from_millis(50);
+
+/// When this process last answered a request that may have written: reads
+/// that started before it are not served any more.
+#[derive(Debug)]
+pub struct WriteMark {
+    base: Instant,
+    /// Nanoseconds after `base`; 0 until the first write.
+    last: AtomicU64,
 }
 
-type Slot<V> = tokio::sync::Mutex<Option<(Instant, Arc<V>)>>;
-
-impl<K: Eq + Hash + Clone, V> Default for SharedReads<K, V> {
+impl Default for WriteMark {
     fn default() -> Self {
         Self {
-            slots: Mutex::new(HashMap::new()),
+            base: Instant::now(),
+            last: AtomicU64::new(0),
         }
     }
 }
 
-impl<K: Eq + Hash + Clone, V> SharedReads<K, V> {
-    /// The value of `key`, read by `read` — or by a read of another request
-    /// that started after this one arrived.
+impl WriteMark {
+    /// Records that a write has just been answered.
+    pub fn record(&self) {
+        let now = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last.fetch_max(now.max(1), Ordering::SeqCst);
+    }
+
+    fn last(&self) -> Option<Instant> {
+        match self.last.load(Ordering::SeqCst) {
+            0 => None,
+            nanos => Some(self.base + Duration::from_nanos(nanos)),
+        }
+    }
+
+    /// Middleware: every request with an unsafe method marks a write once its
+    /// handler has answered (and so committed), before the client sees the
+    /// answer.
+    pub async fn after_writes(
+        axum::extract::State(mark): axum::extract::State<Arc<WriteMark>>,
+        req: Request,
+        next: Next,
+    ) -> Response {
+        let writes = !req.method().is_safe();
+        let response = next.run(req).await;
+        if writes {
+            mark.record();
+        }
+        response
+    }
+}
+
+/// The latest read of each key being watched.
+pub struct SharedReads<K, V> {
+    /// What is read (`run`, `token`): the `kind` label of the metrics.
+    kind: &'static str,
+    slots: Mutex<HashMap<K, Arc<Slot<V>>>>,
+    max_age: Duration,
+    writes: Arc<WriteMark>,
+    /// When idle slots were last dropped.
+    swept: Mutex<Instant>,
+}
+
+struct Slot<V> {
+    latest: Mutex<Option<Read<V>>>,
+    /// Held while a read of the key runs: waiting requests queue on it.
+    reading: tokio::sync::Mutex<()>,
+    refreshing: AtomicBool,
+}
+
+struct Read<V> {
+    started: Instant,
+    value: Arc<V>,
+}
+
+impl<V> Default for Slot<V> {
+    fn default() -> Self {
+        Self {
+            latest: Mutex::new(None),
+            reading: tokio::sync::Mutex::new(()),
+            refreshing: AtomicBool::new(false),
+        }
+    }
+}
+
+impl<V> Slot<V> {
+    /// The latest value if its read started at or after `floor`, with the
+    /// time it started.
+    fn latest_since(&self, floor: Instant) -> Option<(Instant, Arc<V>)> {
+        let latest = self.latest.lock().expect("shared read slot");
+        latest
+            .as_ref()
+            .filter(|r| r.started >= floor)
+            .map(|r| (r.started, r.value.clone()))
+    }
+
+    fn store(&self, started: Instant, value: Arc<V>) {
+        let mut latest = self.latest.lock().expect("shared read slot");
+        if latest.as_ref().is_none_or(|r| r.started <= started) {
+            *latest = Some(Read { started, value });
+        }
+    }
+
+    fn started(&self) -> Option<Instant> {
+        let latest = self.latest.lock().expect("shared read slot");
+        latest.as_ref().map(|r| r.started)
+    }
+}
+
+impl<K, V> SharedReads<K, V>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    pub fn new(kind: &'static str, max_age: Duration, writes: Arc<WriteMark>) -> Self {
+        Self {
+            kind,
+            slots: Mutex::new(HashMap::new()),
+            max_age,
+            writes,
+            swept: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// The value of `key`: the latest read, if fresh enough for a request
+    /// arriving now, or else the next one.
     pub async fn get<E, F, Fut>(&self, key: K, read: F) -> Result<Arc<V>, E>
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, E>>,
+        E: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         let arrived = Instant::now();
-        let slot = {
-            let mut slots = self.slots.lock().expect("shared reads lock");
-            slots.entry(key.clone()).or_default().clone()
-        };
-        let result = {
-            let mut latest = slot.lock().await;
-            match latest.as_ref() {
-                Some((started, value)) if *started >= arrived => Ok(value.clone()),
-                _ => {
-                    let started = Instant::now();
-                    match read().await {
-                        Ok(value) => {
-                            let value = Arc::new(value);
-                            *latest = Some((started, value.clone()));
-                            Ok(value)
-                        }
-                        Err(err) => Err(err),
-                    }
-                }
+        let floor = self.floor(arrived);
+        let slot = self.slot(&key, arrived);
+        if let Some((started, value)) = slot.latest_since(floor) {
+            if self.due(started, arrived) && !slot.refreshing.swap(true, Ordering::SeqCst) {
+                tokio::spawn(refresh(self.kind, slot, read));
             }
-        };
-        // The last reader of a key takes its slot away, so the map only
-        // holds keys being read.
-        let mut slots = self.slots.lock().expect("shared reads lock");
-        if Arc::strong_count(&slot) == 2 {
-            slots.remove(&key);
+            self.served("latest");
+            return Ok(value);
         }
-        result
+        self.served("waited");
+        let _reading = slot.reading.lock().await;
+        // A read that finished while this request waited may do.
+        if let Some((_, value)) = slot.latest_since(floor) {
+            return Ok(value);
+        }
+        let started = Instant::now();
+        let value = Arc::new(timed(self.kind, read()).await?);
+        slot.store(started, value.clone());
+        Ok(value)
     }
+
+    /// Counts a request served from the latest read or after waiting for
+    /// the next one.
+    fn served(&self, how: &'static str) {
+        metrics::counter!("migrate_hub_shared_read_requests_total", "kind" => self.kind, "served" => how)
+            .increment(1);
+    }
+
+    /// The oldest start of a read a request arriving at `arrived` may take.
+    fn floor(&self, arrived: Instant) -> Instant {
+        let aged = arrived.checked_sub(self.max_age).unwrap_or(arrived);
+        match self.writes.last() {
+            Some(write) if write > aged => write,
+            _ => aged,
+        }
+    }
+
+    /// Whether a read that started at `started` should be followed by the
+    /// next one now.
+    fn due(&self, started: Instant, now: Instant) -> bool {
+        !self.max_age.is_zero()
+            && now.saturating_duration_since(started) >= (self.max_age / 4).min(REFRESH_AFTER)
+    }
+
+    fn slot(&self, key: &K, now: Instant) -> Arc<Slot<V>> {
+        let mut slots = self.slots.lock().expect("shared reads");
+        self.sweep(&mut slots, now);
+        slots.entry(key.clone()).or_default().clone()
+    }
+
+    /// Drops, at most every `max_age` (and at least every second), the
+    /// slots nobody is reading whose latest read is too old to serve.
+    fn sweep(&self, slots: &mut HashMap<K, Arc<Slot<V>>>, now: Instant) {
+        let every = self
+            .max_age
+            .clamp(Duration::from_millis(1), Duration::from_secs(1));
+        let mut swept = self.swept.lock().expect("shared reads sweep");
+        if now.saturating_duration_since(*swept) < every {
+            return;
+        }
+        *swept = now;
+        let aged = now.checked_sub(self.max_age).unwrap_or(now);
+        slots.retain(|_, slot| {
+            Arc::strong_count(slot) > 1 || slot.started().is_some_and(|s| s >= aged)
+        });
+    }
+
+    #[cfg(test)]
+    fn keys(&self) -> usize {
+        self.slots.lock().expect("shared reads").len()
+    }
+}
+
+/// The next read of a slot, started by a request that was served the
+/// previous one. A failed read is dropped: the next request tries again.
+async fn refresh<V, E, F, Fut>(kind: &'static str, slot: Arc<Slot<V>>, read: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
+    {
+        let _reading = slot.reading.lock().await;
+        let started = Instant::now();
+        if let Ok(value) = timed(kind, read()).await {
+            slot.store(started, Arc::new(value));
+        }
+    }
+    slot.refreshing.store(false, Ordering::SeqCst);
+}
+
+/// Runs a read, recording how long it took.
+async fn timed<V, E>(kind: &'static str, read: impl Future<Output = Result<V, E>>) -> Result<V, E> {
+    let started = Instant::now();
+    let result = read.await;
+    metrics::histogram!("migrate_hub_shared_read_duration_seconds", "kind" => kind)
+        .record(started.elapsed().as_secs_f64());
+    result
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     use super::*;
 
-    #[tokio::test]
-    async fn a_reader_never_takes_a_read_older_than_itself() {
-        let reads = SharedReads::<u32, usize>::default();
-        let count = AtomicUsize::new(0);
-        let read = || async { Ok::<_, ()>(count.fetch_add(1, Ordering::SeqCst) + 1) };
-        assert_eq!(*reads.get(1, read).await.unwrap(), 1);
+    fn reads(max_age_ms: u64) -> (Arc<SharedReads<u32, usize>>, Arc<WriteMark>) {
+        let writes = Arc::new(WriteMark::default());
+        let reads = SharedReads::new("test", Duration::from_millis(max_age_ms), writes.clone());
+        (Arc::new(reads), writes)
+    }
+
+    /// A read that counts how often it ran and returns that count.
+    fn counting(
+        count: &Arc<AtomicUsize>,
+    ) -> impl FnOnce() -> std::future::Ready<Result<usize, ()>> + Send + 'static {
+        let count = count.clone();
+        move || std::future::ready(Ok(count.fetch_add(1, Ordering::SeqCst) + 1))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_max_age_a_reader_never_takes_a_read_older_than_itself() {
+        let (reads, _) = reads(0);
+        let count = Arc::new(AtomicUsize::new(0));
+        assert_eq!(*reads.get(1, counting(&count)).await.unwrap(), 1);
+        tokio::time::advance(Duration::from_nanos(1)).await;
         // One after the other: each needs a read of its own.
-        assert_eq!(*reads.get(1, read).await.unwrap(), 2);
+        assert_eq!(*reads.get(1, counting(&count)).await.unwrap(), 2);
         assert_eq!(count.load(Ordering::SeqCst), 2);
-        assert!(
-            reads.slots.lock().unwrap().is_empty(),
-            "idle keys are dropped"
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(*reads.get(2, counting(&count)).await.unwrap(), 3);
+        assert_eq!(reads.keys(), 1, "the idle key 1 was dropped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_serves_for_max_age_and_is_refreshed_in_the_background() {
+        let (reads, _) = reads(100);
+        let count = Arc::new(AtomicUsize::new(0));
+        assert_eq!(*reads.get(1, counting(&count)).await.unwrap(), 1);
+        tokio::time::advance(Duration::from_millis(20)).await;
+        assert_eq!(
+            *reads.get(1, counting(&count)).await.unwrap(),
+            1,
+            "young enough"
+        );
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        // Past a quarter of the age: served, and the next read starts behind it.
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert_eq!(*reads.get(1, counting(&count)).await.unwrap(), 1);
+        common::testing::wait_for(Duration::from_secs(5), "the refresh", || async {
+            (count.load(Ordering::SeqCst) == 2).then_some(())
+        })
+        .await;
+        assert_eq!(*reads.get(1, counting(&count)).await.unwrap(), 2);
+        // Past the age, nothing old is served: the request reads.
+        tokio::time::advance(Duration::from_millis(101)).await;
+        assert_eq!(*reads.get(1, counting(&count)).await.unwrap(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_answered_here_retires_every_earlier_read() {
+        let (reads, writes) = reads(10_000);
+        let count = Arc::new(AtomicUsize::new(0));
+        assert_eq!(*reads.get(1, counting(&count)).await.unwrap(), 1);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        writes.record();
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(*reads.get(1, counting(&count)).await.unwrap(), 2);
+        assert_eq!(
+            *reads.get(1, counting(&count)).await.unwrap(),
+            2,
+            "read after the write"
         );
     }
 
     #[tokio::test]
     async fn readers_waiting_behind_a_read_share_the_next_one() {
-        let reads = Arc::new(SharedReads::<u32, usize>::default());
+        let (reads, _) = reads(0);
         let count = Arc::new(AtomicUsize::new(0));
         let (release, gate) = tokio::sync::watch::channel(false);
         let slow_read = {
@@ -115,7 +362,7 @@ mod tests {
             async move { *reads.get(7, read).await.unwrap() }
         });
         common::testing::wait_for(
-            std::time::Duration::from_secs(5),
+            Duration::from_secs(5),
             "the first read to start",
             || async { (count.load(Ordering::SeqCst) == 1).then_some(()) },
         )
@@ -127,11 +374,9 @@ mod tests {
                 tokio::spawn(async move { *reads.get(7, read).await.unwrap() })
             })
             .collect();
-        common::testing::wait_for(
-            std::time::Duration::from_secs(5),
-            "the readers to queue",
-            || async { (Arc::strong_count(&reads.slots.lock().unwrap()[&7]) == 12).then_some(()) },
-        )
+        common::testing::wait_for(Duration::from_secs(5), "the readers to queue", || async {
+            (Arc::strong_count(&reads.slots.lock().unwrap()[&7]) == 12).then_some(())
+        })
         .await;
         release.send(true).unwrap();
         assert_eq!(first.await.unwrap(), 1);
@@ -143,7 +388,7 @@ mod tests {
 
     #[tokio::test]
     async fn failed_reads_are_not_kept() {
-        let reads = SharedReads::<u32, usize>::default();
+        let (reads, _) = reads(10_000);
         assert!(
             reads
                 .get(1, || async { Err::<usize, _>("down") })

@@ -137,10 +137,13 @@ async fn run_state(app: &TestApp, run: &str) -> (String, Option<String>) {
     )
 }
 
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-    // The listener is dropped here: nothing listens on the port any more.
+/// A loopback port that refuses connections for as long as the returned
+/// socket lives: bound (so no other test can take it) but not listening.
+fn closed_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
 }
 
 // Projects ---------------------------------------------------------------------
@@ -1088,7 +1091,7 @@ async fn connection_test_fails_clearly_with_the_drivers_words() {
     assert!(!error.contains(wrong));
     assert_eq!(result["server_version"], Value::Null);
 
-    let port = closed_port();
+    let (_closed, port) = closed_port();
     for engine in ["postgres", "mysql"] {
         let (_, t) = app
             .post(&format!("/api/v1/projects/{slug}/db-sets/{set}/targets"), &app.manager,
@@ -1244,9 +1247,10 @@ async fn target_state_shows_applied_versions_dirty_flag_and_live_drift() {
     assert!(state["dirty"]["since"].is_string());
 
     // An unreachable target: the hub's side still shows, drift is unknown.
+    let (_closed, port) = closed_port();
     sqlx::query("UPDATE targets SET port = $2 WHERE id = $1::uuid")
         .bind(&target)
-        .bind(i32::from(closed_port()))
+        .bind(i32::from(port))
         .execute(&app.pool)
         .await
         .unwrap();

@@ -812,3 +812,65 @@ async fn stop_on_failure_cancels_targets_not_started() {
     assert_eq!(states, ["succeeded", "failed", "cancelled"], "{done}");
     assert_eq!(done["state"], "partially_failed");
 }
+
+/// Watching a run shares reads of it (`shared_reads.rs`); what is shown is
+/// never older than the last write answered here, nor than
+/// `MH_READ_MAX_AGE_MS` for changes made elsewhere (a worker, another
+/// replica).
+#[tokio::test]
+async fn watched_runs_show_writes_made_here_at_once_and_others_within_the_max_age() {
+    let app = TestApp::spawn_with(|env, _| {
+        env.insert("MH_READ_MAX_AGE_MS", "2000".into());
+    })
+    .await;
+    let (slug, set, _dbs) = project_with_targets(&app, 1).await;
+    app.migration(&slug, "1", "CREATE TABLE t (id int);", "DROP TABLE t;")
+        .await;
+    let run = request_run(&app, &slug, &set, "1").await;
+    let path = format!("/api/v1/runs/{run}");
+    let page = format!("/runs/{run}");
+    let (_, body) = app.get(&path, &app.user).await;
+    assert_eq!(body["state"], "pending_approval");
+
+    // A write answered by this control plane: the very next reads see it,
+    // on the API and on the page.
+    let (status, _) = app
+        .post(&format!("{path}/approve"), &app.manager, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = app.get(&path, &app.user).await;
+    assert_eq!(body["state"], "approved");
+    assert_eq!(body["approvals"][0]["email"], support::MANAGER);
+    let (status, html) = app.get(&page, &app.user).await;
+    assert_eq!(status, StatusCode::OK);
+    let html = html.as_str().expect("an HTML page");
+    assert!(
+        !html.contains(&format!("action=\"/runs/{run}/approve\"")),
+        "no approve form once approved"
+    );
+    assert!(
+        html.contains(support::MANAGER),
+        "the page shows the decision"
+    );
+
+    // A change made elsewhere, straight in the tool database as a worker
+    // makes it, shows within the max age (plus the read that brings it).
+    let (_, before) = app.get(&path, &app.user).await;
+    assert_eq!(before["targets"][0]["statement"], Value::Null);
+    let changed = std::time::Instant::now();
+    sqlx::query("UPDATE target_executions SET statement_index = 7 WHERE run_id = $1::uuid")
+        .bind(&run)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(10), "the change to show", || async {
+        let (_, body) = app.get(&path, &app.user).await;
+        (body["targets"][0]["statement"] == 7).then_some(())
+    })
+    .await;
+    assert!(
+        changed.elapsed() < Duration::from_millis(2000 + 1000),
+        "shown within the max age (plus one read): {:?}",
+        changed.elapsed()
+    );
+}

@@ -1,8 +1,17 @@
 //! Runs: request, approve, deny, execute, cancel.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
 
-use axum::{Json, extract::State, http::StatusCode};
+use axum::{
+    Json,
+    body::Bytes,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
 use common::{
     domain::{
         Capability, Checksum, Direction, RunState, Version,
@@ -13,7 +22,7 @@ use common::{
         audit, dispatch,
         inventory::{self, EnvironmentRow},
         migrations,
-        runs::{self, ApprovalRow, ExecutionRow, NewRun, RunRow, TransitionRow},
+        runs::{self, ApprovalRow, ExecutionRow, NewRun, RunRecord, RunRow, TransitionRow},
         webhooks,
     },
 };
@@ -116,56 +125,61 @@ pub struct PinnedView {
     pub changed_since_pinned: bool,
 }
 
-/// The run, with everything [`RunView`] shows.
-pub async fn run_record(conn: &mut PgConnection, run: &RunRow) -> Result<RunView, ApiError> {
-    let pinned = runs::migrations(conn, run.id).await?;
-    let approvals = runs::approvals(conn, run.id).await?;
-    let targets = runs::executions(conn, run.id).await?;
-    let history = runs::transitions(conn, run.id).await?;
-    let required_approvals: Option<i32> = inventory::environment(conn, &run.environment)
-        .await?
-        .map(|e| e.required_approvals);
-    Ok(RunView {
-        id: run.id,
-        project_id: run.project_id,
-        db_set_id: run.db_set_id,
-        environment: run.environment.clone(),
-        direction: run.direction.clone(),
-        target_version: run.target_version.clone(),
-        state: run.state.clone(),
-        state_reason: run.state_reason.clone(),
-        note: run.note.clone(),
-        requested_by: run.requester.clone(),
-        digest: run.digest.clone(),
-        stop_on_failure: run.stop_on_failure,
-        concurrency: run.concurrency,
-        canary: run.canary,
-        lock_timeout_ms: run.lock_timeout_ms,
-        statement_timeout_ms: run.statement_timeout_ms,
-        required_approvals,
-        not_before: run.not_before,
-        created_at: run.created_at,
-        queued_at: run.queued_at,
-        finished_at: run.finished_at,
-        migrations: pinned
-            .iter()
-            .map(|m| PinnedView {
-                version: m.version.clone(),
-                name: m.name.clone(),
-                checksum: m.checksum.clone(),
-                changed_since_pinned: m.checksum != m.current_checksum,
-            })
-            .collect(),
-        approvals,
-        targets,
-        history,
-    })
+impl From<RunRecord> for RunView {
+    fn from(record: RunRecord) -> Self {
+        let RunRecord {
+            run,
+            pinned,
+            approvals,
+            executions,
+            transitions,
+            required_approvals,
+        } = record;
+        RunView {
+            id: run.id,
+            project_id: run.project_id,
+            db_set_id: run.db_set_id,
+            environment: run.environment,
+            direction: run.direction,
+            target_version: run.target_version,
+            state: run.state,
+            state_reason: run.state_reason,
+            note: run.note,
+            requested_by: run.requester,
+            digest: run.digest,
+            stop_on_failure: run.stop_on_failure,
+            concurrency: run.concurrency,
+            canary: run.canary,
+            lock_timeout_ms: run.lock_timeout_ms,
+            statement_timeout_ms: run.statement_timeout_ms,
+            required_approvals,
+            not_before: run.not_before,
+            created_at: run.created_at,
+            queued_at: run.queued_at,
+            finished_at: run.finished_at,
+            migrations: pinned
+                .into_iter()
+                .map(|m| PinnedView {
+                    changed_since_pinned: m.checksum != m.current_checksum,
+                    version: m.version,
+                    name: m.name,
+                    checksum: m.checksum,
+                })
+                .collect(),
+            approvals,
+            targets: executions,
+            history: transitions,
+        }
+    }
 }
 
-/// [`RunView`] as JSON, for the API and the pages.
-pub async fn run_view(conn: &mut PgConnection, run: &RunRow) -> Result<Value, ApiError> {
-    let view = run_record(conn, run).await?;
-    Ok(serde_json::to_value(view).map_err(anyhow::Error::from)?)
+/// The run `id` as this transaction sees it, as JSON: what the state-changing
+/// routes answer.
+pub async fn run_view(tx: &mut PgConnection, id: Uuid) -> Result<Value, ApiError> {
+    let record = runs::record_in(tx, id)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    Ok(serde_json::to_value(RunView::from(record)).map_err(anyhow::Error::from)?)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -428,10 +442,7 @@ pub async fn request_run(
         })),
     )
     .await?;
-    let run = runs::get(&mut tx, run_id)
-        .await?
-        .ok_or(ApiError::NotFound("run"))?;
-    let view = run_view(&mut tx, &run).await?;
+    let view = run_view(&mut tx, run_id).await?;
     tx.commit().await?;
     Ok(view)
 }
@@ -517,33 +528,56 @@ pub(crate) async fn get_one(
     State(state): State<AppState>,
     _user: Authorized<rules::View>,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<RunView>, ApiError> {
+) -> Result<Response, ApiError> {
     let snapshot = run_snapshot(&state, id).await?;
-    Ok(Json(snapshot.view.clone()))
+    let json = snapshot.json()?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
-/// A run and its view, as one read shared by the requests watching it.
+/// A run and its view, as one read shared by the requests watching it, with
+/// what is made of it once for all of them.
 #[derive(Debug)]
 pub struct RunSnapshot {
     pub run: RunRow,
     pub view: RunView,
+    json: OnceLock<Bytes>,
+    /// The run page's parts, rendered on first use (`crate::web::runs`).
+    pub pages: OnceLock<Arc<crate::web::runs::RunPages>>,
 }
 
-/// The run `id` as it is now (read after this call started), sharing the
-/// read with concurrent callers (`crate::shared_reads`).
-pub async fn run_snapshot(
-    state: &AppState,
-    id: Uuid,
-) -> Result<std::sync::Arc<RunSnapshot>, ApiError> {
+impl RunSnapshot {
+    fn new(run: RunRow, view: RunView) -> Self {
+        Self {
+            run,
+            view,
+            json: OnceLock::new(),
+            pages: OnceLock::new(),
+        }
+    }
+
+    /// The view as the API's JSON body.
+    pub fn json(&self) -> Result<Bytes, ApiError> {
+        if let Some(json) = self.json.get() {
+            return Ok(json.clone());
+        }
+        let json = Bytes::from(serde_json::to_vec(&self.view).map_err(anyhow::Error::from)?);
+        Ok(self.json.get_or_init(|| json).clone())
+    }
+}
+
+/// The run `id` as it is now, within the freshness `crate::shared_reads`
+/// promises, sharing the read with concurrent callers.
+pub async fn run_snapshot(state: &AppState, id: Uuid) -> Result<Arc<RunSnapshot>, ApiError> {
+    let db = state.db.clone();
     state
         .run_reads
-        .get(id, || async {
-            let mut conn = state.db.acquire().await?;
-            let run = runs::get(&mut conn, id)
+        .get(id, move || async move {
+            let mut conn = db.acquire().await?;
+            let record = runs::record(&mut conn, id)
                 .await?
                 .ok_or(ApiError::NotFound("run"))?;
-            let view = run_record(&mut conn, &run).await?;
-            Ok(RunSnapshot { run, view })
+            let run = record.run.clone();
+            Ok(RunSnapshot::new(run, RunView::from(record)))
         })
         .await
 }
@@ -737,10 +771,7 @@ pub async fn approve_run(
             })),
     )
     .await?;
-    let run = runs::get(&mut tx, id)
-        .await?
-        .ok_or(ApiError::NotFound("run"))?;
-    let view = run_view(&mut tx, &run).await?;
+    let view = run_view(&mut tx, id).await?;
     tx.commit().await?;
     Ok(view)
 }
@@ -804,10 +835,7 @@ pub async fn deny_run(
             .details(json!({ "reason": reason })),
     )
     .await?;
-    let run = runs::get(&mut tx, id)
-        .await?
-        .ok_or(ApiError::NotFound("run"))?;
-    let view = run_view(&mut tx, &run).await?;
+    let view = run_view(&mut tx, id).await?;
     tx.commit().await?;
     Ok(view)
 }
@@ -940,10 +968,7 @@ async fn execute_traced(
             })),
     )
     .await?;
-    let run = runs::get(&mut tx, id)
-        .await?
-        .ok_or(ApiError::NotFound("run"))?;
-    let view = run_view(&mut tx, &run).await?;
+    let view = run_view(&mut tx, id).await?;
     tx.commit().await?;
     Ok(view)
 }
@@ -993,10 +1018,7 @@ pub async fn cancel_run(state: &AppState, user: &CurrentUser, id: Uuid) -> Resul
             .details(json!({ "targets_cancelled": cancelled })),
     )
     .await?;
-    let run = runs::get(&mut tx, id)
-        .await?
-        .ok_or(ApiError::NotFound("run"))?;
-    let view = run_view(&mut tx, &run).await?;
+    let view = run_view(&mut tx, id).await?;
     tx.commit().await?;
     Ok(view)
 }

@@ -144,13 +144,15 @@ async fn user_from_token(
     token: &str,
     ip: Option<String>,
 ) -> Result<CurrentUser, ApiError> {
-    // Concurrent requests with one token share the next lookup (never an
-    // older one), so a revocation still takes effect at once.
+    // Concurrent requests with one token share lookups
+    // (`crate::shared_reads`); a revocation answered by this process takes
+    // effect at once, one made elsewhere within `MH_READ_MAX_AGE_MS`.
     let hash = hash_api_token(token);
+    let db = state.db.clone();
     let found = state
         .token_reads
-        .get(hash.clone(), || async {
-            let bearer = users::bearer_of(&state.db, &hash).await?;
+        .get(hash.clone(), move || async move {
+            let bearer = users::bearer_of(&db, &hash).await?;
             Ok::<_, sqlx::Error>(SharedBearer {
                 bearer,
                 use_audited: AtomicBool::new(false),

@@ -76,20 +76,43 @@ async fn script() -> impl IntoResponse {
 pub fn render(
     state: &AppState,
     name: &str,
-    mut context: Value,
+    context: Value,
     viewer: Option<&Viewer>,
 ) -> Result<Html<String>, ApiError> {
-    if let Some(v) = viewer {
-        context["user"] =
-            json!({ "email": v.user.email, "name": v.user.name, "role": v.user.role });
-        context["csrf"] = json!(v.csrf);
-    }
+    render_value(
+        state,
+        name,
+        minijinja::Value::from(minijinja::value::Serde(&context)),
+        viewer,
+    )
+}
+
+/// [`render`] with a template context built by the caller, which may hold
+/// values (such as parts rendered before) that are shared, not copied.
+pub fn render_value(
+    state: &AppState,
+    name: &str,
+    context: minijinja::Value,
+    viewer: Option<&Viewer>,
+) -> Result<Html<String>, ApiError> {
+    let context = match viewer {
+        Some(v) => minijinja::context! {
+            user => minijinja::context! {
+                email => &v.user.email,
+                name => &v.user.name,
+                role => minijinja::Value::from(minijinja::value::Serde(&v.user.role)),
+            },
+            csrf => &v.csrf,
+            ..context
+        },
+        None => context,
+    };
     let template = state
         .templates
         .get_template(name)
         .map_err(|e| anyhow::anyhow!("template {name}: {e}"))?;
     let html = template
-        .render(minijinja::Value::from(minijinja::value::Serde(&context)))
+        .render(context)
         .map_err(|e| anyhow::anyhow!("rendering {name}: {e:#}"))?;
     Ok(Html(html))
 }

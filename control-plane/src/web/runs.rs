@@ -1,21 +1,22 @@
 //! The run page: what is pinned, who decided, and live per-target progress;
 //! with the approve, deny, execute and cancel forms.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use axum::{
     Form,
+    body::Bytes,
     extract::State,
     response::{Html, Response},
 };
 use common::domain::{Capability, RunState};
-use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{Viewer, render, see_other};
+use super::{Viewer, render_value, see_other};
 use crate::{
     api::runs::{
-        ApproveBody, DenyBody, ExecuteBody, approve_run, cancel_run, deny_run, execute_run,
+        ApproveBody, DenyBody, ExecuteBody, RunSnapshot, approve_run, cancel_run, deny_run,
+        execute_run,
     },
     app::AppState,
     auth::rules,
@@ -53,10 +54,39 @@ pub fn router() -> Routes {
         )
 }
 
-async fn view_of(state: &AppState, id: Uuid) -> Result<(Value, RunState, Uuid), ApiError> {
+/// The parts of the run page that are the same for every viewer, rendered
+/// once per read of the run ([`crate::api::runs::RunSnapshot`]) and shared,
+/// not copied, by the pages made from it.
+#[derive(Debug)]
+pub struct RunPages {
+    /// Heading and facts (a safe string).
+    summary: minijinja::Value,
+    /// Targets, pinned migrations, decisions, history (a safe string).
+    record: minijinja::Value,
+    /// The live part alone, polled by `/static/app.js`.
+    live: Bytes,
+}
+
+async fn pages_of(
+    state: &AppState,
+    id: Uuid,
+) -> Result<(Arc<RunSnapshot>, Arc<RunPages>), ApiError> {
     let snapshot = crate::api::runs::run_snapshot(state, id).await?;
-    let view = serde_json::to_value(&snapshot.view).map_err(anyhow::Error::from)?;
-    Ok((view, snapshot.run.state(), snapshot.run.requested_by))
+    if let Some(pages) = snapshot.pages.get() {
+        return Ok((snapshot.clone(), pages.clone()));
+    }
+    let context = minijinja::context! {
+        run => minijinja::Value::from(minijinja::value::Serde(&snapshot.view)),
+        final => snapshot.run.state().is_final(),
+    };
+    let part = |name: &str| render_value(state, name, context.clone(), None).map(|html| html.0);
+    let pages = Arc::new(RunPages {
+        summary: minijinja::Value::from_safe_string(part("runs/summary.html")?),
+        record: minijinja::Value::from_safe_string(part("runs/record.html")?),
+        live: Bytes::from(part("runs/live.html")?),
+    });
+    let pages = snapshot.pages.get_or_init(|| pages).clone();
+    Ok((snapshot, pages))
 }
 
 async fn run_page(
@@ -64,31 +94,29 @@ async fn run_page(
     viewer: Viewer,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Html<String>, ApiError> {
-    let (view, run_state, requested_by) = view_of(&state, id).await?;
-    let operator = requested_by == viewer.user.id || viewer.user.can(Capability::OperateAnyRun);
-    let context = json!({
-        "run": view,
-        "final": run_state.is_final(),
-        "can_approve": run_state == RunState::PendingApproval && viewer.user.can(Capability::Approve),
-        "can_execute": run_state == RunState::Approved && operator,
-        "can_cancel": matches!(run_state, RunState::PendingApproval | RunState::Approved | RunState::Queued | RunState::Running) && operator,
-    });
-    render(&state, "runs/detail.html", context, Some(&viewer))
+    let (snapshot, pages) = pages_of(&state, id).await?;
+    let run_state = snapshot.run.state();
+    let operator =
+        snapshot.run.requested_by == viewer.user.id || viewer.user.can(Capability::OperateAnyRun);
+    let context = minijinja::context! {
+        run => minijinja::context! { id => id.to_string() },
+        summary => pages.summary.clone(),
+        record => pages.record.clone(),
+        can_approve => run_state == RunState::PendingApproval && viewer.user.can(Capability::Approve),
+        can_execute => run_state == RunState::Approved && operator,
+        can_cancel => matches!(run_state, RunState::PendingApproval | RunState::Approved | RunState::Queued | RunState::Running) && operator,
+    };
+    render_value(&state, "runs/detail.html", context, Some(&viewer))
 }
 
 /// The live part of the run page, polled by `/static/app.js`.
 async fn live_fragment(
     State(state): State<AppState>,
-    viewer: Viewer,
+    _viewer: Viewer,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Html<String>, ApiError> {
-    let (view, run_state, _) = view_of(&state, id).await?;
-    render(
-        &state,
-        "runs/live.html",
-        json!({ "run": view, "final": run_state.is_final() }),
-        Some(&viewer),
-    )
+) -> Result<Html<Bytes>, ApiError> {
+    let (_, pages) = pages_of(&state, id).await?;
+    Ok(Html(pages.live.clone()))
 }
 
 fn text(form: &HashMap<String, String>, key: &str) -> String {
