@@ -216,6 +216,7 @@ async fn client(
     'connect: while !stop.load(Ordering::Relaxed) {
         let Ok(stream) = tokio::net::TcpStream::connect(&addr).await else {
             samples.errors += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -224,6 +225,7 @@ async fn client(
             hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io).await
         else {
             samples.errors += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let connection = tokio::spawn(connection);

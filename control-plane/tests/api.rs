@@ -81,6 +81,53 @@ async fn revoked_tokens_and_disabled_users_stop_working_at_once() {
 }
 
 #[tokio::test]
+async fn a_tokens_use_is_recorded_and_audited_once_per_five_minutes() {
+    // Every request reads the token afresh, so only the rule is tested.
+    let app = TestApp::spawn_with(|env, _| {
+        env.insert("MH_READ_MAX_AGE_MS", "0".into());
+    })
+    .await;
+    let (_, created) = app
+        .post("/api/v1/tokens", &app.user, json!({"name": "ci"}))
+        .await;
+    let token = created["token"].as_str().unwrap().to_string();
+    let id = created["id"].as_str().unwrap().to_string();
+    let entity_uses = || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM audit_log WHERE action = 'token.used' AND object_id = $1",
+        )
+        .bind(&id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        n
+    };
+    for _ in 0..3 {
+        assert_eq!(app.get("/api/v1/me", &token).await.0, StatusCode::OK);
+    }
+    assert_eq!(entity_uses().await, 1, "three uses, one record");
+    let last_used: Option<time::OffsetDateTime> =
+        sqlx::query_scalar("SELECT last_used_at FROM api_tokens WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(last_used.is_some());
+
+    // Five minutes later the next use is recorded again.
+    sqlx::query(
+        "UPDATE api_tokens SET last_used_at = now() - interval '6 minutes' WHERE id = $1::uuid",
+    )
+    .bind(&id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(app.get("/api/v1/me", &token).await.0, StatusCode::OK);
+    assert_eq!(app.get("/api/v1/me", &token).await.0, StatusCode::OK);
+    assert_eq!(entity_uses().await, 2);
+}
+
+#[tokio::test]
 async fn tokens_carry_at_most_their_owners_role() {
     let app = TestApp::spawn().await;
     let (status, body) = app

@@ -829,29 +829,51 @@ async fn watched_runs_show_writes_made_here_at_once_and_others_within_the_max_ag
     let run = request_run(&app, &slug, &set, "1").await;
     let path = format!("/api/v1/runs/{run}");
     let page = format!("/runs/{run}");
+    let html = |body: Value| body.as_str().expect("an HTML page").to_owned();
     let (_, body) = app.get(&path, &app.user).await;
     assert_eq!(body["state"], "pending_approval");
+    let (_, before) = app.get(&page, &app.manager).await;
+    assert!(html(before).contains(&format!("action=\"/runs/{run}/approve\"")));
 
     // A write answered by this control plane: the very next reads see it,
-    // on the API and on the page.
+    // on the page (read before the write) and on the API.
     let (status, _) = app
         .post(&format!("{path}/approve"), &app.manager, json!({}))
         .await;
     assert_eq!(status, StatusCode::OK);
+    let (status, after) = app.get(&page, &app.manager).await;
+    assert_eq!(status, StatusCode::OK);
+    let after = html(after);
+    assert!(
+        after.contains("state-approved"),
+        "the page shows the new state"
+    );
+    assert!(after.contains(support::MANAGER), "and the decision");
+    assert!(!after.contains(&format!("action=\"/runs/{run}/approve\"")));
+    let (_, mine) = app.get(&page, &app.user).await;
+    assert!(html(mine).contains(&format!("action=\"/runs/{run}/execute\"")));
     let (_, body) = app.get(&path, &app.user).await;
     assert_eq!(body["state"], "approved");
     assert_eq!(body["approvals"][0]["email"], support::MANAGER);
-    let (status, html) = app.get(&page, &app.user).await;
-    assert_eq!(status, StatusCode::OK);
-    let html = html.as_str().expect("an HTML page");
-    assert!(
-        !html.contains(&format!("action=\"/runs/{run}/approve\"")),
-        "no approve form once approved"
-    );
-    assert!(
-        html.contains(support::MANAGER),
-        "the page shows the decision"
-    );
+
+    // Scheduled at a whole second (no fraction in the database's answer).
+    let at = (time::OffsetDateTime::now_utc() + time::Duration::days(1))
+        .replace_nanosecond(0)
+        .unwrap();
+    let at = at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let (status, body) = app
+        .post(
+            &format!("{path}/execute"),
+            &app.user,
+            json!({"not_before": at}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (_, body) = app.get(&path, &app.user).await;
+    assert_eq!(body["state"], "queued");
+    assert_eq!(body["not_before"], at.as_str());
 
     // A change made elsewhere, straight in the tool database as a worker
     // makes it, shows within the max age (plus the read that brings it).

@@ -623,81 +623,62 @@ pub struct RunRecord {
     pub required_approvals: Option<i32>,
 }
 
-/// Reads a run's record in one round trip, from one consistent snapshot of
-/// the tool database (a read-only repeatable-read transaction of its own).
-/// `conn` must not be inside a transaction; see [`record_in`].
+/// Reads a run's record from one consistent snapshot of the tool database
+/// (a read-only repeatable-read transaction of its own), so its state, its
+/// targets and its history agree. `conn` must not be inside a transaction;
+/// see [`record_in`].
 pub async fn record(conn: &mut PgConnection, id: Uuid) -> Result<Option<RunRecord>, sqlx::Error> {
-    read_record(
-        conn,
-        id,
-        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;",
-    )
-    .await
+    use sqlx::Connection as _;
+    let mut tx = conn
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await?;
+    let record = record_in(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(record)
 }
 
 /// [`record`] inside the caller's transaction, seeing its writes.
 pub async fn record_in(tx: &mut PgConnection, id: Uuid) -> Result<Option<RunRecord>, sqlx::Error> {
-    read_record(tx, id, "").await
-}
-
-/// The statements of a run's record, sent together as one simple query (so
-/// they run in one implicit transaction). The id is a parsed [`Uuid`], whose
-/// text form is safe to embed; simple queries take no parameters.
-async fn read_record(
-    conn: &mut PgConnection,
-    id: Uuid,
-    begin: &str,
-) -> Result<Option<RunRecord>, sqlx::Error> {
-    use futures::TryStreamExt as _;
-    use sqlx::{Either, FromRow as _, postgres::PgRow};
-
-    let sql = format!(
-        "{begin}
-         SELECT {RUN_COLUMNS} FROM runs r JOIN users u ON u.id = r.requested_by WHERE r.id = '{id}';
-         SELECT rm.version, m.name, rm.checksum, m.checksum AS current_checksum
-           FROM run_migrations rm JOIN migrations m ON m.id = rm.migration_id
-          WHERE rm.run_id = '{id}' ORDER BY rm.position;
-         SELECT a.user_id, u.email, a.decision, a.comment, a.digest, a.created_at
-           FROM approvals a JOIN users u ON u.id = a.user_id WHERE a.run_id = '{id}' ORDER BY a.created_at;
-         SELECT e.id, e.target_id, t.name AS target_name, t.engine, e.state, e.worker_pool, e.started_at,
-                e.finished_at, e.duration_ms, e.current_version, e.statement_index AS statement, e.error,
-                e.worker_id AS worker
-           FROM target_executions e JOIN targets t ON t.id = e.target_id
-          WHERE e.run_id = '{id}' ORDER BY e.position;
-         SELECT t.from_state, t.to_state, u.email AS actor, t.reason, t.at
-           FROM run_transitions t LEFT JOIN users u ON u.id = t.actor_id WHERE t.run_id = '{id}' ORDER BY t.id;
-         SELECT e.required_approvals FROM environments e JOIN runs r ON r.environment = e.name
-          WHERE r.id = '{id}';"
-    );
-    // Each statement's rows, in order; a statement's result closes its set.
-    let mut sets: Vec<Vec<PgRow>> = vec![Vec::new()];
-    let mut results = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch_many(&mut *conn);
-    while let Some(item) = results.try_next().await? {
-        match item {
-            Either::Left(_) => sets.push(Vec::new()),
-            Either::Right(row) => sets.last_mut().expect("one set at least").push(row),
-        }
+    #[derive(sqlx::FromRow)]
+    struct WithPolicy {
+        #[sqlx(flatten)]
+        run: RunRow,
+        required_approvals: Option<i32>,
     }
-    drop(results);
-    let mut sets = sets.into_iter();
-    if !begin.is_empty() {
-        sets.next();
-    }
-    let mut next = || sets.next().unwrap_or_default();
-    fn all<T: for<'r> sqlx::FromRow<'r, PgRow>>(rows: Vec<PgRow>) -> Result<Vec<T>, sqlx::Error> {
-        rows.iter().map(T::from_row).collect()
-    }
-    let Some(run) = next().first().map(RunRow::from_row).transpose()? else {
+    let found: Option<WithPolicy> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {RUN_COLUMNS}, e.required_approvals
+         FROM runs r JOIN users u ON u.id = r.requested_by
+         LEFT JOIN environments e ON e.name = r.environment
+         WHERE r.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(WithPolicy {
+        run,
+        required_approvals,
+    }) = found
+    else {
         return Ok(None);
     };
-    let pinned = all(next())?;
-    let approvals = all(next())?;
-    let executions = all(next())?;
-    let transitions = all(next())?;
-    let required_approvals = next()
-        .first()
-        .map(|row| sqlx::Row::try_get::<i32, _>(row, 0))
-        .transpose()?;
+    let pinned = sqlx::query_as(
+        "SELECT rm.version, m.name, rm.checksum, m.checksum AS current_checksum
+         FROM run_migrations rm JOIN migrations m ON m.id = rm.migration_id
+         WHERE rm.run_id = $1 ORDER BY rm.position",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let approvals = approvals(tx, id).await?;
+    let executions = executions(tx, id).await?;
+    let transitions = sqlx::query_as(
+        "SELECT t.from_state, t.to_state, u.email AS actor, t.reason, t.at
+         FROM run_transitions t LEFT JOIN users u ON u.id = t.actor_id
+         WHERE t.run_id = $1 ORDER BY t.id",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
     Ok(Some(RunRecord {
         run,
         pinned,

@@ -136,35 +136,54 @@ pub struct TokenBearer {
     pub email: String,
     pub name: String,
     pub user_role: String,
-    /// True at most once per five minutes per token: the use is then audited.
-    /// Auditing every request would serialize all API traffic on the chain.
-    pub audit_use: bool,
+    /// A lookup may serve later requests for a while: each checks expiry.
+    pub expires_at: OffsetDateTime,
+    pub last_used_at: Option<OffsetDateTime>,
 }
 
-/// Looks a presented token up by hash. Revoked and expired tokens and tokens
-/// of disabled users are not found, so they stop working at once.
+/// How often a token's use is recorded (`last_used_at`, audit `token.used`):
+/// auditing every request would serialize all API traffic on the chain.
+pub const TOKEN_USE_EVERY: time::Duration = time::Duration::minutes(5);
+
+impl TokenBearer {
+    /// Whether its use is due to be recorded (see [`touch_token`]).
+    pub fn use_due(&self, now: OffsetDateTime) -> bool {
+        self.last_used_at
+            .is_none_or(|at| now - at >= TOKEN_USE_EVERY)
+    }
+}
+
+/// Looks a presented token up by hash, reading only. Revoked and expired
+/// tokens and tokens of disabled users are not found, so they stop working
+/// at once.
 pub async fn bearer_of(
     pool: &PgPool,
     token_hash: &[u8],
 ) -> Result<Option<TokenBearer>, sqlx::Error> {
     sqlx::query_as(
-        "WITH found AS (
-             SELECT t.id, t.role, u.id AS uid, u.email, u.name, u.role AS urole
-             FROM api_tokens t JOIN users u ON u.id = t.user_id
-             WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now() AND NOT u.disabled
-         ), touched AS (
-             UPDATE api_tokens SET last_used_at = now()
-             WHERE id IN (SELECT id FROM found)
-               AND (last_used_at IS NULL OR last_used_at < now() - interval '5 minutes')
-             RETURNING id
-         )
-         SELECT found.id AS token_id, found.role AS token_role, found.uid AS user_id, found.email, found.name,
-                found.urole AS user_role, EXISTS (SELECT 1 FROM touched) AS audit_use
-         FROM found",
+        "SELECT t.id AS token_id, t.role AS token_role, u.id AS user_id, u.email, u.name,
+                u.role AS user_role, t.expires_at, t.last_used_at
+         FROM api_tokens t JOIN users u ON u.id = t.user_id
+         WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now() AND NOT u.disabled",
     )
     .bind(token_hash)
     .fetch_optional(pool)
     .await
+}
+
+/// Records that a token is in use, unless that was done less than
+/// [`TOKEN_USE_EVERY`] ago; true when it recorded (the caller then audits
+/// the use in the same transaction). Concurrent callers record once.
+pub async fn touch_token(conn: &mut PgConnection, token_id: Uuid) -> Result<bool, sqlx::Error> {
+    let touched = sqlx::query(
+        "UPDATE api_tokens SET last_used_at = now()
+         WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= now() - $2::interval)",
+    )
+    .bind(token_id)
+    .bind(format!("{} seconds", TOKEN_USE_EVERY.whole_seconds()))
+    .execute(conn)
+    .await?;
+    Ok(touched.rows_affected() == 1)
 }
 
 pub async fn list_tokens(pool: &PgPool, user_id: Uuid) -> Result<Vec<TokenRow>, sqlx::Error> {

@@ -159,10 +159,15 @@ async fn user_from_token(
             })
         })
         .await?;
-    let bearer = found.bearer.clone().ok_or(ApiError::Unauthenticated)?;
-    // Of the requests sharing a lookup that found the token's use due for
-    // the audit log, one writes it.
-    let audit_use = bearer.audit_use && !found.use_audited.swap(true, Ordering::SeqCst);
+    let now = OffsetDateTime::now_utc();
+    let bearer = found
+        .bearer
+        .clone()
+        .filter(|b| b.expires_at > now)
+        .ok_or(ApiError::Unauthenticated)?;
+    // Of the requests sharing a lookup that found the token's use due to be
+    // recorded, one tries (and the database lets one replica win).
+    let record_use = bearer.use_due(now) && !found.use_audited.swap(true, Ordering::SeqCst);
     let user_role: Role = bearer.user_role.parse().unwrap_or(Role::User);
     let token_role: Role = bearer.token_role.parse().unwrap_or(Role::User);
     let user = CurrentUser {
@@ -174,13 +179,15 @@ async fn user_from_token(
         token_id: Some(bearer.token_id),
         ip,
     };
-    if audit_use {
+    if record_use {
         let mut tx = state.db.begin().await?;
-        audit::append(
-            &mut tx,
-            &user.audit("token.used", "api_token", bearer.token_id),
-        )
-        .await?;
+        if users::touch_token(&mut tx, bearer.token_id).await? {
+            audit::append(
+                &mut tx,
+                &user.audit("token.used", "api_token", bearer.token_id),
+            )
+            .await?;
+        }
         tx.commit().await?;
     }
     Ok(user)
