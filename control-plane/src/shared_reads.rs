@@ -205,6 +205,9 @@ where
             return Ok(value);
         }
         self.served("waited");
+        // Waiters queue here one after the other; if a read fails, the next
+        // waiter tries its own (a database that is down costs each waiter
+        // its own attempt, as it would without sharing).
         let _reading = slot.reading.lock().await;
         // A read that finished while this request waited may do.
         if let Some((_, value)) = slot.latest_since(floor) {

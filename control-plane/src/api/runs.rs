@@ -555,7 +555,8 @@ impl RunSnapshot {
         }
     }
 
-    /// The view as the API's JSON body.
+    /// The view as the API's JSON body. The first readers of a snapshot may
+    /// each serialize it; one result is kept.
     pub fn json(&self) -> Result<Bytes, ApiError> {
         if let Some(json) = self.json.get() {
             return Ok(json.clone());

@@ -239,6 +239,9 @@ async fn callback(
     )
     .await?;
     tx.commit().await?;
+    // A GET that wrote: sign-in may have changed the user's role or name,
+    // which token lookups shared before it must not show any more.
+    state.writes.record();
 
     // A new session id at sign-in, so a planted id is worthless (fixation).
     session
