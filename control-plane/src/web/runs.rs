@@ -72,8 +72,8 @@ async fn pages_of(
     id: Uuid,
 ) -> Result<(Arc<RunSnapshot>, Arc<RunPages>), ApiError> {
     let snapshot = crate::api::runs::run_snapshot(state, id).await?;
-    if let Some(pages) = snapshot.pages.get() {
-        return Ok((snapshot.clone(), pages.clone()));
+    if let Some(pages) = snapshot.pages.get().cloned() {
+        return Ok((snapshot, pages));
     }
     let context = minijinja::context! {
         run => minijinja::Value::from(minijinja::value::Serde(&snapshot.view)),
