@@ -143,7 +143,9 @@ CREATE TABLE public.migration_revisions (
     down_sql text NOT NULL,
     checksum text NOT NULL,
     author_id uuid NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    reversible boolean NOT NULL,
+    CONSTRAINT migration_revisions_absent_down_is_blank CHECK ((reversible OR (down_sql ~ '^\s*$'::text)))
 );
 
 CREATE TABLE public.migrations (
@@ -160,8 +162,12 @@ CREATE TABLE public.migrations (
     author_id uuid NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    reversible boolean NOT NULL,
+    CONSTRAINT migrations_absent_down_is_blank CHECK ((reversible OR (down_sql ~ '^\s*$'::text))),
     CONSTRAINT migrations_checksum_check CHECK ((checksum ~ '^[0-9a-f]{64}$'::text))
 );
+
+COMMENT ON COLUMN public.migrations.reversible IS 'false: no down script (cannot be rolled back); down_sql is then blank';
 
 CREATE TABLE public.projects (
     id uuid NOT NULL,

@@ -247,11 +247,15 @@ async fn editing_a_migration_makes_a_revision_with_a_side_by_side_diff() {
     assert!(diff.body.contains("CREATE TABLE a (id int);") && diff.body.contains("id bigint"));
     assert!(!diff.body.contains(XSS) && diff.body.contains("&lt;script&gt;"));
 
-    // An empty up script is refused in place, keeping what was typed.
+    // A script with a NUL character is refused in place, keeping what was typed.
     let (status, _, body) = user
         .post(
             &format!("/projects/{slug}/migrations/1/edit"),
-            &[("name", "renamed"), ("up_sql", "  "), ("down_sql", "")],
+            &[
+                ("name", "renamed"),
+                ("up_sql", "SELECT 1;\0"),
+                ("down_sql", ""),
+            ],
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);

@@ -8,7 +8,7 @@
 use std::{cmp::Ordering, collections::HashSet, fmt};
 
 use common::{
-    domain::{Checksum, Direction, Version},
+    domain::{Checksum, Direction, Version, directives::is_no_op},
     store::runs::RunMigrationRow,
 };
 use uuid::Uuid;
@@ -22,17 +22,29 @@ pub struct Step {
     /// The checksum the run pinned (and the approvals cover).
     pub checksum: Checksum,
     pub up_sql: String,
-    pub down_sql: String,
+    /// `None`: the migration cannot be rolled back.
+    pub down_sql: Option<String>,
     pub transactional: bool,
 }
 
 impl Step {
-    /// The script that moves the target in `direction`.
+    /// The SQL sent to move the target in `direction`: the script, or
+    /// nothing at all for a no-op script (only comments), so that a comment
+    /// one engine would read as code (MySQL's `--` without a space) is
+    /// never sent. An absent down script reads as empty; [`pending`] refuses
+    /// such steps first.
     pub fn script(&self, direction: Direction) -> &str {
-        match direction {
+        let script = match direction {
             Direction::Up => &self.up_sql,
-            Direction::Down => &self.down_sql,
-        }
+            Direction::Down => self.down_sql.as_deref().unwrap_or(""),
+        };
+        if is_no_op(script) { "" } else { script }
+    }
+
+    /// The script holds no SQL: the step only records the version (or
+    /// removes it, going down) and sends nothing else to the target.
+    pub fn is_no_op(&self, direction: Direction) -> bool {
+        self.script(direction).is_empty()
     }
 }
 
@@ -73,7 +85,7 @@ impl PlanError {
 pub fn verify(rows: Vec<RunMigrationRow>) -> Result<Vec<Step>, PlanError> {
     rows.into_iter()
         .map(|row| {
-            let recomputed = Checksum::of(&row.up_sql, &row.down_sql);
+            let recomputed = Checksum::of_stored(&row.up_sql, &row.down_sql, row.reversible);
             if recomputed.as_str() != row.checksum || row.current_checksum != row.checksum {
                 return Err(PlanError::ChecksumChanged {
                     version: row.version,
@@ -88,7 +100,7 @@ pub fn verify(rows: Vec<RunMigrationRow>) -> Result<Vec<Step>, PlanError> {
                 name: row.name,
                 checksum: Checksum::from_stored(row.checksum),
                 up_sql: row.up_sql,
-                down_sql: row.down_sql,
+                down_sql: row.reversible.then_some(row.down_sql),
                 transactional: row.transactional,
             })
         })
@@ -196,7 +208,7 @@ pub fn pending<'a>(
         Direction::Up => Ok(steps.iter().filter(|s| !is_applied(s)).collect()),
         Direction::Down => {
             let todo: Vec<&Step> = steps.iter().filter(|s| is_applied(s)).collect();
-            if let Some(s) = todo.iter().find(|s| s.down_sql.trim().is_empty()) {
+            if let Some(s) = todo.iter().find(|s| s.down_sql.is_none()) {
                 return Err(PlanError::NoDownScript {
                     version: s.version.to_string(),
                 });
@@ -211,7 +223,9 @@ mod tests {
     use super::*;
 
     fn row(version: &str, up: &str, down: &str) -> RunMigrationRow {
-        let sum = Checksum::of(up, down).to_string();
+        // Tests write an absent down script as "".
+        let reversible = !down.is_empty();
+        let sum = Checksum::of_stored(up, down, reversible).to_string();
         RunMigrationRow {
             position: 1,
             migration_id: Uuid::now_v7(),
@@ -221,6 +235,7 @@ mod tests {
             current_checksum: sum,
             up_sql: up.into(),
             down_sql: down.into(),
+            reversible,
             transactional: true,
             author_id: Uuid::now_v7(),
         }
@@ -236,6 +251,7 @@ mod tests {
         let versions: Vec<String> = steps.iter().map(|s| s.version.to_string()).collect();
         assert_eq!(versions, ["2", "1"]);
         assert_eq!(steps[0].up_sql, "B");
+        assert_eq!(steps[0].script(Direction::Up), "B");
     }
 
     #[test]
@@ -254,7 +270,7 @@ mod tests {
     fn edit_recorded_by_the_hub_is_refused() {
         // Text and current checksum agree with each other, but not with the pin.
         let mut r = row("4", "new", "");
-        r.checksum = Checksum::of("old", "").to_string();
+        r.checksum = Checksum::of("old", None).to_string();
         let err = verify(vec![r]).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -333,8 +349,35 @@ mod tests {
     }
 
     #[test]
+    fn legacy_blank_down_stays_absent_and_verifies() {
+        // Stored before absent and empty were told apart: blank text, not reversible.
+        let mut r = row("5", "e", "");
+        r.down_sql = "\n".into();
+        r.checksum = Checksum::of_stored("e", "\n", false).to_string();
+        r.current_checksum = r.checksum.clone();
+        let steps = verify(vec![r]).unwrap();
+        assert_eq!(steps[0].down_sql, None);
+    }
+
+    #[test]
+    fn empty_down_script_rolls_back_as_a_no_op() {
+        let mut r = row("2", "CREATE TABLE b();", "");
+        r.reversible = true;
+        r.checksum = Checksum::of("CREATE TABLE b();", Some("")).to_string();
+        r.current_checksum = r.checksum.clone();
+        let steps = verify(vec![r]).unwrap();
+        let todo = pending(&steps, Direction::Down, &HashSet::from(["2"])).unwrap();
+        assert_eq!(todo.len(), 1);
+        assert!(todo[0].is_no_op(Direction::Down));
+        assert!(!todo[0].is_no_op(Direction::Up));
+        let noop_up = verify(vec![row("3", "--MySQL only\n", "")]).unwrap();
+        assert!(noop_up[0].is_no_op(Direction::Up));
+        assert_eq!(noop_up[0].script(Direction::Up), "", "nothing is sent");
+    }
+
+    #[test]
     fn down_without_script_is_refused_before_anything_runs() {
-        let steps = verify(vec![row("3", "c", "undo"), row("2", "b", "  \n")]).unwrap();
+        let steps = verify(vec![row("3", "c", "undo"), row("2", "b", "")]).unwrap();
         let applied = HashSet::from(["2", "3"]);
         assert_eq!(
             pending(&steps, Direction::Down, &applied).unwrap_err(),

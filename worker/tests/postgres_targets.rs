@@ -28,8 +28,8 @@ async fn applies_pending_migrations_to_every_target() {
     hub.execute(run).await;
 
     assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
-    let sum1 = Checksum::of(WIDGETS_UP, WIDGETS_DOWN).to_string();
-    let sum2 = Checksum::of(GADGETS_UP, GADGETS_DOWN).to_string();
+    let sum1 = Checksum::of(WIDGETS_UP, Some(WIDGETS_DOWN)).to_string();
+    let sum2 = Checksum::of(GADGETS_UP, Some(GADGETS_DOWN)).to_string();
     for target in &project.targets {
         assert!(target.has_table("widgets").await);
         assert_eq!(target.scalar_i64("SELECT count(*) FROM gadgets").await, 2);
@@ -239,7 +239,7 @@ async fn edited_migration_fails_every_target_and_applies_nothing() {
     sqlx::query("UPDATE migrations SET up_sql = $2, checksum = $3 WHERE id = $1")
         .bind(id)
         .bind(edited)
-        .bind(Checksum::of(edited, WIDGETS_DOWN).as_str())
+        .bind(Checksum::of(edited, Some(WIDGETS_DOWN)).as_str())
         .execute(&hub.db)
         .await
         .unwrap();
@@ -480,7 +480,7 @@ async fn non_transactional_migration_runs_outside_a_transaction() {
         &project,
         "2",
         "CREATE INDEX CONCURRENTLY widgets_name_idx ON widgets (name);",
-        "DROP INDEX CONCURRENTLY widgets_name_idx;",
+        Some("DROP INDEX CONCURRENTLY widgets_name_idx;"),
         false,
     )
     .await;
@@ -509,7 +509,9 @@ async fn non_transactional_script_runs_statement_by_statement() {
         "DROP INDEX CONCURRENTLY IF EXISTS widgets_name_idx;\n\
          CREATE INDEX CONCURRENTLY widgets_name_idx ON widgets (name);\n\
          CREATE INDEX CONCURRENTLY widgets_semi_idx ON widgets ((name || ';'));",
-        "DROP INDEX CONCURRENTLY widgets_semi_idx;\nDROP INDEX CONCURRENTLY widgets_name_idx;",
+        Some(
+            "DROP INDEX CONCURRENTLY widgets_semi_idx;\nDROP INDEX CONCURRENTLY widgets_name_idx;",
+        ),
         false,
     )
     .await;
@@ -543,7 +545,7 @@ async fn non_transactional_script_failing_part_way_leaves_the_target_dirty() {
         "2",
         "CREATE INDEX CONCURRENTLY widgets_name_idx ON widgets (name);\n\
          CREATE INDEX CONCURRENTLY gadgets_idx ON gadgets (id);",
-        "",
+        None,
         false,
     )
     .await;

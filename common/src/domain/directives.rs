@@ -36,9 +36,73 @@ pub fn needs_no_transaction(sql: &str) -> bool {
         || pair("drop", "database")
 }
 
+/// Whether a script holds no SQL at all: nothing but whitespace, `--` line
+/// comments and `/* … */` block comments (nested, as PostgreSQL reads them).
+/// Such a script is a no-op version: golang-migrate, dbmate and goose apply
+/// an empty file by recording it, and so does the hub, without sending
+/// anything to the target. MySQL's executable comments (`/*! … */`,
+/// `/*M! … */`) are code, not comments.
+pub fn is_no_op(sql: &str) -> bool {
+    let sql = sql.strip_prefix('\u{feff}').unwrap_or(sql);
+    let bytes = sql.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => i += 1,
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = bytes[i..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(bytes.len(), |n| i + n + 1);
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                if matches!(bytes.get(i + 2), Some(b'!')) || bytes[i + 2..].starts_with(b"M!") {
+                    return false;
+                }
+                let mut depth = 0usize;
+                loop {
+                    if i >= bytes.len() {
+                        // An unclosed comment: the server will say so.
+                        return false;
+                    }
+                    if bytes[i..].starts_with(b"/*") {
+                        depth += 1;
+                        i += 2;
+                    } else if bytes[i..].starts_with(b"*/") {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blank_and_comment_only_scripts_are_no_ops() {
+        assert!(is_no_op(""));
+        assert!(is_no_op("  \n\t\r\n"));
+        assert!(is_no_op("\u{feff}-- only MySQL needed this fix\n"));
+        assert!(is_no_op("-- a\n/* b /* nested */ still comment */\n-- c"));
+        assert!(!is_no_op("SELECT 1;"));
+        assert!(!is_no_op("-- comment\nSELECT 1"));
+        assert!(!is_no_op(";"), "an empty statement is still sent");
+        assert!(!is_no_op("/*!40101 SET NAMES utf8 */;"));
+        assert!(!is_no_op("/*M!100100 SET x = 1 */"));
+        assert!(!is_no_op("/* never closed"));
+        assert!(!is_no_op("- -"));
+    }
 
     #[test]
     fn detects_statements_postgres_refuses_in_a_transaction() {

@@ -9,12 +9,18 @@
 //!
 //! The layout is detected from the file names; every file must belong to the
 //! one detected layout, so a stray file is reported instead of ignored.
+//!
+//! Each tool's own reading of its files is kept: an up file that is empty is
+//! a no-op version (golang-migrate and dbmate apply it by recording it); a
+//! down file (or dbmate `-- migrate:down` section, or Flyway `U` file) that
+//! exists is a down script even when it is empty ("rolling back needs no
+//! SQL"), and a missing one means the version cannot be rolled back.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::version::Version;
+use super::{checksum::Checksum, version::Version};
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -32,7 +38,34 @@ pub struct ImportedMigration {
     pub version: Version,
     pub name: String,
     pub up_sql: String,
-    pub down_sql: String,
+    /// `None`: no down file, so the version cannot be rolled back.
+    pub down_sql: Option<String>,
+}
+
+impl ImportedMigration {
+    pub fn checksum(&self) -> Checksum {
+        Checksum::of(&self.up_sql, self.down_sql.as_deref())
+    }
+
+    /// Whether the stored migration with `checksum` (and a down script or
+    /// not: `reversible`) is this one, so importing it again changes nothing.
+    ///
+    /// Before absent and empty down scripts were told apart, an empty down
+    /// file was imported as "cannot be rolled back", hashed over its text.
+    /// Re-importing that unchanged file must stay a no-op: the stored
+    /// version keeps its meaning (it is immutable once applied), and the
+    /// import reports it unchanged instead of as a conflict.
+    pub fn matches_stored(&self, checksum: &str, reversible: bool) -> bool {
+        if self.checksum().as_str() == checksum {
+            return true;
+        }
+        match &self.down_sql {
+            Some(down) if !reversible && down.trim().is_empty() => {
+                Checksum::of_stored(&self.up_sql, down, false).as_str() == checksum
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -188,16 +221,16 @@ pub fn detect(paths: &[&str]) -> Result<Layout, ImportError> {
 }
 
 /// dbmate keeps both scripts in one file, after `-- migrate:up` and
-/// `-- migrate:down` markers.
-fn split_dbmate(path: &str, content: &str) -> Result<(String, String), ImportError> {
+/// `-- migrate:down` markers; without the down marker there is no down script.
+fn split_dbmate(path: &str, content: &str) -> Result<(String, Option<String>), ImportError> {
     #[derive(PartialEq)]
     enum Section {
         Before,
         Up,
         Down,
     }
-    let (mut section, mut up, mut down, mut saw_up) =
-        (Section::Before, String::new(), String::new(), false);
+    let (mut section, mut up, mut down, mut saw_up, mut saw_down) =
+        (Section::Before, String::new(), String::new(), false, false);
     for line in content.split_inclusive('\n') {
         let marker = line.trim();
         if marker.starts_with("-- migrate:up") {
@@ -205,6 +238,7 @@ fn split_dbmate(path: &str, content: &str) -> Result<(String, String), ImportErr
             saw_up = true;
         } else if marker.starts_with("-- migrate:down") {
             section = Section::Down;
+            saw_down = true;
         } else if section == Section::Up {
             up.push_str(line);
         } else if section == Section::Down {
@@ -217,7 +251,13 @@ fn split_dbmate(path: &str, content: &str) -> Result<(String, String), ImportErr
             reason: "no `-- migrate:up` section".into(),
         });
     }
-    Ok((up.trim().to_owned() + "\n", down.trim().to_owned()))
+    let up = up.trim();
+    let up = if up.is_empty() {
+        String::new()
+    } else {
+        up.to_owned() + "\n"
+    };
+    Ok((up, saw_down.then(|| down.trim().to_owned())))
 }
 
 /// Reads `files` (path, content) into migrations in version order.
@@ -264,7 +304,7 @@ pub fn read(files: &[(String, String)]) -> Result<(Layout, Vec<ImportedMigration
                 }
                 let (up, down) = split_dbmate(path, content)?;
                 draft.up = Some((path.clone(), up));
-                draft.down = Some((path.clone(), down));
+                draft.down = down.map(|down| (path.clone(), down));
             }
         }
     }
@@ -281,7 +321,7 @@ pub fn read(files: &[(String, String)]) -> Result<(Layout, Vec<ImportedMigration
                 draft.name
             },
             up_sql,
-            down_sql: draft.down.map(|(_, d)| d).unwrap_or_default(),
+            down_sql: draft.down.map(|(_, d)| d),
         });
     }
     Ok((layout, out))
@@ -312,8 +352,8 @@ mod tests {
             (m[0].version.to_string(), m[0].name.as_str()),
             ("1".into(), "users")
         );
-        assert_eq!(m[0].down_sql, "DROP TABLE u;");
-        assert_eq!(m[1].down_sql, "", "no down file: not reversible");
+        assert_eq!(m[0].down_sql.as_deref(), Some("DROP TABLE u;"));
+        assert_eq!(m[1].down_sql, None, "no down file: not reversible");
     }
 
     #[test]
@@ -329,7 +369,8 @@ mod tests {
         let versions: Vec<String> = m.iter().map(|x| x.version.to_string()).collect();
         assert_eq!(versions, ["1", "1.1", "10"]);
         assert_eq!(m[1].name, "add col");
-        assert_eq!(m[1].down_sql, "ALTER TABLE a DROP b;");
+        assert_eq!(m[1].down_sql.as_deref(), Some("ALTER TABLE a DROP b;"));
+        assert_eq!(m[0].down_sql, None, "no U file");
     }
 
     #[test]
@@ -341,11 +382,60 @@ mod tests {
         .unwrap();
         assert_eq!(layout, Layout::Dbmate);
         assert_eq!(m[0].up_sql, "CREATE TABLE users (id int);\n");
-        assert_eq!(m[0].down_sql, "DROP TABLE users;");
+        assert_eq!(m[0].down_sql.as_deref(), Some("DROP TABLE users;"));
         assert!(
             read(&files(&[("20240101120000_x.sql", "CREATE TABLE x();")])).is_err(),
             "no markers"
         );
+    }
+
+    #[test]
+    fn empty_files_keep_each_tools_meaning() {
+        // golang-migrate: an empty up is a no-op version; an empty down file
+        // exists, so rolling back needs no SQL; a missing one cannot roll back.
+        let (_, m) = read(&files(&[
+            ("9_mysql_only_fix.up.sql", ""),
+            ("9_mysql_only_fix.down.sql", ""),
+            ("10_add.up.sql", "ALTER TABLE a ADD b int;"),
+        ]))
+        .unwrap();
+        assert_eq!(m[0].version.to_string(), "9", "numeric order: 9 < 10");
+        assert_eq!(
+            (m[0].up_sql.as_str(), m[0].down_sql.as_deref()),
+            ("", Some(""))
+        );
+        assert_eq!(m[1].down_sql, None);
+        // dbmate: an empty down section is present; no down marker is absent.
+        let (_, m) = read(&files(&[
+            ("1_a.sql", "-- migrate:up\n\n-- migrate:down\n"),
+            ("2_b.sql", "-- migrate:up\nCREATE TABLE b ();\n"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (m[0].up_sql.as_str(), m[0].down_sql.as_deref()),
+            ("", Some(""))
+        );
+        assert_eq!(m[1].down_sql, None);
+        // Flyway: an empty U file is present.
+        let (_, m) = read(&files(&[("V1__a.sql", "SELECT 1;"), ("U1__a.sql", "")])).unwrap();
+        assert_eq!(m[0].down_sql.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn reimporting_an_empty_down_file_matches_what_was_stored_before() {
+        let (_, m) = read(&files(&[
+            ("1_a.up.sql", "SELECT 1;\n"),
+            ("1_a.down.sql", "\n"),
+        ]))
+        .unwrap();
+        let m = &m[0];
+        assert!(m.matches_stored(m.checksum().as_str(), true));
+        // Stored by an older hub: not reversible, hashed over the file's text.
+        let older = Checksum::of_stored("SELECT 1;\n", "\n", false);
+        assert!(m.matches_stored(older.as_str(), false));
+        assert!(!m.matches_stored(older.as_str(), true));
+        let other = Checksum::of("SELECT 2;\n", None);
+        assert!(!m.matches_stored(other.as_str(), false));
     }
 
     #[test]

@@ -377,7 +377,7 @@ mod tests {
     fn pin_fixture() -> (Vec<PinnedMigration>, Vec<PinnedTarget>, ExecutionSettings) {
         let migrations = vec![PinnedMigration {
             version: Version::parse("1").unwrap(),
-            checksum: Checksum::of("CREATE TABLE a();", ""),
+            checksum: Checksum::of("CREATE TABLE a();", None),
         }];
         let target = |n: u128| PinnedTarget {
             id: uuid::Uuid::from_u128(n),
@@ -411,7 +411,7 @@ mod tests {
         .digest();
 
         let mut m2 = m.clone();
-        m2[0].checksum = Checksum::of("CREATE TABLE b();", "");
+        m2[0].checksum = Checksum::of("CREATE TABLE b();", None);
         assert_ne!(
             base,
             RunPin {

@@ -5,7 +5,7 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{Checksum, Version};
+use crate::domain::{Checksum, Version, directives::is_no_op};
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
@@ -17,7 +17,11 @@ pub struct MigrationRow {
     pub version: String,
     pub name: String,
     pub up_sql: String,
-    pub down_sql: String,
+    /// `null`: the migration cannot be rolled back; `""`: rolling back needs no SQL.
+    pub down_sql: Option<String>,
+    /// The up script holds no SQL: applying it only records the version.
+    #[sqlx(skip)]
+    pub no_op: bool,
     pub checksum: String,
     pub transactional: bool,
     pub revision: i32,
@@ -31,8 +35,16 @@ pub struct MigrationRow {
     pub updated_at: OffsetDateTime,
 }
 
-const COLUMNS: &str =
-    "m.id, m.project_id, m.version, m.name, m.up_sql, m.down_sql, m.checksum, m.transactional,
+impl MigrationRow {
+    /// Fills the fields derived from the scripts.
+    fn derive(mut self) -> Self {
+        self.no_op = is_no_op(&self.up_sql);
+        self
+    }
+}
+
+const COLUMNS: &str = "m.id, m.project_id, m.version, m.name, m.up_sql,
+    CASE WHEN m.reversible THEN m.down_sql END AS down_sql, m.checksum, m.transactional,
     m.revision, u.email AS author, m.author_id,
     EXISTS (SELECT 1 FROM applied_migrations a WHERE a.migration_id = m.id) AS applied_anywhere,
     m.created_at, m.updated_at";
@@ -43,7 +55,8 @@ pub struct NewMigration<'a> {
     pub version: &'a Version,
     pub name: &'a str,
     pub up_sql: &'a str,
-    pub down_sql: &'a str,
+    /// `None`: cannot be rolled back.
+    pub down_sql: Option<&'a str>,
     pub transactional: bool,
 }
 
@@ -56,8 +69,8 @@ pub async fn insert(
     let id = Uuid::now_v7();
     let checksum = Checksum::of(m.up_sql, m.down_sql);
     sqlx::query(
-        "INSERT INTO migrations (id, project_id, version, version_key, name, up_sql, down_sql, checksum, transactional, author_id)
-         VALUES ($1, $2, $3, $4::numeric[], $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO migrations (id, project_id, version, version_key, name, up_sql, down_sql, reversible, checksum, transactional, author_id)
+         VALUES ($1, $2, $3, $4::numeric[], $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(id)
     .bind(project_id)
@@ -65,20 +78,22 @@ pub async fn insert(
     .bind(m.version.sort_key())
     .bind(m.name)
     .bind(m.up_sql)
-    .bind(m.down_sql)
+    .bind(m.down_sql.unwrap_or(""))
+    .bind(m.down_sql.is_some())
     .bind(checksum.as_str())
     .bind(m.transactional)
     .bind(author_id)
     .execute(&mut *conn)
     .await?;
     sqlx::query(
-        "INSERT INTO migration_revisions (migration_id, revision, name, up_sql, down_sql, checksum, author_id)
-         VALUES ($1, 1, $2, $3, $4, $5, $6)",
+        "INSERT INTO migration_revisions (migration_id, revision, name, up_sql, down_sql, reversible, checksum, author_id)
+         VALUES ($1, 1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id)
     .bind(m.name)
     .bind(m.up_sql)
-    .bind(m.down_sql)
+    .bind(m.down_sql.unwrap_or(""))
+    .bind(m.down_sql.is_some())
     .bind(checksum.as_str())
     .bind(author_id)
     .execute(&mut *conn)
@@ -98,6 +113,7 @@ pub async fn list(
     .bind(project_id)
     .fetch_all(conn)
     .await
+    .map(|rows| rows.into_iter().map(MigrationRow::derive).collect())
 }
 
 /// A page of migrations in version order, after the version `after`.
@@ -117,6 +133,7 @@ pub async fn page(
     .bind(limit)
     .fetch_all(pool)
     .await
+    .map(|rows| rows.into_iter().map(MigrationRow::derive).collect())
 }
 
 pub async fn by_version(
@@ -132,6 +149,7 @@ pub async fn by_version(
     .bind(version.to_string())
     .fetch_optional(conn)
     .await
+    .map(|row| row.map(MigrationRow::derive))
 }
 
 /// A revision of a migration, as kept for history and diffs.
@@ -141,7 +159,8 @@ pub struct RevisionRow {
     pub revision: i32,
     pub name: String,
     pub up_sql: String,
-    pub down_sql: String,
+    /// `null`: no down script in this revision.
+    pub down_sql: Option<String>,
     pub checksum: String,
     pub author: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -153,7 +172,7 @@ pub async fn revisions(
     migration_id: Uuid,
 ) -> Result<Vec<RevisionRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT r.revision, r.name, r.up_sql, r.down_sql, r.checksum, u.email AS author, r.created_at
+        "SELECT r.revision, r.name, r.up_sql, CASE WHEN r.reversible THEN r.down_sql END AS down_sql, r.checksum, u.email AS author, r.created_at
          FROM migration_revisions r JOIN users u ON u.id = r.author_id
          WHERE r.migration_id = $1 ORDER BY r.revision",
     )
@@ -188,32 +207,34 @@ pub async fn update(
     editor_id: Uuid,
     name: &str,
     up_sql: &str,
-    down_sql: &str,
+    down_sql: Option<&str>,
     transactional: bool,
 ) -> Result<i32, sqlx::Error> {
     let checksum = Checksum::of(up_sql, down_sql);
     let revision: i32 = sqlx::query_scalar(
-        "UPDATE migrations SET name = $2, up_sql = $3, down_sql = $4, checksum = $5, transactional = $6,
-                               revision = revision + 1, updated_at = now()
+        "UPDATE migrations SET name = $2, up_sql = $3, down_sql = $4, reversible = $5, checksum = $6,
+                               transactional = $7, revision = revision + 1, updated_at = now()
          WHERE id = $1 RETURNING revision",
     )
     .bind(migration_id)
     .bind(name)
     .bind(up_sql)
-    .bind(down_sql)
+    .bind(down_sql.unwrap_or(""))
+    .bind(down_sql.is_some())
     .bind(checksum.as_str())
     .bind(transactional)
     .fetch_one(&mut *conn)
     .await?;
     sqlx::query(
-        "INSERT INTO migration_revisions (migration_id, revision, name, up_sql, down_sql, checksum, author_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO migration_revisions (migration_id, revision, name, up_sql, down_sql, reversible, checksum, author_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(migration_id)
     .bind(revision)
     .bind(name)
     .bind(up_sql)
-    .bind(down_sql)
+    .bind(down_sql.unwrap_or(""))
+    .bind(down_sql.is_some())
     .bind(checksum.as_str())
     .bind(editor_id)
     .execute(conn)

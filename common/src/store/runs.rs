@@ -119,7 +119,10 @@ pub struct RunMigrationRow {
     /// The checksum now; differs from `checksum` after an edit.
     pub current_checksum: String,
     pub up_sql: String,
+    /// The stored down text; meaningful only when `reversible`.
     pub down_sql: String,
+    /// Whether the migration has a down script (possibly empty).
+    pub reversible: bool,
     pub transactional: bool,
     pub author_id: Uuid,
 }
@@ -130,7 +133,7 @@ pub async fn migrations(
 ) -> Result<Vec<RunMigrationRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT rm.position, rm.migration_id, rm.version, rm.checksum, m.name, m.checksum AS current_checksum,
-                m.up_sql, m.down_sql, m.transactional, m.author_id
+                m.up_sql, m.down_sql, m.reversible, m.transactional, m.author_id
          FROM run_migrations rm JOIN migrations m ON m.id = rm.migration_id
          WHERE rm.run_id = $1 ORDER BY rm.position",
     )

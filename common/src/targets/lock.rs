@@ -92,7 +92,7 @@ pub fn mysql_lock_name(database: &str) -> String {
     if name.chars().count() <= MAX {
         return name;
     }
-    let digest = crate::domain::Checksum::of(database, "").to_string();
+    let digest = crate::domain::Checksum::of_text(database).to_string();
     let mut short = format!("{MYSQL_LOCK_PREFIX}#{digest}");
     short.truncate(MAX);
     short

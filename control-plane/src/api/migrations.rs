@@ -71,9 +71,13 @@ pub struct CreateMigration {
     /// Dot-separated integers: `1`, `1.2`, `20261124093000`.
     pub version: String,
     pub name: String,
+    /// May be empty (or only comments): a no-op version that is recorded as
+    /// applied without running anything.
     pub up_sql: String,
+    /// Absent or `null`: the migration cannot be rolled back. A string,
+    /// even `""`: the down script (empty: rolling back needs no SQL).
     #[serde(default)]
-    pub down_sql: String,
+    pub down_sql: Option<String>,
     /// Overrides detection of statements that cannot run in a transaction.
     pub transactional: Option<bool>,
 }
@@ -99,28 +103,37 @@ pub(crate) async fn create(
         .map(|m| (StatusCode::CREATED, Json(m)))
 }
 
-/// The rules every migration's scripts follow, on create and on edit.
-fn check_scripts(state: &AppState, up_sql: &str, down_sql: &str) -> Result<(), ApiError> {
+/// The rules every migration's scripts follow, on create, edit and import.
+/// An empty up script is allowed (a no-op version), and so is an empty down
+/// script (rolling back needs no SQL).
+fn check_scripts(state: &AppState, up_sql: &str, down_sql: Option<&str>) -> Result<(), ApiError> {
     let max = state.settings.max_sql_bytes;
-    if up_sql.len() + down_sql.len() > max {
+    let size = up_sql.len() + down_sql.map_or(0, str::len);
+    if size > max {
         return Err(ApiError::TooLarge(format!(
-            "up_sql and down_sql together are {} bytes; the limit is {max}",
-            up_sql.len() + down_sql.len()
+            "up_sql and down_sql together are {size} bytes; the limit is {max}"
         )));
     }
-    if up_sql.trim().is_empty() {
-        return Err(ApiError::invalid("up_sql", "must not be empty"));
-    }
-    for (field, sql) in [("up_sql", up_sql), ("down_sql", down_sql)] {
-        if sql.contains('\0') {
+    for (field, sql) in [("up_sql", Some(up_sql)), ("down_sql", down_sql)] {
+        if sql.is_some_and(|sql| sql.contains('\0')) {
             return Err(ApiError::invalid(field, "must not contain NUL characters"));
         }
     }
     Ok(())
 }
 
-fn detect_transactional(up_sql: &str, down_sql: &str) -> bool {
-    !needs_no_transaction(up_sql) && !needs_no_transaction(down_sql)
+fn detect_transactional(up_sql: &str, down_sql: Option<&str>) -> bool {
+    !needs_no_transaction(up_sql) && !down_sql.is_some_and(needs_no_transaction)
+}
+
+/// `Some(None)` for a field given as `null`, `None` for a missing one, so a
+/// partial edit can tell "make it irreversible" from "keep it".
+fn explicit_null<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 pub async fn create_migration(
@@ -132,10 +145,11 @@ pub async fn create_migration(
     let version =
         Version::parse(&body.version).map_err(|e| ApiError::invalid("version", e.to_string()))?;
     let name = required_text("name", &body.name, 200)?;
-    check_scripts(state, &body.up_sql, &body.down_sql)?;
+    let down_sql = body.down_sql.as_deref();
+    check_scripts(state, &body.up_sql, down_sql)?;
     let transactional = body
         .transactional
-        .unwrap_or_else(|| detect_transactional(&body.up_sql, &body.down_sql));
+        .unwrap_or_else(|| detect_transactional(&body.up_sql, down_sql));
 
     let mut tx = state.db.begin().await?;
     let project = project(&mut tx, &slug).await?;
@@ -155,7 +169,7 @@ pub async fn create_migration(
         version: &version,
         name: &name,
         up_sql: &body.up_sql,
-        down_sql: &body.down_sql,
+        down_sql,
         transactional,
     };
     migrations::insert(&mut tx, project.id, user.id, &new).await?;
@@ -171,7 +185,8 @@ pub async fn create_migration(
             .details(json!({
                 "version": version,
                 "name": name,
-                "checksum": Checksum::of(&body.up_sql, &body.down_sql),
+                "checksum": Checksum::of(&body.up_sql, down_sql),
+                "reversible": down_sql.is_some(),
             })),
     )
     .await?;
@@ -236,7 +251,11 @@ pub(crate) async fn get_one(
 pub struct EditMigration {
     pub name: Option<String>,
     pub up_sql: Option<String>,
-    pub down_sql: Option<String>,
+    /// Missing: unchanged; `null`: the migration can no longer be rolled
+    /// back; a string (even `""`): the new down script.
+    #[serde(default, deserialize_with = "explicit_null")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub down_sql: Option<Option<String>>,
     pub transactional: Option<bool>,
 }
 
@@ -300,11 +319,12 @@ pub async fn edit_migration(
     };
     let up_sql = body.up_sql.unwrap_or_else(|| current.up_sql.clone());
     let down_sql = body.down_sql.unwrap_or_else(|| current.down_sql.clone());
-    check_scripts(state, &up_sql, &down_sql)?;
+    let down_sql = down_sql.as_deref();
+    check_scripts(state, &up_sql, down_sql)?;
     let transactional = body
         .transactional
-        .unwrap_or_else(|| detect_transactional(&up_sql, &down_sql));
-    let checksum = Checksum::of(&up_sql, &down_sql);
+        .unwrap_or_else(|| detect_transactional(&up_sql, down_sql));
+    let checksum = Checksum::of(&up_sql, down_sql);
     if checksum.as_str() == current.checksum
         && name == current.name
         && transactional == current.transactional
@@ -321,7 +341,7 @@ pub async fn edit_migration(
         user.id,
         &name,
         &up_sql,
-        &down_sql,
+        down_sql,
         transactional,
     )
     .await?;
@@ -491,7 +511,7 @@ pub async fn import_migrations(
     let (layout, imported) =
         import::read(files).map_err(|e| ApiError::invalid("files", e.to_string()))?;
     for m in &imported {
-        check_scripts(state, &m.up_sql, &m.down_sql).map_err(|e| match e {
+        check_scripts(state, &m.up_sql, m.down_sql.as_deref()).map_err(|e| match e {
             ApiError::Invalid { field, message } => {
                 ApiError::invalid("files", format!("version {}: {field} {message}", m.version))
             }
@@ -503,28 +523,28 @@ pub async fn import_migrations(
     }
     let mut tx = state.db.begin().await?;
     let project = project(&mut tx, slug).await?;
-    let existing: std::collections::HashMap<String, String> = migrations::list(&mut tx, project.id)
-        .await?
-        .into_iter()
-        .map(|m| (m.version, m.checksum))
-        .collect();
+    let existing: std::collections::HashMap<String, MigrationRow> =
+        migrations::list(&mut tx, project.id)
+            .await?
+            .into_iter()
+            .map(|m| (m.version.clone(), m))
+            .collect();
     let mut report = ImportReport {
         layout: Some(layout),
         ..ImportReport::default()
     };
     let mut to_create = Vec::new();
     for m in &imported {
-        let checksum = Checksum::of(&m.up_sql, &m.down_sql);
         match existing.get(&m.version.to_string()) {
-            Some(stored) if *stored == checksum.as_str() => {
+            Some(stored) if m.matches_stored(&stored.checksum, stored.down_sql.is_some()) => {
                 report.unchanged.push(m.version.to_string())
             }
             Some(stored) => report.conflicts.push(ImportConflict {
                 version: m.version.to_string(),
                 reason: format!(
                     "differs from the stored migration (checksum {} here, {} stored)",
-                    &checksum.as_str()[..12],
-                    &stored[..12.min(stored.len())]
+                    &m.checksum().as_str()[..12],
+                    &stored.checksum[..12.min(stored.checksum.len())]
                 ),
             }),
             None => to_create.push(m),
@@ -543,8 +563,8 @@ pub async fn import_migrations(
                 version: &m.version,
                 name: &name,
                 up_sql: &m.up_sql,
-                down_sql: &m.down_sql,
-                transactional: detect_transactional(&m.up_sql, &m.down_sql),
+                down_sql: m.down_sql.as_deref(),
+                transactional: detect_transactional(&m.up_sql, m.down_sql.as_deref()),
             },
         )
         .await?;

@@ -367,7 +367,7 @@ pub async fn request_run(
                         && count(&m.version) > 0
                 })
                 .collect();
-            if let Some(m) = covered.iter().find(|m| m.down_sql.trim().is_empty()) {
+            if let Some(m) = covered.iter().find(|m| m.down_sql.is_none()) {
                 return Err(ApiError::invalid(
                     "target_version",
                     format!(

@@ -148,6 +148,16 @@ async fn project_page(
     render(&state, "projects/detail.html", context, Some(&viewer))
 }
 
+/// The form's down script: absent when "cannot be rolled back" is ticked,
+/// else the text, even empty (rolling back needs no SQL).
+fn form_down_sql(form: &HashMap<String, String>) -> Option<String> {
+    if form.contains_key("irreversible") {
+        None
+    } else {
+        Some(form.get("down_sql").cloned().unwrap_or_default())
+    }
+}
+
 async fn new_migration_page(
     State(state): State<AppState>,
     viewer: Viewer<rules::Author>,
@@ -174,7 +184,7 @@ async fn create_migration_form(
         version: field("version"),
         name: field("name"),
         up_sql: field("up_sql"),
-        down_sql: field("down_sql"),
+        down_sql: form_down_sql(&form),
         transactional: None,
     };
     match create_migration(&state, &viewer.user, slug.clone(), body).await {
@@ -309,7 +319,12 @@ async fn edit_migration_page(
     ApiPath((slug, version)): ApiPath<(String, String)>,
 ) -> Result<Html<String>, ApiError> {
     let (project, migration) = migration_and_project(&state, &slug, &version).await?;
-    let form = json!({ "name": migration.name, "up_sql": migration.up_sql, "down_sql": migration.down_sql });
+    let form = json!({
+        "name": migration.name,
+        "up_sql": migration.up_sql,
+        "down_sql": migration.down_sql.as_deref().unwrap_or(""),
+        "irreversible": migration.down_sql.is_none().then_some("on"),
+    });
     render(
         &state,
         "projects/edit_migration.html",
@@ -327,7 +342,7 @@ async fn edit_migration_form(
     let body = EditMigration {
         name: form.get("name").cloned(),
         up_sql: form.get("up_sql").cloned(),
-        down_sql: form.get("down_sql").cloned(),
+        down_sql: Some(form_down_sql(&form)),
         transactional: None,
     };
     match edit_migration(&state, &viewer.user, &slug, &version, body).await {
@@ -383,7 +398,8 @@ async fn diff_page(
             "to": new,
             "revisions": revisions.iter().map(|r| r.revision).collect::<Vec<_>>(),
             "up": diff::side_by_side(&old.up_sql, &new.up_sql),
-            "down": diff::side_by_side(&old.down_sql, &new.down_sql),
+            "down": diff::side_by_side(old.down_sql.as_deref().unwrap_or(""), new.down_sql.as_deref().unwrap_or("")),
+            "reversible": { "from": old.down_sql.is_some(), "to": new.down_sql.is_some() },
         }),
         Some(&viewer),
     )

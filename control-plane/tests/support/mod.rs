@@ -200,8 +200,10 @@ impl TestApp {
         body["id"].as_str().unwrap().to_string()
     }
 
-    /// Creates a migration as user.
+    /// Creates a migration as user; an empty `down` means no down script
+    /// (the migration cannot be rolled back).
     pub async fn migration(&self, slug: &str, version: &str, up: &str, down: &str) -> Value {
+        let down = (!down.is_empty()).then_some(down);
         let (status, body) = self
             .post(
                 &format!("/api/v1/projects/{slug}/migrations"),

@@ -339,7 +339,9 @@ impl TestHub {
         self.project(&vec![TargetOptions::default(); n]).await
     }
 
+    /// A migration; an empty `down` means no down script.
     pub async fn migration(&self, project: &Project, version: &str, up: &str, down: &str) -> Uuid {
+        let down = (!down.is_empty()).then_some(down);
         self.migration_with(project, version, up, down, true).await
     }
 
@@ -348,7 +350,7 @@ impl TestHub {
         project: &Project,
         version: &str,
         up: &str,
-        down: &str,
+        down: Option<&str>,
         transactional: bool,
     ) -> Uuid {
         let version = Version::parse(version).unwrap();

@@ -1,0 +1,327 @@
+//! Bringing a history: migration folders kept for years with another tool
+//! import and run as that tool runs them. Empty up files are no-op versions;
+//! a down file that exists (even empty) means the version can be rolled back
+//! with it, a missing one means it cannot; versions order numerically.
+//!
+//! The fixture is one product's history in a PostgreSQL and a MySQL variant
+//! (version 2 is a fix only PostgreSQL needed: an empty file for MySQL),
+//! written out in every layout, imported through the API and run up and
+//! down on real PostgreSQL and MariaDB databases by an in-process worker.
+
+mod support;
+
+use std::time::Duration;
+
+use common::testing::{TestDatabase, TestMysqlDatabase, wait_for};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::TestApp;
+use tokio::sync::oneshot;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Engine {
+    Postgres,
+    Mysql,
+}
+
+/// One version of the fixture: up, and down (`None`: no down file).
+struct Version {
+    version: &'static str,
+    name: &'static str,
+    up: &'static str,
+    down: Option<&'static str>,
+}
+
+fn history(engine: Engine) -> Vec<Version> {
+    let (fix_up, fix_down) = match engine {
+        Engine::Postgres => (
+            "CREATE INDEX users_email_idx ON users (email);\n",
+            Some("DROP INDEX users_email_idx;\n"),
+        ),
+        // Only PostgreSQL needed the fix: an empty file keeps versions aligned.
+        Engine::Mysql => ("", Some("")),
+    };
+    vec![
+        Version {
+            version: "1",
+            name: "users",
+            up: "CREATE TABLE users (id int PRIMARY KEY, email varchar(200));\n",
+            down: Some("DROP TABLE users;\n"),
+        },
+        Version {
+            version: "2",
+            name: "email_index",
+            up: fix_up,
+            down: fix_down,
+        },
+        Version {
+            version: "3",
+            name: "seed",
+            up: "INSERT INTO users (id, email) VALUES (1, 'seed@example.com');\n",
+            // No down file: cannot be rolled back.
+            down: None,
+        },
+        Version {
+            version: "10",
+            name: "audit_log",
+            up: "CREATE TABLE audit_log (id int PRIMARY KEY);\n",
+            down: Some("DROP TABLE audit_log;\n"),
+        },
+        Version {
+            version: "11",
+            name: "lowercase_emails",
+            up: "UPDATE users SET email = lower(email);\n",
+            // Exists and is empty: rolling back needs no SQL.
+            down: Some(""),
+        },
+    ]
+}
+
+/// The layouts, as each tool writes its files.
+const LAYOUTS: [&str; 4] = ["golang-migrate", "dbmate", "flyway", "diesel"];
+
+fn files(layout: &str, engine: Engine) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut file = |path: String, content: String| {
+        out.push(json!({"path": path, "content": content}));
+    };
+    for v in history(engine) {
+        let (n, name) = (v.version, v.name);
+        match layout {
+            "golang-migrate" => {
+                file(format!("{n}_{name}.up.sql"), v.up.into());
+                if let Some(down) = v.down {
+                    file(format!("{n}_{name}.down.sql"), down.into());
+                }
+            }
+            "dbmate" => {
+                let mut text = format!("-- migrate:up\n{}\n", v.up);
+                if let Some(down) = v.down {
+                    text.push_str(&format!("-- migrate:down\n{down}\n"));
+                }
+                file(format!("{n}_{name}.sql"), text);
+            }
+            "flyway" => {
+                file(format!("V{n}__{name}.sql"), v.up.into());
+                if let Some(down) = v.down {
+                    file(format!("U{n}__{name}.sql"), down.into());
+                }
+            }
+            "diesel" => {
+                let dir = format!("migrations/{n:0>14}_{name}");
+                file(format!("{dir}/up.sql"), v.up.into());
+                if let Some(down) = v.down {
+                    file(format!("{dir}/down.sql"), down.into());
+                }
+            }
+            other => panic!("no layout {other}"),
+        }
+    }
+    out
+}
+
+struct Fleet {
+    stop: oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Fleet {
+    fn start(app: &TestApp) -> Fleet {
+        let worker = worker::Worker::new(app.pool.clone(), app.keys.clone(), "default", 8, 5_000);
+        let (stop, rx) = oneshot::channel::<()>();
+        let done = tokio::spawn(worker.run(async move {
+            let _ = rx.await;
+        }));
+        Fleet { stop, done }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.done.await.unwrap().unwrap();
+    }
+}
+
+/// A target database of `engine`, kept alive by the returned guard.
+enum Guard {
+    #[allow(dead_code)]
+    Pg(TestDatabase),
+    #[allow(dead_code)]
+    My(TestMysqlDatabase),
+}
+
+async fn target(app: &TestApp, slug: &str, set: &str, engine: Engine) -> (String, Guard) {
+    let (body, guard) = match engine {
+        Engine::Postgres => {
+            let db = TestDatabase::create("mh_test_hist").await;
+            (
+                json!({"name": "pg", "engine": "postgres", "host": "127.0.0.1", "port": 5432,
+                       "database": db.name, "username": "postgres", "password": "unused", "tls_mode": "disable"}),
+                Guard::Pg(db),
+            )
+        }
+        Engine::Mysql => {
+            let db = TestMysqlDatabase::create("mh_test_hist").await;
+            (
+                json!({"name": "my", "engine": "mysql", "host": db.host, "port": db.port, "database": db.name,
+                       "username": db.user, "password": db.password, "tls_mode": "disable"}),
+                Guard::My(db),
+            )
+        }
+    };
+    let (status, created) = app
+        .post(
+            &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
+            &app.manager,
+            body,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    (created["id"].as_str().unwrap().to_owned(), guard)
+}
+
+/// Requests, approves and executes a run; returns the finished run.
+async fn run(app: &TestApp, slug: &str, set: &str, direction: &str, to: &str) -> Value {
+    let (status, run) = app
+        .post(
+            &format!("/api/v1/projects/{slug}/runs"),
+            &app.user,
+            json!({"db_set_id": set, "direction": direction, "target_version": to}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    let id = run["id"].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/runs/{id}/approve"),
+            &app.manager,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .post(&format!("/api/v1/runs/{id}/execute"), &app.user, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    wait_for(Duration::from_secs(60), "the run to finish", || async {
+        let (_, body) = app.get(&format!("/api/v1/runs/{id}"), &app.user).await;
+        matches!(
+            body["state"].as_str(),
+            Some("succeeded" | "failed" | "partially_failed")
+        )
+        .then_some(body)
+    })
+    .await
+}
+
+/// The versions applied on a target, read live from its own history by the
+/// hub, which also reports whether the hub agrees with it.
+async fn applied(app: &TestApp, target: &str) -> Vec<String> {
+    let (status, state) = app
+        .get(&format!("/api/v1/targets/{target}/state"), &app.user)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{state}");
+    assert_eq!(
+        state["drift"]["in_sync"], true,
+        "hub and target agree: {state}"
+    );
+    state["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["version"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn histories_in_every_layout_import_and_run_up_and_down_on_both_engines() {
+    let app = TestApp::spawn().await;
+    let fleet = Fleet::start(&app);
+    let mut projects = Vec::new();
+    for layout in LAYOUTS {
+        for engine in [Engine::Postgres, Engine::Mysql] {
+            let slug = app
+                .project(&format!(
+                    "{}-{}",
+                    layout.replace('-', ""),
+                    if engine == Engine::Postgres {
+                        "pg"
+                    } else {
+                        "my"
+                    }
+                ))
+                .await;
+            let (status, report) = app
+                .post(
+                    &format!("/api/v1/projects/{slug}/migrations/import"),
+                    &app.user,
+                    json!({"files": files(layout, engine)}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{layout}: {report}");
+            assert_eq!(report["layout"], layout);
+            assert_eq!(report["created"], json!(["1", "2", "3", "10", "11"]));
+
+            // Each tool's meaning is kept: no-op versions, present-but-empty
+            // downs, and missing downs.
+            let (_, list) = app
+                .get(&format!("/api/v1/projects/{slug}/migrations"), &app.user)
+                .await;
+            let items = list["items"].as_array().unwrap();
+            let by = |v: &str| items.iter().find(|m| m["version"] == v).unwrap().clone();
+            assert_eq!(by("2")["no_op"], engine == Engine::Mysql, "{layout}");
+            assert_eq!(by("1")["no_op"], false);
+            assert!(by("3")["down_sql"].is_null(), "{layout}: no down file");
+            assert_eq!(by("11")["down_sql"], "", "{layout}: empty down file");
+            assert_ne!(by("3")["checksum"], by("11")["checksum"]);
+
+            // Importing the same folder again changes nothing.
+            let (status, again) = app
+                .post(
+                    &format!("/api/v1/projects/{slug}/migrations/import"),
+                    &app.user,
+                    json!({"files": files(layout, engine)}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{again}");
+            assert_eq!(again["unchanged"].as_array().unwrap().len(), 5);
+
+            let set = app.db_set(&slug, "main", "daily").await;
+            let (target_id, guard) = target(&app, &slug, &set, engine).await;
+            projects.push((layout, engine, slug, set, target_id, guard));
+        }
+    }
+
+    for (layout, engine, slug, set, target, _) in &projects {
+        let what = format!("{layout} on {engine:?}");
+        let up = run(&app, slug, set, "up", "11").await;
+        assert_eq!(up["state"], "succeeded", "{what}: {up}");
+        assert_eq!(
+            applied(&app, target).await,
+            ["1", "2", "3", "10", "11"],
+            "{what}"
+        );
+
+        // Down through the empty down script of 11 and the real one of 10.
+        let down = run(&app, slug, set, "down", "3").await;
+        assert_eq!(down["state"], "succeeded", "{what}: {down}");
+        assert_eq!(applied(&app, target).await, ["1", "2", "3"], "{what}");
+
+        // 3 has no down file: a run across it is refused, naming it.
+        let (status, refused) = app
+            .post(
+                &format!("/api/v1/projects/{slug}/runs"),
+                &app.user,
+                json!({"db_set_id": set, "direction": "down", "target_version": "1"}),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{what}: {refused}"
+        );
+        let message = refused["error"]["message"].as_str().unwrap();
+        assert!(message.contains("version 3"), "{message}");
+    }
+
+    fleet.stop().await;
+}
