@@ -165,15 +165,16 @@ pub async fn run(api: &Api, args: &WaitArgs) -> Result<Outcome, Failure> {
             Ok(run) => {
                 follower.unanswered = false;
                 follower.targets_finished(&run);
-                follower.state_changed(&run);
                 let state: RunState = run["state"]
                     .as_str()
                     .unwrap_or_default()
                     .parse()
                     .map_err(|e| Failure::new("bad_response", format!("the run's answer: {e}")))?;
                 if state.is_final() {
+                    // The summary says the final state.
                     return Ok(follower.finished(&run, state));
                 }
+                follower.state_changed(&run);
                 if state == RunState::Approved && args.execute && !executed {
                     executed = true;
                     execute(api, &follower).await?;
