@@ -175,7 +175,7 @@ pub async fn keys_rotate(pool: &PgPool, keys: &Keyring) -> anyhow::Result<Rotati
 pub const IMPORT_ACCOUNT: &str = "import@migrate-hub.invalid";
 
 /// Reads every file under `dir` (paths relative to it).
-fn read_folder(dir: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) fn read_folder(dir: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(folder) = pending.pop() {

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod ci;
 pub mod cli;
 pub mod error;
 pub mod http_trace;

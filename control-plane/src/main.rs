@@ -10,7 +10,7 @@ use common::{
     store::audit,
     telemetry,
 };
-use control_plane::{app, cli};
+use control_plane::{app, ci, cli};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -66,6 +66,13 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// A client for CI pipelines over the API: sync migrations, request a
+    /// run, wait for it. Needs only MH_URL and MH_TOKEN; exits 0 (done),
+    /// 1 (conflicts, or the run did not succeed) or 2 (error).
+    Ci {
+        #[command(subcommand)]
+        command: ci::CiCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,6 +120,12 @@ enum AuditCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Pipelines have no tool database: the client runs before (and without)
+    // the control plane's settings.
+    let command = match cli.command {
+        Command::Ci { command } => return ci::main(command),
+        command => command,
+    };
     let settings = match ControlPlaneSettings::load(&Environment) {
         Ok(s) => s,
         Err(e) => {
@@ -126,7 +139,7 @@ fn main() -> ExitCode {
         let _entered = runtime.enter();
         telemetry::init(settings.common.log_format, settings.common.otel.as_ref())
     };
-    let code = match runtime.block_on(run(cli.command, settings)) {
+    let code = match runtime.block_on(run(command, settings)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -140,6 +153,9 @@ fn main() -> ExitCode {
 
 async fn run(command: Command, settings: ControlPlaneSettings) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Ci { .. } => {
+            unreachable!("`ci` commands are dispatched in main, before the settings load")
+        }
         Command::Serve { no_migrate } => {
             // Lazy: an unavailable tool database is reported on /readyz
             // instead of stopping the server.

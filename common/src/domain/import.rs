@@ -327,6 +327,23 @@ pub fn read(files: &[(String, String)]) -> Result<(Layout, Vec<ImportedMigration
     Ok((layout, out))
 }
 
+/// The files each version of a folder comes from, in version order: how a
+/// report about versions (a conflict, a failed script) is traced back to the
+/// files someone has to edit. Files the importer skips are left out.
+pub fn sources(paths: &[&str]) -> Result<(Layout, BTreeMap<Version, Vec<String>>), ImportError> {
+    let layout = detect(paths)?;
+    let mut by_version: BTreeMap<Version, Vec<String>> = BTreeMap::new();
+    for path in paths.iter().filter(|p| !ignorable(p)) {
+        let (raw_version, _, _) = classify(path, layout).expect("detected layout fits every file");
+        let version = parse_version(&raw_version, path)?;
+        by_version
+            .entry(version)
+            .or_default()
+            .push((*path).to_owned());
+    }
+    Ok((layout, by_version))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +371,35 @@ mod tests {
         );
         assert_eq!(m[0].down_sql.as_deref(), Some("DROP TABLE u;"));
         assert_eq!(m[1].down_sql, None, "no down file: not reversible");
+    }
+
+    #[test]
+    fn sources_name_the_files_of_each_version() {
+        let (layout, sources) = sources(&[
+            "db/000002_orders.up.sql",
+            "db/000001_users.up.sql",
+            "db/000001_users.down.sql",
+            "db/README.md",
+        ])
+        .unwrap();
+        assert_eq!(layout, Layout::GolangMigrate);
+        let listed: Vec<(String, Vec<String>)> = sources
+            .into_iter()
+            .map(|(v, p)| (v.to_string(), p))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (
+                    "1".to_string(),
+                    vec![
+                        "db/000001_users.up.sql".to_string(),
+                        "db/000001_users.down.sql".to_string()
+                    ]
+                ),
+                ("2".to_string(), vec!["db/000002_orders.up.sql".to_string()]),
+            ]
+        );
     }
 
     #[test]
