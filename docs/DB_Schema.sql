@@ -278,6 +278,7 @@ CREATE TABLE public.target_executions (
     statement_index integer,
     statements_hash text,
     error text,
+    out_of_order boolean DEFAULT false NOT NULL,
     CONSTRAINT target_executions_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'queued'::text, 'running'::text, 'succeeded'::text, 'failed'::text, 'skipped'::text, 'interrupted'::text, 'cancelled'::text])))
 );
 

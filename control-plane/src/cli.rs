@@ -211,6 +211,7 @@ pub async fn import(
     slug: &str,
     author: Option<&str>,
     dir: &std::path::Path,
+    allow_out_of_order: bool,
 ) -> anyhow::Result<bool> {
     let files = read_folder(dir)?;
     let mut conn = state.db.acquire().await?;
@@ -238,6 +239,7 @@ pub async fn import(
         None,
         slug,
         &files,
+        allow_out_of_order,
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -53,6 +53,10 @@ enum Command {
         /// built-in import account, which cannot sign in).
         #[arg(long)]
         author: Option<String>,
+        /// Allow versions lower than one already applied on a target of
+        /// the project (refused otherwise, like Flyway without outOfOrder).
+        #[arg(long)]
+        allow_out_of_order: bool,
         /// The folder holding the migration files.
         dir: std::path::PathBuf,
     },
@@ -207,11 +211,19 @@ async fn run(command: Command, settings: ControlPlaneSettings) -> anyhow::Result
         Command::Import {
             project,
             author,
+            allow_out_of_order,
             dir,
         } => {
             let pool = db::connect(&settings.common.database_url, 2).await?;
             let state = app::AppState::new(pool, settings)?;
-            let report = cli::import(&state, &project, author.as_deref(), &dir).await?;
+            let report = cli::import(
+                &state,
+                &project,
+                author.as_deref(),
+                &dir,
+                allow_out_of_order,
+            )
+            .await?;
             Ok(if report {
                 ExitCode::SUCCESS
             } else {

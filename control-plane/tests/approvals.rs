@@ -299,3 +299,95 @@ async fn down_runs_need_a_down_script_for_every_covered_migration() {
     assert_eq!(versions, ["1"]);
     assert_eq!(run["direction"], "down");
 }
+
+/// A version below one already applied on a target of the project needs
+/// `allow_out_of_order` (created or imported), and a run that applies it
+/// says so per target, for its approver.
+#[tokio::test]
+async fn out_of_order_versions_need_the_flag_and_runs_show_them() {
+    let app = TestApp::spawn().await;
+    let (slug, sets, _dbs) = project_in(&app, &["daily"]).await;
+    let (_, set) = app
+        .get(
+            &format!("/api/v1/projects/{slug}/db-sets/{}/targets", sets[0]),
+            &app.user,
+        )
+        .await;
+    let target = set["items"][0]["id"].as_str().unwrap().to_owned();
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;")
+        .await;
+    app.migration(&slug, "10", "CREATE TABLE b (id int);", "DROP TABLE b;")
+        .await;
+    // The target already has 1 and 10 (adopted from an explicit version).
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/targets/{target}/baseline"),
+            &app.admin,
+            json!({"version": "10"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Numeric order: 9 is below 10. Refused without the flag, naming both.
+    let path = format!("/api/v1/projects/{slug}/migrations");
+    let nine = json!({"version": "9", "name": "late", "up_sql": "CREATE TABLE c (id int);", "down_sql": "DROP TABLE c;"});
+    let (status, err) = app.post(&path, &app.user, nine.clone()).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, "out_of_order"),
+        "{err}"
+    );
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("version 9") && message.contains("version 10"),
+        "{message}"
+    );
+    let import = json!({"files": [{"path": "5_other.up.sql", "content": "SELECT 1;"}]});
+    let (status, err) = app
+        .post(&format!("{path}/import"), &app.user, import.clone())
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, "out_of_order"),
+        "{err}"
+    );
+    let (_, list) = app.get(&path, &app.user).await;
+    assert_eq!(
+        list["items"].as_array().unwrap().len(),
+        2,
+        "nothing written"
+    );
+
+    // With the flag both are added, and audited as out of order.
+    let mut allowed = nine;
+    allowed["allow_out_of_order"] = json!(true);
+    let (status, body) = app.post(&path, &app.user, allowed).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mut import = import;
+    import["allow_out_of_order"] = json!(true);
+    let (status, body) = app.post(&format!("{path}/import"), &app.user, import).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let audit = app.audit_rows("migration.created").await;
+    assert!(
+        audit
+            .iter()
+            .any(|(_, d)| d["version"] == "9" && d["out_of_order"] == true)
+    );
+
+    // A run to 10 applies 5 and 9 below the target's 10: shown per target.
+    let (status, run) = request(&app, &app.user, &slug, &sets[0], "up", "10").await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    assert_eq!(run["targets"][0]["out_of_order"], true, "{run}");
+    let id = run["id"].as_str().unwrap();
+    let (_, fetched) = app.get(&format!("/api/v1/runs/{id}"), &app.user).await;
+    assert_eq!(fetched["targets"][0]["out_of_order"], true);
+    // Versions above every applied one are in order.
+    app.migration(&slug, "11", "CREATE TABLE d (id int);", "")
+        .await;
+    let (status, run) = request(&app, &app.user, &slug, &sets[0], "up", "11").await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    assert_eq!(
+        run["targets"][0]["out_of_order"], true,
+        "5 and 9 still pending"
+    );
+}

@@ -132,7 +132,7 @@ async fn conflicts_are_reported_per_version_and_nothing_is_written() {
             "no up script",
         ),
         (
-            vec![json!({"path": "4_d.up.sql", "content": "   "})],
+            vec![json!({"path": "4_d.up.sql", "content": "SELECT 1;\u{0000}"})],
             "up_sql",
         ),
         (vec![], "no migration files"),

@@ -196,13 +196,13 @@ fn is_a_valid_openapi_31_document() {
             );
             if let Some(schema) = response.pointer("/content/application~1json/schema") {
                 compile(schema);
-                // Errors use the one envelope (a refused import adds its
+                // Errors use the one envelope (a refused import may add its
                 // report; an unready instance says what is not ready).
                 if status.starts_with('4') || status.starts_with('5') {
                     let name = schema["$ref"].as_str().unwrap_or_default();
                     assert!(
                         name == "#/components/schemas/ErrorBody"
-                            || (name == "#/components/schemas/ImportRefused" && status == "409")
+                            || (name == "#/components/schemas/ImportRefusal" && status == "409")
                             || (name == "#/components/schemas/Readiness" && path == "/readyz"),
                         "{what} {status} answers {schema}"
                     );

@@ -241,3 +241,23 @@ pub async fn update(
     .await?;
     Ok(revision)
 }
+
+/// The project's highest version applied on any of its live targets, and
+/// the name of a target holding it.
+pub async fn highest_applied(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+) -> Result<Option<(Version, String)>, sqlx::Error> {
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT a.version, t.name
+         FROM applied_migrations a
+         JOIN targets t ON t.id = a.target_id AND t.deleted_at IS NULL
+         JOIN db_sets d ON d.id = t.db_set_id AND d.deleted_at IS NULL
+         WHERE d.project_id = $1
+         ORDER BY a.version_key DESC, t.name LIMIT 1",
+    )
+    .bind(project_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.and_then(|(version, target)| Some((Version::parse(&version).ok()?, target))))
+}

@@ -154,6 +154,19 @@ pub struct NewRun<'a> {
     /// (migration id, pinned migration) in execution order.
     pub migrations: &'a [(Uuid, PinnedMigration)],
     pub targets: &'a [PinnedTarget],
+    /// The targets on which the run applies a version below one they have.
+    pub out_of_order: &'a [Uuid],
+}
+
+/// The versions the hub records as applied on each of `targets`.
+pub async fn applied_versions(
+    conn: &mut PgConnection,
+    targets: &[Uuid],
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT target_id, version FROM applied_migrations WHERE target_id = ANY($1)")
+        .bind(targets)
+        .fetch_all(conn)
+        .await
 }
 
 /// Inserts the run, its pinned migrations and one `pending` execution per
@@ -217,15 +230,21 @@ pub async fn insert(
     let target_ids: Vec<Uuid> = new.targets.iter().map(|t| t.id).collect();
     let pools: Vec<String> = new.targets.iter().map(|t| t.worker_pool.clone()).collect();
     let exec_ids: Vec<Uuid> = new.targets.iter().map(|_| Uuid::now_v7()).collect();
+    let out_of_order: Vec<bool> = new
+        .targets
+        .iter()
+        .map(|t| new.out_of_order.contains(&t.id))
+        .collect();
     sqlx::query(
-        "INSERT INTO target_executions (id, run_id, target_id, position, state, worker_pool)
-         SELECT eid, $1, tid, ord::int, 'pending', pool
-         FROM unnest($2::uuid[], $3::uuid[], $4::text[]) WITH ORDINALITY AS t(eid, tid, pool, ord)",
+        "INSERT INTO target_executions (id, run_id, target_id, position, state, worker_pool, out_of_order)
+         SELECT eid, $1, tid, ord::int, 'pending', pool, ooo
+         FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::bool[]) WITH ORDINALITY AS t(eid, tid, pool, ooo, ord)",
     )
     .bind(id)
     .bind(&exec_ids)
     .bind(&target_ids)
     .bind(&pools)
+    .bind(&out_of_order)
     .execute(&mut *conn)
     .await?;
     record_transition(
@@ -421,6 +440,9 @@ pub struct ExecutionRow {
     pub statement: Option<i32>,
     pub error: Option<String>,
     pub worker: Option<Uuid>,
+    /// The run applies here a version below one the target already had
+    /// when the run was requested.
+    pub out_of_order: bool,
 }
 
 pub async fn executions(
@@ -429,7 +451,8 @@ pub async fn executions(
 ) -> Result<Vec<ExecutionRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT e.id, e.target_id, t.name AS target_name, t.engine, e.state, e.worker_pool, e.started_at, e.finished_at,
-                e.duration_ms, e.current_version, e.statement_index AS statement, e.error, e.worker_id AS worker
+                e.duration_ms, e.current_version, e.statement_index AS statement, e.error, e.worker_id AS worker,
+                e.out_of_order
          FROM target_executions e JOIN targets t ON t.id = e.target_id
          WHERE e.run_id = $1 ORDER BY e.position",
     )

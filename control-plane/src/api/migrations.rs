@@ -8,6 +8,7 @@ use common::{
         Checksum, Version,
         directives::needs_no_transaction,
         import::{self, Layout},
+        order,
     },
     store::{
         audit,
@@ -80,6 +81,11 @@ pub struct CreateMigration {
     pub down_sql: Option<String>,
     /// Overrides detection of statements that cannot run in a transaction.
     pub transactional: Option<bool>,
+    /// Allows a version lower than one already applied on a target of the
+    /// project (Flyway's `outOfOrder`); refused with `409 out_of_order`
+    /// otherwise. Default false.
+    #[serde(default)]
+    pub allow_out_of_order: bool,
 }
 
 #[utoipa::path(post, path = "/api/v1/projects/{slug}/migrations", tag = "migrations",
@@ -88,7 +94,7 @@ pub struct CreateMigration {
     responses(
         (status = 201, description = "The migration", body = MigrationRow),
         (status = 404, description = "`not_found`: no such project", body = ErrorBody),
-        (status = 409, description = "`duplicate_version`", body = ErrorBody),
+        (status = 409, description = "`duplicate_version`; `out_of_order`: the version is lower than one applied on a target of the project and `allow_out_of_order` is not set", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the scripts together exceed `MH_MAX_SQL_BYTES`", body = ErrorBody),
         (status = 422, description = "`invalid_field`: `version`, `name`, `up_sql` or `down_sql`", body = ErrorBody),
     ))]
@@ -124,6 +130,21 @@ fn check_scripts(state: &AppState, up_sql: &str, down_sql: Option<&str>) -> Resu
 
 fn detect_transactional(up_sql: &str, down_sql: Option<&str>) -> bool {
     !needs_no_transaction(up_sql) && !down_sql.is_some_and(needs_no_transaction)
+}
+
+/// Refuses new versions below the project's highest applied one unless the
+/// caller allowed it; returns whether any new version is out of order.
+async fn check_out_of_order<'a>(
+    conn: &mut sqlx::PgConnection,
+    project_id: uuid::Uuid,
+    new: impl IntoIterator<Item = &'a Version> + Clone,
+    allow: bool,
+) -> Result<bool, ApiError> {
+    let highest = migrations::highest_applied(conn, project_id).await?;
+    let highest = highest.as_ref().map(|(v, target)| (v, target.as_str()));
+    order::check_new(new.clone(), highest, allow)
+        .map_err(|e| ApiError::conflict("out_of_order", e.to_string()))?;
+    Ok(order::check_new(new, highest, false).is_err())
 }
 
 /// `Some(None)` for a field given as `null`, `None` for a missing one, so a
@@ -165,6 +186,8 @@ pub async fn create_migration(
             ),
         ));
     }
+    let out_of_order =
+        check_out_of_order(&mut tx, project.id, [&version], body.allow_out_of_order).await?;
     let new = NewMigration {
         version: &version,
         name: &name,
@@ -187,6 +210,7 @@ pub async fn create_migration(
                 "name": name,
                 "checksum": Checksum::of(&body.up_sql, down_sql),
                 "reversible": down_sql.is_some(),
+                "out_of_order": out_of_order,
             })),
     )
     .await?;
@@ -402,6 +426,10 @@ pub const IMPORT_MAX_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ImportBody {
     pub files: Vec<ImportFile>,
+    /// Allows new versions lower than one already applied on a target of
+    /// the project; refused with `409 out_of_order` otherwise. Default false.
+    #[serde(default)]
+    pub allow_out_of_order: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -439,6 +467,16 @@ pub struct ImportRefused {
     pub error: ErrorDetail,
 }
 
+/// The two bodies of a refused import (OpenAPI only): the report with
+/// `import_conflicts`, or a plain error (`out_of_order`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum ImportRefusal {
+    Conflicts(ImportRefused),
+    Error(ErrorBody),
+}
+
 #[utoipa::path(post, path = "/api/v1/projects/{slug}/migrations/import", tag = "migrations",
     params(("slug" = String, Path, description = "The project's slug")),
     request_body = ImportBody,
@@ -446,7 +484,7 @@ pub struct ImportRefused {
         (status = 200, description = "Nothing new: every version exists with the same scripts", body = ImportReport),
         (status = 201, description = "Imported, all or nothing", body = ImportReport),
         (status = 404, description = "`not_found`: no such project", body = ErrorBody),
-        (status = 409, description = "`import_conflicts`: versions differ from the stored ones; nothing was imported", body = ImportRefused),
+        (status = 409, description = "`import_conflicts`: versions differ from the stored ones (body: the report); `out_of_order`: a new version is lower than one applied on a target of the project and `allow_out_of_order` is not set (body: the error); nothing was imported", body = ImportRefusal),
         (status = 413, description = "`payload_too_large`: over 64 MiB, or a migration over `MH_MAX_SQL_BYTES`", body = ErrorBody),
         (status = 422, description = "`invalid_field`: `files` (unknown layout, unreadable names, bad scripts)", body = ErrorBody),
     ))]
@@ -469,6 +507,7 @@ pub(crate) async fn import(
         user.ip.clone(),
         &slug,
         &files,
+        body.allow_out_of_order,
     )
     .await?;
     if !report.conflicts.is_empty() {
@@ -507,6 +546,7 @@ pub async fn import_migrations(
     ip: Option<String>,
     slug: &str,
     files: &[(String, String)],
+    allow_out_of_order: bool,
 ) -> Result<ImportReport, ApiError> {
     let (layout, imported) =
         import::read(files).map_err(|e| ApiError::invalid("files", e.to_string()))?;
@@ -553,6 +593,13 @@ pub async fn import_migrations(
     if !report.conflicts.is_empty() {
         return Ok(report);
     }
+    let out_of_order = check_out_of_order(
+        &mut tx,
+        project.id,
+        to_create.iter().map(|m| &m.version),
+        allow_out_of_order,
+    )
+    .await?;
     for m in &to_create {
         let name = m.name.chars().take(200).collect::<String>();
         migrations::insert(
@@ -587,6 +634,7 @@ pub async fn import_migrations(
                 "unchanged": report.unchanged.len(),
                 "first": report.created.first(),
                 "last": report.created.last(),
+                "out_of_order": out_of_order,
             })),
         )
         .await?;

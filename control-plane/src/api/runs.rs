@@ -16,6 +16,7 @@ use common::{
     domain::{
         Capability, Checksum, Direction, RunState, Version,
         approval::{self, ApprovalContext, ApprovalError},
+        order,
         run::{ExecutionSettings, PinnedMigration, RunEvent},
     },
     store::{
@@ -402,6 +403,26 @@ pub async fn request_run(
         lock_timeout_ms: env.lock_timeout_ms,
         statement_timeout_ms: env.statement_timeout_ms,
     };
+    // Targets on which an `up` run applies a version below one they have.
+    let out_of_order: Vec<Uuid> = if body.direction == Direction::Up {
+        let mut by_target: HashMap<Uuid, Vec<Version>> = HashMap::new();
+        for (target, version) in runs::applied_versions(&mut tx, &target_ids).await? {
+            if let Ok(version) = Version::parse(&version) {
+                by_target.entry(target).or_default().push(version);
+            }
+        }
+        let pending: Vec<Version> = covered
+            .iter()
+            .filter_map(|m| Version::parse(&m.version).ok())
+            .collect();
+        by_target
+            .into_iter()
+            .filter(|(_, applied)| order::applies_out_of_order(&pending, applied))
+            .map(|(target, _)| target)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let pinned: Vec<(Uuid, PinnedMigration)> = covered
         .iter()
         .map(|m| {
@@ -425,6 +446,7 @@ pub async fn request_run(
             settings: &settings,
             migrations: &pinned,
             targets: &targets,
+            out_of_order: &out_of_order,
         },
     )
     .await?;
@@ -439,6 +461,7 @@ pub async fn request_run(
             "digest": digest,
             "migrations": pinned.iter().map(|(_, m)| json!({"version": m.version, "checksum": m.checksum})).collect::<Vec<_>>(),
             "targets": targets.len(),
+            "out_of_order_targets": out_of_order.len(),
         })),
     )
     .await?;

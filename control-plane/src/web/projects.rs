@@ -78,7 +78,7 @@ fn field_errors(err: ApiError) -> Result<Value, ApiError> {
         ApiError::Invalid { field, message } => Ok(json!({ field: message })),
         ApiError::TooLarge(message) => Ok(json!({ "up_sql": message })),
         ApiError::Conflict {
-            code: "duplicate_version",
+            code: "duplicate_version" | "out_of_order",
             message,
         } => Ok(json!({ "version": message })),
         other => Err(other),
@@ -186,6 +186,7 @@ async fn create_migration_form(
         up_sql: field("up_sql"),
         down_sql: form_down_sql(&form),
         transactional: None,
+        allow_out_of_order: form.contains_key("allow_out_of_order"),
     };
     match create_migration(&state, &viewer.user, slug.clone(), body).await {
         Ok(created) => Ok(see_other(&format!(

@@ -412,6 +412,7 @@ impl TestHub {
                 settings: &settings,
                 migrations: &pinned,
                 targets: &targets,
+                out_of_order: &[],
             },
         )
         .await
