@@ -1,6 +1,7 @@
 //! Real history: `kratos` through the hub on one fresh target, all ups, then
-//! the downs it supports (newest first, down to just above the newest
-//! migration whose down script is empty), on PostgreSQL and MariaDB. Compared
+//! every down it has (newest first, empty down files rolling back as no-ops,
+//! down to the version whose down script fails upstream), on PostgreSQL and
+//! MariaDB. Compared
 //! with plain `psql` / `mysql` (one session, each PostgreSQL migration in its
 //! own transaction except the non-transactional ones) and with dbmate.
 
@@ -15,6 +16,10 @@ use crate::{
 };
 
 pub const BAR: f64 = 1.3;
+/// The kratos version whose down script fails for every tool (`column
+/// "code" does not exist`; see the workloads' README): down runs stop just
+/// above it.
+pub const DOWN_FAILS_AT: &str = "20200831110752000003";
 /// The session setting the MariaDB history needs (see the workloads' README).
 pub const MARIADB_SESSION: &str = "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION';";
 
@@ -151,7 +156,7 @@ async fn engine_run(
 ) -> anyhow::Result<Measured> {
     let dir = cfg.workloads.join("kratos").join(engine);
     let migrations = workload::golang_migrate(&dir)?;
-    let (down_target, downs) = workload::supported_downs(&migrations);
+    let (down_target, downs) = workload::supported_downs(&migrations, Some(DOWN_FAILS_AT));
     let slug = format!("kratos-{engine}-{rep}");
     stack.api.project(&slug).await?;
     stack.api.import(&slug, &dir).await?;

@@ -21,7 +21,8 @@ pub struct Migration {
     pub version: String,
     pub name: String,
     pub up: String,
-    pub down: String,
+    /// `None`: no down file, so the version cannot be rolled back.
+    pub down: Option<String>,
 }
 
 impl Migration {
@@ -56,12 +57,12 @@ pub fn golang_migrate(dir: &Path) -> anyhow::Result<Vec<Migration>> {
                 version: version.to_owned(),
                 name: name.to_owned(),
                 up: String::new(),
-                down: String::new(),
+                down: None,
             });
         if up {
             m.up = sql;
         } else {
-            m.down = sql;
+            m.down = Some(sql);
         }
     }
     let mut out: Vec<Migration> = by_version.into_values().collect();
@@ -78,13 +79,18 @@ fn version_key(v: &str) -> (usize, String) {
 }
 
 /// The downs a `down` run to the oldest possible version performs: from the
-/// newest version down to just above the newest migration whose down script
-/// is empty (it cannot be rolled back). Returns (the run's target version,
+/// newest version down to just above the newest migration that has no down
+/// file (it cannot be rolled back) or is `fails_at` (whose down script is
+/// known to fail for every tool). An empty down file rolls back as a no-op,
+/// as golang-migrate and dbmate run it. Returns (the run's target version,
 /// the migrations newest first).
-pub fn supported_downs(migrations: &[Migration]) -> (String, Vec<Migration>) {
+pub fn supported_downs(
+    migrations: &[Migration],
+    fails_at: Option<&str>,
+) -> (String, Vec<Migration>) {
     let stop = migrations
         .iter()
-        .rposition(|m| m.down.trim().is_empty())
+        .rposition(|m| m.down.is_none() || fails_at == Some(m.hub_version().as_str()))
         .map(|i| i + 1)
         .unwrap_or(0);
     let target = if stop == 0 {
@@ -114,7 +120,7 @@ pub fn psql_script(
     for m in migrations {
         let sql = match direction {
             Direction::Up => &m.up,
-            Direction::Down => &m.down,
+            Direction::Down => m.down.as_deref().unwrap_or(""),
         };
         if transactional(m) {
             script.push_str("BEGIN;\n");
@@ -138,7 +144,7 @@ pub fn mysql_script(migrations: &[Migration], direction: Direction, session: &st
     for m in migrations {
         script.push_str(match direction {
             Direction::Up => &m.up,
-            Direction::Down => &m.down,
+            Direction::Down => m.down.as_deref().unwrap_or(""),
         });
         script.push('\n');
     }
@@ -271,10 +277,10 @@ impl Dbmate {
             } else {
                 " transaction:false"
             };
-            let content = format!(
-                "-- migrate:up{option}\n{}\n\n-- migrate:down{option}\n{}\n",
-                m.up, m.down
-            );
+            let mut content = format!("-- migrate:up{option}\n{}\n", m.up);
+            if let Some(down) = &m.down {
+                content.push_str(&format!("\n-- migrate:down{option}\n{down}\n"));
+            }
             std::fs::write(dir.join(format!("{}_{}.sql", m.version, m.name)), content)?;
         }
         Ok(Dbmate { binary, url, dir })
@@ -311,34 +317,36 @@ impl Dbmate {
 mod tests {
     use super::*;
 
-    fn m(version: &str, down: &str) -> Migration {
+    fn m(version: &str, down: Option<&str>) -> Migration {
         Migration {
             version: version.into(),
             name: "x".into(),
             up: "SELECT 1;".into(),
-            down: down.into(),
+            down: down.map(Into::into),
         }
     }
 
     #[test]
-    fn downs_stop_above_the_newest_empty_down() {
+    fn downs_stop_above_the_newest_missing_or_failing_down() {
         let ms = [
-            m("001", "a;"),
-            m("002", "  \n"),
-            m("003", "b;"),
-            m("010", "c;"),
+            m("001", Some("a;")),
+            m("002", None),
+            m("003", Some("  \n")),
+            m("010", Some("c;")),
         ];
-        let (target, downs) = supported_downs(&ms);
+        let (target, downs) = supported_downs(&ms, None);
         assert_eq!(target, "2");
         let versions: Vec<_> = downs.iter().map(|m| m.version.as_str()).collect();
-        assert_eq!(versions, ["010", "003"]);
-        let (target, downs) = supported_downs(&ms[2..]);
+        assert_eq!(versions, ["010", "003"], "an empty down file rolls back");
+        let (target, downs) = supported_downs(&ms[2..], None);
         assert_eq!((target.as_str(), downs.len()), ("0", 2));
+        let (target, downs) = supported_downs(&ms, Some("3"));
+        assert_eq!((target.as_str(), downs.len()), ("3", 1));
     }
 
     #[test]
     fn psql_script_wraps_only_transactional_migrations() {
-        let ms = [m("1", ""), m("2", "")];
+        let ms = [m("1", None), m("2", None)];
         let script = psql_script(&ms, Direction::Up, &|m| m.version == "1");
         assert_eq!(script, "BEGIN;\nSELECT 1;\nCOMMIT;\nSELECT 1;\n");
     }

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use common::domain::{Checksum, Direction, RunState, split::StatementsHash};
 use mysql_async::prelude::Queryable;
@@ -484,45 +484,21 @@ async fn progress_shows_the_statement_running() {
     worker.stop().await;
 }
 
-/// The workload folder: `MH_WORKLOADS_DIR`, else `shared/workloads` beside
-/// the repository (where CI and the developers' machines keep it).
-fn workloads() -> PathBuf {
-    std::env::var_os("MH_WORKLOADS_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/workloads"),
-        PathBuf::from,
-    )
-}
-
-/// golang-migrate's `<version>_<name>.up.sql` / `.down.sql` pairs, in
-/// version order.
-fn golang_migrate(dir: &std::path::Path) -> Vec<(String, String, String)> {
-    let mut versions = std::collections::BTreeMap::new();
-    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    for entry in entries {
-        let path = entry.unwrap().path();
-        let file = path.file_name().unwrap().to_str().unwrap().to_owned();
-        let Some((version, rest)) = file.split_once('_') else {
-            continue;
-        };
-        let text = std::fs::read_to_string(&path).unwrap();
-        let slot = versions
-            .entry(version.parse::<u128>().expect("numeric version"))
-            .or_insert_with(|| (version.to_owned(), String::new(), String::new()));
-        if rest.ends_with(".up.sql") {
-            slot.1 = text;
-        } else if rest.ends_with(".down.sql") {
-            slot.2 = text;
-        }
-    }
-    versions.into_values().collect()
-}
-
 #[tokio::test]
-async fn kratos_history_applies_up_and_rolls_back_its_supported_downs() {
+async fn kratos_history_applies_up_and_rolls_back_every_down_it_has() {
+    // Its down script fails upstream (see the workloads' README).
     const LAST_KEPT: &str = "20200831110752000003";
-    let dir = workloads().join("kratos/mysql");
-    let migrations = golang_migrate(&dir);
-    assert_eq!(migrations.len(), 319, "{}", dir.display());
+    let migrations = support::workload("kratos/mysql");
+    assert_eq!(migrations.len(), 319);
+    // Every version has a down file; 109 of them are empty, which rolls
+    // back as a no-op (golang-migrate's meaning), so the down run goes all
+    // the way to the version whose down script fails upstream.
+    assert!(migrations.iter().all(|m| m.down_sql.is_some()));
+    let empty_downs = migrations
+        .iter()
+        .filter(|m| m.down_sql.as_deref().is_some_and(|d| d.trim().is_empty()))
+        .count();
+    assert_eq!(empty_downs, 109);
     let hub = TestHub::new().await;
     let project = hub
         .mysql_project(&[TargetOptions {
@@ -531,18 +507,9 @@ async fn kratos_history_applies_up_and_rolls_back_its_supported_downs() {
         }])
         .await;
     let target = &project.targets[0];
-    for (version, up, down) in &migrations {
-        // golang-migrate runs an empty down file as a no-op rollback, while
-        // an empty `down` means "cannot be rolled back" in the hub; the
-        // comment keeps golang-migrate's meaning without any SQL.
-        let down = if down.trim().is_empty() {
-            "-- no-op: the golang-migrate down file is empty".to_owned()
-        } else {
-            down.clone()
-        };
-        hub.migration(&project, version, up, &down).await;
-    }
-    let newest = &migrations.last().unwrap().0;
+    hub.import(&project, &migrations).await;
+    let newest = migrations.last().unwrap().version.to_string();
+    let newest = &newest;
     let worker = hub.start_worker(1_000).await;
 
     let up = hub.approved_run(&project, Direction::Up, newest).await;
@@ -578,11 +545,8 @@ async fn kratos_history_applies_up_and_rolls_back_its_supported_downs() {
         "{:?}",
         hub.execution(down, target).await.error
     );
-    let last_kept: u128 = LAST_KEPT.parse().unwrap();
-    let kept = migrations
-        .iter()
-        .filter(|(v, _, _)| v.parse::<u128>().unwrap() <= last_kept)
-        .count();
+    let last_kept = common::domain::Version::parse(LAST_KEPT).unwrap();
+    let kept = migrations.iter().filter(|m| m.version <= last_kept).count();
     assert_eq!(kept, 319 - 222);
     let history = target.my_versions().await;
     assert_eq!(history.len(), kept);
@@ -598,15 +562,13 @@ async fn kratos_history_applies_up_and_rolls_back_its_supported_downs() {
 
 #[tokio::test]
 async fn synthetic_fanout_migrations_apply_roll_back_and_apply_again() {
-    let migrations = golang_migrate(&workloads().join("synthetic-fanout/mysql"));
+    let migrations = support::workload("synthetic-fanout/mysql");
     assert_eq!(migrations.len(), 20);
     let hub = TestHub::new().await;
     let project = hub.mysql_project_with_targets(1).await;
     let target = &project.targets[0];
-    for (version, up, down) in &migrations {
-        hub.migration(&project, version, up, down).await;
-    }
-    let newest = &migrations.last().unwrap().0;
+    hub.import(&project, &migrations).await;
+    let newest = &migrations.last().unwrap().version.to_string();
     let worker = hub.start_worker(1_000).await;
 
     for (direction, version, applied) in [
@@ -625,5 +587,57 @@ async fn synthetic_fanout_migrations_apply_roll_back_and_apply_again() {
         assert_eq!(target.my_history().await.len(), applied);
         assert_eq!(hub.applied(target).await.len(), applied);
     }
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn no_op_versions_send_nothing_and_empty_downs_roll_back_as_no_ops() {
+    let hub = TestHub::new().await;
+    let project = hub.mysql_project_with_targets(1).await;
+    hub.migration(&project, "1", WIDGETS_UP, WIDGETS_DOWN).await;
+    // Only PostgreSQL needed version 2. `--` without a space is not a
+    // comment to MySQL: had the file been sent, the server would refuse it.
+    hub.migration_with(&project, "2", "--PostgreSQL only\n", Some(""), true)
+        .await;
+    hub.migration_with(&project, "10", NOTE_UP, Some(""), true)
+        .await;
+    let worker = hub.start_worker(1_000).await;
+    let target = &project.targets[0];
+
+    let up = hub.approved_run(&project, Direction::Up, "10").await;
+    hub.execute(up).await;
+    assert_eq!(
+        hub.wait_for_run(up).await,
+        RunState::Succeeded,
+        "{:?}",
+        hub.execution(up, target).await.error
+    );
+    let history = target.my_history().await;
+    let versions: Vec<&str> = history.iter().map(|h| h.version.as_str()).collect();
+    assert_eq!(versions, ["1", "2", "10"]);
+    assert_eq!(
+        (history[1].statements, history[1].checksum.as_str()),
+        (0, Checksum::of("--PostgreSQL only\n", Some("")).as_str())
+    );
+
+    let down = hub.approved_run(&project, Direction::Down, "1").await;
+    hub.execute(down).await;
+    assert_eq!(
+        hub.wait_for_run(down).await,
+        RunState::Succeeded,
+        "{:?}",
+        hub.execution(down, target).await.error
+    );
+    assert_eq!(target.my_versions().await, ["1"]);
+    assert_eq!(
+        target
+            .my_scalar_i64(
+                "SELECT COUNT(*) FROM information_schema.columns
+                 WHERE table_schema = DATABASE() AND table_name = 'widgets' AND column_name = 'note'"
+            )
+            .await,
+        1,
+        "the empty down script ran nothing"
+    );
     worker.stop().await;
 }

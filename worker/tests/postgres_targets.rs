@@ -681,3 +681,114 @@ async fn tls_modes_encrypt_and_verify_full_checks_the_certificate() {
     assert!(error.contains("invalid peer certificate"), "{error}");
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn no_op_versions_and_empty_down_scripts_are_recorded_without_running_anything() {
+    let hub = TestHub::new().await;
+    let project = hub.project_with_targets(1).await;
+    hub.migration(&project, "1", WIDGETS_UP, WIDGETS_DOWN).await;
+    // A fix only the other engine needed: the file holds only a comment.
+    hub.migration_with(
+        &project,
+        "2",
+        "-- only MySQL needed this fix\n",
+        Some(""),
+        true,
+    )
+    .await;
+    // Rolling back needs no SQL: the column may stay.
+    hub.migration_with(&project, "10", NOTE_UP, Some(""), true)
+        .await;
+    let worker = hub.start_worker(1_000).await;
+    let target = &project.targets[0];
+
+    let up = hub.approved_run(&project, Direction::Up, "10").await;
+    hub.execute(up).await;
+    assert_eq!(hub.wait_for_run(up).await, RunState::Succeeded);
+    let history: Vec<(String, String)> = target
+        .history()
+        .await
+        .into_iter()
+        .map(|(v, c, _)| (v, c))
+        .collect();
+    assert_eq!(history, hub.applied(target).await, "both sides agree");
+    assert_eq!(history[1].0, "2", "the no-op version is recorded");
+    assert_eq!(
+        history[1].1,
+        Checksum::of("-- only MySQL needed this fix\n", Some("")).as_str()
+    );
+    let statements: i64 = sqlx::query_scalar(
+        "SELECT statements::bigint FROM migration_executions WHERE version = '2' AND direction = 'up'",
+    )
+    .fetch_one(&hub.db)
+    .await
+    .unwrap();
+    assert_eq!(statements, 0);
+
+    let down = hub.approved_run(&project, Direction::Down, "1").await;
+    hub.execute(down).await;
+    assert_eq!(
+        hub.wait_for_run(down).await,
+        RunState::Succeeded,
+        "{:?}",
+        hub.execution(down, target).await.error
+    );
+    let history: Vec<String> = target.history().await.into_iter().map(|h| h.0).collect();
+    assert_eq!(history, ["1"]);
+    assert_eq!(
+        target
+            .scalar_i64(
+                "SELECT count(*) FROM information_schema.columns WHERE table_name = 'widgets' AND column_name = 'note'"
+            )
+            .await,
+        1,
+        "the empty down script ran nothing"
+    );
+    worker.stop().await;
+}
+
+/// The kratos history: every up, then every down it has, newest first, down
+/// to the version whose down script fails upstream (see the workloads'
+/// README). Over a hundred of its down files are empty: they roll back as
+/// no-ops, as golang-migrate runs them.
+#[tokio::test]
+async fn kratos_history_applies_up_and_rolls_back_every_down_it_has() {
+    const LAST_KEPT: &str = "20200831110752000003";
+    let migrations = support::workload("kratos/postgres");
+    assert_eq!(migrations.len(), 327);
+    assert!(migrations.iter().all(|m| m.down_sql.is_some()));
+    let hub = TestHub::new().await;
+    let project = hub.project_with_targets(1).await;
+    let target = &project.targets[0];
+    hub.import(&project, &migrations).await;
+    let worker = hub.start_worker(1_000).await;
+
+    let newest = migrations.last().unwrap().version.to_string();
+    let up = hub.approved_run(&project, Direction::Up, &newest).await;
+    hub.execute(up).await;
+    assert_eq!(
+        hub.wait_for_run_within(up, Duration::from_secs(240)).await,
+        RunState::Succeeded,
+        "{:?}",
+        hub.execution(up, target).await.error
+    );
+    assert_eq!(target.history().await.len(), 327);
+
+    let down = hub.approved_run(&project, Direction::Down, LAST_KEPT).await;
+    hub.execute(down).await;
+    assert_eq!(
+        hub.wait_for_run_within(down, Duration::from_secs(240))
+            .await,
+        RunState::Succeeded,
+        "{:?}",
+        hub.execution(down, target).await.error
+    );
+    let last_kept = common::domain::Version::parse(LAST_KEPT).unwrap();
+    let kept = migrations.iter().filter(|m| m.version <= last_kept).count();
+    assert_eq!(327 - kept, 234, "every down above the failing one ran");
+    let history = target.history().await;
+    assert_eq!(history.len(), kept);
+    assert_eq!(history.last().map(|h| h.0.as_str()), Some(LAST_KEPT));
+    assert_eq!(hub.applied(target).await.len(), kept);
+    worker.stop().await;
+}

@@ -22,6 +22,8 @@ use common::{
     crypto::Keyring,
     domain::{
         Checksum, Direction, Role, RunState, Version,
+        directives::needs_no_transaction,
+        import::{self, ImportedMigration},
         run::{ExecutionSettings, PinnedMigration},
     },
     jobs::{TargetJob, queue_name},
@@ -37,6 +39,31 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::{sync::oneshot, task::JoinHandle, time::Instant};
 use uuid::Uuid;
 use worker::Worker;
+
+/// A shared workload folder (`MH_WORKLOADS_DIR`, else `shared/workloads`
+/// beside the repository, where CI and the developers' machines keep it),
+/// read as the import reads it.
+pub fn workload(sub: &str) -> Vec<ImportedMigration> {
+    let root = std::env::var_os("MH_WORKLOADS_DIR").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/workloads"),
+        std::path::PathBuf::from,
+    );
+    let dir = root.join(sub);
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
+        panic!(
+            "no workloads at {}: {e}; set MH_WORKLOADS_DIR",
+            dir.display()
+        )
+    });
+    let files: Vec<(String, String)> = entries
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&path).unwrap())
+        })
+        .collect();
+    import::read(&files).unwrap().1
+}
 
 /// How long any awaited condition may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -343,6 +370,25 @@ impl TestHub {
     pub async fn migration(&self, project: &Project, version: &str, up: &str, down: &str) -> Uuid {
         let down = (!down.is_empty()).then_some(down);
         self.migration_with(project, version, up, down, true).await
+    }
+
+    /// Adds migrations read from a folder (see [`workload`]) as an import
+    /// would: each tool's meaning of its files, transactional unless the
+    /// scripts need otherwise.
+    pub async fn import(&self, project: &Project, migrations: &[ImportedMigration]) {
+        for m in migrations {
+            let down = m.down_sql.as_deref();
+            let transactional =
+                !needs_no_transaction(&m.up_sql) && !down.is_some_and(needs_no_transaction);
+            self.migration_with(
+                project,
+                &m.version.to_string(),
+                &m.up_sql,
+                down,
+                transactional,
+            )
+            .await;
+        }
     }
 
     pub async fn migration_with(
