@@ -120,9 +120,7 @@ impl TestMysqlDatabase {
         }
     }
 
-    /// Runs `sql` in the database as its dedicated user.
-    pub async fn run(&self, sql: &str) {
-        use mysql_async::prelude::Queryable;
+    async fn connect(&self) -> mysql_async::Conn {
         let opts = mysql_async::OptsBuilder::default()
             .ip_or_hostname(self.host.as_str())
             .tcp_port(self.port)
@@ -130,11 +128,27 @@ impl TestMysqlDatabase {
             .pass(Some(self.password.as_str()))
             .db_name(Some(self.name.as_str()))
             .prefer_socket(false);
-        let mut conn = mysql_async::Conn::new(opts)
+        mysql_async::Conn::new(opts)
             .await
-            .expect("the test database's user connects");
+            .expect("the test database's user connects")
+    }
+
+    /// Runs `sql` in the database as its dedicated user.
+    pub async fn run(&self, sql: &str) {
+        use mysql_async::prelude::Queryable;
+        let mut conn = self.connect().await;
         conn.query_drop(sql).await.expect("test SQL runs");
         let _ = conn.disconnect().await;
+    }
+
+    /// The number `sql` (a query such as `SELECT COUNT(*) …`) answers, as
+    /// the database's dedicated user.
+    pub async fn number(&self, sql: &str) -> i64 {
+        use mysql_async::prelude::Queryable;
+        let mut conn = self.connect().await;
+        let value: Option<i64> = conn.query_first(sql).await.expect("test query runs");
+        let _ = conn.disconnect().await;
+        value.expect("the query answers a row")
     }
 }
 

@@ -43,8 +43,8 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Import a folder of migration files (Flyway, golang-migrate, dbmate or
-    /// diesel layout, detected) into a project: all or nothing.
+    /// Import a folder of migration files (Flyway, golang-migrate, dbmate,
+    /// goose or diesel layout, detected) into a project: all or nothing.
     Import {
         /// The project's slug.
         #[arg(long)]

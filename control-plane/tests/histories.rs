@@ -15,6 +15,7 @@ use std::time::Duration;
 use common::testing::{TestDatabase, TestMysqlDatabase, wait_for};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection};
 use support::TestApp;
 use tokio::sync::oneshot;
 
@@ -78,7 +79,7 @@ fn history(engine: Engine) -> Vec<Version> {
 }
 
 /// The layouts, as each tool writes its files.
-const LAYOUTS: [&str; 4] = ["golang-migrate", "dbmate", "flyway", "diesel"];
+const LAYOUTS: [&str; 5] = ["golang-migrate", "dbmate", "goose", "flyway", "diesel"];
 
 fn files(layout: &str, engine: Engine) -> Vec<Value> {
     let mut out = Vec::new();
@@ -100,6 +101,13 @@ fn files(layout: &str, engine: Engine) -> Vec<Value> {
                     text.push_str(&format!("-- migrate:down\n{down}\n"));
                 }
                 file(format!("{n}_{name}.sql"), text);
+            }
+            "goose" => {
+                let mut text = format!("-- +goose Up\n{}\n", v.up);
+                if let Some(down) = v.down {
+                    text.push_str(&format!("-- +goose Down\n{down}\n"));
+                }
+                file(format!("{n:0>5}_{name}.sql"), text);
             }
             "flyway" => {
                 file(format!("V{n}__{name}.sql"), v.up.into());
@@ -143,10 +151,24 @@ impl Fleet {
 
 /// A target database of `engine`, kept alive by the returned guard.
 enum Guard {
-    #[allow(dead_code)]
     Pg(TestDatabase),
-    #[allow(dead_code)]
     My(TestMysqlDatabase),
+}
+
+impl Guard {
+    /// The number a query on the target answers (`SELECT count(*) …`).
+    async fn number(&self, sql: &str) -> i64 {
+        match self {
+            Guard::Pg(db) => {
+                let mut conn = PgConnection::connect(&db.url).await.unwrap();
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap()
+            }
+            Guard::My(db) => db.number(sql).await,
+        }
+    }
 }
 
 async fn target(app: &TestApp, slug: &str, set: &str, engine: Engine) -> (String, Guard) {
@@ -323,5 +345,203 @@ async fn histories_in_every_layout_import_and_run_up_and_down_on_both_engines() 
         assert!(message.contains("version 3"), "{message}");
     }
 
+    fleet.stop().await;
+}
+
+/// goose files using its annotations: `NO TRANSACTION` for a PostgreSQL
+/// migration that builds an index concurrently, and `StatementBegin` /
+/// `StatementEnd` around a plpgsql function and MariaDB stored programs
+/// whose bodies hold several `;`.
+fn goose_files(engine: Engine) -> Vec<Value> {
+    let files: [(&str, &str); 2] = match engine {
+        Engine::Postgres => [
+            (
+                "db/migrations/00001_things.sql",
+                "-- +goose Up
+CREATE TABLE things (id int PRIMARY KEY, name text);
+-- +goose StatementBegin
+CREATE FUNCTION things_lower() RETURNS trigger AS $$
+BEGIN
+  NEW.name := lower(NEW.name);
+  RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+-- +goose StatementEnd
+CREATE TRIGGER things_lower BEFORE INSERT ON things
+  FOR EACH ROW EXECUTE FUNCTION things_lower();
+
+-- +goose Down
+DROP TABLE things;
+DROP FUNCTION things_lower();
+",
+            ),
+            (
+                "db/migrations/00002_things_name_index.sql",
+                "-- +goose NO TRANSACTION
+-- +goose Up
+CREATE INDEX CONCURRENTLY things_name_idx ON things (name);
+-- +goose StatementBegin
+CREATE FUNCTION things_count() RETURNS bigint AS $$
+DECLARE
+  n bigint;
+BEGIN
+  SELECT count(*) INTO n FROM things;
+  RETURN n;
+END;
+$$ LANGUAGE plpgsql;
+-- +goose StatementEnd
+
+-- +goose Down
+DROP FUNCTION things_count();
+DROP INDEX CONCURRENTLY things_name_idx;
+",
+            ),
+        ],
+        Engine::Mysql => [
+            (
+                "db/migrations/00001_things.sql",
+                "-- +goose Up
+CREATE TABLE things (id int PRIMARY KEY, name varchar(100));
+-- +goose StatementBegin
+CREATE TRIGGER things_lower BEFORE INSERT ON things FOR EACH ROW
+BEGIN
+  SET NEW.name = lower(NEW.name);
+  SET NEW.name = trim(NEW.name);
+END;
+-- +goose StatementEnd
+
+-- +goose Down
+DROP TABLE things;
+",
+            ),
+            (
+                "db/migrations/00002_thing_procedures.sql",
+                "-- +goose Up
+-- +goose StatementBegin
+CREATE PROCEDURE add_thing(IN p_id INT, IN p_name VARCHAR(100))
+BEGIN
+  INSERT INTO things VALUES (p_id, p_name);
+  UPDATE things SET name = concat(name, '!') WHERE id = p_id;
+END;
+-- +goose StatementEnd
+-- A body that is a bare WHILE loop: only the block keeps it whole.
+-- +goose StatementBegin
+CREATE PROCEDURE fill_things(IN n INT)
+WHILE n > 0 DO
+  INSERT INTO things VALUES (100 + n, 'FILLED');
+  SET n = n - 1;
+END WHILE;
+-- +goose StatementEnd
+
+-- +goose Down
+DROP PROCEDURE fill_things;
+DROP PROCEDURE add_thing;
+",
+            ),
+        ],
+    };
+    files
+        .iter()
+        .map(|(path, content)| json!({"path": path, "content": content}))
+        .collect()
+}
+
+#[tokio::test]
+async fn goose_annotations_run_as_goose_runs_them_on_both_engines() {
+    let app = TestApp::spawn().await;
+    let fleet = Fleet::start(&app);
+    for engine in [Engine::Postgres, Engine::Mysql] {
+        let slug = app
+            .project(match engine {
+                Engine::Postgres => "goose-annotations-pg",
+                Engine::Mysql => "goose-annotations-my",
+            })
+            .await;
+        let (status, report) = app
+            .post(
+                &format!("/api/v1/projects/{slug}/migrations/import"),
+                &app.user,
+                json!({"files": goose_files(engine)}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{engine:?}: {report}");
+        assert_eq!(report["layout"], "goose");
+        assert_eq!(report["created"], json!(["1", "2"]));
+
+        let (_, list) = app
+            .get(&format!("/api/v1/projects/{slug}/migrations"), &app.user)
+            .await;
+        let items = list["items"].as_array().unwrap();
+        let by = |v: &str| items.iter().find(|m| m["version"] == v).unwrap().clone();
+        assert_eq!(by("1")["transactional"], true, "{engine:?}");
+        if engine == Engine::Postgres {
+            // `-- +goose NO TRANSACTION` stays in the script, where the hub reads it.
+            let up = by("2")["up_sql"].as_str().unwrap().to_owned();
+            assert!(up.starts_with("-- +goose NO TRANSACTION\n"), "{up}");
+            assert_eq!(by("2")["transactional"], false);
+        }
+
+        let set = app.db_set(&slug, "main", "daily").await;
+        let (target_id, db) = target(&app, &slug, &set, engine).await;
+        let up = run(&app, &slug, &set, "up", "2").await;
+        assert_eq!(up["state"], "succeeded", "{engine:?}: {up}");
+        assert_eq!(applied(&app, &target_id).await, ["1", "2"]);
+
+        // The functions, trigger and procedures arrived whole and work.
+        match engine {
+            Engine::Postgres => {
+                assert_eq!(
+                    db.number(
+                        "SELECT count(*) FROM pg_indexes WHERE indexname = 'things_name_idx'"
+                    )
+                    .await,
+                    1
+                );
+                let mut conn = PgConnection::connect(match &db {
+                    Guard::Pg(pg) => &pg.url,
+                    Guard::My(_) => unreachable!(),
+                })
+                .await
+                .unwrap();
+                sqlx::raw_sql("INSERT INTO things VALUES (1, 'ABC'), (2, 'Def')")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                assert_eq!(db.number("SELECT things_count()").await, 2);
+                assert_eq!(
+                    db.number("SELECT count(*) FROM things WHERE name IN ('abc', 'def')")
+                        .await,
+                    2
+                );
+            }
+            Engine::Mysql => {
+                let Guard::My(my) = &db else { unreachable!() };
+                my.run("CALL add_thing(1, ' ABC ')").await;
+                my.run("CALL fill_things(2)").await;
+                assert_eq!(db.number("SELECT COUNT(*) FROM things").await, 3);
+                assert_eq!(
+                    db.number("SELECT COUNT(*) FROM things WHERE name IN ('abc!', 'filled')")
+                        .await,
+                    3
+                );
+            }
+        }
+
+        let down = run(&app, &slug, &set, "down", "0").await;
+        assert_eq!(down["state"], "succeeded", "{engine:?}: {down}");
+        assert!(applied(&app, &target_id).await.is_empty());
+        let left = match engine {
+            Engine::Postgres => {
+                "SELECT (SELECT count(*) FROM pg_proc WHERE proname IN ('things_lower', 'things_count'))
+                      + (SELECT count(*) FROM pg_class WHERE relname IN ('things', 'things_name_idx'))"
+            }
+            Engine::Mysql => {
+                "SELECT (SELECT COUNT(*) FROM information_schema.routines WHERE routine_schema = DATABASE())
+                      + (SELECT COUNT(*) FROM information_schema.triggers WHERE trigger_schema = DATABASE())
+                      + (SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'things')"
+            }
+        };
+        assert_eq!(db.number(left).await, 0, "{engine:?}: all gone after down");
+    }
     fleet.stop().await;
 }

@@ -11,6 +11,7 @@
 //! | Flyway | `flyway_schema_history` | successful versioned rows in `installed_rank` order; a `BASELINE` row means "everything at or below it"; `UNDO_*` and `DELETE` rows take their version back; repeatable (`version` NULL) and `SCHEMA` rows are ignored |
 //! | golang-migrate | `schema_migrations` (`version bigint, dirty bool`) | its single row: everything at or below `version` |
 //! | dbmate | `schema_migrations` (`version varchar`) | one row per applied version |
+//! | goose | `goose_db_version` (`id`, `version_id bigint`, `is_applied bool`) | per `version_id`, its latest row (highest `id`) if `is_applied`; version 0 (goose's own first row) is ignored |
 //!
 //! The rules are deliberately strict, because a wrong baseline either skips
 //! a migration forever or re-runs one on a live database:
@@ -27,9 +28,14 @@
 //!   pending (the next `up` run applies them).
 //!
 //! Versions are compared as the hub compares them ([`Version`]): Flyway's
-//! `1.2` is the hub's `1.2`, golang-migrate's and dbmate's `0001` is `1`.
+//! `1.2` is the hub's `1.2`, golang-migrate's, dbmate's and goose's `0001`
+//! is `1`.
 
-use std::{collections::BTreeSet, fmt, str::FromStr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    str::FromStr,
+};
 
 use serde::Serialize;
 
@@ -42,16 +48,23 @@ pub enum Source {
     Flyway,
     GolangMigrate,
     Dbmate,
+    Goose,
 }
 
 impl Source {
-    pub const ALL: [Source; 3] = [Source::Flyway, Source::GolangMigrate, Source::Dbmate];
+    pub const ALL: [Source; 4] = [
+        Source::Flyway,
+        Source::GolangMigrate,
+        Source::Dbmate,
+        Source::Goose,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Flyway => "flyway",
             Source::GolangMigrate => "golang-migrate",
             Source::Dbmate => "dbmate",
+            Source::Goose => "goose",
         }
     }
 
@@ -60,6 +73,7 @@ impl Source {
         match self {
             Source::Flyway => "flyway_schema_history",
             Source::GolangMigrate | Source::Dbmate => "schema_migrations",
+            Source::Goose => "goose_db_version",
         }
     }
 }
@@ -76,7 +90,7 @@ impl FromStr for Source {
         Source::ALL
             .into_iter()
             .find(|source| source.as_str() == s.trim())
-            .ok_or_else(|| "must be flyway, golang-migrate or dbmate".to_owned())
+            .ok_or_else(|| "must be flyway, golang-migrate, dbmate or goose".to_owned())
     }
 }
 
@@ -175,6 +189,16 @@ pub struct GolangMigrateRow {
     pub dirty: bool,
 }
 
+/// One row of goose's `goose_db_version`: goose appends a row per apply;
+/// a rollback has been recorded either as a row with `is_applied` false or
+/// by deleting the version's rows, so the latest row of a version decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GooseRow {
+    pub id: i64,
+    pub version_id: i64,
+    pub is_applied: bool,
+}
+
 /// Another tool's history table, as read from the target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExternalHistory {
@@ -182,6 +206,7 @@ pub enum ExternalHistory {
     GolangMigrate(Vec<GolangMigrateRow>),
     /// One version per applied migration.
     Dbmate(Vec<String>),
+    Goose(Vec<GooseRow>),
 }
 
 impl ExternalHistory {
@@ -190,6 +215,7 @@ impl ExternalHistory {
             ExternalHistory::Flyway(_) => Source::Flyway,
             ExternalHistory::GolangMigrate(_) => Source::GolangMigrate,
             ExternalHistory::Dbmate(_) => Source::Dbmate,
+            ExternalHistory::Goose(_) => Source::Goose,
         }
     }
 }
@@ -235,7 +261,7 @@ impl Request {
             )),
             (None, None) => Err(invalid(
                 "version",
-                "give a version to baseline at, or from: flyway, golang-migrate or dbmate",
+                "give a version to baseline at, or from: flyway, golang-migrate, dbmate or goose",
             )),
             (Some(version), None) => {
                 if present(table).is_some() {
@@ -306,6 +332,7 @@ fn external_dirty_message(source: Source, version: &str) -> String {
              database and remove the failed row (flyway repair), then baseline"
         ),
         Source::Dbmate => format!("dbmate records version {version} as not completed"),
+        Source::Goose => format!("goose records version {version} as not completed"),
     }
 }
 
@@ -439,6 +466,22 @@ fn claim(history: &ExternalHistory) -> Result<Claim, BaselineError> {
         }
         ExternalHistory::Dbmate(versions) => {
             claim.listed = versions.iter().map(|v| v.trim().to_owned()).collect();
+        }
+        ExternalHistory::Goose(rows) => {
+            // The latest row of each version says where it stands; goose
+            // writes version 0 for itself when it creates the table.
+            let mut latest: BTreeMap<i64, &GooseRow> = BTreeMap::new();
+            for row in rows.iter().filter(|r| r.version_id != 0) {
+                let entry = latest.entry(row.version_id).or_insert(row);
+                if row.id > entry.id {
+                    *entry = row;
+                }
+            }
+            claim.listed = latest
+                .values()
+                .filter(|r| r.is_applied)
+                .map(|r| r.version_id.to_string())
+                .collect();
         }
     }
     Ok(claim)
@@ -767,6 +810,70 @@ mod tests {
         let history = ExternalHistory::Dbmate(vec!["001".into(), "002".into()]);
         let b = from(&history, &["1", "2", "3"]).unwrap();
         assert_eq!(texts(&b.versions), ["1", "2"]);
+    }
+
+    fn goose(id: i64, version_id: i64, is_applied: bool) -> GooseRow {
+        GooseRow {
+            id,
+            version_id,
+            is_applied,
+        }
+    }
+
+    #[test]
+    fn goose_latest_row_of_each_version_decides() {
+        let history = ExternalHistory::Goose(vec![
+            goose(1, 0, true), // goose's own first row
+            goose(2, 1, true),
+            goose(3, 2, true),
+            // 3: applied, rolled back, applied again.
+            goose(4, 3, true),
+            goose(5, 3, false),
+            goose(7, 3, true),
+            // 4: applied, then rolled back last (rows out of id order).
+            goose(8, 4, false),
+            goose(6, 4, true),
+        ]);
+        let b = from(&history, &["1", "2", "3", "4"]).unwrap();
+        assert_eq!(texts(&b.versions), ["1", "2", "3"]);
+        assert!(b.unknown.is_empty() && b.missing.is_empty());
+        assert_eq!(history.source().default_table(), "goose_db_version");
+    }
+
+    #[test]
+    fn goose_rolled_back_versions_below_applied_ones_are_gaps() {
+        let history = ExternalHistory::Goose(vec![
+            goose(1, 0, true),
+            goose(2, 1, true),
+            goose(3, 2, true),
+            goose(4, 3, true),
+            goose(5, 2, false),
+        ]);
+        let err = from(&history, &["1", "2", "3"]).unwrap_err();
+        assert_eq!(
+            err,
+            BaselineError::Mismatch {
+                table: "goose_db_version".into(),
+                unknown: vec![],
+                missing: vec!["2".into()],
+            }
+        );
+    }
+
+    #[test]
+    fn goose_with_only_its_own_row_has_nothing_to_adopt() {
+        let history = ExternalHistory::Goose(vec![goose(1, 0, true), goose(2, 1, false)]);
+        assert_eq!(
+            from(&history, &["1"]).unwrap_err().code(),
+            "nothing_to_baseline"
+        );
+        assert_eq!(
+            Request::parse(None, Some("goose"), None),
+            Ok(Request::From {
+                source: Source::Goose,
+                table: TableName::parse("goose_db_version").unwrap()
+            })
+        );
     }
 
     #[test]

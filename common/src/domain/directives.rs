@@ -3,18 +3,41 @@
 //! PostgreSQL refuses some statements inside a transaction block
 //! (`CREATE INDEX CONCURRENTLY`, `VACUUM`, …). A migration holding one runs
 //! statement by statement instead of in one transaction. Authors can also
-//! declare it with the directive comment `-- migrate-hub:no-transaction`.
+//! declare it with the directive comment `-- migrate-hub:no-transaction`,
+//! or goose's annotation `-- +goose NO TRANSACTION`.
 
 /// The directive comment that marks a migration as non-transactional.
 pub const NO_TRANSACTION: &str = "migrate-hub:no-transaction";
 
+/// Whether a line is goose's `-- +goose NO TRANSACTION` annotation (any
+/// case, any blanks between its words).
+///
+/// The hub reads goose's annotation itself rather than having the importer
+/// translate it into its own directive: the stored script stays the text of
+/// the author's file (what the checksum covers and a reviewer reads), an
+/// imported script edited in the hub keeps behaving as it reads, and
+/// whether a migration is transactional is still decided in one place,
+/// from its text, however the migration arrived.
+fn is_goose_no_transaction(line: &str) -> bool {
+    let Some(comment) = line.trim().strip_prefix("--") else {
+        return false;
+    };
+    let words: Vec<&str> = comment.split_whitespace().collect();
+    matches!(
+        words.as_slice(),
+        [goose, no, transaction] if goose.eq_ignore_ascii_case("+goose")
+            && no.eq_ignore_ascii_case("no")
+            && transaction.eq_ignore_ascii_case("transaction")
+    )
+}
+
 /// Whether the PostgreSQL script must run outside a transaction block.
 pub fn needs_no_transaction(sql: &str) -> bool {
     let lower = sql.to_ascii_lowercase();
-    if lower
-        .lines()
-        .any(|l| l.trim_start().starts_with("--") && l.contains(NO_TRANSACTION))
-    {
+    if lower.lines().any(|l| {
+        (l.trim_start().starts_with("--") && l.contains(NO_TRANSACTION))
+            || is_goose_no_transaction(l)
+    }) {
         return true;
     }
     // Only code counts: drop line comments before looking for keywords.
@@ -123,6 +146,21 @@ mod tests {
         assert!(needs_no_transaction(
             "-- migrate-hub:no-transaction\nUPDATE t SET a = 1;"
         ));
+    }
+
+    #[test]
+    fn honours_gooses_no_transaction_annotation() {
+        assert!(needs_no_transaction(
+            "-- +goose NO TRANSACTION\nUPDATE t SET a = 1;\n"
+        ));
+        assert!(needs_no_transaction("  --  +Goose   no transaction  \n"));
+        assert!(!needs_no_transaction(
+            "-- +goose StatementBegin\nUPDATE t SET a = 1;\n-- +goose StatementEnd\n"
+        ));
+        assert!(!needs_no_transaction(
+            "-- we used +goose NO TRANSACTION before\nUPDATE t SET a = 1;"
+        ));
+        assert!(!needs_no_transaction("SELECT '-- +goose NO TRANSACTION';"));
     }
 
     #[test]

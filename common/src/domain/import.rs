@@ -5,10 +5,20 @@
 //! | Flyway | `V<version>__<name>.sql` (+ optional `U<version>__<name>.sql` undo) |
 //! | golang-migrate | `<version>_<name>.up.sql` + `<version>_<name>.down.sql` |
 //! | dbmate | `<version>_<name>.sql` with `-- migrate:up` / `-- migrate:down` sections |
+//! | goose | `<version>_<name>.sql` with `-- +goose Up` / `-- +goose Down` sections |
 //! | diesel | `<version>_<name>/up.sql` + `<version>_<name>/down.sql` |
 //!
 //! The layout is detected from the file names; every file must belong to the
 //! one detected layout, so a stray file is reported instead of ignored.
+//! dbmate and goose name their files alike, so their contents decide: every
+//! file must carry the one tool's up marker.
+//!
+//! goose's annotations keep their meaning: a `-- +goose StatementBegin` …
+//! `-- +goose StatementEnd` block stays in the script and the statement
+//! splitters send it as one statement; `-- +goose NO TRANSACTION` stays in
+//! the up script (see [`super::directives::needs_no_transaction`]);
+//! `-- +goose ENVSUB ON` is refused, since the hub does not substitute
+//! environment variables and the script would run differently.
 //!
 //! Each tool's own reading of its files is kept: an up file that is empty is
 //! a no-op version (golang-migrate and dbmate apply it by recording it); a
@@ -29,6 +39,7 @@ pub enum Layout {
     Flyway,
     GolangMigrate,
     Dbmate,
+    Goose,
     Diesel,
 }
 
@@ -73,7 +84,7 @@ pub enum ImportError {
     #[error("no migration files were given")]
     Empty,
     #[error(
-        "the files do not follow one known layout (Flyway, golang-migrate, dbmate or diesel); first unrecognised file: {0}"
+        "the files do not follow one known layout (Flyway, golang-migrate, dbmate, goose or diesel); first unrecognised file: {0}"
     )]
     UnknownLayout(String),
     #[error("{path}: {reason}")]
@@ -150,7 +161,7 @@ fn classify(path: &str, layout: Layout) -> Option<(String, String, Part)> {
             (!version.is_empty()).then_some(())?;
             Some((version.to_owned(), title.to_owned(), part))
         }
-        Layout::Dbmate => {
+        Layout::Dbmate | Layout::Goose => {
             let stem = name.strip_suffix(".sql")?;
             if stem.ends_with(".up") || stem.ends_with(".down") {
                 return None;
@@ -186,7 +197,9 @@ fn ignorable(path: &str) -> bool {
     name.starts_with('.') || !name.ends_with(".sql")
 }
 
-/// The layout every (non-ignorable) file fits, trying the most specific first.
+/// The layout every (non-ignorable) file fits by its name, trying the most
+/// specific first. Names alone cannot tell goose from dbmate: both come out
+/// as [`Layout::Dbmate`], which [`read`] settles by the files' contents.
 pub fn detect(paths: &[&str]) -> Result<Layout, ImportError> {
     let files: Vec<&str> = paths.iter().copied().filter(|p| !ignorable(p)).collect();
     if files.is_empty() {
@@ -260,10 +273,215 @@ fn split_dbmate(path: &str, content: &str) -> Result<(String, Option<String>), I
     Ok((up, saw_down.then(|| down.trim().to_owned())))
 }
 
+/// A goose annotation line: `-- +goose <annotation>`, the annotation
+/// lowercased with its blanks collapsed (`no transaction`, `statementbegin`).
+fn goose_annotation(line: &str) -> Option<String> {
+    let text = line.trim().strip_prefix("--")?.trim_start();
+    let rest = text
+        .get(..6)
+        .filter(|p| p.eq_ignore_ascii_case("+goose"))
+        .map(|_| &text[6..])?;
+    Some(
+        rest.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_ascii_lowercase(),
+    )
+}
+
+/// Whether a file is goose's (its `-- +goose Up` marker), or dbmate's
+/// (`-- migrate:up`); `None` for neither.
+fn one_file_layout(content: &str) -> Option<Layout> {
+    content.lines().find_map(|line| {
+        if goose_annotation(line).as_deref() == Some("up") {
+            Some(Layout::Goose)
+        } else if line.trim().starts_with("-- migrate:up") {
+            Some(Layout::Dbmate)
+        } else {
+            None
+        }
+    })
+}
+
+/// The annotation goose reads for "run this file outside a transaction",
+/// as the importer writes it when it has to carry it into the up script.
+const GOOSE_NO_TRANSACTION: &str = "-- +goose NO TRANSACTION";
+
+/// goose keeps both scripts in one file, after `-- +goose Up` and
+/// `-- +goose Down`; without the Down annotation there is no down script.
+///
+/// `StatementBegin`/`StatementEnd` lines stay in the scripts (the splitters
+/// honour them) and must pair up within a section. `NO TRANSACTION` is a
+/// file-wide annotation that goose usually finds above `-- +goose Up`: it
+/// is carried into the up script, where the hub reads it. `ENVSUB` is
+/// refused; so are annotations goose does not know and SQL before the Up
+/// section, which goose refuses too.
+fn split_goose(path: &str, content: &str) -> Result<(String, Option<String>), ImportError> {
+    #[derive(PartialEq)]
+    enum Section {
+        Before,
+        Up,
+        Down,
+    }
+    let bad = |line: usize, reason: String| ImportError::BadFile {
+        path: path.to_owned(),
+        reason: format!("line {line}: {reason}"),
+    };
+    let (mut section, mut up, mut down) = (Section::Before, String::new(), None::<String>);
+    let (mut no_transaction, mut no_transaction_in_up) = (false, false);
+    let mut open_block: Option<usize> = None;
+    for (index, line) in content.split_inclusive('\n').enumerate() {
+        let number = index + 1;
+        let annotation = goose_annotation(line);
+        match annotation.as_deref() {
+            Some(marker @ ("up" | "down")) => {
+                if let Some(begin) = open_block {
+                    return Err(bad(
+                        begin,
+                        "`-- +goose StatementBegin` without its `-- +goose StatementEnd`".into(),
+                    ));
+                }
+                match (marker, &section) {
+                    ("up", Section::Before) => section = Section::Up,
+                    ("down", Section::Up) => {
+                        section = Section::Down;
+                        down = Some(String::new());
+                    }
+                    ("down", Section::Before) => {
+                        return Err(bad(number, "`-- +goose Down` before `-- +goose Up`".into()));
+                    }
+                    _ => {
+                        return Err(bad(number, format!("a second `-- +goose {marker}` marker")));
+                    }
+                }
+                continue;
+            }
+            Some("no transaction") => {
+                no_transaction = true;
+                no_transaction_in_up |= section == Section::Up;
+            }
+            Some(envsub) if envsub.starts_with("envsub") => {
+                return Err(bad(
+                    number,
+                    "`-- +goose ENVSUB` is not supported: the hub runs scripts as written,                      without substituting environment variables; write the values into the file"
+                        .into(),
+                ));
+            }
+            Some("statementbegin") => {
+                if section == Section::Before {
+                    return Err(bad(
+                        number,
+                        "`-- +goose StatementBegin` before `-- +goose Up`".into(),
+                    ));
+                }
+                if open_block.is_some() {
+                    return Err(bad(
+                        number,
+                        "`-- +goose StatementBegin` inside another block".into(),
+                    ));
+                }
+                open_block = Some(number);
+            }
+            Some("statementend") => {
+                let Some(_) = open_block.take() else {
+                    return Err(bad(
+                        number,
+                        "`-- +goose StatementEnd` without a `-- +goose StatementBegin`".into(),
+                    ));
+                };
+            }
+            Some(other) => {
+                return Err(bad(
+                    number,
+                    format!("unknown goose annotation `+goose {other}`"),
+                ));
+            }
+            None => {}
+        }
+        match section {
+            Section::Before => {
+                let text = line.trim();
+                if !text.is_empty() && !text.starts_with("--") {
+                    return Err(bad(number, "SQL before `-- +goose Up`".into()));
+                }
+            }
+            Section::Up => up.push_str(line),
+            Section::Down => down.get_or_insert_with(String::new).push_str(line),
+        }
+    }
+    if section == Section::Before {
+        return Err(ImportError::BadFile {
+            path: path.to_owned(),
+            reason: "no `-- +goose Up` section".into(),
+        });
+    }
+    if let Some(begin) = open_block {
+        return Err(bad(
+            begin,
+            "`-- +goose StatementBegin` without its `-- +goose StatementEnd`".into(),
+        ));
+    }
+    let mut up = up.trim().to_owned();
+    if no_transaction && !no_transaction_in_up {
+        up = if up.is_empty() {
+            GOOSE_NO_TRANSACTION.to_owned()
+        } else {
+            format!("{GOOSE_NO_TRANSACTION}\n{up}")
+        };
+    }
+    if !up.is_empty() {
+        up.push('\n');
+    }
+    Ok((up, down.map(|d| d.trim().to_owned())))
+}
+
+/// dbmate or goose, as every file's content says; a file that is neither,
+/// or that breaks the others' layout, is reported.
+fn dbmate_or_goose(files: &[(String, String)]) -> Result<Layout, ImportError> {
+    let mut found: Option<(Layout, &str)> = None;
+    for (path, content) in files.iter().filter(|(p, _)| !ignorable(p)) {
+        let Some(layout) = one_file_layout(content) else {
+            return Err(ImportError::BadFile {
+                path: path.clone(),
+                reason: "neither a dbmate file (`-- migrate:up`) nor a goose file (`-- +goose Up`)"
+                    .into(),
+            });
+        };
+        match found {
+            None => found = Some((layout, path)),
+            Some((first, first_path)) if first != layout => {
+                return Err(ImportError::BadFile {
+                    path: path.clone(),
+                    reason: format!(
+                        "a {} file among {} files (such as {first_path})",
+                        layout_name(layout),
+                        layout_name(first)
+                    ),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(found.map_or(Layout::Dbmate, |(layout, _)| layout))
+}
+
+fn layout_name(layout: Layout) -> &'static str {
+    match layout {
+        Layout::Flyway => "Flyway",
+        Layout::GolangMigrate => "golang-migrate",
+        Layout::Dbmate => "dbmate",
+        Layout::Goose => "goose",
+        Layout::Diesel => "diesel",
+    }
+}
+
 /// Reads `files` (path, content) into migrations in version order.
 pub fn read(files: &[(String, String)]) -> Result<(Layout, Vec<ImportedMigration>), ImportError> {
     let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
-    let layout = detect(&paths)?;
+    let layout = match detect(&paths)? {
+        Layout::Dbmate => dbmate_or_goose(files)?,
+        layout => layout,
+    };
     struct Draft {
         name: String,
         up: Option<(String, String)>,
@@ -302,7 +520,11 @@ pub fn read(files: &[(String, String)]) -> Result<(Layout, Vec<ImportedMigration
                 if let Some((first, _)) = &draft.up {
                     return Err(duplicate(first));
                 }
-                let (up, down) = split_dbmate(path, content)?;
+                let (up, down) = if layout == Layout::Goose {
+                    split_goose(path, content)?
+                } else {
+                    split_dbmate(path, content)?
+                };
                 draft.up = Some((path.clone(), up));
                 draft.down = down.map(|down| (path.clone(), down));
             }
@@ -329,8 +551,10 @@ pub fn read(files: &[(String, String)]) -> Result<(Layout, Vec<ImportedMigration
 
 /// The files each version of a folder comes from, in version order: how a
 /// report about versions (a conflict, a failed script) is traced back to the
-/// files someone has to edit. Files the importer skips are left out.
-pub fn sources(paths: &[&str]) -> Result<(Layout, BTreeMap<Version, Vec<String>>), ImportError> {
+/// files someone has to edit. Files the importer skips are left out. Names
+/// are enough for this (they are not for telling goose from dbmate, so no
+/// layout is returned: [`read`] says which it is).
+pub fn sources(paths: &[&str]) -> Result<BTreeMap<Version, Vec<String>>, ImportError> {
     let layout = detect(paths)?;
     let mut by_version: BTreeMap<Version, Vec<String>> = BTreeMap::new();
     for path in paths.iter().filter(|p| !ignorable(p)) {
@@ -341,7 +565,7 @@ pub fn sources(paths: &[&str]) -> Result<(Layout, BTreeMap<Version, Vec<String>>
             .or_default()
             .push((*path).to_owned());
     }
-    Ok((layout, by_version))
+    Ok(by_version)
 }
 
 #[cfg(test)]
@@ -375,14 +599,13 @@ mod tests {
 
     #[test]
     fn sources_name_the_files_of_each_version() {
-        let (layout, sources) = sources(&[
+        let sources = sources(&[
             "db/000002_orders.up.sql",
             "db/000001_users.up.sql",
             "db/000001_users.down.sql",
             "db/README.md",
         ])
         .unwrap();
-        assert_eq!(layout, Layout::GolangMigrate);
         let listed: Vec<(String, Vec<String>)> = sources
             .into_iter()
             .map(|(v, p)| (v.to_string(), p))
@@ -432,6 +655,129 @@ mod tests {
         assert!(
             read(&files(&[("20240101120000_x.sql", "CREATE TABLE x();")])).is_err(),
             "no markers"
+        );
+    }
+
+    #[test]
+    fn reads_goose_sections_told_from_dbmate_by_content() {
+        let (layout, m) = read(&files(&[
+            (
+                "migrations/00001_create_users.sql",
+                "-- +goose Up\nCREATE TABLE users (id int);\n\n-- +goose Down\nDROP TABLE users;\n",
+            ),
+            (
+                "migrations/20230101120000_touch.sql",
+                "-- touch rows on update\n-- +goose up\n-- +goose StatementBegin\nCREATE FUNCTION touch() RETURNS trigger AS $$\nBEGIN\n  RETURN NEW;\nEND;\n$$ LANGUAGE plpgsql;\n-- +goose StatementEnd\n",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(layout, Layout::Goose);
+        assert_eq!(m[0].version.to_string(), "1");
+        assert_eq!(m[0].name, "create_users");
+        assert_eq!(m[0].up_sql, "CREATE TABLE users (id int);\n");
+        assert_eq!(m[0].down_sql.as_deref(), Some("DROP TABLE users;"));
+        assert_eq!(m[1].version.to_string(), "20230101120000");
+        // The block's annotations stay: the splitters keep it one statement.
+        assert!(
+            m[1].up_sql
+                .starts_with("-- +goose StatementBegin\nCREATE FUNCTION")
+        );
+        assert!(m[1].up_sql.ends_with("-- +goose StatementEnd\n"));
+        assert_eq!(m[1].down_sql, None, "no Down annotation: not reversible");
+    }
+
+    #[test]
+    fn goose_empty_down_section_is_present() {
+        let (_, m) = read(&files(&[
+            ("1_a.sql", "-- +goose Up\n-- +goose Down\n"),
+            ("2_b.sql", "-- +goose Up\nSELECT 1;\n-- +goose Down\n\n"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (m[0].up_sql.as_str(), m[0].down_sql.as_deref()),
+            ("", Some(""))
+        );
+        assert_eq!(m[1].down_sql.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn goose_no_transaction_reaches_the_up_script() {
+        use crate::domain::directives::needs_no_transaction;
+        let (_, m) = read(&files(&[
+            (
+                "1_index.sql",
+                "-- +goose NO TRANSACTION\n-- +goose Up\nCREATE INDEX CONCURRENTLY i ON t (a);\n-- +goose Down\nDROP INDEX CONCURRENTLY i;\n",
+            ),
+            (
+                "2_update.sql",
+                "-- +goose Up\n-- +goose NO TRANSACTION\nUPDATE t SET a = 1;\n",
+            ),
+            ("3_plain.sql", "-- +goose Up\nUPDATE t SET a = 2;\n"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            m[0].up_sql,
+            "-- +goose NO TRANSACTION\nCREATE INDEX CONCURRENTLY i ON t (a);\n"
+        );
+        assert_eq!(
+            m[1].up_sql,
+            "-- +goose NO TRANSACTION\nUPDATE t SET a = 1;\n"
+        );
+        assert!(needs_no_transaction(&m[1].up_sql));
+        assert!(!needs_no_transaction(&m[2].up_sql));
+    }
+
+    #[test]
+    fn goose_files_that_would_run_differently_are_refused() {
+        let refused = |content: &str| match read(&files(&[("1_a.sql", content)])) {
+            Err(ImportError::BadFile { path, reason }) => {
+                assert_eq!(path, "1_a.sql");
+                reason
+            }
+            other => panic!("{content:?}: {other:?}"),
+        };
+        let reason = refused("-- +goose ENVSUB ON\n-- +goose Up\nCREATE TABLE ${T} ();\n");
+        assert!(
+            reason.starts_with("line 1: `-- +goose ENVSUB` is not supported"),
+            "{reason}"
+        );
+        let reason = refused("-- +goose Up\n-- +goose StatementBegin\nSELECT 1;\n");
+        assert!(
+            reason.contains("line 2") && reason.contains("StatementEnd"),
+            "{reason}"
+        );
+        let reason = refused(
+            "-- +goose Up\n-- +goose StatementBegin\nSELECT 1;\n-- +goose Down\nSELECT 2;\n-- +goose StatementEnd\n",
+        );
+        assert!(reason.contains("without its"), "{reason}");
+        assert!(refused("-- +goose Up\n-- +goose StatementEnd\n").contains("without a"));
+        assert!(refused("SELECT 1;\n-- +goose Up\n").contains("SQL before"));
+        assert!(
+            refused("-- +goose Down\nSELECT 1;\n-- +goose Up\n").contains("before `-- +goose Up`")
+        );
+        assert!(refused("-- +goose Up\n-- +goose Up\n").contains("a second"));
+        assert!(refused("-- +goose Up\n-- +goose Sideways\n").contains("unknown goose annotation"));
+    }
+
+    #[test]
+    fn dbmate_and_goose_files_do_not_mix_and_others_are_named() {
+        let err = read(&files(&[
+            ("1_a.sql", "-- migrate:up\nSELECT 1;\n"),
+            ("2_b.sql", "-- +goose Up\nSELECT 2;\n"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "2_b.sql: a goose file among dbmate files (such as 1_a.sql)"
+        );
+        let err = read(&files(&[
+            ("1_a.sql", "-- +goose Up\nSELECT 1;\n"),
+            ("db/2_b.sql", "SELECT 2;\n"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "db/2_b.sql: neither a dbmate file (`-- migrate:up`) nor a goose file (`-- +goose Up`)"
         );
     }
 

@@ -17,7 +17,9 @@ use super::{
     lock::{self, LockError, MySqlLockError},
     mysql, postgres, redact,
 };
-use crate::domain::baseline::{ExternalHistory, FlywayRow, GolangMigrateRow, Source, TableName};
+use crate::domain::baseline::{
+    ExternalHistory, FlywayRow, GolangMigrateRow, GooseRow, Source, TableName,
+};
 
 /// Why a baseline could not do its part on the target.
 #[derive(Debug, thiserror::Error)]
@@ -413,6 +415,24 @@ async fn read_pg(
                 .map(|row| row.get(0))
                 .collect(),
         ),
+        Source::Goose => ExternalHistory::Goose(
+            client
+                .query(
+                    &format!(
+                        "SELECT id::bigint, version_id::bigint, is_applied::boolean FROM {table}"
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(pg_error)?
+                .iter()
+                .map(|row| GooseRow {
+                    id: row.get(0),
+                    version_id: row.get(1),
+                    is_applied: row.get(2),
+                })
+                .collect(),
+        ),
     })
 }
 
@@ -467,5 +487,23 @@ async fn read_mysql(
                 .await
                 .map_err(my_error)?,
         ),
+        Source::Goose => {
+            let rows: Vec<(i64, i64, i64)> = conn
+                .query(format!(
+                    "SELECT CAST(id AS SIGNED), CAST(version_id AS SIGNED), \
+                     CAST(is_applied AS SIGNED) FROM {table}"
+                ))
+                .await
+                .map_err(my_error)?;
+            ExternalHistory::Goose(
+                rows.into_iter()
+                    .map(|(id, version_id, is_applied)| GooseRow {
+                        id,
+                        version_id,
+                        is_applied: is_applied != 0,
+                    })
+                    .collect(),
+            )
+        }
     })
 }

@@ -422,7 +422,7 @@ pub(crate) async fn revisions(
 /// Largest import request: a whole folder of migrations.
 pub const IMPORT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
-/// A folder of migration files (Flyway, golang-migrate, dbmate or Diesel layout).
+/// A folder of migration files (Flyway, golang-migrate, dbmate, goose or Diesel layout).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ImportBody {
     pub files: Vec<ImportFile>,

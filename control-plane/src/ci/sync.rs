@@ -27,7 +27,7 @@ fn read(dir: &std::path::Path) -> Result<Folder, Failure> {
     }
     let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
     let (sources, newest) = match import::sources(&paths) {
-        Ok((_, by_version)) => {
+        Ok(by_version) => {
             let newest = by_version.keys().next_back().map(ToString::to_string);
             let sources = by_version
                 .into_iter()

@@ -29,6 +29,13 @@
 //!
 //! A script whose string, quoted identifier or comment is never closed is
 //! refused before anything runs, instead of failing after half of it ran.
+//!
+//! Both splitters also honour goose's statement blocks: from a
+//! `-- +goose StatementBegin` comment line to the next `-- +goose
+//! StatementEnd` line, everything is one statement whatever delimiters it
+//! holds, as goose sends it (a plpgsql function, a stored program). The
+//! block's last delimiter, if nothing but comments follows it, is not part
+//! of the statement. A block that is never closed is refused.
 
 use std::fmt;
 
@@ -84,6 +91,65 @@ impl<'a> Collector<'a> {
     }
 }
 
+/// A goose annotation that shapes statements, read from a `--` comment line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GooseMark {
+    Begin,
+    End,
+}
+
+/// `-- +goose StatementBegin` / `-- +goose StatementEnd` (any case, any
+/// blanks between the parts) in the comment `line`, which starts at its `--`.
+fn goose_mark(line: &[u8]) -> Option<GooseMark> {
+    let end = line.iter().position(|&b| b == b'\n').unwrap_or(line.len());
+    let text = std::str::from_utf8(&line[..end]).ok()?;
+    let annotation = text.strip_prefix("--")?.trim_start();
+    let annotation = annotation
+        .get(..6)
+        .filter(|p| p.eq_ignore_ascii_case("+goose"))
+        .map(|_| annotation[6..].trim())?;
+    if annotation.eq_ignore_ascii_case("StatementBegin") {
+        Some(GooseMark::Begin)
+    } else if annotation.eq_ignore_ascii_case("StatementEnd") {
+        Some(GooseMark::End)
+    } else {
+        None
+    }
+}
+
+/// An open goose statement block: delimiters inside it do not end the
+/// statement; its `StatementEnd` line does.
+#[derive(Debug, Default)]
+struct GooseBlock {
+    /// The line of the `StatementBegin` annotation.
+    open: Option<usize>,
+    /// Where the block's last delimiter starts, while only blanks and
+    /// comments followed it: the statement ends before it.
+    last_delimiter: Option<usize>,
+}
+
+impl GooseBlock {
+    fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// A token other than a delimiter.
+    fn token(&mut self) {
+        self.last_delimiter = None;
+    }
+
+    /// The refusal for a block still open at the end of the script.
+    fn check_closed(&self) -> Result<(), SplitError> {
+        match self.open {
+            Some(line) => Err(SplitError::Unterminated {
+                what: Unclosed::GooseStatement,
+                line,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A script that cannot be split, so none of it may run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SplitError {
@@ -115,6 +181,8 @@ pub enum Unclosed {
     Comment,
     /// A PostgreSQL dollar-quoted string, with its tag (`$$`, `$body$`).
     DollarQuoted(String),
+    /// A goose `-- +goose StatementBegin` block without its StatementEnd.
+    GooseStatement,
 }
 
 impl fmt::Display for Unclosed {
@@ -124,6 +192,7 @@ impl fmt::Display for Unclosed {
             Unclosed::Identifier(quote) => write!(f, "quoted identifier ({quote}…{quote})"),
             Unclosed::Comment => f.write_str("comment (/* … */)"),
             Unclosed::DollarQuoted(tag) => write!(f, "dollar-quoted string ({tag}…{tag})"),
+            Unclosed::GooseStatement => f.write_str("statement block (-- +goose StatementBegin)"),
         }
     }
 }
@@ -140,6 +209,7 @@ pub fn split_mysql(script: &str) -> Result<Vec<Statement<'_>>, SplitError> {
         delimiter: b";".to_vec(),
         statements: Collector::default(),
         blocks: Blocks::default(),
+        goose: GooseBlock::default(),
     };
     splitter.run()?;
     Ok(splitter.statements.out)
@@ -153,12 +223,19 @@ struct Splitter<'a> {
     delimiter: Vec<u8>,
     statements: Collector<'a>,
     blocks: Blocks,
+    goose: GooseBlock,
 }
 
 impl<'a> Splitter<'a> {
     fn run(&mut self) -> Result<(), SplitError> {
         while self.pos < self.bytes.len() {
             if !self.statements.pending() && self.at_line_start() && self.delimiter_command()? {
+                continue;
+            }
+            if self.delimiter_here() && self.goose.is_open() {
+                self.begin_token();
+                self.goose.last_delimiter = Some(self.pos);
+                self.pos += self.delimiter.len();
                 continue;
             }
             if self.delimiter_here() && !(self.delimiter == b";" && self.blocks.inside()) {
@@ -173,7 +250,12 @@ impl<'a> Splitter<'a> {
                 }
                 c if c.is_ascii_whitespace() => self.pos += 1,
                 b'#' => self.skip_line_comment(),
-                b'-' if self.dashes_comment() => self.skip_line_comment(),
+                b'-' if self.dashes_comment() => {
+                    if self.at_line_start() {
+                        self.goose_annotation();
+                    }
+                    self.skip_line_comment();
+                }
                 b'/' if self.peek(1) == Some(b'*') => {
                     if let Some(opener) = self.executable_comment() {
                         // Its content is code; the closing `*/` lexes as symbols.
@@ -209,6 +291,7 @@ impl<'a> Splitter<'a> {
                 }
             }
         }
+        self.goose.check_closed()?;
         self.finish(self.bytes.len());
         Ok(())
     }
@@ -219,12 +302,31 @@ impl<'a> Splitter<'a> {
 
     fn begin_token(&mut self) {
         self.statements.token(self.pos, self.line);
+        self.goose.token();
     }
 
     /// Ends the pending statement just before `end`.
     fn finish(&mut self, end: usize) {
         self.statements.finish(self.src, end);
         self.blocks = Blocks::default();
+    }
+
+    /// At a `--` comment that starts its line: a goose `StatementBegin`
+    /// ends the pending statement and opens a block; `StatementEnd` ends
+    /// the block's statement before its last delimiter.
+    fn goose_annotation(&mut self) {
+        match goose_mark(&self.bytes[self.pos..]) {
+            Some(GooseMark::Begin) if !self.goose.is_open() => {
+                self.finish(self.pos);
+                self.goose.open = Some(self.line);
+            }
+            Some(GooseMark::End) if self.goose.is_open() => {
+                let end = self.goose.last_delimiter.unwrap_or(self.pos);
+                self.finish(end);
+                self.goose = GooseBlock::default();
+            }
+            _ => {}
+        }
     }
 
     fn delimiter_here(&self) -> bool {
@@ -800,6 +902,75 @@ mod tests {
     }
 
     #[test]
+    fn goose_statement_blocks_are_one_statement() {
+        let script = "CREATE TABLE t (n int);\n\
+            -- +goose StatementBegin\n\
+            CREATE TRIGGER t_bi BEFORE INSERT ON t FOR EACH ROW\n\
+            SET NEW.n = 1; -- ; in a comment\n\
+            -- a note\n\
+            -- +goose StatementEnd\n\
+            INSERT INTO t VALUES (1);\n\
+            --   +GOOSE   statementbegin\n\
+            SELECT 1; SELECT 2\n\
+            -- +goose StatementEnd\n\
+            SELECT 3;";
+        let got: Vec<(usize, &str)> = split_mysql(script)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.line, s.text))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, "CREATE TABLE t (n int)"),
+                (
+                    3,
+                    "CREATE TRIGGER t_bi BEFORE INSERT ON t FOR EACH ROW\nSET NEW.n = 1"
+                ),
+                (7, "INSERT INTO t VALUES (1)"),
+                // Without a delimiter at its end the block keeps its text whole.
+                (9, "SELECT 1; SELECT 2"),
+                (11, "SELECT 3"),
+            ]
+        );
+        // A procedure whose body the block tracker alone would not follow
+        // (a bare compound statement) still reaches the server whole.
+        let procedure = "CREATE PROCEDURE p() LOOP SELECT 1; LEAVE p; END LOOP";
+        assert_eq!(
+            texts(&format!(
+                "-- +goose StatementBegin\n{procedure};\n-- +goose StatementEnd\n"
+            )),
+            [procedure]
+        );
+        // Elsewhere on a line, or without its `+goose`, it is only a comment.
+        assert_eq!(
+            texts("SELECT 1; -- +goose StatementBegin\nSELECT 2; SELECT 3;\n-- StatementEnd\n"),
+            ["SELECT 1", "SELECT 2", "SELECT 3"]
+        );
+    }
+
+    #[test]
+    fn an_unclosed_goose_block_is_refused() {
+        let err = split_mysql("SELECT 1;\n-- +goose StatementBegin\nSELECT 2;\n").unwrap_err();
+        assert_eq!(
+            err,
+            SplitError::Unterminated {
+                what: Unclosed::GooseStatement,
+                line: 2
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "line 2: the statement block (-- +goose StatementBegin) opened here is never closed"
+        );
+        // A StatementEnd without a block is a comment.
+        assert_eq!(
+            texts("SELECT 1;\n-- +goose StatementEnd\nSELECT 2;"),
+            ["SELECT 1", "SELECT 2"]
+        );
+    }
+
+    #[test]
     fn plain_statements_ignore_block_words() {
         assert_eq!(
             texts(
@@ -967,6 +1138,15 @@ mod tests {
             prop_assert_eq!(&first, &statements);
             let again = first.join("\n;\n");
             prop_assert_eq!(texts(&again), texts(&script));
+        }
+
+        #[test]
+        fn goose_blocks_give_the_same_statements(statements in statements()) {
+            let script: String = statements
+                .iter()
+                .map(|s| format!("-- +goose StatementBegin\n{s}\n;\n-- +goose StatementEnd\n"))
+                .collect();
+            prop_assert_eq!(texts(&script), statements.iter().map(String::as_str).collect::<Vec<_>>());
         }
 
         #[test]

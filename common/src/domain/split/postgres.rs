@@ -17,7 +17,10 @@
 //! `psql` meta-commands (`\set`, `\i`, …) are client commands, not SQL; a
 //! script using them fails on the server with the server's message.
 
-use super::{Collector, SplitError, Statement, Unclosed, count_newlines, find};
+use super::{
+    Collector, GooseBlock, GooseMark, SplitError, Statement, Unclosed, count_newlines, find,
+    goose_mark,
+};
 
 /// Splits a PostgreSQL script into its statements, in order. Empty
 /// statements (a lone `;`, only comments) are dropped.
@@ -30,6 +33,7 @@ pub fn split_postgres(script: &str) -> Result<Vec<Statement<'_>>, SplitError> {
         line: 1,
         statements: Collector::default(),
         body: Body::default(),
+        goose: GooseBlock::default(),
     };
     lexer.run()?;
     Ok(lexer.statements.out)
@@ -42,6 +46,7 @@ struct Lexer<'a> {
     line: usize,
     statements: Collector<'a>,
     body: Body,
+    goose: GooseBlock,
 }
 
 /// What keeps a `;` from ending the statement: open parentheses, and the
@@ -102,8 +107,18 @@ impl<'a> Lexer<'a> {
                     self.pos += 1;
                 }
                 c if c.is_ascii_whitespace() => self.pos += 1,
-                b'-' if self.peek(1) == Some(b'-') => self.skip_line_comment(),
+                b'-' if self.peek(1) == Some(b'-') => {
+                    if self.at_line_start() {
+                        self.goose_annotation();
+                    }
+                    self.skip_line_comment();
+                }
                 b'/' if self.peek(1) == Some(b'*') => self.skip_block_comment()?,
+                b';' if self.goose.is_open() => {
+                    self.begin_token();
+                    self.goose.last_delimiter = Some(self.pos);
+                    self.pos += 1;
+                }
                 b';' if self.body.ends_at_semicolon() => {
                     self.finish(self.pos);
                     self.pos += 1;
@@ -145,6 +160,7 @@ impl<'a> Lexer<'a> {
                 }
             }
         }
+        self.goose.check_closed()?;
         self.finish(self.bytes.len());
         Ok(())
     }
@@ -155,12 +171,40 @@ impl<'a> Lexer<'a> {
 
     fn begin_token(&mut self) {
         self.statements.token(self.pos, self.line);
+        self.goose.token();
     }
 
     /// Ends the pending statement just before `end`.
     fn finish(&mut self, end: usize) {
         self.statements.finish(self.src, end);
         self.body = Body::default();
+    }
+
+    /// Whether only blanks precede the position on its line.
+    fn at_line_start(&self) -> bool {
+        self.bytes[..self.pos]
+            .iter()
+            .rev()
+            .take_while(|&&b| b != b'\n')
+            .all(|&b| matches!(b, b' ' | b'\t' | b'\r'))
+    }
+
+    /// At a `--` comment that starts its line: a goose `StatementBegin`
+    /// ends the pending statement and opens a block; `StatementEnd` ends
+    /// the block's statement before its last `;`.
+    fn goose_annotation(&mut self) {
+        match goose_mark(&self.bytes[self.pos..]) {
+            Some(GooseMark::Begin) if !self.goose.is_open() => {
+                self.finish(self.pos);
+                self.goose.open = Some(self.line);
+            }
+            Some(GooseMark::End) if self.goose.is_open() => {
+                let end = self.goose.last_delimiter.unwrap_or(self.pos);
+                self.finish(end);
+                self.goose = GooseBlock::default();
+            }
+            _ => {}
+        }
     }
 
     fn skip_line_comment(&mut self) {
@@ -361,6 +405,42 @@ mod tests {
     }
 
     #[test]
+    fn goose_statement_blocks_are_one_statement() {
+        // A block keeps even `;` outside quotes and routine bodies inside it.
+        let function = "CREATE FUNCTION touch() RETURNS trigger AS $$\nBEGIN\n  NEW.at := now();\n  RETURN NEW;\nEND;\n$$ LANGUAGE plpgsql";
+        let script = format!(
+            "CREATE TABLE t (at timestamptz);\n\
+             -- +goose StatementBegin\n\
+             {function};\n\
+             -- +goose StatementEnd\n\
+             -- +goose StatementBegin\n\
+             CREATE RULE r AS ON INSERT TO t DO INSTEAD NOTHING; SELECT 1;\n\
+             -- +goose StatementEnd\n\
+             CREATE INDEX CONCURRENTLY i ON t (at);"
+        );
+        let got: Vec<(usize, &str)> = split_postgres(&script)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.line, s.text))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, "CREATE TABLE t (at timestamptz)"),
+                (3, function),
+                (
+                    11,
+                    "CREATE RULE r AS ON INSERT TO t DO INSTEAD NOTHING; SELECT 1"
+                ),
+                (13, "CREATE INDEX CONCURRENTLY i ON t (at)"),
+            ]
+        );
+        let err = split_postgres("-- +goose StatementBegin\nSELECT 1;").unwrap_err();
+        assert_eq!(err.line(), 1);
+        assert!(err.to_string().contains("+goose StatementBegin"), "{err}");
+    }
+
+    #[test]
     fn lines_are_counted_through_strings_and_comments() {
         let script = "SELECT 'a\nb';\n/* x\ny */\nSELECT $$\n$$;\n\nSELECT 3;";
         let lines: Vec<usize> = split_postgres(script)
@@ -404,6 +484,18 @@ mod tests {
         #[test]
         fn joined_statements_split_back(statements in prop::collection::vec(statement(), 1..6)) {
             let script = statements.iter().map(|s| format!("{s};\n")).collect::<String>();
+            let split = split_postgres(&script).unwrap();
+            let texts: Vec<&str> = split.iter().map(|s| s.text).collect();
+            let expected: Vec<&str> = statements.iter().map(|s| s.trim_end()).collect();
+            prop_assert_eq!(texts, expected);
+        }
+
+        #[test]
+        fn goose_blocks_give_the_same_statements(statements in prop::collection::vec(statement(), 1..6)) {
+            let script = statements
+                .iter()
+                .map(|s| format!("-- +goose StatementBegin\n{s};\n-- +goose StatementEnd\n"))
+                .collect::<String>();
             let split = split_postgres(&script).unwrap();
             let texts: Vec<&str> = split.iter().map(|s| s.text).collect();
             let expected: Vec<&str> = statements.iter().map(|s| s.trim_end()).collect();

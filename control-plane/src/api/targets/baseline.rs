@@ -46,7 +46,7 @@ use crate::{
 pub struct BaselineBody {
     /// Baseline at this version: every project migration at or below it.
     pub version: Option<String>,
-    /// Or read this tool's table: `flyway`, `golang-migrate` or `dbmate`.
+    /// Or read this tool's table: `flyway`, `golang-migrate`, `dbmate` or `goose`.
     pub from: Option<String>,
     /// The tool's table, when not its default name.
     pub table: Option<String>,
