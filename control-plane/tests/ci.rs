@@ -302,6 +302,70 @@ async fn sync_creates_then_is_idempotent_and_a_changed_file_is_named() {
 }
 
 #[tokio::test]
+async fn sync_of_an_out_of_order_version_needs_the_flag() {
+    let app = TestApp::spawn().await;
+    let _db = shop_with_target(&app).await;
+    let folder = Folder::new(&[
+        ("000001_customers.up.sql", CUSTOMERS_UP),
+        ("000010_later.up.sql", "CREATE TABLE later (id int);"),
+    ]);
+    let out = ci(
+        &app,
+        &app.user,
+        &["sync", "--project", "shop", folder.path()],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    // The target has both versions (adopted at 10).
+    let (_, targets) = app.get("/api/v1/projects/shop/db-sets", &app.user).await;
+    let set = targets["items"][0]["id"].as_str().unwrap().to_owned();
+    let (_, targets) = app
+        .get(
+            &format!("/api/v1/projects/shop/db-sets/{set}/targets"),
+            &app.user,
+        )
+        .await;
+    let target = targets["items"][0]["id"].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/targets/{target}/baseline"),
+            &app.admin,
+            json!({"version": "10"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Version 5 lands below 10: refused with the API's code, nothing written.
+    folder.write(
+        "000005_between.up.sql",
+        "CREATE TABLE between_them (id int);",
+    );
+    let out = ci(
+        &app,
+        &app.user,
+        &["sync", "--project", "shop", folder.path()],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(text(&out.stderr).contains("out_of_order"), "{}", show(&out));
+    assert_eq!(migration_count(&app).await, 2);
+    let out = ci(
+        &app,
+        &app.user,
+        &[
+            "sync",
+            "--project",
+            "shop",
+            "--allow-out-of-order",
+            folder.path(),
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(migration_count(&app).await, 3);
+}
+
+#[tokio::test]
 async fn request_prints_the_run_id_and_its_page() {
     let app = TestApp::spawn().await;
     let _db = shop_with_target(&app).await;
