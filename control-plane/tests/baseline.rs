@@ -14,33 +14,7 @@ use common::testing::{TestDatabase, TestMysqlDatabase, wait_for};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
-use support::{TestApp, code};
-use tokio::sync::oneshot;
-
-/// A worker of the default pool, in-process (the binary's code).
-struct Fleet {
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Fleet {
-    fn start(app: &TestApp) -> Fleet {
-        let worker = worker::Worker::new(app.pool.clone(), app.keys.clone(), "default", 2, 5_000);
-        let (tx, rx) = oneshot::channel::<()>();
-        let done = tokio::spawn(worker.run(async move {
-            let _ = rx.await;
-        }));
-        Fleet {
-            stop: Some(tx),
-            done,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.done.await.unwrap().unwrap();
-    }
-}
+use support::{Fleet, TestApp, code};
 
 async fn pg_target(app: &TestApp, slug: &str, set: &str, name: &str) -> (String, TestDatabase) {
     let db = TestDatabase::create("mh_test_baseline").await;

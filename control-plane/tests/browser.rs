@@ -16,35 +16,9 @@ use common::testing::{TestDatabase, TestMysqlDatabase};
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
-use support::{MANAGER, TestApp, USER};
-use tokio::sync::oneshot;
+use support::{Fleet, MANAGER, TestApp, USER};
 
 const TEST: &str = "browser_run_from_sign_in_to_audit";
-
-/// One worker of pool `default`, in-process (the same code as the binary).
-struct Fleet {
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Fleet {
-    fn start(app: &TestApp) -> Fleet {
-        let worker = worker::Worker::new(app.pool.clone(), app.keys.clone(), "default", 4, 5_000);
-        let (tx, rx) = oneshot::channel::<()>();
-        let done = tokio::spawn(worker.run(async move {
-            let _ = rx.await;
-        }));
-        Fleet {
-            stop: Some(tx),
-            done,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.done.await.unwrap().unwrap();
-    }
-}
 
 #[tokio::test]
 async fn browser_run_from_sign_in_to_audit() {

@@ -17,8 +17,8 @@ use control_plane::ci::CiCommand;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
-use support::TestApp;
-use tokio::{process::Child, sync::oneshot};
+use support::{Fleet, TestApp};
+use tokio::process::Child;
 
 /// The binary with a clean environment: the `ci` commands must not need the
 /// control plane's settings (MH_DATABASE_URL, MH_ENCRYPTION_KEYS).
@@ -106,30 +106,6 @@ impl Folder {
 impl Drop for Folder {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Fleet {
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Fleet {
-    fn start(app: &TestApp) -> Fleet {
-        let worker = worker::Worker::new(app.pool.clone(), app.keys.clone(), "default", 4, 5_000);
-        let (tx, rx) = oneshot::channel::<()>();
-        let done = tokio::spawn(worker.run(async move {
-            let _ = rx.await;
-        }));
-        Fleet {
-            stop: Some(tx),
-            done,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.done.await.unwrap().unwrap();
     }
 }
 

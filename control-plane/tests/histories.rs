@@ -16,8 +16,7 @@ use common::testing::{TestDatabase, TestMysqlDatabase, wait_for};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
-use support::TestApp;
-use tokio::sync::oneshot;
+use support::{Fleet, TestApp};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Engine {
@@ -128,27 +127,6 @@ fn files(layout: &str, engine: Engine) -> Vec<Value> {
     out
 }
 
-struct Fleet {
-    stop: oneshot::Sender<()>,
-    done: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Fleet {
-    fn start(app: &TestApp) -> Fleet {
-        let worker = worker::Worker::new(app.pool.clone(), app.keys.clone(), "default", 8, 5_000);
-        let (stop, rx) = oneshot::channel::<()>();
-        let done = tokio::spawn(worker.run(async move {
-            let _ = rx.await;
-        }));
-        Fleet { stop, done }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.done.await.unwrap().unwrap();
-    }
-}
-
 /// A target database of `engine`, kept alive by the returned guard.
 enum Guard {
     Pg(TestDatabase),
@@ -257,7 +235,7 @@ async fn applied(app: &TestApp, target: &str) -> Vec<String> {
 #[tokio::test]
 async fn histories_in_every_layout_import_and_run_up_and_down_on_both_engines() {
     let app = TestApp::spawn().await;
-    let fleet = Fleet::start(&app);
+    let fleet = Fleet::start_with(&app, 8);
     let mut projects = Vec::new();
     for layout in LAYOUTS {
         for engine in [Engine::Postgres, Engine::Mysql] {
@@ -449,7 +427,7 @@ DROP PROCEDURE add_thing;
 #[tokio::test]
 async fn goose_annotations_run_as_goose_runs_them_on_both_engines() {
     let app = TestApp::spawn().await;
-    let fleet = Fleet::start(&app);
+    let fleet = Fleet::start_with(&app, 8);
     for engine in [Engine::Postgres, Engine::Mysql] {
         let slug = app
             .project(match engine {

@@ -10,32 +10,7 @@ use common::testing::{TestDatabase, wait_for};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
-use support::{TestApp, code};
-use tokio::sync::oneshot;
-
-struct Fleet {
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Fleet {
-    fn start(app: &TestApp) -> Fleet {
-        let worker = worker::Worker::new(app.pool.clone(), app.keys.clone(), "default", 4, 5_000);
-        let (tx, rx) = oneshot::channel::<()>();
-        let done = tokio::spawn(worker.run(async move {
-            let _ = rx.await;
-        }));
-        Fleet {
-            stop: Some(tx),
-            done,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.done.await.unwrap().unwrap();
-    }
-}
+use support::{Fleet, TestApp, code};
 
 /// A project with a DB set of `n` fresh PostgreSQL databases.
 async fn project_with_targets(app: &TestApp, n: usize) -> (String, String, Vec<TestDatabase>) {

@@ -62,3 +62,111 @@ async fn schema_dump_matches_the_migrations() {
         );
     }
 }
+
+/// Migrations stored before absent and empty down scripts were told apart
+/// kept a blank down script to mean "cannot be rolled back". The migration
+/// that adds `reversible` keeps that meaning, keeps the text, and so keeps
+/// every checksum valid — the same ones targets recorded in their histories.
+#[tokio::test]
+async fn existing_migrations_keep_their_meaning_and_checksums_across_the_down_script_change() {
+    use common::{
+        domain::{Checksum, Version},
+        store::migrations,
+    };
+    use sha2::{Digest, Sha256};
+
+    /// The checksum as it was computed when these rows were written.
+    fn legacy(up: &str, down: &str) -> String {
+        let mut h = Sha256::new();
+        for part in [up, down] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+
+    let db = TestDatabase::create("mh_test_schema").await;
+    let pool = common::db::connect(&db.url, 2).await.unwrap();
+    common::db::MIGRATOR
+        .run_to(20261125000001, &pool)
+        .await
+        .unwrap();
+    let user = uuid::Uuid::now_v7();
+    let project = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO users (id, email, role) VALUES ($1, 'old@example.com', 'user')")
+        .bind(user)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO projects (id, slug, name) VALUES ($1, 'old', 'Old')")
+        .bind(project)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let rows = [
+        ("1", "CREATE TABLE a (id int);", "DROP TABLE a;"),
+        ("2", "CREATE TABLE b (id int);", ""),
+        ("3", "CREATE TABLE c (id int);", "\n"),
+    ];
+    for (version, up, down) in rows {
+        let id = uuid::Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO migrations (id, project_id, version, version_key, name, up_sql, down_sql, checksum, author_id)
+             VALUES ($1, $2, $3, ARRAY[$3::numeric], 'm', $4, $5, $6, $7)",
+        )
+        .bind(id)
+        .bind(project)
+        .bind(version)
+        .bind(up)
+        .bind(down)
+        .bind(legacy(up, down))
+        .bind(user)
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO migration_revisions (migration_id, revision, name, up_sql, down_sql, checksum, author_id)
+             VALUES ($1, 1, 'm', $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(up)
+        .bind(down)
+        .bind(legacy(up, down))
+        .bind(user)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+
+    common::db::migrate(&pool).await.unwrap();
+
+    let mut conn = pool.acquire().await.unwrap();
+    for (version, up, down) in rows {
+        let row = migrations::by_version(&mut conn, project, &Version::parse(version).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            row.checksum,
+            legacy(up, down),
+            "version {version}: unchanged"
+        );
+        let (text, reversible): (String, bool) =
+            sqlx::query_as("SELECT down_sql, reversible FROM migrations WHERE version = $1")
+                .bind(version)
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(text, down, "the stored text is kept");
+        // What the worker recomputes before it runs anything.
+        assert_eq!(
+            Checksum::of_stored(&row.up_sql, &text, reversible).as_str(),
+            row.checksum,
+            "version {version}"
+        );
+        let expected = (!down.trim().is_empty()).then_some(down);
+        assert_eq!(row.down_sql.as_deref(), expected, "version {version}");
+        let revisions = migrations::revisions(&mut conn, row.id).await.unwrap();
+        assert_eq!(revisions[0].down_sql.as_deref(), expected);
+    }
+}

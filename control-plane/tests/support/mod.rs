@@ -17,6 +17,43 @@ use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::oneshot;
 
+/// An in-process worker of pool `default` (the same code as the binary)
+/// claiming the test app's jobs until stopped.
+pub struct Fleet {
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Fleet {
+    pub fn start(app: &TestApp) -> Fleet {
+        Self::start_with(app, 4)
+    }
+
+    /// A worker running `concurrency` targets at once.
+    pub fn start_with(app: &TestApp, concurrency: usize) -> Fleet {
+        let worker = worker::Worker::new(
+            app.pool.clone(),
+            app.keys.clone(),
+            "default",
+            concurrency,
+            5_000,
+        );
+        let (tx, rx) = oneshot::channel::<()>();
+        let done = tokio::spawn(worker.run(async move {
+            let _ = rx.await;
+        }));
+        Fleet {
+            stop: Some(tx),
+            done,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.done.await.unwrap().unwrap();
+    }
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub pool: PgPool,
