@@ -7,6 +7,16 @@ CREATE SCHEMA public;
 
 COMMENT ON SCHEMA public IS 'standard public schema';
 
+CREATE FUNCTION public.announce_identity_change() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_notify('migrate_hub_changes',
+                      TG_ARGV[0] || ':' || COALESCE(NEW.id, OLD.id)::text);
+    RETURN NULL;
+END
+$$;
+
 CREATE FUNCTION public.audit_log_append_only() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -500,7 +510,11 @@ CREATE INDEX webhooks_project_idx ON public.webhooks USING btree (project_id);
 
 CREATE INDEX workers_pool_idx ON public.workers USING btree (pool, last_heartbeat_at DESC);
 
+CREATE TRIGGER api_tokens_announce_change AFTER INSERT OR DELETE OR UPDATE OF role, expires_at, revoked_at, user_id ON public.api_tokens FOR EACH ROW EXECUTE FUNCTION public.announce_identity_change('token');
+
 CREATE TRIGGER audit_log_no_update BEFORE DELETE OR UPDATE ON public.audit_log FOR EACH ROW EXECUTE FUNCTION public.audit_log_append_only();
+
+CREATE TRIGGER users_announce_change AFTER DELETE OR UPDATE OF role, disabled ON public.users FOR EACH ROW EXECUTE FUNCTION public.announce_identity_change('user');
 
 ALTER TABLE ONLY public.api_tokens
     ADD CONSTRAINT api_tokens_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id);

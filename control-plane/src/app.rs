@@ -55,7 +55,8 @@ impl AppState {
             Some(o) => Some(Arc::new(Oidc::new(o.clone(), &settings.public_url)?)),
             None => None,
         };
-        let writes = Arc::new(WriteMark::default());
+        // Deaf until `serve` listens for changes made elsewhere.
+        let writes = Arc::new(WriteMark::deaf());
         let max_age = settings.read_max_age;
         Ok(Self {
             db,
@@ -168,6 +169,10 @@ pub async fn serve(
             .await;
     });
     let notifications = tokio::spawn(crate::notify::deliver_forever(state.clone()));
+    let changes = tokio::spawn(crate::changes::listen_forever(
+        state.db.clone(),
+        state.writes.clone(),
+    ));
     let result = axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
@@ -176,5 +181,6 @@ pub async fn serve(
     .await;
     cleanup.abort();
     notifications.abort();
+    changes.abort();
     result
 }

@@ -40,6 +40,14 @@ pub fn handle() -> &'static PrometheusHandle {
             "migrate_hub_shared_read_requests_total",
             "Requests served a shared read, by kind and whether they took the latest read or waited for the next."
         );
+        metrics::describe_gauge!(
+            "migrate_hub_changes_listening",
+            "1 while this replica listens for changes made elsewhere (revoked tokens, disabled users); 0 while it cannot, and every request reads for itself."
+        );
+        metrics::describe_counter!(
+            "migrate_hub_changes_heard_total",
+            "Changes made elsewhere heard by this replica; each retires its shared reads."
+        );
     });
     handle
 }

@@ -17,6 +17,12 @@
 //!
 //! With `max_age` zero every request waits for a read that started after it
 //! arrived.
+//!
+//! Writes made elsewhere — another replica, a command — that take rights
+//! away (a revoked token, a disabled user, a changed role) are announced by
+//! the tool database and heard by [`crate::changes`], which marks them here
+//! like a write of this process. While that listener is not connected the
+//! mark is *deaf*: every request reads for itself, as with `max_age` zero.
 
 use std::{
     collections::HashMap,
@@ -42,6 +48,8 @@ pub struct WriteMark {
     base: Instant,
     /// Nanoseconds after `base`; 0 until the first write.
     last: AtomicU64,
+    /// Changes made elsewhere cannot be heard: nothing is shared.
+    deaf: AtomicBool,
 }
 
 impl Default for WriteMark {
@@ -49,11 +57,30 @@ impl Default for WriteMark {
         Self {
             base: Instant::now(),
             last: AtomicU64::new(0),
+            deaf: AtomicBool::new(false),
         }
     }
 }
 
 impl WriteMark {
+    /// A mark that shares nothing until [`WriteMark::set_deaf`]`(false)`:
+    /// for a process that must first start listening for changes.
+    pub fn deaf() -> Self {
+        let mark = Self::default();
+        mark.deaf.store(true, Ordering::SeqCst);
+        mark
+    }
+
+    /// Whether changes made elsewhere can be heard; while they cannot,
+    /// every request reads for itself.
+    pub fn set_deaf(&self, deaf: bool) {
+        self.deaf.store(deaf, Ordering::SeqCst);
+    }
+
+    fn is_deaf(&self) -> bool {
+        self.deaf.load(Ordering::SeqCst)
+    }
+
     /// Records that a write has just been answered.
     pub fn record(&self) {
         let now = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -228,6 +255,9 @@ where
 
     /// The oldest start of a read a request arriving at `arrived` may take.
     fn floor(&self, arrived: Instant) -> Instant {
+        if self.writes.is_deaf() {
+            return arrived;
+        }
         let aged = arrived.checked_sub(self.max_age).unwrap_or(arrived);
         match self.writes.last() {
             Some(write) if write > aged => write,
@@ -371,6 +401,27 @@ mod tests {
             *reads.get(1, counting(&count)).await.unwrap(),
             2,
             "read after the write"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn while_deaf_to_changes_made_elsewhere_every_request_reads() {
+        let writes = Arc::new(WriteMark::deaf());
+        let reads = SharedReads::new("test", Duration::from_secs(10), writes.clone());
+        let count = Arc::new(AtomicUsize::new(0));
+        assert_eq!(*reads.get(1, counting(&count)).await.unwrap(), 1);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(
+            *reads.get(1, counting(&count)).await.unwrap(),
+            2,
+            "deaf: no sharing"
+        );
+        writes.set_deaf(false);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(
+            *reads.get(1, counting(&count)).await.unwrap(),
+            2,
+            "listening: shared"
         );
     }
 

@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use support::{TestApp, code};
@@ -562,4 +564,152 @@ async fn admins_export_the_audit_log_as_csv() {
         app.get("/api/v1/audit/export.csv", &app.manager).await.0,
         StatusCode::FORBIDDEN
     );
+}
+
+/// A second control plane on the same tool database, as its own process
+/// (`control-plane serve`), sharing token reads for ten seconds.
+struct Replica {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Replica {
+    async fn start(app: &TestApp) -> Replica {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let url = format!("http://127.0.0.1:{port}");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_control-plane"))
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("MH_DATABASE_URL", &app.db.url)
+            .env(
+                "MH_ENCRYPTION_KEYS",
+                common::crypto::Keyring::generate_entry("k1"),
+            )
+            .env("MH_LISTEN", format!("127.0.0.1:{port}"))
+            .env("MH_PUBLIC_URL", &url)
+            .env("MH_READ_MAX_AGE_MS", "10000")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let replica = Replica { child, url };
+        common::testing::wait_for(
+            Duration::from_secs(30),
+            "the replica to listen for changes",
+            || async {
+                let listening = replica.metric("migrate_hub_changes_listening").await.ok()?;
+                (listening == 1.0).then_some(())
+            },
+        )
+        .await;
+        replica
+    }
+
+    async fn status(&self, path: &str, token: &str) -> StatusCode {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    /// The sum of a metric's series, once the replica answers.
+    async fn metric(&self, name: &str) -> Result<f64, reqwest::Error> {
+        let text = reqwest::get(format!("{}/metrics", self.url))
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    /// Waits until the replica has heard more than `seen` changes.
+    async fn hears(&self, seen: f64) -> f64 {
+        common::testing::wait_for(
+            Duration::from_secs(10),
+            "the replica to hear the change",
+            || async {
+                let heard = self.metric("migrate_hub_changes_heard_total").await.ok()?;
+                (heard > seen).then_some(heard)
+            },
+        )
+        .await
+    }
+}
+
+/// Rights taken away through one replica are refused by another on its next
+/// request, although it shares token reads for ten seconds: the tool database
+/// announces the change and every replica retires its shared reads.
+#[tokio::test]
+async fn a_token_revoked_or_a_user_disabled_on_one_replica_is_refused_by_another_at_once() {
+    let app = TestApp::spawn().await;
+    let (status, created) = app
+        .post("/api/v1/tokens", &app.user, json!({"name": "ci"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let token = created["token"].as_str().unwrap().to_owned();
+    let mut replica = Replica::start(&app).await;
+    for _ in 0..2 {
+        assert_eq!(replica.status("/api/v1/me", &token).await, StatusCode::OK);
+        assert_eq!(
+            replica.status("/api/v1/me", &app.user).await,
+            StatusCode::OK
+        );
+    }
+    let shared = replica
+        .metric("migrate_hub_shared_read_requests_total")
+        .await
+        .unwrap();
+    assert!(shared > 0.0, "the replica shares token reads");
+    let heard = replica
+        .metric("migrate_hub_changes_heard_total")
+        .await
+        .unwrap();
+
+    let id = created["id"].as_str().unwrap();
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tokens/{id}"),
+            Some(&app.user),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let heard = replica.hears(heard).await;
+    assert_eq!(
+        replica.status("/api/v1/me", &token).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        replica.status("/api/v1/me", &app.user).await,
+        StatusCode::OK
+    );
+
+    let (_, me) = app.get("/api/v1/me", &app.user).await;
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/users/{}", me["id"].as_str().unwrap()),
+            Some(&app.admin),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    replica.hears(heard).await;
+    assert_eq!(
+        replica.status("/api/v1/me", &app.user).await,
+        StatusCode::UNAUTHORIZED
+    );
+    replica.child.kill().await.unwrap();
 }
