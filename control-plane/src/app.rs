@@ -24,9 +24,14 @@ use tower_sessions::{Expiry, SessionManagerLayer, cookie::SameSite};
 
 use crate::{
     api,
-    auth::{csrf, oidc::Oidc, rate_limit::RateLimits, session_store::PgSessionStore},
+    auth::{
+        csrf,
+        oidc::Oidc,
+        rate_limit::RateLimits,
+        session_store::{self, PgSessionStore},
+    },
     routes::RouteInfo,
-    web,
+    security_headers, web,
 };
 
 /// Shared by every request.
@@ -92,7 +97,7 @@ pub fn router(state: AppState) -> Router {
         .max(64 * 1024)
         + 64 * 1024;
     let sessions = SessionManagerLayer::new(PgSessionStore::new(state.db.clone()))
-        .with_name("mh_session")
+        .with_name(session_store::COOKIE_NAME)
         .with_http_only(true)
         .with_same_site(SameSite::Lax)
         .with_secure(state.settings.public_url.starts_with("https://"))
@@ -105,6 +110,9 @@ pub fn router(state: AppState) -> Router {
             web::errors_as_pages,
         ))
     });
+    let csp = security_headers::content_security_policy_header(
+        state.settings.oidc.as_ref().map(|o| o.issuer.as_str()),
+    );
     let (router, _) = api::router().merge(pages).into_parts();
     crate::metrics::handle();
     router
@@ -118,12 +126,12 @@ pub fn router(state: AppState) -> Router {
         .layer(sessions)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(
+            security_headers::no_store_with_credentials,
+        ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                 frame-ancestors 'none'; form-action 'self' https: http:; base-uri 'none'",
-            ),
+            csp,
         ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_FRAME_OPTIONS,

@@ -13,7 +13,10 @@ use common::telemetry::{self, TraceContext};
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The request's span; `user_id` is filled in once the caller is known, and
-/// the exported name once the route is matched ([`name_by_route`]).
+/// the exported name once the route is matched ([`name_by_route`]). The
+/// method is recorded from the closed set of [`crate::metrics::method_label`]:
+/// span names and attributes are grouped by, so they must not grow with
+/// whatever a client sends.
 pub fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
     let request_id = req
         .headers()
@@ -22,11 +25,11 @@ pub fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
         .unwrap_or("");
     let span = tracing::info_span!(
         "request",
-        method = %req.method(),
+        method = crate::metrics::method_label(req.method()),
         path = %req.uri().path(),
         request_id,
         user_id = tracing::field::Empty,
-        otel.name = %req.method(),
+        otel.name = crate::metrics::method_label(req.method()),
         otel.kind = "server",
         http.route = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
@@ -66,12 +69,14 @@ pub fn of(extensions: &Extensions) -> tracing::Span {
 }
 
 /// Names the request's span after its route template (`POST
-/// /api/v1/runs/{id}/execute`), never the raw path, and records the status.
+/// /api/v1/runs/{id}/execute`), never the raw path or an invented method
+/// (those are `other`, as in the metrics), and records the status.
 pub async fn name_by_route(req: Request, next: Next) -> Response {
     let span = of(req.extensions());
     if let Some(route) = req.extensions().get::<MatchedPath>() {
         span.record("http.route", route.as_str());
-        telemetry::rename(&span, format!("{} {}", req.method(), route.as_str()));
+        let method = crate::metrics::method_label(req.method());
+        telemetry::rename(&span, format!("{method} {}", route.as_str()));
     }
     let response = next.run(req).await;
     span.record("http.response.status_code", response.status().as_u16());

@@ -12,5 +12,6 @@ pub mod http_trace;
 pub mod metrics;
 pub mod notify;
 pub mod routes;
+pub mod security_headers;
 pub mod shared_reads;
 pub mod web;

@@ -1,7 +1,9 @@
 //! Prometheus metrics of the control plane (`GET /metrics`).
 //!
-//! HTTP traffic is recorded as it happens (by route template, not raw path,
-//! so ids do not explode the label space). The state of runs, executions,
+//! HTTP traffic is recorded as it happens. Every label value comes from a
+//! closed set ([`method_label`], [`route_label`], the status code), because
+//! anyone can send any method or path and each new value would be a new
+//! series kept for the life of the process. The state of runs, executions,
 //! queues, workers and webhooks is read from the tool database at scrape
 //! time, so every replica reports the same truth.
 
@@ -9,7 +11,7 @@ use std::{fmt::Write as _, sync::OnceLock, time::Instant};
 
 use axum::{
     extract::{MatchedPath, Request, State},
-    http::header,
+    http::{Method, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -52,18 +54,39 @@ pub fn handle() -> &'static PrometheusHandle {
     handle
 }
 
+/// The method as a label value: the standard methods by name, anything
+/// else (`SECX1`, `PROPFIND`, …) as `other`.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The route as a label value: the matched route template (from the route
+/// table, never the raw path), else `unmatched`.
+pub fn route_label(route: Option<&MatchedPath>) -> &str {
+    route.map_or("unmatched", MatchedPath::as_str)
+}
+
 /// Records method, route template, status and latency of every routed request.
 pub async fn track_http(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_owned();
+    let route = route_label(req.extensions().get::<MatchedPath>()).to_owned();
+    let method = method_label(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
+    let labels = [
+        ("method", method.to_owned()),
+        ("route", route),
+        ("status", status),
+    ];
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels)
         .record(started.elapsed().as_secs_f64());
@@ -208,4 +231,35 @@ pub async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError>
         body,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_outside_the_standard_set_share_one_label() {
+        for (method, label) in [
+            ("GET", "GET"),
+            ("HEAD", "HEAD"),
+            ("POST", "POST"),
+            ("PUT", "PUT"),
+            ("PATCH", "PATCH"),
+            ("DELETE", "DELETE"),
+            ("OPTIONS", "OPTIONS"),
+            ("SECX1", "other"),
+            ("get", "other"),
+            ("TRACE", "other"),
+            ("CONNECT", "other"),
+            ("PROPFIND", "other"),
+        ] {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), label, "{method}");
+        }
+    }
+
+    #[test]
+    fn requests_without_a_route_are_unmatched() {
+        assert_eq!(route_label(None), "unmatched");
+    }
 }

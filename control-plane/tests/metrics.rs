@@ -182,3 +182,79 @@ async fn admins_see_the_worker_fleet() {
         "a stopped worker is shown as such"
     );
 }
+
+/// Anyone can send any method and any path: neither may add label values
+/// (each would be a new series, with histogram buckets, for the life of
+/// the process).
+#[tokio::test]
+async fn invented_methods_and_unknown_paths_add_no_series() {
+    let app = TestApp::spawn().await;
+    let client = reqwest::Client::new();
+    let invented: Vec<String> = (0..5)
+        .map(|i| format!("SECX{i}{}", uuid::Uuid::new_v4().simple()).to_uppercase())
+        .collect();
+    let unknown_paths: Vec<String> = (0..5)
+        .map(|i| format!("/probe-{i}-{}", uuid::Uuid::new_v4().simple()))
+        .chain([format!("/api/v1/{}", uuid::Uuid::new_v4().simple())])
+        .collect();
+    for method in &invented {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        for path in ["/healthz", "/api/v1/me", "/metrics"] {
+            let resp = client
+                .request(method.clone(), app.url(path))
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_client_error(), "{method} {path}");
+        }
+        for path in &unknown_paths {
+            client
+                .request(method.clone(), app.url(path))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    for path in &unknown_paths {
+        let resp = client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+
+    let text = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for sent in invented.iter().chain(&unknown_paths) {
+        assert!(
+            !text.contains(sent.as_str()),
+            "{sent} became a label:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("http_requests_total{method=\"other\",route=\"/healthz\",status=\"405\"}"),
+        "invented methods are counted as `other`:\n{text}"
+    );
+    let routes: Vec<String> = control_plane::app::route_table()
+        .into_iter()
+        .map(|r| r.path)
+        .chain(["unmatched".to_owned()])
+        .collect();
+    let known_methods = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other",
+    ];
+    for line in text.lines().filter(|l| l.starts_with("http_request")) {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_else(|| panic!("no {name} label: {line}"))
+                .to_owned()
+        };
+        assert!(known_methods.contains(&label("method").as_str()), "{line}");
+        assert!(routes.contains(&label("route")), "{line}");
+    }
+    let (ok, report) = promtool_check(&text);
+    assert!(ok, "promtool rejects the output: {report}\n{text}");
+}

@@ -613,3 +613,132 @@ async fn a_session_works_on_every_replica_and_survives_a_restart() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["email"], support::MANAGER);
 }
+
+/// Starts sign-in with `return_to` (already percent-encoded for the query
+/// string), signs in at the provider and answers what the app's callback
+/// answers: status and `Location`, unfollowed.
+async fn callback_answer(
+    app: &TestApp,
+    browser: &Browser,
+    return_to: &str,
+) -> (StatusCode, Option<String>) {
+    let form = browser
+        .get(&app.url(&format!("/auth/login?return_to={return_to}")))
+        .await;
+    assert_eq!(form.status, StatusCode::OK, "login form at {}", form.url);
+    let callback_prefix = app.url("/auth/callback");
+    let redirect = browser
+        .submit_login(&form, support::USER, "demo", Some(&callback_prefix))
+        .await;
+    assert!(
+        redirect.url.starts_with(&callback_prefix),
+        "{}",
+        redirect.url
+    );
+    let resp = browser.client.get(&redirect.url).send().await.unwrap();
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    (resp.status(), location)
+}
+
+#[tokio::test]
+async fn return_to_cannot_lead_to_another_site() {
+    let (app, _idp) = TestApp::spawn_with_sso(|_| {}).await;
+    for return_to in [
+        // A tab browsers drop: `/\t/evil.test/` is `//evil.test/` to them.
+        "/%09/evil.test/",
+        "%2F%5Cevil.test",
+        "/%252F/evil.test",
+        "/./..//evil.test",
+        "https://evil.test/",
+    ] {
+        let browser = Browser::new();
+        let (status, location) = callback_answer(&app, &browser, return_to).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{return_to}");
+        assert_eq!(location.as_deref(), Some("/"), "{return_to}");
+        assert_eq!(me(&app, &browser).await.0, StatusCode::OK, "signed in");
+    }
+    // A path on this site is kept, query and fragment included.
+    let (status, location) =
+        callback_answer(&app, &Browser::new(), "%2Fprojects%3Fx%3D1%23f").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location.as_deref(), Some("/projects?x=1#f"));
+}
+
+/// A newline in `return_to` used to reach the `Location` header and panic
+/// the callback into a 500 after the sign-in was recorded.
+#[tokio::test]
+async fn a_newline_in_return_to_signs_in_and_goes_home() {
+    let (app, _idp) = TestApp::spawn_with_sso(|_| {}).await;
+    for return_to in ["%2F%0A%2Fevil.test", "%2F%0D%0ASet-Cookie:%20x=1", "%2F%00"] {
+        let browser = Browser::new();
+        let (status, location) = callback_answer(&app, &browser, return_to).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{return_to}");
+        assert_eq!(location.as_deref(), Some("/"), "{return_to}");
+        assert_eq!(me(&app, &browser).await.0, StatusCode::OK, "signed in");
+    }
+}
+
+#[tokio::test]
+async fn signed_in_answers_are_not_stored_and_forms_post_only_here_and_to_the_issuer() {
+    let (app, idp) = TestApp::spawn_with_sso(|_| {}).await;
+    let browser = Browser::new();
+    sign_in(&app, &browser, support::USER).await;
+    for path in [
+        "/",
+        "/tokens",
+        "/api/v1/me",
+        "/api/v1/tokens",
+        "/admin/users",
+    ] {
+        let resp = browser.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(
+            resp.headers()
+                .get("cache-control")
+                .map(|v| v.to_str().unwrap()),
+            Some("no-store"),
+            "{path} for a signed-in viewer ({})",
+            resp.status()
+        );
+    }
+
+    // A token created through the API: its one showing is not cached.
+    let resp = reqwest::Client::new()
+        .post(app.url("/api/v1/tokens"))
+        .bearer_auth(&app.user)
+        .json(&serde_json::json!({"name": "ci", "expires_in_days": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+
+    // Anonymous answers may be cached; static assets keep their own policy.
+    let anonymous = reqwest::Client::new();
+    let resp = anonymous.get(app.url("/healthz")).send().await.unwrap();
+    assert!(resp.headers().get("cache-control").is_none());
+    let resp = browser
+        .client
+        .get(app.url("/static/app.css"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["cache-control"], "public, max-age=3600");
+
+    let issuer: reqwest::Url = idp.issuer.parse().unwrap();
+    let origin = issuer.origin().ascii_serialization();
+    for resp in [
+        anonymous.get(app.url("/signin")).send().await.unwrap(),
+        browser.client.get(app.url("/")).send().await.unwrap(),
+    ] {
+        let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+        let form_action = csp
+            .split(';')
+            .map(str::trim)
+            .find(|d| d.starts_with("form-action "))
+            .unwrap_or_else(|| panic!("no form-action in {csp}"));
+        assert_eq!(form_action, format!("form-action 'self' {origin}"), "{csp}");
+    }
+}

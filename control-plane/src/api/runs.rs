@@ -426,15 +426,19 @@ pub async fn request_run(
     let pinned: Vec<(Uuid, PinnedMigration)> = covered
         .iter()
         .map(|m| {
-            (
+            // Stored versions were parsed when written; a row that no longer
+            // parses is a fault of the tool database, not of this request.
+            let version = Version::parse(&m.version)
+                .map_err(|e| anyhow::anyhow!("stored migration version {:?}: {e}", m.version))?;
+            Ok((
                 m.id,
                 PinnedMigration {
-                    version: Version::parse(&m.version).expect("stored versions are canonical"),
+                    version,
                     checksum: Checksum::from_stored(m.checksum.clone()),
                 },
-            )
+            ))
         })
-        .collect();
+        .collect::<Result<_, ApiError>>()?;
     let (run_id, digest) = runs::insert(
         &mut tx,
         &NewRun {

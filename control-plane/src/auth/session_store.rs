@@ -11,6 +11,9 @@ use tower_sessions::{
 };
 use uuid::Uuid;
 
+/// Name of the session cookie.
+pub const COOKIE_NAME: &str = "mh_session";
+
 /// The session key holding the signed-in user's id. Kept in its own column
 /// too, so disabling a user can delete their sessions at once.
 pub const USER_ID_KEY: &str = "user_id";

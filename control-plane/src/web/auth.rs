@@ -4,7 +4,7 @@ use crate::routes::{Access, Routes};
 use axum::{
     extract::State,
     http::StatusCode,
-    response::{IntoResponse, Redirect, Response},
+    response::{IntoResponse, Response},
 };
 use common::domain::Capability;
 use common::{
@@ -113,7 +113,7 @@ async fn login(
                 .insert(FLOW_KEY, &flow)
                 .await
                 .map_err(|e| anyhow::anyhow!("session: {e}"))?;
-            Ok(Redirect::to(&url).into_response())
+            Ok(see_other(&url))
         }
         Err(e) => {
             signin_response(
@@ -172,7 +172,9 @@ async fn callback(
                 "the callback carries no code".into(),
             )));
         };
-        let return_to = flow.return_to.clone();
+        // Checked again: a sign-in begun before this rule held (or by an
+        // older replica) may have kept any text.
+        let return_to = safe_return_to(Some(&flow.return_to));
         let identity = oidc
             .finish(flow, code, returned_state)
             .await

@@ -4,11 +4,10 @@
 use std::marker::PhantomData;
 
 use axum::{
-    body::Body,
     extract::{FromRequestParts, Request, State},
-    http::{StatusCode, header, request::Parts},
+    http::{HeaderValue, StatusCode, header, request::Parts},
     middleware::Next,
-    response::{Html, IntoResponse, Redirect, Response},
+    response::{Html, IntoResponse, Response},
 };
 use minijinja::Environment;
 use serde_json::{Value, json};
@@ -28,8 +27,11 @@ pub mod environments;
 pub mod inventory;
 pub mod pages;
 pub mod projects;
+mod return_to;
 pub mod runs;
 pub mod targets;
+
+pub use return_to::safe_return_to;
 
 /// All templates, loaded once at start.
 pub fn templates() -> Environment<'static> {
@@ -181,7 +183,7 @@ pub async fn errors_as_pages(State(state): State<AppState>, req: Request, next: 
     }
     if status == StatusCode::UNAUTHORIZED {
         let target = format!("/signin?return_to={}", urlencode(&path_and_query));
-        return Redirect::to(&target).into_response();
+        return see_other(&target);
     }
     let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
     let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
@@ -238,48 +240,88 @@ pub fn urlencode(text: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A local path to return to after sign-in; anything else becomes `/`, so the
-/// sign-in flow cannot be used to redirect to another site.
-pub fn safe_return_to(raw: Option<&str>) -> String {
-    match raw {
-        Some(p)
-            if p.starts_with('/')
-                && !p.starts_with("//")
-                && !p.contains('\\')
-                && !p.starts_with("/auth/") =>
-        {
-            p.to_owned()
-        }
-        _ => "/".to_owned(),
-    }
-}
-
-/// Empty body helper for redirects that must not be cached.
+/// A 303 to `location`: after a form post, and in the sign-in flow.
+///
+/// Locations are paths this app builds, but some carry input (a slug, a
+/// `return_to`), so nothing here may panic: a location that is not plain
+/// visible ASCII (a control character would let a header split or a browser
+/// drop it and land elsewhere) is replaced by `/`.
 pub fn see_other(location: &str) -> Response {
-    Response::builder()
-        .status(StatusCode::SEE_OTHER)
-        .header(header::LOCATION, location)
-        .body(Body::empty())
-        .expect("static response is valid")
+    let value = Some(location)
+        .filter(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_graphic()))
+        .and_then(|l| HeaderValue::from_str(l).ok())
+        .unwrap_or_else(|| {
+            tracing::warn!(
+                location = location.escape_debug().to_string(),
+                "redirect location is not a valid header value; sending / instead"
+            );
+            HeaderValue::from_static("/")
+        });
+    (StatusCode::SEE_OTHER, [(header::LOCATION, value)]).into_response()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn location(response: &Response) -> &str {
+        response.headers()[header::LOCATION].to_str().unwrap()
+    }
+
     #[test]
-    fn return_to_stays_on_this_site() {
-        assert_eq!(safe_return_to(Some("/runs/1")), "/runs/1");
-        for bad in [
-            "//evil.test/",
-            "https://evil.test/",
-            "/\\evil",
-            "evil",
-            "/auth/login",
+    fn see_other_keeps_plain_paths() {
+        for path in [
+            "/",
+            "/runs/1",
+            "/projects/shop#webhooks",
+            "/signin?return_to=%2Ftokens",
         ] {
-            assert_eq!(safe_return_to(Some(bad)), "/", "{bad}");
+            let response = see_other(path);
+            assert_eq!(response.status(), StatusCode::SEE_OTHER);
+            assert_eq!(location(&response), path);
         }
-        assert_eq!(safe_return_to(None), "/");
+    }
+
+    /// Every control character, space, DEL and non-ASCII text, anywhere in
+    /// the location: no panic, and the browser is sent home instead.
+    #[test]
+    fn see_other_never_panics_on_what_cannot_be_a_header() {
+        let odd = (0u32..0x20)
+            .chain([0x20, 0x7f, 0x85, 0xa0, 0xe9, 0x2028, 0xfeff])
+            .filter_map(char::from_u32);
+        for c in odd {
+            for built in [
+                format!("/{c}/evil.test/"),
+                format!("{c}"),
+                format!("/runs/1{c}"),
+                format!("/projects/{c}shop?x={c}#{c}"),
+            ] {
+                let response = see_other(&built);
+                assert_eq!(response.status(), StatusCode::SEE_OTHER, "{built:?}");
+                assert_eq!(location(&response), "/", "{built:?}");
+            }
+        }
+        assert_eq!(location(&see_other("")), "/");
+    }
+
+    /// The sign-in flow's path: whatever `return_to` held, the redirect
+    /// after sign-in is built without panicking and stays on this site.
+    #[test]
+    fn return_to_always_makes_a_redirect() {
+        for raw in [
+            "/%0A/evil.test",
+            "/\n/evil.test",
+            "/\t/evil.test/",
+            "/café",
+            "/ok?x=1#f",
+        ] {
+            let response = see_other(&safe_return_to(Some(raw)));
+            let target = location(&response);
+            assert!(
+                target.starts_with('/') && !target.starts_with("//"),
+                "{raw:?} → {target}"
+            );
+        }
     }
 
     #[test]
