@@ -592,22 +592,44 @@ impl Replica {
             .env("MH_LISTEN", format!("127.0.0.1:{port}"))
             .env("MH_PUBLIC_URL", &url)
             .env("MH_READ_MAX_AGE_MS", "10000")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
+            .env("MH_LOG_FORMAT", "text")
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
+        // The replica's log, kept to show if it never comes up.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        tokio::spawn({
+            let log = log.clone();
+            async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stderr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    log.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
         let replica = Replica { child, url };
-        common::testing::wait_for(
-            Duration::from_secs(30),
-            "the replica to listen for changes",
-            || async {
-                let listening = replica.metric("migrate_hub_changes_listening").await.ok()?;
-                (listening == 1.0).then_some(())
-            },
-        )
-        .await;
-        replica
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if replica.metric("migrate_hub_changes_listening").await.ok() == Some(1.0) {
+                return replica;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the replica did not come up listening for changes; its log:\n{}",
+                log.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn status(&self, path: &str, token: &str) -> StatusCode {
