@@ -245,7 +245,12 @@ fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let inner = e.inner();
-        if inner.classify() != serde_json::error::Category::Data {
+        // serde_json reports an enum given as an array or number as a
+        // syntax error; well-formed JSON of the wrong shape is still the
+        // field's fault.
+        if inner.classify() != serde_json::error::Category::Data
+            && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err()
+        {
             return ApiError::BadRequest("request body is not valid JSON".into());
         }
         let message = inner.to_string();
