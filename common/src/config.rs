@@ -227,6 +227,9 @@ pub struct ControlPlaneSettings {
     /// always retire older reads); zero makes every request wait for a
     /// read of its own time.
     pub read_max_age: std::time::Duration,
+    /// `MH_REQUEST_TIMEOUT_SECS` (default 60): a request still unanswered
+    /// after it gets 408.
+    pub request_timeout: std::time::Duration,
 }
 
 /// Request budgets per minute (a burst of the same size, refilled evenly);
@@ -349,6 +352,10 @@ impl ControlPlaneSettings {
                 10_000,
                 "MH_READ_MAX_AGE_MS",
             )?),
+            request_timeout: std::time::Duration::from_secs(u64::from(positive(
+                parsed(src, "MH_REQUEST_TIMEOUT_SECS", 60, "a number of seconds")?,
+                "MH_REQUEST_TIMEOUT_SECS",
+            )?)),
         })
     }
 }
@@ -436,6 +443,7 @@ mod tests {
         assert_eq!(s.rate_limits, RateLimits::default());
         assert_eq!(s.common.otel, None);
         assert_eq!(s.read_max_age, std::time::Duration::from_secs(1));
+        assert_eq!(s.request_timeout, std::time::Duration::from_secs(60));
         let w = WorkerSettings::load(&base(), None, None).unwrap();
         assert_eq!(
             (w.pool.as_str(), w.concurrency, w.lock_wait_ms),

@@ -124,8 +124,18 @@ pub fn router(state: AppState) -> Router {
             WriteMark::after_writes,
         ))
         .layer(sessions)
-        .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state.clone())
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            state.settings.request_timeout,
+        ))
+        .layer(CatchPanicLayer::new())
+        // Inside the header layers: the answers it completes get them too.
+        .layer(middleware::from_fn_with_state(
+            state.templates.clone(),
+            crate::bare_errors::complete,
+        ))
         .layer(middleware::from_fn(
             security_headers::no_store_with_credentials,
         ))
@@ -145,11 +155,6 @@ pub fn router(state: AppState) -> Router {
             header::REFERRER_POLICY,
             HeaderValue::from_static("same-origin"),
         ))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(60),
-        ))
-        .layer(CatchPanicLayer::new())
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(middleware::from_fn(crate::http_trace::keep_request_span))
         .layer(TraceLayer::new_for_http().make_span_with(crate::http_trace::request_span))

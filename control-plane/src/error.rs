@@ -3,7 +3,7 @@
 
 use axum::{
     Json,
-    extract::rejection::{PathRejection, QueryRejection},
+    extract::rejection::PathRejection,
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -189,12 +189,6 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-impl From<QueryRejection> for ApiError {
-    fn from(rejection: QueryRejection) -> Self {
-        ApiError::BadRequest(rejection.body_text())
-    }
-}
-
 /// `Json` whose rejections use the API's error contract: 400 for a body
 /// that is not JSON, 422 naming the field for JSON of the wrong shape, 413
 /// for a body over the limit.
@@ -245,10 +239,18 @@ async fn read_body<S: Send + Sync>(
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if let Some(field) = crate::input::nul_in_json(bytes) {
+        return Err(ApiError::invalid(field, "must not contain NUL characters"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let inner = e.inner();
-        if inner.classify() != serde_json::error::Category::Data {
+        // serde_json reports an enum given as an array or number as a
+        // syntax error; well-formed JSON of the wrong shape is still the
+        // field's fault.
+        if inner.classify() != serde_json::error::Category::Data
+            && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err()
+        {
             return ApiError::BadRequest("request body is not valid JSON".into());
         }
         let message = inner.to_string();
@@ -257,26 +259,136 @@ fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
             .next()
             .unwrap_or(&message)
             .to_owned();
-        let path = e.path().to_string();
-        let field = if path != "." {
-            path
-        } else {
-            // "missing field `name`" names the field only in its text.
-            message.split('`').nth(1).unwrap_or("body").to_owned()
-        };
-        ApiError::invalid(field, message)
+        field_error(e.path(), message)
     })
 }
 
-/// `Path` whose rejections are 404s.
-#[derive(Debug, Clone, Copy, axum::extract::FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(ApiError))]
+/// A deserialization error as `invalid_field` naming the field at `path`.
+fn field_error(path: &serde_path_to_error::Path, message: String) -> ApiError {
+    let path = path.to_string();
+    let field = if path != "." {
+        path
+    } else {
+        // "missing field `name`" names the field only in its text.
+        message.split('`').nth(1).unwrap_or("body").to_owned()
+    };
+    ApiError::invalid(field, message)
+}
+
+/// Deserializes `application/x-www-form-urlencoded` text (a query string
+/// or a form body) into `T`, naming the field at fault. `refuse` says which
+/// characters no value may hold.
+fn parse_urlencoded<T: serde::de::DeserializeOwned>(
+    text: &[u8],
+    refuse: fn(&str) -> bool,
+    what: &str,
+) -> Result<T, ApiError> {
+    for (name, value) in form_urlencoded::parse(text) {
+        if refuse(&name) || refuse(&value) {
+            return Err(ApiError::invalid(
+                crate::input::printable(&name),
+                format!("must not contain {what}"),
+            ));
+        }
+    }
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(text));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let message = e.inner().to_string();
+        field_error(e.path(), message)
+    })
+}
+
+/// `Path` that refuses control characters in any parameter (422 naming
+/// it) and answers 404 for a parameter of the wrong shape.
+#[derive(Debug, Clone, Copy)]
 pub struct ApiPath<T>(pub T);
 
-/// `Query` whose rejections are 400s in the API's format.
-#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        use axum::extract::{Path, RawPathParams};
+        // A parameter that is not UTF-8 is left to `Path`, which refuses it.
+        if let Ok(params) = RawPathParams::from_request_parts(parts, state).await {
+            for (name, value) in &params {
+                if crate::input::has_control(value) {
+                    return Err(ApiError::invalid(
+                        name,
+                        "must not contain control characters",
+                    ));
+                }
+            }
+        }
+        let Path(value) = Path::<T>::from_request_parts(parts, state).await?;
+        Ok(ApiPath(value))
+    }
+}
+
+/// `Query` that refuses control characters in any name or value and a value
+/// of the wrong type or out of range, with 422 naming the parameter.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ApiQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        parse_urlencoded(
+            query.as_bytes(),
+            crate::input::has_control,
+            "control characters",
+        )
+        .map(ApiQuery)
+    }
+}
+
+/// The web forms' `Form`: a NUL in any field is refused with 422 naming the
+/// field (text such as SQL keeps its tabs and line breaks), a field of the
+/// wrong type likewise; pages render the error (`web::errors_as_pages`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiForm<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for ApiForm<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/x-www-form-urlencoded")
+            });
+        if !is_form {
+            return Err(ApiError::BadRequest(
+                "send the form as application/x-www-form-urlencoded".into(),
+            ));
+        }
+        let bytes = read_body(req, state).await?;
+        parse_urlencoded(&bytes, |v| v.contains('\0'), "NUL characters").map(ApiForm)
+    }
+}
 
 /// A JSON body that may be absent: an empty body means `T::default()`. For
 /// actions like approve and execute, whose fields are all optional.

@@ -4,11 +4,13 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod bare_errors;
 pub mod changes;
 pub mod ci;
 pub mod cli;
 pub mod error;
 pub mod http_trace;
+pub mod input;
 pub mod metrics;
 pub mod notify;
 pub mod routes;

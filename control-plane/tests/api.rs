@@ -580,7 +580,7 @@ impl Replica {
             probe.local_addr().unwrap().port()
         };
         let url = format!("http://127.0.0.1:{port}");
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_control-plane"))
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_control-plane"))
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

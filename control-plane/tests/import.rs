@@ -133,7 +133,7 @@ async fn conflicts_are_reported_per_version_and_nothing_is_written() {
         ),
         (
             vec![json!({"path": "4_d.up.sql", "content": "SELECT 1;\u{0000}"})],
-            "up_sql",
+            "files[0].content",
         ),
         (vec![], "no migration files"),
     ] {

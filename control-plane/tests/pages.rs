@@ -247,7 +247,8 @@ async fn editing_a_migration_makes_a_revision_with_a_side_by_side_diff() {
     assert!(diff.body.contains("CREATE TABLE a (id int);") && diff.body.contains("id bigint"));
     assert!(!diff.body.contains(XSS) && diff.body.contains("&lt;script&gt;"));
 
-    // A script with a NUL character is refused in place, keeping what was typed.
+    // A script with a NUL character is refused by the form's extractor,
+    // with an error page naming the field.
     let (status, _, body) = user
         .post(
             &format!("/projects/{slug}/migrations/1/edit"),
@@ -259,7 +260,10 @@ async fn editing_a_migration_makes_a_revision_with_a_side_by_side_diff() {
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(body.contains("value=\"renamed\""));
+    assert!(
+        body.contains("up_sql: must not contain NUL characters"),
+        "{body}"
+    );
     let (_, one) = app
         .get(&format!("/api/v1/projects/{slug}/migrations/1"), &app.user)
         .await;

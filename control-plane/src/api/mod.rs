@@ -44,6 +44,8 @@ pub fn router() -> Routes {
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// How many items (default 50, at most 500).
+    #[serde(default, deserialize_with = "page_limit")]
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -53,8 +55,22 @@ impl PageQuery {
     pub const DEFAULT: i64 = 50;
     pub const MAX: i64 = 500;
 
+    /// The page size asked for; `page_limit` has checked its range.
     pub fn limit(&self) -> i64 {
-        self.limit.unwrap_or(Self::DEFAULT).clamp(1, Self::MAX)
+        self.limit.unwrap_or(Self::DEFAULT)
+    }
+}
+
+/// `limit` of a list: 1 to [`PageQuery::MAX`]. Out of range is refused (422
+/// naming `limit`) rather than clamped, so a client learns its mistake.
+pub fn page_limit<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<i64>, D::Error> {
+    let limit = Option::<i64>::deserialize(de)?;
+    match limit {
+        Some(n) if !(1..=PageQuery::MAX).contains(&n) => Err(serde::de::Error::custom(format!(
+            "must be between 1 and {}",
+            PageQuery::MAX
+        ))),
+        _ => Ok(limit),
     }
 }
 
@@ -107,7 +123,8 @@ pub fn required_text(
     optional_text(field, value, max)
 }
 
-/// Checks an optional free-text field: bounded, no NUL bytes.
+/// Checks an optional free-text field: bounded, no control characters
+/// other than tab and line breaks.
 pub fn optional_text(
     field: &str,
     value: &str,
@@ -119,10 +136,10 @@ pub fn optional_text(
             format!("must be at most {max} characters"),
         ));
     }
-    if value.contains('\0') {
+    if crate::input::has_control_in_text(value) {
         return Err(crate::error::ApiError::invalid(
             field,
-            "must not contain NUL characters",
+            "must not contain control characters other than tab and line breaks",
         ));
     }
     Ok(value.to_owned())

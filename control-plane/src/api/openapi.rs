@@ -3,9 +3,10 @@
 //! `#[utoipa::path]` annotation and the `ToSchema` types it names; who may
 //! call a route comes from the route table (`routes.rs`), which also adds
 //! the errors every route of its kind can answer (401/403 from the access
-//! check, 400/413/422 from reading a JSON body, 404 for a malformed path
-//! parameter, 500). Tests check that the document lists exactly the
-//! router's routes and that responses match their schemas.
+//! check, 400/413/422 from reading a JSON body, 422 for a query or path
+//! parameter the edge refuses, 404 for a malformed path parameter, 500).
+//! Tests check that the document lists exactly the router's routes and that
+//! responses match their schemas.
 
 use std::sync::OnceLock;
 
@@ -180,10 +181,24 @@ fn apply_route(op: &mut Map<String, Value>, route: &RouteInfo) {
         );
     }
     if has_parameter(op, "query") {
-        add_error(op, "400", "`bad_request`: a malformed query string");
+        add_error(
+            op,
+            "400",
+            "`bad_request`: a malformed query string or cursor",
+        );
+        add_error(
+            op,
+            "422",
+            "`invalid_field`: a query parameter of the wrong type or out of range, or holding a control character",
+        );
     }
     if has_parameter(op, "path") {
         add_error(op, "404", "`not_found`: a malformed path parameter");
+        add_error(
+            op,
+            "422",
+            "`invalid_field`: a path parameter holding a control character",
+        );
     }
     if route.path.starts_with("/api/") && route.path != "/api/v1/openapi.json"
         || route.path == "/metrics"

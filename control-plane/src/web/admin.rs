@@ -1,11 +1,11 @@
 //! Admin pages: users and roles.
 
+use crate::error::ApiForm;
 use crate::routes::{Access, Routes};
 use common::domain::Capability;
 use std::collections::HashMap;
 
 use axum::{
-    Form,
     extract::State,
     http::StatusCode,
     response::{Html, IntoResponse, Response},
@@ -76,17 +76,21 @@ async fn users_page(
 async fn create_user(
     State(state): State<AppState>,
     viewer: Viewer<rules::Administer>,
-    Form(form): Form<HashMap<String, String>>,
+    ApiForm(form): ApiForm<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let role: Option<Role> = form.get("role").and_then(|r| r.parse().ok());
     let email = parse_email("email", form.get("email").map(String::as_str).unwrap_or(""));
-    let name = form
-        .get("name")
-        .map(|n| n.trim().to_owned())
-        .unwrap_or_default();
+    let name = crate::api::optional_text(
+        "name",
+        form.get("name").map(|n| n.trim()).unwrap_or_default(),
+        200,
+    );
     let mut errors = serde_json::Map::new();
     if let Err(e) = &email {
         errors.insert("email".into(), json!(e.to_string()));
+    }
+    if let Err(e) = &name {
+        errors.insert("name".into(), json!(e.to_string()));
     }
     if role.is_none() {
         errors.insert("role".into(), json!("Choose user, manager or admin."));
@@ -108,7 +112,7 @@ async fn create_user(
         *page.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
         return Ok(page);
     }
-    let (email, role) = (email?, role.unwrap_or(Role::User));
+    let (email, name, role) = (email?, name?, role.unwrap_or(Role::User));
     let (user, _) = users::upsert(&mut tx, &email, &name, role).await?;
     audit::append(
         &mut tx,
@@ -126,7 +130,7 @@ async fn update_user(
     State(state): State<AppState>,
     viewer: Viewer<rules::Administer>,
     ApiPath(id): ApiPath<Uuid>,
-    Form(form): Form<HashMap<String, String>>,
+    ApiForm(form): ApiForm<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let role: Option<Role> = form.get("role").and_then(|r| r.parse().ok());
     let disabled: Option<bool> = form.get("disabled").and_then(|d| d.parse().ok());

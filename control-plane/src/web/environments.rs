@@ -2,8 +2,8 @@
 //! everyone; adding and editing them, for admins (through the same service
 //! functions as the API).
 
+use crate::error::ApiForm;
 use axum::{
-    Form,
     extract::State,
     response::{Html, Response},
 };
@@ -97,7 +97,7 @@ fn parse(form: &FormData, with_name: bool) -> Result<EnvironmentInput, ApiError>
 async fn create_form(
     State(state): State<AppState>,
     viewer: Viewer<rules::ManageProjects>,
-    Form(form): Form<FormData>,
+    ApiForm(form): ApiForm<FormData>,
 ) -> Result<Response, ApiError> {
     let result = match parse(&form, true) {
         Ok(input) => create_environment(&state, &viewer.user, &input).await,
@@ -117,7 +117,7 @@ async fn update_form(
     State(state): State<AppState>,
     viewer: Viewer<rules::ManageProjects>,
     ApiPath(name): ApiPath<String>,
-    Form(form): Form<FormData>,
+    ApiForm(form): ApiForm<FormData>,
 ) -> Result<Response, ApiError> {
     let result = match parse(&form, false) {
         Ok(input) => update_environment(&state, &viewer.user, &name, &input).await,

@@ -5,10 +5,10 @@
 //! write the same audit rows. A refused input re-renders the page with what
 //! was typed and the field's error, with status 422.
 
+use crate::error::ApiForm;
 use std::collections::HashMap;
 
 use axum::{
-    Form,
     extract::State,
     http::StatusCode,
     response::{Html, IntoResponse, Response},
@@ -167,7 +167,7 @@ async fn project_page_with(
 async fn create_project_form(
     State(state): State<AppState>,
     viewer: Viewer<rules::ManageProjects>,
-    Form(form): Form<FormData>,
+    ApiForm(form): ApiForm<FormData>,
 ) -> Result<Response, ApiError> {
     let body = CreateProject {
         slug: text(&form, "slug").trim().to_owned(),
@@ -189,7 +189,7 @@ async fn edit_project_form(
     State(state): State<AppState>,
     viewer: Viewer<rules::ManageProjects>,
     ApiPath(slug): ApiPath<String>,
-    Form(form): Form<FormData>,
+    ApiForm(form): ApiForm<FormData>,
 ) -> Result<Response, ApiError> {
     let body = UpdateProject {
         name: Some(text(&form, "name")),
@@ -225,7 +225,7 @@ async fn create_db_set_form(
     State(state): State<AppState>,
     viewer: Viewer<rules::ManageTargets>,
     ApiPath(slug): ApiPath<String>,
-    Form(form): Form<FormData>,
+    ApiForm(form): ApiForm<FormData>,
 ) -> Result<Response, ApiError> {
     let body = CreateDbSet {
         name: text(&form, "name"),
@@ -252,7 +252,7 @@ async fn rename_db_set_form(
     State(state): State<AppState>,
     viewer: Viewer<rules::ManageTargets>,
     ApiPath((slug, id)): ApiPath<(String, Uuid)>,
-    Form(form): Form<FormData>,
+    ApiForm(form): ApiForm<FormData>,
 ) -> Result<Response, ApiError> {
     let body = UpdateDbSet {
         name: Some(text(&form, "name")),
@@ -281,7 +281,7 @@ async fn create_webhook_form(
     State(state): State<AppState>,
     viewer: Viewer<rules::ManageTargets>,
     ApiPath(slug): ApiPath<String>,
-    Form(form): Form<FormData>,
+    ApiForm(form): ApiForm<FormData>,
 ) -> Result<Response, ApiError> {
     // One checkbox per event, named `event_<event>`.
     let events: Vec<String> = webhooks::EVENTS

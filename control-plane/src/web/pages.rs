@@ -1,10 +1,10 @@
 //! Pages every signed-in person sees: dashboard, projects, tokens, audit.
 
+use crate::error::ApiForm;
 use crate::routes::{Access, Routes};
 use std::collections::HashMap;
 
 use axum::{
-    Form,
     extract::State,
     response::{Html, IntoResponse, Response},
 };
@@ -144,7 +144,7 @@ async fn tokens(
 async fn create_token(
     State(state): State<AppState>,
     viewer: Viewer<rules::Author>,
-    Form(form): Form<HashMap<String, String>>,
+    ApiForm(form): ApiForm<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let name = form
         .get("name")
@@ -158,10 +158,10 @@ async fn create_token(
         .get("expires_in_days")
         .and_then(|d| d.trim().parse().ok());
     let mut errors = serde_json::Map::new();
-    if name.is_empty() || name.chars().count() > 100 {
+    if crate::api::required_text("name", &name, 100).is_err() {
         errors.insert(
             "name".into(),
-            json!("Give the token a name of at most 100 characters."),
+            json!("Give the token a name of at most 100 characters, without control characters."),
         );
     }
     if !days.is_some_and(|d| (1..=MAX_TOKEN_DAYS).contains(&d)) {

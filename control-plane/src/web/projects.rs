@@ -1,10 +1,10 @@
 //! Project pages: overview, migrations, and the forms to add a migration and
 //! to request a run.
 
+use crate::error::ApiForm;
 use std::collections::HashMap;
 
 use axum::{
-    Form,
     extract::State,
     http::StatusCode,
     response::{Html, IntoResponse, Response},
@@ -177,7 +177,7 @@ async fn create_migration_form(
     State(state): State<AppState>,
     viewer: Viewer<rules::Author>,
     ApiPath(slug): ApiPath<String>,
-    Form(form): Form<HashMap<String, String>>,
+    ApiForm(form): ApiForm<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let field = |k: &str| form.get(k).cloned().unwrap_or_default();
     let body = CreateMigration {
@@ -232,7 +232,7 @@ async fn request_run_form(
     State(state): State<AppState>,
     viewer: Viewer<rules::Author>,
     ApiPath(slug): ApiPath<String>,
-    Form(form): Form<HashMap<String, String>>,
+    ApiForm(form): ApiForm<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let field = |k: &str| {
         form.get(k)
@@ -338,7 +338,7 @@ async fn edit_migration_form(
     State(state): State<AppState>,
     viewer: Viewer<rules::Author>,
     ApiPath((slug, version)): ApiPath<(String, String)>,
-    Form(form): Form<HashMap<String, String>>,
+    ApiForm(form): ApiForm<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let body = EditMigration {
         name: form.get("name").cloned(),

@@ -1,10 +1,10 @@
 //! The run page: what is pinned, who decided, and live per-target progress;
 //! with the approve, deny, execute and cancel forms.
 
+use crate::error::ApiForm;
 use std::{collections::HashMap, sync::Arc};
 
 use axum::{
-    Form,
     body::Bytes,
     extract::State,
     response::{Html, Response},
@@ -129,7 +129,7 @@ async fn approve_form(
     State(state): State<AppState>,
     viewer: Viewer<rules::Approve>,
     ApiPath(id): ApiPath<Uuid>,
-    Form(form): Form<HashMap<String, String>>,
+    ApiForm(form): ApiForm<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     approve_run(
         &state,
@@ -147,7 +147,7 @@ async fn deny_form(
     State(state): State<AppState>,
     viewer: Viewer<rules::Approve>,
     ApiPath(id): ApiPath<Uuid>,
-    Form(form): Form<HashMap<String, String>>,
+    ApiForm(form): ApiForm<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     deny_run(
         &state,

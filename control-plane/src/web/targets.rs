@@ -5,8 +5,8 @@
 //! A target's password is write-only here too: forms have an empty password
 //! field, and a refused form is re-rendered without what was typed in it.
 
+use crate::error::ApiForm;
 use axum::{
-    Form,
     extract::State,
     response::{Html, Response},
 };
@@ -171,7 +171,7 @@ async fn create_target_form(
     State(state): State<AppState>,
     viewer: Viewer<rules::ManageTargets>,
     ApiPath((slug, id)): ApiPath<(String, Uuid)>,
-    Form(form): Form<FormData>,
+    ApiForm(form): ApiForm<FormData>,
 ) -> Result<Response, ApiError> {
     let input = port(&form).map(|port| TargetInput {
         name: text(&form, "name"),
@@ -227,7 +227,7 @@ async fn bulk_form(
     State(state): State<AppState>,
     viewer: Viewer<rules::ManageTargets>,
     ApiPath((slug, id)): ApiPath<(String, Uuid)>,
-    Form(form): Form<FormData>,
+    ApiForm(form): ApiForm<FormData>,
 ) -> Result<Response, ApiError> {
     let body = BulkTargets {
         targets: None,
@@ -272,7 +272,7 @@ async fn edit_target_form(
     State(state): State<AppState>,
     viewer: Viewer<rules::ManageTargets>,
     ApiPath(id): ApiPath<Uuid>,
-    Form(form): Form<FormData>,
+    ApiForm(form): ApiForm<FormData>,
 ) -> Result<Response, ApiError> {
     let (_, slug, set_id, _) = located(&state, id).await?;
     // The form shows every field, so every field is sent. The password
@@ -389,7 +389,7 @@ async fn baseline_form(
     State(state): State<AppState>,
     viewer: Viewer<rules::Administer>,
     ApiPath(id): ApiPath<Uuid>,
-    Form(form): Form<FormData>,
+    ApiForm(form): ApiForm<FormData>,
 ) -> Result<Html<String>, ApiError> {
     let from = non_empty(&form, "from");
     let body = BaselineBody {
@@ -419,7 +419,7 @@ async fn resolve_form(
     State(state): State<AppState>,
     viewer: Viewer<rules::Administer>,
     ApiPath(id): ApiPath<Uuid>,
-    axum::Form(form): axum::Form<std::collections::HashMap<String, String>>,
+    ApiForm(form): ApiForm<std::collections::HashMap<String, String>>,
 ) -> Result<axum::response::Response, ApiError> {
     let field = |k: &str| form.get(k).cloned().unwrap_or_default();
     let body =
