@@ -3,7 +3,12 @@
 //! A missing or malformed variable is reported as one line that names it, so
 //! an operator can fix a deployment without reading code.
 
-use std::{collections::HashMap, fmt, net::SocketAddr, str::FromStr};
+use std::{
+    collections::HashMap,
+    fmt,
+    net::{IpAddr, SocketAddr},
+    str::FromStr,
+};
 
 use crate::crypto::Keyring;
 
@@ -230,6 +235,62 @@ pub struct ControlPlaneSettings {
     /// `MH_REQUEST_TIMEOUT_SECS` (default 60): a request still unanswered
     /// after it gets 408.
     pub request_timeout: std::time::Duration,
+    /// `MH_TRUSTED_PROXIES`: the reverse proxies whose `X-Forwarded-For`
+    /// names the client; empty (the default) trusts no header.
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// Addresses and networks (`10.0.0.1`, `10.0.0.0/8`, `fd00::/8`) of trusted
+/// reverse proxies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+
+impl TrustedProxies {
+    /// Parses a comma-separated list of IPs and CIDRs.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut nets = Vec::new();
+        for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (addr, prefix) = match item.split_once('/') {
+                Some((addr, prefix)) => (addr, Some(prefix)),
+                None => (item, None),
+            };
+            let addr: IpAddr = addr
+                .parse()
+                .map_err(|_| format!("{item:?} is not an IP address or CIDR"))?;
+            let addr = addr.to_canonical();
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                None => max,
+                Some(p) => p
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= max)
+                    .ok_or_else(|| format!("{item:?} has a prefix length outside 0-{max}"))?,
+            };
+            nets.push((addr, prefix));
+        }
+        Ok(Self(nets))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `ip` is one of the proxies (IPv4-mapped IPv6 counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|&(net, prefix)| match (net, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        })
+    }
 }
 
 /// Request budgets per minute (a burst of the same size, refilled evenly);
@@ -356,6 +417,13 @@ impl ControlPlaneSettings {
                 parsed(src, "MH_REQUEST_TIMEOUT_SECS", 60, "a number of seconds")?,
                 "MH_REQUEST_TIMEOUT_SECS",
             )?)),
+            trusted_proxies: TrustedProxies::parse(
+                &src.get("MH_TRUSTED_PROXIES").unwrap_or_default(),
+            )
+            .map_err(|reason| ConfigError {
+                variable: "MH_TRUSTED_PROXIES",
+                reason: format!("expected comma-separated IPs or CIDRs: {reason}"),
+            })?,
         })
     }
 }
@@ -483,6 +551,8 @@ mod tests {
             ("MH_AUTH_FAILURE_LIMIT", "1.5"),
             ("MH_READ_MAX_AGE_MS", "-1"),
             ("MH_READ_MAX_AGE_MS", "60000"),
+            ("MH_TRUSTED_PROXIES", "10.0.0.1,proxy.example.com"),
+            ("MH_TRUSTED_PROXIES", "10.0.0.0/33"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318"),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4318"),
         ] {
@@ -585,5 +655,36 @@ mod tests {
         );
         let err = ControlPlaneSettings::load(&env).unwrap_err().to_string();
         assert!(!err.contains("c2VjcmV0"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_and_networks() {
+        let mut env = base();
+        assert!(
+            ControlPlaneSettings::load(&env)
+                .unwrap()
+                .trusted_proxies
+                .is_empty()
+        );
+        env.insert(
+            "MH_TRUSTED_PROXIES",
+            " 10.1.0.0/16, 192.0.2.7 ,fd00::/8".into(),
+        );
+        let proxies = ControlPlaneSettings::load(&env).unwrap().trusted_proxies;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for inside in [
+            "10.1.0.1",
+            "10.1.255.254",
+            "192.0.2.7",
+            "::ffff:192.0.2.7",
+            "fd12::1",
+        ] {
+            assert!(proxies.contains(ip(inside)), "{inside}");
+        }
+        for outside in ["10.2.0.1", "192.0.2.8", "fe80::1", "127.0.0.1"] {
+            assert!(!proxies.contains(ip(outside)), "{outside}");
+        }
+        let all = TrustedProxies::parse("0.0.0.0/0").unwrap();
+        assert!(all.contains(ip("203.0.113.9")) && !all.contains(ip("::1")));
     }
 }

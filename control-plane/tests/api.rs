@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 use support::{TestApp, code};
 
 #[tokio::test]
@@ -141,6 +141,23 @@ async fn tokens_carry_at_most_their_owners_role() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(code(&body), "role_too_high");
+    // Asking for more than one's role is a refusal like any other: audited
+    // with the route as requested.
+    let denied: Vec<(String, String, Value)> = sqlx::query_as(
+        "SELECT actor, object_id, details FROM audit_log WHERE action = 'access.denied'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0].0, support::USER);
+    assert_eq!(denied[0].1, "POST /api/v1/tokens");
+    assert_eq!(denied[0].2["code"], "role_too_high");
+    let tokens: i64 = sqlx::query_scalar("SELECT count(*) FROM api_tokens WHERE name = 'x'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(tokens, 0);
 
     // A manager's user-scoped token acts as a user.
     let (_, created) = app
@@ -734,4 +751,201 @@ async fn a_token_revoked_or_a_user_disabled_on_one_replica_is_refused_by_another
         StatusCode::UNAUTHORIZED
     );
     replica.child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_edit_audits_what_changed_even_when_the_checksum_did_not() {
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
+    let path = format!("/api/v1/projects/{slug}/migrations/1");
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&app.user),
+            Some(json!({"transactional": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&app.user),
+            Some(json!({"name": "create a", "up_sql": "CREATE TABLE a (id bigint);", "transactional": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let updates = app.audit_rows("migration.updated").await;
+    assert_eq!(updates.len(), 2);
+    let first = &updates[0].1;
+    assert_eq!(
+        first["changed"],
+        json!({"transactional": {"from": true, "to": false}}),
+        "{first}"
+    );
+    assert_eq!(first["checksum"]["from"], first["checksum"]["to"]);
+    let second = &updates[1].1["changed"];
+    assert_eq!(second["name"], json!({"from": "m1", "to": "create a"}));
+    assert_ne!(second["scripts"]["from"], second["scripts"]["to"]);
+    assert!(second.get("transactional").is_none(), "{second}");
+
+    // An edit that does not mention it keeps the chosen "no transaction".
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&app.user),
+            Some(json!({"up_sql": "CREATE TABLE a (id bigint, b int);"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["transactional"], false);
+}
+
+#[tokio::test]
+async fn admins_list_and_revoke_anyones_tokens() {
+    let app = TestApp::spawn().await;
+    let (_, ci) = app
+        .post("/api/v1/tokens", &app.user, json!({"name": "ci"}))
+        .await;
+    let ci_token = ci["token"].as_str().unwrap().to_owned();
+    let ci_id = ci["id"].as_str().unwrap().to_owned();
+    let (_, users) = app.get("/api/v1/users", &app.admin).await;
+    let user_id = users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == support::USER)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tokens_path = format!("/api/v1/users/{user_id}/tokens");
+
+    // Only admins.
+    for token in [&app.user, &app.manager] {
+        let (status, _) = app.get(&tokens_path, token).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = app
+            .call(
+                Method::DELETE,
+                &format!("{tokens_path}/{ci_id}"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+
+    let (status, list) = app.get(&tokens_path, &app.admin).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "the harness's token and ci: {list}");
+    let text = list.to_string();
+    assert!(
+        !text.contains(&ci_token) && !text.contains("hash"),
+        "{text}"
+    );
+
+    // Another user's id with this token's id names nothing.
+    let admin_id = users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == support::ADMIN)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/users/{admin_id}/tokens/{ci_id}"),
+            Some(&app.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    assert_eq!(app.get("/api/v1/me", &ci_token).await.0, StatusCode::OK);
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("{tokens_path}/{ci_id}"),
+            Some(&app.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get("/api/v1/me", &ci_token).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("{tokens_path}/{ci_id}"),
+            Some(&app.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "revoked already");
+    let revoked = app.audit_rows("token.revoked").await;
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0].0, support::ADMIN);
+    assert_eq!(revoked[0].1["owner_email"], support::USER);
+    assert_eq!(revoked[0].1["by_admin"], true);
+
+    // The admin users page lists every token and revokes through a form.
+    let page = app
+        .client
+        .get(app.url("/admin/users"))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("API tokens") && page.contains(">ci<"),
+        "{page}"
+    );
+    assert!(!page.contains(&ci_token));
+    let (_, other) = app
+        .post("/api/v1/tokens", &app.manager, json!({"name": "laptop"}))
+        .await;
+    let (other_token, other_id) = (
+        other["token"].as_str().unwrap(),
+        other["id"].as_str().unwrap(),
+    );
+    let manager_id: String = sqlx::query_scalar("SELECT id::text FROM users WHERE email = $1")
+        .bind(support::MANAGER)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let action = format!("/admin/users/{manager_id}/tokens/{other_id}/revoke");
+    assert!(
+        page.contains("/admin/users/") && !page.contains(&action),
+        "not on the old page"
+    );
+    let resp = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(app.url(&action))
+        .bearer_auth(&app.admin)
+        .form(&[("x", "")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.get("/api/v1/me", other_token).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(app.audit_rows("token.revoked").await.len(), 2);
 }

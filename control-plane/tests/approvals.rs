@@ -391,3 +391,128 @@ async fn out_of_order_versions_need_the_flag_and_runs_show_them() {
         "5 and 9 still pending"
     );
 }
+
+/// `(actor, object_id, details)` of the `access.denied` rows, oldest first.
+async fn denials(app: &TestApp) -> Vec<(String, String, Value)> {
+    sqlx::query_as(
+        "SELECT actor, object_id, details FROM audit_log WHERE action = 'access.denied' ORDER BY seq",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_editor_of_a_migration_is_one_of_its_authors() {
+    let app = TestApp::spawn().await;
+    sqlx::query("UPDATE environments SET require_previous_success = false WHERE name = 'prd'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (slug, sets, _dbs) = project_in(&app, &["prd"]).await;
+    // The user writes 40; the manager edits its up script (revision 2).
+    app.migration(&slug, "40", "CREATE TABLE a (id int);", "DROP TABLE a;")
+        .await;
+    let path = format!("/api/v1/projects/{slug}/migrations/40");
+    let (status, edited) = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&app.manager),
+            Some(json!({"up_sql": "CREATE TABLE a (id bigint);"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{edited}");
+    assert_eq!(edited["revision"], 2);
+    assert_eq!(edited["author"], support::USER);
+    assert_eq!(edited["authors"], json!([support::USER, support::MANAGER]));
+    let page = app
+        .client
+        .get(app.url(&format!("/projects/{slug}/migrations/40")))
+        .bearer_auth(&app.user)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Authors: user@example.com, manager@example.com"),
+        "{page}"
+    );
+
+    // The user asks for prd; the editor may neither approve nor deny.
+    let (status, run) = request(&app, &app.user, &slug, &sets[0], "up", "40").await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    let id = run["id"].as_str().unwrap();
+    let (status, err) = app
+        .post(
+            &format!("/api/v1/runs/{id}/approve"),
+            &app.manager,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::FORBIDDEN, "separation_of_duties"),
+        "{err}"
+    );
+    let (status, err) = app
+        .post(
+            &format!("/api/v1/runs/{id}/deny"),
+            &app.manager,
+            json!({"reason": "no"}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::FORBIDDEN, "separation_of_duties"),
+        "{err}"
+    );
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("deny") && !message.contains("approve"),
+        "{message}"
+    );
+    // The web form shares the rule.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = client
+        .post(app.url(&format!("/runs/{id}/approve")))
+        .bearer_auth(&app.manager)
+        .form(&[("comment", "lgtm")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+
+    let denied = denials(&app).await;
+    let routes: Vec<&str> = denied.iter().map(|(_, route, _)| route.as_str()).collect();
+    assert_eq!(
+        routes,
+        [
+            format!("POST /api/v1/runs/{id}/approve"),
+            format!("POST /api/v1/runs/{id}/deny"),
+            format!("POST /runs/{id}/approve"),
+        ]
+    );
+    for (actor, _, details) in &denied {
+        assert_eq!(actor, support::MANAGER);
+        assert_eq!(details["code"], "separation_of_duties");
+        assert_eq!(details["run"], id);
+    }
+    let (_, run) = app.get(&format!("/api/v1/runs/{id}"), &app.admin).await;
+    assert_eq!(run["state"], "pending_approval");
+
+    // Someone who wrote no revision may.
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/runs/{id}/approve"),
+            &app.manager2,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

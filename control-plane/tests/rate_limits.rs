@@ -104,26 +104,31 @@ async fn each_api_token_has_its_own_budget() {
 }
 
 #[tokio::test]
-async fn refused_tokens_pause_their_address_before_any_token_is_checked() {
-    let app = TestApp::spawn_with(|env, _| {
-        env.insert("MH_AUTH_FAILURE_LIMIT", "3".into());
-    })
-    .await;
-    let guesser = client_from(1);
+async fn refused_tokens_pause_only_refused_tokens_from_their_address() {
+    // The default budget: 30 refused tokens per minute per address.
+    let app = TestApp::spawn().await;
+    let shared = client_from(1);
     // Successful requests do not count.
     for _ in 0..10 {
-        let resp = get(&guesser, app.url("/api/v1/me"), Some(&app.user)).await;
+        let resp = get(&shared, app.url("/api/v1/me"), Some(&app.user)).await;
         assert_eq!(resp.status(), StatusCode::OK);
     }
-    for i in 0..3 {
-        let guess = format!("mh_guess_{i}");
-        let resp = get(&guesser, app.url("/api/v1/me"), Some(&guess)).await;
-        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // A stale CI token behind the same address (a proxy, a NAT) retries 40 times.
+    for i in 0..40 {
+        let resp = get(&shared, app.url("/api/v1/me"), Some("mh_stale_ci_token")).await;
+        if i < 30 {
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "refusal {i}");
+        } else {
+            expect_api_limit(resp).await;
+        }
     }
-    expect_api_limit(get(&guesser, app.url("/api/v1/me"), Some("mh_guess_3")).await).await;
-    // Paused: even a right token from this address waits, so guessing
-    // cannot go on until a guess happens to be right.
-    expect_api_limit(get(&guesser, app.url("/api/v1/me"), Some(&app.user)).await).await;
+    // Valid tokens from that address go on working, the admin's included.
+    for token in [&app.user, &app.admin] {
+        let resp = get(&shared, app.url("/api/v1/me"), Some(token)).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    // Refused ones still wait, whatever they are.
+    expect_api_limit(get(&shared, app.url("/api/v1/me"), Some("mh_guess")).await).await;
 
     // Other addresses are unaffected, right tokens and wrong ones alike.
     let other = client_from(2);
@@ -131,4 +136,78 @@ async fn refused_tokens_pause_their_address_before_any_token_is_checked() {
     assert_eq!(resp.status(), StatusCode::OK);
     let resp = get(&other, app.url("/api/v1/me"), Some("mh_wrong")).await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// Sends a refused token from 127.0.0.1 claiming to be forwarded for `client`.
+async fn refused_forwarded_for(app: &TestApp, client: &str) -> reqwest::Response {
+    client_from(1)
+        .get(app.url("/api/v1/me"))
+        .bearer_auth("mh_refused")
+        .header("X-Forwarded-For", client)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn forwarded_for_is_ignored_from_an_untrusted_peer() {
+    let app = TestApp::spawn_with(|env, _| {
+        env.insert("MH_AUTH_FAILURE_LIMIT", "3".into());
+    })
+    .await;
+    // A new address in the header each time does not buy a new budget.
+    for i in 0..3 {
+        let resp = refused_forwarded_for(&app, &format!("198.51.100.{i}")).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+    expect_api_limit(refused_forwarded_for(&app, "198.51.100.99").await).await;
+    // The audit trail records the peer, not the claim.
+    let resp = client_from(1)
+        .get(app.url("/api/v1/me"))
+        .bearer_auth(&app.manager)
+        .header("X-Forwarded-For", "198.51.100.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(token_use_ip(&app).await.as_deref(), Some("127.0.0.1"));
+}
+
+#[tokio::test]
+async fn forwarded_for_names_the_client_behind_a_trusted_proxy() {
+    let app = TestApp::spawn_with(|env, _| {
+        env.insert("MH_AUTH_FAILURE_LIMIT", "3".into());
+        env.insert("MH_TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8".into());
+    })
+    .await;
+    for _ in 0..3 {
+        let resp = refused_forwarded_for(&app, "198.51.100.1").await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+    expect_api_limit(refused_forwarded_for(&app, "198.51.100.1").await).await;
+    // Another client behind the same proxy (and a second proxy hop) has its own budget.
+    let resp = refused_forwarded_for(&app, "198.51.100.2, 10.1.2.3").await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // A client cannot pick its address by prepending one: the nearest
+    // untrusted hop counts.
+    expect_api_limit(refused_forwarded_for(&app, "198.51.100.3, 198.51.100.1").await).await;
+    let resp = client_from(1)
+        .get(app.url("/api/v1/me"))
+        .bearer_auth(&app.manager)
+        .header("X-Forwarded-For", "198.51.100.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(token_use_ip(&app).await.as_deref(), Some("198.51.100.7"));
+}
+
+/// The address recorded with the latest audited token use.
+async fn token_use_ip(app: &TestApp) -> Option<String> {
+    sqlx::query_scalar(
+        "SELECT ip FROM audit_log WHERE action = 'token.used' ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
 }

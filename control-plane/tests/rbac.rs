@@ -25,6 +25,7 @@ const PUBLIC: &[&str] = &[
 fn concrete(path: &str) -> String {
     path.replace("{slug}", "no-such-project")
         .replace("{id}", "00000000-0000-0000-0000-000000000000")
+        .replace("{token_id}", "00000000-0000-0000-0000-000000000001")
         .replace("{version}", "1")
         .replace("{name}", "daily")
 }
@@ -167,6 +168,22 @@ async fn every_route_enforces_its_rule_for_every_caller() {
                             route.path
                         );
                         forbidden += 1;
+                        // Audited, with the path as it was requested.
+                        let (count, last): (i64, Option<String>) = sqlx::query_as(
+                            "SELECT count(*), (array_agg(object_id ORDER BY seq DESC))[1]
+                             FROM audit_log WHERE action = 'access.denied'",
+                        )
+                        .fetch_one(&app.pool)
+                        .await
+                        .unwrap();
+                        assert_eq!(count, forbidden, "{} {} as {role}", route.method, path);
+                        assert_eq!(
+                            last.as_deref(),
+                            Some(format!("{} {path}", route.method).as_str()),
+                            "{} {} as {role}",
+                            route.method,
+                            route.path
+                        );
                     }
                 }
             }

@@ -37,6 +37,22 @@ pub struct ApprovalContext<'a> {
     pub digest_current: bool,
 }
 
+/// What a manager decides on a run; refusals name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Approve,
+    Deny,
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Decision::Approve => "approve",
+            Decision::Deny => "deny",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApprovalError {
     #[error("only managers and admins approve or deny runs")]
@@ -46,13 +62,15 @@ pub enum ApprovalError {
     #[error("the run's migrations or targets changed since it was requested; it is invalidated")]
     Stale,
     #[error(
-        "you requested this run, and this environment's policy does not let a requester approve"
+        "you requested this run, and this environment's policy does not let its requester {0} it"
     )]
-    SelfApproval,
+    SelfApproval(Decision),
+    /// Authors are everyone who wrote or edited any revision of a covered
+    /// migration.
     #[error(
-        "you authored a migration in this run, and this environment's policy does not let an author approve"
+        "you wrote or edited a migration in this run, and this environment's policy does not let an author {0} it"
     )]
-    AuthorApproval,
+    AuthorApproval(Decision),
     #[error("you have already approved this run")]
     AlreadyApproved,
 }
@@ -73,7 +91,7 @@ pub fn decide_approval(
     approver: Uuid,
     role: Role,
 ) -> Result<ApprovalOutcome, ApprovalError> {
-    check_decider(policy, ctx, approver, role)?;
+    check_decider(policy, ctx, approver, role, Decision::Approve)?;
     if ctx.approvers.contains(&approver) {
         return Err(ApprovalError::AlreadyApproved);
     }
@@ -92,7 +110,7 @@ pub fn check_denial(
     decider: Uuid,
     role: Role,
 ) -> Result<(), ApprovalError> {
-    check_decider(policy, ctx, decider, role)
+    check_decider(policy, ctx, decider, role, Decision::Deny)
 }
 
 fn check_decider(
@@ -100,6 +118,7 @@ fn check_decider(
     ctx: &ApprovalContext<'_>,
     decider: Uuid,
     role: Role,
+    decision: Decision,
 ) -> Result<(), ApprovalError> {
     if !allows(role, Capability::Approve) {
         return Err(ApprovalError::NotAllowed);
@@ -112,10 +131,10 @@ fn check_decider(
     }
     if !policy.self_approval_allowed() {
         if ctx.requested_by == decider {
-            return Err(ApprovalError::SelfApproval);
+            return Err(ApprovalError::SelfApproval(decision));
         }
         if ctx.authors.contains(&decider) {
-            return Err(ApprovalError::AuthorApproval);
+            return Err(ApprovalError::AuthorApproval(decision));
         }
     }
     Ok(())
@@ -185,11 +204,11 @@ mod tests {
         let p = policy("prd", 1, true);
         assert_eq!(
             decide_approval(&p, &ctx(&[], &[]), REQUESTER, Role::Admin),
-            Err(ApprovalError::SelfApproval)
+            Err(ApprovalError::SelfApproval(Decision::Approve))
         );
         assert_eq!(
             decide_approval(&p, &ctx(&[], &[AUTHOR]), AUTHOR, Role::Admin),
-            Err(ApprovalError::AuthorApproval)
+            Err(ApprovalError::AuthorApproval(Decision::Approve))
         );
     }
 
@@ -198,7 +217,7 @@ mod tests {
         let strict = policy("stg", 1, false);
         assert_eq!(
             decide_approval(&strict, &ctx(&[], &[]), REQUESTER, Role::Manager),
-            Err(ApprovalError::SelfApproval)
+            Err(ApprovalError::SelfApproval(Decision::Approve))
         );
         let lax = policy("daily", 1, true);
         assert!(decide_approval(&lax, &ctx(&[], &[AUTHOR]), AUTHOR, Role::Manager).is_ok());
@@ -221,5 +240,16 @@ mod tests {
                 Err(ApprovalError::WrongState(state))
             );
         }
+    }
+
+    #[test]
+    fn a_refused_denial_says_deny() {
+        let p = policy("prd", 2, false);
+        let err = check_denial(&p, &ctx(&[], &[AUTHOR]), AUTHOR, Role::Manager).unwrap_err();
+        assert_eq!(err, ApprovalError::AuthorApproval(Decision::Deny));
+        assert!(err.to_string().contains("an author deny it"), "{err}");
+        let err = check_denial(&p, &ctx(&[], &[]), REQUESTER, Role::Manager).unwrap_err();
+        assert!(err.to_string().contains("its requester deny it"), "{err}");
+        assert!(!err.to_string().contains("approve"), "{err}");
     }
 }

@@ -25,9 +25,12 @@ pub struct MigrationRow {
     pub checksum: String,
     pub transactional: bool,
     pub revision: i32,
+    /// Who created the migration.
     pub author: String,
     #[serde(skip)]
     pub author_id: Uuid,
+    /// Everyone who wrote or edited a revision, in the order they first did.
+    pub authors: Vec<String>,
     pub applied_anywhere: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -46,6 +49,8 @@ impl MigrationRow {
 const COLUMNS: &str = "m.id, m.project_id, m.version, m.name, m.up_sql,
     CASE WHEN m.reversible THEN m.down_sql END AS down_sql, m.checksum, m.transactional,
     m.revision, u.email AS author, m.author_id,
+    ARRAY(SELECT ru.email FROM migration_revisions r JOIN users ru ON ru.id = r.author_id
+          WHERE r.migration_id = m.id GROUP BY ru.email ORDER BY min(r.revision)) AS authors,
     EXISTS (SELECT 1 FROM applied_migrations a WHERE a.migration_id = m.id) AS applied_anywhere,
     m.created_at, m.updated_at";
 

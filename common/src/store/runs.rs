@@ -142,6 +142,25 @@ pub async fn migrations(
     .await
 }
 
+/// Everyone who wrote or edited any revision of a migration the run covers:
+/// an editor is as much an author as the creator for separation of duties.
+pub async fn covered_authors(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT m.author_id FROM run_migrations rm JOIN migrations m ON m.id = rm.migration_id
+         WHERE rm.run_id = $1
+         UNION
+         SELECT r.author_id FROM run_migrations rm JOIN migration_revisions r ON r.migration_id = rm.migration_id
+         WHERE rm.run_id = $1
+         ORDER BY 1",
+    )
+    .bind(run_id)
+    .fetch_all(conn)
+    .await
+}
+
 /// Everything needed to create a run.
 #[derive(Debug, Clone)]
 pub struct NewRun<'a> {

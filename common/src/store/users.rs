@@ -196,6 +196,28 @@ pub async fn list_tokens(pool: &PgPool, user_id: Uuid) -> Result<Vec<TokenRow>, 
     .await
 }
 
+/// A token with its owner's e-mail, for the admins' overview.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct OwnedTokenRow {
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub token: TokenRow,
+    pub owner_email: String,
+}
+
+/// Every token of every user (never a secret or hash): live ones first,
+/// newest first.
+pub async fn list_all_tokens(pool: &PgPool) -> Result<Vec<OwnedTokenRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT t.id, t.user_id, t.name, t.role, t.created_at, t.expires_at, t.revoked_at,
+                t.last_used_at, u.email AS owner_email
+         FROM api_tokens t JOIN users u ON u.id = t.user_id
+         ORDER BY (t.revoked_at IS NULL AND t.expires_at > now()) DESC, t.created_at DESC",
+    )
+    .fetch_all(pool)
+    .await
+}
+
 /// Revokes one of `user_id`'s tokens; false when there is no such live token.
 pub async fn revoke_token(
     conn: &mut PgConnection,

@@ -126,10 +126,12 @@ pub(crate) async fn create_token(
     let name = required_text("name", &body.name, 100)?;
     let role = body.role.unwrap_or(user.role);
     if role > user.role {
-        return Err(ApiError::ForbiddenCode {
+        // An attempt to raise one's own role: refused and audited.
+        let refusal = ApiError::ForbiddenCode {
             code: "role_too_high",
             message: format!("a token can carry at most your own role ({})", user.role),
-        });
+        };
+        return Err(user.refuse(&state, refusal).await);
     }
     let days = body.expires_in_days.unwrap_or(DEFAULT_TOKEN_DAYS);
     if !(1..=MAX_TOKEN_DAYS).contains(&days) {

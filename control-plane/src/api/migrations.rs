@@ -17,7 +17,7 @@ use common::{
     },
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::{
@@ -345,9 +345,11 @@ pub async fn edit_migration(
     let down_sql = body.down_sql.unwrap_or_else(|| current.down_sql.clone());
     let down_sql = down_sql.as_deref();
     check_scripts(state, &up_sql, down_sql)?;
+    // Not given: an earlier "no transaction" (detected or chosen) stays, and
+    // new scripts that need it turn it on; nothing turns it off silently.
     let transactional = body
         .transactional
-        .unwrap_or_else(|| detect_transactional(&up_sql, down_sql));
+        .unwrap_or_else(|| current.transactional && detect_transactional(&up_sql, down_sql));
     let checksum = Checksum::of(&up_sql, down_sql);
     if checksum.as_str() == current.checksum
         && name == current.name
@@ -381,6 +383,7 @@ pub async fn edit_migration(
             .details(json!({
                 "version": version,
                 "revision": revision,
+                "changed": what_changed(&current, &name, &checksum, transactional),
                 "checksum": { "from": current.checksum, "to": checksum },
                 "runs_invalidated": invalidated.len(),
             })),
@@ -392,6 +395,35 @@ pub async fn edit_migration(
         .ok_or_else(|| anyhow::anyhow!("edited migration not found"))?;
     tx.commit().await?;
     Ok(row)
+}
+
+/// What an edit changed, each as `{"from", "to"}`: the name, the scripts
+/// (by checksum) and whether it runs in a transaction. A change of
+/// `transactional` alone leaves the checksum as it was, so the audit row
+/// has to say it.
+fn what_changed(
+    current: &MigrationRow,
+    name: &str,
+    checksum: &Checksum,
+    transactional: bool,
+) -> Value {
+    let mut changed = serde_json::Map::new();
+    if name != current.name {
+        changed.insert("name".into(), json!({ "from": current.name, "to": name }));
+    }
+    if checksum.as_str() != current.checksum {
+        changed.insert(
+            "scripts".into(),
+            json!({ "from": current.checksum, "to": checksum }),
+        );
+    }
+    if transactional != current.transactional {
+        changed.insert(
+            "transactional".into(),
+            json!({ "from": current.transactional, "to": transactional }),
+        );
+    }
+    Value::Object(changed)
 }
 
 #[utoipa::path(get, path = "/api/v1/projects/{slug}/migrations/{version}/revisions", tag = "migrations",

@@ -41,6 +41,8 @@ Errors are `{\"error\": {\"code\", \"message\"}}` with a stable snake_case code.
         users::list,
         users::create,
         users::update,
+        users::list_tokens,
+        users::revoke_token,
         inventory::list_environments,
         environments::create,
         environments::update,

@@ -670,7 +670,7 @@ impl From<ApprovalError> for ApiError {
         let message = err.to_string();
         match err {
             ApprovalError::NotAllowed => ApiError::Forbidden(message),
-            ApprovalError::SelfApproval | ApprovalError::AuthorApproval => {
+            ApprovalError::SelfApproval(_) | ApprovalError::AuthorApproval(_) => {
                 ApiError::ForbiddenCode {
                     code: "separation_of_duties",
                     message,
@@ -682,6 +682,31 @@ impl From<ApprovalError> for ApiError {
             ApprovalError::WrongState(_) => ApiError::conflict("invalid_state", message),
             ApprovalError::AlreadyApproved => ApiError::conflict("already_decided", message),
         }
+    }
+}
+
+/// The answer to a refused approval or denial. A refusal for separation of
+/// duties is a 403 and audited (`access.denied`, with the run) in the
+/// transaction that holds the run's lock; other refusals write nothing.
+async fn refuse_decision(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    user: &CurrentUser,
+    run: &RunRow,
+    err: ApprovalError,
+) -> ApiError {
+    let refusal = ApiError::from(err);
+    if refusal.status() != axum::http::StatusCode::FORBIDDEN {
+        return refusal;
+    }
+    let mut entry = user.denial(&refusal).project(run.project_id);
+    entry.details["run"] = json!(run.id);
+    let recorded = async {
+        audit::append(&mut tx, &entry).await?;
+        tx.commit().await
+    };
+    match recorded.await {
+        Ok(()) => refusal,
+        Err(err) => err.into(),
     }
 }
 
@@ -699,13 +724,7 @@ async fn approval_facts(
     let env = inventory::environment(conn, &run.environment)
         .await?
         .ok_or_else(|| anyhow::anyhow!("run {} names a missing environment", run.id))?;
-    let mut authors: Vec<Uuid> = runs::migrations(conn, run.id)
-        .await?
-        .iter()
-        .map(|m| m.author_id)
-        .collect();
-    authors.sort();
-    authors.dedup();
+    let authors = runs::covered_authors(conn, run.id).await?;
     let approvers = runs::approvals(conn, run.id)
         .await?
         .into_iter()
@@ -759,23 +778,7 @@ pub async fn approve_run(
     };
     let outcome = match approval::decide_approval(&env.policy(), &ctx, user.id, user.role) {
         Ok(outcome) => outcome,
-        Err(err) => {
-            if matches!(
-                err,
-                ApprovalError::SelfApproval | ApprovalError::AuthorApproval
-            ) {
-                audit::append(
-                    &mut tx,
-                    &user
-                        .audit("access.denied", "run", run.id)
-                        .project(run.project_id)
-                        .details(json!({ "reason": err.to_string() })),
-                )
-                .await?;
-                tx.commit().await?;
-            }
-            return Err(err.into());
-        }
+        Err(err) => return Err(refuse_decision(tx, user, &run, err).await),
     };
     runs::insert_decision(&mut tx, run.id, user.id, "approved", &comment, &run.digest).await?;
     if outcome.fully_approved {
@@ -847,7 +850,9 @@ pub async fn deny_run(
         approvers: &approvers,
         digest_current: true,
     };
-    approval::check_denial(&env.policy(), &ctx, user.id, user.role)?;
+    if let Err(err) = approval::check_denial(&env.policy(), &ctx, user.id, user.role) {
+        return Err(refuse_decision(tx, user, &run, err).await);
+    }
     runs::insert_decision(&mut tx, run.id, user.id, "denied", &reason, &run.digest).await?;
     let next = run
         .state()
@@ -880,12 +885,11 @@ async fn require_operator(
     state: &AppState,
     user: &CurrentUser,
     run: &RunRow,
-    what: &str,
 ) -> Result<(), ApiError> {
     if run.requested_by == user.id {
         return Ok(());
     }
-    user.require(state, Capability::OperateAnyRun, what).await
+    user.require(state, Capability::OperateAnyRun).await
 }
 
 /// Execute: in one transaction, lock the run, check it is approved and still
@@ -940,13 +944,7 @@ async fn execute_traced(
     let run = runs::lock(&mut tx, id)
         .await?
         .ok_or(ApiError::NotFound("run"))?;
-    require_operator(
-        state,
-        user,
-        &run,
-        &format!("POST /api/v1/runs/{id}/execute"),
-    )
-    .await?;
+    require_operator(state, user, &run).await?;
     let next = run
         .state()
         .transition(RunEvent::Execute)
@@ -1024,7 +1022,7 @@ pub async fn cancel_run(state: &AppState, user: &CurrentUser, id: Uuid) -> Resul
     let run = runs::lock(&mut tx, id)
         .await?
         .ok_or(ApiError::NotFound("run"))?;
-    require_operator(state, user, &run, &format!("POST /api/v1/runs/{id}/cancel")).await?;
+    require_operator(state, user, &run).await?;
     let next = run
         .state()
         .transition(RunEvent::Cancel)

@@ -5,7 +5,10 @@ use axum::{Json, extract::State, http::StatusCode};
 use common::domain::Capability;
 use common::{
     domain::Role,
-    store::{audit, users},
+    store::{
+        audit,
+        users::{self, TokenRow},
+    },
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -16,7 +19,7 @@ use uuid::Uuid;
 use super::{Page, optional_text};
 use crate::{
     app::AppState,
-    auth::{Authorized, rules},
+    auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
 };
 
@@ -25,6 +28,16 @@ pub fn router() -> Routes {
         .get("/users", Access::Needs(Capability::Administer), list)
         .post("/users", Access::Needs(Capability::Administer), create)
         .patch("/users/{id}", Access::Needs(Capability::Administer), update)
+        .get(
+            "/users/{id}/tokens",
+            Access::Needs(Capability::Administer),
+            list_tokens,
+        )
+        .delete(
+            "/users/{id}/tokens/{token_id}",
+            Access::Needs(Capability::Administer),
+            revoke_token,
+        )
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -167,4 +180,66 @@ pub(crate) async fn update(
     .await?;
     tx.commit().await?;
     Ok(Json(updated.into()))
+}
+
+#[utoipa::path(get, path = "/api/v1/users/{id}/tokens", tag = "users",
+    params(("id" = Uuid, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The user's API tokens, revoked and expired ones too (never their secrets), whole", body = Page<TokenRow>),
+        (status = 404, description = "`not_found`: no such user", body = ErrorBody),
+    ))]
+pub(crate) async fn list_tokens(
+    State(state): State<AppState>,
+    _admin: Authorized<rules::Administer>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Page<TokenRow>>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    users::get(&mut conn, id)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+    Ok(Json(Page::all(users::list_tokens(&state.db, id).await?)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/users/{id}/tokens/{token_id}", tag = "users",
+    params(
+        ("id" = Uuid, Path, description = "The user's id"),
+        ("token_id" = Uuid, Path, description = "The token's id"),
+    ),
+    responses(
+        (status = 204, description = "Revoked; the token stops working at once"),
+        (status = 404, description = "`not_found`: no such live token of this user", body = ErrorBody),
+    ))]
+pub(crate) async fn revoke_token(
+    State(state): State<AppState>,
+    admin: Authorized<rules::Administer>,
+    ApiPath((id, token_id)): ApiPath<(Uuid, Uuid)>,
+) -> Result<StatusCode, ApiError> {
+    revoke_users_token(&state, &admin, id, token_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An admin revokes someone's token (a leaked CI token, a person who left):
+/// audited as `token.revoked` with its owner, in one transaction.
+pub async fn revoke_users_token(
+    state: &AppState,
+    admin: &CurrentUser,
+    owner: Uuid,
+    token_id: Uuid,
+) -> Result<(), ApiError> {
+    let mut tx = state.db.begin().await?;
+    let user = users::get(&mut tx, owner)
+        .await?
+        .ok_or(ApiError::NotFound("token"))?;
+    if !users::revoke_token(&mut tx, owner, token_id).await? {
+        return Err(ApiError::NotFound("token"));
+    }
+    audit::append(
+        &mut tx,
+        &admin
+            .audit("token.revoked", "api_token", token_id)
+            .details(json!({ "owner": owner, "owner_email": user.email, "by_admin": true })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }

@@ -5,13 +5,12 @@
 
 use std::{
     marker::PhantomData,
-    net::SocketAddr,
     ops::Deref,
     sync::atomic::{AtomicBool, Ordering},
 };
 
 use axum::{
-    extract::{ConnectInfo, FromRequestParts},
+    extract::{FromRequestParts, OriginalUri},
     http::{header::AUTHORIZATION, request::Parts},
 };
 use common::{
@@ -44,6 +43,8 @@ pub struct CurrentUser {
     pub role: Role,
     pub token_id: Option<Uuid>,
     pub ip: Option<String>,
+    /// The request as sent, `METHOD /path`, for the audit rows of refusals.
+    pub route: String,
 }
 
 impl CurrentUser {
@@ -69,24 +70,50 @@ impl CurrentUser {
     }
 
     /// Fails with 403 (audited) unless the caller holds `capability`.
-    pub async fn require(
-        &self,
-        state: &AppState,
-        capability: Capability,
-        what: &str,
-    ) -> Result<(), ApiError> {
+    pub async fn require(&self, state: &AppState, capability: Capability) -> Result<(), ApiError> {
         if self.can(capability) {
             return Ok(());
         }
-        deny(state, self, capability, what).await
+        deny(state, self, capability).await
+    }
+
+    /// The `access.denied` row of a refusal of this request by a rule other
+    /// than the role check (separation of duties, a token role above one's
+    /// own): the route as requested, the answer's code and message.
+    pub fn denial(&self, refusal: &ApiError) -> Entry {
+        self.audit("access.denied", "route", &self.route)
+            .details(json!({ "code": refusal.code(), "reason": refusal.to_string() }))
+    }
+
+    /// Audits `refusal` (a 403) in its own transaction and returns it, for
+    /// handlers that refuse before they write anything.
+    pub async fn refuse(&self, state: &AppState, refusal: ApiError) -> ApiError {
+        let recorded = async {
+            let mut tx = state.db.begin().await?;
+            audit::append(&mut tx, &self.denial(&refusal)).await?;
+            tx.commit().await
+        };
+        match recorded.await {
+            Ok(()) => refusal,
+            Err(err) => err.into(),
+        }
     }
 }
 
-fn client_ip(parts: &Parts) -> Option<String> {
-    parts
+/// The request as its caller sent it, `METHOD /path`: nested routers see
+/// only their part of the path (`/runs/…` for `/api/v1/runs/…`), so the
+/// original URI is preferred.
+fn requested_route(parts: &Parts) -> String {
+    let path = parts
         .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string())
+        .get::<OriginalUri>()
+        .map_or_else(|| parts.uri.path(), |uri| uri.path());
+    format!("{} {path}", parts.method)
+}
+
+/// The client's address for audit rows (see [`rate_limit::client_addr`]).
+fn client_ip(parts: &Parts, state: &AppState) -> Option<String> {
+    rate_limit::client_addr(parts, &state.settings.trusted_proxies).map(|ip| ip.to_string())
 }
 
 fn bearer_token(parts: &Parts) -> Option<&str> {
@@ -109,11 +136,13 @@ impl FromRequestParts<AppState> for CurrentUser {
         }
         let user = match bearer_token(parts) {
             Some(token) => {
-                let peer = rate_limit::peer_ip(parts);
-                state.limits.bearer_allowed(peer)?;
-                let user = match user_from_token(state, token, client_ip(parts)).await {
+                let client = rate_limit::client_addr(parts, &state.settings.trusted_proxies);
+                let ip = client.map(|ip| ip.to_string());
+                let user = match user_from_token(state, token, ip, parts).await {
+                    // Only refused tokens spend (and wait for) the address's
+                    // budget; a valid one is limited per token only.
                     Err(ApiError::Unauthenticated) => {
-                        state.limits.bearer_refused(peer)?;
+                        state.limits.bearer_refused(client)?;
                         return Err(ApiError::Unauthenticated);
                     }
                     result => result?,
@@ -143,6 +172,7 @@ async fn user_from_token(
     state: &AppState,
     token: &str,
     ip: Option<String>,
+    parts: &Parts,
 ) -> Result<CurrentUser, ApiError> {
     // Concurrent requests with one token share lookups
     // (`crate::shared_reads`); a revocation answered by this process takes
@@ -178,6 +208,7 @@ async fn user_from_token(
         role: user_role.min(token_role),
         token_id: Some(bearer.token_id),
         ip,
+        route: requested_route(parts),
     };
     if record_use {
         let mut tx = state.db.begin().await?;
@@ -227,7 +258,8 @@ async fn user_from_session(parts: &Parts, state: &AppState) -> Result<CurrentUse
             name: row.name.clone(),
             role: row.role(),
             token_id: None,
-            ip: client_ip(parts),
+            ip: client_ip(parts, state),
+            route: requested_route(parts),
         }),
         _ => {
             session.flush().await.map_err(internal)?;
@@ -241,15 +273,17 @@ async fn deny(
     state: &AppState,
     user: &CurrentUser,
     capability: Capability,
-    what: &str,
 ) -> Result<(), ApiError> {
     let mut tx = state.db.begin().await?;
     audit::append(
         &mut tx,
-        &user.audit("access.denied", "route", what).details(json!({
-            "capability": format!("{capability:?}"),
-            "role": user.role.as_str(),
-        })),
+        &user
+            .audit("access.denied", "route", &user.route)
+            .details(json!({
+                "code": "forbidden",
+                "capability": format!("{capability:?}"),
+                "role": user.role.as_str(),
+            })),
     )
     .await?;
     tx.commit().await?;
@@ -310,8 +344,7 @@ impl<R: Rule> FromRequestParts<AppState> for Authorized<R> {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let user = CurrentUser::from_request_parts(parts, state).await?;
-        let what = format!("{} {}", parts.method, parts.uri.path());
-        user.require(state, R::CAPABILITY, &what).await?;
+        user.require(state, R::CAPABILITY).await?;
         Ok(Authorized(user, PhantomData))
     }
 }
@@ -320,10 +353,13 @@ impl<R: Rule> FromRequestParts<AppState> for Authorized<R> {
 #[derive(Debug, Clone)]
 pub struct ClientIp(pub Option<String>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(client_ip(parts)))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(parts, state)))
     }
 }

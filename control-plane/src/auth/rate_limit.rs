@@ -18,7 +18,7 @@ use axum::{
     extract::{ConnectInfo, FromRequestParts},
     http::request::Parts,
 };
-use common::config;
+use common::config::{self, TrustedProxies};
 use governor::{
     DefaultKeyedRateLimiter, Quota, RateLimiter,
     clock::{Clock, DefaultClock},
@@ -104,34 +104,28 @@ impl RateLimits {
         }
     }
 
-    /// Refuses any API token from `ip` while its refused-token budget is
-    /// spent; checked before the token is looked up, so guessing stops even
-    /// when a guess would be right.
-    pub fn bearer_allowed(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
-        let Some(ip) = ip else { return Ok(()) };
-        let mut blocked = self.blocked.lock().expect("rate-limit lock");
-        match blocked.get(&ip) {
-            Some(until) if *until > Instant::now() => Err(limited(*until - Instant::now())),
-            Some(_) => {
-                blocked.remove(&ip);
-                Ok(())
-            }
-            None => Ok(()),
-        }
-    }
-
     /// Counts a refused API token from `ip`. Returns the 429 to answer
-    /// instead of the 401 once the budget is spent.
+    /// instead of the 401 while the address's budget is spent. Only refused
+    /// tokens are counted and answered so: a valid token is never held up
+    /// by someone else's refused ones from the same address (a proxy, a NAT,
+    /// a CI runner with a stale token).
     pub fn bearer_refused(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
         let (Some(budget), Some(ip)) = (&self.failures, ip) else {
             return Ok(());
         };
+        let now = Instant::now();
+        let mut blocked = self.blocked.lock().expect("rate-limit lock");
+        match blocked.get(&ip) {
+            Some(until) if *until > now => return Err(limited(*until - now)),
+            Some(_) => {
+                blocked.remove(&ip);
+            }
+            None => {}
+        }
         let wait = match budget.take(&ip) {
             Ok(()) => return Ok(()),
             Err(wait) => wait,
         };
-        let mut blocked = self.blocked.lock().expect("rate-limit lock");
-        let now = Instant::now();
         if blocked.len() > PRUNE_ABOVE {
             blocked.retain(|_, until| *until > now);
         }
@@ -141,13 +135,44 @@ impl RateLimits {
     }
 }
 
-/// The address of the connected peer, if the server knows it.
-pub fn peer_ip(parts: &Parts) -> Option<IpAddr> {
-    parts
+/// The client's address: the connected peer, or — when the peer is one of
+/// `MH_TRUSTED_PROXIES` — the address `X-Forwarded-For` names for it. The
+/// header is read from the right (the hop nearest to us) past trusted
+/// proxies, so a client cannot choose its address by sending a header of
+/// its own; from any other peer the header is ignored.
+pub fn client_addr(parts: &Parts, trusted: &TrustedProxies) -> Option<IpAddr> {
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
+        .map(|ConnectInfo(addr)| addr.ip().to_canonical())?;
+    if !trusted.contains(peer) {
+        return Some(peer);
+    }
+    let hops: Vec<&str> = parts
+        .headers
+        .get_all(FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip.to_canonical();
+                if !trusted.contains(client) {
+                    break;
+                }
+            }
+            // Unreadable: what lies beyond it cannot be trusted.
+            Err(_) => break,
+        }
+    }
+    Some(client)
 }
+
+const FORWARDED_FOR: &str = "x-forwarded-for";
 
 /// Proof that a sign-in step from this client is within its budget; a
 /// handler taking it answers 429 (a page, on browser routes) otherwise.
@@ -161,7 +186,10 @@ impl FromRequestParts<AppState> for SignInAllowed {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        state.limits.signin(peer_ip(parts)).map(|()| SignInAllowed)
+        state
+            .limits
+            .signin(client_addr(parts, &state.settings.trusted_proxies))
+            .map(|()| SignInAllowed)
     }
 }
 
@@ -212,7 +240,6 @@ mod tests {
             limits.signin(A).unwrap();
             limits.token_use(Uuid::nil()).unwrap();
             limits.bearer_refused(A).unwrap();
-            limits.bearer_allowed(A).unwrap();
         }
         let limits = self::limits(1, 1, 1);
         for _ in 0..10 {
@@ -224,14 +251,45 @@ mod tests {
     #[test]
     fn refused_tokens_pause_only_their_address() {
         let limits = limits(0, 0, 2);
-        limits.bearer_allowed(A).unwrap();
         limits.bearer_refused(A).unwrap();
         limits.bearer_refused(A).unwrap();
         let wait = retry_after(limits.bearer_refused(A).unwrap_err());
         assert!((1..=30).contains(&wait), "{wait}");
-        // Now every token from A waits, before it is even looked up.
-        assert!(limits.bearer_allowed(A).is_err());
-        limits.bearer_allowed(B).unwrap();
+        // Paused: every further refused token from A waits too.
+        assert!(limits.bearer_refused(A).is_err());
         limits.bearer_refused(B).unwrap();
+    }
+
+    fn parts_from(peer: &str, forwarded: &[&str]) -> Parts {
+        let mut req = axum::http::Request::builder();
+        for value in forwarded {
+            req = req.header(FORWARDED_FOR, *value);
+        }
+        let (mut parts, ()) = req.body(()).unwrap().into_parts();
+        parts
+            .extensions
+            .insert(ConnectInfo(SocketAddr::new(peer.parse().unwrap(), 40000)));
+        parts
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_from_trusted_proxies() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let none = TrustedProxies::default();
+        let proxies = TrustedProxies::parse("10.0.0.0/8").unwrap();
+        let spoofed = parts_from("203.0.113.5", &["198.51.100.1"]);
+        assert_eq!(client_addr(&spoofed, &none), ip("203.0.113.5"));
+        assert_eq!(client_addr(&spoofed, &proxies), ip("203.0.113.5"));
+        // Through two proxies; the client's own claim (leftmost) is not believed.
+        let proxied = parts_from("10.0.0.2", &["192.0.2.66, 198.51.100.7", "10.0.0.1"]);
+        assert_eq!(client_addr(&proxied, &proxies), ip("198.51.100.7"));
+        assert_eq!(client_addr(&proxied, &none), ip("10.0.0.2"));
+        // Only proxies in the header: the farthest one is the client.
+        let internal = parts_from("10.0.0.2", &["10.9.9.9"]);
+        assert_eq!(client_addr(&internal, &proxies), ip("10.9.9.9"));
+        let garbled = parts_from("10.0.0.2", &["198.51.100.7, not-an-ip"]);
+        assert_eq!(client_addr(&garbled, &proxies), ip("10.0.0.2"));
+        let bare = parts_from("::ffff:10.0.0.2", &[]);
+        assert_eq!(client_addr(&bare, &proxies), ip("10.0.0.2"));
     }
 }

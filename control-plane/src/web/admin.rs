@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::{Viewer, render, see_other};
 use crate::{
-    api::users::{UserView, parse_email},
+    api::users::{UserView, parse_email, revoke_users_token},
     app::AppState,
     auth::rules,
     error::{ApiError, ApiPath},
@@ -47,6 +47,11 @@ pub fn router() -> Routes {
             Access::Needs(Capability::Administer),
             update_user,
         )
+        .post(
+            "/admin/users/{id}/tokens/{token_id}/revoke",
+            Access::Needs(Capability::Administer),
+            revoke_token,
+        )
 }
 
 async fn render_users(
@@ -59,7 +64,17 @@ async fn render_users(
         .into_iter()
         .map(UserView::from)
         .collect();
-    let mut context = json!({ "users": list, "form": { "role": "user" }, "errors": {} });
+    let tokens = users::list_all_tokens(&state.db).await?;
+    let now = time::OffsetDateTime::now_utc();
+    let tokens: Vec<Value> = tokens
+        .into_iter()
+        .map(|t| {
+            let live = t.token.revoked_at.is_none() && t.token.expires_at > now;
+            json!({ "token": t, "live": live })
+        })
+        .collect();
+    let mut context =
+        json!({ "users": list, "tokens": tokens, "form": { "role": "user" }, "errors": {} });
     if let (Some(ctx), Some(extra)) = (context.as_object_mut(), extra.as_object()) {
         ctx.extend(extra.clone());
     }
@@ -158,6 +173,16 @@ async fn update_user(
     )
     .await?;
     tx.commit().await?;
+    Ok(see_other("/admin/users"))
+}
+
+/// Revokes any user's API token (the section of the users page).
+async fn revoke_token(
+    State(state): State<AppState>,
+    viewer: Viewer<rules::Administer>,
+    ApiPath((id, token_id)): ApiPath<(Uuid, Uuid)>,
+) -> Result<Response, ApiError> {
+    revoke_users_token(&state, &viewer.user, id, token_id).await?;
     Ok(see_other("/admin/users"))
 }
 
