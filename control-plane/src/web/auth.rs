@@ -2,7 +2,7 @@
 
 use crate::routes::{Access, Routes};
 use axum::{
-    extract::State,
+    extract::{Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
 };
@@ -47,6 +47,11 @@ pub fn router() -> Routes {
         .post("/auth/logout", Access::Needs(Capability::View), logout)
 }
 
+/// Where to go after signing in. Read with the plain query extractor, not
+/// `ApiQuery`: a return path is never stored or shown as given, it goes
+/// through [`safe_return_to`], which turns anything unsafe (control
+/// characters included) into `/` — a link with a mangled return path still
+/// signs people in.
 #[derive(Debug, Deserialize)]
 struct ReturnTo {
     return_to: Option<String>,
@@ -54,7 +59,7 @@ struct ReturnTo {
 
 async fn signin_page(
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<ReturnTo>,
+    Query(q): Query<ReturnTo>,
 ) -> Result<Response, ApiError> {
     signin_response(&state, StatusCode::OK, q.return_to.as_deref(), None).await
 }
@@ -96,7 +101,7 @@ async fn login(
     _: SignInAllowed,
     State(state): State<AppState>,
     session: Session,
-    ApiQuery(q): ApiQuery<ReturnTo>,
+    Query(q): Query<ReturnTo>,
 ) -> Result<Response, ApiError> {
     let Some(oidc) = &state.oidc else {
         return signin_response(
