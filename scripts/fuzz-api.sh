@@ -33,7 +33,8 @@ if [[ ! -x $VENV/bin/schemathesis ]]; then
 fi
 
 cargo build -q -p control-plane
-BIN="${CARGO_TARGET_DIR:-$MH_ROOT/target}/debug/control-plane"
+TARGET_DIR="${CARGO_TARGET_DIR:-$MH_ROOT/target}"
+BIN="$TARGET_DIR/debug/control-plane"
 
 db="mh_fuzz_$$"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -58,7 +59,7 @@ trap cleanup EXIT
 "$BIN" user add --email fuzz-user@example.com --role user >/dev/null 2>&1
 admin=$("$BIN" token create --email fuzz-admin@example.com --name fuzz)
 user=$("$BIN" token create --email fuzz-user@example.com --name fuzz)
-"$BIN" serve --no-migrate >"$MH_ROOT/target/fuzz-server.log" 2>&1 &
+"$BIN" serve --no-migrate >"$TARGET_DIR/fuzz-server.log" 2>&1 &
 server=$!
 wait_until 30 "the control plane" curl -sf "$url/healthz" >/dev/null
 
