@@ -3,7 +3,7 @@
 #
 #   scripts/test.sh [extra nextest arguments, e.g. a filter]
 #
-# Without arguments it also runs scripts/fuzz-api.sh (MH_FUZZ=0 skips it).
+# Without arguments it then runs scripts/fuzz-api.sh (MH_FUZZ=0 skips it).
 #
 # With CI=true the `ci` profile of .config/nextest.toml is used. Exits non-zero
 # when any test fails.
@@ -26,13 +26,15 @@ if [[ ${CI:-} == true ]]; then
     fi
 fi
 
-# The API fuzzer (Schemathesis over the OpenAPI document, a real control
-# plane, NUL bytes in its strings): part of every full run, before the test
-# suites so their summary closes the output. A filtered run (arguments given)
-# or MH_FUZZ=0 skips it.
-if [[ $# -eq 0 && ${MH_FUZZ:-1} != 0 ]]; then
-    bash scripts/fuzz-api.sh
-fi
-
 info "cargo nextest ${args[*]} $*"
-exec cargo nextest "${args[@]}" "$@"
+status=0
+cargo nextest "${args[@]}" "$@" || status=$?
+
+# The API fuzzer (Schemathesis over the OpenAPI document, a real control
+# plane, NUL bytes in its strings), after the test suites so that it never
+# shares the machine with them. A filtered run (arguments given) or
+# MH_FUZZ=0 skips it.
+if [[ $# -eq 0 && ${MH_FUZZ:-1} != 0 ]]; then
+    bash scripts/fuzz-api.sh || status=1
+fi
+exit $status
