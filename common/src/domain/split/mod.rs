@@ -138,6 +138,26 @@ impl GooseBlock {
         self.last_delimiter = None;
     }
 
+    /// At a `--` comment starting its line at `pos` (on `line`), with
+    /// `rest` the script from there: a `StatementBegin` opens a block, a
+    /// `StatementEnd` closes the open one. Returns where the pending
+    /// statement ends (before the annotation, or before the block's last
+    /// delimiter), if it does.
+    fn annotation(&mut self, rest: &[u8], pos: usize, line: usize) -> Option<usize> {
+        match goose_mark(rest) {
+            Some(GooseMark::Begin) if !self.is_open() => {
+                self.open = Some(line);
+                Some(pos)
+            }
+            Some(GooseMark::End) if self.is_open() => {
+                let end = self.last_delimiter.unwrap_or(pos);
+                *self = Self::default();
+                Some(end)
+            }
+            _ => None,
+        }
+    }
+
     /// The refusal for a block still open at the end of the script.
     fn check_closed(&self) -> Result<(), SplitError> {
         match self.open {
@@ -311,21 +331,13 @@ impl<'a> Splitter<'a> {
         self.blocks = Blocks::default();
     }
 
-    /// At a `--` comment that starts its line: a goose `StatementBegin`
-    /// ends the pending statement and opens a block; `StatementEnd` ends
-    /// the block's statement before its last delimiter.
+    /// At a `--` comment that starts its line: see [`GooseBlock::annotation`].
     fn goose_annotation(&mut self) {
-        match goose_mark(&self.bytes[self.pos..]) {
-            Some(GooseMark::Begin) if !self.goose.is_open() => {
-                self.finish(self.pos);
-                self.goose.open = Some(self.line);
-            }
-            Some(GooseMark::End) if self.goose.is_open() => {
-                let end = self.goose.last_delimiter.unwrap_or(self.pos);
-                self.finish(end);
-                self.goose = GooseBlock::default();
-            }
-            _ => {}
+        if let Some(end) = self
+            .goose
+            .annotation(&self.bytes[self.pos..], self.pos, self.line)
+        {
+            self.finish(end);
         }
     }
 

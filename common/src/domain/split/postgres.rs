@@ -17,10 +17,7 @@
 //! `psql` meta-commands (`\set`, `\i`, …) are client commands, not SQL; a
 //! script using them fails on the server with the server's message.
 
-use super::{
-    Collector, GooseBlock, GooseMark, SplitError, Statement, Unclosed, count_newlines, find,
-    goose_mark,
-};
+use super::{Collector, GooseBlock, SplitError, Statement, Unclosed, count_newlines, find};
 
 /// Splits a PostgreSQL script into its statements, in order. Empty
 /// statements (a lone `;`, only comments) are dropped.
@@ -189,21 +186,13 @@ impl<'a> Lexer<'a> {
             .all(|&b| matches!(b, b' ' | b'\t' | b'\r'))
     }
 
-    /// At a `--` comment that starts its line: a goose `StatementBegin`
-    /// ends the pending statement and opens a block; `StatementEnd` ends
-    /// the block's statement before its last `;`.
+    /// At a `--` comment that starts its line: see [`GooseBlock::annotation`].
     fn goose_annotation(&mut self) {
-        match goose_mark(&self.bytes[self.pos..]) {
-            Some(GooseMark::Begin) if !self.goose.is_open() => {
-                self.finish(self.pos);
-                self.goose.open = Some(self.line);
-            }
-            Some(GooseMark::End) if self.goose.is_open() => {
-                let end = self.goose.last_delimiter.unwrap_or(self.pos);
-                self.finish(end);
-                self.goose = GooseBlock::default();
-            }
-            _ => {}
+        if let Some(end) = self
+            .goose
+            .annotation(&self.bytes[self.pos..], self.pos, self.line)
+        {
+            self.finish(end);
         }
     }
 
