@@ -8,6 +8,7 @@ use axum::{
     extract::DefaultBodyLimit,
     http::{HeaderValue, header},
     middleware,
+    serve::ListenerExt,
 };
 use common::{config::ControlPlaneSettings, crypto::Keyring};
 use minijinja::Environment;
@@ -186,9 +187,14 @@ pub async fn serve(
         state.db.clone(),
         state.writes.clone(),
     ));
+    let app = router(state);
+    // hyper's own refusals get the answers the app renders for them; the
+    // no-op tap makes the peer address available as `ConnectInfo`.
+    let refusals = crate::listener::Refusals::prepare(app.clone()).await;
+    let listener = crate::listener::EdgeListener::new(listener, refusals).tap_io(|_| {});
     let result = axum::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await;

@@ -20,12 +20,22 @@ use crate::error::{ErrorBody, ErrorDetail};
 
 /// The longest URI (path and query) the app reads. Browsers and proxies
 /// keep well below it; longer ones are refused with 414 before routing.
-/// (hyper itself refuses URIs over 64 KiB before the app sees them.)
+/// (hyper itself refuses URIs over 64 KiB before the app sees them; the
+/// listener gives that refusal the same body.)
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 
 /// Paths answered in JSON; the rest are pages for people.
-fn is_machine_path(path: &str) -> bool {
+pub fn is_machine_path(path: &str) -> bool {
     path.starts_with("/api/") || matches!(path, "/api" | "/healthz" | "/readyz" | "/metrics")
+}
+
+/// A refusal made before routing (by the HTTP server, see
+/// [`crate::listener`]) to be rendered like every other error. Only the
+/// server sets it: no client can put an extension on a request.
+#[derive(Debug, Clone)]
+pub struct EdgeRefusal {
+    pub status: StatusCode,
+    pub message: String,
 }
 
 pub async fn complete(
@@ -34,6 +44,9 @@ pub async fn complete(
     next: Next,
 ) -> Response {
     let machine = is_machine_path(req.uri().path());
+    if let Some(refusal) = req.extensions().get::<EdgeRefusal>() {
+        return render(&templates, machine, refusal.status, &refusal.message);
+    }
     let method = req.method().clone();
     let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if uri_len > MAX_URI_BYTES {

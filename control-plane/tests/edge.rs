@@ -1,6 +1,7 @@
 //! What the edge refuses and how: NUL and control characters in paths,
 //! query strings, JSON bodies and forms; wrongly typed fields; limits out of
-//! range; and the answers no handler writes (404, 405, 408, 413, 414), which
+//! range; and the answers no handler writes (400, 404, 405, 408, 413, 414,
+//! 431 — some refused by the HTTP server before routing), which
 //! carry the error envelope (or page) and the security headers like every
 //! other answer.
 
@@ -370,6 +371,109 @@ async fn answers_no_handler_writes_carry_the_envelope_and_security_headers() {
         .form(&[("name", huge.as_str())]))
     .await;
     assert_error_page(&form_too_large, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+/// Sends `request` as it is and reads the answer to the end: requests the
+/// HTTP server refuses before routing cannot be sent by an HTTP client.
+async fn raw_tcp(
+    addr: std::net::SocketAddr,
+    request: Vec<u8>,
+) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    // The server may answer before it has read everything; keep writing
+    // beside the read and ignore a reset of the rest.
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(&request).await;
+        write
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = read.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the server answers and closes within 30 s");
+    writer.abort();
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut head = httparse::Response::new(&mut headers);
+    let len = match head.parse(&answer) {
+        Ok(httparse::Status::Complete(len)) => len,
+        other => panic!("{other:?}: {}", String::from_utf8_lossy(&answer)),
+    };
+    let mut map = reqwest::header::HeaderMap::new();
+    for h in head.headers.iter() {
+        map.append(
+            reqwest::header::HeaderName::from_bytes(h.name.as_bytes()).unwrap(),
+            reqwest::header::HeaderValue::from_bytes(h.value).unwrap(),
+        );
+    }
+    let status = StatusCode::from_u16(head.code.unwrap()).unwrap();
+    (
+        status,
+        map,
+        String::from_utf8_lossy(&answer[len..]).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn requests_refused_before_routing_carry_the_envelope_and_security_headers() {
+    let app = TestApp::spawn().await;
+    let host = app.addr;
+    let long = "a".repeat(70 * 1024);
+
+    // Over hyper's 64 KiB URI limit: refused before any middleware runs.
+    let api = raw_tcp(
+        host,
+        format!("GET /api/v1/projects?cursor={long} HTTP/1.1\r\nHost: {host}\r\n\r\n").into(),
+    )
+    .await;
+    assert_envelope(&api, StatusCode::URI_TOO_LONG, "uri_too_long");
+    assert_eq!(api.1["content-length"], api.2.len().to_string().as_str());
+    assert!(api.1.contains_key("date"), "{:?}", api.1);
+    let page = raw_tcp(
+        host,
+        format!("GET /projects?cursor={long} HTTP/1.1\r\nHost: {host}\r\n\r\n").into(),
+    )
+    .await;
+    assert_error_page(&page, StatusCode::URI_TOO_LONG);
+
+    // A head larger than the server's read buffer.
+    let big_header = "b".repeat(8 * 1024);
+    let mut head = format!("GET /api/v1/me HTTP/1.1\r\nHost: {host}\r\n");
+    for i in 0..60 {
+        head.push_str(&format!("x-filler-{i}: {big_header}\r\n"));
+    }
+    head.push_str("\r\n");
+    assert_envelope(
+        &raw_tcp(host, head.into()).await,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "request_header_fields_too_large",
+    );
+
+    // A header line that is not a header.
+    assert_envelope(
+        &raw_tcp(
+            host,
+            format!("GET /api/v1/me HTTP/1.1\r\nHost: {host}\r\nno colon here\r\n\r\n").into(),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+
+    // The same connection type still serves ordinary requests.
+    let ok = raw_tcp(
+        host,
+        format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into(),
+    )
+    .await;
+    assert_eq!(ok.0, StatusCode::OK, "{}", ok.2);
 }
 
 #[tokio::test]
