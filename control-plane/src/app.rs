@@ -83,7 +83,7 @@ impl AppState {
 
 use crate::http_trace::REQUEST_ID;
 use crate::{
-    api::runs::RunSnapshot,
+    runs::RunSnapshot,
     shared_reads::{SharedReads, WriteMark},
 };
 

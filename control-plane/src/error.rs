@@ -135,6 +135,24 @@ impl IntoResponse for ApiError {
 
 /// Unique and check constraints that a client can violate map to 409/422;
 /// the rest of the database's errors are internal.
+impl From<common::lifecycle::LifecycleError> for ApiError {
+    fn from(err: common::lifecycle::LifecycleError) -> Self {
+        use common::lifecycle::LifecycleError as E;
+        match err {
+            E::NotFound(what) => ApiError::NotFound(what),
+            E::Invalid { field, message } => ApiError::invalid(field, message),
+            E::Conflict { code, message, .. } => ApiError::conflict(code, message),
+            E::Forbidden {
+                code: "forbidden",
+                message,
+            } => ApiError::Forbidden(message),
+            E::Forbidden { code, message } => ApiError::ForbiddenCode { code, message },
+            E::Db(err) => err.into(),
+            E::Corrupt(what) => ApiError::Internal(anyhow::anyhow!(what)),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         let mapped = match violated_constraint(&err) {

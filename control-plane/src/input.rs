@@ -65,6 +65,41 @@ pub fn printable(name: &str) -> String {
     name.escape_debug().to_string()
 }
 
+/// Checks a required free-text field: present, trimmed, bounded.
+pub fn required_text(
+    field: &str,
+    value: &str,
+    max: usize,
+) -> Result<String, crate::error::ApiError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(crate::error::ApiError::invalid(field, "must not be empty"));
+    }
+    optional_text(field, value, max)
+}
+
+/// Checks an optional free-text field: bounded, no control characters
+/// other than tab and line breaks.
+pub fn optional_text(
+    field: &str,
+    value: &str,
+    max: usize,
+) -> Result<String, crate::error::ApiError> {
+    if value.chars().count() > max {
+        return Err(crate::error::ApiError::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if has_control_in_text(value) {
+        return Err(crate::error::ApiError::invalid(
+            field,
+            "must not contain control characters other than tab and line breaks",
+        ));
+    }
+    Ok(value.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ pub mod listener;
 pub mod metrics;
 pub mod notify;
 pub mod routes;
+pub mod runs;
 pub mod security_headers;
 pub mod shared_reads;
 pub mod web;

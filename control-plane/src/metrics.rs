@@ -144,20 +144,10 @@ async fn database_gauges(state: &AppState) -> Result<String, sqlx::Error> {
         &rows,
     );
 
-    let queues: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT job_type, count(*) FILTER (WHERE status = 'Pending') FROM apalis.jobs
-         WHERE job_type LIKE 'migrate-hub.pool.%' GROUP BY job_type ORDER BY 1",
-    )
-    .fetch_all(&state.db)
-    .await?;
+    let queues = common::queue::waiting_per_pool(&mut *state.db.acquire().await?).await?;
     let rows: Vec<_> = queues
         .into_iter()
-        .map(|(q, n)| {
-            (
-                vec![("pool", q.trim_start_matches("migrate-hub.pool.").to_owned())],
-                n as f64,
-            )
-        })
+        .map(|(pool, n)| (vec![("pool", pool)], n as f64))
         .collect();
     gauge_family(
         &mut out,

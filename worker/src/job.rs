@@ -10,9 +10,10 @@ use std::time::Duration;
 use common::{
     crypto::{Keyring, Sealed},
     domain::{Direction, TargetState},
-    jobs::TargetJob,
+    lifecycle,
+    queue::TargetJob,
     store::{
-        audit::{self, Actor, Entry},
+        audit::Actor,
         executions::{self, ClaimedExecution, DirtyMark},
         inventory::{self, TargetRow},
         runs::{self, RunMigrationRow, RunRow},
@@ -228,7 +229,7 @@ async fn claim(env: &JobEnv, job: &TargetJob) -> Result<Option<Claimed>, JobErro
     let actor = env.actor();
     with_retry("claim target execution", || async {
         let mut tx = env.db.begin().await?;
-        let Some(execution) = executions::claim(&mut tx, job.execution_id, env.worker_id).await?
+        let Some(execution) = lifecycle::claim(&mut tx, job.execution_id, env.worker_id).await?
         else {
             return Ok(None);
         };
@@ -239,24 +240,7 @@ async fn claim(env: &JobEnv, job: &TargetJob) -> Result<Option<Claimed>, JobErro
         let target = inventory::target(&mut tx, execution.target_id).await?;
         let secret = inventory::target_secret(&mut tx, execution.target_id).await?;
         let dirty = target_state::dirty(&mut tx, execution.target_id).await?;
-        // Appended last: it holds the audit chain's head until commit.
-        audit::append(
-            &mut tx,
-            &Entry::new(
-                actor.clone(),
-                "target.started",
-                "target_execution",
-                execution.id,
-            )
-            .project(run.project_id)
-            .details(serde_json::json!({
-                "run_id": execution.run_id,
-                "target_id": execution.target_id,
-                "worker_id": env.worker_id,
-                "attempt": execution.attempt,
-            })),
-        )
-        .await?;
+        lifecycle::started(&mut tx, &actor, env.worker_id, &execution, run.project_id).await?;
         tx.commit().await?;
         Ok(Some(Claimed {
             execution,

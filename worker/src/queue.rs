@@ -8,7 +8,7 @@
 //! [`QueuedJob::Malformed`], which fails that one job and moves on.
 
 use apalis::prelude::Codec;
-use common::jobs::TargetJob;
+use common::queue::TargetJob;
 
 /// A job as it comes off the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]

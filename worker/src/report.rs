@@ -12,9 +12,10 @@ use std::{future::Future, time::Duration};
 
 use common::{
     domain::{Direction, TargetState},
+    lifecycle::{self, Finish},
     store::{
         audit::Actor,
-        executions::{self, AppliedStep, DirtyMark, Finish},
+        executions::{self, AppliedStep, DirtyMark},
         target_state::{self, DirtyState},
     },
 };
@@ -330,7 +331,7 @@ pub async fn finish(
             executions::mark_dirty(&mut tx, mark, outcome.error.as_deref().unwrap_or_default())
                 .await?;
         }
-        let settled = executions::finish(&mut tx, &finish).await?;
+        let settled = lifecycle::finish(&mut tx, &finish).await?;
         tx.commit().await?;
         Ok(settled)
     })

@@ -19,7 +19,7 @@ use apalis::prelude::{
     WorkerBuilderExt, WorkerContext, WorkerError,
 };
 use apalis_postgres::{Config, PostgresStorage};
-use common::{crypto::Keyring, jobs, store};
+use common::{crypto::Keyring, queue, store};
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -186,7 +186,7 @@ impl Worker {
         handler: Arc<Handler>,
     ) -> Result<(), WorkerError> {
         let config = Config::default()
-            .queue(jobs::queue_name(&self.pool))
+            .queue(queue::queue_name(&self.pool))
             // One job per fetch: a job never waits in one worker's buffer
             // while another worker of the pool is idle.
             .batch_size(1)

@@ -479,7 +479,7 @@ async fn worker_process_killed_mid_script_leaves_the_mariadb_target_dirty_and_re
 
     // Resuming after the sleep applies the rest once, and cleans the target.
     let mut tx = hub.db.begin().await.unwrap();
-    let queued = store::target_state::request_resume(&mut tx, target.id(), run, 4)
+    let queued = common::lifecycle::requeue_for_resume(&mut tx, target.id(), run, 4)
         .await
         .unwrap();
     assert!(queued.is_some());

@@ -200,7 +200,7 @@ async fn failing_statement_mid_script_marks_only_its_target_dirty() {
 /// Asks, as an admin's resolve does, for `run` to resume on `target`.
 async fn resume(hub: &TestHub, target: &support::TargetDb, run: uuid::Uuid, from: i32) {
     let mut tx = hub.db.begin().await.unwrap();
-    let queued = common::store::target_state::request_resume(&mut tx, target.id(), run, from)
+    let queued = common::lifecycle::requeue_for_resume(&mut tx, target.id(), run, from)
         .await
         .unwrap();
     assert!(queued.is_some(), "the run's execution was queued again");

@@ -581,7 +581,7 @@ async fn non_transactional_script_failing_part_way_leaves_the_target_dirty() {
     // Once the cause is fixed, an admin resumes at statement 2.
     target.execute("CREATE TABLE gadgets (id int)").await;
     let mut tx = hub.db.begin().await.unwrap();
-    let queued = common::store::target_state::request_resume(&mut tx, target.id(), run, 2)
+    let queued = common::lifecycle::requeue_for_resume(&mut tx, target.id(), run, 2)
         .await
         .unwrap();
     assert!(queued.is_some());

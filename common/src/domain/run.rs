@@ -207,7 +207,10 @@ pub struct PinnedMigration {
     pub checksum: Checksum,
 }
 
-/// One target as resolved when the run was requested.
+/// One target as resolved when the run was requested: where and as whom
+/// its migrations run. The one definition of what an approval covers of a
+/// target — the digest pins it, and an edit of a target that changes it
+/// invalidates the runs waiting on the target's DB set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PinnedTarget {
     pub id: uuid::Uuid,
@@ -216,7 +219,25 @@ pub struct PinnedTarget {
     pub port: i32,
     pub database: String,
     pub username: String,
+    pub tls_mode: String,
+    pub session_settings: String,
     pub worker_pool: String,
+}
+
+impl PinnedTarget {
+    /// The target as digests of version 1 pinned it (before TLS mode and
+    /// session settings were covered).
+    fn v1(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "engine": self.engine,
+            "host": self.host,
+            "port": self.port,
+            "database": self.database,
+            "username": self.username,
+            "worker_pool": self.worker_pool,
+        })
+    }
 }
 
 /// The execution settings a run pins.
@@ -245,10 +266,38 @@ impl RunPin<'_> {
     /// their execution order; targets are sorted by id so that the order in
     /// which a DB set lists them does not matter.
     pub fn digest(&self) -> String {
+        let targets: Vec<serde_json::Value> = self
+            .sorted_targets()
+            .into_iter()
+            .map(|t| serde_json::to_value(t).expect("a target serializes"))
+            .collect();
+        self.digest_of(2, &targets)
+    }
+
+    /// Whether `pinned` is this pin's digest, as written now or as version 1
+    /// wrote it (runs requested before TLS mode and session settings were
+    /// pinned keep the digest they were approved with).
+    pub fn matches(&self, pinned: &str) -> bool {
+        if pinned == self.digest() {
+            return true;
+        }
+        let v1: Vec<serde_json::Value> = self
+            .sorted_targets()
+            .into_iter()
+            .map(PinnedTarget::v1)
+            .collect();
+        pinned == self.digest_of(1, &v1)
+    }
+
+    fn sorted_targets(&self) -> Vec<&PinnedTarget> {
         let mut targets: Vec<&PinnedTarget> = self.targets.iter().collect();
         targets.sort_by_key(|t| t.id);
+        targets
+    }
+
+    fn digest_of(&self, version: u8, targets: &[serde_json::Value]) -> String {
         let canonical = serde_json::json!({
-            "v": 1,
+            "v": version,
             "migrations": self.migrations,
             "targets": targets,
             "settings": self.settings,
@@ -386,6 +435,8 @@ mod tests {
             port: 5432,
             database: format!("db{n}"),
             username: "app".into(),
+            tls_mode: "prefer".into(),
+            session_settings: String::new(),
             worker_pool: "default".into(),
         };
         let settings = ExecutionSettings {
@@ -398,6 +449,58 @@ mod tests {
             statement_timeout_ms: 60000,
         };
         (migrations, vec![target(1), target(2)], settings)
+    }
+
+    #[test]
+    fn tls_mode_and_session_settings_are_covered() {
+        let (m, t, s) = pin_fixture();
+        let pin = |targets: &[PinnedTarget]| {
+            RunPin {
+                migrations: &m,
+                targets,
+                settings: &s,
+            }
+            .digest()
+        };
+        let base = pin(&t);
+        let mut tls = t.clone();
+        tls[0].tls_mode = "disable".into();
+        assert_ne!(base, pin(&tls));
+        let mut session = t.clone();
+        session[1].session_settings = "search_path=evil".into();
+        assert_ne!(base, pin(&session));
+    }
+
+    #[test]
+    fn a_version_1_digest_still_matches_the_same_facts() {
+        let (m, t, s) = pin_fixture();
+        let pin = RunPin {
+            migrations: &m,
+            targets: &t,
+            settings: &s,
+        };
+        // As version 1 computed it: targets without TLS mode and session
+        // settings, sorted by id.
+        let v1 = {
+            let targets: Vec<_> = t.iter().map(PinnedTarget::v1).collect();
+            let canonical = serde_json::json!({
+                "v": 1, "migrations": m, "targets": targets, "settings": s,
+            });
+            hex::encode(Sha256::digest(serde_json::to_vec(&canonical).unwrap()))
+        };
+        assert_ne!(v1, pin.digest());
+        assert!(pin.matches(&v1));
+        assert!(pin.matches(&pin.digest()));
+        // Once a pinned fact changes, neither matches.
+        let mut moved = t.clone();
+        moved[0].host = "10.0.0.9".into();
+        let changed = RunPin {
+            migrations: &m,
+            targets: &moved,
+            settings: &s,
+        };
+        assert!(!changed.matches(&v1));
+        assert!(!changed.matches(&pin.digest()));
     }
 
     #[test]

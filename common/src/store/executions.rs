@@ -1,18 +1,12 @@
-//! What workers write: claiming a target execution, recording each applied
-//! migration, finishing, and deriving the run's outcome.
+//! Target executions: claiming, recording each applied migration, progress,
+//! dirty marks and endings. SQL only; what follows from them is decided in
+//! `crate::lifecycle`.
 
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{
-    audit::{self, Actor, Entry},
-    runs,
-};
-use crate::domain::{
-    RunState, TargetState, Version,
-    run::{Direction, RunEvent, derive_outcome},
-};
+use crate::domain::{TargetState, Version, dispatch::Slot, run::Direction};
 
 /// The execution a worker has claimed.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -24,33 +18,21 @@ pub struct ClaimedExecution {
 }
 
 /// Moves a `queued` execution to `running` for `worker_id`. `None` when it is
-/// not queued any more (cancelled, or already claimed by a redelivered job):
-/// then the job must do nothing, which is what makes redelivery harmless.
-/// The first claim also moves the run from `queued` to `running`.
+/// not queued any more (cancelled, or already claimed by a redelivered job).
 pub async fn claim(
     conn: &mut PgConnection,
     execution_id: Uuid,
     worker_id: Uuid,
 ) -> Result<Option<ClaimedExecution>, sqlx::Error> {
-    let claimed: Option<ClaimedExecution> = sqlx::query_as(
+    sqlx::query_as(
         "UPDATE target_executions SET state = 'running', started_at = now(), worker_id = $2, attempt = attempt + 1
          WHERE id = $1 AND state = 'queued'
          RETURNING id, run_id, target_id, attempt",
     )
     .bind(execution_id)
     .bind(worker_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(claimed) = claimed else {
-        return Ok(None);
-    };
-    let run = runs::lock(conn, claimed.run_id)
-        .await?
-        .expect("execution belongs to a run");
-    if let Ok(next) = run.state().transition(RunEvent::Start) {
-        runs::set_state(conn, &run, next, None, None).await?;
-    }
-    Ok(Some(claimed))
+    .fetch_optional(conn)
+    .await
 }
 
 /// One migration applied (or rolled back) on a target.
@@ -201,7 +183,7 @@ pub async fn catch_up(
 
 /// How an execution ended.
 #[derive(Debug, Clone)]
-pub struct Finish<'a> {
+pub struct Ending<'a> {
     pub execution_id: Uuid,
     pub state: TargetState,
     pub error: Option<&'a str>,
@@ -209,109 +191,137 @@ pub struct Finish<'a> {
     pub failed_version: Option<&'a str>,
     /// The statement reached (1-based) when a statement-by-statement script failed.
     pub statement: Option<i32>,
-    pub worker: &'a Actor,
 }
 
-/// Finishes a running execution, audits it, and when it was the run's last
-/// one, derives and records the run's outcome. Returns the run's new state
-/// when the run finished.
-pub async fn finish(
-    conn: &mut PgConnection,
-    f: &Finish<'_>,
-) -> Result<Option<RunState>, sqlx::Error> {
-    let row: Option<(Uuid, Uuid, Uuid)> = sqlx::query_as(
+/// The execution a [`finish`] ended.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Ended {
+    pub run_id: Uuid,
+    pub target_id: Uuid,
+    pub project_id: Uuid,
+}
+
+/// Ends a `running` execution; `None` when it was not running (a late or
+/// repeated report).
+pub async fn finish(conn: &mut PgConnection, e: &Ending<'_>) -> Result<Option<Ended>, sqlx::Error> {
+    sqlx::query_as(
         "UPDATE target_executions
          SET state = $2, error = $3, statement_index = COALESCE($4, statement_index),
              current_version = COALESCE($5, current_version), finished_at = now(),
              duration_ms = (extract(epoch FROM now() - COALESCE(started_at, now())) * 1000)::bigint
          WHERE id = $1 AND state = 'running'
-         RETURNING run_id, target_id, (SELECT project_id FROM runs WHERE id = run_id)",
+         RETURNING run_id, target_id, (SELECT project_id FROM runs WHERE id = run_id) AS project_id",
     )
-    .bind(f.execution_id)
-    .bind(f.state.as_str())
-    .bind(f.error)
-    .bind(f.statement)
-    .bind(f.failed_version)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some((run_id, target_id, project_id)) = row else {
-        return Ok(None);
-    };
-    // Lock the run before the audit head, the order `claim` (run, then its
-    // audit row) uses too; the other order deadlocks a claim and a finish
-    // of two targets of one run.
-    let run = runs::lock(conn, run_id).await?;
-    // Start what may start next (concurrency, canary), or stop the rest
-    // (stop on failure, failed canary). A cancelled run starts nothing.
-    if let Some(run) = run.filter(|r| !r.state().is_final()) {
-        super::dispatch::dispatch(conn, &run, None).await?;
-    }
-    let action = match f.state {
-        TargetState::Succeeded => "target.succeeded",
-        TargetState::Skipped => "target.skipped",
-        TargetState::Interrupted => "target.interrupted",
-        _ => "target.failed",
-    };
-    // The target-side error text is product output, not a secret: it is
-    // what the user needs to fix the migration.
-    audit::append(
-        conn,
-        &Entry::new(f.worker.clone(), action, "target_execution", f.execution_id)
-            .project(project_id)
-            .details(serde_json::json!({
-                "run_id": run_id,
-                "target_id": target_id,
-                "error": f.error,
-                "version": f.failed_version,
-                "statement": f.statement,
-            })),
-    )
-    .await?;
-    settle_run(conn, run_id, f.worker).await
+    .bind(e.execution_id)
+    .bind(e.state.as_str())
+    .bind(e.error)
+    .bind(e.statement)
+    .bind(e.failed_version)
+    .fetch_optional(conn)
+    .await
 }
 
-/// Derives the run's outcome once all its executions are final.
-pub async fn settle_run(
+/// The states of every execution of a run.
+pub async fn states(
     conn: &mut PgConnection,
     run_id: Uuid,
-    actor: &Actor,
-) -> Result<Option<RunState>, sqlx::Error> {
-    let run = runs::lock(conn, run_id)
-        .await?
-        .expect("execution belongs to a run");
+) -> Result<Vec<TargetState>, sqlx::Error> {
     let states: Vec<String> =
         sqlx::query_scalar("SELECT state FROM target_executions WHERE run_id = $1")
             .bind(run_id)
-            .fetch_all(&mut *conn)
+            .fetch_all(conn)
             .await?;
-    let states: Vec<TargetState> = states
+    Ok(states
         .iter()
-        .map(|s| {
-            s.parse()
-                .expect("execution state is constrained by the schema")
+        .map(|s| s.parse().unwrap_or(TargetState::Pending))
+        .collect())
+}
+
+/// The run's executions as the dispatch rule sees them.
+pub async fn slots(conn: &mut PgConnection, run_id: Uuid) -> Result<Vec<Slot>, sqlx::Error> {
+    let rows: Vec<(i32, String)> =
+        sqlx::query_as("SELECT position, state FROM target_executions WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_all(conn)
+            .await?;
+    Ok(rows
+        .iter()
+        .map(|(position, state)| Slot {
+            position: *position,
+            state: state.parse().unwrap_or(TargetState::Pending),
         })
-        .collect();
-    let Some(outcome) = derive_outcome(&states) else {
-        return Ok(None);
-    };
-    let Ok(next) = run.state().transition(RunEvent::Finish(outcome)) else {
-        return Ok(None);
-    };
-    runs::set_state(conn, &run, next, None, None).await?;
-    let event = if next == RunState::Succeeded {
-        "succeeded"
-    } else {
-        "failed"
-    };
-    super::webhooks::notify_run(conn, run_id, event).await?;
-    audit::append(
-        conn,
-        &Entry::new(actor.clone(), "run.finished", "run", run_id)
-            .project(run.project_id)
-            .details(serde_json::json!({ "state": next.as_str() })),
+        .collect())
+}
+
+/// An execution moved to `queued`: its id, target and worker pool.
+pub type Queued = (Uuid, Uuid, String);
+
+/// Moves the run's `pending` executions at `positions` to `queued`.
+pub async fn queue(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    positions: &[i32],
+) -> Result<Vec<Queued>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE target_executions SET state = 'queued', queued_at = now()
+         WHERE run_id = $1 AND state = 'pending' AND position = ANY($2)
+         RETURNING id, target_id, worker_pool",
     )
-    .await?;
-    Ok(Some(next))
+    .bind(run_id)
+    .bind(positions)
+    .fetch_all(conn)
+    .await
+}
+
+/// Queues the run's execution on the target again when it stopped (failed
+/// or interrupted); `None` when it did not (still running, or cancelled).
+pub async fn requeue_stopped(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    target_id: Uuid,
+) -> Result<Option<Queued>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE target_executions
+         SET state = 'queued', queued_at = now(), finished_at = NULL, duration_ms = NULL, error = NULL
+         WHERE run_id = $1 AND target_id = $2 AND state IN ('failed', 'interrupted')
+         RETURNING id, target_id, worker_pool",
+    )
+    .bind(run_id)
+    .bind(target_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Which executions that have not started [`cancel_not_started`] cancels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStarted {
+    /// Only those no job was pushed for yet.
+    Pending,
+    /// Also those waiting in a queue (their jobs then find nothing to claim).
+    PendingOrQueued,
+}
+
+/// Cancels the run's executions that have not started; returns how many.
+pub async fn cancel_not_started(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    which: NotStarted,
+    reason: Option<&str>,
+) -> Result<u64, sqlx::Error> {
+    let states: &[&str] = match which {
+        NotStarted::Pending => &["pending"],
+        NotStarted::PendingOrQueued => &["pending", "queued"],
+    };
+    Ok(sqlx::query(
+        "UPDATE target_executions SET state = 'cancelled', error = COALESCE($3, error), finished_at = now()
+         WHERE run_id = $1 AND state = ANY($2)",
+    )
+    .bind(run_id)
+    .bind(states)
+    .bind(reason)
+    .execute(conn)
+    .await?
+    .rows_affected())
 }
 
 /// The hub's applied versions of a target with their checksums.

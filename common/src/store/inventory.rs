@@ -361,6 +361,23 @@ pub struct TargetRow {
     pub created_at: OffsetDateTime,
 }
 
+impl TargetRow {
+    /// The target as a run pins it.
+    pub fn pinned(&self) -> crate::domain::run::PinnedTarget {
+        crate::domain::run::PinnedTarget {
+            id: self.id,
+            engine: self.engine.clone(),
+            host: self.host.clone(),
+            port: self.port,
+            database: self.database.clone(),
+            username: self.username.clone(),
+            tls_mode: self.tls_mode.clone(),
+            session_settings: self.session_settings.clone(),
+            worker_pool: self.worker_pool.clone(),
+        }
+    }
+}
+
 /// The columns of [`TargetRow`], for queries that call the table `t`.
 const TARGET_COLUMNS: &str =
     "t.id, t.db_set_id, t.name, t.engine, t.host, t.port, t.database_name, t.username, t.tls_mode,

@@ -3,7 +3,6 @@
 
 pub mod audit;
 pub mod baseline;
-pub mod dispatch;
 pub mod executions;
 pub mod inventory;
 pub mod migrations;

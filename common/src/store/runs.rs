@@ -177,6 +177,121 @@ pub struct NewRun<'a> {
     pub out_of_order: &'a [Uuid],
 }
 
+/// How many of `targets` have each version applied (by the hub's records).
+pub async fn applied_counts(
+    conn: &mut PgConnection,
+    targets: &[Uuid],
+) -> Result<std::collections::HashMap<String, i64>, sqlx::Error> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT version, count(*) FROM applied_migrations WHERE target_id = ANY($1) GROUP BY version",
+    )
+    .bind(targets)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// The name of a target of the DB set that is dirty, if one is.
+pub async fn dirty_target_in(
+    conn: &mut PgConnection,
+    db_set_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT t.name FROM target_dirty_states d JOIN targets t ON t.id = d.target_id
+         WHERE t.db_set_id = $1 ORDER BY t.name LIMIT 1",
+    )
+    .bind(db_set_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The environment that comes right before `position` in the promotion order.
+pub async fn previous_environment(
+    conn: &mut PgConnection,
+    position: i32,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT name FROM environments WHERE position < $1 ORDER BY position DESC LIMIT 1",
+    )
+    .bind(position)
+    .fetch_optional(conn)
+    .await
+}
+
+/// For the promotion gate: how many live targets the project has in
+/// `environment`, and the lowest of `migrations` not applied on all of them.
+pub async fn promotion_gap(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    environment: &str,
+    migrations: &[Uuid],
+) -> Result<(i64, Option<String>), sqlx::Error> {
+    sqlx::query_as(
+        "WITH prev AS (
+             SELECT t.id FROM targets t JOIN db_sets d ON d.id = t.db_set_id
+             WHERE d.project_id = $1 AND d.environment = $2 AND d.deleted_at IS NULL AND t.deleted_at IS NULL
+         )
+         SELECT (SELECT count(*) FROM prev),
+                (SELECT m.version FROM migrations m
+                 WHERE m.id = ANY($3)
+                   AND (SELECT count(*) FROM applied_migrations a WHERE a.migration_id = m.id AND a.target_id IN (SELECT id FROM prev))
+                       < (SELECT count(*) FROM prev)
+                 ORDER BY m.version_key LIMIT 1)",
+    )
+    .bind(project_id)
+    .bind(environment)
+    .bind(migrations)
+    .fetch_one(conn)
+    .await
+}
+
+/// A migration a run pinned, at `version`: its id, pinned checksum and name,
+/// and the run's project.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PinnedVersion {
+    pub migration_id: Uuid,
+    pub checksum: String,
+    pub name: String,
+    pub project_id: Uuid,
+}
+
+pub async fn pinned_version(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    version: &str,
+) -> Result<Option<PinnedVersion>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT m.id AS migration_id, rm.checksum, m.name, r.project_id
+         FROM run_migrations rm JOIN migrations m ON m.id = rm.migration_id JOIN runs r ON r.id = rm.run_id
+         WHERE rm.run_id = $1 AND rm.version = $2",
+    )
+    .bind(run_id)
+    .bind(version)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Records who executed the run, when its targets may start, and the trace
+/// its jobs continue.
+pub async fn mark_executed(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    executed_by: Uuid,
+    not_before: Option<OffsetDateTime>,
+    traceparent: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE runs SET executed_by = $2, not_before = $3, traceparent = $4 WHERE id = $1",
+    )
+    .bind(run_id)
+    .bind(executed_by)
+    .bind(not_before)
+    .bind(traceparent)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// The versions the hub records as applied on each of `targets`.
 pub async fn applied_versions(
     conn: &mut PgConnection,
@@ -278,11 +393,11 @@ pub async fn insert(
     Ok((id, digest))
 }
 
-/// The digest the run would have if it were requested now: current checksums
-/// of its migrations, the DB set's current targets, and its settings with the
-/// environment's current timeouts. It differs from the pinned digest exactly
-/// when something an approval covers has changed.
-pub async fn current_digest(conn: &mut PgConnection, run: &RunRow) -> Result<String, sqlx::Error> {
+/// Whether the run's pinned digest still describes what it covers: the
+/// current checksums of its migrations, the DB set's current targets, and
+/// its settings with the environment's current timeouts. It does not
+/// exactly when something an approval covers has changed.
+pub async fn digest_is_current(conn: &mut PgConnection, run: &RunRow) -> Result<bool, sqlx::Error> {
     let migrations: Vec<PinnedMigration> = self::migrations(conn, run.id)
         .await?
         .into_iter()
@@ -308,7 +423,7 @@ pub async fn current_digest(conn: &mut PgConnection, run: &RunRow) -> Result<Str
         targets: &targets,
         settings: &settings,
     }
-    .digest())
+    .matches(&run.digest))
 }
 
 /// The DB set's live targets as a run pins them.
@@ -316,9 +431,20 @@ pub async fn pinned_targets(
     conn: &mut PgConnection,
     db_set_id: Uuid,
 ) -> Result<Vec<PinnedTarget>, sqlx::Error> {
-    let rows: Vec<(Uuid, String, String, i32, String, String, String)> = sqlx::query_as(
-        "SELECT id, engine, host, port, database_name, username, worker_pool FROM targets
-         WHERE db_set_id = $1 AND deleted_at IS NULL ORDER BY name, id",
+    type Row = (
+        Uuid,
+        String,
+        String,
+        i32,
+        String,
+        String,
+        String,
+        String,
+        String,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, engine, host, port, database_name, username, tls_mode, session_settings, worker_pool
+         FROM targets WHERE db_set_id = $1 AND deleted_at IS NULL ORDER BY name, id",
     )
     .bind(db_set_id)
     .fetch_all(conn)
@@ -326,14 +452,28 @@ pub async fn pinned_targets(
     Ok(rows
         .into_iter()
         .map(
-            |(id, engine, host, port, database, username, worker_pool)| PinnedTarget {
+            |(
                 id,
                 engine,
                 host,
                 port,
                 database,
                 username,
+                tls_mode,
+                session_settings,
                 worker_pool,
+            )| {
+                PinnedTarget {
+                    id,
+                    engine,
+                    host,
+                    port,
+                    database,
+                    username,
+                    tls_mode,
+                    session_settings,
+                    worker_pool,
+                }
             },
         )
         .collect())

@@ -75,52 +75,93 @@ pub async fn take_resume(conn: &mut PgConnection, target_id: Uuid) -> Result<(),
     Ok(())
 }
 
-/// Asks for the dirty script on `target_id` to be resumed from the 1-based
-/// statement `from` by the run that left it dirty: its execution on the
-/// target is queued again and the run goes back to `running`. Returns the
-/// execution queued, or `None` when the run's execution on the target is
-/// not failed or interrupted (still running, or the run was cancelled).
-/// The caller holds the dirty row locked.
-pub async fn request_resume(
+/// A target's dirty mark, locked for an admin's decision.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LockedDirty {
+    pub run_id: Uuid,
+    pub version: String,
+    pub direction: String,
+    pub statement_index: i32,
+}
+
+/// Locks the target's dirty mark; `None` when the target is not dirty.
+pub async fn lock_dirty(
     conn: &mut PgConnection,
     target_id: Uuid,
-    run_id: Uuid,
-    from: i32,
-) -> Result<Option<Uuid>, sqlx::Error> {
-    let Some(run) = super::runs::lock(conn, run_id).await? else {
-        return Ok(None);
-    };
-    let Ok(next) = run.state().transition(crate::domain::run::RunEvent::Resume) else {
-        return Ok(None);
-    };
-    let queued: Option<(Uuid, Uuid, String)> = sqlx::query_as(
-        "UPDATE target_executions
-         SET state = 'queued', queued_at = now(), finished_at = NULL, duration_ms = NULL, error = NULL
-         WHERE run_id = $1 AND target_id = $2 AND state IN ('failed', 'interrupted')
-         RETURNING id, target_id, worker_pool",
+) -> Result<Option<LockedDirty>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT run_id, version, direction, statement_index FROM target_dirty_states
+         WHERE target_id = $1 FOR UPDATE",
     )
-    .bind(run_id)
     .bind(target_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(queued) = queued else {
-        return Ok(None);
-    };
+    .fetch_optional(conn)
+    .await
+}
+
+/// Asks the worker that resumes the target to continue from statement `from`.
+pub async fn ask_resume(
+    conn: &mut PgConnection,
+    target_id: Uuid,
+    from: i32,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE target_dirty_states SET resume_from = $2 WHERE target_id = $1")
         .bind(target_id)
         .bind(from)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
-    if next != run.state() {
-        super::runs::set_state(conn, &run, next, None, Some("resumed by an admin")).await?;
-    }
-    crate::jobs::push(
-        conn,
-        run_id,
-        run.traceparent.as_deref(),
-        std::slice::from_ref(&queued),
-        None,
+    Ok(())
+}
+
+/// Clears the target's dirty mark.
+pub async fn clear_dirty(conn: &mut PgConnection, target_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM target_dirty_states WHERE target_id = $1")
+        .bind(target_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A version an admin declares applied on a target (no migration ran for it
+/// in the hub's records after the target stopped).
+#[derive(Debug, Clone)]
+pub struct DeclaredApplied<'a> {
+    pub target_id: Uuid,
+    pub version: &'a crate::domain::Version,
+    pub migration_id: Uuid,
+    pub checksum: &'a str,
+    pub run_id: Uuid,
+}
+
+/// Records `declared` as applied (kept when it is already).
+pub async fn declare_applied(
+    conn: &mut PgConnection,
+    declared: &DeclaredApplied<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO applied_migrations (target_id, version, version_key, migration_id, checksum, run_id)
+         VALUES ($1, $2, $3::numeric[], $4, $5, $6) ON CONFLICT (target_id, version) DO NOTHING",
     )
+    .bind(declared.target_id)
+    .bind(declared.version.to_string())
+    .bind(declared.version.sort_key())
+    .bind(declared.migration_id)
+    .bind(declared.checksum)
+    .bind(declared.run_id)
+    .execute(conn)
     .await?;
-    Ok(Some(queued.0))
+    Ok(())
+}
+
+/// Forgets `version` as applied on the target.
+pub async fn forget_applied(
+    conn: &mut PgConnection,
+    target_id: Uuid,
+    version: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM applied_migrations WHERE target_id = $1 AND version = $2")
+        .bind(target_id)
+        .bind(version)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

@@ -4,6 +4,7 @@
 use axum::{Json, extract::State, http::StatusCode};
 use common::{
     domain::Capability,
+    lifecycle,
     store::{
         audit,
         inventory::{self, DbSetRow, ProjectRow},
@@ -17,7 +18,6 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
-    invalidation::{audit_invalidated, invalidate_runs},
     inventory::{parse_object_name, project},
     projects::refuse_while_running,
 };
@@ -159,7 +159,9 @@ pub async fn delete_db_set(
     let mut tx = state.db.begin().await?;
     let (project, set) = lock_db_set(&mut tx, slug, id).await?;
     let reason = format!("DB set {} was deleted", set.name);
-    let invalidated = invalidate_runs(&mut tx, user, RunScope::DbSet(set.id), &reason).await?;
+    let invalidated =
+        lifecycle::invalidate_where(&mut tx, &user.caller(), RunScope::DbSet(set.id), &reason)
+            .await?;
     refuse_while_running(&mut tx, RunScope::DbSet(set.id), "DB set").await?;
     let targets = inventory::delete_db_set(&mut tx, set.id).await?;
     audit::append(
@@ -175,7 +177,7 @@ pub async fn delete_db_set(
             })),
     )
     .await?;
-    audit_invalidated(&mut tx, user, &invalidated, &reason).await?;
+    lifecycle::announce_invalidated(&mut tx, &user.caller(), &invalidated, &reason).await?;
     tx.commit().await?;
     Ok(())
 }

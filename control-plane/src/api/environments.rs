@@ -4,6 +4,7 @@
 use axum::{Json, extract::State, http::StatusCode};
 use common::{
     domain::Capability,
+    lifecycle,
     store::{
         audit,
         inventory::{self, EnvironmentRow},
@@ -14,7 +15,6 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
-use super::invalidation::{audit_invalidated, invalidate_runs};
 use crate::{
     app::AppState,
     auth::{Authorized, CurrentUser, rules},
@@ -250,7 +250,13 @@ pub async fn update_environment(
         || before.statement_timeout_ms != env.statement_timeout_ms;
     let reason = format!("the timeouts of environment {} changed", env.name);
     let invalidated = if timeouts_changed {
-        invalidate_runs(&mut tx, admin, RunScope::Environment(&env.name), &reason).await?
+        lifecycle::invalidate_where(
+            &mut tx,
+            &admin.caller(),
+            RunScope::Environment(&env.name),
+            &reason,
+        )
+        .await?
     } else {
         Vec::new()
     };
@@ -261,7 +267,7 @@ pub async fn update_environment(
             .details(json!({ "changes": changed, "runs_invalidated": invalidated.len() })),
     )
     .await?;
-    audit_invalidated(&mut tx, admin, &invalidated, &reason).await?;
+    lifecycle::announce_invalidated(&mut tx, &admin.caller(), &invalidated, &reason).await?;
     tx.commit().await?;
     Ok(env)
 }

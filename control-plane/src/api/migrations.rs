@@ -10,6 +10,7 @@ use common::{
         import::{self, Layout},
         order,
     },
+    lifecycle,
     store::{
         audit,
         migrations::{self, MigrationRow, NewMigration, RevisionRow},
@@ -20,12 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::{
-    Page, PageQuery,
-    invalidation::{audit_invalidated, invalidate_runs},
-    inventory::project,
-    required_text,
-};
+use super::{Page, PageQuery, inventory::project, required_text};
 use crate::{
     app::AppState,
     auth::{Authorized, CurrentUser, rules},
@@ -359,8 +355,13 @@ pub async fn edit_migration(
         return Ok(current);
     }
     let reason = format!("migration {version} was edited");
-    let invalidated =
-        invalidate_runs(&mut tx, user, RunScope::Migration(current.id), &reason).await?;
+    let invalidated = lifecycle::invalidate_where(
+        &mut tx,
+        &user.caller(),
+        RunScope::Migration(current.id),
+        &reason,
+    )
+    .await?;
     let revision = migrations::update(
         &mut tx,
         current.id,
@@ -389,7 +390,7 @@ pub async fn edit_migration(
             })),
     )
     .await?;
-    audit_invalidated(&mut tx, user, &invalidated, &reason).await?;
+    lifecycle::announce_invalidated(&mut tx, &user.caller(), &invalidated, &reason).await?;
     let row = migrations::by_version(&mut tx, project.id, &version)
         .await?
         .ok_or_else(|| anyhow::anyhow!("edited migration not found"))?;

@@ -4,6 +4,7 @@
 use axum::{Json, extract::State, http::StatusCode};
 use common::{
     domain::{Capability, ProjectSlug},
+    lifecycle,
     store::{
         audit,
         inventory::{self, ProjectRow},
@@ -15,10 +16,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 
-use super::{
-    invalidation::{audit_invalidated, invalidate_runs},
-    optional_text, required_text,
-};
+use super::{optional_text, required_text};
 use crate::{
     app::AppState,
     auth::{Authorized, CurrentUser, rules},
@@ -171,8 +169,13 @@ pub async fn archive_project(
     // this either queued its run before (and is refused below) or finds
     // the run invalidated.
     let reason = format!("project {} was archived", project.slug);
-    let invalidated =
-        invalidate_runs(&mut tx, admin, RunScope::Project(project.id), &reason).await?;
+    let invalidated = lifecycle::invalidate_where(
+        &mut tx,
+        &admin.caller(),
+        RunScope::Project(project.id),
+        &reason,
+    )
+    .await?;
     refuse_while_running(&mut tx, RunScope::Project(project.id), "project").await?;
     inventory::archive_project(&mut tx, project.id).await?;
     audit::append(
@@ -183,7 +186,7 @@ pub async fn archive_project(
             .details(json!({ "slug": project.slug, "runs_invalidated": invalidated.len() })),
     )
     .await?;
-    audit_invalidated(&mut tx, admin, &invalidated, &reason).await?;
+    lifecycle::announce_invalidated(&mut tx, &admin.caller(), &invalidated, &reason).await?;
     tx.commit().await?;
     Ok(())
 }

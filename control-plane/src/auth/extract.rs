@@ -16,12 +16,12 @@ use axum::{
 use common::{
     crypto::hash_api_token,
     domain::{Capability, Role, role::allows},
+    lifecycle::Caller,
     store::{
         audit::{self, Actor, Entry},
         users,
     },
 };
-use serde_json::json;
 use time::OffsetDateTime;
 use tower_sessions::Session;
 use uuid::Uuid;
@@ -49,9 +49,17 @@ pub struct CurrentUser {
 
 impl CurrentUser {
     pub fn actor(&self) -> Actor {
-        Actor::User {
+        self.caller().actor()
+    }
+
+    /// The caller as the run lifecycle knows them.
+    pub fn caller(&self) -> Caller {
+        Caller {
             id: self.id,
             email: self.email.clone(),
+            role: self.role,
+            ip: self.ip.clone(),
+            route: self.route.clone(),
         }
     }
 
@@ -81,8 +89,7 @@ impl CurrentUser {
     /// than the role check (separation of duties, a token role above one's
     /// own): the route as requested, the answer's code and message.
     pub fn denial(&self, refusal: &ApiError) -> Entry {
-        self.audit("access.denied", "route", &self.route)
-            .details(json!({ "code": refusal.code(), "reason": refusal.to_string() }))
+        self.caller().denial(refusal.code(), &refusal.to_string())
     }
 
     /// Audits `refusal` (a 403) in its own transaction and returns it, for
@@ -274,24 +281,11 @@ async fn deny(
     user: &CurrentUser,
     capability: Capability,
 ) -> Result<(), ApiError> {
+    let (entry, message) = user.caller().lacking(capability);
     let mut tx = state.db.begin().await?;
-    audit::append(
-        &mut tx,
-        &user
-            .audit("access.denied", "route", &user.route)
-            .details(json!({
-                "code": "forbidden",
-                "capability": format!("{capability:?}"),
-                "role": user.role.as_str(),
-            })),
-    )
-    .await?;
+    audit::append(&mut tx, &entry).await?;
     tx.commit().await?;
-    Err(ApiError::Forbidden(format!(
-        "your role ({}) does not allow this; it needs {} or above",
-        user.role,
-        capability.minimum_role()
-    )))
+    Err(ApiError::Forbidden(message))
 }
 
 /// A capability a route requires.

@@ -206,12 +206,12 @@ async fn workers_page(
             })
         })
         .collect();
-    let queues: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT substr(job_type, length('migrate-hub.pool.') + 1), count(*) FROM apalis.jobs
-         WHERE job_type LIKE 'migrate-hub.pool.%' AND status = 'Pending' GROUP BY job_type ORDER BY 1",
-    )
-    .fetch_all(&state.db)
-    .await?;
+    let queues: Vec<(String, i64)> =
+        common::queue::waiting_per_pool(&mut *state.db.acquire().await?)
+            .await?
+            .into_iter()
+            .filter(|(_, waiting)| *waiting > 0)
+            .collect();
     render(
         &state,
         "admin/workers.html",

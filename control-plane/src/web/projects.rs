@@ -20,12 +20,12 @@ use crate::{
     api::{
         inventory::project,
         migrations::{CreateMigration, EditMigration, create_migration, edit_migration},
-        runs::{RequestRun, request_run},
     },
     app::AppState,
     auth::rules,
     error::{ApiError, ApiPath, ApiQuery},
     routes::{Access, Routes},
+    runs::{RequestRun, request_run},
 };
 
 pub fn router() -> Routes {

@@ -14,14 +14,14 @@ use uuid::Uuid;
 
 use super::{Viewer, render_value, see_other};
 use crate::{
-    api::runs::{
-        ApproveBody, DenyBody, ExecuteBody, RunSnapshot, approve_run, cancel_run, deny_run,
-        execute_run,
-    },
     app::AppState,
     auth::rules,
     error::{ApiError, ApiPath},
     routes::{Access, Routes},
+    runs::{
+        ApproveBody, DenyBody, ExecuteBody, RunSnapshot, approve_run, cancel_run, deny_run,
+        execute_run,
+    },
 };
 
 pub fn router() -> Routes {
@@ -71,7 +71,7 @@ async fn pages_of(
     state: &AppState,
     id: Uuid,
 ) -> Result<(Arc<RunSnapshot>, Arc<RunPages>), ApiError> {
-    let snapshot = crate::api::runs::run_snapshot(state, id).await?;
+    let snapshot = crate::runs::run_snapshot(state, id).await?;
     if let Some(pages) = snapshot.pages.get().cloned() {
         return Ok((snapshot, pages));
     }

@@ -26,7 +26,7 @@ use common::{
         import::{self, ImportedMigration},
         run::{ExecutionSettings, PinnedMigration},
     },
-    jobs::{TargetJob, queue_name},
+    queue::{TargetJob, queue_name},
     store::{
         self,
         inventory::{NewTarget, TargetRow},

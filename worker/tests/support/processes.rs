@@ -295,7 +295,7 @@ impl TestHub {
     pub async fn execute_dispatched(&self, run_id: Uuid) {
         let mut tx = self.db.begin().await.unwrap();
         let run = store::runs::lock(&mut tx, run_id).await.unwrap().unwrap();
-        store::dispatch::dispatch(&mut tx, &run, None)
+        common::lifecycle::dispatch(&mut tx, &run, None)
             .await
             .unwrap();
         let next = run

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use axum::{Json, extract::State, http::StatusCode};
 use common::{
+    lifecycle,
     store::{audit, inventory, runs::RunScope},
     targets::Password,
 };
@@ -17,10 +18,7 @@ use uuid::Uuid;
 
 use super::{TargetInput, ValidTarget, validate};
 use crate::{
-    api::{
-        invalidation::{audit_invalidated, invalidate_runs},
-        inventory::{ENGINES, db_set, parse_object_name},
-    },
+    api::inventory::{ENGINES, db_set, parse_object_name},
     app::AppState,
     auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
@@ -139,7 +137,9 @@ pub async fn create_targets(
         entries.len(),
         set.name
     );
-    let invalidated = invalidate_runs(&mut tx, user, RunScope::DbSet(set.id), &reason).await?;
+    let invalidated =
+        lifecycle::invalidate_where(&mut tx, &user.caller(), RunScope::DbSet(set.id), &reason)
+            .await?;
     let new: Vec<_> = entries.iter().map(|(_, t)| t.as_new()).collect();
     let rows = inventory::insert_targets(&mut tx, state.keys(), set.id, &new).await?;
     let mut engines: BTreeMap<&str, usize> = BTreeMap::new();
@@ -161,7 +161,7 @@ pub async fn create_targets(
             })),
     )
     .await?;
-    audit_invalidated(&mut tx, user, &invalidated, &reason).await?;
+    lifecycle::announce_invalidated(&mut tx, &user.caller(), &invalidated, &reason).await?;
     tx.commit().await?;
     Ok(rows)
 }

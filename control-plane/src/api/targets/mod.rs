@@ -18,7 +18,8 @@ pub mod resolve;
 use axum::{Json, extract::State, http::StatusCode};
 use common::{
     config::valid_pool_name,
-    domain::Capability,
+    domain::{Capability, run::PinnedTarget},
+    lifecycle,
     store::{
         audit,
         inventory::{self, NewTarget, ScopedTarget, TargetRow},
@@ -32,7 +33,6 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
-    invalidation::{audit_invalidated, invalidate_runs},
     inventory::{ENGINES, TLS_MODES, db_set, parse_object_name},
     optional_text,
     projects::refuse_while_running,
@@ -144,19 +144,19 @@ impl ValidTarget {
         }
     }
 
-    /// The fields that decide where and as whom a migration runs (what a
-    /// run's approval covers), without the password.
-    fn reach(&self) -> [(&'static str, Value); 8] {
-        [
-            ("engine", json!(self.engine)),
-            ("host", json!(self.host)),
-            ("port", json!(self.port)),
-            ("database", json!(self.database)),
-            ("username", json!(self.username)),
-            ("tls_mode", json!(self.tls_mode)),
-            ("session_settings", json!(self.session_settings)),
-            ("worker_pool", json!(self.worker_pool)),
-        ]
+    /// The target as a run pins it, were it stored under `id`.
+    pub fn pinned(&self, id: Uuid) -> PinnedTarget {
+        PinnedTarget {
+            id,
+            engine: self.engine.clone(),
+            host: self.host.clone(),
+            port: self.port,
+            database: self.database.clone(),
+            username: self.username.clone(),
+            tls_mode: self.tls_mode.clone(),
+            session_settings: self.session_settings.clone(),
+            worker_pool: self.worker_pool.clone(),
+        }
     }
 }
 
@@ -257,7 +257,9 @@ pub async fn create_target(
     let mut tx = state.db.begin().await?;
     let (project, set) = db_set(&mut tx, slug, db_set_id).await?;
     let reason = format!("target {} was added to DB set {}", target.name, set.name);
-    let invalidated = invalidate_runs(&mut tx, user, RunScope::DbSet(set.id), &reason).await?;
+    let invalidated =
+        lifecycle::invalidate_where(&mut tx, &user.caller(), RunScope::DbSet(set.id), &reason)
+            .await?;
     let row = inventory::insert_target(&mut tx, state.keys(), set.id, &target.as_new()).await?;
     // The audit row names the target, never its password.
     let mut details = audit_view(&row);
@@ -270,7 +272,7 @@ pub async fn create_target(
             .details(details),
     )
     .await?;
-    audit_invalidated(&mut tx, user, &invalidated, &reason).await?;
+    lifecycle::announce_invalidated(&mut tx, &user.caller(), &invalidated, &reason).await?;
     tx.commit().await?;
     Ok(row)
 }
@@ -388,15 +390,20 @@ pub async fn update_target(
         Some(Some(p)) if p.expose().is_empty() => None,
         Some(Some(p)) => Some(validate_password("password", Some(p))?),
     };
-    let before = json!({
-        "engine": current.engine, "host": current.host, "port": current.port,
-        "database": current.database, "username": current.username, "tls_mode": current.tls_mode,
-        "session_settings": current.session_settings, "worker_pool": current.worker_pool,
-    });
+    // What a run's approval covers of a target (`PinnedTarget`): a change
+    // of any of it invalidates the runs waiting on the DB set.
+    let pinned = |t: PinnedTarget| match serde_json::to_value(t) {
+        Ok(Value::Object(fields)) => fields,
+        _ => Map::new(),
+    };
+    let before = pinned(current.pinned());
     let mut changes = Map::new();
-    for (field, to) in edited.reach() {
-        if before[field] != to {
-            changes.insert(field.into(), json!({ "from": before[field], "to": to }));
+    for (field, to) in pinned(edited.pinned(current.id)) {
+        if field != "id" && before.get(&field) != Some(&to) {
+            changes.insert(
+                field.clone(),
+                json!({ "from": before.get(&field), "to": to }),
+            );
         }
     }
     let reach_changed = !changes.is_empty();
@@ -422,7 +429,8 @@ pub async fn update_target(
     );
     let invalidated = if reach_changed {
         let scope = RunScope::DbSet(current.db_set_id);
-        let invalidated = invalidate_runs(&mut tx, user, scope, &reason).await?;
+        let invalidated =
+            lifecycle::invalidate_where(&mut tx, &user.caller(), scope, &reason).await?;
         refuse_while_running(&mut tx, scope, "target's DB set").await?;
         invalidated
     } else {
@@ -453,7 +461,7 @@ pub async fn update_target(
             })),
     )
     .await?;
-    audit_invalidated(&mut tx, user, &invalidated, &reason).await?;
+    lifecycle::announce_invalidated(&mut tx, &user.caller(), &invalidated, &reason).await?;
     tx.commit().await?;
     Ok(row)
 }
@@ -484,7 +492,7 @@ pub async fn delete_target(state: &AppState, user: &CurrentUser, id: Uuid) -> Re
     } = lock_target(&mut tx, id).await?;
     let scope = RunScope::DbSet(target.db_set_id);
     let reason = format!("target {} was removed from the DB set", target.name);
-    let invalidated = invalidate_runs(&mut tx, user, scope, &reason).await?;
+    let invalidated = lifecycle::invalidate_where(&mut tx, &user.caller(), scope, &reason).await?;
     refuse_while_running(&mut tx, scope, "target's DB set").await?;
     inventory::delete_target(&mut tx, target.id).await?;
     let mut details = audit_view(&target);
@@ -497,7 +505,7 @@ pub async fn delete_target(state: &AppState, user: &CurrentUser, id: Uuid) -> Re
             .details(details),
     )
     .await?;
-    audit_invalidated(&mut tx, user, &invalidated, &reason).await?;
+    lifecycle::announce_invalidated(&mut tx, &user.caller(), &invalidated, &reason).await?;
     tx.commit().await?;
     Ok(())
 }

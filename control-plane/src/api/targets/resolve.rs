@@ -9,12 +9,10 @@
 
 use axum::{Json, extract::State};
 use common::{
-    domain::{Direction, resume},
-    store::{audit, target_state},
+    lifecycle,
     targets::{self, HistoryChange},
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -101,34 +99,26 @@ pub async fn resolve_target(
     };
     let reason = required_text("reason", &body.reason, 2000)?;
     let (scoped, reachable) = reach(state, id).await?;
+    let caller = admin.caller();
     let mut tx = state.db.begin().await?;
-    let (run_id, version, direction, statement) = locked_dirty(&mut tx, id, &body.version).await?;
-    let direction: Direction = direction
-        .parse()
-        .map_err(|_| anyhow::anyhow!("stored direction is invalid"))?;
-    let (migration_id, checksum, name, project_id): (Uuid, String, String, Uuid) = sqlx::query_as(
-        "SELECT m.id, rm.checksum, m.name, m.project_id FROM run_migrations rm JOIN migrations m ON m.id = rm.migration_id
-         WHERE rm.run_id = $1 AND rm.version = $2",
-    )
-    .bind(run_id)
-    .bind(&version)
-    .fetch_one(&mut *tx)
-    .await?;
-    // Applied after an `up`, or a `down` that counts as not having happened.
-    let now_applied = (direction == Direction::Up) == applied;
+    let decision = lifecycle::lock_dirty(&mut tx, id, &body.version).await?;
+    let (dirty, pinned) = &decision;
+    let now_applied = lifecycle::resolve::now_applied(dirty, applied)?;
 
     // The target first: if it cannot be reached, nothing changes anywhere.
     let (endpoint, password) =
         reachable.map_err(|e| ApiError::conflict("target_unreachable", e))?;
     let change = if now_applied {
         HistoryChange::Record {
-            version: &version,
-            checksum: &checksum,
-            name: &name,
-            run_id,
+            version: &dirty.version,
+            checksum: &pinned.checksum,
+            name: &pinned.name,
+            run_id: dirty.run_id,
         }
     } else {
-        HistoryChange::Forget { version: &version }
+        HistoryChange::Forget {
+            version: &dirty.version,
+        }
     };
     targets::change_history(
         &scoped.target.engine,
@@ -140,51 +130,11 @@ pub async fn resolve_target(
     .await
     .map_err(|e| ApiError::conflict("target_unreachable", e))?;
 
-    let key: Vec<String> = common::domain::Version::parse(&version)
-        .map_err(|_| anyhow::anyhow!("stored version is invalid"))?
-        .sort_key();
-    if now_applied {
-        sqlx::query(
-            "INSERT INTO applied_migrations (target_id, version, version_key, migration_id, checksum, run_id)
-             VALUES ($1, $2, $3::numeric[], $4, $5, $6) ON CONFLICT (target_id, version) DO NOTHING",
-        )
-        .bind(id)
-        .bind(&version)
-        .bind(&key)
-        .bind(migration_id)
-        .bind(&checksum)
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await?;
-    } else {
-        sqlx::query("DELETE FROM applied_migrations WHERE target_id = $1 AND version = $2")
-            .bind(id)
-            .bind(&version)
-            .execute(&mut *tx)
-            .await?;
-    }
-    sqlx::query("DELETE FROM target_dirty_states WHERE target_id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    audit::append(
-        &mut tx,
-        &admin
-            .audit("target.resolved", "target", id)
-            .project(project_id)
-            .details(json!({
-                "version": version,
-                "as": body.outcome,
-                "direction": direction,
-                "statement_reached": statement,
-                "reason": reason,
-            })),
-    )
-    .await?;
+    lifecycle::resolve(&mut tx, &caller, id, &decision, &body.outcome, &reason).await?;
     tx.commit().await?;
     Ok(Resolved {
         target_id: id,
-        version,
+        version: decision.0.version,
         outcome: body.outcome,
         applied: now_applied,
         run_id: None,
@@ -205,73 +155,23 @@ async fn resume_target(
 ) -> Result<Resolved, ApiError> {
     let reason = required_text("reason", &body.reason, 2000)?;
     let mut tx = state.db.begin().await?;
-    let (run_id, version, _, statement) = locked_dirty(&mut tx, id, &body.version).await?;
-    let from = resume::resume_from(statement, body.from_statement)
-        .map_err(|e| ApiError::invalid("from_statement", e.to_string()))?;
-    let Some(execution_id) = target_state::request_resume(&mut tx, id, run_id, from).await? else {
-        return Err(ApiError::conflict(
-            "run_not_resumable",
-            "the run that left the target dirty is not waiting for a resume (its execution on \
-             the target is still running, or the run was cancelled); resolve the target as \
-             applied or rolled back instead",
-        ));
-    };
-    let project_id: Uuid = sqlx::query_scalar("SELECT project_id FROM runs WHERE id = $1")
-        .bind(run_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    audit::append(
+    let resumed = lifecycle::resume(
         &mut tx,
-        &admin
-            .audit("target.resume_requested", "target", id)
-            .project(project_id)
-            .details(json!({
-                "version": version,
-                "run_id": run_id,
-                "execution_id": execution_id,
-                "statement_reached": statement,
-                "from_statement": from,
-                "reason": reason,
-            })),
+        &admin.caller(),
+        id,
+        &body.version,
+        body.from_statement,
+        &reason,
     )
     .await?;
     tx.commit().await?;
     Ok(Resolved {
         target_id: id,
-        version,
+        version: resumed.version,
         outcome: body.outcome,
         applied: false,
-        run_id: Some(run_id),
-        execution_id: Some(execution_id),
-        from_statement: Some(from),
+        run_id: Some(resumed.run_id),
+        execution_id: Some(resumed.execution_id),
+        from_statement: Some(resumed.from_statement),
     })
-}
-
-/// The target's dirty mark (run, version, direction, statement reached),
-/// locked for the decision; refused when there is none or the admin named
-/// another version.
-async fn locked_dirty(
-    tx: &mut sqlx::PgConnection,
-    id: Uuid,
-    asked: &str,
-) -> Result<(Uuid, String, String, i32), ApiError> {
-    let dirty: Option<(Uuid, String, String, i32)> = sqlx::query_as(
-        "SELECT run_id, version, direction, statement_index FROM target_dirty_states WHERE target_id = $1 FOR UPDATE",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(dirty) = dirty else {
-        return Err(ApiError::conflict(
-            "target_not_dirty",
-            "the target is not dirty; there is nothing to resolve",
-        ));
-    };
-    if asked.trim() != dirty.1 {
-        return Err(ApiError::invalid(
-            "version",
-            format!("the target is dirty at version {}", dirty.1),
-        ));
-    }
-    Ok(dirty)
 }

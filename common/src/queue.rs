@@ -1,4 +1,6 @@
-//! Queue payloads shared by the control plane (producer) and workers (consumer).
+//! The job queue (apalis on the tool database), in one place: the payload
+//! the control plane pushes and workers consume, the queue of each worker
+//! pool, pushing jobs, and how many wait in each pool.
 //!
 //! A job names what to do, never how to reach it: no host, no password. The
 //! worker reads everything else from the tool database.
@@ -19,9 +21,26 @@ pub struct TargetJob {
     pub trace_context: BTreeMap<String, String>,
 }
 
+/// What every pool's queue name starts with.
+const PREFIX: &str = "migrate-hub.pool.";
+
 /// The apalis queue that the workers of `pool` consume.
 pub fn queue_name(pool: &str) -> String {
-    format!("migrate-hub.pool.{pool}")
+    format!("{PREFIX}{pool}")
+}
+
+/// Jobs waiting (due or not) in each pool's queue, for every pool that has
+/// any job on record, by pool name.
+pub async fn waiting_per_pool(
+    conn: &mut sqlx::PgConnection,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT substr(job_type, length($1) + 1), count(*) FILTER (WHERE status = 'Pending')
+         FROM apalis.jobs WHERE starts_with(job_type, $1) GROUP BY job_type ORDER BY 1",
+    )
+    .bind(PREFIX)
+    .fetch_all(conn)
+    .await
 }
 
 /// Pushes one job per (execution, target, pool) into each pool's queue, in

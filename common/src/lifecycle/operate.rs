@@ -1,0 +1,164 @@
+//! Executing and cancelling runs, and queueing their targets.
+
+use serde_json::json;
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Caller, LifecycleError, decide::transition, invalidate_if_stale};
+use crate::{
+    domain::{Capability, dispatch, role::allows, run::RunEvent},
+    queue,
+    store::{
+        audit,
+        executions::{self, NotStarted, Queued},
+        inventory,
+        runs::{self, RunRow},
+        webhooks,
+    },
+};
+
+/// How far ahead a run may be scheduled.
+const MAX_DELAY: time::Duration = time::Duration::days(30);
+
+/// Execute: checks that the approved run is still what was approved, queues
+/// its first targets (up to its concurrency, or its canary) as jobs in
+/// their pools' queues, due at `not_before`, and moves it to `queued`. The
+/// jobs continue the trace `traceparent` names. Queueing and the state
+/// change commit together or not at all; each finishing target dispatches
+/// the next ([`dispatch`]).
+pub async fn execute(
+    conn: &mut PgConnection,
+    caller: &Caller,
+    run_id: Uuid,
+    not_before: Option<OffsetDateTime>,
+    traceparent: Option<String>,
+) -> Result<(), LifecycleError> {
+    if not_before.is_some_and(|t| t > OffsetDateTime::now_utc() + MAX_DELAY) {
+        return Err(LifecycleError::invalid(
+            "not_before",
+            "must be within 30 days",
+        ));
+    }
+    let run = runs::lock(conn, run_id)
+        .await?
+        .ok_or(LifecycleError::NotFound("run"))?;
+    require_operator(conn, caller, &run).await?;
+    let next = transition(&run, RunEvent::Execute, "execute")?;
+    invalidate_if_stale(conn, caller, &run).await?;
+    // Defence in depth: the approvals on record must cover this digest.
+    let env = inventory::environment(conn, &run.environment)
+        .await?
+        .ok_or_else(|| {
+            LifecycleError::Corrupt(format!("run {} names a missing environment", run.id))
+        })?;
+    let approvals = runs::approvals(conn, run.id)
+        .await?
+        .into_iter()
+        .filter(|a| a.decision == "approved" && a.digest == run.digest)
+        .count();
+    if (approvals as i32) < env.required_approvals {
+        return Err(LifecycleError::conflict(
+            "not_approved",
+            "the run lacks the approvals its environment requires",
+        ));
+    }
+    let run = RunRow { traceparent, ..run };
+    let queued = dispatch(conn, &run, not_before).await?;
+    runs::mark_executed(
+        conn,
+        run.id,
+        caller.id,
+        not_before,
+        run.traceparent.as_deref(),
+    )
+    .await?;
+    runs::set_state(conn, &run, next, Some(caller.id), None).await?;
+    webhooks::notify_run(conn, run.id, "executed").await?;
+    audit::append(
+        conn,
+        &caller
+            .audit("run.executed", "run", run.id)
+            .project(run.project_id)
+            .details(json!({
+                "digest": run.digest,
+                "targets": queued.len(),
+                "not_before": not_before.map(|t| t.unix_timestamp()),
+            })),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Cancel: targets not started are cancelled; running ones finish their
+/// current migration and report as usual.
+pub async fn cancel(
+    conn: &mut PgConnection,
+    caller: &Caller,
+    run_id: Uuid,
+) -> Result<(), LifecycleError> {
+    let run = runs::lock(conn, run_id)
+        .await?
+        .ok_or(LifecycleError::NotFound("run"))?;
+    require_operator(conn, caller, &run).await?;
+    let next = transition(&run, RunEvent::Cancel, "be cancelled")?;
+    let cancelled =
+        executions::cancel_not_started(conn, run.id, NotStarted::PendingOrQueued, None).await?;
+    runs::set_state(conn, &run, next, Some(caller.id), Some("cancelled")).await?;
+    audit::append(
+        conn,
+        &caller
+            .audit("run.cancelled", "run", run.id)
+            .project(run.project_id)
+            .details(json!({ "targets_cancelled": cancelled })),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Requesters operate their own runs; managers and admins any run. A
+/// refusal is audited.
+async fn require_operator(
+    conn: &mut PgConnection,
+    caller: &Caller,
+    run: &RunRow,
+) -> Result<(), LifecycleError> {
+    if run.requested_by == caller.id || allows(caller.role, Capability::OperateAnyRun) {
+        return Ok(());
+    }
+    let (entry, message) = caller.lacking(Capability::OperateAnyRun);
+    audit::append(conn, &entry).await?;
+    Err(LifecycleError::Forbidden {
+        code: "forbidden",
+        message,
+    })
+}
+
+/// Applies the dispatch rule to a run whose row the caller holds locked:
+/// cancels what must not start (stop on failure, a failed canary), queues
+/// what may (concurrency, canary) and pushes their jobs, due at
+/// `not_before`. Returns the executions queued.
+pub async fn dispatch(
+    conn: &mut PgConnection,
+    run: &RunRow,
+    not_before: Option<OffsetDateTime>,
+) -> Result<Vec<Queued>, sqlx::Error> {
+    let slots = executions::slots(conn, run.id).await?;
+    let decision = dispatch::next(&slots, run.concurrency, run.canary, run.stop_on_failure);
+    if let Some(reason) = decision.cancel_pending {
+        executions::cancel_not_started(conn, run.id, NotStarted::Pending, Some(reason)).await?;
+    }
+    if decision.queue.is_empty() {
+        return Ok(Vec::new());
+    }
+    let queued = executions::queue(conn, run.id, &decision.queue).await?;
+    queue::push(
+        conn,
+        run.id,
+        run.traceparent.as_deref(),
+        &queued,
+        not_before,
+    )
+    .await?;
+    Ok(queued)
+}

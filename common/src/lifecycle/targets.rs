@@ -1,0 +1,166 @@
+//! A run's targets as workers take and end them.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{LifecycleError, operate::dispatch};
+use crate::{
+    domain::{
+        RunState, TargetState,
+        run::{RunEvent, derive_outcome},
+    },
+    store::{
+        audit::{self, Actor, Entry},
+        executions::{self, ClaimedExecution, Ending},
+        runs, webhooks,
+    },
+};
+
+/// Claims a `queued` execution for `worker_id`. `None` when it is not
+/// queued any more (cancelled, or already claimed by a redelivered job):
+/// then the job must do nothing, which is what makes redelivery harmless.
+/// The first claim of a run moves it from `queued` to `running`.
+pub async fn claim(
+    conn: &mut PgConnection,
+    execution_id: Uuid,
+    worker_id: Uuid,
+) -> Result<Option<ClaimedExecution>, LifecycleError> {
+    let Some(claimed) = executions::claim(conn, execution_id, worker_id).await? else {
+        return Ok(None);
+    };
+    let run = runs::lock(conn, claimed.run_id)
+        .await?
+        .ok_or_else(|| LifecycleError::Corrupt(format!("execution {execution_id} has no run")))?;
+    if let Ok(next) = run.state().transition(RunEvent::Start) {
+        runs::set_state(conn, &run, next, None, None).await?;
+    }
+    Ok(Some(claimed))
+}
+
+/// The `target.started` audit row of a claimed execution, by the worker
+/// that claimed it. Appended last in the claim's transaction (it holds the
+/// audit chain's head until commit).
+pub async fn started(
+    conn: &mut PgConnection,
+    worker: &Actor,
+    worker_id: Uuid,
+    claimed: &ClaimedExecution,
+    project_id: Uuid,
+) -> Result<(), LifecycleError> {
+    audit::append(
+        conn,
+        &Entry::new(
+            worker.clone(),
+            "target.started",
+            "target_execution",
+            claimed.id,
+        )
+        .project(project_id)
+        .details(serde_json::json!({
+            "run_id": claimed.run_id,
+            "target_id": claimed.target_id,
+            "worker_id": worker_id,
+            "attempt": claimed.attempt,
+        })),
+    )
+    .await?;
+    Ok(())
+}
+
+/// How an execution ended, and who says so (the worker that ran it, the
+/// recovery of a dead worker's target, an admin).
+#[derive(Debug, Clone)]
+pub struct Finish<'a> {
+    pub execution_id: Uuid,
+    pub state: TargetState,
+    pub error: Option<&'a str>,
+    /// The migration that failed, if one did.
+    pub failed_version: Option<&'a str>,
+    /// The statement reached (1-based) when a statement-by-statement script failed.
+    pub statement: Option<i32>,
+    pub worker: &'a Actor,
+}
+
+/// Ends a running execution and audits it; starts what may start next
+/// (concurrency, canary) or stops the rest (stop on failure, a failed
+/// canary); and when it was the run's last one, records the run's outcome.
+/// Returns the run's new state when the run finished. A report for an
+/// execution that is not running (late, or repeated) changes nothing.
+pub async fn finish(
+    conn: &mut PgConnection,
+    f: &Finish<'_>,
+) -> Result<Option<RunState>, LifecycleError> {
+    let ending = Ending {
+        execution_id: f.execution_id,
+        state: f.state,
+        error: f.error,
+        failed_version: f.failed_version,
+        statement: f.statement,
+    };
+    let Some(ended) = executions::finish(conn, &ending).await? else {
+        return Ok(None);
+    };
+    // Lock the run before the audit head, the order `claim` (run, then its
+    // audit row) uses too; the other order deadlocks a claim and a finish
+    // of two targets of one run.
+    let run = runs::lock(conn, ended.run_id).await?;
+    // A cancelled run starts nothing.
+    if let Some(run) = run.filter(|r| !r.state().is_final()) {
+        dispatch(conn, &run, None).await?;
+    }
+    let action = match f.state {
+        TargetState::Succeeded => "target.succeeded",
+        TargetState::Skipped => "target.skipped",
+        TargetState::Interrupted => "target.interrupted",
+        _ => "target.failed",
+    };
+    // The target-side error text is product output, not a secret: it is
+    // what the user needs to fix the migration.
+    audit::append(
+        conn,
+        &Entry::new(f.worker.clone(), action, "target_execution", f.execution_id)
+            .project(ended.project_id)
+            .details(serde_json::json!({
+                "run_id": ended.run_id,
+                "target_id": ended.target_id,
+                "error": f.error,
+                "version": f.failed_version,
+                "statement": f.statement,
+            })),
+    )
+    .await?;
+    settle(conn, ended.run_id, f.worker).await
+}
+
+/// Records the run's outcome once all its executions are final; returns it.
+pub async fn settle(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    actor: &Actor,
+) -> Result<Option<RunState>, LifecycleError> {
+    let run = runs::lock(conn, run_id)
+        .await?
+        .ok_or(LifecycleError::NotFound("run"))?;
+    let states = executions::states(conn, run_id).await?;
+    let Some(outcome) = derive_outcome(&states) else {
+        return Ok(None);
+    };
+    let Ok(next) = run.state().transition(RunEvent::Finish(outcome)) else {
+        return Ok(None);
+    };
+    runs::set_state(conn, &run, next, None, None).await?;
+    let event = if next == RunState::Succeeded {
+        "succeeded"
+    } else {
+        "failed"
+    };
+    webhooks::notify_run(conn, run_id, event).await?;
+    audit::append(
+        conn,
+        &Entry::new(actor.clone(), "run.finished", "run", run_id)
+            .project(run.project_id)
+            .details(serde_json::json!({ "state": next.as_str() })),
+    )
+    .await?;
+    Ok(Some(next))
+}
