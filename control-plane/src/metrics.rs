@@ -113,26 +113,16 @@ fn gauge_family(out: &mut String, name: &str, help: &str, rows: &[(Vec<(&str, St
 }
 
 async fn database_gauges(state: &AppState) -> Result<String, sqlx::Error> {
+    use common::store::stats;
     let mut out = String::new();
-    let runs: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT s.state, count(r.id) FROM unnest(ARRAY['pending_approval','approved','queued','running','succeeded',
-                 'failed','partially_failed','denied','cancelled','invalidated']) AS s(state)
-         LEFT JOIN runs r ON r.state = s.state GROUP BY s.state ORDER BY s.state",
-    )
-    .fetch_all(&state.db)
-    .await?;
+    let runs = stats::runs_by_state(&state.db).await?;
     let rows: Vec<_> = runs
         .into_iter()
         .map(|(s, n)| (vec![("state", s)], n as f64))
         .collect();
     gauge_family(&mut out, "migrate_hub_runs", "Runs by state.", &rows);
 
-    let executions: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT e.state, t.engine, count(*) FROM target_executions e JOIN targets t ON t.id = e.target_id
-         GROUP BY e.state, t.engine ORDER BY 1, 2",
-    )
-    .fetch_all(&state.db)
-    .await?;
+    let executions = stats::executions_by_state_and_engine(&state.db).await?;
     let rows: Vec<_> = executions
         .into_iter()
         .map(|(s, e, n)| (vec![("state", s), ("engine", e)], n as f64))
@@ -156,12 +146,7 @@ async fn database_gauges(state: &AppState) -> Result<String, sqlx::Error> {
         &rows,
     );
 
-    let workers: Vec<(String, String, f64, i32)> = sqlx::query_as(
-        "SELECT pool, id::text, extract(epoch FROM now() - last_heartbeat_at)::float8, running_jobs FROM workers
-         WHERE stopped_at IS NULL AND last_heartbeat_at > now() - interval '1 hour' ORDER BY pool, id",
-    )
-    .fetch_all(&state.db)
-    .await?;
+    let workers = stats::live_workers(&state.db).await?;
     let age: Vec<_> = workers
         .iter()
         .map(|(p, w, age, _)| (vec![("pool", p.clone()), ("worker", w.clone())], *age))
@@ -188,12 +173,7 @@ async fn database_gauges(state: &AppState) -> Result<String, sqlx::Error> {
         &jobs,
     );
 
-    let deliveries: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT s.state, count(d.id) FROM unnest(ARRAY['pending','delivered','failed']) AS s(state)
-         LEFT JOIN webhook_deliveries d ON d.state = s.state GROUP BY s.state ORDER BY 1",
-    )
-    .fetch_all(&state.db)
-    .await?;
+    let deliveries = stats::deliveries_by_state(&state.db).await?;
     let rows: Vec<_> = deliveries
         .into_iter()
         .map(|(s, n)| (vec![("state", s)], n as f64))

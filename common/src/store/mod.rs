@@ -8,6 +8,8 @@ pub mod inventory;
 pub mod migrations;
 pub mod runs;
 pub mod secrets;
+pub mod sessions;
+pub mod stats;
 pub mod target_state;
 pub mod users;
 pub mod webhooks;

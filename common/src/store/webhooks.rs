@@ -231,3 +231,23 @@ pub async fn notify_run(
     enqueue(conn, run.project_id, event, &payload).await?;
     Ok(())
 }
+
+/// A webhook's latest deliveries (at most 100, newest first): id, event,
+/// state, attempts, last HTTP status, last error.
+pub type DeliveryRow = (i64, String, String, i32, Option<i32>, Option<String>);
+
+pub async fn deliveries(
+    conn: &mut PgConnection,
+    webhook_id: Uuid,
+    project_id: Uuid,
+) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT d.id, d.event, d.state, d.attempts, d.last_status, d.last_error
+         FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+         WHERE d.webhook_id = $1 AND w.project_id = $2 ORDER BY d.id DESC LIMIT 100",
+    )
+    .bind(webhook_id)
+    .bind(project_id)
+    .fetch_all(conn)
+    .await
+}

@@ -226,16 +226,7 @@ pub(crate) async fn deliveries(
 ) -> Result<Json<Page<Delivery>>, ApiError> {
     let mut conn = state.db.acquire().await?;
     let project = project(&mut conn, &slug).await?;
-    type DeliveryRow = (i64, String, String, i32, Option<i32>, Option<String>);
-    let rows: Vec<DeliveryRow> = sqlx::query_as(
-        "SELECT d.id, d.event, d.state, d.attempts, d.last_status, d.last_error
-         FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
-         WHERE d.webhook_id = $1 AND w.project_id = $2 ORDER BY d.id DESC LIMIT 100",
-    )
-    .bind(id)
-    .bind(project.id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = webhooks::deliveries(&mut conn, id, project.id).await?;
     let items = rows
         .into_iter()
         .map(

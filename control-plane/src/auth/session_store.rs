@@ -3,8 +3,8 @@
 //! older sqlx than ours; this store is small enough to own.)
 
 use async_trait::async_trait;
+use common::store::sessions;
 use sqlx::PgPool;
-use time::OffsetDateTime;
 use tower_sessions::{
     session::{Id, Record},
     session_store::{self, ExpiredDeletion, SessionStore},
@@ -49,50 +49,38 @@ impl SessionStore for PgSessionStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         let (data, user_id) = encode(record)?;
         // Ids are random 128-bit values; on the impossible collision pick another.
-        loop {
-            let inserted = sqlx::query(
-                "INSERT INTO sessions (id, user_id, data, expiry_date) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(record.id.to_string())
-            .bind(user_id)
-            .bind(&data)
-            .bind(record.expiry_date)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-            if inserted.rows_affected() == 1 {
-                return Ok(());
-            }
+        while !sessions::create(
+            &self.pool,
+            &record.id.to_string(),
+            user_id,
+            &data,
+            record.expiry_date,
+        )
+        .await
+        .map_err(backend)?
+        {
             record.id = Id::default();
         }
+        Ok(())
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let (data, user_id) = encode(record)?;
-        sqlx::query(
-            "INSERT INTO sessions (id, user_id, data, expiry_date) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (id) DO UPDATE SET user_id = EXCLUDED.user_id, data = EXCLUDED.data,
-                                            expiry_date = EXCLUDED.expiry_date",
+        sessions::save(
+            &self.pool,
+            &record.id.to_string(),
+            user_id,
+            &data,
+            record.expiry_date,
         )
-        .bind(record.id.to_string())
-        .bind(user_id)
-        .bind(&data)
-        .bind(record.expiry_date)
-        .execute(&self.pool)
         .await
-        .map_err(backend)?;
-        Ok(())
+        .map_err(backend)
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        let row: Option<(Vec<u8>, OffsetDateTime)> = sqlx::query_as(
-            "SELECT data, expiry_date FROM sessions WHERE id = $1 AND expiry_date > now()",
-        )
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
+        let row = sessions::load(&self.pool, &id.to_string())
+            .await
+            .map_err(backend)?;
         row.map(|(data, expiry_date)| {
             Ok(Record {
                 id: *id,
@@ -105,22 +93,15 @@ impl SessionStore for PgSessionStore {
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        sqlx::query("DELETE FROM sessions WHERE id = $1")
-            .bind(id.to_string())
-            .execute(&self.pool)
+        sessions::delete(&self.pool, &id.to_string())
             .await
-            .map_err(backend)?;
-        Ok(())
+            .map_err(backend)
     }
 }
 
 #[async_trait]
 impl ExpiredDeletion for PgSessionStore {
     async fn delete_expired(&self) -> session_store::Result<()> {
-        sqlx::query("DELETE FROM sessions WHERE expiry_date <= now()")
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(())
+        sessions::delete_expired(&self.pool).await.map_err(backend)
     }
 }
