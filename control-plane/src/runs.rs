@@ -35,11 +35,9 @@ pub struct RunView {
     pub project_id: Uuid,
     pub db_set_id: Uuid,
     pub environment: String,
-    #[schema(value_type = Direction)]
-    pub direction: String,
+    pub direction: Direction,
     pub target_version: String,
-    #[schema(value_type = RunState)]
-    pub state: String,
+    pub state: RunState,
     /// Why the run is in its state (denial reason, invalidation cause).
     pub state_reason: Option<String>,
     pub note: String,

@@ -293,7 +293,7 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
         Ok(connection) => connection,
         Err(message) => return Outcome::failed(message, None),
     };
-    let direction = run.direction();
+    let direction = run.direction;
     let plan = Job {
         run_id: run.id,
         direction,

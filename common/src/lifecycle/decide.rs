@@ -126,7 +126,7 @@ impl Facts {
 
     fn context<'a>(&'a self, run: &RunRow) -> ApprovalContext<'a> {
         ApprovalContext {
-            state: run.state(),
+            state: run.state,
             requested_by: run.requested_by,
             authors: &self.authors,
             approvers: &self.approvers,
@@ -278,13 +278,13 @@ pub(super) fn transition(
     event: RunEvent,
     doing: &str,
 ) -> Result<RunState, LifecycleError> {
-    run.state()
+    run.state
         .transition(event)
         .map_err(|_| wrong_state(run, doing))
 }
 
 fn wrong_state(run: &RunRow, doing: &str) -> LifecycleError {
-    let code = match run.state() {
+    let code = match run.state {
         RunState::Invalidated => "run_invalidated",
         RunState::Queued
         | RunState::Running

@@ -176,14 +176,14 @@ pub async fn requeue_for_resume(
     let Some(run) = runs::lock(conn, run_id).await? else {
         return Ok(None);
     };
-    let Ok(next) = run.state().transition(RunEvent::Resume) else {
+    let Ok(next) = run.state.transition(RunEvent::Resume) else {
         return Ok(None);
     };
     let Some(queued) = executions::requeue_stopped(conn, run_id, target_id).await? else {
         return Ok(None);
     };
     target_state::ask_resume(conn, target_id, from).await?;
-    if next != run.state() {
+    if next != run.state {
         runs::set_state(conn, &run, next, None, Some("resumed by an admin")).await?;
     }
     queue::push(

@@ -31,7 +31,7 @@ pub async fn claim(
     let run = runs::lock(conn, claimed.run_id)
         .await?
         .ok_or_else(|| LifecycleError::Corrupt(format!("execution {execution_id} has no run")))?;
-    if let Ok(next) = run.state().transition(RunEvent::Start) {
+    if let Ok(next) = run.state.transition(RunEvent::Start) {
         runs::set_state(conn, &run, next, None, None).await?;
     }
     Ok(Some(claimed))
@@ -105,7 +105,7 @@ pub async fn finish(
     // of two targets of one run.
     let run = runs::lock(conn, ended.run_id).await?;
     // A cancelled run starts nothing.
-    if let Some(run) = run.filter(|r| !r.state().is_final()) {
+    if let Some(run) = run.filter(|r| !r.state.is_final()) {
         dispatch(conn, &run, None).await?;
     }
     let action = match f.state {
@@ -145,7 +145,7 @@ pub async fn settle(
     let Some(outcome) = derive_outcome(&states) else {
         return Ok(None);
     };
-    let Ok(next) = run.state().transition(RunEvent::Finish(outcome)) else {
+    let Ok(next) = run.state.transition(RunEvent::Finish(outcome)) else {
         return Ok(None);
     };
     runs::set_state(conn, &run, next, None, None).await?;

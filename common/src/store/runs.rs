@@ -16,9 +16,11 @@ pub struct RunRow {
     pub project_id: Uuid,
     pub db_set_id: Uuid,
     pub environment: String,
-    pub direction: String,
+    #[sqlx(try_from = "String")]
+    pub direction: Direction,
     pub target_version: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: RunState,
     pub note: String,
     pub requested_by: Uuid,
     pub requester: String,
@@ -40,19 +42,9 @@ pub struct RunRow {
 }
 
 impl RunRow {
-    pub fn state(&self) -> RunState {
-        self.state
-            .parse()
-            .expect("run state is constrained by the schema")
-    }
-    pub fn direction(&self) -> Direction {
-        self.direction
-            .parse()
-            .expect("direction is constrained by the schema")
-    }
     pub fn settings(&self) -> ExecutionSettings {
         ExecutionSettings {
-            direction: self.direction(),
+            direction: self.direction,
             target_version: Version::parse(&self.target_version)
                 .expect("stored versions are canonical"),
             stop_on_failure: self.stop_on_failure,
@@ -498,7 +490,7 @@ pub async fn set_state(
     .bind(reason)
     .execute(&mut *conn)
     .await?;
-    record_transition(conn, run.id, Some(run.state()), to, actor, reason).await
+    record_transition(conn, run.id, Some(run.state), to, actor, reason).await
 }
 
 async fn record_transition(

@@ -88,11 +88,9 @@ pub struct RunListItem {
     pub id: Uuid,
     pub db_set_id: Uuid,
     pub environment: String,
-    #[schema(value_type = Direction)]
-    pub direction: String,
+    pub direction: Direction,
     pub target_version: String,
-    #[schema(value_type = RunState)]
-    pub state: String,
+    pub state: RunState,
     /// The requester's e-mail.
     pub requested_by: String,
     pub digest: String,
@@ -137,9 +135,9 @@ pub(crate) async fn list(
             id: r.id,
             db_set_id: r.db_set_id,
             environment: r.environment.clone(),
-            direction: r.direction.clone(),
+            direction: r.direction,
             target_version: r.target_version.clone(),
-            state: r.state.clone(),
+            state: r.state,
             requested_by: r.requester.clone(),
             digest: r.digest.clone(),
             created_at: r.created_at,

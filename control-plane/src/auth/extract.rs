@@ -74,7 +74,7 @@ impl CurrentUser {
         object_type: &'static str,
         object_id: impl ToString,
     ) -> Entry {
-        Entry::new(self.actor(), action, object_type, object_id).ip(self.ip.clone())
+        self.caller().audit(action, object_type, object_id)
     }
 
     /// Fails with 403 (audited) unless the caller holds `capability`.

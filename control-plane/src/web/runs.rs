@@ -77,7 +77,7 @@ async fn pages_of(
     }
     let context = minijinja::context! {
         run => minijinja::Value::from(minijinja::value::Serde(&snapshot.view)),
-        final => snapshot.run.state().is_final(),
+        final => snapshot.run.state.is_final(),
     };
     let part = |name: &str| render_value(state, name, context.clone(), None).map(|html| html.0);
     let pages = Arc::new(RunPages {
@@ -95,7 +95,7 @@ async fn run_page(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Html<String>, ApiError> {
     let (snapshot, pages) = pages_of(&state, id).await?;
-    let run_state = snapshot.run.state();
+    let run_state = snapshot.run.state;
     let operator =
         snapshot.run.requested_by == viewer.user.id || viewer.user.can(Capability::OperateAnyRun);
     let context = minijinja::context! {

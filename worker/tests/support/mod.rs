@@ -515,7 +515,7 @@ impl TestHub {
             .await
             .unwrap()
             .expect("run exists")
-            .state()
+            .state
     }
 
     /// Waits until the run is final and returns its state.

@@ -299,7 +299,7 @@ impl TestHub {
             .await
             .unwrap();
         let next = run
-            .state()
+            .state
             .transition(common::domain::run::RunEvent::Execute)
             .expect("an approved run can be executed");
         store::runs::set_state(&mut tx, &run, next, Some(self.user_id), None)
@@ -315,7 +315,7 @@ impl TestHub {
             let mut states = Vec::new();
             for run in runs {
                 let mut conn = self.db.acquire().await.ok()?;
-                let state = store::runs::get(&mut conn, *run).await.ok()??.state();
+                let state = store::runs::get(&mut conn, *run).await.ok()??.state;
                 if !state.is_final() {
                     return None;
                 }
