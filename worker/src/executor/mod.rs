@@ -7,7 +7,10 @@ pub mod postgres;
 
 use std::time::Duration;
 
-use common::{domain::Direction, store::executions::DirtyMark};
+use common::{
+    domain::{Direction, drift},
+    store::executions::DirtyMark,
+};
 use uuid::Uuid;
 
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -264,8 +267,10 @@ pub(super) async fn agree_with_hub(
         .into_iter()
         .map(|row| (row.version, row.checksum))
         .collect();
-    if let Some(drift) = plan::detect_drift(&hub, &history) {
-        return Err(ExecError::target(drift.to_string()));
+    if let Some(difference) = drift::first_difference(&hub, &history) {
+        return Err(ExecError::target(
+            plan::PlanError::Drift(difference).to_string(),
+        ));
     }
     Ok(history)
 }
