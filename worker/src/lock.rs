@@ -8,8 +8,7 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 pub use common::targets::lock::{
-    LockError, MYSQL_LOCK_PREFIX, MySqlLockError, PG_ADVISORY_KEY, mysql_lock_name, release_mysql,
-    release_pg,
+    LockError, MYSQL_LOCK_PREFIX, PG_ADVISORY_KEY, mysql_lock_name, release_mysql, release_pg,
 };
 
 /// Takes the target lock, waiting at most `wait` (see
@@ -27,7 +26,7 @@ pub async fn acquire_mysql(
     conn: &mut mysql_async::Conn,
     database: &str,
     wait: Duration,
-) -> Result<(), MySqlLockError> {
+) -> Result<(), LockError> {
     let started = std::time::Instant::now();
     let result = common::targets::lock::acquire_mysql(conn, database, wait).await;
     crate::metrics::lock_waited("mysql", started.elapsed());

@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 
 use super::{
     ConnectError, Endpoint, HISTORY_TABLE, Password, bounded,
-    lock::{self, LockError, MySqlLockError},
+    lock::{self, LockError},
     mysql, postgres, redact,
 };
 use crate::domain::baseline::{
@@ -36,6 +36,16 @@ pub enum AdoptError {
     /// A statement failed on the target.
     #[error("{0}")]
     Target(String),
+}
+
+impl From<LockError> for AdoptError {
+    fn from(err: LockError) -> Self {
+        let message = err.to_string();
+        match err {
+            LockError::Busy { .. } => AdoptError::Busy(message),
+            LockError::Target(_) => AdoptError::Target(message),
+        }
+    }
 }
 
 /// One version to record in the target's `migrate_hub_history`.
@@ -83,13 +93,9 @@ impl LockedTarget {
                     .await
                     .map_err(unreachable)?;
                 if lock {
-                    lock::acquire_pg(&client, wait).await.map_err(|e| match e {
-                        LockError::Busy { .. } => AdoptError::Busy(e.to_string()),
-                        LockError::Target(e) => AdoptError::Target(format!(
-                            "could not take the target lock: {}",
-                            postgres::describe(&e)
-                        )),
-                    })?;
+                    lock::acquire_pg(&client, wait)
+                        .await
+                        .map_err(AdoptError::from)?;
                 }
                 Session::Postgres(client)
             }
@@ -100,12 +106,7 @@ impl LockedTarget {
                 if lock && let Err(e) = lock::acquire_mysql(&mut conn, &target.database, wait).await
                 {
                     let _ = conn.disconnect().await;
-                    return Err(match e {
-                        MySqlLockError::Busy { .. } => AdoptError::Busy(e.to_string()),
-                        MySqlLockError::Target(message) => {
-                            AdoptError::Target(format!("could not take the target lock: {message}"))
-                        }
-                    });
+                    return Err(e.into());
                 }
                 Session::Mysql {
                     conn,
@@ -274,12 +275,9 @@ impl LockedTarget {
                 let table = mysql::history_table(database);
                 bounded(wait, async {
                     // DDL commits implicitly, so it comes before the transaction.
-                    conn.query_drop(format!(
-                        "CREATE TABLE IF NOT EXISTS {table} {}",
-                        mysql::HISTORY_COLUMNS
-                    ))
-                    .await
-                    .map_err(my_error)?;
+                    conn.query_drop(mysql::history_ddl(database))
+                        .await
+                        .map_err(my_error)?;
                     let mut tx = conn
                         .start_transaction(TxOpts::default())
                         .await

@@ -11,7 +11,7 @@ use super::{ConnectError, Endpoint, HISTORY_TABLE, Password, bounded};
 /// PostgreSQL table's columns, plus how many statements the script had.
 /// Versions and checksums are ASCII, which keeps the key short on any
 /// server's index limits.
-pub const HISTORY_COLUMNS: &str = "(
+const HISTORY_COLUMNS: &str = "(
     version      varchar(255) CHARACTER SET ascii NOT NULL PRIMARY KEY,
     checksum     char(64) CHARACTER SET ascii NOT NULL,
     name         text NOT NULL,
@@ -136,6 +136,16 @@ pub fn history_table(database: &str) -> String {
     format!("`{}`.{HISTORY_TABLE}", database.replace('`', "``"))
 }
 
+/// Creates the history table of `database` if it does not exist yet. Run by
+/// the worker before every job and by a baseline, both under the target
+/// lock, so concurrent first runs cannot race on it.
+pub fn history_ddl(database: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} {HISTORY_COLUMNS}",
+        history_table(database)
+    )
+}
+
 /// Which server a session talks to: MariaDB and MySQL name some session
 /// variables differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +239,16 @@ mod tests {
         assert_eq!(
             Flavor::MySql.statement_timeout(60_000),
             "SESSION max_execution_time = 60000"
+        );
+    }
+
+    #[test]
+    fn history_table_is_qualified_and_quoted() {
+        assert_eq!(history_table("app"), "`app`.migrate_hub_history");
+        assert_eq!(history_table("we`ird"), "`we``ird`.migrate_hub_history");
+        assert!(
+            history_ddl("we`ird")
+                .starts_with("CREATE TABLE IF NOT EXISTS `we``ird`.migrate_hub_history (")
         );
     }
 

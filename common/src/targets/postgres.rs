@@ -197,15 +197,17 @@ pub async fn change_history(
             super::HistoryChange::Record { version, checksum, name, run_id } => {
                 client
                     .execute(
-                        "INSERT INTO migrate_hub_history (version, checksum, name, run_id) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (version) DO NOTHING",
+                        &format!(
+                            "INSERT INTO {HISTORY_TABLE} (version, checksum, name, run_id) VALUES ($1, $2, $3, $4)
+                             ON CONFLICT (version) DO NOTHING"
+                        ),
                         &[version, checksum, name, run_id],
                     )
                     .await
             }
             super::HistoryChange::Forget { version } => {
                 client
-                    .execute("DELETE FROM migrate_hub_history WHERE version = $1", &[version])
+                    .execute(&format!("DELETE FROM {HISTORY_TABLE} WHERE version = $1"), &[version])
                     .await
             }
         };

@@ -24,8 +24,8 @@ use common::{
         split::{Statement, StatementsHash, split_mysql},
     },
     targets::{
-        self, ConnectError,
-        mysql::{Flavor, HISTORY_COLUMNS, describe},
+        ConnectError,
+        mysql::{self, Flavor, describe},
     },
 };
 use mysql_async::{Conn, prelude::Queryable};
@@ -42,7 +42,7 @@ use super::{
     dirty_note, not_pending,
 };
 use crate::{
-    lock::{self, MySqlLockError},
+    lock,
     plan::{self, Step},
     report::{Reporter, StepTiming},
 };
@@ -60,7 +60,7 @@ pub async fn execute(
     job: &Job<'_>,
     reporter: &Reporter,
 ) -> Result<Applied, ExecError> {
-    let mut conn = targets::mysql::connect(
+    let mut conn = mysql::connect(
         &target.endpoint(),
         target.password.as_ref(),
         CONNECT_TIMEOUT,
@@ -87,12 +87,7 @@ async fn run_session(
 ) -> Result<Applied, ExecError> {
     lock::acquire_mysql(conn, &target.database, job.lock_wait)
         .await
-        .map_err(|err| match err {
-            MySqlLockError::Busy { .. } => ExecError::target(err.to_string()),
-            MySqlLockError::Target(message) => {
-                ExecError::target(format!("could not take the target lock: {message}"))
-            }
-        })?;
+        .map_err(|err| ExecError::target(err.to_string()))?;
     let result = run_locked(conn, target, job, reporter).await;
     lock::release_mysql(conn, &target.database).await;
     result
@@ -106,8 +101,8 @@ async fn run_locked(
     reporter: &Reporter,
 ) -> Result<Applied, ExecError> {
     prepare(conn, job).await?;
-    let history_table = history_table(&target.database);
-    let history = agree_with_hub(reporter, read_history(conn, &history_table).await?).await?;
+    let history_table = mysql::history_table(&target.database);
+    let history = agree_with_hub(reporter, read_history(conn, &target.database).await?).await?;
     // The job checked at its start; a job that stopped part-way on this
     // target since then held this lock, so this answer is final.
     let resume = admit(reporter, job).await?;
@@ -203,28 +198,23 @@ async fn prepare(conn: &mut Conn, job: &Job<'_>) -> Result<(), ExecError> {
     })
 }
 
-/// The history table, qualified with the target's database so a script's
-/// `USE other_db` cannot send the hub's records elsewhere.
-fn history_table(database: &str) -> String {
-    format!("`{}`.migrate_hub_history", database.replace('`', "``"))
-}
-
 /// Creates the history table if needed and reads it. Runs under the target
 /// lock, so concurrent first runs cannot race on the `CREATE TABLE`.
-async fn read_history(conn: &mut Conn, history_table: &str) -> Result<Vec<HistoryRow>, ExecError> {
+async fn read_history(conn: &mut Conn, database: &str) -> Result<Vec<HistoryRow>, ExecError> {
     let failed = |e: mysql_async::Error| {
         ExecError::target(format!(
             "could not read the target's migrate_hub_history: {}",
             describe(&e)
         ))
     };
-    conn.query_drop(format!(
-        "CREATE TABLE IF NOT EXISTS {history_table} {HISTORY_COLUMNS}"
-    ))
-    .await
-    .map_err(failed)?;
+    conn.query_drop(mysql::history_ddl(database))
+        .await
+        .map_err(failed)?;
     conn.query_map(
-        format!("SELECT version, checksum, run_id FROM {history_table}"),
+        format!(
+            "SELECT version, checksum, run_id FROM {}",
+            mysql::history_table(database)
+        ),
         |(version, checksum, run_id)| HistoryRow {
             version,
             checksum,
@@ -438,16 +428,5 @@ impl ProgressFeed {
         if let Err(err) = self.task.await {
             tracing::debug!(error = %err, "progress feed ended abnormally");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn history_table_is_qualified_and_quoted() {
-        assert_eq!(history_table("app"), "`app`.migrate_hub_history");
-        assert_eq!(history_table("we`ird"), "`we``ird`.migrate_hub_history");
     }
 }

@@ -23,15 +23,15 @@ use tokio::time::Instant;
 use tokio_postgres::{Client, SimpleQueryMessage, error::ErrorPosition};
 use tracing::Instrument;
 
-use common::targets::postgres::HISTORY_DDL;
 pub use common::targets::postgres::describe;
+use common::targets::{HISTORY_TABLE, postgres::HISTORY_DDL};
 
 use super::{
     Applied, Connection, ExecError, HistoryRow, HubRecorder, Job, Resume, admit, agree_with_hub,
     dirty_note, not_pending,
 };
 use crate::{
-    lock::{self, LockError},
+    lock,
     plan::{self, Step},
     report::{Reporter, StepTiming},
 };
@@ -56,12 +56,7 @@ pub async fn execute(
     let client = connect(target).await?;
     lock::acquire_pg(&client, job.lock_wait)
         .await
-        .map_err(|err| match err {
-            LockError::Busy { .. } => ExecError::target(err.to_string()),
-            LockError::Target(e) => {
-                ExecError::target(format!("could not take the target lock: {}", describe(&e)))
-            }
-        })?;
+        .map_err(|err| ExecError::target(err.to_string()))?;
     let result = run_locked(&client, job, reporter).await;
     lock::release_pg(&client).await;
     result
@@ -166,8 +161,7 @@ async fn run_locked(
 /// Runs under the target lock, so concurrent first runs cannot race on the
 /// `CREATE TABLE`.
 async fn read_history(client: &Client) -> Result<Vec<HistoryRow>, ExecError> {
-    let sql =
-        format!("{HISTORY_DDL}; SELECT version, checksum, run_id::text FROM migrate_hub_history");
+    let sql = format!("{HISTORY_DDL}; SELECT version, checksum, run_id::text FROM {HISTORY_TABLE}");
     let messages = client.simple_query(&sql).await.map_err(|e| {
         ExecError::target(format!(
             "could not read the target's migrate_hub_history: {}",
@@ -193,14 +187,14 @@ fn history_write(job: &Job<'_>, step: &Step, execution_ms: &str) -> String {
     let version = literal(&step.version.to_string());
     match job.direction {
         Direction::Up => format!(
-            "INSERT INTO migrate_hub_history (version, checksum, name, run_id, execution_ms) \
+            "INSERT INTO {HISTORY_TABLE} (version, checksum, name, run_id, execution_ms) \
              VALUES ({version}, {}, {}, {}::uuid, {execution_ms})",
             literal(step.checksum.as_str()),
             literal(&step.name),
             literal(&job.run_id.to_string()),
         ),
         Direction::Down => {
-            format!("DELETE FROM migrate_hub_history WHERE version = {version}")
+            format!("DELETE FROM {HISTORY_TABLE} WHERE version = {version}")
         }
     }
 }
