@@ -2,6 +2,7 @@
 //! target's history against the hub, applies the pending steps of one job
 //! over one dedicated connection, and reports every step as it commits.
 
+mod failure;
 pub mod mysql;
 pub mod postgres;
 
@@ -55,6 +56,9 @@ impl Connection {
         }
     }
 }
+
+/// How long opening a job's session may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What one job asks of its target.
 #[derive(Debug, Clone)]
@@ -117,22 +121,6 @@ impl ExecError {
             message: message.into(),
             version: None,
         }
-    }
-}
-
-/// How a dirty stop is explained after the database's error.
-pub(super) fn dirty_note(version: &str, index: usize, lost: bool) -> String {
-    if lost {
-        format!(
-            "\nthe target is dirty: the session was lost while statement {index} of version \
-             {version} ran, so whether it was applied is unknown; an admin must resolve it"
-        )
-    } else {
-        format!(
-            "\nthe target is dirty: statements 1 to {} of version {version} were applied and \
-             stay applied; an admin must resolve it",
-            index - 1
-        )
     }
 }
 
@@ -205,20 +193,6 @@ pub(super) async fn admit(reporter: &Reporter, job: &Job<'_>) -> Result<Option<R
         applied_hash: dirty.statements_hash,
         from: usize::try_from(from).unwrap_or(1),
     }))
-}
-
-/// The error for a resume whose version the target no longer has pending:
-/// its history says the script completed (or, for `down`, was undone).
-pub(super) fn not_pending(resume: Option<&Resume>, direction: Direction) -> ExecError {
-    let version = resume.map(|r| r.version.clone()).unwrap_or_default();
-    ExecError::Target {
-        message: format!(
-            "cannot resume the {direction} script of version {version}: the target's \
-             migrate_hub_history says it is not pending; nothing was run — resolve the target as \
-             applied or rolled back instead"
-        ),
-        version: Some(version),
-    }
 }
 
 /// One row of a target's `migrate_hub_history`.

@@ -23,10 +23,7 @@ use common::{
         Direction,
         split::{Statement, StatementsHash, split_mysql},
     },
-    targets::{
-        ConnectError,
-        mysql::{self, Flavor, describe},
-    },
+    targets::mysql::{self, Flavor, describe},
 };
 use mysql_async::{Conn, prelude::Queryable};
 use time::OffsetDateTime;
@@ -38,16 +35,15 @@ use tokio::{
 use tracing::Instrument;
 
 use super::{
-    Applied, Connection, ExecError, HistoryRow, HubRecorder, Job, Resume, admit, agree_with_hub,
-    dirty_note, not_pending,
+    Applied, CONNECT_TIMEOUT, Connection, ExecError, HistoryRow, HubRecorder, Job, Resume, admit,
+    agree_with_hub,
+    failure::{self, StatementStop, not_pending},
 };
 use crate::{
     lock,
     plan::{self, Step},
     report::{Reporter, StepTiming},
 };
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often, at most, the statement reached is written to the hub.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(200);
@@ -66,11 +62,7 @@ pub async fn execute(
         CONNECT_TIMEOUT,
     )
     .await
-    .map_err(|e| match e {
-        ConnectError::SessionSettings(_) => ExecError::target(e.to_string()),
-        ConnectError::TlsMode(_) => ExecError::target(format!("{e}; nothing was applied")),
-        _ => ExecError::target(format!("could not connect to {}: {e}", target.describe())),
-    })?;
+    .map_err(|e| failure::unreachable(&target.endpoint(), e))?;
     let result = run_session(&mut conn, target, job, reporter).await;
     if let Err(err) = conn.disconnect().await {
         tracing::debug!(error = %err, "target session ended with an error");
@@ -117,14 +109,8 @@ async fn run_locked(
     let scripts = todo
         .iter()
         .map(|step| {
-            split_mysql(step.script(job.direction)).map_err(|e| ExecError::Target {
-                message: format!(
-                    "the {} script of version {} cannot be split into statements: {e}; \
-                     nothing was applied",
-                    job.direction, step.version
-                ),
-                version: Some(step.version.to_string()),
-            })
+            split_mysql(step.script(job.direction))
+                .map_err(|e| failure::unsplittable(step, job.direction, e))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let starts = todo
@@ -201,12 +187,7 @@ async fn prepare(conn: &mut Conn, job: &Job<'_>) -> Result<(), ExecError> {
 /// Creates the history table if needed and reads it. Runs under the target
 /// lock, so concurrent first runs cannot race on the `CREATE TABLE`.
 async fn read_history(conn: &mut Conn, database: &str) -> Result<Vec<HistoryRow>, ExecError> {
-    let failed = |e: mysql_async::Error| {
-        ExecError::target(format!(
-            "could not read the target's migrate_hub_history: {}",
-            describe(&e)
-        ))
-    };
+    let failed = |e: mysql_async::Error| failure::history_unreadable(&describe(&e));
     conn.query_drop(mysql::history_ddl(database))
         .await
         .map_err(failed)?;
@@ -287,20 +268,14 @@ impl StepRun<'_> {
             }
         };
         if let Err(err) = recorded {
-            // Every statement ran: the target is ahead of its own history.
-            let index = self.statements.len() + 1;
-            let mark = reporter.dirty_mark(&version, index, &applied.hex());
-            return Err(ExecError::Statement {
-                message: format!(
-                    "the {} script of version {version} ran completely, but recording it in \
-                     migrate_hub_history failed: {}\nthe target is dirty: an admin must resolve it",
-                    self.direction,
-                    describe(&err)
-                ),
-                version,
-                statement: index,
-                dirty: Some(Box::new(mark)),
-            });
+            return Err(failure::history_write_failed(
+                reporter,
+                self.direction,
+                &version,
+                self.statements.len(),
+                &applied,
+                &describe(&err),
+            ));
         }
         Ok(StepTiming {
             started_at,
@@ -310,12 +285,9 @@ impl StepRun<'_> {
         })
     }
 
-    /// The error for a script that stopped at the 1-based statement `index`.
-    ///
-    /// The target is dirty when statements before it were applied, or when
-    /// the outcome of this one is unknown (the session was lost while it
-    /// ran). A first statement the server refused leaves nothing behind: a
-    /// single DDL statement is atomic on MariaDB 10.6+ and MySQL 8.
+    /// The error for a script that stopped at the 1-based statement
+    /// `index`. Only an error the server answered proves the session still
+    /// stands; after any other, whether the statement was applied is unknown.
     fn stopped(
         &self,
         reporter: &Reporter,
@@ -324,32 +296,17 @@ impl StepRun<'_> {
         applied: &StatementsHash,
         err: &mysql_async::Error,
     ) -> ExecError {
-        let statement = &self.statements[index - 1];
-        let refused = matches!(err, mysql_async::Error::Server(_));
-        let mut message = format!(
-            "{}\nSTATEMENT: {index} of {} in the {} script, at line {}",
-            describe(err),
-            self.statements.len(),
-            self.direction,
-            statement.line
-        );
-        let dirty = if refused && index == 1 && self.start.is_none() {
-            message.push_str(&format!("\nnothing of version {version} was applied"));
-            None
-        } else {
-            message.push_str(&dirty_note(version, index, !refused));
-            Some(Box::new(reporter.dirty_mark(
-                version,
-                index,
-                &applied.hex(),
-            )))
+        let stop = StatementStop {
+            version,
+            direction: self.direction,
+            index,
+            total: self.statements.len(),
+            line: self.statements[index - 1].line,
+            resumed: self.start.is_some(),
+            applied,
         };
-        ExecError::Statement {
-            message,
-            version: version.to_owned(),
-            statement: index,
-            dirty,
-        }
+        let lost = !matches!(err, mysql_async::Error::Server(_));
+        stop.error(reporter, &describe(err), lost)
     }
 }
 

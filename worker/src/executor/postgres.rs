@@ -9,14 +9,14 @@
 //! trips than `psql --single-transaction` pays (one per statement), which
 //! keeps a 100-target fan-out close to the floor.
 
-use std::{collections::HashSet, time::Duration};
+use std::collections::HashSet;
 
 use common::{
     domain::{
         Direction,
         split::{StatementsHash, split_postgres},
     },
-    targets::{self, ConnectError},
+    targets::{self, HISTORY_TABLE, postgres::HISTORY_DDL},
 };
 use time::OffsetDateTime;
 use tokio::time::Instant;
@@ -24,19 +24,17 @@ use tokio_postgres::{Client, SimpleQueryMessage, error::ErrorPosition};
 use tracing::Instrument;
 
 pub use common::targets::postgres::describe;
-use common::targets::{HISTORY_TABLE, postgres::HISTORY_DDL};
 
 use super::{
-    Applied, Connection, ExecError, HistoryRow, HubRecorder, Job, Resume, admit, agree_with_hub,
-    dirty_note, not_pending,
+    Applied, CONNECT_TIMEOUT, Connection, ExecError, HistoryRow, HubRecorder, Job, Resume, admit,
+    agree_with_hub,
+    failure::{self, StatementStop, not_pending},
 };
 use crate::{
     lock,
     plan::{self, Step},
     report::{Reporter, StepTiming},
 };
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Statements the worker sends before a transactional script (BEGIN and two
 /// SETs); subtracted from the server's count.
@@ -72,11 +70,7 @@ async fn connect(target: &Connection) -> Result<Client, ExecError> {
         CONNECT_TIMEOUT,
     )
     .await
-    .map_err(|e| match e {
-        ConnectError::SessionSettings(_) => ExecError::target(e.to_string()),
-        ConnectError::TlsMode(_) => ExecError::target(format!("{e}; nothing was applied")),
-        _ => ExecError::target(format!("could not connect to {}: {e}", target.describe())),
-    })?;
+    .map_err(|e| failure::unreachable(&target.endpoint(), e))?;
     // Only where the setting exists (PostgreSQL 14+); elsewhere a no-op.
     client
         .simple_query(&format!(
@@ -162,12 +156,10 @@ async fn run_locked(
 /// `CREATE TABLE`.
 async fn read_history(client: &Client) -> Result<Vec<HistoryRow>, ExecError> {
     let sql = format!("{HISTORY_DDL}; SELECT version, checksum, run_id::text FROM {HISTORY_TABLE}");
-    let messages = client.simple_query(&sql).await.map_err(|e| {
-        ExecError::target(format!(
-            "could not read the target's migrate_hub_history: {}",
-            describe(&e)
-        ))
-    })?;
+    let messages = client
+        .simple_query(&sql)
+        .await
+        .map_err(|e| failure::history_unreadable(&describe(&e)))?;
     Ok(messages
         .iter()
         .filter_map(|m| match m {
@@ -272,14 +264,8 @@ async fn apply_without_transaction(
 ) -> Result<usize, ExecError> {
     let version = step.version.to_string();
     let script = step.script(job.direction);
-    let statements = split_postgres(script).map_err(|e| ExecError::Target {
-        message: format!(
-            "the {} script of version {version} cannot be split into statements: {e}; \
-             nothing was applied",
-            job.direction
-        ),
-        version: Some(version.clone()),
-    })?;
+    let statements =
+        split_postgres(script).map_err(|e| failure::unsplittable(step, job.direction, e))?;
     let start = Resume::start(resume, step, &statements)?;
     let skip = start.unwrap_or(0);
     let timeouts = format!(
@@ -301,31 +287,17 @@ async fn apply_without_transaction(
         // progress write each is nothing next to them.
         reporter.progress(&version, index, &applied.hex()).await;
         if let Err(err) = client.simple_query(statement.text).await {
-            let lost = err.is_closed() || err.as_db_error().is_none();
-            let mut message = format!(
-                "{}\nSTATEMENT: {index} of {} in the {} script, at line {}",
-                describe(&err),
-                statements.len(),
-                job.direction,
-                statement.line
-            );
-            let dirty = if !lost && index == 1 && start.is_none() {
-                message.push_str(&format!("\nnothing of version {version} was applied"));
-                None
-            } else {
-                message.push_str(&dirty_note(&version, index, lost));
-                Some(Box::new(reporter.dirty_mark(
-                    &version,
-                    index,
-                    &applied.hex(),
-                )))
+            let stop = StatementStop {
+                version: &version,
+                direction: job.direction,
+                index,
+                total: statements.len(),
+                line: statement.line,
+                resumed: start.is_some(),
+                applied: &applied,
             };
-            return Err(ExecError::Statement {
-                message,
-                version,
-                statement: index,
-                dirty,
-            });
+            let lost = err.is_closed() || err.as_db_error().is_none();
+            return Err(stop.error(reporter, &describe(&err), lost));
         }
         applied.push(statement.text);
     }
@@ -334,23 +306,14 @@ async fn apply_without_transaction(
         .simple_query(&history_write(job, step, &execution_ms))
         .await
     {
-        // Every statement ran: the target is ahead of its own history.
-        let index = statements.len() + 1;
-        return Err(ExecError::Statement {
-            message: format!(
-                "the {} script of version {version} ran completely, but recording it in \
-                 migrate_hub_history failed: {}\nthe target is dirty: an admin must resolve it",
-                job.direction,
-                describe(&err)
-            ),
-            dirty: Some(Box::new(reporter.dirty_mark(
-                &version,
-                index,
-                &applied.hex(),
-            ))),
-            version,
-            statement: index,
-        });
+        return Err(failure::history_write_failed(
+            reporter,
+            job.direction,
+            &version,
+            statements.len(),
+            &applied,
+            &describe(&err),
+        ));
     }
     Ok(statements.len() - skip)
 }
