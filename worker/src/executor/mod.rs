@@ -17,44 +17,20 @@ use uuid::Uuid;
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use crate::{
+    claim::{self, TargetClaim},
     plan::{self, Step},
     report::{Reporter, StepRecord, StepTiming},
 };
 
-pub use common::targets::Password;
+pub use common::targets::{Endpoint, Password};
 
-/// How to reach a target, without the tool database's bookkeeping.
+/// The target a job runs on: where it is and how the job signs in, through
+/// the connect code the control plane uses too (`common::targets`).
 #[derive(Debug, Clone)]
-pub struct Connection {
-    pub host: String,
-    pub port: u16,
-    pub database: String,
-    pub username: String,
+pub struct TargetSpec {
+    pub endpoint: Endpoint,
+    /// Opened from its sealed form just before the job connects.
     pub password: Option<Password>,
-    /// `disable`, `prefer`, `require` or `verify-full` (checked by the schema).
-    pub tls_mode: String,
-    /// Statements run on every new session before anything else (like
-    /// Flyway's `initSql`): `SET search_path = app`, `SET ROLE migrator`, …
-    pub session_settings: String,
-}
-
-impl Connection {
-    /// `host:port/database`, for messages. Never includes credentials.
-    pub fn describe(&self) -> String {
-        format!("{}:{}/{}", self.host, self.port, self.database)
-    }
-
-    /// This target as the shared connect code (`common::targets`) takes it.
-    pub fn endpoint(&self) -> common::targets::Endpoint {
-        common::targets::Endpoint {
-            host: self.host.clone(),
-            port: self.port,
-            database: self.database.clone(),
-            username: self.username.clone(),
-            tls_mode: self.tls_mode.clone(),
-            session_settings: self.session_settings.clone(),
-        }
-    }
 }
 
 /// How long opening a job's session may take.
@@ -164,12 +140,12 @@ impl Resume {
 /// Under the target lock: a dirty target refuses the job, unless an admin
 /// asked this very run to resume it — then the resume is taken up (so a
 /// resume that fails again waits for a new decision) and returned.
-pub(super) async fn admit(reporter: &Reporter, job: &Job<'_>) -> Result<Option<Resume>, ExecError> {
+pub(super) async fn admit(claim: &TargetClaim, job: &Job<'_>) -> Result<Option<Resume>, ExecError> {
     let hub = |what: &str| {
         let what = what.to_owned();
         move |source| ExecError::Hub { what, source }
     };
-    let Some(dirty) = reporter
+    let Some(dirty) = claim
         .dirty_state()
         .await
         .map_err(hub("reading the target's dirty state"))?
@@ -181,9 +157,9 @@ pub(super) async fn admit(reporter: &Reporter, job: &Job<'_>) -> Result<Option<R
         dirty.run_id == job.run_id,
         dirty.direction == job.direction.as_str(),
     ) else {
-        return Err(ExecError::target(crate::report::dirty_refusal(&dirty)));
+        return Err(ExecError::target(claim::dirty_refusal(&dirty)));
     };
-    reporter
+    claim
         .take_resume()
         .await
         .map_err(hub("taking up the resume"))?;
@@ -214,27 +190,27 @@ pub struct HistoryRow {
 /// the target committed, before its batched hub record, left them behind.
 /// Anything else the two sides disagree on is drift.
 pub(super) async fn agree_with_hub(
-    reporter: &Reporter,
+    claim: &TargetClaim,
     history: Vec<HistoryRow>,
 ) -> Result<Vec<(String, String)>, ExecError> {
     let hub_error = |source| ExecError::Hub {
         what: "reading or catching up the hub's applied state".into(),
         source,
     };
-    let mut hub = reporter.hub_applied().await.map_err(hub_error)?;
+    let mut hub = claim.applied().await.map_err(hub_error)?;
     let recorded: std::collections::HashSet<&str> = hub.iter().map(|(v, _)| v.as_str()).collect();
     let unrecorded: Vec<&HistoryRow> = history
         .iter()
         .filter(|row| row.run_id.is_some() && !recorded.contains(row.version.as_str()))
         .collect();
     if !unrecorded.is_empty() {
-        let caught_up = reporter.catch_up(&unrecorded).await.map_err(hub_error)?;
+        let caught_up = claim.catch_up(&unrecorded).await.map_err(hub_error)?;
         if caught_up > 0 {
             tracing::warn!(
                 versions = caught_up,
                 "recorded versions the target's history shows applied by this hub's runs"
             );
-            hub = reporter.hub_applied().await.map_err(hub_error)?;
+            hub = claim.applied().await.map_err(hub_error)?;
         }
     }
     let history: Vec<(String, String)> = history
@@ -355,16 +331,18 @@ impl HubRecorder {
     }
 }
 
-/// Runs `job` on a target of `engine`.
+/// Runs `job` on a target of `engine`: `claim` is the hub's record of the
+/// target, taken under its lock; `reporter` records what the job does.
 pub async fn execute(
     engine: &str,
-    target: &Connection,
+    target: &TargetSpec,
     job: &Job<'_>,
+    claim: &TargetClaim,
     reporter: &Reporter,
 ) -> Result<Applied, ExecError> {
     match engine {
-        "postgres" => postgres::execute(target, job, reporter).await,
-        "mysql" => mysql::execute(target, job, reporter).await,
+        "postgres" => postgres::execute(target, job, claim, reporter).await,
+        "mysql" => mysql::execute(target, job, claim, reporter).await,
         other => Err(ExecError::target(format!(
             "engine {other:?} is not supported by this worker"
         ))),
@@ -396,16 +374,17 @@ mod tests {
 
     #[test]
     fn passwords_never_print() {
-        let target = Connection {
-            host: "db".into(),
-            port: 5432,
-            database: "app".into(),
-            username: "u".into(),
+        let target = TargetSpec {
+            endpoint: Endpoint {
+                host: "db".into(),
+                port: 5432,
+                database: "app".into(),
+                username: "u".into(),
+                tls_mode: "disable".into(),
+                session_settings: String::new(),
+            },
             password: Some(Password::new("hunter2".into())),
-            tls_mode: "disable".into(),
-            session_settings: String::new(),
         };
         assert!(!format!("{target:?}").contains("hunter2"));
-        assert_eq!(target.describe(), "db:5432/app");
     }
 }

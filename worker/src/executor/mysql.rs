@@ -35,11 +35,12 @@ use tokio::{
 use tracing::Instrument;
 
 use super::{
-    Applied, CONNECT_TIMEOUT, Connection, ExecError, HistoryRow, HubRecorder, Job, Resume, admit,
+    Applied, CONNECT_TIMEOUT, ExecError, HistoryRow, HubRecorder, Job, Resume, TargetSpec, admit,
     agree_with_hub,
     failure::{self, StatementStop, not_pending},
 };
 use crate::{
+    claim::TargetClaim,
     lock,
     plan::{self, Step},
     report::{Reporter, StepTiming},
@@ -52,18 +53,16 @@ pub const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 const NO_LOCK_TIMEOUT_S: u64 = 31_536_000;
 
 pub async fn execute(
-    target: &Connection,
+    target: &TargetSpec,
     job: &Job<'_>,
+    claim: &TargetClaim,
     reporter: &Reporter,
 ) -> Result<Applied, ExecError> {
-    let mut conn = mysql::connect(
-        &target.endpoint(),
-        target.password.as_ref(),
-        CONNECT_TIMEOUT,
-    )
-    .await
-    .map_err(|e| failure::unreachable(&target.endpoint(), e))?;
-    let result = run_session(&mut conn, target, job, reporter).await;
+    let endpoint = &target.endpoint;
+    let mut conn = mysql::connect(endpoint, target.password.as_ref(), CONNECT_TIMEOUT)
+        .await
+        .map_err(|e| failure::unreachable(endpoint, e))?;
+    let result = run_session(&mut conn, &endpoint.database, job, claim, reporter).await;
     if let Err(err) = conn.disconnect().await {
         tracing::debug!(error = %err, "target session ended with an error");
     }
@@ -73,31 +72,33 @@ pub async fn execute(
 /// Everything between connect and disconnect: the lock and what it guards.
 async fn run_session(
     conn: &mut Conn,
-    target: &Connection,
+    database: &str,
     job: &Job<'_>,
+    claim: &TargetClaim,
     reporter: &Reporter,
 ) -> Result<Applied, ExecError> {
-    lock::acquire_mysql(conn, &target.database, job.lock_wait)
+    lock::acquire_mysql(conn, database, job.lock_wait)
         .await
         .map_err(|err| ExecError::target(err.to_string()))?;
-    let result = run_locked(conn, target, job, reporter).await;
-    lock::release_mysql(conn, &target.database).await;
+    let result = run_locked(conn, database, job, claim, reporter).await;
+    lock::release_mysql(conn, database).await;
     result
 }
 
 /// Everything that happens while the target lock is held.
 async fn run_locked(
     conn: &mut Conn,
-    target: &Connection,
+    database: &str,
     job: &Job<'_>,
+    claim: &TargetClaim,
     reporter: &Reporter,
 ) -> Result<Applied, ExecError> {
     prepare(conn, job).await?;
-    let history_table = mysql::history_table(&target.database);
-    let history = agree_with_hub(reporter, read_history(conn, &target.database).await?).await?;
+    let history_table = mysql::history_table(database);
+    let history = agree_with_hub(claim, read_history(conn, database).await?).await?;
     // The job checked at its start; a job that stopped part-way on this
     // target since then held this lock, so this answer is final.
-    let resume = admit(reporter, job).await?;
+    let resume = admit(claim, job).await?;
     let applied: HashSet<&str> = history.iter().map(|(v, _)| v.as_str()).collect();
     let todo = plan::pending(job.steps, job.direction, &applied)
         .map_err(|e| ExecError::target(e.to_string()))?;

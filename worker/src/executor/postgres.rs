@@ -26,11 +26,12 @@ use tracing::Instrument;
 pub use common::targets::postgres::describe;
 
 use super::{
-    Applied, CONNECT_TIMEOUT, Connection, ExecError, HistoryRow, HubRecorder, Job, Resume, admit,
+    Applied, CONNECT_TIMEOUT, ExecError, HistoryRow, HubRecorder, Job, Resume, TargetSpec, admit,
     agree_with_hub,
     failure::{self, StatementStop, not_pending},
 };
 use crate::{
+    claim::TargetClaim,
     lock,
     plan::{self, Step},
     report::{Reporter, StepTiming},
@@ -47,15 +48,16 @@ const WRAPPER_STATEMENTS: usize = 3;
 const DISCONNECT_CHECK_MS: u32 = 1_000;
 
 pub async fn execute(
-    target: &Connection,
+    target: &TargetSpec,
     job: &Job<'_>,
+    claim: &TargetClaim,
     reporter: &Reporter,
 ) -> Result<Applied, ExecError> {
     let client = connect(target).await?;
     lock::acquire_pg(&client, job.lock_wait)
         .await
         .map_err(|err| ExecError::target(err.to_string()))?;
-    let result = run_locked(&client, job, reporter).await;
+    let result = run_locked(&client, job, claim, reporter).await;
     lock::release_pg(&client).await;
     result
 }
@@ -63,14 +65,11 @@ pub async fn execute(
 /// Opens the job's session (with the target's TLS mode and session
 /// settings, through the connect code the control plane's connection test
 /// uses too) and prepares it.
-async fn connect(target: &Connection) -> Result<Client, ExecError> {
-    let client = targets::postgres::connect(
-        &target.endpoint(),
-        target.password.as_ref(),
-        CONNECT_TIMEOUT,
-    )
-    .await
-    .map_err(|e| failure::unreachable(&target.endpoint(), e))?;
+async fn connect(target: &TargetSpec) -> Result<Client, ExecError> {
+    let client =
+        targets::postgres::connect(&target.endpoint, target.password.as_ref(), CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| failure::unreachable(&target.endpoint, e))?;
     // Only where the setting exists (PostgreSQL 14+); elsewhere a no-op.
     client
         .simple_query(&format!(
@@ -88,12 +87,13 @@ async fn connect(target: &Connection) -> Result<Client, ExecError> {
 async fn run_locked(
     client: &Client,
     job: &Job<'_>,
+    claim: &TargetClaim,
     reporter: &Reporter,
 ) -> Result<Applied, ExecError> {
-    let history = agree_with_hub(reporter, read_history(client).await?).await?;
+    let history = agree_with_hub(claim, read_history(client).await?).await?;
     // A non-transactional script that stopped part-way on this target held
     // this lock, so this answer is final.
-    let resume = admit(reporter, job).await?;
+    let resume = admit(claim, job).await?;
     let applied: HashSet<&str> = history.iter().map(|(v, _)| v.as_str()).collect();
     let todo = plan::pending(job.steps, job.direction, &applied)
         .map_err(|e| ExecError::target(e.to_string()))?;
