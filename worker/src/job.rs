@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{
     crypto::{Keyring, Sealed},
-    domain::{Direction, TargetState},
+    domain::{Direction, Engine, TargetState},
     jobs::TargetJob,
     store::{
         audit::Actor,
@@ -186,7 +186,7 @@ async fn orphan_outcome(env: &JobEnv, execution_id: Uuid) -> Result<Outcome, Job
         statement: None,
         dirty: None,
     };
-    let Some(last) = last.filter(|l| l.engine == "mysql") else {
+    let Some(last) = last.filter(|l| l.engine.parse() == Ok(Engine::Mysql)) else {
         return Ok(outcome);
     };
     let (Some(version), Some(statement), Some(hash)) =
@@ -275,7 +275,7 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
         direction,
     };
     let started = std::time::Instant::now();
-    let outcome = match executor::execute(&target.engine, &spec, &plan, &claim, &reporter).await {
+    let outcome = match executor::execute(&spec, &plan, &claim, &reporter).await {
         Ok(Applied::Steps(count)) => {
             tracing::info!(
                 steps = count,
@@ -304,7 +304,7 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
             )
         }
     };
-    crate::metrics::execution_finished(&target.engine, outcome.state.as_str(), started.elapsed());
+    crate::metrics::execution_finished(target.engine, outcome.state.as_str(), started.elapsed());
     outcome
 }
 
@@ -328,6 +328,7 @@ fn target_spec(
         }
     };
     Ok(TargetSpec {
+        engine: target.engine,
         endpoint: Endpoint::try_from(target)?,
         password,
     })

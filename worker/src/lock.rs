@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use common::domain::Engine;
 use tokio_postgres::Client;
 
 pub use common::targets::lock::{
@@ -16,7 +17,7 @@ pub use common::targets::lock::{
 pub async fn acquire_pg(client: &Client, wait: Duration) -> Result<(), LockError> {
     let started = std::time::Instant::now();
     let result = common::targets::lock::acquire_pg(client, wait).await;
-    crate::metrics::lock_waited("postgres", started.elapsed());
+    crate::metrics::lock_waited(Engine::Postgres, started.elapsed());
     result
 }
 
@@ -29,6 +30,6 @@ pub async fn acquire_mysql(
 ) -> Result<(), LockError> {
     let started = std::time::Instant::now();
     let result = common::targets::lock::acquire_mysql(conn, database, wait).await;
-    crate::metrics::lock_waited("mysql", started.elapsed());
+    crate::metrics::lock_waited(Engine::Mysql, started.elapsed());
     result
 }

@@ -17,8 +17,9 @@ use super::{
     lock::{self, LockError},
     mysql, postgres, redact,
 };
-use crate::domain::baseline::{
-    ExternalHistory, FlywayRow, GolangMigrateRow, GooseRow, Source, TableName,
+use crate::domain::{
+    Engine,
+    baseline::{ExternalHistory, FlywayRow, GolangMigrateRow, GooseRow, Source, TableName},
 };
 
 /// Why a baseline could not do its part on the target.
@@ -74,7 +75,7 @@ impl LockedTarget {
     /// Connects (within `wait`) and, with `lock`, takes the target lock,
     /// waiting at most `wait` for a running migration to release it.
     pub async fn open(
-        engine: &str,
+        engine: Engine,
         target: &Endpoint,
         password: Option<&Password>,
         wait: Duration,
@@ -88,7 +89,7 @@ impl LockedTarget {
             ))
         };
         let session = match engine {
-            "postgres" => {
+            Engine::Postgres => {
                 let client = postgres::connect(target, password, wait)
                     .await
                     .map_err(unreachable)?;
@@ -99,7 +100,7 @@ impl LockedTarget {
                 }
                 Session::Postgres(client)
             }
-            "mysql" => {
+            Engine::Mysql => {
                 let mut conn = mysql::connect(target, password, wait)
                     .await
                     .map_err(unreachable)?;
@@ -112,9 +113,6 @@ impl LockedTarget {
                     conn,
                     database: target.database.clone(),
                 }
-            }
-            other => {
-                return Err(AdoptError::Unreachable(format!("unknown engine {other:?}")));
             }
         };
         Ok(LockedTarget {

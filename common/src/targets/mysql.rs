@@ -6,6 +6,7 @@ use std::time::Duration;
 use mysql_async::{Conn, OptsBuilder, SslOpts, prelude::Queryable};
 
 use super::{ConnectError, Endpoint, HISTORY_TABLE, Password, bounded};
+use crate::domain::TlsMode;
 
 /// The history table inside every target, so the hub can detect drift: the
 /// PostgreSQL table's columns, plus how many statements the script had.
@@ -36,11 +37,10 @@ pub async fn connect(
     let encrypt_only = SslOpts::default()
         .with_danger_accept_invalid_certs(true)
         .with_danger_skip_domain_validation(true);
-    let tls = match target.tls_mode.as_str() {
-        "disable" => None,
-        "prefer" | "require" => Some(encrypt_only),
-        "verify-full" => Some(SslOpts::default()),
-        other => return Err(ConnectError::TlsMode(other.to_owned())),
+    let tls = match target.tls_mode {
+        TlsMode::Disable => None,
+        TlsMode::Prefer | TlsMode::Require => Some(encrypt_only),
+        TlsMode::VerifyFull => Some(SslOpts::default()),
     };
     if tls.is_some() {
         // mysql_async builds its TLS config from the process's default
@@ -52,7 +52,9 @@ pub async fn connect(
         let conn = match Conn::new(options(target, password, tls)).await {
             Err(mysql_async::Error::Driver(
                 mysql_async::DriverError::NoClientSslFlagFromServer,
-            )) if target.tls_mode == "prefer" => Conn::new(options(target, password, None)).await,
+            )) if target.tls_mode == TlsMode::Prefer => {
+                Conn::new(options(target, password, None)).await
+            }
             other => other,
         };
         let mut conn = conn.map_err(|e| ConnectError::Driver(describe(&e)))?;

@@ -15,7 +15,6 @@ use crate::{plan::Step, report::Reporter};
 pub(super) fn unreachable(target: &Endpoint, err: ConnectError) -> ExecError {
     match err {
         ConnectError::SessionSettings(_) => ExecError::target(err.to_string()),
-        ConnectError::TlsMode(_) => ExecError::target(format!("{err}; nothing was applied")),
         _ => ExecError::target(format!("could not connect to {}: {err}", target.describe())),
     }
 }

@@ -9,7 +9,7 @@ pub mod postgres;
 use std::time::Duration;
 
 use common::{
-    domain::{Direction, drift},
+    domain::{Direction, Engine, drift},
     store::executions::DirtyMark,
 };
 use uuid::Uuid;
@@ -24,10 +24,12 @@ use crate::{
 
 pub use common::targets::{Endpoint, Password};
 
-/// The target a job runs on: where it is and how the job signs in, through
-/// the connect code the control plane uses too (`common::targets`).
+/// The target a job runs on: its engine, where it is and how the job signs
+/// in, through the connect code the control plane uses too
+/// (`common::targets`).
 #[derive(Debug, Clone)]
 pub struct TargetSpec {
+    pub engine: Engine,
     pub endpoint: Endpoint,
     /// Opened from its sealed form just before the job connects.
     pub password: Option<Password>,
@@ -331,21 +333,18 @@ impl HubRecorder {
     }
 }
 
-/// Runs `job` on a target of `engine`: `claim` is the hub's record of the
-/// target, taken under its lock; `reporter` records what the job does.
+/// Runs `job` on `target` with its engine's executor: `claim` is the hub's
+/// record of the target, taken under its lock; `reporter` records what the
+/// job does.
 pub async fn execute(
-    engine: &str,
     target: &TargetSpec,
     job: &Job<'_>,
     claim: &TargetClaim,
     reporter: &Reporter,
 ) -> Result<Applied, ExecError> {
-    match engine {
-        "postgres" => postgres::execute(target, job, claim, reporter).await,
-        "mysql" => mysql::execute(target, job, claim, reporter).await,
-        other => Err(ExecError::target(format!(
-            "engine {other:?} is not supported by this worker"
-        ))),
+    match target.engine {
+        Engine::Postgres => postgres::execute(target, job, claim, reporter).await,
+        Engine::Mysql => mysql::execute(target, job, claim, reporter).await,
     }
 }
 
@@ -370,17 +369,20 @@ pub(crate) fn mark_failed(span: &tracing::Span) {
 
 #[cfg(test)]
 mod tests {
+    use common::domain::TlsMode;
+
     use super::*;
 
     #[test]
     fn passwords_never_print() {
         let target = TargetSpec {
+            engine: Engine::Postgres,
             endpoint: Endpoint {
                 host: "db".into(),
                 port: 5432,
                 database: "app".into(),
                 username: "u".into(),
-                tls_mode: "disable".into(),
+                tls_mode: TlsMode::Disable,
                 session_settings: String::new(),
             },
             password: Some(Password::new("hunter2".into())),

@@ -131,7 +131,7 @@ pub async fn resolve_target(
         HistoryChange::Forget { version: &version }
     };
     targets::change_history(
-        &scoped.target.engine,
+        scoped.target.engine,
         &endpoint,
         password.as_ref(),
         WAIT,
