@@ -9,25 +9,26 @@ use std::time::Duration;
 
 use common::{
     crypto::{Keyring, Sealed},
-    domain::{Direction, TargetState},
-    lifecycle,
+    domain::{Direction, Engine, TargetState},
     queue::TargetJob,
     store::{
         audit::Actor,
-        executions::{self, ClaimedExecution, DirtyMark},
-        inventory::{self, TargetRow},
-        runs::{self, RunMigrationRow, RunRow},
-        target_state::{self, DirtyState},
+        executions::{self, DirtyMark},
+        inventory::TargetRow,
+        target_state::DirtyState,
     },
+    targets::Endpoint,
 };
 use sqlx::PgPool;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
-    executor::{self, Applied, Connection, ExecError, Job, Password},
+    claim::{self, Claimed, TargetClaim},
+    executor::{self, Applied, ExecError, Job, Password, TargetSpec},
     plan,
-    report::{self, Outcome, Reporter, with_retry},
+    report::{self, Outcome, Reporter},
+    retry::with_retry,
     runner::HEARTBEAT,
 };
 
@@ -64,17 +65,6 @@ pub struct JobError {
     source: sqlx::Error,
 }
 
-/// What a claimed execution needs, read in the claim's transaction.
-struct Claimed {
-    execution: ClaimedExecution,
-    run: RunRow,
-    migrations: Vec<RunMigrationRow>,
-    target: Option<TargetRow>,
-    secret: Option<Sealed>,
-    /// Set when a script stopped part-way on the target before.
-    dirty: Option<DirtyState>,
-}
-
 /// Executes one target job. A job whose execution is no longer `queued`
 /// (cancelled, or redelivered after another worker claimed it) does nothing.
 pub async fn run(env: &JobEnv, job: &TargetJob) -> Result<(), JobError> {
@@ -90,7 +80,13 @@ pub async fn run(env: &JobEnv, job: &TargetJob) -> Result<(), JobError> {
     common::telemetry::continue_trace(&span, &job.trace_context);
     let recorder = span.clone();
     async {
-        let Some(claimed) = claim(env, job).await? else {
+        let claimed = claim::execution(env, job)
+            .await
+            .map_err(|source| JobError {
+                what: "claiming the target execution",
+                source,
+            })?;
+        let Some(claimed) = claimed else {
             return settle_orphan(env, job.execution_id).await;
         };
         tracing::info!(
@@ -190,7 +186,7 @@ async fn orphan_outcome(env: &JobEnv, execution_id: Uuid) -> Result<Outcome, Job
         statement: None,
         dirty: None,
     };
-    let Some(last) = last.filter(|l| l.engine == "mysql") else {
+    let Some(last) = last.filter(|l| l.engine.parse() == Ok(Engine::Mysql)) else {
         return Ok(outcome);
     };
     let (Some(version), Some(statement), Some(hash)) =
@@ -223,41 +219,6 @@ async fn orphan_outcome(env: &JobEnv, execution_id: Uuid) -> Result<Outcome, Job
     Ok(outcome)
 }
 
-/// Marks the execution `running` for this worker and audits the start, in
-/// one transaction that also reads everything the job needs.
-async fn claim(env: &JobEnv, job: &TargetJob) -> Result<Option<Claimed>, JobError> {
-    let actor = env.actor();
-    with_retry("claim target execution", || async {
-        let mut tx = env.db.begin().await?;
-        let Some(execution) = lifecycle::claim(&mut tx, job.execution_id, env.worker_id).await?
-        else {
-            return Ok(None);
-        };
-        let run = runs::get(&mut tx, execution.run_id)
-            .await?
-            .ok_or(sqlx::Error::RowNotFound)?;
-        let migrations = runs::migrations(&mut tx, run.id).await?;
-        let target = inventory::target(&mut tx, execution.target_id).await?;
-        let secret = inventory::target_secret(&mut tx, execution.target_id).await?;
-        let dirty = target_state::dirty(&mut tx, execution.target_id).await?;
-        lifecycle::started(&mut tx, &actor, env.worker_id, &execution, run.project_id).await?;
-        tx.commit().await?;
-        Ok(Some(Claimed {
-            execution,
-            run,
-            migrations,
-            target,
-            secret,
-            dirty,
-        }))
-    })
-    .await
-    .map_err(|source| JobError {
-        what: "claiming the target execution",
-        source,
-    })
-}
-
 /// Runs the claimed execution and says how it ended. Never fails: every
 /// problem becomes the target's outcome.
 async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
@@ -282,15 +243,15 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
     // run to resume it. Checked again under the target lock.
     let resuming = |d: &&DirtyState| d.resume_from.is_some() && d.run_id == run.id;
     if let Some(dirty) = dirty.as_ref().filter(|d| !resuming(d)) {
-        return Outcome::failed(report::dirty_refusal(dirty), None);
+        return Outcome::failed(claim::dirty_refusal(dirty), None);
     }
     // Rule 2: checksums are verified again right before anything runs.
     let steps = match plan::verify(migrations.clone()) {
         Ok(steps) => steps,
         Err(err) => return Outcome::failed(err.to_string(), err.version().map(str::to_owned)),
     };
-    let connection = match connection(env, target, secret.as_ref()) {
-        Ok(connection) => connection,
+    let spec = match target_spec(env, target, secret.as_ref()) {
+        Ok(spec) => spec,
         Err(message) => return Outcome::failed(message, None),
     };
     let direction = run.direction;
@@ -302,6 +263,10 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
         statement_timeout_ms: run.statement_timeout_ms,
         lock_wait: env.lock_wait,
     };
+    let claim = TargetClaim {
+        db: env.db.clone(),
+        target_id: target.id,
+    };
     let reporter = Reporter {
         db: env.db.clone(),
         execution_id: execution.id,
@@ -310,7 +275,7 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
         direction,
     };
     let started = std::time::Instant::now();
-    let outcome = match executor::execute(&target.engine, &connection, &plan, &reporter).await {
+    let outcome = match executor::execute(&spec, &plan, &claim, &reporter).await {
         Ok(Applied::Steps(count)) => {
             tracing::info!(
                 steps = count,
@@ -339,17 +304,17 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
             )
         }
     };
-    crate::metrics::execution_finished(&target.engine, outcome.state.as_str(), started.elapsed());
+    crate::metrics::execution_finished(target.engine, outcome.state.as_str(), started.elapsed());
     outcome
 }
 
 /// How to reach the target, with its password opened. The error names what
 /// is wrong without any secret material.
-fn connection(
+fn target_spec(
     env: &JobEnv,
     target: &TargetRow,
     sealed: Option<&Sealed>,
-) -> Result<Connection, String> {
+) -> Result<TargetSpec, String> {
     let password = match sealed {
         None => None,
         Some(sealed) => {
@@ -362,16 +327,10 @@ fn connection(
             Some(Password::new(text))
         }
     };
-    let port = u16::try_from(target.port)
-        .map_err(|_| format!("the target's port {} is out of range", target.port))?;
-    Ok(Connection {
-        host: target.host.clone(),
-        port,
-        database: target.database.clone(),
-        username: target.username.clone(),
+    Ok(TargetSpec {
+        engine: target.engine,
+        endpoint: Endpoint::try_from(target)?,
         password,
-        tls_mode: target.tls_mode.clone(),
-        session_settings: target.session_settings.clone(),
     })
 }
 

@@ -5,8 +5,11 @@
 //! - [`job`] takes one target execution from claim to finish;
 //! - [`plan`] holds the pure rules (checksums, drift, what is pending);
 //! - [`executor`] talks to each engine, under the target [`lock`];
-//! - [`report`] writes progress back to the tool database.
+//! - [`claim`] takes the execution, and the target's record under its lock;
+//! - [`report`] writes progress and the outcome back to the tool database;
+//! - [`retry`] lets those tool-database writes outlast a restart.
 
+pub mod claim;
 pub mod executor;
 pub mod job;
 pub mod lock;
@@ -14,6 +17,7 @@ pub mod metrics;
 pub mod plan;
 pub mod queue;
 pub mod report;
+pub mod retry;
 pub mod runner;
 
 pub use runner::Worker;

@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
+use common::domain::Engine;
 use tokio_postgres::Client;
 
 pub use common::targets::lock::{
-    LockError, MYSQL_LOCK_PREFIX, MySqlLockError, PG_ADVISORY_KEY, mysql_lock_name, release_mysql,
-    release_pg,
+    LockError, MYSQL_LOCK_PREFIX, PG_ADVISORY_KEY, mysql_lock_name, release_mysql, release_pg,
 };
 
 /// Takes the target lock, waiting at most `wait` (see
@@ -17,7 +17,7 @@ pub use common::targets::lock::{
 pub async fn acquire_pg(client: &Client, wait: Duration) -> Result<(), LockError> {
     let started = std::time::Instant::now();
     let result = common::targets::lock::acquire_pg(client, wait).await;
-    crate::metrics::lock_waited("postgres", started.elapsed());
+    crate::metrics::lock_waited(Engine::Postgres, started.elapsed());
     result
 }
 
@@ -27,9 +27,9 @@ pub async fn acquire_mysql(
     conn: &mut mysql_async::Conn,
     database: &str,
     wait: Duration,
-) -> Result<(), MySqlLockError> {
+) -> Result<(), LockError> {
     let started = std::time::Instant::now();
     let result = common::targets::lock::acquire_mysql(conn, database, wait).await;
-    crate::metrics::lock_waited("mysql", started.elapsed());
+    crate::metrics::lock_waited(Engine::Mysql, started.elapsed());
     result
 }

@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, sync::OnceLock, time::Duration};
 
 use axum::{Router, http::header, response::IntoResponse, routing::get};
+use common::domain::Engine;
 use metrics::Unit;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -42,14 +43,14 @@ pub fn handle() -> &'static PrometheusHandle {
     handle
 }
 
-pub fn execution_finished(engine: &str, outcome: &str, took: Duration) {
+pub fn execution_finished(engine: Engine, outcome: &str, took: Duration) {
     handle();
     let labels = [
-        ("engine", engine.to_owned()),
+        ("engine", engine.as_str().to_owned()),
         ("outcome", outcome.to_owned()),
     ];
     metrics::counter!("migrate_hub_target_executions_total", &labels).increment(1);
-    metrics::histogram!("migrate_hub_target_execution_duration_seconds", "engine" => engine.to_owned())
+    metrics::histogram!("migrate_hub_target_execution_duration_seconds", "engine" => engine.as_str())
         .record(took.as_secs_f64());
 }
 
@@ -59,9 +60,9 @@ pub fn migration_done(direction: &str, took: Duration) {
         .record(took.as_secs_f64());
 }
 
-pub fn lock_waited(engine: &str, took: Duration) {
+pub fn lock_waited(engine: Engine, took: Duration) {
     handle();
-    metrics::histogram!("migrate_hub_lock_wait_seconds", "engine" => engine.to_owned())
+    metrics::histogram!("migrate_hub_lock_wait_seconds", "engine" => engine.as_str())
         .record(took.as_secs_f64());
 }
 

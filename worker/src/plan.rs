@@ -5,10 +5,10 @@
 //! re-verify every checksum; drift blocks a target; nothing is applied twice)
 //! are unit-tested without a database.
 
-use std::{cmp::Ordering, collections::HashSet, fmt};
+use std::collections::HashSet;
 
 use common::{
-    domain::{Checksum, Direction, Version, directives::is_no_op},
+    domain::{Checksum, Direction, Version, directives::is_no_op, drift::Difference},
     store::runs::RunMigrationRow,
 };
 use uuid::Uuid;
@@ -62,8 +62,13 @@ pub enum PlanError {
         "version {version} has no down script, so it cannot be rolled back; nothing was applied"
     )]
     NoDownScript { version: String },
-    #[error("{0}")]
-    Drift(#[from] Drift),
+    /// The hub's applied state and the target's `migrate_hub_history`
+    /// disagree (the first disagreement, in version order).
+    #[error(
+        "drift: the target's migrate_hub_history disagrees with the hub: {0}; nothing was \
+         applied, an admin must resolve the drift first"
+    )]
+    Drift(Difference),
 }
 
 impl PlanError {
@@ -105,90 +110,6 @@ pub fn verify(rows: Vec<RunMigrationRow>) -> Result<Vec<Step>, PlanError> {
             })
         })
         .collect()
-}
-
-/// The first place where the hub's applied state and the target's
-/// `migrate_hub_history` disagree. A target with drift takes no run until an
-/// admin resolves it, because neither side can be trusted to say what is
-/// pending.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Drift {
-    /// The hub says the version is applied; the target's history lacks it.
-    MissingOnTarget { version: String },
-    /// The target's history has a version the hub never recorded.
-    UnknownToHub { version: String },
-    ChecksumDiffers {
-        version: String,
-        hub: String,
-        target: String,
-    },
-}
-
-impl fmt::Display for Drift {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("drift: the target's migrate_hub_history disagrees with the hub: ")?;
-        match self {
-            Drift::MissingOnTarget { version } => write!(
-                f,
-                "version {version} is recorded as applied in the hub but is missing from the target"
-            )?,
-            Drift::UnknownToHub { version } => write!(
-                f,
-                "version {version} is in the target's history but not recorded in the hub"
-            )?,
-            Drift::ChecksumDiffers {
-                version,
-                hub,
-                target,
-            } => write!(
-                f,
-                "version {version} has checksum {target} on the target but {hub} in the hub"
-            )?,
-        }
-        f.write_str("; nothing was applied, an admin must resolve the drift first")
-    }
-}
-
-impl std::error::Error for Drift {}
-
-/// Orders version strings numerically when they parse, so the reported
-/// disagreement is the lowest version; anything unparsable sorts after.
-fn version_order(a: &str, b: &str) -> Ordering {
-    match (Version::parse(a), Version::parse(b)) {
-        (Ok(a), Ok(b)) => a.cmp(&b),
-        (Ok(_), Err(_)) => Ordering::Less,
-        (Err(_), Ok(_)) => Ordering::Greater,
-        (Err(_), Err(_)) => a.cmp(b),
-    }
-}
-
-/// Compares the hub's applied (version, checksum) pairs with the target's
-/// history and returns the first disagreement in version order.
-pub fn detect_drift(hub: &[(String, String)], target: &[(String, String)]) -> Option<Drift> {
-    let mut versions: Vec<&str> = hub.iter().chain(target).map(|(v, _)| v.as_str()).collect();
-    versions.sort_by(|a, b| version_order(a, b));
-    versions.dedup();
-    let find = |side: &[(String, String)], version: &str| {
-        side.iter()
-            .find(|(v, _)| v == version)
-            .map(|(_, c)| c.clone())
-    };
-    versions.into_iter().find_map(
-        |version| match (find(hub, version), find(target, version)) {
-            (Some(_), None) => Some(Drift::MissingOnTarget {
-                version: version.to_owned(),
-            }),
-            (None, Some(_)) => Some(Drift::UnknownToHub {
-                version: version.to_owned(),
-            }),
-            (Some(hub), Some(target)) if hub != target => Some(Drift::ChecksumDiffers {
-                version: version.to_owned(),
-                hub,
-                target,
-            }),
-            _ => None,
-        },
-    )
 }
 
 /// The steps to run on a target whose history holds `applied`, in the run's
@@ -241,10 +162,6 @@ mod tests {
         }
     }
 
-    fn pair(v: &str, c: &str) -> (String, String) {
-        (v.to_owned(), c.to_owned())
-    }
-
     #[test]
     fn verified_steps_keep_pinned_order_and_text() {
         let steps = verify(vec![row("2", "B", ""), row("1", "A", "")]).unwrap();
@@ -286,40 +203,14 @@ mod tests {
     }
 
     #[test]
-    fn no_drift_when_both_sides_agree() {
-        let hub = [pair("1", "a"), pair("2", "b")];
-        let target = [pair("2", "b"), pair("1", "a")];
-        assert_eq!(detect_drift(&hub, &target), None);
-        assert_eq!(detect_drift(&[], &[]), None);
-    }
-
-    #[test]
-    fn drift_reports_the_lowest_disagreement() {
-        let hub = [pair("1", "a"), pair("10", "x"), pair("9", "c")];
-        let target = [pair("1", "a"), pair("9", "other"), pair("2", "b")];
+    fn drift_stops_the_target_at_the_first_disagreement() {
+        let hub = [("1".to_owned(), "a".to_owned())];
+        let difference = common::domain::drift::first_difference(&hub, &[]).unwrap();
         assert_eq!(
-            detect_drift(&hub, &target),
-            Some(Drift::UnknownToHub {
-                version: "2".into()
-            })
-        );
-        let hub = [pair("1", "a"), pair("9", "c")];
-        let target = [pair("1", "a"), pair("9", "other")];
-        let drift = detect_drift(&hub, &target).unwrap();
-        assert_eq!(
-            drift,
-            Drift::ChecksumDiffers {
-                version: "9".into(),
-                hub: "c".into(),
-                target: "other".into()
-            }
-        );
-        assert!(drift.to_string().starts_with("drift:"));
-        assert_eq!(
-            detect_drift(&[pair("1.1", "a")], &[]),
-            Some(Drift::MissingOnTarget {
-                version: "1.1".into()
-            })
+            PlanError::Drift(difference).to_string(),
+            "drift: the target's migrate_hub_history disagrees with the hub: version 1 is \
+             recorded as applied in the hub but is missing from the target; nothing was \
+             applied, an admin must resolve the drift first"
         );
     }
 

@@ -1,14 +1,13 @@
-//! Reporting to the tool database: each applied step, and how a target
-//! execution ended.
+//! Reporting to the tool database: each applied step, how far a running
+//! script has got, and how a target execution ended. Claiming the
+//! execution and the target's record comes before, in [`crate::claim`].
 //!
 //! A step is recorded in the hub only after it committed on the target, so a
 //! hub write that is lost leaves the target *ahead* of the hub — which the
 //! next run detects as drift instead of applying anything twice. To make that
-//! rare, writes survive a tool-database restart: transient errors (lost
-//! connections, deadlocks, serialization failures) are retried for a while
-//! before the job gives up.
+//! rare, writes are retried ([`crate::retry`]) before the job gives up.
 
-use std::{future::Future, time::Duration};
+use std::time::Duration;
 
 use common::{
     domain::{Direction, TargetState},
@@ -16,61 +15,13 @@ use common::{
     store::{
         audit::Actor,
         executions::{self, AppliedStep, DirtyMark},
-        target_state::{self, DirtyState},
     },
 };
 use sqlx::PgPool;
 use time::OffsetDateTime;
-use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::plan::Step;
-
-/// How long a hub write is retried before the job gives up on it.
-const RETRY_FOR: Duration = Duration::from_secs(60);
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// Whether `err` may succeed when simply tried again: the connection went
-/// away, the pool could not hand one out, or PostgreSQL aborted the
-/// transaction to break a deadlock or a serialization conflict.
-pub fn is_transient(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => matches!(
-            db.code().as_deref(),
-            // serialization_failure, deadlock_detected, admin/crash shutdown,
-            // cannot_connect_now
-            Some("40001" | "40P01" | "57P01" | "57P02" | "57P03")
-        ),
-        _ => false,
-    }
-}
-
-/// Runs `op` until it succeeds, fails for good, or [`RETRY_FOR`] has passed.
-pub async fn with_retry<T, F, Fut>(what: &str, mut op: F) -> Result<T, sqlx::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, sqlx::Error>>,
-{
-    let deadline = Instant::now() + RETRY_FOR;
-    let mut backoff = FIRST_BACKOFF;
-    loop {
-        match op().await {
-            Ok(value) => return Ok(value),
-            Err(err) if is_transient(&err) && Instant::now() + backoff < deadline => {
-                tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "tool database write failed: {what}; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-            Err(err) => return Err(err),
-        }
-    }
-}
+use crate::{plan::Step, retry::with_retry};
 
 /// Writes one target execution's progress to the hub.
 #[derive(Debug, Clone)]
@@ -114,41 +65,6 @@ pub struct StepTiming {
 }
 
 impl Reporter {
-    /// The hub's applied versions and checksums of this target. Read only
-    /// while the target lock is held, so it cannot race another run's writes.
-    pub async fn hub_applied(&self) -> Result<Vec<(String, String)>, sqlx::Error> {
-        with_retry("read applied state", || async {
-            let mut conn = self.db.acquire().await?;
-            executions::applied(&mut conn, self.target_id).await
-        })
-        .await
-    }
-
-    /// Records, as applied, versions of the target's history that this
-    /// hub's own runs applied there but never recorded. Returns how many.
-    pub async fn catch_up(
-        &self,
-        rows: &[&crate::executor::HistoryRow],
-    ) -> Result<u64, sqlx::Error> {
-        let found: Vec<executions::Unrecorded> = rows
-            .iter()
-            .filter_map(|row| {
-                Some(executions::Unrecorded {
-                    version: common::domain::Version::parse(&row.version).ok()?,
-                    checksum: row.checksum.clone(),
-                    run_id: row.run_id.as_deref()?.parse().ok()?,
-                })
-            })
-            .collect();
-        with_retry("catch up applied state", || async {
-            let mut tx = self.db.begin().await?;
-            let count = executions::catch_up(&mut tx, self.target_id, &found).await?;
-            tx.commit().await?;
-            Ok(count)
-        })
-        .await
-    }
-
     /// Records steps that have committed on the target, in order: the
     /// hub's applied state and the per-migration history, in one
     /// transaction.
@@ -203,26 +119,6 @@ impl Reporter {
         }
     }
 
-    /// The target's dirty state, if a script stopped part-way on it. Read
-    /// under the target lock, so no other job can mark it in between.
-    pub async fn dirty_state(&self) -> Result<Option<DirtyState>, sqlx::Error> {
-        with_retry("read dirty state", || async {
-            let mut conn = self.db.acquire().await?;
-            target_state::dirty(&mut conn, self.target_id).await
-        })
-        .await
-    }
-
-    /// Takes up the resume an admin asked for on this target (see
-    /// [`target_state::take_resume`]).
-    pub async fn take_resume(&self) -> Result<(), sqlx::Error> {
-        with_retry("take up the resume", || async {
-            let mut conn = self.db.acquire().await?;
-            target_state::take_resume(&mut conn, self.target_id).await
-        })
-        .await
-    }
-
     /// The dirty mark of a script of `version` that stopped at the 1-based
     /// `statement_index`, after the statements hashed in `applied`.
     pub fn dirty_mark(&self, version: &str, statement_index: usize, applied: &str) -> DirtyMark {
@@ -235,25 +131,6 @@ impl Reporter {
             statements_hash: applied.to_owned(),
         }
     }
-}
-
-/// Why a dirty target refuses a job, for the run page.
-pub fn dirty_refusal(dirty: &DirtyState) -> String {
-    let since = dirty
-        .since
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|t| {
-            t.to_offset(time::UtcOffset::UTC)
-                .format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| dirty.since.to_string());
-    format!(
-        "target is dirty since {since} (version {}, statement {}); an admin must resolve it; \
-         nothing was applied",
-        dirty.version, dirty.statement_index
-    )
 }
 
 /// How a target execution ended, as shown on the run page.
@@ -341,19 +218,4 @@ pub async fn finish(
             tracing::info!(run_state = run_state.as_str(), "run finished");
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lost_connections_are_transient_but_bad_sql_is_not() {
-        assert!(is_transient(&sqlx::Error::PoolTimedOut));
-        assert!(is_transient(&sqlx::Error::Io(std::io::Error::from(
-            std::io::ErrorKind::ConnectionReset
-        ))));
-        assert!(!is_transient(&sqlx::Error::RowNotFound));
-        assert!(!is_transient(&sqlx::Error::PoolClosed));
-    }
 }

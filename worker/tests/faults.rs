@@ -15,7 +15,7 @@ mod support;
 use std::{collections::BTreeMap, time::Duration};
 
 use common::{
-    domain::{Direction, RunState},
+    domain::{Direction, Engine, RunState, TlsMode},
     store::{self, inventory::NewTarget},
     testing::{TestPgInstance, wait_for},
 };
@@ -536,13 +536,13 @@ async fn unreachable_wrong_password_and_failing_sql_fail_only_their_postgres_tar
     drop(admin);
     let own = |database: &'static str, password: &'static str| NewTarget {
         name: database,
-        engine: "postgres",
+        engine: Engine::Postgres,
         host: "127.0.0.1",
         port: i32::from(auth_server.port),
         database,
         username: "mh_app",
         password: Some(password),
-        tls_mode: "disable",
+        tls_mode: TlsMode::Disable,
         session_settings: "",
         worker_pool: "",
     };

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use common::domain::{Checksum, Direction, RunState, split::StatementsHash};
+use common::domain::{Checksum, Direction, RunState, TlsMode, split::StatementsHash};
 use support::{TargetOptions, TestHub, dirty_row};
 use worker::{Worker, lock::PG_ADVISORY_KEY};
 
@@ -643,11 +643,11 @@ async fn tls_modes_encrypt_and_verify_full_checks_the_certificate() {
     let project = hub
         .project(&[
             TargetOptions {
-                tls_mode: Some("require"),
+                tls_mode: Some(TlsMode::Require),
                 ..Default::default()
             },
             TargetOptions {
-                tls_mode: Some("verify-full"),
+                tls_mode: Some(TlsMode::VerifyFull),
                 ..Default::default()
             },
         ])

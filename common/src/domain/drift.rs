@@ -1,7 +1,9 @@
 //! Drift: where the hub's record of what is applied on a target and the
-//! target's own `migrate_hub_history` disagree.
+//! target's own `migrate_hub_history` disagree. The target state page lists
+//! every disagreement; a job stops at the first one, because neither side
+//! can then be trusted to say what is pending.
 
-use std::cmp::Ordering;
+use std::{cmp::Ordering, fmt};
 
 use serde::Serialize;
 
@@ -15,6 +17,26 @@ pub struct Difference {
     pub version: String,
     pub hub_checksum: Option<String>,
     pub target_checksum: Option<String>,
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let version = &self.version;
+        match (&self.hub_checksum, &self.target_checksum) {
+            (Some(hub), Some(target)) => write!(
+                f,
+                "version {version} has checksum {target} on the target but {hub} in the hub"
+            ),
+            (None, Some(_)) => write!(
+                f,
+                "version {version} is in the target's history but not recorded in the hub"
+            ),
+            (_, None) => write!(
+                f,
+                "version {version} is recorded as applied in the hub but is missing from the target"
+            ),
+        }
+    }
 }
 
 /// Every disagreement between the hub's applied (version, checksum) pairs
@@ -40,6 +62,14 @@ pub fn differences(hub: &[(String, String)], target: &[(String, String)]) -> Vec
             })
         })
         .collect()
+}
+
+/// The disagreement with the lowest version, if the records disagree at all.
+pub fn first_difference(
+    hub: &[(String, String)],
+    target: &[(String, String)],
+) -> Option<Difference> {
+    differences(hub, target).into_iter().next()
 }
 
 /// Numeric version order; a version a foreign tool wrote that does not
@@ -94,6 +124,37 @@ mod tests {
                 ("10", Some("x"), None),
                 ("legacy", None, Some("z")),
             ]
+        );
+    }
+
+    #[test]
+    fn the_first_difference_is_the_lowest_version() {
+        let hub = pairs(&[("1", "a"), ("10", "x"), ("9", "c")]);
+        let target = pairs(&[("1", "a"), ("9", "other"), ("2", "b")]);
+        let first = first_difference(&hub, &target).unwrap();
+        assert_eq!(first.version, "2");
+        assert_eq!(
+            first.to_string(),
+            "version 2 is in the target's history but not recorded in the hub"
+        );
+        let both = pairs(&[("1", "a"), ("2", "b")]);
+        assert_eq!(first_difference(&both, &both), None);
+        assert_eq!(first_difference(&[], &[]), None);
+    }
+
+    #[test]
+    fn differences_say_which_side_holds_what() {
+        let hub = pairs(&[("1", "a"), ("9", "c")]);
+        let target = pairs(&[("1", "a"), ("9", "other")]);
+        assert_eq!(
+            first_difference(&hub, &target).unwrap().to_string(),
+            "version 9 has checksum other on the target but c in the hub"
+        );
+        assert_eq!(
+            first_difference(&pairs(&[("1.1", "a")]), &[])
+                .unwrap()
+                .to_string(),
+            "version 1.1 is recorded as applied in the hub but is missing from the target"
         );
     }
 }

@@ -14,10 +14,12 @@ pub mod run;
 pub mod signin;
 pub mod slug;
 pub mod split;
+pub mod target;
 pub mod version;
 
 pub use checksum::Checksum;
 pub use role::{Capability, Role};
 pub use run::{Direction, RunState, TargetState};
 pub use slug::ProjectSlug;
+pub use target::{Engine, TlsMode};
 pub use version::Version;

@@ -222,12 +222,12 @@ pub struct PinnedMigration {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PinnedTarget {
     pub id: uuid::Uuid,
-    pub engine: String,
+    pub engine: super::Engine,
     pub host: String,
     pub port: i32,
     pub database: String,
     pub username: String,
-    pub tls_mode: String,
+    pub tls_mode: super::TlsMode,
     pub session_settings: String,
     pub worker_pool: String,
 }
@@ -438,12 +438,12 @@ mod tests {
         }];
         let target = |n: u128| PinnedTarget {
             id: uuid::Uuid::from_u128(n),
-            engine: "postgres".into(),
+            engine: super::super::Engine::Postgres,
             host: "127.0.0.1".into(),
             port: 5432,
             database: format!("db{n}"),
             username: "app".into(),
-            tls_mode: "prefer".into(),
+            tls_mode: super::super::TlsMode::Prefer,
             session_settings: String::new(),
             worker_pool: "default".into(),
         };
@@ -472,7 +472,7 @@ mod tests {
         };
         let base = pin(&t);
         let mut tls = t.clone();
-        tls[0].tls_mode = "disable".into();
+        tls[0].tls_mode = super::super::TlsMode::Disable;
         assert_ne!(base, pin(&tls));
         let mut session = t.clone();
         session[1].session_settings = "search_path=evil".into();

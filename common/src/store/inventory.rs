@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::{
     crypto::{Keyring, Sealed},
-    domain::approval::Policy,
+    domain::{Engine, TlsMode, approval::Policy},
 };
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -346,14 +346,16 @@ pub struct TargetRow {
     pub id: Uuid,
     pub db_set_id: Uuid,
     pub name: String,
-    pub engine: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub engine: Engine,
     pub host: String,
     pub port: i32,
     #[sqlx(rename = "database_name")]
     #[serde(rename = "database")]
     pub database: String,
     pub username: String,
-    pub tls_mode: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub tls_mode: TlsMode,
     pub session_settings: String,
     pub worker_pool: String,
     pub has_password: bool,
@@ -366,12 +368,12 @@ impl TargetRow {
     pub fn pinned(&self) -> crate::domain::run::PinnedTarget {
         crate::domain::run::PinnedTarget {
             id: self.id,
-            engine: self.engine.clone(),
+            engine: self.engine,
             host: self.host.clone(),
             port: self.port,
             database: self.database.clone(),
             username: self.username.clone(),
-            tls_mode: self.tls_mode.clone(),
+            tls_mode: self.tls_mode,
             session_settings: self.session_settings.clone(),
             worker_pool: self.worker_pool.clone(),
         }
@@ -394,13 +396,13 @@ const VISIBLE_TARGETS: &str = "FROM targets t
 #[derive(Debug, Clone)]
 pub struct NewTarget<'a> {
     pub name: &'a str,
-    pub engine: &'a str,
+    pub engine: Engine,
     pub host: &'a str,
     pub port: i32,
     pub database: &'a str,
     pub username: &'a str,
     pub password: Option<&'a str>,
-    pub tls_mode: &'a str,
+    pub tls_mode: TlsMode,
     pub session_settings: &'a str,
     pub worker_pool: &'a str,
 }
@@ -449,7 +451,7 @@ pub async fn insert_targets(
     .bind(db_set_id)
     .bind(&ids)
     .bind(column(|t| t.name))
-    .bind(column(|t| t.engine))
+    .bind(column(|t| t.engine.as_str()))
     .bind(column(|t| t.host))
     .bind(targets.iter().map(|t| t.port).collect::<Vec<i32>>())
     .bind(column(|t| t.database))
@@ -466,7 +468,7 @@ pub async fn insert_targets(
             .map(|s| s.as_ref().map(|s| s.key_id.clone()))
             .collect::<Vec<Option<String>>>(),
     )
-    .bind(column(|t| t.tls_mode))
+    .bind(column(|t| t.tls_mode.as_str()))
     .bind(column(|t| t.session_settings))
     .bind(column(|t| t.worker_pool))
     .fetch_all(conn)

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::{
-    Checksum, RunState, Version,
+    Checksum, Engine, RunState, TlsMode, Version,
     run::{Direction, ExecutionSettings, PinnedMigration, PinnedTarget, RunPin},
 };
 
@@ -425,12 +425,12 @@ pub async fn pinned_targets(
 ) -> Result<Vec<PinnedTarget>, sqlx::Error> {
     type Row = (
         Uuid,
-        String,
+        Engine,
         String,
         i32,
         String,
         String,
-        String,
+        TlsMode,
         String,
         String,
     );

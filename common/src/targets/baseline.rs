@@ -14,11 +14,12 @@ use tokio_postgres::Client;
 
 use super::{
     ConnectError, Endpoint, HISTORY_TABLE, Password, bounded,
-    lock::{self, LockError, MySqlLockError},
+    lock::{self, LockError},
     mysql, postgres, redact,
 };
-use crate::domain::baseline::{
-    ExternalHistory, FlywayRow, GolangMigrateRow, GooseRow, Source, TableName,
+use crate::domain::{
+    Engine,
+    baseline::{ExternalHistory, FlywayRow, GolangMigrateRow, GooseRow, Source, TableName},
 };
 
 /// Why a baseline could not do its part on the target.
@@ -36,6 +37,16 @@ pub enum AdoptError {
     /// A statement failed on the target.
     #[error("{0}")]
     Target(String),
+}
+
+impl From<LockError> for AdoptError {
+    fn from(err: LockError) -> Self {
+        let message = err.to_string();
+        match err {
+            LockError::Busy { .. } => AdoptError::Busy(message),
+            LockError::Target(_) => AdoptError::Target(message),
+        }
+    }
 }
 
 /// One version to record in the target's `migrate_hub_history`.
@@ -64,7 +75,7 @@ impl LockedTarget {
     /// Connects (within `wait`) and, with `lock`, takes the target lock,
     /// waiting at most `wait` for a running migration to release it.
     pub async fn open(
-        engine: &str,
+        engine: Engine,
         target: &Endpoint,
         password: Option<&Password>,
         wait: Duration,
@@ -78,42 +89,30 @@ impl LockedTarget {
             ))
         };
         let session = match engine {
-            "postgres" => {
+            Engine::Postgres => {
                 let client = postgres::connect(target, password, wait)
                     .await
                     .map_err(unreachable)?;
                 if lock {
-                    lock::acquire_pg(&client, wait).await.map_err(|e| match e {
-                        LockError::Busy { .. } => AdoptError::Busy(e.to_string()),
-                        LockError::Target(e) => AdoptError::Target(format!(
-                            "could not take the target lock: {}",
-                            postgres::describe(&e)
-                        )),
-                    })?;
+                    lock::acquire_pg(&client, wait)
+                        .await
+                        .map_err(AdoptError::from)?;
                 }
                 Session::Postgres(client)
             }
-            "mysql" => {
+            Engine::Mysql => {
                 let mut conn = mysql::connect(target, password, wait)
                     .await
                     .map_err(unreachable)?;
                 if lock && let Err(e) = lock::acquire_mysql(&mut conn, &target.database, wait).await
                 {
                     let _ = conn.disconnect().await;
-                    return Err(match e {
-                        MySqlLockError::Busy { .. } => AdoptError::Busy(e.to_string()),
-                        MySqlLockError::Target(message) => {
-                            AdoptError::Target(format!("could not take the target lock: {message}"))
-                        }
-                    });
+                    return Err(e.into());
                 }
                 Session::Mysql {
                     conn,
                     database: target.database.clone(),
                 }
-            }
-            other => {
-                return Err(AdoptError::Unreachable(format!("unknown engine {other:?}")));
             }
         };
         Ok(LockedTarget {
@@ -274,12 +273,9 @@ impl LockedTarget {
                 let table = mysql::history_table(database);
                 bounded(wait, async {
                     // DDL commits implicitly, so it comes before the transaction.
-                    conn.query_drop(format!(
-                        "CREATE TABLE IF NOT EXISTS {table} {}",
-                        mysql::HISTORY_COLUMNS
-                    ))
-                    .await
-                    .map_err(my_error)?;
+                    conn.query_drop(mysql::history_ddl(database))
+                        .await
+                        .map_err(my_error)?;
                     let mut tx = conn
                         .start_transaction(TxOpts::default())
                         .await

@@ -23,12 +23,22 @@ use tokio_postgres::{Client, error::SqlState};
 /// hub versions must exclude each other on one target.
 pub const PG_ADVISORY_KEY: i64 = i64::from_be_bytes(*b"mig-hub!");
 
+/// Why the target lock was not taken, on either engine. The texts are shown
+/// to people as the job's or the baseline's error.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("target is locked by another migration (waited {waited_ms} ms)")]
     Busy { waited_ms: u64 },
-    #[error(transparent)]
-    Target(#[from] tokio_postgres::Error),
+    /// The target failed while the lock was asked for: the database's own
+    /// words.
+    #[error("could not take the target lock: {0}")]
+    Target(String),
+}
+
+impl From<tokio_postgres::Error> for LockError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        LockError::Target(super::postgres::describe(&err))
+    }
 }
 
 /// Takes the target lock, waiting at most `wait` for a holder to release it.
@@ -63,7 +73,7 @@ pub async fn acquire_pg(client: &Client, wait: Duration) -> Result<(), LockError
             if err.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
                 Err(LockError::Busy { waited_ms })
             } else {
-                Err(LockError::Target(err))
+                Err(err.into())
             }
         }
     }
@@ -98,15 +108,6 @@ pub fn mysql_lock_name(database: &str) -> String {
     short
 }
 
-/// Why the MySQL target lock was not taken.
-#[derive(Debug, thiserror::Error)]
-pub enum MySqlLockError {
-    #[error("target is locked by another migration (waited {waited_ms} ms)")]
-    Busy { waited_ms: u64 },
-    #[error("GET_LOCK failed on the target: {0}")]
-    Target(String),
-}
-
 /// Takes the target lock on a MySQL/MariaDB session, waiting at most `wait`.
 ///
 /// `GET_LOCK` answers 1 (taken), 0 (the wait passed) or NULL (an error, such
@@ -116,7 +117,7 @@ pub async fn acquire_mysql(
     conn: &mut mysql_async::Conn,
     database: &str,
     wait: Duration,
-) -> Result<(), MySqlLockError> {
+) -> Result<(), LockError> {
     use mysql_async::prelude::Queryable as _;
     let waited_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
     // GET_LOCK's timeout is an int of seconds (or a decimal on MariaDB).
@@ -127,11 +128,11 @@ pub async fn acquire_mysql(
             (mysql_lock_name(database),),
         )
         .await
-        .map_err(|e| MySqlLockError::Target(super::mysql::describe(&e)))?;
+        .map_err(|e| LockError::Target(super::mysql::describe(&e)))?;
     match got.flatten() {
         Some(1) => Ok(()),
-        Some(_) => Err(MySqlLockError::Busy { waited_ms }),
-        None => Err(MySqlLockError::Target("GET_LOCK returned NULL".into())),
+        Some(_) => Err(LockError::Busy { waited_ms }),
+        None => Err(LockError::Target("GET_LOCK returned NULL".into())),
     }
 }
 
@@ -166,17 +167,17 @@ mod tests {
         assert!(name.starts_with("migrate_hub#"));
         assert_eq!(name, mysql_lock_name(&long));
         assert_ne!(name, mysql_lock_name(&"e".repeat(64)));
-        assert_eq!(
-            MySqlLockError::Busy { waited_ms: 500 }.to_string(),
-            LockError::Busy { waited_ms: 500 }.to_string()
-        );
     }
 
     #[test]
-    fn busy_message_names_the_wait() {
+    fn refusals_name_the_wait_or_the_database_error() {
         assert_eq!(
             LockError::Busy { waited_ms: 250 }.to_string(),
             "target is locked by another migration (waited 250 ms)"
+        );
+        assert_eq!(
+            LockError::Target("GET_LOCK returned NULL".into()).to_string(),
+            "could not take the target lock: GET_LOCK returned NULL"
         );
     }
 }

@@ -17,7 +17,10 @@ use std::{fmt, time::Duration};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::store::inventory::TargetRow;
+use crate::{
+    domain::{Engine, TlsMode},
+    store::inventory::TargetRow,
+};
 
 /// The history table every target carries (both engines use this name), so
 /// the hub can detect drift.
@@ -31,8 +34,7 @@ pub struct Endpoint {
     pub port: u16,
     pub database: String,
     pub username: String,
-    /// `disable`, `prefer`, `require` or `verify-full` (checked by the schema).
-    pub tls_mode: String,
+    pub tls_mode: TlsMode,
     /// Statements run on every new session before anything else (like
     /// Flyway's `initSql`): `SET search_path = app`, `SET ROLE migrator`, …
     pub session_settings: String,
@@ -56,7 +58,7 @@ impl TryFrom<&TargetRow> for Endpoint {
             port,
             database: target.database.clone(),
             username: target.username.clone(),
-            tls_mode: target.tls_mode.clone(),
+            tls_mode: target.tls_mode,
             session_settings: target.session_settings.clone(),
         })
     }
@@ -101,9 +103,6 @@ pub enum ConnectError {
     /// Nothing answered within the wait.
     #[error("timed out after {0} ms")]
     TimedOut(u128),
-    /// The target's `tls_mode` cannot be honoured for this engine.
-    #[error("TLS mode {0:?} is not supported")]
-    TlsMode(String),
     /// Connected, but the target's session settings failed.
     #[error("the target's session settings failed: {0}")]
     SessionSettings(String),
@@ -135,16 +134,15 @@ pub struct Probe {
 /// answer, in the driver's words, with the password scrubbed out in case a
 /// driver ever echoes it.
 pub async fn probe(
-    engine: &str,
+    engine: Engine,
     target: &Endpoint,
     password: Option<&Password>,
     wait: Duration,
 ) -> Probe {
     let clock = Instant::now();
     let result = match engine {
-        "postgres" => postgres::server_version(target, password, wait).await,
-        "mysql" => mysql::server_version(target, password, wait).await,
-        other => Err(ConnectError::Driver(format!("unknown engine {other:?}"))),
+        Engine::Postgres => postgres::server_version(target, password, wait).await,
+        Engine::Mysql => mysql::server_version(target, password, wait).await,
     };
     let latency_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
     match result {
@@ -170,15 +168,14 @@ pub async fn probe(
 /// when the table does not exist yet (no run has reached the target). Read
 /// within `wait`; the error is the driver's text without the password.
 pub async fn read_history(
-    engine: &str,
+    engine: Engine,
     target: &Endpoint,
     password: Option<&Password>,
     wait: Duration,
 ) -> Result<Vec<(String, String)>, String> {
     let result = match engine {
-        "postgres" => postgres::read_history(target, password, wait).await,
-        "mysql" => mysql::read_history(target, password, wait).await,
-        other => Err(ConnectError::Driver(format!("unknown engine {other:?}"))),
+        Engine::Postgres => postgres::read_history(target, password, wait).await,
+        Engine::Mysql => mysql::read_history(target, password, wait).await,
     };
     result.map_err(|err| {
         redact(
@@ -218,16 +215,15 @@ pub enum HistoryChange<'a> {
 
 /// Applies `change` to the target's history within `wait`.
 pub async fn change_history(
-    engine: &str,
+    engine: Engine,
     target: &Endpoint,
     password: Option<&Password>,
     wait: Duration,
     change: &HistoryChange<'_>,
 ) -> Result<(), String> {
     let result = match engine {
-        "postgres" => postgres::change_history(target, password, wait, change).await,
-        "mysql" => mysql::change_history(target, password, wait, change).await,
-        other => Err(ConnectError::Driver(format!("unknown engine {other:?}"))),
+        Engine::Postgres => postgres::change_history(target, password, wait, change).await,
+        Engine::Mysql => mysql::change_history(target, password, wait, change).await,
     };
     result.map_err(|err| {
         redact(
@@ -267,7 +263,7 @@ mod tests {
             port: 5432,
             database: "app".into(),
             username: "u".into(),
-            tls_mode: "disable".into(),
+            tls_mode: TlsMode::Disable,
             session_settings: String::new(),
         };
         assert_eq!(endpoint.describe(), "db:5432/app");

@@ -6,12 +6,13 @@ use std::time::Duration;
 use mysql_async::{Conn, OptsBuilder, SslOpts, prelude::Queryable};
 
 use super::{ConnectError, Endpoint, HISTORY_TABLE, Password, bounded};
+use crate::domain::TlsMode;
 
 /// The history table inside every target, so the hub can detect drift: the
 /// PostgreSQL table's columns, plus how many statements the script had.
 /// Versions and checksums are ASCII, which keeps the key short on any
 /// server's index limits.
-pub const HISTORY_COLUMNS: &str = "(
+const HISTORY_COLUMNS: &str = "(
     version      varchar(255) CHARACTER SET ascii NOT NULL PRIMARY KEY,
     checksum     char(64) CHARACTER SET ascii NOT NULL,
     name         text NOT NULL,
@@ -36,11 +37,10 @@ pub async fn connect(
     let encrypt_only = SslOpts::default()
         .with_danger_accept_invalid_certs(true)
         .with_danger_skip_domain_validation(true);
-    let tls = match target.tls_mode.as_str() {
-        "disable" => None,
-        "prefer" | "require" => Some(encrypt_only),
-        "verify-full" => Some(SslOpts::default()),
-        other => return Err(ConnectError::TlsMode(other.to_owned())),
+    let tls = match target.tls_mode {
+        TlsMode::Disable => None,
+        TlsMode::Prefer | TlsMode::Require => Some(encrypt_only),
+        TlsMode::VerifyFull => Some(SslOpts::default()),
     };
     if tls.is_some() {
         // mysql_async builds its TLS config from the process's default
@@ -52,7 +52,9 @@ pub async fn connect(
         let conn = match Conn::new(options(target, password, tls)).await {
             Err(mysql_async::Error::Driver(
                 mysql_async::DriverError::NoClientSslFlagFromServer,
-            )) if target.tls_mode == "prefer" => Conn::new(options(target, password, None)).await,
+            )) if target.tls_mode == TlsMode::Prefer => {
+                Conn::new(options(target, password, None)).await
+            }
             other => other,
         };
         let mut conn = conn.map_err(|e| ConnectError::Driver(describe(&e)))?;
@@ -134,6 +136,16 @@ pub async fn read_history(
 /// `USE other_db` cannot send the hub's records elsewhere.
 pub fn history_table(database: &str) -> String {
     format!("`{}`.{HISTORY_TABLE}", database.replace('`', "``"))
+}
+
+/// Creates the history table of `database` if it does not exist yet. Run by
+/// the worker before every job and by a baseline, both under the target
+/// lock, so concurrent first runs cannot race on it.
+pub fn history_ddl(database: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} {HISTORY_COLUMNS}",
+        history_table(database)
+    )
 }
 
 /// Which server a session talks to: MariaDB and MySQL name some session
@@ -229,6 +241,16 @@ mod tests {
         assert_eq!(
             Flavor::MySql.statement_timeout(60_000),
             "SESSION max_execution_time = 60000"
+        );
+    }
+
+    #[test]
+    fn history_table_is_qualified_and_quoted() {
+        assert_eq!(history_table("app"), "`app`.migrate_hub_history");
+        assert_eq!(history_table("we`ird"), "`we``ird`.migrate_hub_history");
+        assert!(
+            history_ddl("we`ird")
+                .starts_with("CREATE TABLE IF NOT EXISTS `we``ird`.migrate_hub_history (")
         );
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, SimpleQueryMessage, config::SslMode};
 
 use super::{ConnectError, Endpoint, HISTORY_TABLE, Password, bounded, tls::MakeRustls};
+use crate::domain::TlsMode;
 
 /// Shown in the target's `pg_stat_activity`, so its DBAs can tell who is
 /// connected.
@@ -37,12 +38,11 @@ pub async fn connect(
     password: Option<&Password>,
     wait: Duration,
 ) -> Result<Client, ConnectError> {
-    let (ssl_mode, tls) = match target.tls_mode.as_str() {
-        "disable" => (SslMode::Disable, MakeRustls::encrypt_only()),
-        "prefer" => (SslMode::Prefer, MakeRustls::encrypt_only()),
-        "require" => (SslMode::Require, MakeRustls::encrypt_only()),
-        "verify-full" => (SslMode::Require, MakeRustls::verify_full()),
-        other => return Err(ConnectError::TlsMode(other.to_owned())),
+    let (ssl_mode, tls) = match target.tls_mode {
+        TlsMode::Disable => (SslMode::Disable, MakeRustls::encrypt_only()),
+        TlsMode::Prefer => (SslMode::Prefer, MakeRustls::encrypt_only()),
+        TlsMode::Require => (SslMode::Require, MakeRustls::encrypt_only()),
+        TlsMode::VerifyFull => (SslMode::Require, MakeRustls::verify_full()),
     };
     let mut config = tokio_postgres::Config::new();
     config
@@ -197,15 +197,17 @@ pub async fn change_history(
             super::HistoryChange::Record { version, checksum, name, run_id } => {
                 client
                     .execute(
-                        "INSERT INTO migrate_hub_history (version, checksum, name, run_id) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (version) DO NOTHING",
+                        &format!(
+                            "INSERT INTO {HISTORY_TABLE} (version, checksum, name, run_id) VALUES ($1, $2, $3, $4)
+                             ON CONFLICT (version) DO NOTHING"
+                        ),
                         &[version, checksum, name, run_id],
                     )
                     .await
             }
             super::HistoryChange::Forget { version } => {
                 client
-                    .execute("DELETE FROM migrate_hub_history WHERE version = $1", &[version])
+                    .execute(&format!("DELETE FROM {HISTORY_TABLE} WHERE version = $1"), &[version])
                     .await
             }
         };

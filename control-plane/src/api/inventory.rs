@@ -344,9 +344,6 @@ pub(crate) async fn list_targets(
     )))
 }
 
-pub const ENGINES: [&str; 2] = ["postgres", "mysql"];
-pub const TLS_MODES: [&str; 4] = ["disable", "prefer", "require", "verify-full"];
-
 #[utoipa::path(post, path = "/api/v1/projects/{slug}/db-sets/{id}/targets", tag = "targets",
     params(
         ("slug" = String, Path, description = "The project's slug"),

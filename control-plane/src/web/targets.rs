@@ -11,7 +11,7 @@ use axum::{
     response::{Html, Response},
 };
 use common::{
-    domain::{Capability, baseline::Source},
+    domain::{Capability, Engine, TlsMode, baseline::Source},
     store::inventory::{self, TargetRow},
     targets::Password,
 };
@@ -26,7 +26,7 @@ use super::{
 use crate::{
     api::{
         PageQuery,
-        inventory::{ENGINES, TLS_MODES, db_set},
+        inventory::db_set,
         targets::{
             TargetInput, TargetPatch,
             baseline::{BaselineBody, baseline_target},
@@ -116,13 +116,18 @@ async fn render_db_set(
         "cursor": cursor,
         "next_cursor": next_cursor,
         "can_manage": viewer.user.can(Capability::ManageTargets),
-        "engines": ENGINES,
-        "tls_modes": TLS_MODES,
+        "engines": Engine::ALL,
+        "tls_modes": TlsMode::ALL,
         "add": {
-            "form": { "engine": "postgres", "port": 5432, "tls_mode": "prefer", "worker_pool": "default" },
+            "form": {
+                "engine": Engine::Postgres,
+                "port": Engine::Postgres.default_port(),
+                "tls_mode": TlsMode::default(),
+                "worker_pool": "default",
+            },
             "errors": {},
         },
-        "bulk": { "form": { "engine": "postgres", "tls_mode": "prefer" }, "errors": {} },
+        "bulk": { "form": { "engine": Engine::Postgres, "tls_mode": TlsMode::default() }, "errors": {} },
         "edit": { "id": null, "form": {}, "errors": {} },
         "probe": null,
     });

@@ -2,56 +2,41 @@
 //! target's history against the hub, applies the pending steps of one job
 //! over one dedicated connection, and reports every step as it commits.
 
+mod failure;
 pub mod mysql;
 pub mod postgres;
 
 use std::time::Duration;
 
-use common::{domain::Direction, store::executions::DirtyMark};
+use common::{
+    domain::{Direction, Engine, drift},
+    store::executions::DirtyMark,
+};
 use uuid::Uuid;
 
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use crate::{
+    claim::{self, TargetClaim},
     plan::{self, Step},
     report::{Reporter, StepRecord, StepTiming},
 };
 
-pub use common::targets::Password;
+pub use common::targets::{Endpoint, Password};
 
-/// How to reach a target, without the tool database's bookkeeping.
+/// The target a job runs on: its engine, where it is and how the job signs
+/// in, through the connect code the control plane uses too
+/// (`common::targets`).
 #[derive(Debug, Clone)]
-pub struct Connection {
-    pub host: String,
-    pub port: u16,
-    pub database: String,
-    pub username: String,
+pub struct TargetSpec {
+    pub engine: Engine,
+    pub endpoint: Endpoint,
+    /// Opened from its sealed form just before the job connects.
     pub password: Option<Password>,
-    /// `disable`, `prefer`, `require` or `verify-full` (checked by the schema).
-    pub tls_mode: String,
-    /// Statements run on every new session before anything else (like
-    /// Flyway's `initSql`): `SET search_path = app`, `SET ROLE migrator`, …
-    pub session_settings: String,
 }
 
-impl Connection {
-    /// `host:port/database`, for messages. Never includes credentials.
-    pub fn describe(&self) -> String {
-        format!("{}:{}/{}", self.host, self.port, self.database)
-    }
-
-    /// This target as the shared connect code (`common::targets`) takes it.
-    pub fn endpoint(&self) -> common::targets::Endpoint {
-        common::targets::Endpoint {
-            host: self.host.clone(),
-            port: self.port,
-            database: self.database.clone(),
-            username: self.username.clone(),
-            tls_mode: self.tls_mode.clone(),
-            session_settings: self.session_settings.clone(),
-        }
-    }
-}
+/// How long opening a job's session may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What one job asks of its target.
 #[derive(Debug, Clone)]
@@ -117,22 +102,6 @@ impl ExecError {
     }
 }
 
-/// How a dirty stop is explained after the database's error.
-pub(super) fn dirty_note(version: &str, index: usize, lost: bool) -> String {
-    if lost {
-        format!(
-            "\nthe target is dirty: the session was lost while statement {index} of version \
-             {version} ran, so whether it was applied is unknown; an admin must resolve it"
-        )
-    } else {
-        format!(
-            "\nthe target is dirty: statements 1 to {} of version {version} were applied and \
-             stay applied; an admin must resolve it",
-            index - 1
-        )
-    }
-}
-
 /// A resume an admin asked for, admitted under the target lock: the script
 /// of `version` continues from statement `from` once the statements before
 /// `stopped` are proven to be the ones applied.
@@ -173,12 +142,12 @@ impl Resume {
 /// Under the target lock: a dirty target refuses the job, unless an admin
 /// asked this very run to resume it — then the resume is taken up (so a
 /// resume that fails again waits for a new decision) and returned.
-pub(super) async fn admit(reporter: &Reporter, job: &Job<'_>) -> Result<Option<Resume>, ExecError> {
+pub(super) async fn admit(claim: &TargetClaim, job: &Job<'_>) -> Result<Option<Resume>, ExecError> {
     let hub = |what: &str| {
         let what = what.to_owned();
         move |source| ExecError::Hub { what, source }
     };
-    let Some(dirty) = reporter
+    let Some(dirty) = claim
         .dirty_state()
         .await
         .map_err(hub("reading the target's dirty state"))?
@@ -190,9 +159,9 @@ pub(super) async fn admit(reporter: &Reporter, job: &Job<'_>) -> Result<Option<R
         dirty.run_id == job.run_id,
         dirty.direction == job.direction.as_str(),
     ) else {
-        return Err(ExecError::target(crate::report::dirty_refusal(&dirty)));
+        return Err(ExecError::target(claim::dirty_refusal(&dirty)));
     };
-    reporter
+    claim
         .take_resume()
         .await
         .map_err(hub("taking up the resume"))?;
@@ -202,20 +171,6 @@ pub(super) async fn admit(reporter: &Reporter, job: &Job<'_>) -> Result<Option<R
         applied_hash: dirty.statements_hash,
         from: usize::try_from(from).unwrap_or(1),
     }))
-}
-
-/// The error for a resume whose version the target no longer has pending:
-/// its history says the script completed (or, for `down`, was undone).
-pub(super) fn not_pending(resume: Option<&Resume>, direction: Direction) -> ExecError {
-    let version = resume.map(|r| r.version.clone()).unwrap_or_default();
-    ExecError::Target {
-        message: format!(
-            "cannot resume the {direction} script of version {version}: the target's \
-             migrate_hub_history says it is not pending; nothing was run — resolve the target as \
-             applied or rolled back instead"
-        ),
-        version: Some(version),
-    }
 }
 
 /// One row of a target's `migrate_hub_history`.
@@ -237,35 +192,37 @@ pub struct HistoryRow {
 /// the target committed, before its batched hub record, left them behind.
 /// Anything else the two sides disagree on is drift.
 pub(super) async fn agree_with_hub(
-    reporter: &Reporter,
+    claim: &TargetClaim,
     history: Vec<HistoryRow>,
 ) -> Result<Vec<(String, String)>, ExecError> {
     let hub_error = |source| ExecError::Hub {
         what: "reading or catching up the hub's applied state".into(),
         source,
     };
-    let mut hub = reporter.hub_applied().await.map_err(hub_error)?;
+    let mut hub = claim.applied().await.map_err(hub_error)?;
     let recorded: std::collections::HashSet<&str> = hub.iter().map(|(v, _)| v.as_str()).collect();
     let unrecorded: Vec<&HistoryRow> = history
         .iter()
         .filter(|row| row.run_id.is_some() && !recorded.contains(row.version.as_str()))
         .collect();
     if !unrecorded.is_empty() {
-        let caught_up = reporter.catch_up(&unrecorded).await.map_err(hub_error)?;
+        let caught_up = claim.catch_up(&unrecorded).await.map_err(hub_error)?;
         if caught_up > 0 {
             tracing::warn!(
                 versions = caught_up,
                 "recorded versions the target's history shows applied by this hub's runs"
             );
-            hub = reporter.hub_applied().await.map_err(hub_error)?;
+            hub = claim.applied().await.map_err(hub_error)?;
         }
     }
     let history: Vec<(String, String)> = history
         .into_iter()
         .map(|row| (row.version, row.checksum))
         .collect();
-    if let Some(drift) = plan::detect_drift(&hub, &history) {
-        return Err(ExecError::target(drift.to_string()));
+    if let Some(difference) = drift::first_difference(&hub, &history) {
+        return Err(ExecError::target(
+            plan::PlanError::Drift(difference).to_string(),
+        ));
     }
     Ok(history)
 }
@@ -376,19 +333,18 @@ impl HubRecorder {
     }
 }
 
-/// Runs `job` on a target of `engine`.
+/// Runs `job` on `target` with its engine's executor: `claim` is the hub's
+/// record of the target, taken under its lock; `reporter` records what the
+/// job does.
 pub async fn execute(
-    engine: &str,
-    target: &Connection,
+    target: &TargetSpec,
     job: &Job<'_>,
+    claim: &TargetClaim,
     reporter: &Reporter,
 ) -> Result<Applied, ExecError> {
-    match engine {
-        "postgres" => postgres::execute(target, job, reporter).await,
-        "mysql" => mysql::execute(target, job, reporter).await,
-        other => Err(ExecError::target(format!(
-            "engine {other:?} is not supported by this worker"
-        ))),
+    match target.engine {
+        Engine::Postgres => postgres::execute(target, job, claim, reporter).await,
+        Engine::Mysql => mysql::execute(target, job, claim, reporter).await,
     }
 }
 
@@ -413,20 +369,24 @@ pub(crate) fn mark_failed(span: &tracing::Span) {
 
 #[cfg(test)]
 mod tests {
+    use common::domain::TlsMode;
+
     use super::*;
 
     #[test]
     fn passwords_never_print() {
-        let target = Connection {
-            host: "db".into(),
-            port: 5432,
-            database: "app".into(),
-            username: "u".into(),
+        let target = TargetSpec {
+            engine: Engine::Postgres,
+            endpoint: Endpoint {
+                host: "db".into(),
+                port: 5432,
+                database: "app".into(),
+                username: "u".into(),
+                tls_mode: TlsMode::Disable,
+                session_settings: String::new(),
+            },
             password: Some(Password::new("hunter2".into())),
-            tls_mode: "disable".into(),
-            session_settings: String::new(),
         };
         assert!(!format!("{target:?}").contains("hunter2"));
-        assert_eq!(target.describe(), "db:5432/app");
     }
 }

@@ -23,10 +23,7 @@ use common::{
         Direction,
         split::{Statement, StatementsHash, split_mysql},
     },
-    targets::{
-        self, ConnectError,
-        mysql::{Flavor, HISTORY_COLUMNS, describe},
-    },
+    targets::mysql::{self, Flavor, describe},
 };
 use mysql_async::{Conn, prelude::Queryable};
 use time::OffsetDateTime;
@@ -38,16 +35,16 @@ use tokio::{
 use tracing::Instrument;
 
 use super::{
-    Applied, Connection, ExecError, HistoryRow, HubRecorder, Job, Resume, admit, agree_with_hub,
-    dirty_note, not_pending,
+    Applied, CONNECT_TIMEOUT, ExecError, HistoryRow, HubRecorder, Job, Resume, TargetSpec, admit,
+    agree_with_hub,
+    failure::{self, StatementStop, not_pending},
 };
 use crate::{
-    lock::{self, MySqlLockError},
+    claim::TargetClaim,
+    lock,
     plan::{self, Step},
     report::{Reporter, StepTiming},
 };
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often, at most, the statement reached is written to the hub.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(200);
@@ -56,22 +53,16 @@ pub const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 const NO_LOCK_TIMEOUT_S: u64 = 31_536_000;
 
 pub async fn execute(
-    target: &Connection,
+    target: &TargetSpec,
     job: &Job<'_>,
+    claim: &TargetClaim,
     reporter: &Reporter,
 ) -> Result<Applied, ExecError> {
-    let mut conn = targets::mysql::connect(
-        &target.endpoint(),
-        target.password.as_ref(),
-        CONNECT_TIMEOUT,
-    )
-    .await
-    .map_err(|e| match e {
-        ConnectError::SessionSettings(_) => ExecError::target(e.to_string()),
-        ConnectError::TlsMode(_) => ExecError::target(format!("{e}; nothing was applied")),
-        _ => ExecError::target(format!("could not connect to {}: {e}", target.describe())),
-    })?;
-    let result = run_session(&mut conn, target, job, reporter).await;
+    let endpoint = &target.endpoint;
+    let mut conn = mysql::connect(endpoint, target.password.as_ref(), CONNECT_TIMEOUT)
+        .await
+        .map_err(|e| failure::unreachable(endpoint, e))?;
+    let result = run_session(&mut conn, &endpoint.database, job, claim, reporter).await;
     if let Err(err) = conn.disconnect().await {
         tracing::debug!(error = %err, "target session ended with an error");
     }
@@ -81,36 +72,33 @@ pub async fn execute(
 /// Everything between connect and disconnect: the lock and what it guards.
 async fn run_session(
     conn: &mut Conn,
-    target: &Connection,
+    database: &str,
     job: &Job<'_>,
+    claim: &TargetClaim,
     reporter: &Reporter,
 ) -> Result<Applied, ExecError> {
-    lock::acquire_mysql(conn, &target.database, job.lock_wait)
+    lock::acquire_mysql(conn, database, job.lock_wait)
         .await
-        .map_err(|err| match err {
-            MySqlLockError::Busy { .. } => ExecError::target(err.to_string()),
-            MySqlLockError::Target(message) => {
-                ExecError::target(format!("could not take the target lock: {message}"))
-            }
-        })?;
-    let result = run_locked(conn, target, job, reporter).await;
-    lock::release_mysql(conn, &target.database).await;
+        .map_err(|err| ExecError::target(err.to_string()))?;
+    let result = run_locked(conn, database, job, claim, reporter).await;
+    lock::release_mysql(conn, database).await;
     result
 }
 
 /// Everything that happens while the target lock is held.
 async fn run_locked(
     conn: &mut Conn,
-    target: &Connection,
+    database: &str,
     job: &Job<'_>,
+    claim: &TargetClaim,
     reporter: &Reporter,
 ) -> Result<Applied, ExecError> {
     prepare(conn, job).await?;
-    let history_table = history_table(&target.database);
-    let history = agree_with_hub(reporter, read_history(conn, &history_table).await?).await?;
+    let history_table = mysql::history_table(database);
+    let history = agree_with_hub(claim, read_history(conn, database).await?).await?;
     // The job checked at its start; a job that stopped part-way on this
     // target since then held this lock, so this answer is final.
-    let resume = admit(reporter, job).await?;
+    let resume = admit(claim, job).await?;
     let applied: HashSet<&str> = history.iter().map(|(v, _)| v.as_str()).collect();
     let todo = plan::pending(job.steps, job.direction, &applied)
         .map_err(|e| ExecError::target(e.to_string()))?;
@@ -122,14 +110,8 @@ async fn run_locked(
     let scripts = todo
         .iter()
         .map(|step| {
-            split_mysql(step.script(job.direction)).map_err(|e| ExecError::Target {
-                message: format!(
-                    "the {} script of version {} cannot be split into statements: {e}; \
-                     nothing was applied",
-                    job.direction, step.version
-                ),
-                version: Some(step.version.to_string()),
-            })
+            split_mysql(step.script(job.direction))
+                .map_err(|e| failure::unsplittable(step, job.direction, e))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let starts = todo
@@ -203,28 +185,18 @@ async fn prepare(conn: &mut Conn, job: &Job<'_>) -> Result<(), ExecError> {
     })
 }
 
-/// The history table, qualified with the target's database so a script's
-/// `USE other_db` cannot send the hub's records elsewhere.
-fn history_table(database: &str) -> String {
-    format!("`{}`.migrate_hub_history", database.replace('`', "``"))
-}
-
 /// Creates the history table if needed and reads it. Runs under the target
 /// lock, so concurrent first runs cannot race on the `CREATE TABLE`.
-async fn read_history(conn: &mut Conn, history_table: &str) -> Result<Vec<HistoryRow>, ExecError> {
-    let failed = |e: mysql_async::Error| {
-        ExecError::target(format!(
-            "could not read the target's migrate_hub_history: {}",
-            describe(&e)
-        ))
-    };
-    conn.query_drop(format!(
-        "CREATE TABLE IF NOT EXISTS {history_table} {HISTORY_COLUMNS}"
-    ))
-    .await
-    .map_err(failed)?;
+async fn read_history(conn: &mut Conn, database: &str) -> Result<Vec<HistoryRow>, ExecError> {
+    let failed = |e: mysql_async::Error| failure::history_unreadable(&describe(&e));
+    conn.query_drop(mysql::history_ddl(database))
+        .await
+        .map_err(failed)?;
     conn.query_map(
-        format!("SELECT version, checksum, run_id FROM {history_table}"),
+        format!(
+            "SELECT version, checksum, run_id FROM {}",
+            mysql::history_table(database)
+        ),
         |(version, checksum, run_id)| HistoryRow {
             version,
             checksum,
@@ -297,20 +269,14 @@ impl StepRun<'_> {
             }
         };
         if let Err(err) = recorded {
-            // Every statement ran: the target is ahead of its own history.
-            let index = self.statements.len() + 1;
-            let mark = reporter.dirty_mark(&version, index, &applied.hex());
-            return Err(ExecError::Statement {
-                message: format!(
-                    "the {} script of version {version} ran completely, but recording it in \
-                     migrate_hub_history failed: {}\nthe target is dirty: an admin must resolve it",
-                    self.direction,
-                    describe(&err)
-                ),
-                version,
-                statement: index,
-                dirty: Some(Box::new(mark)),
-            });
+            return Err(failure::history_write_failed(
+                reporter,
+                self.direction,
+                &version,
+                self.statements.len(),
+                &applied,
+                &describe(&err),
+            ));
         }
         Ok(StepTiming {
             started_at,
@@ -320,12 +286,9 @@ impl StepRun<'_> {
         })
     }
 
-    /// The error for a script that stopped at the 1-based statement `index`.
-    ///
-    /// The target is dirty when statements before it were applied, or when
-    /// the outcome of this one is unknown (the session was lost while it
-    /// ran). A first statement the server refused leaves nothing behind: a
-    /// single DDL statement is atomic on MariaDB 10.6+ and MySQL 8.
+    /// The error for a script that stopped at the 1-based statement
+    /// `index`. Only an error the server answered proves the session still
+    /// stands; after any other, whether the statement was applied is unknown.
     fn stopped(
         &self,
         reporter: &Reporter,
@@ -334,32 +297,17 @@ impl StepRun<'_> {
         applied: &StatementsHash,
         err: &mysql_async::Error,
     ) -> ExecError {
-        let statement = &self.statements[index - 1];
-        let refused = matches!(err, mysql_async::Error::Server(_));
-        let mut message = format!(
-            "{}\nSTATEMENT: {index} of {} in the {} script, at line {}",
-            describe(err),
-            self.statements.len(),
-            self.direction,
-            statement.line
-        );
-        let dirty = if refused && index == 1 && self.start.is_none() {
-            message.push_str(&format!("\nnothing of version {version} was applied"));
-            None
-        } else {
-            message.push_str(&dirty_note(version, index, !refused));
-            Some(Box::new(reporter.dirty_mark(
-                version,
-                index,
-                &applied.hex(),
-            )))
+        let stop = StatementStop {
+            version,
+            direction: self.direction,
+            index,
+            total: self.statements.len(),
+            line: self.statements[index - 1].line,
+            resumed: self.start.is_some(),
+            applied,
         };
-        ExecError::Statement {
-            message,
-            version: version.to_owned(),
-            statement: index,
-            dirty,
-        }
+        let lost = !matches!(err, mysql_async::Error::Server(_));
+        stop.error(reporter, &describe(err), lost)
     }
 }
 
@@ -438,16 +386,5 @@ impl ProgressFeed {
         if let Err(err) = self.task.await {
             tracing::debug!(error = %err, "progress feed ended abnormally");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn history_table_is_qualified_and_quoted() {
-        assert_eq!(history_table("app"), "`app`.migrate_hub_history");
-        assert_eq!(history_table("we`ird"), "`we``ird`.migrate_hub_history");
     }
 }

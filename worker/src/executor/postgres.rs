@@ -9,34 +9,33 @@
 //! trips than `psql --single-transaction` pays (one per statement), which
 //! keeps a 100-target fan-out close to the floor.
 
-use std::{collections::HashSet, time::Duration};
+use std::collections::HashSet;
 
 use common::{
     domain::{
         Direction,
         split::{StatementsHash, split_postgres},
     },
-    targets::{self, ConnectError},
+    targets::{self, HISTORY_TABLE, postgres::HISTORY_DDL},
 };
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_postgres::{Client, SimpleQueryMessage, error::ErrorPosition};
 use tracing::Instrument;
 
-use common::targets::postgres::HISTORY_DDL;
 pub use common::targets::postgres::describe;
 
 use super::{
-    Applied, Connection, ExecError, HistoryRow, HubRecorder, Job, Resume, admit, agree_with_hub,
-    dirty_note, not_pending,
+    Applied, CONNECT_TIMEOUT, ExecError, HistoryRow, HubRecorder, Job, Resume, TargetSpec, admit,
+    agree_with_hub,
+    failure::{self, StatementStop, not_pending},
 };
 use crate::{
-    lock::{self, LockError},
+    claim::TargetClaim,
+    lock,
     plan::{self, Step},
     report::{Reporter, StepTiming},
 };
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Statements the worker sends before a transactional script (BEGIN and two
 /// SETs); subtracted from the server's count.
@@ -49,20 +48,16 @@ const WRAPPER_STATEMENTS: usize = 3;
 const DISCONNECT_CHECK_MS: u32 = 1_000;
 
 pub async fn execute(
-    target: &Connection,
+    target: &TargetSpec,
     job: &Job<'_>,
+    claim: &TargetClaim,
     reporter: &Reporter,
 ) -> Result<Applied, ExecError> {
     let client = connect(target).await?;
     lock::acquire_pg(&client, job.lock_wait)
         .await
-        .map_err(|err| match err {
-            LockError::Busy { .. } => ExecError::target(err.to_string()),
-            LockError::Target(e) => {
-                ExecError::target(format!("could not take the target lock: {}", describe(&e)))
-            }
-        })?;
-    let result = run_locked(&client, job, reporter).await;
+        .map_err(|err| ExecError::target(err.to_string()))?;
+    let result = run_locked(&client, job, claim, reporter).await;
     lock::release_pg(&client).await;
     result
 }
@@ -70,18 +65,11 @@ pub async fn execute(
 /// Opens the job's session (with the target's TLS mode and session
 /// settings, through the connect code the control plane's connection test
 /// uses too) and prepares it.
-async fn connect(target: &Connection) -> Result<Client, ExecError> {
-    let client = targets::postgres::connect(
-        &target.endpoint(),
-        target.password.as_ref(),
-        CONNECT_TIMEOUT,
-    )
-    .await
-    .map_err(|e| match e {
-        ConnectError::SessionSettings(_) => ExecError::target(e.to_string()),
-        ConnectError::TlsMode(_) => ExecError::target(format!("{e}; nothing was applied")),
-        _ => ExecError::target(format!("could not connect to {}: {e}", target.describe())),
-    })?;
+async fn connect(target: &TargetSpec) -> Result<Client, ExecError> {
+    let client =
+        targets::postgres::connect(&target.endpoint, target.password.as_ref(), CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| failure::unreachable(&target.endpoint, e))?;
     // Only where the setting exists (PostgreSQL 14+); elsewhere a no-op.
     client
         .simple_query(&format!(
@@ -99,12 +87,13 @@ async fn connect(target: &Connection) -> Result<Client, ExecError> {
 async fn run_locked(
     client: &Client,
     job: &Job<'_>,
+    claim: &TargetClaim,
     reporter: &Reporter,
 ) -> Result<Applied, ExecError> {
-    let history = agree_with_hub(reporter, read_history(client).await?).await?;
+    let history = agree_with_hub(claim, read_history(client).await?).await?;
     // A non-transactional script that stopped part-way on this target held
     // this lock, so this answer is final.
-    let resume = admit(reporter, job).await?;
+    let resume = admit(claim, job).await?;
     let applied: HashSet<&str> = history.iter().map(|(v, _)| v.as_str()).collect();
     let todo = plan::pending(job.steps, job.direction, &applied)
         .map_err(|e| ExecError::target(e.to_string()))?;
@@ -166,14 +155,11 @@ async fn run_locked(
 /// Runs under the target lock, so concurrent first runs cannot race on the
 /// `CREATE TABLE`.
 async fn read_history(client: &Client) -> Result<Vec<HistoryRow>, ExecError> {
-    let sql =
-        format!("{HISTORY_DDL}; SELECT version, checksum, run_id::text FROM migrate_hub_history");
-    let messages = client.simple_query(&sql).await.map_err(|e| {
-        ExecError::target(format!(
-            "could not read the target's migrate_hub_history: {}",
-            describe(&e)
-        ))
-    })?;
+    let sql = format!("{HISTORY_DDL}; SELECT version, checksum, run_id::text FROM {HISTORY_TABLE}");
+    let messages = client
+        .simple_query(&sql)
+        .await
+        .map_err(|e| failure::history_unreadable(&describe(&e)))?;
     Ok(messages
         .iter()
         .filter_map(|m| match m {
@@ -193,14 +179,14 @@ fn history_write(job: &Job<'_>, step: &Step, execution_ms: &str) -> String {
     let version = literal(&step.version.to_string());
     match job.direction {
         Direction::Up => format!(
-            "INSERT INTO migrate_hub_history (version, checksum, name, run_id, execution_ms) \
+            "INSERT INTO {HISTORY_TABLE} (version, checksum, name, run_id, execution_ms) \
              VALUES ({version}, {}, {}, {}::uuid, {execution_ms})",
             literal(step.checksum.as_str()),
             literal(&step.name),
             literal(&job.run_id.to_string()),
         ),
         Direction::Down => {
-            format!("DELETE FROM migrate_hub_history WHERE version = {version}")
+            format!("DELETE FROM {HISTORY_TABLE} WHERE version = {version}")
         }
     }
 }
@@ -278,14 +264,8 @@ async fn apply_without_transaction(
 ) -> Result<usize, ExecError> {
     let version = step.version.to_string();
     let script = step.script(job.direction);
-    let statements = split_postgres(script).map_err(|e| ExecError::Target {
-        message: format!(
-            "the {} script of version {version} cannot be split into statements: {e}; \
-             nothing was applied",
-            job.direction
-        ),
-        version: Some(version.clone()),
-    })?;
+    let statements =
+        split_postgres(script).map_err(|e| failure::unsplittable(step, job.direction, e))?;
     let start = Resume::start(resume, step, &statements)?;
     let skip = start.unwrap_or(0);
     let timeouts = format!(
@@ -307,31 +287,17 @@ async fn apply_without_transaction(
         // progress write each is nothing next to them.
         reporter.progress(&version, index, &applied.hex()).await;
         if let Err(err) = client.simple_query(statement.text).await {
-            let lost = err.is_closed() || err.as_db_error().is_none();
-            let mut message = format!(
-                "{}\nSTATEMENT: {index} of {} in the {} script, at line {}",
-                describe(&err),
-                statements.len(),
-                job.direction,
-                statement.line
-            );
-            let dirty = if !lost && index == 1 && start.is_none() {
-                message.push_str(&format!("\nnothing of version {version} was applied"));
-                None
-            } else {
-                message.push_str(&dirty_note(&version, index, lost));
-                Some(Box::new(reporter.dirty_mark(
-                    &version,
-                    index,
-                    &applied.hex(),
-                )))
+            let stop = StatementStop {
+                version: &version,
+                direction: job.direction,
+                index,
+                total: statements.len(),
+                line: statement.line,
+                resumed: start.is_some(),
+                applied: &applied,
             };
-            return Err(ExecError::Statement {
-                message,
-                version,
-                statement: index,
-                dirty,
-            });
+            let lost = err.is_closed() || err.as_db_error().is_none();
+            return Err(stop.error(reporter, &describe(&err), lost));
         }
         applied.push(statement.text);
     }
@@ -340,23 +306,14 @@ async fn apply_without_transaction(
         .simple_query(&history_write(job, step, &execution_ms))
         .await
     {
-        // Every statement ran: the target is ahead of its own history.
-        let index = statements.len() + 1;
-        return Err(ExecError::Statement {
-            message: format!(
-                "the {} script of version {version} ran completely, but recording it in \
-                 migrate_hub_history failed: {}\nthe target is dirty: an admin must resolve it",
-                job.direction,
-                describe(&err)
-            ),
-            dirty: Some(Box::new(reporter.dirty_mark(
-                &version,
-                index,
-                &applied.hex(),
-            ))),
-            version,
-            statement: index,
-        });
+        return Err(failure::history_write_failed(
+            reporter,
+            job.direction,
+            &version,
+            statements.len(),
+            &applied,
+            &describe(&err),
+        ));
     }
     Ok(statements.len() - skip)
 }

@@ -7,7 +7,10 @@
 
 use std::sync::Mutex;
 
-use common::store::{self, inventory::NewTarget};
+use common::{
+    domain::{Engine, TlsMode},
+    store::{self, inventory::NewTarget},
+};
 use mysql_async::{Conn, Opts, prelude::Queryable};
 use uuid::Uuid;
 
@@ -135,13 +138,13 @@ impl TestHub {
                 db_set.id,
                 &NewTarget {
                     name: &format!("m{i}"),
-                    engine: "mysql",
+                    engine: Engine::Mysql,
                     host: server.ip_or_hostname(),
                     port: i32::from(options.port.unwrap_or(server.tcp_port())),
                     database: &database,
                     username: &username,
                     password: options.password,
-                    tls_mode: options.tls_mode.unwrap_or("disable"),
+                    tls_mode: options.tls_mode.unwrap_or(TlsMode::Disable),
                     session_settings: options.session_settings,
                     worker_pool: &self.pool_name,
                 },

@@ -21,7 +21,7 @@ use apalis::prelude::TaskBuilder;
 use common::{
     crypto::Keyring,
     domain::{
-        Checksum, Direction, Role, RunState, Version,
+        Checksum, Direction, Engine, Role, RunState, TlsMode, Version,
         directives::needs_no_transaction,
         import::{self, ImportedMigration},
         run::{ExecutionSettings, PinnedMigration},
@@ -219,7 +219,7 @@ pub struct TargetOptions {
     pub password: Option<&'static str>,
     pub session_settings: &'static str,
     /// `disable` unless set.
-    pub tls_mode: Option<&'static str>,
+    pub tls_mode: Option<TlsMode>,
 }
 
 /// A project with one DB set in `daily` and its targets.
@@ -338,13 +338,13 @@ impl TestHub {
                 db_set.id,
                 &NewTarget {
                     name: &format!("t{i}"),
-                    engine: "postgres",
+                    engine: Engine::Postgres,
                     host: &host,
                     port: i32::from(options.port.unwrap_or(port)),
                     database: &database,
                     username: "postgres",
                     password: options.password,
-                    tls_mode: options.tls_mode.unwrap_or("disable"),
+                    tls_mode: options.tls_mode.unwrap_or(TlsMode::Disable),
                     session_settings: options.session_settings,
                     worker_pool: &self.pool_name,
                 },

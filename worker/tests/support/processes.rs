@@ -13,7 +13,7 @@ use std::{
 };
 
 use common::{
-    domain::{Direction, RunState, Version, run::ExecutionSettings},
+    domain::{Direction, Engine, RunState, TlsMode, Version, run::ExecutionSettings},
     store::{
         self,
         inventory::NewTarget,
@@ -191,13 +191,13 @@ impl TestHub {
                 &mut project,
                 &NewTarget {
                     name: &database,
-                    engine: "postgres",
+                    engine: Engine::Postgres,
                     host: "127.0.0.1",
                     port: i32::from(server.port),
                     database: &database,
                     username: "postgres",
                     password: None,
-                    tls_mode: "disable",
+                    tls_mode: TlsMode::Disable,
                     session_settings: "",
                     worker_pool: &pool,
                 },

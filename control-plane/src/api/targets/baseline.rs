@@ -137,7 +137,7 @@ pub async fn baseline_target(
     let (endpoint, password) =
         reachable.map_err(|e| ApiError::conflict("target_unreachable", e))?;
     let mut target = LockedTarget::open(
-        &scoped.target.engine,
+        scoped.target.engine,
         &endpoint,
         password.as_ref(),
         WAIT,

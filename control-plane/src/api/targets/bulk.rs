@@ -16,9 +16,9 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{TargetInput, ValidTarget, validate};
+use super::{TargetInput, ValidTarget, parse_engine, validate};
 use crate::{
-    api::inventory::{ENGINES, db_set, parse_object_name},
+    api::inventory::{db_set, parse_object_name},
     app::AppState,
     auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
@@ -208,12 +208,7 @@ fn from_lines(
         .engine
         .as_deref()
         .ok_or_else(|| ApiError::invalid("defaults.engine", "is required with lines"))?;
-    if !ENGINES.contains(&engine) {
-        return Err(ApiError::invalid(
-            "defaults.engine",
-            "must be postgres or mysql",
-        ));
-    }
+    let engine = parse_engine("defaults.engine", engine)?;
     let username = defaults
         .username
         .as_deref()
@@ -223,7 +218,7 @@ fn from_lines(
         .as_deref()
         .map(|p| parse_object_name("defaults.name_prefix", p))
         .transpose()?;
-    let default_port = if engine == "mysql" { 3306 } else { 5432 };
+    let default_port = i64::from(engine.default_port());
     // Numbering continues after the highest `<prefix><n>` already in the set.
     let mut next = prefix.as_deref().map_or(1, |prefix| {
         existing
@@ -264,7 +259,7 @@ fn from_lines(
             let target = validate(
                 &TargetInput {
                     name,
-                    engine: engine.to_owned(),
+                    engine: engine.to_string(),
                     host: host.to_owned(),
                     port,
                     database: database.to_owned(),

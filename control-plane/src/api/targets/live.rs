@@ -86,7 +86,7 @@ pub async fn test_connection(
     let target = &scoped.target;
     let probe = match &opened {
         Ok((endpoint, password)) => {
-            targets::probe(&target.engine, endpoint, password.as_ref(), WAIT).await
+            targets::probe(target.engine, endpoint, password.as_ref(), WAIT).await
         }
         Err(message) => Probe {
             ok: false,
@@ -174,7 +174,7 @@ pub async fn target_state(state: &AppState, id: Uuid) -> Result<TargetStateView,
     };
     let history = match &opened {
         Ok((endpoint, password)) => {
-            targets::read_history(&scoped.target.engine, endpoint, password.as_ref(), WAIT).await
+            targets::read_history(scoped.target.engine, endpoint, password.as_ref(), WAIT).await
         }
         Err(message) => Err(message.clone()),
     };

@@ -18,7 +18,7 @@ pub mod resolve;
 use axum::{Json, extract::State, http::StatusCode};
 use common::{
     config::valid_pool_name,
-    domain::{Capability, run::PinnedTarget},
+    domain::{Capability, Engine, TlsMode, run::PinnedTarget},
     lifecycle,
     store::{
         audit,
@@ -33,7 +33,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
-    inventory::{ENGINES, TLS_MODES, db_set, parse_object_name},
+    inventory::{db_set, parse_object_name},
     optional_text,
     projects::refuse_while_running,
     required_text,
@@ -117,13 +117,13 @@ pub struct TargetInput {
 #[derive(Debug, Clone)]
 pub struct ValidTarget {
     pub name: String,
-    pub engine: String,
+    pub engine: Engine,
     pub host: String,
     pub port: i32,
     pub database: String,
     pub username: String,
     pub password: Option<Password>,
-    pub tls_mode: String,
+    pub tls_mode: TlsMode,
     pub session_settings: String,
     pub worker_pool: String,
 }
@@ -132,13 +132,13 @@ impl ValidTarget {
     pub fn as_new(&self) -> NewTarget<'_> {
         NewTarget {
             name: &self.name,
-            engine: &self.engine,
+            engine: self.engine,
             host: &self.host,
             port: self.port,
             database: &self.database,
             username: &self.username,
             password: self.password.as_ref().map(Password::expose),
-            tls_mode: &self.tls_mode,
+            tls_mode: self.tls_mode,
             session_settings: &self.session_settings,
             worker_pool: &self.worker_pool,
         }
@@ -148,12 +148,12 @@ impl ValidTarget {
     pub fn pinned(&self, id: Uuid) -> PinnedTarget {
         PinnedTarget {
             id,
-            engine: self.engine.clone(),
+            engine: self.engine,
             host: self.host.clone(),
             port: self.port,
             database: self.database.clone(),
             username: self.username.clone(),
-            tls_mode: self.tls_mode.clone(),
+            tls_mode: self.tls_mode,
             session_settings: self.session_settings.clone(),
             worker_pool: self.worker_pool.clone(),
         }
@@ -177,17 +177,19 @@ pub fn validate_password(
     Ok(Some(password.clone()))
 }
 
+/// Reads an engine named in a request.
+pub fn parse_engine(field: &str, engine: &str) -> Result<Engine, ApiError> {
+    engine
+        .parse()
+        .map_err(|_| ApiError::invalid(field, "must be postgres or mysql"))
+}
+
 /// Checks every field of a target; `prefix` goes before each field name in
 /// errors (`targets[3].` for bulk requests).
 pub fn validate(input: &TargetInput, prefix: &str) -> Result<ValidTarget, ApiError> {
     let field = |name: &str| format!("{prefix}{name}");
     let name = parse_object_name(&field("name"), &input.name)?;
-    if !ENGINES.contains(&input.engine.as_str()) {
-        return Err(ApiError::invalid(
-            field("engine"),
-            "must be postgres or mysql",
-        ));
-    }
+    let engine = parse_engine(&field("engine"), &input.engine)?;
     let host = required_text(&field("host"), &input.host, 253)?;
     if host.chars().any(char::is_whitespace) {
         return Err(ApiError::invalid(field("host"), "must not contain spaces"));
@@ -199,13 +201,15 @@ pub fn validate(input: &TargetInput, prefix: &str) -> Result<ValidTarget, ApiErr
     let database = required_text(&field("database"), &input.database, 128)?;
     let username = required_text(&field("username"), &input.username, 128)?;
     let password = validate_password(&field("password"), input.password.as_ref())?;
-    let tls_mode = input.tls_mode.clone().unwrap_or_else(|| "prefer".into());
-    if !TLS_MODES.contains(&tls_mode.as_str()) {
-        return Err(ApiError::invalid(
-            field("tls_mode"),
-            "must be disable, prefer, require or verify-full",
-        ));
-    }
+    let tls_mode = match &input.tls_mode {
+        None => TlsMode::default(),
+        Some(mode) => mode.parse().map_err(|_| {
+            ApiError::invalid(
+                field("tls_mode"),
+                "must be disable, prefer, require or verify-full",
+            )
+        })?,
+    };
     let session_settings =
         optional_text(&field("session_settings"), &input.session_settings, 4000)?;
     let worker_pool = input
@@ -220,7 +224,7 @@ pub fn validate(input: &TargetInput, prefix: &str) -> Result<ValidTarget, ApiErr
     }
     Ok(ValidTarget {
         name,
-        engine: input.engine.clone(),
+        engine,
         host,
         port,
         database,
@@ -352,7 +356,7 @@ pub async fn update_target(
             engine: patch
                 .engine
                 .clone()
-                .unwrap_or_else(|| current.engine.clone()),
+                .unwrap_or_else(|| current.engine.to_string()),
             host: patch.host.clone().unwrap_or_else(|| current.host.clone()),
             port: patch.port.unwrap_or(i64::from(current.port)),
             database: patch
@@ -368,7 +372,7 @@ pub async fn update_target(
                 patch
                     .tls_mode
                     .clone()
-                    .unwrap_or_else(|| current.tls_mode.clone()),
+                    .unwrap_or_else(|| current.tls_mode.to_string()),
             ),
             session_settings: patch
                 .session_settings

@@ -121,7 +121,7 @@ pub async fn resolve_target(
         }
     };
     targets::change_history(
-        &scoped.target.engine,
+        scoped.target.engine,
         &endpoint,
         password.as_ref(),
         WAIT,

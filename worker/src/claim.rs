@@ -1,0 +1,143 @@
+//! Claiming work in the tool database: a target execution when its job
+//! starts, then, once the job holds the target lock, the hub's record of the
+//! target — what it holds as applied, and whether a script stopped part-way
+//! there. What the job then does is reported by [`crate::report`].
+
+use common::{
+    crypto::Sealed,
+    domain::Version,
+    lifecycle,
+    queue::TargetJob,
+    store::{
+        executions::{self, ClaimedExecution},
+        inventory::{self, TargetRow},
+        runs::{self, RunMigrationRow, RunRow},
+        target_state::{self, DirtyState},
+    },
+};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{executor::HistoryRow, job::JobEnv, retry::with_retry};
+
+/// What a claimed execution needs, read in the claim's transaction.
+pub struct Claimed {
+    pub execution: ClaimedExecution,
+    pub run: RunRow,
+    pub migrations: Vec<RunMigrationRow>,
+    pub target: Option<TargetRow>,
+    pub secret: Option<Sealed>,
+    /// Set when a script stopped part-way on the target before.
+    pub dirty: Option<DirtyState>,
+}
+
+/// Marks the execution `running` for this worker and audits the start, in
+/// one transaction that also reads everything the job needs. `None`: the
+/// execution is not `queued` any more.
+pub async fn execution(env: &JobEnv, job: &TargetJob) -> Result<Option<Claimed>, sqlx::Error> {
+    let actor = env.actor();
+    with_retry("claim target execution", || async {
+        let mut tx = env.db.begin().await?;
+        let Some(execution) = lifecycle::claim(&mut tx, job.execution_id, env.worker_id).await?
+        else {
+            return Ok(None);
+        };
+        let run = runs::get(&mut tx, execution.run_id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        let migrations = runs::migrations(&mut tx, run.id).await?;
+        let target = inventory::target(&mut tx, execution.target_id).await?;
+        let secret = inventory::target_secret(&mut tx, execution.target_id).await?;
+        let dirty = target_state::dirty(&mut tx, execution.target_id).await?;
+        lifecycle::started(&mut tx, &actor, env.worker_id, &execution, run.project_id).await?;
+        tx.commit().await?;
+        Ok(Some(Claimed {
+            execution,
+            run,
+            migrations,
+            target,
+            secret,
+            dirty,
+        }))
+    })
+    .await
+}
+
+/// The hub's record of one target, read and amended only while the job
+/// holds the target lock, so no other run can change it in between.
+#[derive(Debug, Clone)]
+pub struct TargetClaim {
+    pub db: PgPool,
+    pub target_id: Uuid,
+}
+
+impl TargetClaim {
+    /// The hub's applied versions and checksums of this target.
+    pub async fn applied(&self) -> Result<Vec<(String, String)>, sqlx::Error> {
+        with_retry("read applied state", || async {
+            let mut conn = self.db.acquire().await?;
+            executions::applied(&mut conn, self.target_id).await
+        })
+        .await
+    }
+
+    /// Records, as applied, versions of the target's history that this
+    /// hub's own runs applied there but never recorded. Returns how many.
+    pub async fn catch_up(&self, rows: &[&HistoryRow]) -> Result<u64, sqlx::Error> {
+        let found: Vec<executions::Unrecorded> = rows
+            .iter()
+            .filter_map(|row| {
+                Some(executions::Unrecorded {
+                    version: Version::parse(&row.version).ok()?,
+                    checksum: row.checksum.clone(),
+                    run_id: row.run_id.as_deref()?.parse().ok()?,
+                })
+            })
+            .collect();
+        with_retry("catch up applied state", || async {
+            let mut tx = self.db.begin().await?;
+            let count = executions::catch_up(&mut tx, self.target_id, &found).await?;
+            tx.commit().await?;
+            Ok(count)
+        })
+        .await
+    }
+
+    /// The target's dirty state, if a script stopped part-way on it.
+    pub async fn dirty_state(&self) -> Result<Option<DirtyState>, sqlx::Error> {
+        with_retry("read dirty state", || async {
+            let mut conn = self.db.acquire().await?;
+            target_state::dirty(&mut conn, self.target_id).await
+        })
+        .await
+    }
+
+    /// Takes up the resume an admin asked for on this target (see
+    /// [`target_state::take_resume`]).
+    pub async fn take_resume(&self) -> Result<(), sqlx::Error> {
+        with_retry("take up the resume", || async {
+            let mut conn = self.db.acquire().await?;
+            target_state::take_resume(&mut conn, self.target_id).await
+        })
+        .await
+    }
+}
+
+/// Why a dirty target refuses a job, for the run page.
+pub fn dirty_refusal(dirty: &DirtyState) -> String {
+    let since = dirty
+        .since
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.to_offset(time::UtcOffset::UTC)
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| dirty.since.to_string());
+    format!(
+        "target is dirty since {since} (version {}, statement {}); an admin must resolve it; \
+         nothing was applied",
+        dirty.version, dirty.statement_index
+    )
+}
