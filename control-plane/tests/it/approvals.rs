@@ -1,0 +1,516 @@
+//! The governance rules through the API: separation of duties per
+//! environment, the promotion gate, deny, cancel, and down runs.
+
+use crate::support::{self, TestApp, code};
+use common::testing::TestDatabase;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// A project with one PostgreSQL target per named environment.
+async fn project_in(app: &TestApp, envs: &[&str]) -> (String, Vec<String>, Vec<TestDatabase>) {
+    let slug = app.project("shop").await;
+    let mut sets = Vec::new();
+    let mut dbs = Vec::new();
+    for env in envs {
+        let set = app.db_set(&slug, &format!("orders-{env}"), env).await;
+        let db = TestDatabase::create("mh_test_target").await;
+        let (status, body) = app
+            .post(
+                &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
+                &app.manager,
+                json!({"name": "t1", "engine": "postgres", "host": "127.0.0.1", "port": 5432, "database": db.name, "username": "postgres"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        sets.push(set);
+        dbs.push(db);
+    }
+    (slug, sets, dbs)
+}
+
+async fn request(
+    app: &TestApp,
+    token: &str,
+    slug: &str,
+    set: &str,
+    direction: &str,
+    version: &str,
+) -> (StatusCode, Value) {
+    app.post(
+        &format!("/api/v1/projects/{slug}/runs"),
+        token,
+        json!({"db_set_id": set, "direction": direction, "target_version": version}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn separation_of_duties_follows_each_environments_policy() {
+    let app = TestApp::spawn().await;
+    sqlx::query("UPDATE environments SET require_previous_success = false, allow_self_approval = false WHERE name = 'stg'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (slug, sets, _dbs) = project_in(&app, &["daily", "stg"]).await;
+    // manager2 authors the migration; manager requests.
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/projects/{slug}/migrations"),
+            &app.manager2,
+            json!({"version": "1", "name": "a", "up_sql": "CREATE TABLE a (id int);"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // daily allows self-approval: the requester may approve.
+    let (_, run) = request(&app, &app.manager, &slug, &sets[0], "up", "1").await;
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/runs/{}/approve", run["id"].as_str().unwrap()),
+            &app.manager,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // stg does not: neither the requester nor the author may.
+    let (_, run) = request(&app, &app.manager, &slug, &sets[1], "up", "1").await;
+    let id = run["id"].as_str().unwrap();
+    for token in [&app.manager, &app.manager2] {
+        let (status, err) = app
+            .post(&format!("/api/v1/runs/{id}/approve"), token, json!({}))
+            .await;
+        assert_eq!(
+            (status, code(&err)),
+            (StatusCode::FORBIDDEN, "separation_of_duties")
+        );
+    }
+    let (status, body) = app
+        .post(&format!("/api/v1/runs/{id}/approve"), &app.admin, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "approved");
+    // Each refusal is audited.
+    let denied = app.audit_rows("access.denied").await;
+    assert_eq!(denied.len(), 2);
+}
+
+#[tokio::test]
+async fn stg_needs_success_on_daily_first() {
+    let app = TestApp::spawn().await;
+    let (slug, sets, _dbs) = project_in(&app, &["daily", "stg"]).await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;")
+        .await;
+    let (status, err) = request(&app, &app.user, &slug, &sets[1], "up", "1").await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, "promotion_gate"),
+        "{err}"
+    );
+    assert!(err["error"]["message"].as_str().unwrap().contains("daily"));
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM runs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, 0, "nothing written");
+
+    // Once daily has it, stg may be asked for.
+    let target: uuid::Uuid = sqlx::query_scalar("SELECT id FROM targets WHERE db_set_id = $1")
+        .bind(uuid::Uuid::parse_str(&sets[0]).unwrap())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO applied_migrations (target_id, version, version_key, migration_id, checksum)
+         SELECT $1, version, version_key, id, checksum FROM migrations",
+    )
+    .bind(target)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (status, body) = request(&app, &app.user, &slug, &sets[1], "up", "1").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+#[tokio::test]
+async fn deny_needs_a_reason_and_is_final() {
+    let app = TestApp::spawn().await;
+    let (slug, sets, _dbs) = project_in(&app, &["daily"]).await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
+    let (_, run) = request(&app, &app.user, &slug, &sets[0], "up", "1").await;
+    let id = run["id"].as_str().unwrap();
+    let (status, err) = app
+        .post(
+            &format!("/api/v1/runs/{id}/deny"),
+            &app.manager,
+            json!({"reason": " "}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("reason"))
+    );
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/runs/{id}/deny"),
+            &app.user,
+            json!({"reason": "no"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/runs/{id}/deny"),
+            &app.manager,
+            json!({"reason": "not during the sale"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (body["state"].as_str(), body["state_reason"].as_str()),
+        (Some("denied"), Some("not during the sale"))
+    );
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/runs/{id}/approve"),
+            &app.manager2,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = app
+        .post(&format!("/api/v1/runs/{id}/execute"), &app.admin, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn requesters_cancel_their_own_runs_and_managers_any() {
+    let app = TestApp::spawn().await;
+    let (slug, sets, _dbs) = project_in(&app, &["daily"]).await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
+    let (_, mine) = request(&app, &app.user, &slug, &sets[0], "up", "1").await;
+    let (_, theirs) = request(&app, &app.manager, &slug, &sets[0], "up", "1").await;
+
+    let (status, _) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{}/cancel", theirs["id"].as_str().unwrap()),
+            Some(&app.user),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a user cannot cancel someone else's run"
+    );
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{}/cancel", mine["id"].as_str().unwrap()),
+            Some(&app.user),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["state"], "cancelled");
+    assert!(
+        body["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["state"] == "cancelled")
+    );
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{}/cancel", theirs["id"].as_str().unwrap()),
+            Some(&app.admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (StatusCode::OK, Some("cancelled"))
+    );
+    let (status, _) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{}/cancel", theirs["id"].as_str().unwrap()),
+            Some(&app.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "cancelling twice");
+}
+
+#[tokio::test]
+async fn down_runs_need_a_down_script_for_every_covered_migration() {
+    let app = TestApp::spawn().await;
+    let (slug, sets, _dbs) = project_in(&app, &["daily"]).await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;")
+        .await;
+    app.migration(&slug, "2", "CREATE TABLE b (id int);", "")
+        .await;
+    let target: uuid::Uuid = sqlx::query_scalar("SELECT id FROM targets")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO applied_migrations (target_id, version, version_key, migration_id, checksum)
+         SELECT $1, version, version_key, id, checksum FROM migrations",
+    )
+    .bind(target)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (status, err) = request(&app, &app.user, &slug, &sets[0], "down", "0").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("version 2 has no down script")
+    );
+    // Rolling back only what has a down script works, newest first.
+    let (status, run) = request(&app, &app.user, &slug, &sets[0], "down", "1").await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "version 2 is still covered: {run}"
+    );
+    sqlx::query("DELETE FROM applied_migrations WHERE version = '2'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (status, run) = request(&app, &app.user, &slug, &sets[0], "down", "0").await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    let versions: Vec<&str> = run["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["1"]);
+    assert_eq!(run["direction"], "down");
+}
+
+/// A version below one already applied on a target of the project needs
+/// `allow_out_of_order` (created or imported), and a run that applies it
+/// says so per target, for its approver.
+#[tokio::test]
+async fn out_of_order_versions_need_the_flag_and_runs_show_them() {
+    let app = TestApp::spawn().await;
+    let (slug, sets, _dbs) = project_in(&app, &["daily"]).await;
+    let (_, set) = app
+        .get(
+            &format!("/api/v1/projects/{slug}/db-sets/{}/targets", sets[0]),
+            &app.user,
+        )
+        .await;
+    let target = set["items"][0]["id"].as_str().unwrap().to_owned();
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;")
+        .await;
+    app.migration(&slug, "10", "CREATE TABLE b (id int);", "DROP TABLE b;")
+        .await;
+    // The target already has 1 and 10 (adopted from an explicit version).
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/targets/{target}/baseline"),
+            &app.admin,
+            json!({"version": "10"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Numeric order: 9 is below 10. Refused without the flag, naming both.
+    let path = format!("/api/v1/projects/{slug}/migrations");
+    let nine = json!({"version": "9", "name": "late", "up_sql": "CREATE TABLE c (id int);", "down_sql": "DROP TABLE c;"});
+    let (status, err) = app.post(&path, &app.user, nine.clone()).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, "out_of_order"),
+        "{err}"
+    );
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("version 9") && message.contains("version 10"),
+        "{message}"
+    );
+    let import = json!({"files": [{"path": "5_other.up.sql", "content": "SELECT 1;"}]});
+    let (status, err) = app
+        .post(&format!("{path}/import"), &app.user, import.clone())
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, "out_of_order"),
+        "{err}"
+    );
+    let (_, list) = app.get(&path, &app.user).await;
+    assert_eq!(
+        list["items"].as_array().unwrap().len(),
+        2,
+        "nothing written"
+    );
+
+    // With the flag both are added, and audited as out of order.
+    let mut allowed = nine;
+    allowed["allow_out_of_order"] = json!(true);
+    let (status, body) = app.post(&path, &app.user, allowed).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mut import = import;
+    import["allow_out_of_order"] = json!(true);
+    let (status, body) = app.post(&format!("{path}/import"), &app.user, import).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let audit = app.audit_rows("migration.created").await;
+    assert!(
+        audit
+            .iter()
+            .any(|(_, d)| d["version"] == "9" && d["out_of_order"] == true)
+    );
+
+    // A run to 10 applies 5 and 9 below the target's 10: shown per target.
+    let (status, run) = request(&app, &app.user, &slug, &sets[0], "up", "10").await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    assert_eq!(run["targets"][0]["out_of_order"], true, "{run}");
+    let id = run["id"].as_str().unwrap();
+    let (_, fetched) = app.get(&format!("/api/v1/runs/{id}"), &app.user).await;
+    assert_eq!(fetched["targets"][0]["out_of_order"], true);
+    // Versions above every applied one are in order.
+    app.migration(&slug, "11", "CREATE TABLE d (id int);", "")
+        .await;
+    let (status, run) = request(&app, &app.user, &slug, &sets[0], "up", "11").await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    assert_eq!(
+        run["targets"][0]["out_of_order"], true,
+        "5 and 9 still pending"
+    );
+}
+
+/// `(actor, object_id, details)` of the `access.denied` rows, oldest first.
+async fn denials(app: &TestApp) -> Vec<(String, String, Value)> {
+    sqlx::query_as(
+        "SELECT actor, object_id, details FROM audit_log WHERE action = 'access.denied' ORDER BY seq",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_editor_of_a_migration_is_one_of_its_authors() {
+    let app = TestApp::spawn().await;
+    sqlx::query("UPDATE environments SET require_previous_success = false WHERE name = 'prd'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (slug, sets, _dbs) = project_in(&app, &["prd"]).await;
+    // The user writes 40; the manager edits its up script (revision 2).
+    app.migration(&slug, "40", "CREATE TABLE a (id int);", "DROP TABLE a;")
+        .await;
+    let path = format!("/api/v1/projects/{slug}/migrations/40");
+    let (status, edited) = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&app.manager),
+            Some(json!({"up_sql": "CREATE TABLE a (id bigint);"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{edited}");
+    assert_eq!(edited["revision"], 2);
+    assert_eq!(edited["author"], support::USER);
+    assert_eq!(edited["authors"], json!([support::USER, support::MANAGER]));
+    let page = app
+        .client
+        .get(app.url(&format!("/projects/{slug}/migrations/40")))
+        .bearer_auth(&app.user)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Authors: user@example.com, manager@example.com"),
+        "{page}"
+    );
+
+    // The user asks for prd; the editor may neither approve nor deny.
+    let (status, run) = request(&app, &app.user, &slug, &sets[0], "up", "40").await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    let id = run["id"].as_str().unwrap();
+    let (status, err) = app
+        .post(
+            &format!("/api/v1/runs/{id}/approve"),
+            &app.manager,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::FORBIDDEN, "separation_of_duties"),
+        "{err}"
+    );
+    let (status, err) = app
+        .post(
+            &format!("/api/v1/runs/{id}/deny"),
+            &app.manager,
+            json!({"reason": "no"}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::FORBIDDEN, "separation_of_duties"),
+        "{err}"
+    );
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("deny") && !message.contains("approve"),
+        "{message}"
+    );
+    // The web form shares the rule.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = client
+        .post(app.url(&format!("/runs/{id}/approve")))
+        .bearer_auth(&app.manager)
+        .form(&[("comment", "lgtm")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+
+    let denied = denials(&app).await;
+    let routes: Vec<&str> = denied.iter().map(|(_, route, _)| route.as_str()).collect();
+    assert_eq!(
+        routes,
+        [
+            format!("POST /api/v1/runs/{id}/approve"),
+            format!("POST /api/v1/runs/{id}/deny"),
+            format!("POST /runs/{id}/approve"),
+        ]
+    );
+    for (actor, _, details) in &denied {
+        assert_eq!(actor, support::MANAGER);
+        assert_eq!(details["code"], "separation_of_duties");
+        assert_eq!(details["run"], id);
+    }
+    let (_, run) = app.get(&format!("/api/v1/runs/{id}"), &app.admin).await;
+    assert_eq!(run["state"], "pending_approval");
+
+    // Someone who wrote no revision may.
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/runs/{id}/approve"),
+            &app.manager2,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

@@ -1,0 +1,258 @@
+//! `GET /metrics` of the control plane: what it reports, and that
+//! Prometheus' own `promtool check metrics` accepts it.
+
+use std::{io::Write, process::Stdio};
+
+use crate::support::TestApp;
+use reqwest::{Method, StatusCode};
+
+/// Runs `promtool check metrics` on `text`; returns its verdict and output.
+pub fn promtool_check(text: &str) -> (bool, String) {
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect(
+            "promtool runs (Debian package prometheus; scripts/ensure-services.sh installs it)",
+        );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn control_plane_metrics_are_valid_prometheus_text() {
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    app.db_set(&slug, "orders", "daily").await;
+    assert_eq!(app.get("/api/v1/me", &app.user).await.0, StatusCode::OK);
+    assert_eq!(
+        app.get("/api/v1/projects/nope", &app.user).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let (status, _) = app.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "http_requests_total{method=\"GET\",route=\"/api/v1/me\",status=\"200\"}",
+        "route=\"/api/v1/projects/{slug}\",status=\"404\"",
+        "http_request_duration_seconds_bucket",
+        "migrate_hub_runs{state=\"pending_approval\"} 0",
+        "# TYPE migrate_hub_queue_depth gauge",
+        "migrate_hub_webhook_deliveries{state=\"pending\"} 0",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+    let (ok, report) = promtool_check(&text);
+    assert!(ok, "promtool rejects the output: {report}\n{text}");
+}
+
+#[tokio::test]
+async fn worker_metrics_count_executions_migrations_and_lock_waits() {
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    let set = app.db_set(&slug, "orders", "daily").await;
+    let db = common::testing::TestDatabase::create("mh_test_target").await;
+    app.post(
+        &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
+        &app.manager,
+        serde_json::json!({"name": "t1", "engine": "postgres", "host": "127.0.0.1", "port": 5432, "database": db.name, "username": "postgres"}),
+    )
+    .await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
+    let (_, run) = app
+        .post(
+            &format!("/api/v1/projects/{slug}/runs"),
+            &app.user,
+            serde_json::json!({"db_set_id": set, "direction": "up", "target_version": "1"}),
+        )
+        .await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    app.post(
+        &format!("/api/v1/runs/{id}/approve"),
+        &app.manager,
+        serde_json::json!({}),
+    )
+    .await;
+
+    // The worker's endpoint, as the binary serves it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    tokio::spawn(worker::metrics::serve(listener));
+    let worker = worker::Worker::new(app.pool.clone(), app.keys.clone(), "default", 2, 5_000);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    app.post(
+        &format!("/api/v1/runs/{id}/execute"),
+        &app.user,
+        serde_json::json!({}),
+    )
+    .await;
+    common::testing::wait_for(
+        std::time::Duration::from_secs(30),
+        "the run to succeed",
+        || async {
+            let (_, body) = app.get(&format!("/api/v1/runs/{id}"), &app.user).await;
+            (body["state"] == "succeeded").then_some(())
+        },
+    )
+    .await;
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+
+    let text = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "migrate_hub_target_executions_total{engine=\"postgres\",outcome=\"succeeded\"}",
+        "migrate_hub_migration_duration_seconds_count{direction=\"up\"}",
+        "migrate_hub_lock_wait_seconds_count{engine=\"postgres\"}",
+        "migrate_hub_target_execution_duration_seconds_bucket",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+    let (ok, report) = promtool_check(&text);
+    assert!(ok, "promtool rejects the worker's output: {report}\n{text}");
+}
+
+#[tokio::test]
+async fn admins_see_the_worker_fleet() {
+    let app = TestApp::spawn().await;
+    let worker = worker::Worker::new(app.pool.clone(), app.keys.clone(), "eu-west", 3, 5_000);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let page = |token: String| {
+        let url = app.url("/admin/workers");
+        async move {
+            let resp = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            (resp.status(), resp.text().await.unwrap())
+        }
+    };
+    let body = common::testing::wait_for(
+        std::time::Duration::from_secs(20),
+        "the worker to register",
+        || async {
+            let (status, body) = page(app.admin.clone()).await;
+            (status == StatusCode::OK && body.contains("eu-west")).then_some(body)
+        },
+    )
+    .await;
+    assert!(body.contains("alive"), "{body}");
+    assert_eq!(page(app.manager.clone()).await.0, StatusCode::FORBIDDEN);
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    let (_, body) = page(app.admin.clone()).await;
+    assert!(
+        body.contains("stopped"),
+        "a stopped worker is shown as such"
+    );
+}
+
+/// Anyone can send any method and any path: neither may add label values
+/// (each would be a new series, with histogram buckets, for the life of
+/// the process).
+#[tokio::test]
+async fn invented_methods_and_unknown_paths_add_no_series() {
+    let app = TestApp::spawn().await;
+    let client = reqwest::Client::new();
+    let invented: Vec<String> = (0..5)
+        .map(|i| format!("SECX{i}{}", uuid::Uuid::new_v4().simple()).to_uppercase())
+        .collect();
+    let unknown_paths: Vec<String> = (0..5)
+        .map(|i| format!("/probe-{i}-{}", uuid::Uuid::new_v4().simple()))
+        .chain([format!("/api/v1/{}", uuid::Uuid::new_v4().simple())])
+        .collect();
+    for method in &invented {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        for path in ["/healthz", "/api/v1/me", "/metrics"] {
+            let resp = client
+                .request(method.clone(), app.url(path))
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_client_error(), "{method} {path}");
+        }
+        for path in &unknown_paths {
+            client
+                .request(method.clone(), app.url(path))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    for path in &unknown_paths {
+        let resp = client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+
+    let text = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for sent in invented.iter().chain(&unknown_paths) {
+        assert!(
+            !text.contains(sent.as_str()),
+            "{sent} became a label:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("http_requests_total{method=\"other\",route=\"/healthz\",status=\"405\"}"),
+        "invented methods are counted as `other`:\n{text}"
+    );
+    let routes: Vec<String> = control_plane::app::route_table()
+        .into_iter()
+        .map(|r| r.path)
+        .chain(["unmatched".to_owned()])
+        .collect();
+    let known_methods = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other",
+    ];
+    for line in text.lines().filter(|l| l.starts_with("http_request")) {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_else(|| panic!("no {name} label: {line}"))
+                .to_owned()
+        };
+        assert!(known_methods.contains(&label("method").as_str()), "{line}");
+        assert!(routes.contains(&label("route")), "{line}");
+    }
+    let (ok, report) = promtool_check(&text);
+    assert!(ok, "promtool rejects the output: {report}\n{text}");
+}

@@ -1,0 +1,324 @@
+//! The server-rendered pages for projects, migrations and runs: forms keep
+//! input on errors, everything is escaped, actions follow the roles.
+
+use crate::support::{self, Browser, TestApp};
+use reqwest::StatusCode;
+
+/// A browser whose requests carry an API token (pages accept them too, and
+/// need no CSRF token then).
+struct TokenBrowser<'a> {
+    app: &'a TestApp,
+    token: &'a str,
+    browser: Browser,
+}
+
+impl<'a> TokenBrowser<'a> {
+    fn new(app: &'a TestApp, token: &'a str) -> Self {
+        TokenBrowser {
+            app,
+            token,
+            browser: Browser::new(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> support::Page {
+        let req = self
+            .browser
+            .client
+            .get(self.app.url(path))
+            .bearer_auth(self.token);
+        self.browser.follow(req, None).await
+    }
+
+    /// Posts a form; returns the redirect target (unvisited) or the page.
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String, String) {
+        let resp = self
+            .browser
+            .client
+            .post(self.app.url(path))
+            .bearer_auth(self.token)
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (status, location, resp.text().await.unwrap())
+    }
+}
+
+const XSS: &str = "<script>alert('x')</script>";
+
+#[tokio::test]
+async fn migration_form_keeps_input_and_escapes_everything() {
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    let user = TokenBrowser::new(&app, &app.user);
+
+    let page = user.get(&format!("/projects/{slug}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("New migration"));
+
+    // A bad version re-renders the form with the input and the field's error.
+    let (status, _, body) = user
+        .post(
+            &format!("/projects/{slug}/migrations"),
+            &[
+                ("version", "1.x"),
+                ("name", "orders"),
+                ("up_sql", "CREATE TABLE o (id int);"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body.contains("value=\"1.x\"") && body.contains("CREATE TABLE o (id int);"),
+        "input kept"
+    );
+    assert!(body.contains("field-error"), "the field's error is shown");
+
+    let up = format!("CREATE TABLE t (note text DEFAULT '{XSS}');");
+    let (status, location, _) = user
+        .post(
+            &format!("/projects/{slug}/migrations"),
+            &[
+                ("version", "1"),
+                ("name", XSS),
+                ("up_sql", &up),
+                ("down_sql", ""),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location, format!("/projects/{slug}/migrations/1"));
+    for path in [location.clone(), format!("/projects/{slug}")] {
+        let page = user.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(!page.body.contains(XSS), "{path} renders the payload raw");
+        assert!(
+            page.body.contains("&lt;script&gt;"),
+            "{path} shows it escaped"
+        );
+    }
+}
+
+#[tokio::test]
+async fn run_page_shows_actions_by_role_and_forms_drive_the_run() {
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    let set = app.db_set(&slug, "orders", "daily").await;
+    let db = common::testing::TestDatabase::create("mh_test_target").await;
+    app.post(
+        &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
+        &app.manager,
+        serde_json::json!({"name": "t1", "engine": "postgres", "host": "127.0.0.1", "port": 5432, "database": db.name, "username": "postgres"}),
+    )
+    .await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;")
+        .await;
+
+    let user = TokenBrowser::new(&app, &app.user);
+    let manager = TokenBrowser::new(&app, &app.manager);
+    let (status, location, _) = user
+        .post(
+            &format!("/projects/{slug}/runs"),
+            &[
+                ("db_set_id", &set),
+                ("direction", "up"),
+                ("target_version", "1"),
+                ("note", XSS),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(location.starts_with("/runs/"));
+
+    let as_user = user.get(&location).await;
+    assert!(
+        !as_user.body.contains(">Approve</button>"),
+        "users get no approve button"
+    );
+    assert!(!as_user.body.contains(XSS) && as_user.body.contains("&lt;script&gt;"));
+    let as_manager = manager.get(&location).await;
+    assert!(as_manager.body.contains(">Approve</button>"));
+
+    // A user posting the approve form is refused with a page.
+    let (status, _, body) = user
+        .post(&format!("{location}/approve"), &[("comment", "")])
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("<html"));
+
+    let (status, back, _) = manager
+        .post(&format!("{location}/approve"), &[("comment", "ok")])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(back, location);
+    let page = user.get(&location).await;
+    assert!(page.body.contains("state-approved") && page.body.contains(">Execute</button>"));
+
+    let live = user.get(&format!("{location}/live")).await;
+    assert_eq!(live.status, StatusCode::OK);
+    assert!(live.body.contains("t1") && live.body.contains("pending"));
+    assert!(!live.body.contains("<html"), "a fragment, not a page");
+}
+
+#[tokio::test]
+async fn run_request_form_shows_errors_in_place() {
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    let set = app.db_set(&slug, "orders", "daily").await;
+    app.migration(&slug, "1", "SELECT 1;", "").await;
+    let user = TokenBrowser::new(&app, &app.user);
+    let (status, _, body) = user
+        .post(
+            &format!("/projects/{slug}/runs"),
+            &[
+                ("db_set_id", &set),
+                ("direction", "up"),
+                ("target_version", "7"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body.contains("no migration 7") || body.contains("no targets"),
+        "{body}"
+    );
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM runs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+}
+
+#[tokio::test]
+async fn editing_a_migration_makes_a_revision_with_a_side_by_side_diff() {
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    app.migration(
+        &slug,
+        "1",
+        "CREATE TABLE a (id int);\nCREATE INDEX a_id ON a (id);",
+        "DROP TABLE a;",
+    )
+    .await;
+    let user = TokenBrowser::new(&app, &app.user);
+    let edit = user
+        .get(&format!("/projects/{slug}/migrations/1/edit"))
+        .await;
+    assert_eq!(edit.status, StatusCode::OK);
+    assert!(
+        edit.body.contains("CREATE INDEX a_id ON a (id);"),
+        "the form holds the current SQL"
+    );
+
+    let new_up = format!(
+        "CREATE TABLE a (id bigint, note text DEFAULT '{XSS}');\nCREATE INDEX a_id ON a (id);"
+    );
+    let (status, location, _) = user
+        .post(
+            &format!("/projects/{slug}/migrations/1/edit"),
+            &[
+                ("name", "m1"),
+                ("up_sql", &new_up),
+                ("down_sql", "DROP TABLE a;"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let page = user.get(&location).await;
+    assert!(page.body.contains("diff with 1"));
+
+    let diff = user
+        .get(&format!("/projects/{slug}/migrations/1/diff?from=1&to=2"))
+        .await;
+    assert_eq!(diff.status, StatusCode::OK);
+    assert!(
+        diff.body.contains("diff-replace"),
+        "the changed line is paired"
+    );
+    assert!(diff.body.contains("CREATE TABLE a (id int);") && diff.body.contains("id bigint"));
+    assert!(!diff.body.contains(XSS) && diff.body.contains("&lt;script&gt;"));
+
+    // A script with a NUL character is refused by the form's extractor,
+    // with an error page naming the field.
+    let (status, _, body) = user
+        .post(
+            &format!("/projects/{slug}/migrations/1/edit"),
+            &[
+                ("name", "renamed"),
+                ("up_sql", "SELECT 1;\0"),
+                ("down_sql", ""),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body.contains("up_sql: must not contain NUL characters"),
+        "{body}"
+    );
+    let (_, one) = app
+        .get(&format!("/api/v1/projects/{slug}/migrations/1"), &app.user)
+        .await;
+    assert_eq!(one["revision"], 2);
+}
+
+#[tokio::test]
+async fn deny_and_cancel_forms_and_the_dashboard() {
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    let set = app.db_set(&slug, "orders", "daily").await;
+    let db = common::testing::TestDatabase::create("mh_test_target").await;
+    app.post(
+        &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
+        &app.manager,
+        serde_json::json!({"name": "t1", "engine": "postgres", "host": "127.0.0.1", "port": 5432, "database": db.name, "username": "postgres"}),
+    )
+    .await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
+    let user = TokenBrowser::new(&app, &app.user);
+    let manager = TokenBrowser::new(&app, &app.manager);
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let (_, location, _) = user
+            .post(
+                &format!("/projects/{slug}/runs"),
+                &[
+                    ("db_set_id", &set),
+                    ("direction", "up"),
+                    ("target_version", "1"),
+                ],
+            )
+            .await;
+        runs.push(location);
+    }
+    // The manager sees both waiting for approval; the user sees them as theirs.
+    let dash = manager.get("/").await;
+    assert_eq!(dash.body.matches("/runs/").count(), 2, "{}", dash.body);
+    let dash = user.get("/").await;
+    assert!(dash.body.contains("My runs") && dash.body.contains(&runs[0]));
+
+    // A deny without a reason is refused; with one it is recorded.
+    let (status, _, _) = manager
+        .post(&format!("{}/deny", runs[0]), &[("reason", "")])
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _, _) = manager
+        .post(&format!("{}/deny", runs[0]), &[("reason", "freeze week")])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let page = user.get(&runs[0]).await;
+    assert!(page.body.contains("state-denied") && page.body.contains("freeze week"));
+
+    // The requester cancels their own run from its page.
+    assert!(user.get(&runs[1]).await.body.contains(">Cancel</button>"));
+    let (status, _, _) = user.post(&format!("{}/cancel", runs[1]), &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(user.get(&runs[1]).await.body.contains("state-cancelled"));
+}

@@ -1,0 +1,282 @@
+//! How a worker starts, stops and dies: graceful shutdown finishes running
+//! jobs; a worker that dies mid-migration leaves the target untouched and
+//! its execution `interrupted`; the binary's command line and signals.
+
+use std::{process::Stdio, time::Duration};
+
+use crate::support::{self, TestHub, eventually};
+use common::domain::{Direction, RunState};
+use sqlx::{Connection, PgConnection};
+use worker::{Worker, lock::PG_ADVISORY_KEY};
+
+/// Whether the target has a session running a statement that contains `text`.
+async fn busy_with(conn: &mut PgConnection, text: &str) -> bool {
+    sqlx::query_scalar(
+        "SELECT count(*) > 0 FROM pg_stat_activity
+         WHERE datname = current_database() AND state = 'active'
+           AND pid <> pg_backend_pid() AND query LIKE '%' || $1 || '%'",
+    )
+    .bind(text)
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn stopping_worker_finishes_its_running_job_first() {
+    let hub = TestHub::new().await;
+    let project = hub.project_with_targets(1).await;
+    let target = &project.targets[0];
+    hub.migration(
+        &project,
+        "1",
+        "SELECT pg_sleep(1); CREATE TABLE finished (id int);",
+        "DROP TABLE finished;",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+    let worker = hub.start_worker(1_000).await;
+    hub.execute(run).await;
+    hub.wait_for_execution(run, target, "running").await;
+
+    worker.stop().await;
+
+    assert_eq!(hub.execution(run, target).await.state, "succeeded");
+    assert_eq!(hub.run_state(run).await, RunState::Succeeded);
+    assert!(target.has_table("finished").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_dying_mid_migration_leaves_the_target_untouched_and_the_execution_interrupted() {
+    let hub = TestHub::new().await;
+    let project = hub.project_with_targets(1).await;
+    let target = &project.targets[0];
+    hub.migration(
+        &project,
+        "1",
+        "CREATE TABLE half_done (id int); SELECT pg_sleep(60);",
+        "DROP TABLE half_done;",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+
+    // The victim lives on a runtime of its own: dropping that runtime ends it
+    // the way `kill -9` would, with no cleanup and its sockets simply closed.
+    let victim = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (url, keys, pool) = (hub.url.clone(), hub.keys.clone(), hub.pool_name.clone());
+    victim.spawn(async move {
+        let db = common::db::connect(&url, 8).await.unwrap();
+        let _ = Worker::new(db, keys, pool, 4, 1_000)
+            .run(std::future::pending())
+            .await;
+    });
+    hub.wait_for_listener().await;
+    hub.execute(run).await;
+    hub.wait_for_execution(run, target, "running").await;
+    let mut probe = target.connect().await;
+    assert!(
+        eventually(|| async {
+            busy_with(&mut target.connect().await, "pg_sleep")
+                .await
+                .then_some(())
+        })
+        .await
+        .is_some(),
+        "the migration never reached the target"
+    );
+
+    tokio::task::spawn_blocking(move || drop(victim))
+        .await
+        .unwrap();
+
+    // The target rolled the migration back and released the lock.
+    assert!(
+        eventually(|| async {
+            (!busy_with(&mut target.connect().await, "pg_sleep").await).then_some(())
+        })
+        .await
+        .is_some(),
+        "the dead worker's session outlived it"
+    );
+    assert!(!target.has_table("half_done").await);
+    let lock_free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(PG_ADVISORY_KEY)
+        .fetch_one(&mut probe)
+        .await
+        .unwrap();
+    assert!(lock_free, "the dead worker's target lock was released");
+    drop(probe);
+
+    // Another worker of the pool receives the orphaned job once apalis
+    // presumes the victim dead (15 s), and settles the execution.
+    let rescuer = hub.start_worker(1_000).await;
+    assert_eq!(
+        hub.wait_for_run_within(run, Duration::from_secs(60)).await,
+        RunState::Failed
+    );
+    let execution = hub.execution(run, target).await;
+    assert_eq!(execution.state, "interrupted");
+    assert!(
+        execution
+            .error
+            .unwrap()
+            .starts_with("the worker executing this target stopped mid-run")
+    );
+    assert!(!target.has_table("half_done").await);
+    assert!(target.history().await.is_empty());
+    assert_eq!(hub.audit_count("target.interrupted").await, 1);
+    assert_eq!(hub.audit_count("target.started").await, 1);
+    rescuer.stop().await;
+}
+
+#[tokio::test]
+async fn losing_every_tool_database_connection_mid_run_is_survived() {
+    let hub = TestHub::new().await;
+    let project = hub.project_with_targets(2).await;
+    hub.migration(
+        &project,
+        "1",
+        "SELECT pg_sleep(1); CREATE TABLE survived (id int);",
+        "DROP TABLE survived;",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+    let worker = hub.start_worker(1_000).await;
+    hub.execute(run).await;
+    for target in &project.targets {
+        hub.wait_for_execution(run, target, "running").await;
+    }
+
+    // As if the tool database restarted: every session to it is cut,
+    // including the queue consumer's and its LISTEN connection.
+    let mut admin = PgConnection::connect(&hub.url).await.unwrap();
+    let cut: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()) AS t",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(cut > 0);
+
+    // Running jobs record their results once the database answers again…
+    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    for target in &project.targets {
+        assert!(target.has_table("survived").await);
+        assert_eq!(hub.applied(target).await.len(), 1);
+    }
+    // …and the rebuilt consumer takes new jobs.
+    hub.migration(
+        &project,
+        "2",
+        "CREATE TABLE later (id int);",
+        "DROP TABLE later;",
+    )
+    .await;
+    let next = hub.approved_run(&project, Direction::Up, "2").await;
+    hub.execute(next).await;
+    assert_eq!(hub.wait_for_run(next).await, RunState::Succeeded);
+    worker.stop().await;
+}
+
+fn worker_binary() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_worker"));
+    command.env_clear();
+    command
+}
+
+#[test]
+fn help_names_the_flags() {
+    let output = worker_binary().arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    assert!(help.contains("--pool <POOL>"), "{help}");
+    assert!(help.contains("--concurrency <N>"), "{help}");
+}
+
+#[test]
+fn missing_configuration_exits_2_naming_the_variable() {
+    let output = worker_binary().args(["--pool", "eu"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(output.stderr).unwrap(),
+        "configuration error: MH_DATABASE_URL: is required but not set\n"
+    );
+}
+
+#[test]
+fn malformed_flag_value_exits_2_naming_the_variable() {
+    let output = worker_binary()
+        .args(["--pool", "eu", "--concurrency", "0"])
+        .env("MH_DATABASE_URL", "postgres://localhost/mh")
+        .env(
+            "MH_ENCRYPTION_KEYS",
+            common::crypto::Keyring::generate_entry("k1"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("MH_WORKER_CONCURRENCY"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[tokio::test]
+async fn binary_executes_jobs_and_stops_gracefully_on_sigterm() {
+    let hub = TestHub::new().await;
+    let project = hub.project_with_targets(1).await;
+    hub.migration(&project, "1", "CREATE TABLE t (id int);", "DROP TABLE t;")
+        .await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        .env_clear()
+        .args(["--pool", &hub.pool_name, "--concurrency", "2"])
+        .env("MH_DATABASE_URL", &hub.url)
+        .env("MH_ENCRYPTION_KEYS", &hub.keys_spec)
+        .env("MH_LOG_FORMAT", "json")
+        // Any free port: other workers may run on this machine.
+        .env("MH_METRICS_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let registered = eventually(|| async {
+        sqlx::query_scalar::<_, i32>("SELECT concurrency FROM workers WHERE pool = $1")
+            .bind(&hub.pool_name)
+            .fetch_optional(&hub.db)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(registered, Some(2));
+
+    hub.execute(run).await;
+    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+
+    let pid = child.id().unwrap().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let output = tokio::time::timeout(support::DEADLINE, child.wait_with_output())
+        .await
+        .expect("worker exits after SIGTERM")
+        .unwrap();
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{logs}");
+    assert!(logs.contains("SIGTERM received"), "{logs}");
+    assert!(!logs.contains(&hub.keys_spec[3..]), "keys leaked to logs");
+    let stopped: bool =
+        sqlx::query_scalar("SELECT stopped_at IS NOT NULL FROM workers WHERE pool = $1")
+            .bind(&hub.pool_name)
+            .fetch_one(&hub.db)
+            .await
+            .unwrap();
+    assert!(stopped);
+}

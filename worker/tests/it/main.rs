@@ -1,0 +1,11 @@
+//! The worker's integration tests, one binary (`it`): each module a suite,
+//! `support` the harness they share. One suite alone:
+//! `cargo nextest run -p worker -E 'test(/^faults::/)'`.
+
+mod support;
+
+mod faults;
+mod lifecycle;
+mod mysql_targets;
+mod postgres_targets;
+mod traces;
