@@ -514,3 +514,79 @@ async fn an_editor_of_a_migration_is_one_of_its_authors() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+#[tokio::test]
+async fn a_run_whose_facts_changed_is_invalidated_by_a_denial_too() {
+    let app = TestApp::spawn().await;
+    let (slug, sets, _dbs) = project_in(&app, &["daily"]).await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
+    let (_, run) = request(&app, &app.user, &slug, &sets[0], "up", "1").await;
+    let id = run["id"].as_str().unwrap();
+    // A target joins the DB set: the run no longer covers what it pinned.
+    let extra = TestDatabase::create("mh_test_target").await;
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/projects/{slug}/db-sets/{}/targets", sets[0]),
+            &app.manager,
+            json!({"name": "late", "engine": "postgres", "host": "127.0.0.1", "port": 5432, "database": extra.name, "username": "postgres"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, err) = app
+        .post(
+            &format!("/api/v1/runs/{id}/deny"),
+            &app.manager,
+            json!({"reason": "not now"}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, "run_invalidated")
+    );
+    let (_, body) = app.get(&format!("/api/v1/runs/{id}"), &app.user).await;
+    assert_eq!(body["state"], "invalidated");
+    assert!(body["approvals"].as_array().unwrap().is_empty(), "{body}");
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'run.invalidated' AND object_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+}
+
+#[tokio::test]
+async fn an_approval_covers_the_targets_tls_mode_and_session_settings() {
+    let app = TestApp::spawn().await;
+    let (slug, sets, _dbs) = project_in(&app, &["daily"]).await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
+    for change in [
+        "UPDATE targets SET tls_mode = 'disable' WHERE db_set_id = $1::uuid",
+        "UPDATE targets SET session_settings = 'SET search_path = other' WHERE db_set_id = $1::uuid",
+    ] {
+        let (status, run) = request(&app, &app.user, &slug, &sets[0], "up", "1").await;
+        assert_eq!(status, StatusCode::CREATED, "{run}");
+        let id = run["id"].as_str().unwrap();
+        // Changed behind the API's back: only the digest can notice.
+        sqlx::query(change)
+            .bind(&sets[0])
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        let (status, err) = app
+            .post(
+                &format!("/api/v1/runs/{id}/approve"),
+                &app.manager,
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            (status, code(&err)),
+            (StatusCode::CONFLICT, "run_invalidated"),
+            "{change}"
+        );
+    }
+}
