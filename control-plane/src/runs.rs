@@ -14,7 +14,6 @@ use common::{
     store::runs::{self, ApprovalRow, ExecutionRow, RunRecord, RunRow, TransitionRow},
 };
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use tracing::Instrument;
@@ -124,13 +123,13 @@ impl From<RunRecord> for RunView {
     }
 }
 
-/// The run `id` as this transaction sees it, as JSON: what the state-changing
-/// routes answer.
-pub async fn run_view(tx: &mut PgConnection, id: Uuid) -> Result<Value, ApiError> {
+/// The run `id` as this transaction sees it: what the state-changing routes
+/// answer.
+pub async fn run_view(tx: &mut PgConnection, id: Uuid) -> Result<RunView, ApiError> {
     let record = runs::record_in(tx, id)
         .await?
         .ok_or(ApiError::NotFound("run"))?;
-    Ok(serde_json::to_value(RunView::from(record)).map_err(anyhow::Error::from)?)
+    Ok(RunView::from(record))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -154,7 +153,7 @@ pub async fn request_run(
     user: &CurrentUser,
     slug: String,
     body: RequestRun,
-) -> Result<Value, ApiError> {
+) -> Result<RunView, ApiError> {
     let note = optional_text("note", body.note.as_deref().unwrap_or("").trim(), 2000)?;
     let caller = user.caller();
     change_run(state, async |tx| {
@@ -189,7 +188,7 @@ pub async fn request_run(
 async fn change_run(
     state: &AppState,
     step: impl AsyncFnOnce(&mut PgConnection) -> Result<Uuid, StepError>,
-) -> Result<Value, ApiError> {
+) -> Result<RunView, ApiError> {
     let mut tx = state.db.begin().await?;
     match step(&mut tx).await {
         Ok(id) => {
@@ -284,7 +283,7 @@ pub async fn approve_run(
     user: &CurrentUser,
     id: Uuid,
     body: ApproveBody,
-) -> Result<Value, ApiError> {
+) -> Result<RunView, ApiError> {
     let comment = optional_text("comment", body.comment.trim(), 2000)?;
     let caller = user.caller();
     change_run(state, async |tx| {
@@ -304,7 +303,7 @@ pub async fn deny_run(
     user: &CurrentUser,
     id: Uuid,
     body: DenyBody,
-) -> Result<Value, ApiError> {
+) -> Result<RunView, ApiError> {
     let reason = required_text("reason", &body.reason, 2000)?;
     let caller = user.caller();
     change_run(state, async |tx| {
@@ -326,7 +325,7 @@ pub async fn execute_run(
     user: &CurrentUser,
     id: Uuid,
     body: ExecuteBody,
-) -> Result<Value, ApiError> {
+) -> Result<RunView, ApiError> {
     // The span whose trace every job of the run continues.
     let span = tracing::info_span!("execute_run", run_id = %id);
     execute_traced(state, user, id, body).instrument(span).await
@@ -337,7 +336,7 @@ async fn execute_traced(
     user: &CurrentUser,
     id: Uuid,
     body: ExecuteBody,
-) -> Result<Value, ApiError> {
+) -> Result<RunView, ApiError> {
     let caller = user.caller();
     // Every job of the run, also those queued as earlier targets finish,
     // continues this request's trace.
@@ -349,7 +348,11 @@ async fn execute_traced(
     .await
 }
 
-pub async fn cancel_run(state: &AppState, user: &CurrentUser, id: Uuid) -> Result<Value, ApiError> {
+pub async fn cancel_run(
+    state: &AppState,
+    user: &CurrentUser,
+    id: Uuid,
+) -> Result<RunView, ApiError> {
     let caller = user.caller();
     change_run(state, async |tx| {
         lifecycle::cancel(tx, &caller, id).await?;

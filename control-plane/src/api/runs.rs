@@ -12,7 +12,6 @@ use common::{
     store::runs,
 };
 use serde::Serialize;
-use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -76,7 +75,7 @@ pub(crate) async fn request(
     user: Authorized<rules::Author>,
     ApiPath(slug): ApiPath<String>,
     ApiJson(body): ApiJson<RequestRun>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<RunView>), ApiError> {
     request_run(&state, &user, slug, body)
         .await
         .map(|v| (StatusCode::CREATED, Json(v)))
@@ -182,7 +181,7 @@ pub(crate) async fn approve(
     user: Authorized<rules::Approve>,
     ApiPath(id): ApiPath<Uuid>,
     OptionalJson(body): OptionalJson<ApproveBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunView>, ApiError> {
     approve_run(&state, &user, id, body).await.map(Json)
 }
 
@@ -201,7 +200,7 @@ pub(crate) async fn deny(
     user: Authorized<rules::Approve>,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<DenyBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunView>, ApiError> {
     deny_run(&state, &user, id, body).await.map(Json)
 }
 
@@ -225,7 +224,7 @@ pub(crate) async fn execute(
     user: Authorized<rules::Author>,
     ApiPath(id): ApiPath<Uuid>,
     OptionalJson(body): OptionalJson<ExecuteBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<RunView>), ApiError> {
     execute_run(&state, &user, id, body)
         .await
         .map(|v| (StatusCode::ACCEPTED, Json(v)))
@@ -245,6 +244,6 @@ pub(crate) async fn cancel(
     State(state): State<AppState>,
     user: Authorized<rules::Author>,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunView>, ApiError> {
     cancel_run(&state, &user, id).await.map(Json)
 }

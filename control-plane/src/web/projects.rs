@@ -271,10 +271,7 @@ async fn request_run_form(
         Err(e) => Err(e),
     };
     match result {
-        Ok(run) => Ok(see_other(&format!(
-            "/runs/{}",
-            run["id"].as_str().unwrap_or_default()
-        ))),
+        Ok(run) => Ok(see_other(&format!("/runs/{}", run.id))),
         Err(err) => {
             let errors = match err {
                 ApiError::Conflict { message, .. } => json!({ "target_version": message }),
