@@ -99,7 +99,7 @@ impl Stack {
                     ("MH_PUBLIC_URL", format!("http://{addr}")),
                 ]);
                 let settings = ControlPlaneSettings::load(&env)?;
-                let state = control_plane::app::AppState::new(pool.clone(), settings)?;
+                let state = control_plane::state::AppState::new(pool.clone(), settings)?;
                 let (tx, rx) = oneshot::channel::<()>();
                 let handle = tokio::spawn(control_plane::app::serve(listener, state, async move {
                     let _ = rx.await;

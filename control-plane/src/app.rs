@@ -1,7 +1,7 @@
-//! Builds the application: state, router, server. `serve` and the tests both
+//! Builds the application: router and server. `serve` and the tests both
 //! start from here.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     Router,
@@ -10,9 +10,6 @@ use axum::{
     middleware,
     serve::ListenerExt,
 };
-use common::{config::ControlPlaneSettings, crypto::Keyring};
-use minijinja::Environment;
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::{
     catch_panic::CatchPanicLayer,
@@ -27,64 +24,14 @@ use crate::{
     api,
     auth::{
         csrf,
-        oidc::Oidc,
-        rate_limit::RateLimits,
         session_store::{self, PgSessionStore},
     },
+    http_trace::REQUEST_ID,
     routes::RouteInfo,
-    security_headers, web,
-};
-
-/// Shared by every request.
-#[derive(Clone)]
-pub struct AppState {
-    pub db: PgPool,
-    pub settings: Arc<ControlPlaneSettings>,
-    pub templates: Arc<Environment<'static>>,
-    /// `None` when SSO is not configured.
-    pub oidc: Option<Arc<Oidc>>,
-    /// Sign-in and API-token budgets of this process.
-    pub limits: Arc<RateLimits>,
-    /// Reads of a run shared by the requests that watch it (run page, its
-    /// live fragment, `GET /api/v1/runs/{id}`).
-    pub run_reads: Arc<SharedReads<uuid::Uuid, RunSnapshot>>,
-    /// API-token lookups shared by concurrent requests with one token.
-    pub token_reads: Arc<SharedReads<Vec<u8>, crate::auth::extract::SharedBearer>>,
-    /// The last write this process answered: shared reads older than it
-    /// are not served.
-    pub writes: Arc<WriteMark>,
-}
-
-impl AppState {
-    pub fn new(db: PgPool, settings: ControlPlaneSettings) -> anyhow::Result<Self> {
-        let oidc = match &settings.oidc {
-            Some(o) => Some(Arc::new(Oidc::new(o.clone(), &settings.public_url)?)),
-            None => None,
-        };
-        // Deaf until `serve` listens for changes made elsewhere.
-        let writes = Arc::new(WriteMark::deaf());
-        let max_age = settings.read_max_age;
-        Ok(Self {
-            db,
-            run_reads: Arc::new(SharedReads::new("run", max_age, writes.clone())),
-            token_reads: Arc::new(SharedReads::new("token", max_age, writes.clone())),
-            writes,
-            limits: Arc::new(RateLimits::new(&settings.rate_limits)),
-            settings: Arc::new(settings),
-            templates: Arc::new(web::templates()),
-            oidc,
-        })
-    }
-
-    pub fn keys(&self) -> &Keyring {
-        &self.settings.common.keys
-    }
-}
-
-use crate::http_trace::REQUEST_ID;
-use crate::{
-    runs::RunSnapshot,
-    shared_reads::{SharedReads, WriteMark},
+    security_headers,
+    shared_reads::WriteMark,
+    state::AppState,
+    web,
 };
 
 /// The complete router with its middleware.

@@ -207,7 +207,7 @@ pub(crate) fn read_folder(dir: &std::path::Path) -> anyhow::Result<Vec<(String, 
 /// `import`: prints what was created, unchanged or in conflict; returns
 /// false when conflicts kept anything from being imported.
 pub async fn import(
-    state: &crate::app::AppState,
+    state: &crate::state::AppState,
     slug: &str,
     author: Option<&str>,
     dir: &std::path::Path,

@@ -18,4 +18,5 @@ pub mod routes;
 pub mod runs;
 pub mod security_headers;
 pub mod shared_reads;
+pub mod state;
 pub mod web;

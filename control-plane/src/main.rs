@@ -10,7 +10,7 @@ use common::{
     store::audit,
     telemetry,
 };
-use control_plane::{app, ci, cli};
+use control_plane::{app, ci, cli, state};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -169,7 +169,7 @@ async fn run(command: Command, settings: ControlPlaneSettings) -> anyhow::Result
             }
             let listener = tokio::net::TcpListener::bind(settings.listen).await?;
             tracing::info!(listen = %settings.listen, public_url = %settings.public_url, "control plane listening");
-            let state = app::AppState::new(pool, settings)?;
+            let state = state::AppState::new(pool, settings)?;
             app::serve(listener, state, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -215,7 +215,7 @@ async fn run(command: Command, settings: ControlPlaneSettings) -> anyhow::Result
             dir,
         } => {
             let pool = db::connect(&settings.common.database_url, 2).await?;
-            let state = app::AppState::new(pool, settings)?;
+            let state = state::AppState::new(pool, settings)?;
             let report = cli::import(
                 &state,
                 &project,

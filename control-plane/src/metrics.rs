@@ -17,7 +17,7 @@ use axum::{
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::{app::AppState, error::ApiError};
+use crate::{error::ApiError, state::AppState};
 
 /// The process-wide recorder, with the HTTP metrics described.
 pub fn handle() -> &'static PrometheusHandle {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use common::store::webhooks;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Sends due deliveries until the process ends.
 pub async fn deliver_forever(state: AppState) {

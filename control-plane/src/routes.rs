@@ -10,7 +10,7 @@ use axum::{
 };
 use common::domain::Capability;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,10 +21,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    app::AppState,
     auth::CurrentUser,
     error::ApiError,
     input::{optional_text, required_text},
+    state::AppState,
 };
 
 /// A run with its pinned migrations, decisions, targets and state history.

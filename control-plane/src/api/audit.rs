@@ -19,9 +19,9 @@ use uuid::Uuid;
 
 use super::{Page, PageQuery, inventory::project};
 use crate::{
-    app::AppState,
     auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiQuery, ErrorBody},
+    state::AppState,
 };
 
 pub fn router() -> Routes {

@@ -22,10 +22,10 @@ use super::{
     projects::refuse_while_running,
 };
 use crate::{
-    app::AppState,
     auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
     routes::{Access, Routes},
+    state::AppState,
 };
 
 pub fn router() -> Routes {

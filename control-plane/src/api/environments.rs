@@ -16,10 +16,10 @@ use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use crate::{
-    app::AppState,
     auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
     routes::{Access, Routes},
+    state::AppState,
 };
 
 pub fn router() -> Routes {

@@ -23,9 +23,9 @@ use super::{
     targets::{self, TargetInput},
 };
 use crate::{
-    app::AppState,
     auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody},
+    state::AppState,
 };
 
 pub fn router() -> Routes {

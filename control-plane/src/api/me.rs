@@ -20,9 +20,9 @@ use uuid::Uuid;
 
 use super::{Page, required_text};
 use crate::{
-    app::AppState,
     auth::{Authorized, rules},
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
+    state::AppState,
 };
 
 pub fn router() -> Routes {

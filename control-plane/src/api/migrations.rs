@@ -23,9 +23,9 @@ use utoipa::ToSchema;
 
 use super::{Page, PageQuery, inventory::project, required_text};
 use crate::{
-    app::AppState,
     auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, ErrorDetail},
+    state::AppState,
 };
 
 pub fn router() -> Routes {

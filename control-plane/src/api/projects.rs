@@ -18,10 +18,10 @@ use utoipa::ToSchema;
 
 use super::{optional_text, required_text};
 use crate::{
-    app::AppState,
     auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
     routes::{Access, Routes},
+    state::AppState,
 };
 
 pub fn router() -> Routes {

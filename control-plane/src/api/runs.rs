@@ -19,13 +19,13 @@ use uuid::Uuid;
 use super::{Page, PageQuery, inventory::project};
 use crate::routes::{Access, Routes};
 use crate::{
-    app::AppState,
     auth::{Authorized, rules},
     error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, OptionalJson},
     runs::{
         ApproveBody, DenyBody, ExecuteBody, RequestRun, RunView, approve_run, cancel_run, deny_run,
         execute_run, request_run, run_snapshot,
     },
+    state::AppState,
 };
 
 pub fn router() -> Routes {

@@ -18,9 +18,9 @@ use uuid::Uuid;
 
 use super::{Page, optional_text};
 use crate::{
-    app::AppState,
     auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
+    state::AppState,
 };
 
 pub fn router() -> Routes {

@@ -16,10 +16,10 @@ use uuid::Uuid;
 
 use super::{Page, inventory::project};
 use crate::{
-    app::AppState,
     auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
     routes::{Access, Routes},
+    state::AppState,
 };
 
 pub fn router() -> Routes {

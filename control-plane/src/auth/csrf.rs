@@ -20,7 +20,7 @@ use serde_json::json;
 use tower_sessions::Session;
 
 use super::{oidc::constant_time_eq, session_store::USER_ID_KEY};
-use crate::{app::AppState, error::ApiError};
+use crate::{error::ApiError, state::AppState};
 
 pub const SESSION_KEY: &str = "csrf";
 pub const HEADER: &str = "x-csrf-token";

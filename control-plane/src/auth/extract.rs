@@ -31,7 +31,7 @@ use super::{rate_limit, session_store::USER_ID_KEY};
 /// Session key: when the user signed in (Unix seconds), for the absolute timeout.
 pub const SIGNED_IN_AT_KEY: &str = "signed_in_at";
 
-use crate::{app::AppState, error::ApiError};
+use crate::{error::ApiError, state::AppState};
 
 /// The signed-in caller with their effective role.
 #[derive(Debug, Clone)]

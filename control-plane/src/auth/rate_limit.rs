@@ -25,7 +25,7 @@ use governor::{
 };
 use uuid::Uuid;
 
-use crate::{app::AppState, error::ApiError};
+use crate::{error::ApiError, state::AppState};
 
 /// Keys kept before idle ones are pruned.
 const PRUNE_ABOVE: usize = 10_000;

@@ -20,9 +20,9 @@ use uuid::Uuid;
 use super::{Viewer, render, see_other};
 use crate::{
     api::users::{UserView, parse_email, revoke_users_token},
-    app::AppState,
     auth::rules,
     error::{ApiError, ApiPath},
+    state::AppState,
 };
 
 pub fn router() -> Routes {

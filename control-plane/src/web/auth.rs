@@ -24,7 +24,6 @@ use tower_sessions::Session;
 
 use super::{Viewer, render, safe_return_to, see_other};
 use crate::{
-    app::AppState,
     auth::{
         csrf,
         extract::{ClientIp, SIGNED_IN_AT_KEY},
@@ -33,6 +32,7 @@ use crate::{
         session_store::USER_ID_KEY,
     },
     error::{ApiError, ApiQuery},
+    state::AppState,
 };
 
 /// Session key of the sign-in in progress. Removed when the callback is

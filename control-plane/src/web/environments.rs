@@ -17,10 +17,10 @@ use super::{
 };
 use crate::{
     api::environments::{EnvironmentInput, create_environment, update_environment},
-    app::AppState,
     auth::rules,
     error::{ApiError, ApiPath},
     routes::{Access, Routes},
+    state::AppState,
 };
 
 pub fn router() -> Routes {

@@ -31,10 +31,10 @@ use crate::{
         projects::{UpdateProject, archive_project, update_project},
         webhooks::{CreateWebhook, create_webhook, remove_webhook},
     },
-    app::AppState,
     auth::rules,
     error::{ApiError, ApiPath},
     routes::{Access, Routes},
+    state::AppState,
 };
 
 pub fn router() -> Routes {

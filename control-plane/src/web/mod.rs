@@ -14,10 +14,10 @@ use serde_json::{Value, json};
 use tower_sessions::Session;
 
 use crate::{
-    app::AppState,
     auth::{Authorized, csrf, extract::Rule, rules},
     error::ApiError,
     routes::{Access, Routes},
+    state::AppState,
 };
 
 pub mod admin;

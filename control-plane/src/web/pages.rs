@@ -27,9 +27,9 @@ use crate::{
         PageQuery,
         me::{DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, issue_token},
     },
-    app::AppState,
     auth::rules,
     error::{ApiError, ApiPath, ApiQuery},
+    state::AppState,
 };
 
 pub fn router() -> Routes {

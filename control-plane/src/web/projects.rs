@@ -21,11 +21,11 @@ use crate::{
         inventory::project,
         migrations::{CreateMigration, EditMigration, create_migration, edit_migration},
     },
-    app::AppState,
     auth::rules,
     error::{ApiError, ApiPath, ApiQuery},
     routes::{Access, Routes},
     runs::{RequestRun, request_run},
+    state::AppState,
 };
 
 pub fn router() -> Routes {

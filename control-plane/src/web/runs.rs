@@ -14,7 +14,6 @@ use uuid::Uuid;
 
 use super::{Viewer, render_value, see_other};
 use crate::{
-    app::AppState,
     auth::rules,
     error::{ApiError, ApiPath},
     routes::{Access, Routes},
@@ -22,6 +21,7 @@ use crate::{
         ApproveBody, DenyBody, ExecuteBody, RunSnapshot, approve_run, cancel_run, deny_run,
         execute_run,
     },
+    state::AppState,
 };
 
 pub fn router() -> Routes {

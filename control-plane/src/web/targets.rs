@@ -36,10 +36,10 @@ use crate::{
             update_target,
         },
     },
-    app::AppState,
     auth::rules,
     error::{ApiError, ApiPath, ApiQuery},
     routes::{Access, Routes},
+    state::AppState,
 };
 
 pub fn router() -> Routes {

@@ -48,7 +48,7 @@ async fn control_plane_with_keys(app: &TestApp, keys: &str) -> (SocketAddr, ones
         ("MH_PUBLIC_URL", format!("http://{addr}")),
     ]);
     let settings = ControlPlaneSettings::load(&env).unwrap();
-    let state = app::AppState::new(app.pool.clone(), settings).unwrap();
+    let state = control_plane::state::AppState::new(app.pool.clone(), settings).unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(app::serve(listener, state, async move {
         let _ = stopped.await;

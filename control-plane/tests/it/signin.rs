@@ -593,7 +593,7 @@ async fn a_session_works_on_every_replica_and_survives_a_restart() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state =
-        control_plane::app::AppState::new(app.pool.clone(), (*app.settings).clone()).unwrap();
+        control_plane::state::AppState::new(app.pool.clone(), (*app.settings).clone()).unwrap();
     tokio::spawn(control_plane::app::serve(
         listener,
         state,

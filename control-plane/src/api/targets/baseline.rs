@@ -35,9 +35,9 @@ use uuid::Uuid;
 
 use super::live::{WAIT, reach};
 use crate::{
-    app::AppState,
     auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody},
+    state::AppState,
 };
 
 /// `{"version": "3"}` or `{"from": "flyway", "table"?: "…", "allow_mismatch"?: true}`.

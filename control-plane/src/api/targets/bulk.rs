@@ -19,9 +19,9 @@ use uuid::Uuid;
 use super::{TargetInput, ValidTarget, parse_engine, validate};
 use crate::{
     api::inventory::{db_set, parse_object_name},
-    app::AppState,
     auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
+    state::AppState,
 };
 
 /// At most this many targets per request.

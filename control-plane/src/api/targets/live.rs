@@ -22,9 +22,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    app::AppState,
     auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiPath, ErrorBody},
+    state::AppState,
 };
 
 /// How long a connection test or a drift read may take, end to end.

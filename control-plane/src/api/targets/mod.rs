@@ -39,10 +39,10 @@ use super::{
     required_text,
 };
 use crate::{
-    app::AppState,
     auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
     routes::{Access, Routes},
+    state::AppState,
 };
 
 pub fn router() -> Routes {

@@ -19,9 +19,9 @@ use uuid::Uuid;
 use super::live::{WAIT, reach};
 use crate::{
     api::required_text,
-    app::AppState,
     auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
+    state::AppState,
 };
 
 #[derive(Debug, Deserialize, ToSchema)]

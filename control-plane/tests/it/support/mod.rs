@@ -142,7 +142,8 @@ impl TestApp {
         }
 
         let keys = settings.common.keys.clone();
-        let state = app::AppState::new(pool.clone(), settings).expect("app state builds");
+        let state =
+            control_plane::state::AppState::new(pool.clone(), settings).expect("app state builds");
         let settings = state.settings.clone();
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(app::serve(listener, state, async move {
