@@ -8,8 +8,7 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
-        .max_connections(max_connections)
+    options(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .connect(url)
         .await
@@ -18,10 +17,38 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
 /// A pool that connects on first use, so a server can start while the tool
 /// database is briefly unavailable and report it on `/readyz`.
 pub fn connect_lazy(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
-        .max_connections(max_connections)
+    options(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy(url)
+}
+
+fn options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .after_release(|conn, _| Box::pin(async move { outside_transaction(conn).await }))
+}
+
+/// Whether a connection coming back to the pool is outside any transaction.
+/// A task cancelled while its `BEGIN` was on the wire (a request that timed
+/// out, a client that went away) returns its connection inside a
+/// transaction that sqlx does not know about and so never rolls back;
+/// every later statement on it would join that transaction and be lost.
+/// Such a connection is closed instead (the server rolls it back). Inside
+/// a transaction `now()` is the transaction's start, earlier than the
+/// statement's; outside, a simple-protocol statement is its own transaction.
+async fn outside_transaction(conn: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Row;
+    // The simple protocol: one message, so outside a transaction the
+    // statement starts its own (the extended protocol's Bind would start
+    // it before Execute sets the statement's time).
+    let outside: bool = sqlx::raw_sql("SELECT now() = statement_timestamp()")
+        .fetch_one(conn)
+        .await?
+        .try_get(0)?;
+    if !outside {
+        tracing::warn!("a tool-database connection came back inside a transaction; closing it");
+    }
+    Ok(outside)
 }
 
 #[derive(Debug, thiserror::Error)]

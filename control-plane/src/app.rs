@@ -120,6 +120,8 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // The recorder first: the background tasks below set gauges at once.
+    crate::metrics::handle();
     // Expired sessions are removed in the background by every replica; the
     // DELETE is idempotent, so replicas do not need to coordinate.
     let store = PgSessionStore::new(state.db.clone());

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{self, TestApp, code};
+use crate::support::{self, TestApp, TokenBrowser, code, versions};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -48,14 +48,7 @@ async fn revoked_tokens_and_disabled_users_stop_working_at_once() {
     assert!(!list.to_string().contains(&token));
 
     let id = created["id"].as_str().unwrap();
-    let (status, _) = app
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/tokens/{id}"),
-            Some(&app.user),
-            None,
-        )
-        .await;
+    let (status, _) = app.delete(&format!("/api/v1/tokens/{id}"), &app.user).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(
         app.get("/api/v1/me", &token).await.0,
@@ -66,11 +59,10 @@ async fn revoked_tokens_and_disabled_users_stop_working_at_once() {
     let (_, me) = app.get("/api/v1/me", &app.user).await;
     let user_id = me["id"].as_str().unwrap();
     let (status, body) = app
-        .call(
-            Method::PATCH,
+        .patch(
             &format!("/api/v1/users/{user_id}"),
-            Some(&app.admin),
-            Some(json!({"disabled": true})),
+            &app.admin,
+            json!({"disabled": true}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -151,10 +143,9 @@ async fn tokens_carry_at_most_their_owners_role() {
     assert_eq!(denied[0].0, support::USER);
     assert_eq!(denied[0].1, "POST /api/v1/tokens");
     assert_eq!(denied[0].2["code"], "role_too_high");
-    let tokens: i64 = sqlx::query_scalar("SELECT count(*) FROM api_tokens WHERE name = 'x'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let tokens = app
+        .count("SELECT count(*) FROM api_tokens WHERE name = 'x'")
+        .await;
     assert_eq!(tokens, 0);
 
     // A manager's user-scoped token acts as a user.
@@ -246,10 +237,7 @@ async fn project_bad_input_gets_clear_errors_and_writes_nothing() {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(code(&body), "bad_request");
 
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM projects")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let count = app.count("SELECT count(*) FROM projects").await;
     assert_eq!(count, 0);
 
     app.project("shop").await;
@@ -362,10 +350,7 @@ async fn target_bad_input() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(err["error"]["field"], "environment");
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM targets")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let count = app.count("SELECT count(*) FROM targets").await;
     assert_eq!(count, 0);
     // Users may not manage targets.
     let (status, _) = app
@@ -396,13 +381,7 @@ async fn migrations_are_ordered_numerically_with_normalised_checksums() {
     let (_, list) = app
         .get(&format!("/api/v1/projects/{slug}/migrations"), &app.user)
         .await;
-    let versions: Vec<&str> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["version"].as_str().unwrap())
-        .collect();
-    assert_eq!(versions, ["1.1", "2", "10"]);
+    assert_eq!(versions(&list["items"]), ["1.1", "2", "10"]);
 
     // Paging follows version order.
     let (_, page) = app
@@ -482,10 +461,7 @@ async fn migration_bad_input() {
         };
         assert_eq!(found, code_or_field, "{err}");
     }
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM migrations")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let count = app.count("SELECT count(*) FROM migrations").await;
     assert_eq!(count, 1);
 }
 
@@ -714,14 +690,7 @@ async fn a_token_revoked_or_a_user_disabled_on_one_replica_is_refused_by_another
         .unwrap();
 
     let id = created["id"].as_str().unwrap();
-    let (status, _) = app
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/tokens/{id}"),
-            Some(&app.user),
-            None,
-        )
-        .await;
+    let (status, _) = app.delete(&format!("/api/v1/tokens/{id}"), &app.user).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let heard = replica.hears(heard).await;
     assert_eq!(
@@ -735,11 +704,10 @@ async fn a_token_revoked_or_a_user_disabled_on_one_replica_is_refused_by_another
 
     let (_, me) = app.get("/api/v1/me", &app.user).await;
     let (status, body) = app
-        .call(
-            Method::PATCH,
+        .patch(
             &format!("/api/v1/users/{}", me["id"].as_str().unwrap()),
-            Some(&app.admin),
-            Some(json!({"disabled": true})),
+            &app.admin,
+            json!({"disabled": true}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -759,21 +727,11 @@ async fn an_edit_audits_what_changed_even_when_the_checksum_did_not() {
         .await;
     let path = format!("/api/v1/projects/{slug}/migrations/1");
     let (status, body) = app
-        .call(
-            Method::PATCH,
-            &path,
-            Some(&app.user),
-            Some(json!({"transactional": false})),
-        )
+        .patch(&path, &app.user, json!({"transactional": false}))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = app
-        .call(
-            Method::PATCH,
-            &path,
-            Some(&app.user),
-            Some(json!({"name": "create a", "up_sql": "CREATE TABLE a (id bigint);", "transactional": false})),
-        )
+        .patch(&path, &app.user, json!({"name": "create a", "up_sql": "CREATE TABLE a (id bigint);", "transactional": false}))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let updates = app.audit_rows("migration.updated").await;
@@ -792,11 +750,10 @@ async fn an_edit_audits_what_changed_even_when_the_checksum_did_not() {
 
     // An edit that does not mention it keeps the chosen "no transaction".
     let (status, body) = app
-        .call(
-            Method::PATCH,
+        .patch(
             &path,
-            Some(&app.user),
-            Some(json!({"up_sql": "CREATE TABLE a (id bigint, b int);"})),
+            &app.user,
+            json!({"up_sql": "CREATE TABLE a (id bigint, b int);"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -811,30 +768,14 @@ async fn admins_list_and_revoke_anyones_tokens() {
         .await;
     let ci_token = ci["token"].as_str().unwrap().to_owned();
     let ci_id = ci["id"].as_str().unwrap().to_owned();
-    let (_, users) = app.get("/api/v1/users", &app.admin).await;
-    let user_id = users["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["email"] == support::USER)
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let user_id = app.user_id(support::USER).await;
     let tokens_path = format!("/api/v1/users/{user_id}/tokens");
 
     // Only admins.
     for token in [&app.user, &app.manager] {
         let (status, _) = app.get(&tokens_path, token).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
-        let (status, _) = app
-            .call(
-                Method::DELETE,
-                &format!("{tokens_path}/{ci_id}"),
-                Some(token),
-                None,
-            )
-            .await;
+        let (status, _) = app.delete(&format!("{tokens_path}/{ci_id}"), token).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
     }
 
@@ -849,33 +790,18 @@ async fn admins_list_and_revoke_anyones_tokens() {
     );
 
     // Another user's id with this token's id names nothing.
-    let admin_id = users["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["email"] == support::ADMIN)
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let admin_id = app.user_id(support::ADMIN).await;
     let (status, _) = app
-        .call(
-            Method::DELETE,
+        .delete(
             &format!("/api/v1/users/{admin_id}/tokens/{ci_id}"),
-            Some(&app.admin),
-            None,
+            &app.admin,
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     assert_eq!(app.get("/api/v1/me", &ci_token).await.0, StatusCode::OK);
     let (status, _) = app
-        .call(
-            Method::DELETE,
-            &format!("{tokens_path}/{ci_id}"),
-            Some(&app.admin),
-            None,
-        )
+        .delete(&format!("{tokens_path}/{ci_id}"), &app.admin)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(
@@ -883,12 +809,7 @@ async fn admins_list_and_revoke_anyones_tokens() {
         StatusCode::UNAUTHORIZED
     );
     let (status, _) = app
-        .call(
-            Method::DELETE,
-            &format!("{tokens_path}/{ci_id}"),
-            Some(&app.admin),
-            None,
-        )
+        .delete(&format!("{tokens_path}/{ci_id}"), &app.admin)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "revoked already");
     let revoked = app.audit_rows("token.revoked").await;
@@ -898,16 +819,7 @@ async fn admins_list_and_revoke_anyones_tokens() {
     assert_eq!(revoked[0].1["by_admin"], true);
 
     // The admin users page lists every token and revokes through a form.
-    let page = app
-        .client
-        .get(app.url("/admin/users"))
-        .bearer_auth(&app.admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, page) = app.page("/admin/users", &app.admin).await;
     assert!(
         page.contains("API tokens") && page.contains(">ci<"),
         "{page}"
@@ -920,27 +832,16 @@ async fn admins_list_and_revoke_anyones_tokens() {
         other["token"].as_str().unwrap(),
         other["id"].as_str().unwrap(),
     );
-    let manager_id: String = sqlx::query_scalar("SELECT id::text FROM users WHERE email = $1")
-        .bind(support::MANAGER)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let manager_id = app.user_id(support::MANAGER).await;
     let action = format!("/admin/users/{manager_id}/tokens/{other_id}/revoke");
     assert!(
         page.contains("/admin/users/") && !page.contains(&action),
         "not on the old page"
     );
-    let resp = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .post(app.url(&action))
-        .bearer_auth(&app.admin)
-        .form(&[("x", "")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let revoked = TokenBrowser::new(&app, &app.admin)
+        .post(&action, &[("x", "")])
+        .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER);
     assert_eq!(
         app.get("/api/v1/me", other_token).await.0,
         StatusCode::UNAUTHORIZED

@@ -1,47 +1,27 @@
 //! The governance rules through the API: separation of duties per
 //! environment, the promotion gate, deny, cancel, and down runs.
 
-use crate::support::{self, TestApp, code};
+use crate::support::{self, TestApp, TokenBrowser, code, versions};
 use common::testing::TestDatabase;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-/// A project with one PostgreSQL target per named environment.
-async fn project_in(app: &TestApp, envs: &[&str]) -> (String, Vec<String>, Vec<TestDatabase>) {
+/// A project with one PostgreSQL target per named environment: (slug, DB
+/// set ids, target ids, databases).
+async fn project_in(
+    app: &TestApp,
+    envs: &[&str],
+) -> (String, Vec<String>, Vec<String>, Vec<TestDatabase>) {
     let slug = app.project("shop").await;
-    let mut sets = Vec::new();
-    let mut dbs = Vec::new();
+    let (mut sets, mut targets, mut dbs) = (Vec::new(), Vec::new(), Vec::new());
     for env in envs {
         let set = app.db_set(&slug, &format!("orders-{env}"), env).await;
         let db = TestDatabase::create("mh_test_target").await;
-        let (status, body) = app
-            .post(
-                &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
-                &app.manager,
-                json!({"name": "t1", "engine": "postgres", "host": "127.0.0.1", "port": 5432, "database": db.name, "username": "postgres"}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
+        targets.push(app.pg_target(&slug, &set, "t1", &db).await);
         sets.push(set);
         dbs.push(db);
     }
-    (slug, sets, dbs)
-}
-
-async fn request(
-    app: &TestApp,
-    token: &str,
-    slug: &str,
-    set: &str,
-    direction: &str,
-    version: &str,
-) -> (StatusCode, Value) {
-    app.post(
-        &format!("/api/v1/projects/{slug}/runs"),
-        token,
-        json!({"db_set_id": set, "direction": direction, "target_version": version}),
-    )
-    .await
+    (slug, sets, targets, dbs)
 }
 
 #[tokio::test]
@@ -51,7 +31,7 @@ async fn separation_of_duties_follows_each_environments_policy() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let (slug, sets, _dbs) = project_in(&app, &["daily", "stg"]).await;
+    let (slug, sets, _, _dbs) = project_in(&app, &["daily", "stg"]).await;
     // manager2 authors the migration; manager requests.
     let (status, _) = app
         .post(
@@ -63,31 +43,24 @@ async fn separation_of_duties_follows_each_environments_policy() {
     assert_eq!(status, StatusCode::CREATED);
 
     // daily allows self-approval: the requester may approve.
-    let (_, run) = request(&app, &app.manager, &slug, &sets[0], "up", "1").await;
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/runs/{}/approve", run["id"].as_str().unwrap()),
-            &app.manager,
-            json!({}),
-        )
+    let (_, run) = app
+        .request_run_as(&app.manager, &slug, &sets[0], "up", "1")
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.approve(run["id"].as_str().unwrap()).await;
 
     // stg does not: neither the requester nor the author may.
-    let (_, run) = request(&app, &app.manager, &slug, &sets[1], "up", "1").await;
+    let (_, run) = app
+        .request_run_as(&app.manager, &slug, &sets[1], "up", "1")
+        .await;
     let id = run["id"].as_str().unwrap();
     for token in [&app.manager, &app.manager2] {
-        let (status, err) = app
-            .post(&format!("/api/v1/runs/{id}/approve"), token, json!({}))
-            .await;
+        let (status, err) = app.approve_as(id, token).await;
         assert_eq!(
             (status, code(&err)),
             (StatusCode::FORBIDDEN, "separation_of_duties")
         );
     }
-    let (status, body) = app
-        .post(&format!("/api/v1/runs/{id}/approve"), &app.admin, json!({}))
-        .await;
+    let (status, body) = app.approve_as(id, &app.admin).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["state"], "approved");
     // Each refusal is audited.
@@ -98,47 +71,38 @@ async fn separation_of_duties_follows_each_environments_policy() {
 #[tokio::test]
 async fn stg_needs_success_on_daily_first() {
     let app = TestApp::spawn().await;
-    let (slug, sets, _dbs) = project_in(&app, &["daily", "stg"]).await;
+    let (slug, sets, targets, _dbs) = project_in(&app, &["daily", "stg"]).await;
     app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;")
         .await;
-    let (status, err) = request(&app, &app.user, &slug, &sets[1], "up", "1").await;
+    let (status, err) = app
+        .request_run_as(&app.user, &slug, &sets[1], "up", "1")
+        .await;
     assert_eq!(
         (status, code(&err)),
         (StatusCode::CONFLICT, "promotion_gate"),
         "{err}"
     );
     assert!(err["error"]["message"].as_str().unwrap().contains("daily"));
-    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM runs")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let runs = app.count("SELECT count(*) FROM runs").await;
     assert_eq!(runs, 0, "nothing written");
 
     // Once daily has it, stg may be asked for.
-    let target: uuid::Uuid = sqlx::query_scalar("SELECT id FROM targets WHERE db_set_id = $1")
-        .bind(uuid::Uuid::parse_str(&sets[0]).unwrap())
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO applied_migrations (target_id, version, version_key, migration_id, checksum)
-         SELECT $1, version, version_key, id, checksum FROM migrations",
-    )
-    .bind(target)
-    .execute(&app.pool)
-    .await
-    .unwrap();
-    let (status, body) = request(&app, &app.user, &slug, &sets[1], "up", "1").await;
+    app.mark_applied(&targets[0]).await;
+    let (status, body) = app
+        .request_run_as(&app.user, &slug, &sets[1], "up", "1")
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
 #[tokio::test]
 async fn deny_needs_a_reason_and_is_final() {
     let app = TestApp::spawn().await;
-    let (slug, sets, _dbs) = project_in(&app, &["daily"]).await;
+    let (slug, sets, _, _dbs) = project_in(&app, &["daily"]).await;
     app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
         .await;
-    let (_, run) = request(&app, &app.user, &slug, &sets[0], "up", "1").await;
+    let (_, run) = app
+        .request_run_as(&app.user, &slug, &sets[0], "up", "1")
+        .await;
     let id = run["id"].as_str().unwrap();
     let (status, err) = app
         .post(
@@ -171,50 +135,44 @@ async fn deny_needs_a_reason_and_is_final() {
         (body["state"].as_str(), body["state_reason"].as_str()),
         (Some("denied"), Some("not during the sale"))
     );
-    let (status, _) = app
-        .post(
-            &format!("/api/v1/runs/{id}/approve"),
-            &app.manager2,
-            json!({}),
-        )
-        .await;
+    let (status, _) = app.approve_as(id, &app.manager2).await;
     assert_eq!(status, StatusCode::CONFLICT);
-    let (status, _) = app
-        .post(&format!("/api/v1/runs/{id}/execute"), &app.admin, json!({}))
-        .await;
+    let (status, _) = app.execute_as(id, &app.admin).await;
     assert_eq!(status, StatusCode::CONFLICT);
+}
+
+/// Asks with `token` to cancel `run` (a run as the API returned it).
+async fn cancel(app: &TestApp, run: &Value, token: &str) -> (StatusCode, Value) {
+    let id = run["id"].as_str().unwrap();
+    app.call(
+        Method::POST,
+        &format!("/api/v1/runs/{id}/cancel"),
+        Some(token),
+        None,
+    )
+    .await
 }
 
 #[tokio::test]
 async fn requesters_cancel_their_own_runs_and_managers_any() {
     let app = TestApp::spawn().await;
-    let (slug, sets, _dbs) = project_in(&app, &["daily"]).await;
+    let (slug, sets, _, _dbs) = project_in(&app, &["daily"]).await;
     app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
         .await;
-    let (_, mine) = request(&app, &app.user, &slug, &sets[0], "up", "1").await;
-    let (_, theirs) = request(&app, &app.manager, &slug, &sets[0], "up", "1").await;
-
-    let (status, _) = app
-        .call(
-            Method::POST,
-            &format!("/api/v1/runs/{}/cancel", theirs["id"].as_str().unwrap()),
-            Some(&app.user),
-            None,
-        )
+    let (_, mine) = app
+        .request_run_as(&app.user, &slug, &sets[0], "up", "1")
         .await;
+    let (_, theirs) = app
+        .request_run_as(&app.manager, &slug, &sets[0], "up", "1")
+        .await;
+
+    let (status, _) = cancel(&app, &theirs, &app.user).await;
     assert_eq!(
         status,
         StatusCode::FORBIDDEN,
         "a user cannot cancel someone else's run"
     );
-    let (status, body) = app
-        .call(
-            Method::POST,
-            &format!("/api/v1/runs/{}/cancel", mine["id"].as_str().unwrap()),
-            Some(&app.user),
-            None,
-        )
-        .await;
+    let (status, body) = cancel(&app, &mine, &app.user).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["state"], "cancelled");
     assert!(
@@ -224,50 +182,27 @@ async fn requesters_cancel_their_own_runs_and_managers_any() {
             .iter()
             .all(|t| t["state"] == "cancelled")
     );
-    let (status, body) = app
-        .call(
-            Method::POST,
-            &format!("/api/v1/runs/{}/cancel", theirs["id"].as_str().unwrap()),
-            Some(&app.admin),
-            None,
-        )
-        .await;
+    let (status, body) = cancel(&app, &theirs, &app.admin).await;
     assert_eq!(
         (status, body["state"].as_str()),
         (StatusCode::OK, Some("cancelled"))
     );
-    let (status, _) = app
-        .call(
-            Method::POST,
-            &format!("/api/v1/runs/{}/cancel", theirs["id"].as_str().unwrap()),
-            Some(&app.admin),
-            None,
-        )
-        .await;
+    let (status, _) = cancel(&app, &theirs, &app.admin).await;
     assert_eq!(status, StatusCode::CONFLICT, "cancelling twice");
 }
 
 #[tokio::test]
 async fn down_runs_need_a_down_script_for_every_covered_migration() {
     let app = TestApp::spawn().await;
-    let (slug, sets, _dbs) = project_in(&app, &["daily"]).await;
+    let (slug, sets, targets, _dbs) = project_in(&app, &["daily"]).await;
     app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;")
         .await;
     app.migration(&slug, "2", "CREATE TABLE b (id int);", "")
         .await;
-    let target: uuid::Uuid = sqlx::query_scalar("SELECT id FROM targets")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO applied_migrations (target_id, version, version_key, migration_id, checksum)
-         SELECT $1, version, version_key, id, checksum FROM migrations",
-    )
-    .bind(target)
-    .execute(&app.pool)
-    .await
-    .unwrap();
-    let (status, err) = request(&app, &app.user, &slug, &sets[0], "down", "0").await;
+    app.mark_applied(&targets[0]).await;
+    let (status, err) = app
+        .request_run_as(&app.user, &slug, &sets[0], "down", "0")
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
     assert!(
         err["error"]["message"]
@@ -276,7 +211,9 @@ async fn down_runs_need_a_down_script_for_every_covered_migration() {
             .contains("version 2 has no down script")
     );
     // Rolling back only what has a down script works, newest first.
-    let (status, run) = request(&app, &app.user, &slug, &sets[0], "down", "1").await;
+    let (status, run) = app
+        .request_run_as(&app.user, &slug, &sets[0], "down", "1")
+        .await;
     assert_eq!(
         status,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -286,15 +223,11 @@ async fn down_runs_need_a_down_script_for_every_covered_migration() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let (status, run) = request(&app, &app.user, &slug, &sets[0], "down", "0").await;
+    let (status, run) = app
+        .request_run_as(&app.user, &slug, &sets[0], "down", "0")
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{run}");
-    let versions: Vec<&str> = run["migrations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["version"].as_str().unwrap())
-        .collect();
-    assert_eq!(versions, ["1"]);
+    assert_eq!(versions(&run["migrations"]), ["1"]);
     assert_eq!(run["direction"], "down");
 }
 
@@ -304,27 +237,13 @@ async fn down_runs_need_a_down_script_for_every_covered_migration() {
 #[tokio::test]
 async fn out_of_order_versions_need_the_flag_and_runs_show_them() {
     let app = TestApp::spawn().await;
-    let (slug, sets, _dbs) = project_in(&app, &["daily"]).await;
-    let (_, set) = app
-        .get(
-            &format!("/api/v1/projects/{slug}/db-sets/{}/targets", sets[0]),
-            &app.user,
-        )
-        .await;
-    let target = set["items"][0]["id"].as_str().unwrap().to_owned();
+    let (slug, sets, targets, _dbs) = project_in(&app, &["daily"]).await;
     app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;")
         .await;
     app.migration(&slug, "10", "CREATE TABLE b (id int);", "DROP TABLE b;")
         .await;
     // The target already has 1 and 10 (adopted from an explicit version).
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/targets/{target}/baseline"),
-            &app.admin,
-            json!({"version": "10"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.baseline_at(&targets[0], "10").await;
 
     // Numeric order: 9 is below 10. Refused without the flag, naming both.
     let path = format!("/api/v1/projects/{slug}/migrations");
@@ -373,7 +292,9 @@ async fn out_of_order_versions_need_the_flag_and_runs_show_them() {
     );
 
     // A run to 10 applies 5 and 9 below the target's 10: shown per target.
-    let (status, run) = request(&app, &app.user, &slug, &sets[0], "up", "10").await;
+    let (status, run) = app
+        .request_run_as(&app.user, &slug, &sets[0], "up", "10")
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{run}");
     assert_eq!(run["targets"][0]["out_of_order"], true, "{run}");
     let id = run["id"].as_str().unwrap();
@@ -382,7 +303,9 @@ async fn out_of_order_versions_need_the_flag_and_runs_show_them() {
     // Versions above every applied one are in order.
     app.migration(&slug, "11", "CREATE TABLE d (id int);", "")
         .await;
-    let (status, run) = request(&app, &app.user, &slug, &sets[0], "up", "11").await;
+    let (status, run) = app
+        .request_run_as(&app.user, &slug, &sets[0], "up", "11")
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{run}");
     assert_eq!(
         run["targets"][0]["out_of_order"], true,
@@ -407,17 +330,16 @@ async fn an_editor_of_a_migration_is_one_of_its_authors() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let (slug, sets, _dbs) = project_in(&app, &["prd"]).await;
+    let (slug, sets, _, _dbs) = project_in(&app, &["prd"]).await;
     // The user writes 40; the manager edits its up script (revision 2).
     app.migration(&slug, "40", "CREATE TABLE a (id int);", "DROP TABLE a;")
         .await;
     let path = format!("/api/v1/projects/{slug}/migrations/40");
     let (status, edited) = app
-        .call(
-            Method::PATCH,
+        .patch(
             &path,
-            Some(&app.manager),
-            Some(json!({"up_sql": "CREATE TABLE a (id bigint);"})),
+            &app.manager,
+            json!({"up_sql": "CREATE TABLE a (id bigint);"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{edited}");
@@ -440,16 +362,12 @@ async fn an_editor_of_a_migration_is_one_of_its_authors() {
     );
 
     // The user asks for prd; the editor may neither approve nor deny.
-    let (status, run) = request(&app, &app.user, &slug, &sets[0], "up", "40").await;
+    let (status, run) = app
+        .request_run_as(&app.user, &slug, &sets[0], "up", "40")
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{run}");
     let id = run["id"].as_str().unwrap();
-    let (status, err) = app
-        .post(
-            &format!("/api/v1/runs/{id}/approve"),
-            &app.manager,
-            json!({}),
-        )
-        .await;
+    let (status, err) = app.approve_as(id, &app.manager).await;
     assert_eq!(
         (status, code(&err)),
         (StatusCode::FORBIDDEN, "separation_of_duties"),
@@ -473,18 +391,10 @@ async fn an_editor_of_a_migration_is_one_of_its_authors() {
         "{message}"
     );
     // The web form shares the rule.
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let resp = client
-        .post(app.url(&format!("/runs/{id}/approve")))
-        .bearer_auth(&app.manager)
-        .form(&[("comment", "lgtm")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let refused = TokenBrowser::new(&app, &app.manager)
+        .post(&format!("/runs/{id}/approve"), &[("comment", "lgtm")])
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
 
     let denied = denials(&app).await;
     let routes: Vec<&str> = denied.iter().map(|(_, route, _)| route.as_str()).collect();
@@ -505,23 +415,19 @@ async fn an_editor_of_a_migration_is_one_of_its_authors() {
     assert_eq!(run["state"], "pending_approval");
 
     // Someone who wrote no revision may.
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/runs/{id}/approve"),
-            &app.manager2,
-            json!({}),
-        )
-        .await;
+    let (status, body) = app.approve_as(id, &app.manager2).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]
 async fn a_run_whose_facts_changed_is_invalidated_by_a_denial_too() {
     let app = TestApp::spawn().await;
-    let (slug, sets, _dbs) = project_in(&app, &["daily"]).await;
+    let (slug, sets, _, _dbs) = project_in(&app, &["daily"]).await;
     app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
         .await;
-    let (_, run) = request(&app, &app.user, &slug, &sets[0], "up", "1").await;
+    let (_, run) = app
+        .request_run_as(&app.user, &slug, &sets[0], "up", "1")
+        .await;
     let id = run["id"].as_str().unwrap();
     // A target joins the DB set: the run no longer covers what it pinned.
     let extra = TestDatabase::create("mh_test_target").await;
@@ -560,14 +466,16 @@ async fn a_run_whose_facts_changed_is_invalidated_by_a_denial_too() {
 #[tokio::test]
 async fn an_approval_covers_the_targets_tls_mode_and_session_settings() {
     let app = TestApp::spawn().await;
-    let (slug, sets, _dbs) = project_in(&app, &["daily"]).await;
+    let (slug, sets, _, _dbs) = project_in(&app, &["daily"]).await;
     app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
         .await;
     for change in [
         "UPDATE targets SET tls_mode = 'disable' WHERE db_set_id = $1::uuid",
         "UPDATE targets SET session_settings = 'SET search_path = other' WHERE db_set_id = $1::uuid",
     ] {
-        let (status, run) = request(&app, &app.user, &slug, &sets[0], "up", "1").await;
+        let (status, run) = app
+            .request_run_as(&app.user, &slug, &sets[0], "up", "1")
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{run}");
         let id = run["id"].as_str().unwrap();
         // Changed behind the API's back: only the digest can notice.

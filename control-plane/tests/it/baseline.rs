@@ -6,75 +6,46 @@
 //! already has, so running it again would fail the run: a succeeded run
 //! proves it was not run.
 
-use std::time::Duration;
-
-use crate::support::{self, Fleet, TestApp, code};
-use common::testing::{TestDatabase, TestMysqlDatabase, wait_for};
+use crate::support::{self, PgTarget, TestApp, code, versions};
+use common::testing::{TestDatabase, TestMysqlDatabase};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sqlx::{Connection, PgConnection};
+use sqlx::Connection;
 
+/// A fresh PostgreSQL database, added as target `name`.
 async fn pg_target(app: &TestApp, slug: &str, set: &str, name: &str) -> (String, TestDatabase) {
     let db = TestDatabase::create("mh_test_baseline").await;
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
-            &app.manager,
-            json!({"name": name, "engine": "postgres", "host": "127.0.0.1", "port": 5432,
-                   "database": db.name, "username": "postgres", "password": "unused-with-trust",
-                   "tls_mode": "disable"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    (body["id"].as_str().unwrap().to_owned(), db)
+    (app.pg_target(slug, set, name, &db).await, db)
 }
 
-async fn mysql_target(
-    app: &TestApp,
-    slug: &str,
-    set: &str,
-    name: &str,
-) -> (String, TestMysqlDatabase) {
+/// Project `shop` with DB set `orders` (in `daily`) of one target `pg1`, a
+/// fresh PostgreSQL database: (slug, DB set id, target id, database).
+async fn pg_shop(app: &TestApp) -> (String, String, String, TestDatabase) {
+    let slug = app.project("shop").await;
+    let set = app.db_set(&slug, "orders", "daily").await;
+    let (target, db) = pg_target(app, &slug, &set, "pg1").await;
+    (slug, set, target, db)
+}
+
+/// Project `shop` with DB set `orders-my` (in `daily`) of one target `my1`,
+/// a fresh MariaDB database: (slug, DB set id, target id, database).
+async fn mysql_shop(app: &TestApp) -> (String, String, String, TestMysqlDatabase) {
+    let slug = app.project("shop").await;
+    let set = app.db_set(&slug, "orders-my", "daily").await;
     let db = TestMysqlDatabase::create("mh_test_baseline").await;
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
-            &app.manager,
-            json!({"name": name, "engine": "mysql", "host": db.host, "port": db.port,
-                   "database": db.name, "username": db.user, "password": db.password,
-                   "tls_mode": "disable"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    (body["id"].as_str().unwrap().to_owned(), db)
-}
-
-async fn pg_run(db: &TestDatabase, sql: &str) {
-    let mut conn = PgConnection::connect(&db.url).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    let target = app.mysql_target(&slug, &set, "my1", &db).await;
+    (slug, set, target, db)
 }
 
 /// The target's `migrate_hub_history` as (version, checksum), in version order.
 async fn pg_history(db: &TestDatabase) -> Vec<(String, String)> {
-    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    let mut conn = db.connect().await;
     sqlx::query_as(
         "SELECT version, checksum FROM migrate_hub_history ORDER BY string_to_array(version, '.')::numeric[]",
     )
     .fetch_all(&mut conn)
     .await
     .unwrap()
-}
-
-async fn pg_has_table(db: &TestDatabase, table: &str) -> bool {
-    let mut conn = PgConnection::connect(&db.url).await.unwrap();
-    sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(table)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
 }
 
 /// The hub's applied rows of a target: (version, checksum, run_id, baseline).
@@ -115,42 +86,27 @@ async fn checksums(app: &TestApp, slug: &str) -> Vec<(String, String)> {
     .unwrap()
 }
 
-/// Requests, approves and executes an `up` run to `version` and waits for
-/// it to finish; returns the run.
-async fn run_up(app: &TestApp, slug: &str, set: &str, version: &str) -> Value {
-    let fleet = Fleet::start(app);
-    let (status, run) = app
-        .post(
-            &format!("/api/v1/projects/{slug}/runs"),
-            &app.user,
-            json!({"db_set_id": set, "direction": "up", "target_version": version}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{run}");
-    let id = run["id"].as_str().unwrap().to_owned();
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/runs/{id}/approve"),
-            &app.manager,
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = app
-        .post(&format!("/api/v1/runs/{id}/execute"), &app.user, json!({}))
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let done = wait_for(Duration::from_secs(60), "the run to finish", || async {
-        let (_, body) = app.get(&format!("/api/v1/runs/{id}"), &app.user).await;
-        matches!(
-            body["state"].as_str(),
-            Some("succeeded" | "failed" | "partially_failed")
-        )
-        .then_some(body)
-    })
-    .await;
-    fleet.stop().await;
-    done
+/// An `up` run to `version` succeeds, having executed `executed` (and
+/// nothing else) on the target.
+async fn run_up_executing(
+    app: &TestApp,
+    slug: &str,
+    set: &str,
+    target: &str,
+    version: &str,
+    executed_there: &[&str],
+) {
+    let run = app.run_up(slug, set, version).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(executed(app, target).await, executed_there);
+}
+
+/// The hub reads `applied` as the target's applied versions, and the
+/// target's own history agrees.
+async fn assert_applied(app: &TestApp, target: &str, applied: &[&str]) {
+    let state = live_state(app, target).await;
+    assert_eq!(versions(&state["applied"]), applied, "{state}");
+    assert_eq!(state["drift"]["in_sync"], true, "{state}");
 }
 
 fn strings(value: &Value) -> Vec<&str> {
@@ -165,33 +121,17 @@ fn strings(value: &Value) -> Vec<&str> {
 /// The target's state as the API reads it live: applied versions and
 /// whether the target's own history agrees.
 async fn live_state(app: &TestApp, target: &str) -> Value {
-    let (status, state) = app
-        .get(&format!("/api/v1/targets/{target}/state"), &app.user)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{state}");
+    let state = app.target_state(target).await;
     assert_eq!(state["drift"]["checked"], true, "{state}");
     state
-}
-
-fn applied_versions(state: &Value) -> Vec<&str> {
-    state["applied"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["version"].as_str().unwrap())
-        .collect()
 }
 
 #[tokio::test]
 async fn flyway_history_on_postgres_is_adopted_and_only_later_migrations_run() {
     let app = TestApp::spawn().await;
-    let slug = app.project("shop").await;
-    let set = app.db_set(&slug, "orders", "daily").await;
-    let (target, db) = pg_target(&app, &slug, &set, "pg1").await;
+    let (slug, set, target, db) = pg_shop(&app).await;
     // What Flyway left: V1 and V1.1 applied, a repeatable view, its own table.
-    pg_run(
-        &db,
-        r#"CREATE TABLE gadgets (id int);
+    db.run(r#"CREATE TABLE gadgets (id int);
         CREATE TABLE widgets (id int);
         CREATE VIEW gadget_count AS SELECT count(*) AS n FROM gadgets;
         CREATE TABLE "public"."flyway_schema_history" (
@@ -250,7 +190,7 @@ async fn flyway_history_on_postgres_is_adopted_and_only_later_migrations_run() {
     assert_eq!(status, StatusCode::OK, "{preview}");
     assert_eq!(strings(&preview["versions"]), ["1", "1.1"]);
     assert_eq!(preview["dry_run"], true);
-    assert!(!pg_has_table(&db, "migrate_hub_history").await);
+    assert!(!db.has_table("migrate_hub_history").await);
     assert!(hub_applied(&app, &target).await.is_empty());
 
     let (status, body) = app.post(&path, &app.admin, json!({"from": "flyway"})).await;
@@ -288,22 +228,16 @@ async fn flyway_history_on_postgres_is_adopted_and_only_later_migrations_run() {
     );
 
     // A run to 2 applies 2 only (1 and 1.1 would fail: their tables exist).
-    let run = run_up(&app, &slug, &set, "2").await;
-    assert_eq!(run["state"], "succeeded", "{run}");
-    assert_eq!(executed(&app, &target).await, ["2"]);
-    assert!(pg_has_table(&db, "orders").await);
+    run_up_executing(&app, &slug, &set, &target, "2", &["2"]).await;
+    assert!(db.has_table("orders").await);
     assert_eq!(pg_history(&db).await, project);
-    let state = live_state(&app, &target).await;
-    assert_eq!(applied_versions(&state), ["1", "1.1", "2"]);
-    assert_eq!(state["drift"]["in_sync"], true, "{state}");
+    assert_applied(&app, &target, &["1", "1.1", "2"]).await;
 }
 
 #[tokio::test]
 async fn flyway_baseline_row_on_mariadb_with_a_gap_is_refused_unless_accepted() {
     let app = TestApp::spawn().await;
-    let slug = app.project("shop").await;
-    let set = app.db_set(&slug, "orders-my", "daily").await;
-    let (target, db) = mysql_target(&app, &slug, &set, "my1").await;
+    let (slug, set, target, db) = mysql_shop(&app).await;
     // Flyway baselined the database at 1, then applied 2.
     for sql in [
         "CREATE TABLE a (id int)",
@@ -350,7 +284,7 @@ async fn flyway_baseline_row_on_mariadb_with_a_gap_is_refused_unless_accepted() 
     assert!(hub_applied(&app, &target).await.is_empty());
     let state = live_state(&app, &target).await;
     assert!(
-        applied_versions(&state).is_empty(),
+        versions(&state["applied"]).is_empty(),
         "nothing recorded: {state}"
     );
 
@@ -365,53 +299,28 @@ async fn flyway_baseline_row_on_mariadb_with_a_gap_is_refused_unless_accepted() 
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(strings(&body["versions"]), ["1", "2"]);
     assert_eq!(strings(&body["missing_left_pending"]), ["1.5"]);
-    let state = live_state(&app, &target).await;
-    assert_eq!(applied_versions(&state), ["1", "2"]);
-    assert_eq!(state["drift"]["in_sync"], true, "{state}");
+    assert_applied(&app, &target, &["1", "2"]).await;
 
-    let run = run_up(&app, &slug, &set, "3").await;
-    assert_eq!(run["state"], "succeeded", "{run}");
-    assert_eq!(executed(&app, &target).await, ["1.5", "3"]);
+    run_up_executing(&app, &slug, &set, &target, "3", &["1.5", "3"]).await;
     db.run("SELECT * FROM c, d").await;
-    let state = live_state(&app, &target).await;
-    assert_eq!(applied_versions(&state), ["1", "1.5", "2", "3"]);
-    assert_eq!(state["drift"]["in_sync"], true, "{state}");
+    assert_applied(&app, &target, &["1", "1.5", "2", "3"]).await;
 }
 
 #[tokio::test]
 async fn golang_migrate_dirty_is_refused_then_its_version_is_adopted() {
     let app = TestApp::spawn().await;
-    let slug = app.project("shop").await;
-    let set = app.db_set(&slug, "orders", "daily").await;
-    let (target, db) = pg_target(&app, &slug, &set, "pg1").await;
+    let (slug, set, target, db) = pg_shop(&app).await;
     // golang-migrate's table, as its postgres driver creates it, left dirty at 2.
-    pg_run(
-        &db,
-        r#"CREATE TABLE users (id int);
+    db.run(r#"CREATE TABLE users (id int);
         CREATE TABLE sessions (id int);
         CREATE TABLE IF NOT EXISTS "schema_migrations" (version bigint not null primary key, dirty boolean not null);
         INSERT INTO "schema_migrations" (version, dirty) VALUES (20240102000000, true);"#,
     )
     .await;
-    app.migration(
+    users_sessions_tokens(
+        &app,
         &slug,
-        "20240101000000",
-        "CREATE TABLE users (id int);",
-        "DROP TABLE users;",
-    )
-    .await;
-    app.migration(
-        &slug,
-        "20240102000000",
-        "CREATE TABLE sessions (id int);",
-        "DROP TABLE sessions;",
-    )
-    .await;
-    app.migration(
-        &slug,
-        "20240103000000",
-        "CREATE TABLE tokens (id int);",
-        "DROP TABLE tokens;",
+        ["20240101000000", "20240102000000", "20240103000000"],
     )
     .await;
     let path = format!("/api/v1/targets/{target}/baseline");
@@ -434,7 +343,7 @@ async fn golang_migrate_dirty_is_refused_then_its_version_is_adopted() {
     assert!(hub_applied(&app, &target).await.is_empty());
 
     // Someone fixed the database and cleared the mark.
-    pg_run(&db, "UPDATE schema_migrations SET dirty = false").await;
+    db.run("UPDATE schema_migrations SET dirty = false").await;
     let (status, body) = app
         .post(
             &path,
@@ -451,19 +360,23 @@ async fn golang_migrate_dirty_is_refused_then_its_version_is_adopted() {
     let project = checksums(&app, &slug).await;
     assert_eq!(pg_history(&db).await, project[..2].to_vec());
 
-    let run = run_up(&app, &slug, &set, "20240103000000").await;
-    assert_eq!(run["state"], "succeeded", "{run}");
-    assert_eq!(executed(&app, &target).await, ["20240103000000"]);
-    assert!(pg_has_table(&db, "tokens").await);
+    run_up_executing(
+        &app,
+        &slug,
+        &set,
+        &target,
+        "20240103000000",
+        &["20240103000000"],
+    )
+    .await;
+    assert!(db.has_table("tokens").await);
     assert_eq!(pg_history(&db).await, project);
 }
 
 #[tokio::test]
 async fn dbmate_on_mariadb_reports_versions_the_project_lacks() {
     let app = TestApp::spawn().await;
-    let slug = app.project("shop").await;
-    let set = app.db_set(&slug, "orders-my", "daily").await;
-    let (target, db) = mysql_target(&app, &slug, &set, "my1").await;
+    let (slug, set, target, db) = mysql_shop(&app).await;
     // dbmate's table (its mysql driver's DDL), including a version from
     // before the migrations were squashed into the project's first one.
     for sql in [
@@ -474,25 +387,10 @@ async fn dbmate_on_mariadb_reports_versions_the_project_lacks() {
     ] {
         db.run(sql).await;
     }
-    app.migration(
+    users_sessions_tokens(
+        &app,
         &slug,
-        "20240101000000",
-        "CREATE TABLE users (id int);",
-        "DROP TABLE users;",
-    )
-    .await;
-    app.migration(
-        &slug,
-        "20240102000000",
-        "CREATE TABLE sessions (id int);",
-        "DROP TABLE sessions;",
-    )
-    .await;
-    app.migration(
-        &slug,
-        "20240103000000",
-        "CREATE TABLE tokens (id int);",
-        "DROP TABLE tokens;",
+        ["20240101000000", "20240102000000", "20240103000000"],
     )
     .await;
     let path = format!("/api/v1/targets/{target}/baseline");
@@ -521,57 +419,48 @@ async fn dbmate_on_mariadb_reports_versions_the_project_lacks() {
         strings(&body["versions"]),
         ["20240101000000", "20240102000000"]
     );
-    let state = live_state(&app, &target).await;
-    assert_eq!(
-        applied_versions(&state),
-        ["20240101000000", "20240102000000"]
-    );
-    assert_eq!(state["drift"]["in_sync"], true, "{state}");
+    assert_applied(&app, &target, &["20240101000000", "20240102000000"]).await;
 
-    let run = run_up(&app, &slug, &set, "20240103000000").await;
-    assert_eq!(run["state"], "succeeded", "{run}");
-    assert_eq!(executed(&app, &target).await, ["20240103000000"]);
+    run_up_executing(
+        &app,
+        &slug,
+        &set,
+        &target,
+        "20240103000000",
+        &["20240103000000"],
+    )
+    .await;
     db.run("SELECT * FROM tokens").await;
-    let state = live_state(&app, &target).await;
-    assert_eq!(state["drift"]["in_sync"], true, "{state}");
+    assert_applied(
+        &app,
+        &target,
+        &["20240101000000", "20240102000000", "20240103000000"],
+    )
+    .await;
 }
 
-/// The project of the goose tests: 1 and 2 recreate tables the target has.
-async fn goose_project(app: &TestApp, slug: &str) {
-    app.migration(
-        slug,
-        "1",
-        "CREATE TABLE users (id int);",
-        "DROP TABLE users;",
-    )
-    .await;
-    app.migration(
-        slug,
-        "2",
-        "CREATE TABLE sessions (id int);",
-        "DROP TABLE sessions;",
-    )
-    .await;
-    app.migration(
-        slug,
-        "3",
-        "CREATE TABLE tokens (id int);",
-        "DROP TABLE tokens;",
-    )
-    .await;
+/// Three migrations creating `users`, `sessions` and `tokens`, at the
+/// versions given (the tests' targets have the first two tables already).
+async fn users_sessions_tokens(app: &TestApp, slug: &str, at: [&str; 3]) {
+    for (version, table) in at.into_iter().zip(["users", "sessions", "tokens"]) {
+        app.migration(
+            slug,
+            version,
+            &format!("CREATE TABLE {table} (id int);"),
+            &format!("DROP TABLE {table};"),
+        )
+        .await;
+    }
 }
 
 #[tokio::test]
 async fn goose_history_on_postgres_counts_the_latest_row_of_each_version() {
     let app = TestApp::spawn().await;
-    let slug = app.project("shop").await;
-    let set = app.db_set(&slug, "orders", "daily").await;
-    let (target, db) = pg_target(&app, &slug, &set, "pg1").await;
+    let (slug, set, target, db) = pg_shop(&app).await;
     // goose's table as its postgres dialect creates it, with its own row
     // for version 0. 2 was rolled back and applied again; 3 was applied and
     // rolled back last (its table is gone).
-    pg_run(
-        &db,
+    db.run(
         "CREATE TABLE users (id int);
          CREATE TABLE sessions (id int);
          CREATE TABLE goose_db_version (
@@ -584,7 +473,7 @@ async fn goose_history_on_postgres_counts_the_latest_row_of_each_version() {
             (0, true), (1, true), (2, true), (2, false), (2, true), (3, true), (3, false);",
     )
     .await;
-    goose_project(&app, &slug).await;
+    users_sessions_tokens(&app, &slug, ["1", "2", "3"]).await;
     let path = format!("/api/v1/targets/{target}/baseline");
 
     let (status, body) = app.post(&path, &app.admin, json!({"from": "goose"})).await;
@@ -595,21 +484,15 @@ async fn goose_history_on_postgres_counts_the_latest_row_of_each_version() {
     let project = checksums(&app, &slug).await;
     assert_eq!(pg_history(&db).await, project[..2].to_vec());
 
-    let run = run_up(&app, &slug, &set, "3").await;
-    assert_eq!(run["state"], "succeeded", "{run}");
-    assert_eq!(executed(&app, &target).await, ["3"]);
-    assert!(pg_has_table(&db, "tokens").await);
-    let state = live_state(&app, &target).await;
-    assert_eq!(applied_versions(&state), ["1", "2", "3"]);
-    assert_eq!(state["drift"]["in_sync"], true, "{state}");
+    run_up_executing(&app, &slug, &set, &target, "3", &["3"]).await;
+    assert!(db.has_table("tokens").await);
+    assert_applied(&app, &target, &["1", "2", "3"]).await;
 }
 
 #[tokio::test]
 async fn goose_history_on_mariadb_under_another_table_name_is_adopted() {
     let app = TestApp::spawn().await;
-    let slug = app.project("shop").await;
-    let set = app.db_set(&slug, "orders-my", "daily").await;
-    let (target, db) = mysql_target(&app, &slug, &set, "my1").await;
+    let (slug, set, target, db) = mysql_shop(&app).await;
     // goose's mysql dialect DDL, under the name given to goose's -table flag.
     // Version 3 was applied and rolled back last.
     for sql in [
@@ -627,7 +510,7 @@ async fn goose_history_on_mariadb_under_another_table_name_is_adopted() {
     ] {
         db.run(sql).await;
     }
-    goose_project(&app, &slug).await;
+    users_sessions_tokens(&app, &slug, ["1", "2", "3"]).await;
     let path = format!("/api/v1/targets/{target}/baseline");
 
     // The default table is not there.
@@ -660,23 +543,18 @@ async fn goose_history_on_mariadb_under_another_table_name_is_adopted() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(strings(&body["versions"]), ["1", "2"]);
-    let state = live_state(&app, &target).await;
-    assert_eq!(applied_versions(&state), ["1", "2"]);
-    assert_eq!(state["drift"]["in_sync"], true, "{state}");
+    assert_applied(&app, &target, &["1", "2"]).await;
 
-    let run = run_up(&app, &slug, &set, "3").await;
-    assert_eq!(run["state"], "succeeded", "{run}");
-    assert_eq!(executed(&app, &target).await, ["3"]);
+    run_up_executing(&app, &slug, &set, &target, "3", &["3"]).await;
     db.run("SELECT * FROM tokens").await;
 }
 
 #[tokio::test]
 async fn explicit_version_baseline_from_the_target_page() {
     let app = TestApp::spawn().await;
-    let slug = app.project("shop").await;
-    let set = app.db_set(&slug, "orders", "daily").await;
-    let (target, db) = pg_target(&app, &slug, &set, "pg1").await;
-    pg_run(&db, "CREATE TABLE a (id int); CREATE TABLE b (id int);").await;
+    let (slug, set, target, db) = pg_shop(&app).await;
+    db.run("CREATE TABLE a (id int); CREATE TABLE b (id int);")
+        .await;
     app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;")
         .await;
     app.migration(&slug, "2", "CREATE TABLE b (id int);", "DROP TABLE b;")
@@ -685,30 +563,10 @@ async fn explicit_version_baseline_from_the_target_page() {
         .await;
 
     // The form is on the page for admins only.
-    let page = |token: String| {
-        let url = app.url(&format!("/targets/{target}"));
-        async move {
-            reqwest::Client::new()
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
-    };
-    assert!(
-        page(app.admin.clone())
-            .await
-            .contains("id=\"baseline-form\"")
-    );
-    assert!(
-        !page(app.manager.clone())
-            .await
-            .contains("id=\"baseline-form\"")
-    );
+    let page = format!("/targets/{target}");
+    let form = "id=\"baseline-form\"";
+    assert!(app.page(&page, &app.admin).await.1.contains(form));
+    assert!(!app.page(&page, &app.manager).await.1.contains(form));
 
     let form = |fields: Vec<(&'static str, &'static str)>| {
         let url = app.url(&format!("/targets/{target}/baseline"));
@@ -746,10 +604,8 @@ async fn explicit_version_baseline_from_the_target_page() {
     assert_eq!(audit[0].1["source"], "version");
     assert_eq!(audit[0].1["baseline_version"], "2");
 
-    let run = run_up(&app, &slug, &set, "3").await;
-    assert_eq!(run["state"], "succeeded", "{run}");
-    assert_eq!(executed(&app, &target).await, ["3"]);
-    assert!(pg_has_table(&db, "c").await);
+    run_up_executing(&app, &slug, &set, &target, "3", &["3"]).await;
+    assert!(db.has_table("c").await);
     // A target the hub has migrated is never baselined again.
     let (status, err) = app
         .post(
@@ -768,9 +624,7 @@ async fn explicit_version_baseline_from_the_target_page() {
 #[tokio::test]
 async fn baselines_are_refused_with_a_reason() {
     let app = TestApp::spawn().await;
-    let slug = app.project("shop").await;
-    let set = app.db_set(&slug, "orders", "daily").await;
-    let (target, db) = pg_target(&app, &slug, &set, "pg1").await;
+    let (slug, set, target, db) = pg_shop(&app).await;
     app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;")
         .await;
     let path = format!("/api/v1/targets/{target}/baseline");
@@ -816,7 +670,7 @@ async fn baselines_are_refused_with_a_reason() {
     );
 
     // A running migration holds the target lock: the baseline does not race it.
-    let mut holder = PgConnection::connect(&db.url).await.unwrap();
+    let mut holder = db.connect().await;
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(common::targets::lock::PG_ADVISORY_KEY)
         .execute(&mut holder)
@@ -833,14 +687,14 @@ async fn baselines_are_refused_with_a_reason() {
 
     // A target with another installation's migrate_hub_history rows.
     let (other, other_db) = pg_target(&app, &slug, &set, "pg2").await;
-    pg_run(
-        &other_db,
-        "CREATE TABLE migrate_hub_history (version text PRIMARY KEY, checksum text NOT NULL,
+    other_db
+        .run(
+            "CREATE TABLE migrate_hub_history (version text PRIMARY KEY, checksum text NOT NULL,
             name text NOT NULL DEFAULT '', applied_at timestamptz NOT NULL DEFAULT now(),
             run_id uuid, execution_ms bigint);
          INSERT INTO migrate_hub_history (version, checksum) VALUES ('1', 'abc');",
-    )
-    .await;
+        )
+        .await;
     let (status, err) = app
         .post(
             &format!("/api/v1/targets/{other}/baseline"),

@@ -9,11 +9,9 @@
 use std::sync::Arc;
 
 use crate::support::chrome::{Chrome, Session, literal};
-use crate::support::{Fleet, MANAGER, TestApp, USER};
+use crate::support::{Fleet, MANAGER, PgTarget, TestApp, USER};
 use common::testing::{TestDatabase, TestMysqlDatabase};
-use reqwest::StatusCode;
 use serde_json::json;
-use sqlx::{Connection, PgConnection};
 
 const TEST: &str = "browser_run_from_sign_in_to_audit";
 
@@ -180,23 +178,8 @@ async fn scenario(app: Arc<TestApp>, chrome: Arc<Chrome>) {
     let set = app.db_set(&slug, "orders", "daily").await;
     let pg = TestDatabase::create("mh_test_e2e").await;
     let maria = TestMysqlDatabase::create("mh_test_e2e").await;
-    for target in [
-        json!({"name": "orders-pg", "engine": "postgres", "host": "127.0.0.1", "port": 5432,
-               "database": pg.name, "username": "postgres", "password": "unused-with-trust",
-               "tls_mode": "disable"}),
-        json!({"name": "orders-maria", "engine": "mysql", "host": maria.host, "port": maria.port,
-               "database": maria.name, "username": maria.user, "password": maria.password,
-               "tls_mode": "prefer"}),
-    ] {
-        let (status, body) = app
-            .post(
-                &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
-                &app.manager,
-                target,
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-    }
+    app.pg_target(&slug, &set, "orders-pg", &pg).await;
+    app.mysql_target(&slug, &set, "orders-maria", &maria).await;
 
     // 1. The user opens the project, is sent to sign in, and signs in
     //    through the identity provider's login page.
@@ -276,12 +259,7 @@ async fn scenario(app: Arc<TestApp>, chrome: Arc<Chrome>) {
         "the succeeded badge is coloured by the style sheet"
     );
     user.shot("run-1-succeeded").await;
-    let mut conn = PgConnection::connect(&pg.url).await.unwrap();
-    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('items')::text")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(table.as_deref(), Some("items"), "migrated on PostgreSQL");
+    assert!(pg.has_table("items").await, "migrated on PostgreSQL");
     maria
         .run("INSERT INTO items (id, name) VALUES (1, 'migrated on MariaDB')")
         .await;

@@ -9,13 +9,12 @@ use std::{
     time::Duration,
 };
 
-use crate::support::{Fleet, TestApp};
+use crate::support::{Fleet, PgTarget, TestApp};
 use clap::Parser;
 use common::testing::TestDatabase;
 use control_plane::ci::CiCommand;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sqlx::{Connection, PgConnection};
 use tokio::process::Child;
 
 /// The binary with a clean environment: the `ci` commands must not need the
@@ -69,6 +68,11 @@ fn show(out: &Output) -> String {
     )
 }
 
+/// The command exited with `code`.
+fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(out.status.code(), Some(code), "{}", show(out));
+}
+
 /// Every line of standard output as JSON.
 fn json_lines(out: &Output) -> Vec<Value> {
     text(&out.stdout)
@@ -107,22 +111,23 @@ impl Drop for Folder {
     }
 }
 
+/// `ci sync --project shop <flags> <folder>` as the user.
+async fn sync(app: &TestApp, folder: &Folder, flags: &[&str]) -> Output {
+    let args: Vec<&str> = ["sync", "--project", "shop"]
+        .into_iter()
+        .chain(flags.iter().copied())
+        .chain([folder.path()])
+        .collect();
+    ci(app, &app.user, &args).await
+}
+
 /// Project `shop` with DB set `orders` (environment `daily`) of one fresh
-/// PostgreSQL database.
-async fn shop_with_target(app: &TestApp) -> TestDatabase {
+/// PostgreSQL database: (target id, database).
+async fn shop_with_target(app: &TestApp) -> (String, TestDatabase) {
     let slug = app.project("shop").await;
     let set = app.db_set(&slug, "orders", "daily").await;
     let db = TestDatabase::create("mh_test_ci_target").await;
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
-            &app.manager,
-            json!({"name": "orders-1", "engine": "postgres", "host": "127.0.0.1", "port": 5432,
-                   "database": db.name, "username": "postgres", "password": "unused-with-trust", "tls_mode": "disable"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    db
+    (app.pg_target(&slug, &set, "orders-1", &db).await, db)
 }
 
 const CUSTOMERS_UP: &str =
@@ -141,43 +146,26 @@ fn shop_migrations() -> Folder {
 }
 
 /// `ci request` as the user; returns the run id it printed.
+/// `ci request --project shop --db-set <set> --to <to> <flags>` as the user.
+async fn ci_request(app: &TestApp, set: &str, to: &str, flags: &[&str]) -> Output {
+    let args: Vec<&str> = ["request", "--project", "shop", "--db-set", set, "--to", to]
+        .into_iter()
+        .chain(flags.iter().copied())
+        .collect();
+    ci(app, &app.user, &args).await
+}
+
+/// `ci request` of DB set `orders`; returns the run id it printed.
 async fn request(app: &TestApp, to: &str) -> String {
-    let out = ci(
-        app,
-        &app.user,
-        &[
-            "request",
-            "--project",
-            "shop",
-            "--db-set",
-            "orders",
-            "--to",
-            to,
-        ],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = ci_request(app, "orders", to, &[]).await;
+    assert_exit(&out, 0);
     let id = text(&out.stdout).trim().to_owned();
     uuid::Uuid::parse_str(&id).unwrap_or_else(|_| panic!("a run id alone: {}", show(&out)));
     id
 }
 
-async fn approve(app: &TestApp, run: &str) {
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/runs/{run}/approve"),
-            &app.manager,
-            json!({"comment": "ok"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-}
-
 async fn migration_count(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM migrations")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
+    app.count("SELECT count(*) FROM migrations").await
 }
 
 #[tokio::test]
@@ -186,13 +174,8 @@ async fn sync_creates_then_is_idempotent_and_a_changed_file_is_named() {
     app.project("shop").await;
     let folder = shop_migrations();
 
-    let out = ci(
-        &app,
-        &app.user,
-        &["sync", "--project", "shop", folder.path()],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = sync(&app, &folder, &[]).await;
+    assert_exit(&out, 0);
     assert_eq!(text(&out.stdout).trim(), "2", "the newest version, alone");
     assert!(
         text(&out.stderr).contains("created 2 migration(s)"),
@@ -202,26 +185,16 @@ async fn sync_creates_then_is_idempotent_and_a_changed_file_is_named() {
     assert_eq!(migration_count(&app).await, 2);
 
     // The same folder again: nothing new, exit 0.
-    let out = ci(
-        &app,
-        &app.user,
-        &["sync", "--project", "shop", folder.path()],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = sync(&app, &folder, &[]).await;
+    assert_exit(&out, 0);
     assert!(text(&out.stderr).contains("nothing new"), "{}", show(&out));
     assert!(
         text(&out.stderr).contains("2 migration(s) unchanged"),
         "{}",
         show(&out)
     );
-    let out = ci(
-        &app,
-        &app.user,
-        &["sync", "--project", "shop", "--json", folder.path()],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = sync(&app, &folder, &["--json"]).await;
+    assert_exit(&out, 0);
     let report = &json_lines(&out)[0];
     assert_eq!(report["status"], "unchanged", "{report}");
     assert_eq!(report["created"], json!([]));
@@ -236,13 +209,8 @@ async fn sync_creates_then_is_idempotent_and_a_changed_file_is_named() {
         "CREATE TABLE customers (id bigint PRIMARY KEY);",
     );
     folder.write("000003_items.up.sql", "CREATE TABLE items (id bigint);");
-    let out = ci(
-        &app,
-        &app.user,
-        &["sync", "--project", "shop", folder.path()],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let out = sync(&app, &folder, &[]).await;
+    assert_exit(&out, 1);
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains("conflict: 000001_customers.up.sql: version 1"),
@@ -257,13 +225,8 @@ async fn sync_creates_then_is_idempotent_and_a_changed_file_is_named() {
     assert!(text(&out.stdout).is_empty(), "no version to carry on with");
     assert_eq!(migration_count(&app).await, 2, "all or nothing");
 
-    let out = ci(
-        &app,
-        &app.user,
-        &["sync", "--project", "shop", "--json", folder.path()],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let out = sync(&app, &folder, &["--json"]).await;
+    assert_exit(&out, 1);
     let report = &json_lines(&out)[0];
     assert_eq!(report["status"], "conflicts", "{report}");
     assert_eq!(report["error"]["code"], "import_conflicts");
@@ -278,97 +241,40 @@ async fn sync_creates_then_is_idempotent_and_a_changed_file_is_named() {
 #[tokio::test]
 async fn sync_of_an_out_of_order_version_needs_the_flag() {
     let app = TestApp::spawn().await;
-    let _db = shop_with_target(&app).await;
+    let (target, _db) = shop_with_target(&app).await;
     let folder = Folder::new(&[
         ("000001_customers.up.sql", CUSTOMERS_UP),
         ("000010_later.up.sql", "CREATE TABLE later (id int);"),
     ]);
-    let out = ci(
-        &app,
-        &app.user,
-        &["sync", "--project", "shop", folder.path()],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = sync(&app, &folder, &[]).await;
+    assert_exit(&out, 0);
     // The target has both versions (adopted at 10).
-    let (_, targets) = app.get("/api/v1/projects/shop/db-sets", &app.user).await;
-    let set = targets["items"][0]["id"].as_str().unwrap().to_owned();
-    let (_, targets) = app
-        .get(
-            &format!("/api/v1/projects/shop/db-sets/{set}/targets"),
-            &app.user,
-        )
-        .await;
-    let target = targets["items"][0]["id"].as_str().unwrap().to_owned();
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/targets/{target}/baseline"),
-            &app.admin,
-            json!({"version": "10"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.baseline_at(&target, "10").await;
 
     // Version 5 lands below 10: refused with the API's code, nothing written.
     folder.write(
         "000005_between.up.sql",
         "CREATE TABLE between_them (id int);",
     );
-    let out = ci(
-        &app,
-        &app.user,
-        &["sync", "--project", "shop", folder.path()],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let out = sync(&app, &folder, &[]).await;
+    assert_exit(&out, 2);
     assert!(text(&out.stderr).contains("out_of_order"), "{}", show(&out));
     assert_eq!(migration_count(&app).await, 2);
-    let out = ci(
-        &app,
-        &app.user,
-        &[
-            "sync",
-            "--project",
-            "shop",
-            "--allow-out-of-order",
-            folder.path(),
-        ],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = sync(&app, &folder, &["--allow-out-of-order"]).await;
+    assert_exit(&out, 0);
     assert_eq!(migration_count(&app).await, 3);
 }
 
 #[tokio::test]
 async fn request_prints_the_run_id_and_its_page() {
     let app = TestApp::spawn().await;
-    let _db = shop_with_target(&app).await;
+    let (_, _db) = shop_with_target(&app).await;
     let folder = shop_migrations();
-    let out = ci(
-        &app,
-        &app.user,
-        &["sync", "--project", "shop", folder.path()],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = sync(&app, &folder, &[]).await;
+    assert_exit(&out, 0);
 
-    let out = ci(
-        &app,
-        &app.user,
-        &[
-            "request",
-            "--project",
-            "shop",
-            "--db-set",
-            "orders",
-            "--to",
-            "2",
-            "--note",
-            "from the pipeline",
-        ],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = ci_request(&app, "orders", "2", &["--note", "from the pipeline"]).await;
+    assert_exit(&out, 0);
     let id = text(&out.stdout).trim().to_owned();
     assert!(
         text(&out.stderr).contains(&app.url(&format!("/runs/{id}"))),
@@ -380,22 +286,8 @@ async fn request_prints_the_run_id_and_its_page() {
     assert_eq!(run["note"], "from the pipeline");
     assert_eq!(run["target_version"], "2");
 
-    let out = ci(
-        &app,
-        &app.user,
-        &[
-            "request",
-            "--project",
-            "shop",
-            "--db-set",
-            "orders",
-            "--to",
-            "1",
-            "--json",
-        ],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = ci_request(&app, "orders", "1", &["--json"]).await;
+    assert_exit(&out, 0);
     let run = &json_lines(&out)[0];
     let id = run["id"].as_str().unwrap();
     assert_eq!(run["url"], app.url(&format!("/runs/{id}")));
@@ -404,21 +296,8 @@ async fn request_prints_the_run_id_and_its_page() {
     assert_eq!(run["migrations"], json!(["1"]));
 
     // A DB set name that does not exist: exit 2, the known names listed.
-    let out = ci(
-        &app,
-        &app.user,
-        &[
-            "request",
-            "--project",
-            "shop",
-            "--db-set",
-            "ordrs",
-            "--to",
-            "2",
-        ],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let out = ci_request(&app, "ordrs", "2", &[]).await;
+    assert_exit(&out, 2);
     assert!(
         text(&out.stderr).contains("error: unknown_db_set:")
             && text(&out.stderr).contains("known: orders"),
@@ -426,23 +305,8 @@ async fn request_prints_the_run_id_and_its_page() {
         show(&out)
     );
     // The API's refusal, with its code: nothing is applied, so nothing to roll back.
-    let out = ci(
-        &app,
-        &app.user,
-        &[
-            "request",
-            "--project",
-            "shop",
-            "--db-set",
-            "orders",
-            "--to",
-            "1",
-            "--down",
-            "--json",
-        ],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let out = ci_request(&app, "orders", "1", &["--down", "--json"]).await;
+    assert_exit(&out, 2);
     assert_eq!(json_lines(&out)[0]["error"]["code"], "nothing_to_do");
     assert!(
         text(&out.stderr).starts_with("error: nothing_to_do: "),
@@ -454,14 +318,9 @@ async fn request_prints_the_run_id_and_its_page() {
 #[tokio::test]
 async fn wait_executes_the_approved_run_and_exits_0_when_it_succeeds() {
     let app = TestApp::spawn().await;
-    let db = shop_with_target(&app).await;
+    let (_, db) = shop_with_target(&app).await;
     let folder = shop_migrations();
-    let out = ci(
-        &app,
-        &app.user,
-        &["sync", "--project", "shop", folder.path()],
-    )
-    .await;
+    let out = sync(&app, &folder, &[]).await;
     let to = text(&out.stdout).trim().to_owned();
     let run = request(&app, &to).await;
 
@@ -473,13 +332,13 @@ async fn wait_executes_the_approved_run_and_exits_0_when_it_succeeds() {
         &["wait", &run, "--execute", "--interval", "100ms", "--json"],
     );
     let fleet = Fleet::start(&app);
-    approve(&app, &run).await;
+    app.approve(&run).await;
     let out = tokio::time::timeout(Duration::from_secs(120), waiting.wait_with_output())
         .await
         .expect("the run finishes")
         .unwrap();
     fleet.stop().await;
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_exit(&out, 0);
     let events = json_lines(&out);
     assert!(
         events.iter().any(|e| e["event"] == "executed"),
@@ -496,18 +355,14 @@ async fn wait_executes_the_approved_run_and_exits_0_when_it_succeeds() {
     assert_eq!(last["exit_code"], 0);
     assert_eq!(last["url"], app.url(&format!("/runs/{run}")));
 
-    let mut conn = PgConnection::connect(&db.url).await.unwrap();
-    let tables: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_tables WHERE tablename IN ('customers', 'orders')",
-    )
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
+    let tables = db
+        .number("SELECT count(*) FROM pg_tables WHERE tablename IN ('customers', 'orders')")
+        .await;
     assert_eq!(tables, 2, "both migrations ran on the target");
 
     // Following a finished run ends at once, in words too.
     let out = ci(&app, &app.user, &["wait", &run]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_exit(&out, 0);
     let stdout = text(&out.stdout);
     assert!(stdout.contains("target orders-1: succeeded"), "{stdout}");
     assert!(stdout.contains(&format!("run {run} succeeded")), "{stdout}");
@@ -516,14 +371,9 @@ async fn wait_executes_the_approved_run_and_exits_0_when_it_succeeds() {
 #[tokio::test]
 async fn wait_exits_1_when_the_run_is_denied() {
     let app = TestApp::spawn().await;
-    let _db = shop_with_target(&app).await;
+    let (_, _db) = shop_with_target(&app).await;
     let folder = shop_migrations();
-    ci(
-        &app,
-        &app.user,
-        &["sync", "--project", "shop", folder.path()],
-    )
-    .await;
+    sync(&app, &folder, &[]).await;
     let run = request(&app, "2").await;
     let (status, body) = app
         .post(
@@ -535,14 +385,14 @@ async fn wait_exits_1_when_the_run_is_denied() {
     assert_eq!(status, StatusCode::OK, "{body}");
 
     let out = ci(&app, &app.user, &["wait", &run, "--execute"]).await;
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_exit(&out, 1);
     assert!(
         text(&out.stdout).contains(&format!("run {run} denied (not on a Friday)")),
         "{}",
         show(&out)
     );
     let out = ci(&app, &app.user, &["wait", &run, "--json"]).await;
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_exit(&out, 1);
     let last = json_lines(&out).pop().unwrap();
     assert_eq!(last["state"], "denied");
     assert_eq!(last["exit_code"], 1);
@@ -551,20 +401,15 @@ async fn wait_exits_1_when_the_run_is_denied() {
 #[tokio::test]
 async fn wait_exits_1_and_shows_the_error_when_a_migration_fails() {
     let app = TestApp::spawn().await;
-    let _db = shop_with_target(&app).await;
+    let (_, _db) = shop_with_target(&app).await;
     let folder = Folder::new(&[
         ("000001_customers.up.sql", CUSTOMERS_UP),
         ("000002_broken.up.sql", "CREATE TABLE broken (id bigint,);"),
     ]);
-    let out = ci(
-        &app,
-        &app.user,
-        &["sync", "--project", "shop", folder.path()],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = sync(&app, &folder, &[]).await;
+    assert_exit(&out, 0);
     let run = request(&app, "2").await;
-    approve(&app, &run).await;
+    app.approve(&run).await;
 
     let fleet = Fleet::start(&app);
     let out = ci(
@@ -574,7 +419,7 @@ async fn wait_exits_1_and_shows_the_error_when_a_migration_fails() {
     )
     .await;
     fleet.stop().await;
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_exit(&out, 1);
     let events = json_lines(&out);
     let target = events
         .iter()
@@ -591,14 +436,9 @@ async fn wait_exits_1_and_shows_the_error_when_a_migration_fails() {
 #[tokio::test]
 async fn wait_times_out_with_exit_2_when_nobody_approves() {
     let app = TestApp::spawn().await;
-    let _db = shop_with_target(&app).await;
+    let (_, _db) = shop_with_target(&app).await;
     let folder = shop_migrations();
-    ci(
-        &app,
-        &app.user,
-        &["sync", "--project", "shop", folder.path()],
-    )
-    .await;
+    sync(&app, &folder, &[]).await;
     let run = request(&app, "2").await;
 
     let out = ci(
@@ -615,7 +455,7 @@ async fn wait_times_out_with_exit_2_when_nobody_approves() {
         ],
     )
     .await;
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert_exit(&out, 2);
     assert!(
         text(&out.stderr).contains("error: timeout: ")
             && text(&out.stderr).contains("still pending approval"),
@@ -628,7 +468,7 @@ async fn wait_times_out_with_exit_2_when_nobody_approves() {
         &["wait", &run, "--timeout", "1s", "--json"],
     )
     .await;
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert_exit(&out, 2);
     assert_eq!(json_lines(&out).pop().unwrap()["error"]["code"], "timeout");
 }
 
@@ -645,7 +485,7 @@ async fn errors_exit_2_with_the_api_error_code() {
         &["sync", "--project", "shop", folder.path()],
     )
     .await;
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert_exit(&out, 2);
     assert!(
         text(&out.stderr).starts_with("error: unauthenticated: "),
         "{}",
@@ -658,7 +498,7 @@ async fn errors_exit_2_with_the_api_error_code() {
         &["sync", "--project", "nope", "--json", folder.path()],
     )
     .await;
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert_exit(&out, 2);
     assert_eq!(json_lines(&out)[0]["error"]["code"], "not_found");
     assert!(
         text(&out.stderr).starts_with("error: not_found: "),
@@ -672,7 +512,7 @@ async fn errors_exit_2_with_the_api_error_code() {
         &["wait", &uuid::Uuid::new_v4().to_string(), "--json"],
     )
     .await;
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert_exit(&out, 2);
     assert_eq!(json_lines(&out)[0]["error"]["code"], "not_found");
 
     // Without MH_TOKEN: a configuration error naming the variable.
@@ -691,7 +531,7 @@ async fn errors_exit_2_with_the_api_error_code() {
         .output()
         .await
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert_exit(&out, 2);
     assert!(
         text(&out.stderr).starts_with("error: configuration: MH_TOKEN is not set"),
         "{}",

@@ -1075,55 +1075,60 @@ fn assert_found(problems: &[String], needle: &str) {
 
 #[test]
 fn broken_manifests_are_caught() {
-    // Selector no longer matching the pod labels.
-    let p = k8s_problems_with("worker-eu.yaml", |s| {
-        s.replacen(
+    // (file, text, its first occurrence replaced by, the problem reported)
+    for (file, from, to, needle) in [
+        // Selector no longer matching the pod labels.
+        (
+            "worker-eu.yaml",
             "      migrate-hub/pool: eu\n",
             "      migrate-hub/pool: europe\n",
-            1,
-        )
-    });
-    assert_found(&p, "is not on the pod template");
-
-    // A setting that does not exist.
-    let p = k8s_problems_with("configmap.yaml", |s| {
-        s.replace("MH_LOCK_WAIT_MS:", "MH_LOCK_WAIT:")
-    });
-    assert_found(&p, "MH_LOCK_WAIT is not a migrate-hub setting");
-
-    // A Secret key that secret.example.yaml does not have.
-    let p = k8s_problems_with("control-plane.yaml", |s| {
-        s.replace("key: MH_ENCRYPTION_KEYS", "key: ENCRYPTION_KEYS")
-    });
-    assert_found(&p, "which secret.example.yaml does not have");
-
-    // The readiness probe on the wrong path.
-    let p = k8s_problems_with("control-plane.yaml", |s| {
-        s.replace("path: /readyz", "path: /ready")
-    });
-    assert_found(&p, "readinessProbe must be an httpGet on /readyz");
-
-    // A worker without its pool.
-    let p = k8s_problems_with("worker-default.yaml", |s| {
-        s.replace(
+            "is not on the pod template",
+        ),
+        // A setting that does not exist.
+        (
+            "configmap.yaml",
+            "MH_LOCK_WAIT_MS:",
+            "MH_LOCK_WAIT:",
+            "MH_LOCK_WAIT is not a migrate-hub setting",
+        ),
+        // A Secret key that secret.example.yaml does not have.
+        (
+            "control-plane.yaml",
+            "key: MH_ENCRYPTION_KEYS",
+            "key: ENCRYPTION_KEYS",
+            "which secret.example.yaml does not have",
+        ),
+        // The readiness probe on the wrong path.
+        (
+            "control-plane.yaml",
+            "path: /readyz",
+            "path: /ready",
+            "readinessProbe must be an httpGet on /readyz",
+        ),
+        // A worker without its pool.
+        (
+            "worker-default.yaml",
             r#"args: ["worker", "--pool", "default"]"#,
             r#"args: ["worker"]"#,
-        )
-    });
-    assert_found(&p, "the worker needs `--pool NAME`");
-
-    // A container without an image, and a document without a name.
-    let p = k8s_problems_with("service.yaml", |s| {
-        s.replace("  name: migrate-hub\n", "  labelz: x\n")
-    });
-    assert_found(&p, "without metadata.name");
-    let p = k8s_problems_with("worker-eu.yaml", |s| {
-        s.replace(
+            "the worker needs `--pool NAME`",
+        ),
+        // A document without a name, and a container without an image.
+        (
+            "service.yaml",
+            "  name: migrate-hub\n",
+            "  labelz: x\n",
+            "without metadata.name",
+        ),
+        (
+            "worker-eu.yaml",
             "image: registry.example.com/migrate-hub:0.1.0",
             "image: \"\"",
-        )
-    });
-    assert_found(&p, "no image");
+            "no image",
+        ),
+    ] {
+        let p = k8s_problems_with(file, |s| s.replacen(from, to, 1));
+        assert_found(&p, needle);
+    }
 }
 
 #[test]

@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use crate::support::{self, TestApp, code};
+use crate::support::{self, TestApp, code, no_redirects, with_empty_body};
 use control_plane::app::route_table;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -17,6 +17,12 @@ fn assert_invalid(status: StatusCode, body: &Value, field: &str) {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(code(body), "invalid_field", "{body}");
     assert_eq!(body["error"]["field"], field, "{body}");
+}
+
+/// Posting `body` to `path` with `token` is refused, naming `field`.
+async fn post_is_invalid(app: &TestApp, path: &str, token: &str, body: Value, field: &str) {
+    let (status, answer) = app.post(path, token, body).await;
+    assert_invalid(status, &answer, field);
 }
 
 #[tokio::test]
@@ -46,11 +52,10 @@ async fn nul_in_query_values_is_refused_naming_the_parameter() {
 async fn nul_in_a_path_parameter_is_refused_naming_it() {
     let app = TestApp::spawn().await;
     let (status, body) = app
-        .call(
-            Method::PATCH,
+        .patch(
             "/api/v1/environments/a%00",
-            Some(&app.admin),
-            Some(json!({"position": 9})),
+            &app.admin,
+            json!({"position": 9}),
         )
         .await;
     assert_invalid(status, &body, "name");
@@ -61,67 +66,60 @@ async fn nul_in_a_path_parameter_is_refused_naming_it() {
 #[tokio::test]
 async fn nul_in_json_strings_is_refused_naming_the_path_and_nothing_is_written() {
     let app = TestApp::spawn().await;
-    let (status, body) = app
-        .post(
-            "/api/v1/users",
-            &app.admin,
-            json!({"email": "a\u{0}@example.com", "role": "user"}),
-        )
-        .await;
-    assert_invalid(status, &body, "email");
+    post_is_invalid(
+        &app,
+        "/api/v1/users",
+        &app.admin,
+        json!({"email": "a\u{0}@example.com", "role": "user"}),
+        "email",
+    )
+    .await;
     // Other control characters are not part of an address either.
-    let (status, body) = app
-        .post(
-            "/api/v1/users",
-            &app.admin,
-            json!({"email": "a\u{1}@example.com", "role": "user"}),
-        )
-        .await;
-    assert_invalid(status, &body, "email");
+    post_is_invalid(
+        &app,
+        "/api/v1/users",
+        &app.admin,
+        json!({"email": "a\u{1}@example.com", "role": "user"}),
+        "email",
+    )
+    .await;
 
     let slug = app.project("shop").await;
     let import = format!("/api/v1/projects/{slug}/migrations/import");
     let file = |path: &str, content: &str| json!({"path": path, "content": content});
-    let (status, body) = app
-        .post(
-            &import,
-            &app.user,
-            json!({"files": [
-                file("1_a.up.sql", "CREATE TABLE a (id int);"),
-                file("2_b.up.sql", "CREATE TABLE b (id int);"),
-                file("3_c.up.sql", "CREATE TABLE c (id int);"),
-                file("4_d\u{0}.up.sql", "CREATE TABLE d (id int);"),
-            ]}),
-        )
-        .await;
-    assert_invalid(status, &body, "files[3].path");
-    let (status, body) = app
-        .post(
-            &import,
-            &app.user,
-            json!({"files": [file("1_a.up.sql", "CREATE TABLE a (id int);\u{0}")]}),
-        )
-        .await;
-    assert_invalid(status, &body, "files[0].content");
+    post_is_invalid(
+        &app,
+        &import,
+        &app.user,
+        json!({"files": [
+            file("1_a.up.sql", "CREATE TABLE a (id int);"),
+            file("2_b.up.sql", "CREATE TABLE b (id int);"),
+            file("3_c.up.sql", "CREATE TABLE c (id int);"),
+            file("4_d\u{0}.up.sql", "CREATE TABLE d (id int);"),
+        ]}),
+        "files[3].path",
+    )
+    .await;
+    post_is_invalid(
+        &app,
+        &import,
+        &app.user,
+        json!({"files": [file("1_a.up.sql", "CREATE TABLE a (id int);\u{0}")]}),
+        "files[0].content",
+    )
+    .await;
 
     // SQL keeps its tabs and line breaks, but never a NUL.
     let migrations = format!("/api/v1/projects/{slug}/migrations");
-    let (status, body) = app
-        .post(
-            &migrations,
-            &app.user,
-            json!({"version": "1", "name": "a", "up_sql": "SELECT 1;\u{0}"}),
-        )
-        .await;
-    assert_invalid(status, &body, "up_sql");
-    let (status, body) = app
-        .post(
-            &migrations,
-            &app.user,
-            json!({"version": "1", "name": "a", "up_sql": "CREATE TABLE a (id int);", "down_sql": "\u{0}"}),
-        )
-        .await;
-    assert_invalid(status, &body, "down_sql");
+    post_is_invalid(
+        &app,
+        &migrations,
+        &app.user,
+        json!({"version": "1", "name": "a", "up_sql": "SELECT 1;\u{0}"}),
+        "up_sql",
+    )
+    .await;
+    post_is_invalid(&app, &migrations, &app.user, json!({"version": "1", "name": "a", "up_sql": "CREATE TABLE a (id int);", "down_sql": "\u{0}"}), "down_sql").await;
     let (status, body) = app
         .post(
             &migrations,
@@ -147,22 +145,22 @@ async fn nul_in_json_strings_is_refused_naming_the_path_and_nothing_is_written()
 async fn control_characters_in_names_are_refused_naming_the_field() {
     let app = TestApp::spawn().await;
     let bell = "Billing\u{7}";
-    let (status, body) = app
-        .post(
-            "/api/v1/projects",
-            &app.admin,
-            json!({"slug": "shop", "name": bell}),
-        )
-        .await;
-    assert_invalid(status, &body, "name");
-    let (status, body) = app
-        .post(
-            "/api/v1/projects",
-            &app.admin,
-            json!({"slug": "shop", "name": "Shop", "description": "red \u{1b}[31m"}),
-        )
-        .await;
-    assert_invalid(status, &body, "description");
+    post_is_invalid(
+        &app,
+        "/api/v1/projects",
+        &app.admin,
+        json!({"slug": "shop", "name": bell}),
+        "name",
+    )
+    .await;
+    post_is_invalid(
+        &app,
+        "/api/v1/projects",
+        &app.admin,
+        json!({"slug": "shop", "name": "Shop", "description": "red \u{1b}[31m"}),
+        "description",
+    )
+    .await;
     // Descriptions may break lines.
     let (status, body) = app
         .post(
@@ -173,63 +171,67 @@ async fn control_characters_in_names_are_refused_naming_the_field() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
-    let (status, body) = app
-        .post(
-            "/api/v1/projects/shop/migrations",
-            &app.user,
-            json!({"version": "1", "name": bell, "up_sql": "SELECT 1;"}),
-        )
-        .await;
-    assert_invalid(status, &body, "name");
-    let (status, body) = app
-        .post(
-            "/api/v1/projects/shop/db-sets",
-            &app.manager,
-            json!({"name": bell, "environment": "dev"}),
-        )
-        .await;
-    assert_invalid(status, &body, "name");
-    let (status, body) = app
-        .post("/api/v1/tokens", &app.user, json!({"name": bell}))
-        .await;
-    assert_invalid(status, &body, "name");
-    let (status, body) = app
-        .post(
-            "/api/v1/users",
-            &app.admin,
-            json!({"email": "new@example.com", "name": bell, "role": "user"}),
-        )
-        .await;
-    assert_invalid(status, &body, "name");
-    let (status, body) = app
-        .post(
-            "/api/v1/environments",
-            &app.admin,
-            json!({"name": "qa\u{7}", "position": 9}),
-        )
-        .await;
-    assert_invalid(status, &body, "name");
+    post_is_invalid(
+        &app,
+        "/api/v1/projects/shop/migrations",
+        &app.user,
+        json!({"version": "1", "name": bell, "up_sql": "SELECT 1;"}),
+        "name",
+    )
+    .await;
+    post_is_invalid(
+        &app,
+        "/api/v1/projects/shop/db-sets",
+        &app.manager,
+        json!({"name": bell, "environment": "dev"}),
+        "name",
+    )
+    .await;
+    post_is_invalid(
+        &app,
+        "/api/v1/tokens",
+        &app.user,
+        json!({"name": bell}),
+        "name",
+    )
+    .await;
+    post_is_invalid(
+        &app,
+        "/api/v1/users",
+        &app.admin,
+        json!({"email": "new@example.com", "name": bell, "role": "user"}),
+        "name",
+    )
+    .await;
+    post_is_invalid(
+        &app,
+        "/api/v1/environments",
+        &app.admin,
+        json!({"name": "qa\u{7}", "position": 9}),
+        "name",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn wrongly_typed_field_is_invalid_field_naming_it() {
     let app = TestApp::spawn().await;
-    let (status, body) = app
-        .post(
-            "/api/v1/users",
-            &app.admin,
-            json!({"email": "x@example.com", "role": ["admin"]}),
-        )
-        .await;
-    assert_invalid(status, &body, "role");
-    let (status, body) = app
-        .post(
-            "/api/v1/projects",
-            &app.admin,
-            json!({"slug": "shop", "name": 7}),
-        )
-        .await;
-    assert_invalid(status, &body, "name");
+    post_is_invalid(
+        &app,
+        "/api/v1/users",
+        &app.admin,
+        json!({"email": "x@example.com", "role": ["admin"]}),
+        "role",
+    )
+    .await;
+    post_is_invalid(
+        &app,
+        "/api/v1/projects",
+        &app.admin,
+        json!({"slug": "shop", "name": 7}),
+        "name",
+    )
+    .await;
     let (status, body) = app.get("/api/v1/projects?limit=many", &app.user).await;
     assert_invalid(status, &body, "limit");
 }
@@ -312,10 +314,7 @@ fn assert_error_page(
 #[tokio::test]
 async fn answers_no_handler_writes_carry_the_envelope_and_security_headers() {
     let app = TestApp::spawn().await;
-    let c = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let c = no_redirects();
 
     let unknown = raw(c
         .get(app.url("/api/v1/no-such-route"))
@@ -558,10 +557,7 @@ async fn every_route_refuses_nul_in_path_and_query_without_a_5xx() {
         env.insert("MH_API_RATE_LIMIT", "0".into());
     })
     .await;
-    let c = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let c = no_redirects();
     let mut checked = 0;
     for route in route_table() {
         let params = route.path.matches('{').count();
@@ -573,38 +569,22 @@ async fn every_route_refuses_nul_in_path_and_query_without_a_5xx() {
             concrete(&route.path, "", usize::MAX)
         ));
         for path in paths {
-            let mut req = c
+            let req = c
                 .request(route.method.clone(), app.url(&path))
                 .bearer_auth(&app.admin);
-            if route.method != Method::GET {
-                req = if path.starts_with("/api/") {
-                    req.json(&json!({}))
-                } else {
-                    req.form(&[("x", "")])
-                };
-            }
-            let resp = req.send().await.unwrap();
-            let status = resp.status();
-            let content_type = resp
-                .headers()
-                .get("content-type")
-                .map(|v| v.to_str().unwrap().to_owned());
-            let text = resp.text().await.unwrap();
+            let resp = with_empty_body(req, &route.method, &path)
+                .send()
+                .await
+                .unwrap();
+            let (status, body) =
+                support::openapi::read_checked(route.method.as_str(), &path, resp).await;
             let what = format!("{} {path}", route.method);
-            assert!(!status.is_server_error(), "{what}: {status} {text}");
-            let body = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
-            support::openapi::assert_matches(
-                route.method.as_str(),
-                &path,
-                status.as_u16(),
-                content_type.as_deref(),
-                &body,
-            );
+            assert!(!status.is_server_error(), "{what}: {status} {body}");
             if status.is_client_error() && path.starts_with("/api/") {
-                assert!(body["error"]["code"].is_string(), "{what}: {status} {text}");
+                assert!(body["error"]["code"].is_string(), "{what}: {status} {body}");
             }
             if path.contains("a%00") && !path.contains('?') {
-                assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {text}");
+                assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {body}");
             }
             checked += 1;
         }

@@ -8,13 +8,10 @@
 //! written out in every layout, imported through the API and run up and
 //! down on real PostgreSQL and MariaDB databases by an in-process worker.
 
-use std::time::Duration;
-
-use crate::support::{Fleet, TestApp};
-use common::testing::{TestDatabase, TestMysqlDatabase, wait_for};
+use crate::support::{Fleet, PgTarget, TestApp, versions};
+use common::testing::{TestDatabase, TestMysqlDatabase};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sqlx::{Connection, PgConnection};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Engine {
@@ -135,98 +132,44 @@ impl Guard {
     /// The number a query on the target answers (`SELECT count(*) …`).
     async fn number(&self, sql: &str) -> i64 {
         match self {
-            Guard::Pg(db) => {
-                let mut conn = PgConnection::connect(&db.url).await.unwrap();
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-                    .fetch_one(&mut conn)
-                    .await
-                    .unwrap()
-            }
+            Guard::Pg(db) => db.number(sql).await,
             Guard::My(db) => db.number(sql).await,
         }
     }
 }
 
 async fn target(app: &TestApp, slug: &str, set: &str, engine: Engine) -> (String, Guard) {
-    let (body, guard) = match engine {
+    match engine {
         Engine::Postgres => {
             let db = TestDatabase::create("mh_test_hist").await;
-            (
-                json!({"name": "pg", "engine": "postgres", "host": "127.0.0.1", "port": 5432,
-                       "database": db.name, "username": "postgres", "password": "unused", "tls_mode": "disable"}),
-                Guard::Pg(db),
-            )
+            (app.pg_target(slug, set, "pg", &db).await, Guard::Pg(db))
         }
         Engine::Mysql => {
             let db = TestMysqlDatabase::create("mh_test_hist").await;
-            (
-                json!({"name": "my", "engine": "mysql", "host": db.host, "port": db.port, "database": db.name,
-                       "username": db.user, "password": db.password, "tls_mode": "disable"}),
-                Guard::My(db),
-            )
+            (app.mysql_target(slug, set, "my", &db).await, Guard::My(db))
         }
-    };
-    let (status, created) = app
-        .post(
-            &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
-            &app.manager,
-            body,
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    (created["id"].as_str().unwrap().to_owned(), guard)
+    }
 }
 
 /// Requests, approves and executes a run; returns the finished run.
 async fn run(app: &TestApp, slug: &str, set: &str, direction: &str, to: &str) -> Value {
-    let (status, run) = app
-        .post(
-            &format!("/api/v1/projects/{slug}/runs"),
-            &app.user,
-            json!({"db_set_id": set, "direction": direction, "target_version": to}),
-        )
+    let run = app
+        .request_run_with(slug, set, to, json!({"direction": direction}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{run}");
-    let id = run["id"].as_str().unwrap().to_owned();
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/runs/{id}/approve"),
-            &app.manager,
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = app
-        .post(&format!("/api/v1/runs/{id}/execute"), &app.user, json!({}))
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    wait_for(Duration::from_secs(60), "the run to finish", || async {
-        let (_, body) = app.get(&format!("/api/v1/runs/{id}"), &app.user).await;
-        matches!(
-            body["state"].as_str(),
-            Some("succeeded" | "failed" | "partially_failed")
-        )
-        .then_some(body)
-    })
-    .await
+    app.approve_and_run(&run).await
 }
 
 /// The versions applied on a target, read live from its own history by the
 /// hub, which also reports whether the hub agrees with it.
 async fn applied(app: &TestApp, target: &str) -> Vec<String> {
-    let (status, state) = app
-        .get(&format!("/api/v1/targets/{target}/state"), &app.user)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{state}");
+    let state = app.target_state(target).await;
     assert_eq!(
         state["drift"]["in_sync"], true,
         "hub and target agree: {state}"
     );
-    state["applied"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["version"].as_str().unwrap().to_owned())
+    versions(&state["applied"])
+        .into_iter()
+        .map(str::to_owned)
         .collect()
 }
 
@@ -305,13 +248,7 @@ async fn histories_in_every_layout_import_and_run_up_and_down_on_both_engines() 
         assert_eq!(applied(&app, target).await, ["1", "2", "3"], "{what}");
 
         // 3 has no down file: a run across it is refused, naming it.
-        let (status, refused) = app
-            .post(
-                &format!("/api/v1/projects/{slug}/runs"),
-                &app.user,
-                json!({"db_set_id": set, "direction": "down", "target_version": "1"}),
-            )
-            .await;
+        let (status, refused) = app.request_run_as(&app.user, slug, set, "down", "1").await;
         assert_eq!(
             status,
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -473,16 +410,9 @@ async fn goose_annotations_run_as_goose_runs_them_on_both_engines() {
                     .await,
                     1
                 );
-                let mut conn = PgConnection::connect(match &db {
-                    Guard::Pg(pg) => &pg.url,
-                    Guard::My(_) => unreachable!(),
-                })
-                .await
-                .unwrap();
-                sqlx::raw_sql("INSERT INTO things VALUES (1, 'ABC'), (2, 'Def')")
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
+                let Guard::Pg(pg) = &db else { unreachable!() };
+                pg.run("INSERT INTO things VALUES (1, 'ABC'), (2, 'Def')")
+                    .await;
                 assert_eq!(db.number("SELECT things_count()").await, 2);
                 assert_eq!(
                     db.number("SELECT count(*) FROM things WHERE name IN ('abc', 'def')")

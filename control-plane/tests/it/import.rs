@@ -111,10 +111,7 @@ async fn conflicts_are_reported_per_version_and_nothing_is_written() {
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(code(&body), "import_conflicts");
     assert_eq!(body["conflicts"][0]["version"], "2");
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM migrations")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let count = app.count("SELECT count(*) FROM migrations").await;
     assert_eq!(count, 1, "all or nothing");
 
     for (files, needle) in [
@@ -142,10 +139,7 @@ async fn conflicts_are_reported_per_version_and_nothing_is_written() {
             "{body}"
         );
     }
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM migrations")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let count = app.count("SELECT count(*) FROM migrations").await;
     assert_eq!(count, 1);
 }
 

@@ -3,32 +3,11 @@
 //! PostgreSQL and MariaDB, the target state with live drift, and the rule
 //! that inventory changes invalidate waiting runs.
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
-
-use crate::support::{self, TestApp, code};
-use common::testing::{TestDatabase, TestMysqlDatabase, wait_for};
+use crate::support::{self, CapturedLogs, Fleet, TestApp, code};
+use common::testing::{TestDatabase, TestMysqlDatabase};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
-
-async fn patch(app: &TestApp, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
-    app.call(Method::PATCH, path, Some(token), Some(body)).await
-}
-
-async fn delete(app: &TestApp, path: &str, token: &str) -> (StatusCode, Value) {
-    app.call(Method::DELETE, path, Some(token), None).await
-}
-
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-}
 
 /// Sends a raw body, for malformed JSON.
 async fn send_raw(app: &TestApp, method: Method, path: &str, body: &str) -> (StatusCode, Value) {
@@ -45,85 +24,23 @@ async fn send_raw(app: &TestApp, method: Method, path: &str, body: &str) -> (Sta
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn pg_target(app: &TestApp, slug: &str, set: &str, name: &str, db: &TestDatabase) -> String {
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
-            &app.manager,
-            json!({"name": name, "engine": "postgres", "host": "127.0.0.1", "port": 5432,
-                   "database": db.name, "username": "postgres", "password": "unused-with-trust",
-                   "tls_mode": "prefer"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["id"].as_str().unwrap().to_owned()
-}
-
-async fn mysql_target(
-    app: &TestApp,
-    slug: &str,
-    set: &str,
-    name: &str,
-    db: &TestMysqlDatabase,
-    password: &str,
-) -> String {
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
-            &app.manager,
-            json!({"name": name, "engine": "mysql", "host": db.host, "port": db.port,
-                   "database": db.name, "username": db.user, "password": password,
-                   "tls_mode": "prefer"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["id"].as_str().unwrap().to_owned()
-}
-
 /// A project `shop` with a DB set `orders` in `daily` of one PostgreSQL
 /// target and a migration `1`.
 async fn shop(app: &TestApp) -> (String, String, String, TestDatabase) {
     let slug = app.project("shop").await;
     let set = app.db_set(&slug, "orders", "daily").await;
     let db = TestDatabase::create("mh_test_inv").await;
-    let target = pg_target(app, &slug, &set, "shard-1", &db).await;
+    let target = app.pg_target(&slug, &set, "shard-1", &db).await;
     app.migration(&slug, "1", "CREATE TABLE t1 (id int);", "DROP TABLE t1;")
         .await;
     (slug, set, target, db)
 }
 
-async fn request_run(app: &TestApp, slug: &str, set: &str) -> String {
-    let (status, run) = app
-        .post(
-            &format!("/api/v1/projects/{slug}/runs"),
-            &app.user,
-            json!({"db_set_id": set, "direction": "up", "target_version": "1"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{run}");
-    run["id"].as_str().unwrap().to_owned()
-}
-
-async fn approve(app: &TestApp, run: &str) {
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/runs/{run}/approve"),
-            &app.manager,
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["state"], "approved");
-}
-
 /// A run approved and executed without a worker running: it stays `queued`.
 async fn queued_run(app: &TestApp, slug: &str, set: &str) -> String {
-    let run = request_run(app, slug, set).await;
-    approve(app, &run).await;
-    let (status, body) = app
-        .post(&format!("/api/v1/runs/{run}/execute"), &app.user, json!({}))
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let run = app.request_run(slug, set, "1").await;
+    app.approve(&run).await;
+    app.execute(&run).await;
     run
 }
 
@@ -151,22 +68,18 @@ async fn admins_edit_and_archive_projects() {
     let app = TestApp::spawn().await;
     let slug = app.project("shop").await;
 
-    let (status, _) = patch(
-        &app,
-        "/api/v1/projects/shop",
-        &app.manager,
-        json!({"name": "X"}),
-    )
-    .await;
+    let (status, _) = app
+        .patch("/api/v1/projects/shop", &app.manager, json!({"name": "X"}))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
-    let (status, body) = patch(
-        &app,
-        "/api/v1/projects/shop",
-        &app.admin,
-        json!({"name": "  The Shop ", "description": "orders and payments"}),
-    )
-    .await;
+    let (status, body) = app
+        .patch(
+            "/api/v1/projects/shop",
+            &app.admin,
+            json!({"name": "  The Shop ", "description": "orders and payments"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["name"], "The Shop");
     assert_eq!(body["description"], "orders and payments");
@@ -181,7 +94,7 @@ async fn admins_edit_and_archive_projects() {
         (json!({"name": 7}), "name"),
         (json!({"description": "x".repeat(5001)}), "description"),
     ] {
-        let (status, err) = patch(&app, "/api/v1/projects/shop", &app.admin, body).await;
+        let (status, err) = app.patch("/api/v1/projects/shop", &app.admin, body).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
         assert_eq!(err["error"]["field"], field);
     }
@@ -193,16 +106,18 @@ async fn admins_edit_and_archive_projects() {
 
     // Unknown and invalid slugs are 404s.
     for path in ["/api/v1/projects/nope", "/api/v1/projects/Bad%20Slug"] {
-        let (status, _) = patch(&app, path, &app.admin, json!({"name": "x"})).await;
+        let (status, _) = app.patch(path, &app.admin, json!({"name": "x"})).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
-        let (status, _) = delete(&app, path, &app.admin).await;
+        let (status, _) = app.delete(path, &app.admin).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
     }
 
     // Archive: gone from lists and look-ups, slug still taken.
-    let (status, _) = delete(&app, "/api/v1/projects/shop", &app.manager).await;
+    let (status, _) = app.delete("/api/v1/projects/shop", &app.manager).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = delete(&app, &format!("/api/v1/projects/{slug}"), &app.admin).await;
+    let (status, _) = app
+        .delete(&format!("/api/v1/projects/{slug}"), &app.admin)
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(
         app.get("/api/v1/projects/shop", &app.user).await.0,
@@ -210,13 +125,9 @@ async fn admins_edit_and_archive_projects() {
     );
     let (_, list) = app.get("/api/v1/projects", &app.user).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
-    let (status, _) = patch(
-        &app,
-        "/api/v1/projects/shop",
-        &app.admin,
-        json!({"name": "x"}),
-    )
-    .await;
+    let (status, _) = app
+        .patch("/api/v1/projects/shop", &app.admin, json!({"name": "x"}))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, body) = app
         .post(
@@ -235,15 +146,12 @@ async fn archiving_is_refused_while_a_run_executes_and_invalidates_waiting_runs(
     let app = TestApp::spawn().await;
     let (slug, set, target, _db) = shop(&app).await;
     let queued = queued_run(&app, &slug, &set).await;
-    let (status, body) = delete(&app, "/api/v1/projects/shop", &app.admin).await;
+    let (status, body) = app.delete("/api/v1/projects/shop", &app.admin).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(code(&body), "run_in_progress");
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM projects WHERE archived_at IS NOT NULL"
-        )
-        .await,
+        app.count("SELECT count(*) FROM projects WHERE archived_at IS NOT NULL")
+            .await,
         0
     );
 
@@ -253,8 +161,8 @@ async fn archiving_is_refused_while_a_run_executes_and_invalidates_waiting_runs(
         .execute(&app.pool)
         .await
         .unwrap();
-    let waiting = request_run(&app, &slug, &set).await;
-    let (status, _) = delete(&app, "/api/v1/projects/shop", &app.admin).await;
+    let waiting = app.request_run(&slug, &set, "1").await;
+    let (status, _) = app.delete("/api/v1/projects/shop", &app.admin).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (state, reason) = run_state(&app, &waiting).await;
     assert_eq!(state, "invalidated");
@@ -309,7 +217,7 @@ async fn admins_add_and_edit_environments() {
     assert_eq!(app.audit_rows("environment.created").await.len(), 2);
 
     // Bad input: nothing written.
-    let before = count(&app, "SELECT count(*) FROM environments").await;
+    let before = app.count("SELECT count(*) FROM environments").await;
     for (body, status, field_or_code) in [
         (
             json!({"name": "Bad Name"}),
@@ -375,56 +283,55 @@ async fn admins_add_and_edit_environments() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(
-        count(&app, "SELECT count(*) FROM environments").await,
-        before
-    );
+    assert_eq!(app.count("SELECT count(*) FROM environments").await, before);
 
     // Edit: prd never allows self-approval; names are fixed; positions unique.
-    let (status, err) = patch(
-        &app,
-        "/api/v1/environments/prd",
-        &app.admin,
-        json!({"allow_self_approval": true}),
-    )
-    .await;
+    let (status, err) = app
+        .patch(
+            "/api/v1/environments/prd",
+            &app.admin,
+            json!({"allow_self_approval": true}),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(err["error"]["field"], "allow_self_approval");
-    let (status, err) = patch(
-        &app,
-        "/api/v1/environments/stg",
-        &app.admin,
-        json!({"name": "staging"}),
-    )
-    .await;
+    let (status, err) = app
+        .patch(
+            "/api/v1/environments/stg",
+            &app.admin,
+            json!({"name": "staging"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(err["error"]["field"], "name");
-    let (status, err) = patch(
-        &app,
-        "/api/v1/environments/stg",
-        &app.admin,
-        json!({"position": 30}),
-    )
-    .await;
+    let (status, err) = app
+        .patch(
+            "/api/v1/environments/stg",
+            &app.admin,
+            json!({"position": 30}),
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(code(&err), "duplicate_position");
-    let (status, _) = patch(&app, "/api/v1/environments/nope", &app.admin, json!({})).await;
+    let (status, _) = app
+        .patch("/api/v1/environments/nope", &app.admin, json!({}))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = patch(
-        &app,
-        "/api/v1/environments/qa",
-        &app.manager,
-        json!({"required_approvals": 1}),
-    )
-    .await;
+    let (status, _) = app
+        .patch(
+            "/api/v1/environments/qa",
+            &app.manager,
+            json!({"required_approvals": 1}),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, prd) = patch(
-        &app,
-        "/api/v1/environments/prd",
-        &app.admin,
-        json!({"required_approvals": 3, "lock_timeout_ms": 2000}),
-    )
-    .await;
+    let (status, prd) = app
+        .patch(
+            "/api/v1/environments/prd",
+            &app.admin,
+            json!({"required_approvals": 3, "lock_timeout_ms": 2000}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{prd}");
     assert_eq!(prd["required_approvals"], 3);
     assert_eq!(prd["allow_self_approval"], false);
@@ -440,28 +347,28 @@ async fn admins_add_and_edit_environments() {
 async fn new_timeouts_invalidate_the_environments_waiting_runs() {
     let app = TestApp::spawn().await;
     let (slug, set, _target, _db) = shop(&app).await;
-    let pending = request_run(&app, &slug, &set).await;
-    let approved = request_run(&app, &slug, &set).await;
-    approve(&app, &approved).await;
+    let pending = app.request_run(&slug, &set, "1").await;
+    let approved = app.request_run(&slug, &set, "1").await;
+    app.approve(&approved).await;
 
     // A policy change that no approval pins leaves them alone.
-    let (status, _) = patch(
-        &app,
-        "/api/v1/environments/daily",
-        &app.admin,
-        json!({"require_previous_success": true}),
-    )
-    .await;
+    let (status, _) = app
+        .patch(
+            "/api/v1/environments/daily",
+            &app.admin,
+            json!({"require_previous_success": true}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(run_state(&app, &pending).await.0, "pending_approval");
 
-    let (status, body) = patch(
-        &app,
-        "/api/v1/environments/daily",
-        &app.admin,
-        json!({"statement_timeout_ms": 60_000}),
-    )
-    .await;
+    let (status, body) = app
+        .patch(
+            "/api/v1/environments/daily",
+            &app.admin,
+            json!({"statement_timeout_ms": 60_000}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     for run in [&pending, &approved] {
         let (state, reason) = run_state(&app, run).await;
@@ -471,13 +378,7 @@ async fn new_timeouts_invalidate_the_environments_waiting_runs() {
     let rows = app.audit_rows("run.invalidated").await;
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].0, support::ADMIN);
-    let (status, err) = app
-        .post(
-            &format!("/api/v1/runs/{approved}/execute"),
-            &app.user,
-            json!({}),
-        )
-        .await;
+    let (status, err) = app.execute_as(&approved, &app.user).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(code(&err), "run_invalidated");
 }
@@ -491,9 +392,11 @@ async fn managers_rename_and_delete_db_sets() {
     app.db_set(&slug, "billing", "daily").await;
     let path = format!("/api/v1/projects/{slug}/db-sets/{set}");
 
-    let (status, _) = patch(&app, &path, &app.user, json!({"name": "x"})).await;
+    let (status, _) = app.patch(&path, &app.user, json!({"name": "x"})).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, body) = patch(&app, &path, &app.manager, json!({"name": "orders-eu"})).await;
+    let (status, body) = app
+        .patch(&path, &app.manager, json!({"name": "orders-eu"}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["name"], "orders-eu");
     for (body, status, expect) in [
@@ -513,7 +416,7 @@ async fn managers_rename_and_delete_db_sets() {
             "environment",
         ),
     ] {
-        let (got, err) = patch(&app, &path, &app.manager, body.clone()).await;
+        let (got, err) = app.patch(&path, &app.manager, body.clone()).await;
         assert_eq!(got, status, "{body} -> {err}");
         let found = if got == StatusCode::CONFLICT {
             code(&err).to_owned()
@@ -525,18 +428,18 @@ async fn managers_rename_and_delete_db_sets() {
     let (_, body) = app.get(&path, &app.user).await;
     assert_eq!(body["name"], "orders-eu");
     assert_eq!(app.audit_rows("db_set.updated").await.len(), 1);
-    let (status, _) = patch(
-        &app,
-        &format!("/api/v1/projects/{slug}/db-sets/{}", Uuid::new_v4()),
-        &app.manager,
-        json!({"name": "y"}),
-    )
-    .await;
+    let (status, _) = app
+        .patch(
+            &format!("/api/v1/projects/{slug}/db-sets/{}", Uuid::new_v4()),
+            &app.manager,
+            json!({"name": "y"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Delete: refused while a run executes.
     let queued = queued_run(&app, &slug, &set).await;
-    let (status, body) = delete(&app, &path, &app.manager).await;
+    let (status, body) = app.delete(&path, &app.manager).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(code(&body), "run_in_progress");
     sqlx::query("UPDATE runs SET state = 'failed' WHERE id = $1::uuid")
@@ -544,8 +447,8 @@ async fn managers_rename_and_delete_db_sets() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let waiting = request_run(&app, &slug, &set).await;
-    let (status, _) = delete(&app, &path, &app.manager).await;
+    let waiting = app.request_run(&slug, &set, "1").await;
+    let (status, _) = app.delete(&path, &app.manager).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(app.get(&path, &app.user).await.0, StatusCode::NOT_FOUND);
     assert_eq!(
@@ -581,7 +484,7 @@ async fn editing_a_target_keeps_replaces_or_clears_its_password() {
     let path = format!("/api/v1/targets/{target}");
     let original = stored_secret(&app, &target).await.unwrap();
 
-    let (status, _) = patch(&app, &path, &app.user, json!({"name": "x"})).await;
+    let (status, _) = app.patch(&path, &app.user, json!({"name": "x"})).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // Absent and empty keep the stored ciphertext as it is.
@@ -589,14 +492,16 @@ async fn editing_a_target_keeps_replaces_or_clears_its_password() {
         json!({"name": "primary"}),
         json!({"name": "primary", "password": ""}),
     ] {
-        let (status, row) = patch(&app, &path, &app.manager, body).await;
+        let (status, row) = app.patch(&path, &app.manager, body).await;
         assert_eq!(status, StatusCode::OK, "{row}");
         assert_eq!(row["name"], "primary");
         assert_eq!(row["has_password"], true);
         assert_eq!(stored_secret(&app, &target).await.unwrap(), original);
     }
     // A new one replaces it, sealed for this target.
-    let (status, row) = patch(&app, &path, &app.manager, json!({"password": "n3w-Secret"})).await;
+    let (status, row) = app
+        .patch(&path, &app.manager, json!({"password": "n3w-Secret"}))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert!(!row.to_string().contains("n3w-Secret"));
     let (ciphertext, key_id) = stored_secret(&app, &target).await.unwrap();
@@ -608,7 +513,9 @@ async fn editing_a_target_keeps_replaces_or_clears_its_password() {
         b"n3w-Secret"
     );
     // null clears it.
-    let (status, row) = patch(&app, &path, &app.manager, json!({"password": null})).await;
+    let (status, row) = app
+        .patch(&path, &app.manager, json!({"password": null}))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(row["has_password"], false);
     assert_eq!(stored_secret(&app, &target).await, None);
@@ -625,11 +532,8 @@ async fn editing_a_target_keeps_replaces_or_clears_its_password() {
         "the unchanged second edit is not audited"
     );
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM audit_log WHERE details::text LIKE '%n3w-Secret%'"
-        )
-        .await,
+        app.count("SELECT count(*) FROM audit_log WHERE details::text LIKE '%n3w-Secret%'")
+            .await,
         0
     );
 }
@@ -638,7 +542,7 @@ async fn editing_a_target_keeps_replaces_or_clears_its_password() {
 async fn target_bad_input_on_edit_changes_nothing() {
     let app = TestApp::spawn().await;
     let (slug, set, target, db) = shop(&app).await;
-    pg_target(&app, &slug, &set, "shard-2", &db).await;
+    app.pg_target(&slug, &set, "shard-2", &db).await;
     let path = format!("/api/v1/targets/{target}");
     let snapshot = || async {
         sqlx::query_as::<_, (String, String, i32, String)>(
@@ -693,7 +597,7 @@ async fn target_bad_input_on_edit_changes_nothing() {
             "duplicate_name",
         ),
     ] {
-        let (got, err) = patch(&app, &path, &app.manager, body.clone()).await;
+        let (got, err) = app.patch(&path, &app.manager, body.clone()).await;
         assert_eq!(got, status, "{body} -> {err}");
         let found = if got == StatusCode::CONFLICT {
             code(&err)
@@ -704,15 +608,17 @@ async fn target_bad_input_on_edit_changes_nothing() {
     }
     let (status, _) = send_raw(&app, Method::PATCH, &path, "{\"port\": 1").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = patch(
-        &app,
-        &format!("/api/v1/targets/{}", Uuid::new_v4()),
-        &app.manager,
-        json!({}),
-    )
-    .await;
+    let (status, _) = app
+        .patch(
+            &format!("/api/v1/targets/{}", Uuid::new_v4()),
+            &app.manager,
+            json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = patch(&app, "/api/v1/targets/not-a-uuid", &app.manager, json!({})).await;
+    let (status, _) = app
+        .patch("/api/v1/targets/not-a-uuid", &app.manager, json!({}))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(snapshot().await, before);
     assert_eq!(app.audit_rows("target.updated").await.len(), 0);
@@ -725,26 +631,26 @@ async fn adding_editing_or_removing_a_target_invalidates_the_sets_waiting_runs()
     let path = format!("/api/v1/targets/{target}");
 
     // Renaming and a new password change nothing an approval covers.
-    let run = request_run(&app, &slug, &set).await;
-    approve(&app, &run).await;
-    let (status, _) = patch(
-        &app,
-        &path,
-        &app.manager,
-        json!({"name": "main", "password": "other"}),
-    )
-    .await;
+    let run = app.request_run(&slug, &set, "1").await;
+    app.approve(&run).await;
+    let (status, _) = app
+        .patch(
+            &path,
+            &app.manager,
+            json!({"name": "main", "password": "other"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(run_state(&app, &run).await.0, "approved");
 
     // Where the migration runs does.
-    let (status, body) = patch(
-        &app,
-        &path,
-        &app.manager,
-        json!({"session_settings": "SET search_path = app"}),
-    )
-    .await;
+    let (status, body) = app
+        .patch(
+            &path,
+            &app.manager,
+            json!({"session_settings": "SET search_path = app"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (state, reason) = run_state(&app, &run).await;
     assert_eq!(state, "invalidated");
@@ -753,8 +659,8 @@ async fn adding_editing_or_removing_a_target_invalidates_the_sets_waiting_runs()
         Some("target main of the DB set changed (session_settings)")
     );
 
-    let run = request_run(&app, &slug, &set).await;
-    let second = pg_target(&app, &slug, &set, "shard-2", &db).await;
+    let run = app.request_run(&slug, &set, "1").await;
+    let second = app.pg_target(&slug, &set, "shard-2", &db).await;
     assert_eq!(run_state(&app, &run).await.0, "invalidated");
     assert!(
         run_state(&app, &run)
@@ -764,10 +670,14 @@ async fn adding_editing_or_removing_a_target_invalidates_the_sets_waiting_runs()
             .contains("shard-2 was added")
     );
 
-    let run = request_run(&app, &slug, &set).await;
-    let (status, _) = delete(&app, &format!("/api/v1/targets/{second}"), &app.user).await;
+    let run = app.request_run(&slug, &set, "1").await;
+    let (status, _) = app
+        .delete(&format!("/api/v1/targets/{second}"), &app.user)
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = delete(&app, &format!("/api/v1/targets/{second}"), &app.manager).await;
+    let (status, _) = app
+        .delete(&format!("/api/v1/targets/{second}"), &app.manager)
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(run_state(&app, &run).await.0, "invalidated");
     assert_eq!(
@@ -781,10 +691,10 @@ async fn adding_editing_or_removing_a_target_invalidates_the_sets_waiting_runs()
 
     // While a run executes, the set's targets stay as they are.
     let queued = queued_run(&app, &slug, &set).await;
-    let (status, body) = patch(&app, &path, &app.manager, json!({"port": 5433})).await;
+    let (status, body) = app.patch(&path, &app.manager, json!({"port": 5433})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(code(&body), "run_in_progress");
-    let (status, _) = delete(&app, &path, &app.manager).await;
+    let (status, _) = app.delete(&path, &app.manager).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(run_state(&app, &queued).await.0, "queued");
     let (_, row) = app.get(&path, &app.user).await;
@@ -798,7 +708,7 @@ async fn bulk_creation_takes_json_or_lines() {
     let app = TestApp::spawn().await;
     let (slug, set, _target, _db) = shop(&app).await;
     let bulk = format!("/api/v1/projects/{slug}/db-sets/{set}/targets/bulk");
-    let run = request_run(&app, &slug, &set).await;
+    let run = app.request_run(&slug, &set, "1").await;
 
     let (status, _) = app.post(&bulk, &app.user, json!({"lines": "a/b"})).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -872,15 +782,12 @@ async fn bulk_creation_takes_json_or_lines() {
     assert_eq!(rows[0].1["count"], 3);
     assert_eq!(rows[0].1["names"], json!(["eu-0", "eu-1", "eu-2"]));
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM audit_log WHERE details::text LIKE '%bulk-Secret%'"
-        )
-        .await,
+        app.count("SELECT count(*) FROM audit_log WHERE details::text LIKE '%bulk-Secret%'")
+            .await,
         0
     );
     assert_eq!(
-        count(&app, "SELECT count(*) FROM targets").await,
+        app.count("SELECT count(*) FROM targets").await,
         1 + 3 + 3 + 1 + 2
     );
 }
@@ -993,7 +900,7 @@ async fn bulk_creation_is_all_or_nothing() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(
-        count(&app, "SELECT count(*) FROM targets").await,
+        app.count("SELECT count(*) FROM targets").await,
         1,
         "nothing was written"
     );
@@ -1019,7 +926,7 @@ async fn connection_test_succeeds_on_postgres_and_mariadb() {
     let app = TestApp::spawn().await;
     let (slug, set, pg, _db) = shop(&app).await;
     let maria = TestMysqlDatabase::create("mh_test_inv").await;
-    let my = mysql_target(&app, &slug, &set, "maria", &maria, &maria.password).await;
+    let my = app.mysql_target(&slug, &set, "maria", &maria).await;
 
     let (status, _) = app
         .post(&format!("/api/v1/targets/{pg}/test"), &app.user, json!({}))
@@ -1054,13 +961,10 @@ async fn connection_test_succeeds_on_postgres_and_mariadb() {
     assert_eq!(rows[1].1["ok"], true);
     assert_eq!(rows[1].1["engine"], "mysql");
     assert_eq!(
-        count(
-            &app,
-            &format!(
-                "SELECT count(*) FROM audit_log WHERE details::text LIKE '%{}%'",
-                maria.password
-            )
-        )
+        app.count(&format!(
+            "SELECT count(*) FROM audit_log WHERE details::text LIKE '%{}%'",
+            maria.password
+        ))
         .await,
         0
     );
@@ -1081,7 +985,9 @@ async fn connection_test_fails_clearly_with_the_drivers_words() {
     let set = app.db_set(&slug, "orders", "daily").await;
     let maria = TestMysqlDatabase::create("mh_test_inv").await;
     let wrong = "Wr0ng-Passw0rd";
-    let target = mysql_target(&app, &slug, &set, "maria", &maria, wrong).await;
+    let mut body = support::mysql_target_json("maria", &maria);
+    body["password"] = wrong.into();
+    let target = app.add_target(&slug, &set, body).await;
     let result = test_connection(&app, &target).await;
     assert_eq!(result["ok"], false);
     let error = result["error"].as_str().unwrap();
@@ -1160,7 +1066,7 @@ async fn connection_test_fails_clearly_with_the_drivers_words() {
         rows.iter()
             .all(|(_, d)| d["ok"] == false && d["error"].is_string())
     );
-    assert_eq!(count(&app, "SELECT count(*) FROM audit_log WHERE details::text LIKE '%Wr0ng%' OR details::text LIKE '%pw-closed%'").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM audit_log WHERE details::text LIKE '%Wr0ng%' OR details::text LIKE '%pw-closed%'").await, 0);
 }
 
 // Target state ---------------------------------------------------------------------------------
@@ -1183,18 +1089,10 @@ async fn target_state_shows_applied_versions_dirty_flag_and_live_drift() {
     );
 
     // A real run through a worker.
-    let worker = worker::Worker::new(app.pool.clone(), app.keys.clone(), "default", 2, 5_000);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let fleet = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
+    let fleet = Fleet::start_with(&app, 2);
     let run = queued_run(&app, &slug, &set).await;
-    wait_for(Duration::from_secs(60), "the run to succeed", || async {
-        (run_state(&app, &run).await.0 == "succeeded").then_some(())
-    })
-    .await;
-    let _ = stop.send(());
-    fleet.await.unwrap().unwrap();
+    assert_eq!(app.wait_until_final(&run).await["state"], "succeeded");
+    fleet.stop().await;
 
     let (_, state) = app.get(&state_path, &app.user).await;
     let applied = &state["applied"][0];
@@ -1279,7 +1177,7 @@ async fn mariadb_target_state_reads_its_history_table() {
     let slug = app.project("shop").await;
     let set = app.db_set(&slug, "orders", "daily").await;
     let maria = TestMysqlDatabase::create("mh_test_inv").await;
-    let target = mysql_target(&app, &slug, &set, "maria", &maria, &maria.password).await;
+    let target = app.mysql_target(&slug, &set, "maria", &maria).await;
     let path = format!("/api/v1/targets/{target}/state");
 
     let (_, state) = app.get(&path, &app.user).await;
@@ -1304,20 +1202,6 @@ async fn mariadb_target_state_reads_its_history_table() {
 
 // Secrets ------------------------------------------------------------------------------------
 
-/// Log lines of this test process, captured from the global subscriber.
-#[derive(Clone, Default)]
-struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for CapturedLogs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn passwords_never_reach_responses_logs_or_the_audit_log() {
     let logs = CapturedLogs::default();
@@ -1337,20 +1221,20 @@ async fn passwords_never_reach_responses_logs_or_the_audit_log() {
     ];
 
     let mut responses = Vec::new();
-    let one = mysql_target(&app, &slug, &set, "maria", &maria, &maria.password).await;
+    let one = app.mysql_target(&slug, &set, "maria", &maria).await;
     let (_, body) = app
         .post(&format!("/api/v1/projects/{slug}/db-sets/{set}/targets/bulk"), &app.manager,
               json!({"lines": "127.0.0.1:1/a\n127.0.0.1:1/b", "defaults": {"engine": "mysql", "username": "u", "password": secrets[1]}}))
         .await;
     responses.push(body.clone());
     let two = body["items"][0]["id"].as_str().unwrap().to_owned();
-    let (_, body) = patch(
-        &app,
-        &format!("/api/v1/targets/{two}"),
-        &app.manager,
-        json!({"password": secrets[2]}),
-    )
-    .await;
+    let (_, body) = app
+        .patch(
+            &format!("/api/v1/targets/{two}"),
+            &app.manager,
+            json!({"password": secrets[2]}),
+        )
+        .await;
     responses.push(body);
     for path in [
         format!("/api/v1/targets/{one}"),
@@ -1369,7 +1253,7 @@ async fn passwords_never_reach_responses_logs_or_the_audit_log() {
         .fetch_all(&app.pool)
         .await
         .unwrap();
-    let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let logs = logs.text();
     assert!(logs.contains("connection test"), "logs are captured");
     for secret in &secrets {
         for response in &responses {

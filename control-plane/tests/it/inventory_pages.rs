@@ -4,69 +4,10 @@
 //! what was typed and names the field; names, descriptions and hosts come
 //! back escaped; a target's password never reaches a page.
 
-use crate::support::{self, Browser, TestApp};
+use crate::support::{Posted, TestApp, TokenBrowser, XSS, assert_escaped};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
-/// A browser whose requests carry an API token (pages accept them too, and
-/// need no CSRF token then; session forms with CSRF are covered for every
-/// route by `signin.rs`).
-struct TokenBrowser<'a> {
-    app: &'a TestApp,
-    token: &'a str,
-    browser: Browser,
-}
-
-/// A response to a form: status, redirect target (unvisited) and body.
-struct Posted {
-    status: StatusCode,
-    location: String,
-    body: String,
-}
-
-impl<'a> TokenBrowser<'a> {
-    fn new(app: &'a TestApp, token: &'a str) -> Self {
-        TokenBrowser {
-            app,
-            token,
-            browser: Browser::new(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> support::Page {
-        let req = self
-            .browser
-            .client
-            .get(self.app.url(path))
-            .bearer_auth(self.token);
-        self.browser.follow(req, None).await
-    }
-
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Posted {
-        let resp = self
-            .browser
-            .client
-            .post(self.app.url(path))
-            .bearer_auth(self.token)
-            .form(form)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let location = resp
-            .headers()
-            .get("location")
-            .map(|l| l.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        Posted {
-            status,
-            location,
-            body: resp.text().await.unwrap(),
-        }
-    }
-}
-
-const XSS: &str = "<script>alert('x')</script>";
 /// Without spaces, so it passes as a host name and must be escaped.
 const XSS_HOST: &str = "<script>alert(1)</script>";
 const PASSWORD: &str = "Pw-never-shown-7f3a9c";
@@ -74,11 +15,6 @@ const PASSWORD: &str = "Pw-never-shown-7f3a9c";
 fn assert_refused(posted: &Posted, what: &str) {
     assert_eq!(posted.status, StatusCode::FORBIDDEN, "{what}");
     assert!(posted.body.contains("<html"), "{what}: a page says why");
-}
-
-fn assert_escaped(body: &str, payload: &str, what: &str) {
-    assert!(!body.contains(payload), "{what} renders the payload raw");
-    assert!(body.contains("&lt;script&gt;"), "{what} shows it escaped");
 }
 
 #[tokio::test]
@@ -174,6 +110,18 @@ async fn admins_create_edit_and_archive_projects_from_the_pages() {
     );
 }
 
+/// The environment `name` as the API shows it.
+async fn environment(app: &TestApp, name: &str) -> Value {
+    let (_, envs) = app.get("/api/v1/environments", &app.user).await;
+    envs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no environment {name}: {envs}"))
+        .clone()
+}
+
 #[tokio::test]
 async fn everyone_sees_the_environments_and_admins_change_their_policies() {
     let app = TestApp::spawn().await;
@@ -219,14 +167,7 @@ async fn everyone_sees_the_environments_and_admins_change_their_policies() {
     good[1] = ("required_approvals", "1");
     let added = admin.post("/admin/environments", &good).await;
     assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
-    let (_, envs) = app.get("/api/v1/environments", &app.user).await;
-    let qa_env = envs["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "qa")
-        .unwrap()
-        .clone();
+    let qa_env = environment(&app, "qa").await;
     assert_eq!(qa_env["lock_timeout_ms"], 2000);
     assert_eq!(qa_env["allow_self_approval"], true);
 
@@ -256,14 +197,7 @@ async fn everyone_sees_the_environments_and_admins_change_their_policies() {
     ];
     let saved = admin.post("/admin/environments/prd", &form).await;
     assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
-    let (_, envs) = app.get("/api/v1/environments", &app.user).await;
-    let prd_env = envs["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "prd")
-        .unwrap()
-        .clone();
+    let prd_env = environment(&app, "prd").await;
     assert_eq!(prd_env["lock_timeout_ms"], 1500);
     assert_eq!(prd_env["required_approvals"], 2);
     assert_eq!(prd_env["allow_self_approval"], false);

@@ -83,36 +83,25 @@ async fn rotation_reencrypts_every_secret_and_targets_still_connect() {
     let slug = app.project("shop").await;
     let set = app.db_set(&slug, "orders", "daily").await;
     let maria = TestMysqlDatabase::create("mh_test_keys").await;
-    let targets_path = format!("/api/v1/projects/{slug}/db-sets/{set}/targets");
-    let (_, live) = app
-        .post(
-            &targets_path,
-            &app.manager,
-            json!({"name": "maria", "engine": "mysql", "host": maria.host, "port": maria.port,
-                     "database": maria.name, "username": maria.user, "password": maria.password}),
-        )
-        .await;
-    let live = live["id"].as_str().unwrap().to_owned();
+    let live = app.mysql_target(&slug, &set, "maria", &maria).await;
     // A deleted target's password and a webhook URL are secrets too.
-    let (_, gone) = app
-        .post(
-            &targets_path,
-            &app.manager,
+    let gone = app
+        .add_target(
+            &slug,
+            &set,
             json!({"name": "gone", "engine": "postgres", "host": "db", "port": 5432,
-                     "database": "d", "username": "u", "password": "old-Secret"}),
+                   "database": "d", "username": "u", "password": "old-Secret"}),
         )
         .await;
-    let gone = gone["id"].as_str().unwrap().to_owned();
-    app.call(
-        Method::DELETE,
-        &format!("/api/v1/targets/{gone}"),
-        Some(&app.manager),
-        None,
+    app.delete(&format!("/api/v1/targets/{gone}"), &app.manager)
+        .await;
+    app.add_target(
+        &slug,
+        &set,
+        json!({"name": "nopw", "engine": "postgres", "host": "db", "port": 5432,
+               "database": "d", "username": "u"}),
     )
     .await;
-    app.post(&targets_path, &app.manager,
-             json!({"name": "nopw", "engine": "postgres", "host": "db", "port": 5432, "database": "d", "username": "u"}))
-        .await;
     let hook = Uuid::now_v7();
     let hook_url = "https://hooks.example.com/services/T0/B0/s3cret";
     let sealed = app.keys.seal(hook.as_bytes(), hook_url.as_bytes());

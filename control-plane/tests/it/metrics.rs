@@ -1,9 +1,10 @@
 //! `GET /metrics` of the control plane: what it reports, and that
 //! Prometheus' own `promtool check metrics` accepts it.
 
-use std::{io::Write, process::Stdio};
+use std::{io::Write, process::Stdio, time::Duration};
 
-use crate::support::TestApp;
+use crate::support::{Fleet, TestApp};
+use common::testing::{TestDatabase, wait_for};
 use reqwest::{Method, StatusCode};
 
 /// Runs `promtool check metrics` on `text`; returns its verdict and output.
@@ -34,6 +35,11 @@ pub fn promtool_check(text: &str) -> (bool, String) {
     )
 }
 
+/// The text a metrics endpoint serves.
+async fn scrape(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
 #[tokio::test]
 async fn control_plane_metrics_are_valid_prometheus_text() {
     let app = TestApp::spawn().await;
@@ -47,12 +53,7 @@ async fn control_plane_metrics_are_valid_prometheus_text() {
 
     let (status, _) = app.call(Method::GET, "/metrics", None, None).await;
     assert_eq!(status, StatusCode::OK);
-    let text = reqwest::get(app.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = scrape(&app.url("/metrics")).await;
     for needle in [
         "http_requests_total{method=\"GET\",route=\"/api/v1/me\",status=\"200\"}",
         "route=\"/api/v1/projects/{slug}\",status=\"404\"",
@@ -72,63 +73,23 @@ async fn worker_metrics_count_executions_migrations_and_lock_waits() {
     let app = TestApp::spawn().await;
     let slug = app.project("shop").await;
     let set = app.db_set(&slug, "orders", "daily").await;
-    let db = common::testing::TestDatabase::create("mh_test_target").await;
-    app.post(
-        &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
-        &app.manager,
-        serde_json::json!({"name": "t1", "engine": "postgres", "host": "127.0.0.1", "port": 5432, "database": db.name, "username": "postgres"}),
-    )
-    .await;
+    let db = TestDatabase::create("mh_test_target").await;
+    app.pg_target(&slug, &set, "t1", &db).await;
     app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
         .await;
-    let (_, run) = app
-        .post(
-            &format!("/api/v1/projects/{slug}/runs"),
-            &app.user,
-            serde_json::json!({"db_set_id": set, "direction": "up", "target_version": "1"}),
-        )
-        .await;
-    let id = run["id"].as_str().unwrap().to_owned();
-    app.post(
-        &format!("/api/v1/runs/{id}/approve"),
-        &app.manager,
-        serde_json::json!({}),
-    )
-    .await;
+    let run = app.request_run(&slug, &set, "1").await;
+    app.approve(&run).await;
 
     // The worker's endpoint, as the binary serves it.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_url = format!("http://{}/metrics", listener.local_addr().unwrap());
     tokio::spawn(worker::metrics::serve(listener));
-    let worker = worker::Worker::new(app.pool.clone(), app.keys.clone(), "default", 2, 5_000);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
-    app.post(
-        &format!("/api/v1/runs/{id}/execute"),
-        &app.user,
-        serde_json::json!({}),
-    )
-    .await;
-    common::testing::wait_for(
-        std::time::Duration::from_secs(30),
-        "the run to succeed",
-        || async {
-            let (_, body) = app.get(&format!("/api/v1/runs/{id}"), &app.user).await;
-            (body["state"] == "succeeded").then_some(())
-        },
-    )
-    .await;
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
+    let fleet = Fleet::start_with(&app, 2);
+    app.execute(&run).await;
+    assert_eq!(app.wait_until_final(&run).await["state"], "succeeded");
+    fleet.stop().await;
 
-    let text = reqwest::get(&metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = scrape(&metrics_url).await;
     for needle in [
         "migrate_hub_target_executions_total{engine=\"postgres\",outcome=\"succeeded\"}",
         "migrate_hub_migration_duration_seconds_count{direction=\"up\"}",
@@ -144,37 +105,23 @@ async fn worker_metrics_count_executions_migrations_and_lock_waits() {
 #[tokio::test]
 async fn admins_see_the_worker_fleet() {
     let app = TestApp::spawn().await;
-    let worker = worker::Worker::new(app.pool.clone(), app.keys.clone(), "eu-west", 3, 5_000);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
-    let page = |token: String| {
-        let url = app.url("/admin/workers");
-        async move {
-            let resp = reqwest::Client::new()
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap();
-            (resp.status(), resp.text().await.unwrap())
-        }
-    };
-    let body = common::testing::wait_for(
-        std::time::Duration::from_secs(20),
+    let fleet = Fleet::in_pool(&app, "eu-west", 3);
+    let body = wait_for(
+        Duration::from_secs(20),
         "the worker to register",
         || async {
-            let (status, body) = page(app.admin.clone()).await;
+            let (status, body) = app.page("/admin/workers", &app.admin).await;
             (status == StatusCode::OK && body.contains("eu-west")).then_some(body)
         },
     )
     .await;
     assert!(body.contains("alive"), "{body}");
-    assert_eq!(page(app.manager.clone()).await.0, StatusCode::FORBIDDEN);
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
-    let (_, body) = page(app.admin.clone()).await;
+    assert_eq!(
+        app.page("/admin/workers", &app.manager).await.0,
+        StatusCode::FORBIDDEN
+    );
+    fleet.stop().await;
+    let (_, body) = app.page("/admin/workers", &app.admin).await;
     assert!(
         body.contains("stopped"),
         "a stopped worker is shown as such"
@@ -218,12 +165,7 @@ async fn invented_methods_and_unknown_paths_add_no_series() {
         assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
     }
 
-    let text = reqwest::get(app.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = scrape(&app.url("/metrics")).await;
     for sent in invented.iter().chain(&unknown_paths) {
         assert!(
             !text.contains(sent.as_str()),

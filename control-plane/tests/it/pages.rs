@@ -1,57 +1,8 @@
 //! The server-rendered pages for projects, migrations and runs: forms keep
 //! input on errors, everything is escaped, actions follow the roles.
 
-use crate::support::{self, Browser, TestApp};
+use crate::support::{Posted, TestApp, TokenBrowser, XSS, assert_escaped};
 use reqwest::StatusCode;
-
-/// A browser whose requests carry an API token (pages accept them too, and
-/// need no CSRF token then).
-struct TokenBrowser<'a> {
-    app: &'a TestApp,
-    token: &'a str,
-    browser: Browser,
-}
-
-impl<'a> TokenBrowser<'a> {
-    fn new(app: &'a TestApp, token: &'a str) -> Self {
-        TokenBrowser {
-            app,
-            token,
-            browser: Browser::new(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> support::Page {
-        let req = self
-            .browser
-            .client
-            .get(self.app.url(path))
-            .bearer_auth(self.token);
-        self.browser.follow(req, None).await
-    }
-
-    /// Posts a form; returns the redirect target (unvisited) or the page.
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String, String) {
-        let resp = self
-            .browser
-            .client
-            .post(self.app.url(path))
-            .bearer_auth(self.token)
-            .form(form)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let location = resp
-            .headers()
-            .get("location")
-            .map(|l| l.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        (status, location, resp.text().await.unwrap())
-    }
-}
-
-const XSS: &str = "<script>alert('x')</script>";
 
 #[tokio::test]
 async fn migration_form_keeps_input_and_escapes_everything() {
@@ -64,7 +15,7 @@ async fn migration_form_keeps_input_and_escapes_everything() {
     assert!(page.body.contains("New migration"));
 
     // A bad version re-renders the form with the input and the field's error.
-    let (status, _, body) = user
+    let Posted { status, body, .. } = user
         .post(
             &format!("/projects/{slug}/migrations"),
             &[
@@ -82,7 +33,9 @@ async fn migration_form_keeps_input_and_escapes_everything() {
     assert!(body.contains("field-error"), "the field's error is shown");
 
     let up = format!("CREATE TABLE t (note text DEFAULT '{XSS}');");
-    let (status, location, _) = user
+    let Posted {
+        status, location, ..
+    } = user
         .post(
             &format!("/projects/{slug}/migrations"),
             &[
@@ -98,11 +51,7 @@ async fn migration_form_keeps_input_and_escapes_everything() {
     for path in [location.clone(), format!("/projects/{slug}")] {
         let page = user.get(&path).await;
         assert_eq!(page.status, StatusCode::OK);
-        assert!(!page.body.contains(XSS), "{path} renders the payload raw");
-        assert!(
-            page.body.contains("&lt;script&gt;"),
-            "{path} shows it escaped"
-        );
+        assert_escaped(&page.body, XSS, &path);
     }
 }
 
@@ -112,18 +61,15 @@ async fn run_page_shows_actions_by_role_and_forms_drive_the_run() {
     let slug = app.project("shop").await;
     let set = app.db_set(&slug, "orders", "daily").await;
     let db = common::testing::TestDatabase::create("mh_test_target").await;
-    app.post(
-        &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
-        &app.manager,
-        serde_json::json!({"name": "t1", "engine": "postgres", "host": "127.0.0.1", "port": 5432, "database": db.name, "username": "postgres"}),
-    )
-    .await;
+    app.pg_target(&slug, &set, "t1", &db).await;
     app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;")
         .await;
 
     let user = TokenBrowser::new(&app, &app.user);
     let manager = TokenBrowser::new(&app, &app.manager);
-    let (status, location, _) = user
+    let Posted {
+        status, location, ..
+    } = user
         .post(
             &format!("/projects/{slug}/runs"),
             &[
@@ -142,18 +88,22 @@ async fn run_page_shows_actions_by_role_and_forms_drive_the_run() {
         !as_user.body.contains(">Approve</button>"),
         "users get no approve button"
     );
-    assert!(!as_user.body.contains(XSS) && as_user.body.contains("&lt;script&gt;"));
+    assert_escaped(&as_user.body, XSS, "the run page");
     let as_manager = manager.get(&location).await;
     assert!(as_manager.body.contains(">Approve</button>"));
 
     // A user posting the approve form is refused with a page.
-    let (status, _, body) = user
+    let Posted { status, body, .. } = user
         .post(&format!("{location}/approve"), &[("comment", "")])
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(body.contains("<html"));
 
-    let (status, back, _) = manager
+    let Posted {
+        status,
+        location: back,
+        ..
+    } = manager
         .post(&format!("{location}/approve"), &[("comment", "ok")])
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
@@ -174,7 +124,7 @@ async fn run_request_form_shows_errors_in_place() {
     let set = app.db_set(&slug, "orders", "daily").await;
     app.migration(&slug, "1", "SELECT 1;", "").await;
     let user = TokenBrowser::new(&app, &app.user);
-    let (status, _, body) = user
+    let Posted { status, body, .. } = user
         .post(
             &format!("/projects/{slug}/runs"),
             &[
@@ -189,10 +139,7 @@ async fn run_request_form_shows_errors_in_place() {
         body.contains("no migration 7") || body.contains("no targets"),
         "{body}"
     );
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM runs")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let count = app.count("SELECT count(*) FROM runs").await;
     assert_eq!(count, 0);
 }
 
@@ -220,7 +167,9 @@ async fn editing_a_migration_makes_a_revision_with_a_side_by_side_diff() {
     let new_up = format!(
         "CREATE TABLE a (id bigint, note text DEFAULT '{XSS}');\nCREATE INDEX a_id ON a (id);"
     );
-    let (status, location, _) = user
+    let Posted {
+        status, location, ..
+    } = user
         .post(
             &format!("/projects/{slug}/migrations/1/edit"),
             &[
@@ -243,11 +192,11 @@ async fn editing_a_migration_makes_a_revision_with_a_side_by_side_diff() {
         "the changed line is paired"
     );
     assert!(diff.body.contains("CREATE TABLE a (id int);") && diff.body.contains("id bigint"));
-    assert!(!diff.body.contains(XSS) && diff.body.contains("&lt;script&gt;"));
+    assert_escaped(&diff.body, XSS, "the diff");
 
     // A script with a NUL character is refused by the form's extractor,
     // with an error page naming the field.
-    let (status, _, body) = user
+    let Posted { status, body, .. } = user
         .post(
             &format!("/projects/{slug}/migrations/1/edit"),
             &[
@@ -274,19 +223,14 @@ async fn deny_and_cancel_forms_and_the_dashboard() {
     let slug = app.project("shop").await;
     let set = app.db_set(&slug, "orders", "daily").await;
     let db = common::testing::TestDatabase::create("mh_test_target").await;
-    app.post(
-        &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
-        &app.manager,
-        serde_json::json!({"name": "t1", "engine": "postgres", "host": "127.0.0.1", "port": 5432, "database": db.name, "username": "postgres"}),
-    )
-    .await;
+    app.pg_target(&slug, &set, "t1", &db).await;
     app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
         .await;
     let user = TokenBrowser::new(&app, &app.user);
     let manager = TokenBrowser::new(&app, &app.manager);
     let mut runs = Vec::new();
     for _ in 0..2 {
-        let (_, location, _) = user
+        let Posted { location, .. } = user
             .post(
                 &format!("/projects/{slug}/runs"),
                 &[
@@ -305,11 +249,11 @@ async fn deny_and_cancel_forms_and_the_dashboard() {
     assert!(dash.body.contains("My runs") && dash.body.contains(&runs[0]));
 
     // A deny without a reason is refused; with one it is recorded.
-    let (status, _, _) = manager
+    let Posted { status, .. } = manager
         .post(&format!("{}/deny", runs[0]), &[("reason", "")])
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let (status, _, _) = manager
+    let Posted { status, .. } = manager
         .post(&format!("{}/deny", runs[0]), &[("reason", "freeze week")])
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
@@ -318,7 +262,7 @@ async fn deny_and_cancel_forms_and_the_dashboard() {
 
     // The requester cancels their own run from its page.
     assert!(user.get(&runs[1]).await.body.contains(">Cancel</button>"));
-    let (status, _, _) = user.post(&format!("{}/cancel", runs[1]), &[]).await;
+    let Posted { status, .. } = user.post(&format!("{}/cancel", runs[1]), &[]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert!(user.get(&runs[1]).await.body.contains("state-cancelled"));
 }

@@ -4,32 +4,10 @@
 
 use std::time::Duration;
 
-use crate::support::{TestApp, code};
+use crate::support::{Fleet, TestApp, code};
 use common::testing::{TestMysqlDatabase, wait_for};
 use reqwest::StatusCode;
 use serde_json::json;
-
-/// A worker of the default pool running in-process until `stop`.
-struct InProcessWorker {
-    stop: tokio::sync::oneshot::Sender<()>,
-    running: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl InProcessWorker {
-    fn start(app: &TestApp) -> Self {
-        let worker = worker::Worker::new(app.pool.clone(), app.keys.clone(), "default", 2, 5_000);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(worker.run(async move {
-            let _ = stopped.await;
-        }));
-        Self { stop, running }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.running.await.unwrap().unwrap();
-    }
-}
 
 /// A project `shop` with a MariaDB target (`db`) in a `daily` DB set and
 /// migration 1 = `script`, whose run was requested, approved and executed.
@@ -42,37 +20,11 @@ async fn executed_mysql_run(
 ) -> (String, String, String, String) {
     let slug = app.project("shop").await;
     let set = app.db_set(&slug, "orders-my", "daily").await;
-    let (status, target) = app
-        .post(
-            &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
-            &app.manager,
-            json!({"name": "my1", "engine": "mysql", "host": db.host, "port": db.port, "database": db.name,
-                   "username": db.user, "password": db.password, "tls_mode": "disable"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{target}");
-    let target_id = target["id"].as_str().unwrap().to_owned();
+    let target_id = app.mysql_target(&slug, &set, "my1", db).await;
     app.migration(&slug, "1", script, down).await;
-    let (_, run) = app
-        .post(
-            &format!("/api/v1/projects/{slug}/runs"),
-            &app.user,
-            json!({"db_set_id": set, "direction": "up", "target_version": "1"}),
-        )
-        .await;
-    let run_id = run["id"].as_str().unwrap().to_owned();
-    app.post(
-        &format!("/api/v1/runs/{run_id}/approve"),
-        &app.manager,
-        json!({}),
-    )
-    .await;
-    app.post(
-        &format!("/api/v1/runs/{run_id}/execute"),
-        &app.user,
-        json!({}),
-    )
-    .await;
+    let run_id = app.request_run(&slug, &set, "1").await;
+    app.approve(&run_id).await;
+    app.execute(&run_id).await;
     (slug, set, target_id, run_id)
 }
 
@@ -89,7 +41,7 @@ async fn run_in_state(app: &TestApp, run_id: &str, want: &'static str) -> serde_
 async fn dirty_target_refuses_runs_until_an_admin_resolves_it() {
     let app = TestApp::spawn().await;
     let db = TestMysqlDatabase::create("mh_test_resolve").await;
-    let worker = InProcessWorker::start(&app);
+    let worker = Fleet::start_with(&app, 2);
     // The second statement fails after the first committed: the target is dirty.
     let (slug, set, target_id, run_id) = executed_mysql_run(
         &app,
@@ -107,42 +59,18 @@ async fn dirty_target_refuses_runs_until_an_admin_resolves_it() {
             .contains("already exists"),
         "{done}"
     );
-    let (_, state) = app
-        .get(&format!("/api/v1/targets/{target_id}/state"), &app.user)
-        .await;
+    let state = app.target_state(&target_id).await;
     assert_eq!(state["dirty"]["version"], "1", "{state}");
 
     // Dirty: no new run.
-    let (status, err) = app
-        .post(
-            &format!("/api/v1/projects/{slug}/runs"),
-            &app.user,
-            json!({"db_set_id": set, "direction": "up", "target_version": "1"}),
-        )
-        .await;
+    let (status, err) = app.request_run_as(&app.user, &slug, &set, "up", "1").await;
     assert_eq!((status, code(&err)), (StatusCode::CONFLICT, "target_dirty"));
 
     // The target page offers admins (only) the resolve form.
-    let page = |token: String| {
-        let url = app.url(&format!("/targets/{target_id}"));
-        async move {
-            reqwest::Client::new()
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
-    };
-    assert!(page(app.admin.clone()).await.contains(">Resolve</button>"));
-    assert!(
-        !page(app.manager.clone())
-            .await
-            .contains(">Resolve</button>")
-    );
+    let page = format!("/targets/{target_id}");
+    let form = ">Resolve</button>";
+    assert!(app.page(&page, &app.admin).await.1.contains(form));
+    assert!(!app.page(&page, &app.manager).await.1.contains(form));
 
     // Only admins resolve, with a reason, at the dirty version.
     let path = format!("/api/v1/targets/{target_id}/resolve");
@@ -194,9 +122,7 @@ async fn dirty_target_refuses_runs_until_an_admin_resolves_it() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (_, state) = app
-        .get(&format!("/api/v1/targets/{target_id}/state"), &app.user)
-        .await;
+    let state = app.target_state(&target_id).await;
     assert!(state["dirty"].is_null(), "{state}");
     assert_eq!(state["applied"][0]["version"], "1");
     assert_eq!(
@@ -214,13 +140,7 @@ async fn dirty_target_refuses_runs_until_an_admin_resolves_it() {
     assert_eq!(status, StatusCode::CONFLICT, "nothing left to resolve");
 
     // Up to date now.
-    let (status, err) = app
-        .post(
-            &format!("/api/v1/projects/{slug}/runs"),
-            &app.user,
-            json!({"db_set_id": set, "direction": "up", "target_version": "1"}),
-        )
-        .await;
+    let (status, err) = app.request_run_as(&app.user, &slug, &set, "up", "1").await;
     assert_eq!(
         (status, code(&err)),
         (StatusCode::CONFLICT, "nothing_to_do")
@@ -233,7 +153,7 @@ async fn admin_resumes_a_dirty_script_after_the_stopped_statement() {
     let db = TestMysqlDatabase::create("mh_test_resume").await;
     // Statement 2 fails: someone created `b` by hand, as the script wanted.
     db.run("CREATE TABLE b (id int)").await;
-    let worker = InProcessWorker::start(&app);
+    let worker = Fleet::start_with(&app, 2);
     let (_, _, target_id, run_id) = executed_mysql_run(
         &app,
         &db,
@@ -282,9 +202,7 @@ async fn admin_resumes_a_dirty_script_after_the_stopped_statement() {
 
     // Statement 3 ran: `c` exists (this insert panics otherwise).
     db.run("INSERT INTO c VALUES (1)").await;
-    let (_, state) = app
-        .get(&format!("/api/v1/targets/{target_id}/state"), &app.user)
-        .await;
+    let state = app.target_state(&target_id).await;
     assert!(state["dirty"].is_null(), "{state}");
     assert_eq!(state["applied"][0]["version"], "1");
     assert_eq!(state["drift"]["in_sync"], true, "{state}");

@@ -4,11 +4,10 @@
 
 use std::time::Duration;
 
-use crate::support::{self, Fleet, TestApp, code};
+use crate::support::{self, Fleet, PgTarget, TestApp, code, versions};
 use common::testing::{TestDatabase, wait_for};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sqlx::{Connection, PgConnection};
 
 /// A project with a DB set of `n` fresh PostgreSQL databases.
 async fn project_with_targets(app: &TestApp, n: usize) -> (String, String, Vec<TestDatabase>) {
@@ -17,47 +16,10 @@ async fn project_with_targets(app: &TestApp, n: usize) -> (String, String, Vec<T
     let mut dbs = Vec::new();
     for i in 0..n {
         let db = TestDatabase::create("mh_test_target").await;
-        let (status, body) = app
-            .post(
-                &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
-                &app.manager,
-                json!({"name": format!("shard-{i}"), "engine": "postgres", "host": "127.0.0.1", "port": 5432,
-                       "database": db.name, "username": "postgres", "password": "unused-with-trust", "tls_mode": "disable"}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
+        app.pg_target(&slug, &set, &format!("shard-{i}"), &db).await;
         dbs.push(db);
     }
     (slug, set, dbs)
-}
-
-async fn request_run(app: &TestApp, slug: &str, set: &str, version: &str) -> String {
-    let (status, run) = app
-        .post(
-            &format!("/api/v1/projects/{slug}/runs"),
-            &app.user,
-            json!({"db_set_id": set, "direction": "up", "target_version": version}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{run}");
-    assert_eq!(run["state"], "pending_approval");
-    run["id"].as_str().unwrap().to_owned()
-}
-
-async fn wait_until_final(app: &TestApp, run: &str) -> Value {
-    wait_for(Duration::from_secs(60), "the run to finish", || async {
-        let (_, body) = app.get(&format!("/api/v1/runs/{run}"), &app.user).await;
-        matches!(
-            body["state"].as_str(),
-            Some("succeeded" | "failed" | "partially_failed")
-        )
-        .then_some(body)
-    })
-    .await
-}
-
-async fn connect(db: &TestDatabase) -> PgConnection {
-    PgConnection::connect(&db.url).await.unwrap()
 }
 
 #[tokio::test]
@@ -80,27 +42,21 @@ async fn approved_run_migrates_every_target_once() {
     )
     .await;
 
-    let run = request_run(&app, &slug, &set, "10").await;
+    let run = app.request_run(&slug, &set, "10").await;
     let (_, body) = app.get(&format!("/api/v1/runs/{run}"), &app.user).await;
-    let versions: Vec<&str> = body["migrations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["version"].as_str().unwrap())
-        .collect();
-    assert_eq!(versions, ["1", "2", "10"], "pinned in version order");
+    assert_eq!(
+        versions(&body["migrations"]),
+        ["1", "2", "10"],
+        "pinned in version order"
+    );
     assert_eq!(body["digest"].as_str().unwrap().len(), 64);
 
     // Not yet approved: execute is refused and nothing is queued.
-    let (status, err) = app
-        .post(&format!("/api/v1/runs/{run}/execute"), &app.user, json!({}))
-        .await;
+    let (status, err) = app.execute_as(&run, &app.user).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(code(&err), "invalid_state");
     // A user cannot approve.
-    let (status, _) = app
-        .post(&format!("/api/v1/runs/{run}/approve"), &app.user, json!({}))
-        .await;
+    let (status, _) = app.approve_as(&run, &app.user).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     let (status, approved) = app
@@ -114,18 +70,14 @@ async fn approved_run_migrates_every_target_once() {
     assert_eq!(approved["state"], "approved");
 
     let fleet = Fleet::start(&app);
-    let (status, queued) = app
-        .post(&format!("/api/v1/runs/{run}/execute"), &app.user, json!({}))
-        .await;
+    let (status, queued) = app.execute_as(&run, &app.user).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
     // A second execute is a no-op 409.
-    let (status, err) = app
-        .post(&format!("/api/v1/runs/{run}/execute"), &app.user, json!({}))
-        .await;
+    let (status, err) = app.execute_as(&run, &app.user).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(code(&err), "already_executed");
 
-    let done = wait_until_final(&app, &run).await;
+    let done = app.wait_until_final(&run).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     for target in done["targets"].as_array().unwrap() {
         assert_eq!(target["state"], "succeeded", "{target}");
@@ -133,7 +85,7 @@ async fn approved_run_migrates_every_target_once() {
         assert!(target["worker"].is_string());
     }
     for db in &dbs {
-        let mut conn = connect(db).await;
+        let mut conn = db.connect().await;
         let history: Vec<String> = sqlx::query_scalar(
             "SELECT version FROM migrate_hub_history ORDER BY applied_at, version",
         )
@@ -149,10 +101,7 @@ async fn approved_run_migrates_every_target_once() {
         .unwrap();
         assert!(index.is_some(), "the last migration ran in {}", db.name);
     }
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM applied_migrations")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let applied = app.count("SELECT count(*) FROM applied_migrations").await;
     assert_eq!(applied, 9);
 
     // Every step is in the audit log, and the chain is intact.
@@ -169,13 +118,7 @@ async fn approved_run_migrates_every_target_once() {
     assert_eq!(verify["ok"], true, "{verify}");
 
     // Everything is applied now: a new run has nothing to do.
-    let (status, err) = app
-        .post(
-            &format!("/api/v1/projects/{slug}/runs"),
-            &app.user,
-            json!({"db_set_id": set, "direction": "up", "target_version": "10"}),
-        )
-        .await;
+    let (status, err) = app.request_run_as(&app.user, &slug, &set, "up", "10").await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(code(&err), "nothing_to_do");
     fleet.stop().await;
@@ -193,27 +136,9 @@ async fn sql_error_fails_only_its_target_with_the_database_message() {
     )
     .await;
     // The second target already has the table, so the migration fails there.
-    let mut conn = connect(&dbs[1]).await;
-    sqlx::query("CREATE TABLE invoices (legacy int)")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    dbs[1].run("CREATE TABLE invoices (legacy int)").await;
 
-    let run = request_run(&app, &slug, &set, "1").await;
-    app.post(
-        &format!("/api/v1/runs/{run}/approve"),
-        &app.manager,
-        json!({}),
-    )
-    .await;
-    let fleet = Fleet::start(&app);
-    app.post(
-        &format!("/api/v1/runs/{run}/execute"),
-        &app.manager,
-        json!({}),
-    )
-    .await;
-    let done = wait_until_final(&app, &run).await;
+    let done = app.run_up(&slug, &set, "1").await;
     assert_eq!(done["state"], "partially_failed", "{done}");
     let targets = done["targets"].as_array().unwrap();
     assert_eq!(targets[0]["state"], "succeeded");
@@ -225,12 +150,12 @@ async fn sql_error_fails_only_its_target_with_the_database_message() {
         "{error}"
     );
     // The failed target is untouched: no history row, its own table kept.
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM migrate_hub_history")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(rows, 0);
-    fleet.stop().await;
+    assert_eq!(
+        dbs[1]
+            .number("SELECT count(*) FROM migrate_hub_history")
+            .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -239,7 +164,7 @@ async fn changes_after_the_request_invalidate_the_run() {
     let (slug, set, _dbs) = project_with_targets(&app, 1).await;
     app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
         .await;
-    let run = request_run(&app, &slug, &set, "1").await;
+    let run = app.request_run(&slug, &set, "1").await;
 
     // A target joins the DB set after the run was requested.
     let extra = TestDatabase::create("mh_test_target").await;
@@ -251,25 +176,13 @@ async fn changes_after_the_request_invalidate_the_run() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, err) = app
-        .post(
-            &format!("/api/v1/runs/{run}/approve"),
-            &app.manager,
-            json!({}),
-        )
-        .await;
+    let (status, err) = app.approve_as(&run, &app.manager).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(code(&err), "run_invalidated");
     let (_, body) = app.get(&format!("/api/v1/runs/{run}"), &app.user).await;
     assert_eq!(body["state"], "invalidated");
     // It stays that way.
-    let (status, _) = app
-        .post(
-            &format!("/api/v1/runs/{run}/approve"),
-            &app.manager2,
-            json!({}),
-        )
-        .await;
+    let (status, _) = app.approve_as(&run, &app.manager2).await;
     assert_eq!(status, StatusCode::CONFLICT);
     let (status, _) = app
         .call(
@@ -304,53 +217,25 @@ async fn prd_needs_two_distinct_managers_and_never_the_requester() {
         .await;
     // The manager requests; the manager may not approve their own run.
     let (status, run) = app
-        .post(
-            &format!("/api/v1/projects/{slug}/runs"),
-            &app.manager,
-            json!({"db_set_id": set, "direction": "up", "target_version": "1"}),
-        )
+        .request_run_as(&app.manager, &slug, &set, "up", "1")
         .await;
     assert_eq!(status, StatusCode::CREATED);
     let run = run["id"].as_str().unwrap();
-    let (status, err) = app
-        .post(
-            &format!("/api/v1/runs/{run}/approve"),
-            &app.manager,
-            json!({}),
-        )
-        .await;
+    let (status, err) = app.approve_as(run, &app.manager).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(code(&err), "separation_of_duties");
-    let (_, after_one) = app
-        .post(
-            &format!("/api/v1/runs/{run}/approve"),
-            &app.manager2,
-            json!({}),
-        )
-        .await;
+    let (_, after_one) = app.approve_as(run, &app.manager2).await;
     assert_eq!(
         after_one["state"], "pending_approval",
         "one approval is not enough on prd"
     );
-    let (status, _) = app
-        .post(
-            &format!("/api/v1/runs/{run}/approve"),
-            &app.manager2,
-            json!({}),
-        )
-        .await;
+    let (status, _) = app.approve_as(run, &app.manager2).await;
     assert_eq!(
         status,
         StatusCode::CONFLICT,
         "the same manager cannot count twice"
     );
-    let (_, after_two) = app
-        .post(
-            &format!("/api/v1/runs/{run}/approve"),
-            &app.admin,
-            json!({}),
-        )
-        .await;
+    let (_, after_two) = app.approve_as(run, &app.admin).await;
     assert_eq!(after_two["state"], "approved");
 }
 
@@ -360,23 +245,15 @@ async fn edited_migration_invalidates_approved_run_and_applied_ones_are_immutabl
     let (slug, set, _dbs) = project_with_targets(&app, 1).await;
     app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;")
         .await;
-    let run = request_run(&app, &slug, &set, "1").await;
-    let (_, approved) = app
-        .post(
-            &format!("/api/v1/runs/{run}/approve"),
-            &app.manager,
-            json!({}),
-        )
-        .await;
-    assert_eq!(approved["state"], "approved");
+    let run = app.request_run(&slug, &set, "1").await;
+    app.approve(&run).await;
 
     let path = format!("/api/v1/projects/{slug}/migrations/1");
     let (status, edited) = app
-        .call(
-            Method::PATCH,
+        .patch(
             &path,
-            Some(&app.user),
-            Some(json!({"up_sql": "CREATE TABLE a (id bigint);"})),
+            &app.user,
+            json!({"up_sql": "CREATE TABLE a (id bigint);"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{edited}");
@@ -390,9 +267,7 @@ async fn edited_migration_invalidates_approved_run_and_applied_ones_are_immutabl
         body["state"], "invalidated",
         "the approval covered the old checksum"
     );
-    let (status, err) = app
-        .post(&format!("/api/v1/runs/{run}/execute"), &app.user, json!({}))
-        .await;
+    let (status, err) = app.execute_as(&run, &app.user).await;
     assert_eq!(
         (status, code(&err)),
         (StatusCode::CONFLICT, "run_invalidated")
@@ -403,24 +278,12 @@ async fn edited_migration_invalidates_approved_run_and_applied_ones_are_immutabl
     assert_eq!(revs[0]["up_sql"], "CREATE TABLE a (id int);");
 
     // Apply it; from then on it cannot change.
-    let run = request_run(&app, &slug, &set, "1").await;
-    app.post(
-        &format!("/api/v1/runs/{run}/approve"),
-        &app.manager,
-        json!({}),
-    )
-    .await;
-    let fleet = Fleet::start(&app);
-    app.post(&format!("/api/v1/runs/{run}/execute"), &app.user, json!({}))
-        .await;
-    assert_eq!(wait_until_final(&app, &run).await["state"], "succeeded");
-    fleet.stop().await;
+    assert_eq!(app.run_up(&slug, &set, "1").await["state"], "succeeded");
     let (status, err) = app
-        .call(
-            Method::PATCH,
+        .patch(
             &path,
-            Some(&app.user),
-            Some(json!({"up_sql": "CREATE TABLE a (id text);"})),
+            &app.user,
+            json!({"up_sql": "CREATE TABLE a (id text);"}),
         )
         .await;
     assert_eq!(
@@ -489,17 +352,9 @@ async fn webhook_receives_each_run_event_once_in_order() {
 
     app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
         .await;
-    let run = request_run(&app, &slug, &set, "1").await;
-    app.post(
-        &format!("/api/v1/runs/{run}/approve"),
-        &app.manager,
-        json!({}),
-    )
-    .await;
     let fleet = Fleet::start(&app);
-    app.post(&format!("/api/v1/runs/{run}/execute"), &app.user, json!({}))
-        .await;
-    assert_eq!(wait_until_final(&app, &run).await["state"], "succeeded");
+    let run = app.request_run(&slug, &set, "1").await;
+    assert_eq!(app.approve_and_run(&run).await["state"], "succeeded");
     fleet.stop().await;
 
     let events = wait_for(Duration::from_secs(30), "four webhook deliveries", || {
@@ -529,12 +384,9 @@ async fn webhook_receives_each_run_event_once_in_order() {
         Duration::from_secs(30),
         "four deliveries recorded",
         || async {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'",
-            )
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+            let n = app
+                .count("SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'")
+                .await;
             (n >= 4).then_some(n)
         },
     )
@@ -548,7 +400,7 @@ async fn twenty_parallel_approvals_count_once_each_and_change_state_once() {
     let (slug, set, _dbs) = project_with_targets(&app, 1).await;
     app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
         .await;
-    let run = request_run(&app, &slug, &set, "1").await;
+    let run = app.request_run(&slug, &set, "1").await;
     let path = format!("/api/v1/runs/{run}/approve");
     let tokens = [&app.manager, &app.manager2, &app.admin];
     let results = futures_join(
@@ -568,16 +420,11 @@ async fn twenty_parallel_approvals_count_once_each_and_change_state_once() {
             .all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT),
         "{results:?}"
     );
-    let approvals: i64 = sqlx::query_scalar("SELECT count(*) FROM approvals")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let approvals = app.count("SELECT count(*) FROM approvals").await;
     assert_eq!(approvals, 1);
-    let changes: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM run_transitions WHERE to_state = 'approved'")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let changes = app
+        .count("SELECT count(*) FROM run_transitions WHERE to_state = 'approved'")
+        .await;
     assert_eq!(changes, 1);
 }
 
@@ -617,85 +464,24 @@ async fn down_run_rolls_back_newest_first() {
     )
     .await;
     let fleet = Fleet::start(&app);
-    let up = request_run(&app, &slug, &set, "2").await;
-    app.post(
-        &format!("/api/v1/runs/{up}/approve"),
-        &app.manager,
-        json!({}),
-    )
-    .await;
-    app.post(&format!("/api/v1/runs/{up}/execute"), &app.user, json!({}))
-        .await;
-    assert_eq!(wait_until_final(&app, &up).await["state"], "succeeded");
+    let up = app.request_run(&slug, &set, "2").await;
+    assert_eq!(app.approve_and_run(&up).await["state"], "succeeded");
 
     let (status, down) = app
-        .post(
-            &format!("/api/v1/projects/{slug}/runs"),
-            &app.user,
-            json!({"db_set_id": set, "direction": "down", "target_version": "0"}),
-        )
+        .request_run_as(&app.user, &slug, &set, "down", "0")
         .await;
     assert_eq!(status, StatusCode::CREATED, "{down}");
-    let versions: Vec<&str> = down["migrations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["version"].as_str().unwrap())
-        .collect();
-    assert_eq!(versions, ["2", "1"], "newest first");
+    assert_eq!(versions(&down["migrations"]), ["2", "1"], "newest first");
     let id = down["id"].as_str().unwrap();
-    app.post(
-        &format!("/api/v1/runs/{id}/approve"),
-        &app.manager,
-        json!({}),
-    )
-    .await;
-    app.post(&format!("/api/v1/runs/{id}/execute"), &app.user, json!({}))
-        .await;
-    assert_eq!(wait_until_final(&app, id).await["state"], "succeeded");
+    assert_eq!(app.approve_and_run(id).await["state"], "succeeded");
     fleet.stop().await;
     for db in &dbs {
-        let mut conn = connect(db).await;
-        let tables: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE tablename = 'a'")
-                .fetch_one(&mut conn)
-                .await
-                .unwrap();
-        assert_eq!(tables, 0);
-        let history: i64 = sqlx::query_scalar("SELECT count(*) FROM migrate_hub_history")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
+        assert!(!db.has_table("a").await);
+        let history = db.number("SELECT count(*) FROM migrate_hub_history").await;
         assert_eq!(history, 0);
     }
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM applied_migrations")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let applied = app.count("SELECT count(*) FROM applied_migrations").await;
     assert_eq!(applied, 0);
-}
-
-async fn run_with(app: &TestApp, slug: &str, set: &str, options: Value) -> Value {
-    let mut body = json!({"db_set_id": set, "direction": "up", "target_version": "1"});
-    for (k, v) in options.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    let (status, run) = app
-        .post(&format!("/api/v1/projects/{slug}/runs"), &app.user, body)
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{run}");
-    let id = run["id"].as_str().unwrap().to_owned();
-    app.post(
-        &format!("/api/v1/runs/{id}/approve"),
-        &app.manager,
-        json!({}),
-    )
-    .await;
-    let (status, queued) = app
-        .post(&format!("/api/v1/runs/{id}/execute"), &app.user, json!({}))
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
-    wait_until_final(app, &id).await
 }
 
 #[tokio::test]
@@ -704,9 +490,9 @@ async fn concurrency_one_runs_targets_one_after_another() {
     let (slug, set, _dbs) = project_with_targets(&app, 3).await;
     app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
         .await;
-    let fleet = Fleet::start(&app);
-    let done = run_with(&app, &slug, &set, json!({"concurrency": 1})).await;
-    fleet.stop().await;
+    let done = app
+        .run_up_with(&slug, &set, "1", json!({"concurrency": 1}))
+        .await;
     assert_eq!(done["state"], "succeeded", "{done}");
     let spans: Vec<(String, String)> = done["targets"]
         .as_array()
@@ -727,6 +513,16 @@ async fn concurrency_one_runs_targets_one_after_another() {
     }
 }
 
+/// The state of each target of a run, in order.
+fn target_states(run: &Value) -> Vec<&str> {
+    run["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn a_failed_canary_stops_the_rest() {
     let app = TestApp::spawn().await;
@@ -734,27 +530,18 @@ async fn a_failed_canary_stops_the_rest() {
     app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
         .await;
     // The first target (the canary) already has the table.
-    sqlx::query("CREATE TABLE a (x int)")
-        .execute(&mut connect(&dbs[0]).await)
-        .await
-        .unwrap();
-    let fleet = Fleet::start(&app);
-    let done = run_with(&app, &slug, &set, json!({"canary": 1})).await;
-    fleet.stop().await;
-    let states: Vec<&str> = done["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["state"].as_str().unwrap())
-        .collect();
-    assert_eq!(states, ["failed", "cancelled", "cancelled"], "{done}");
+    dbs[0].run("CREATE TABLE a (x int)").await;
+    let done = app
+        .run_up_with(&slug, &set, "1", json!({"canary": 1}))
+        .await;
+    assert_eq!(
+        target_states(&done),
+        ["failed", "cancelled", "cancelled"],
+        "{done}"
+    );
     assert_eq!(done["state"], "failed");
     // The others were never touched.
-    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE tablename = 'a'")
-        .fetch_one(&mut connect(&dbs[1]).await)
-        .await
-        .unwrap();
-    assert_eq!(tables, 0);
+    assert!(!dbs[1].has_table("a").await);
 }
 
 #[tokio::test]
@@ -763,26 +550,20 @@ async fn stop_on_failure_cancels_targets_not_started() {
     let (slug, set, dbs) = project_with_targets(&app, 3).await;
     app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
         .await;
-    sqlx::query("CREATE TABLE a (x int)")
-        .execute(&mut connect(&dbs[1]).await)
-        .await
-        .unwrap();
-    let fleet = Fleet::start(&app);
-    let done = run_with(
-        &app,
-        &slug,
-        &set,
-        json!({"concurrency": 1, "stop_on_failure": true}),
-    )
-    .await;
-    fleet.stop().await;
-    let states: Vec<&str> = done["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["state"].as_str().unwrap())
-        .collect();
-    assert_eq!(states, ["succeeded", "failed", "cancelled"], "{done}");
+    dbs[1].run("CREATE TABLE a (x int)").await;
+    let done = app
+        .run_up_with(
+            &slug,
+            &set,
+            "1",
+            json!({"concurrency": 1, "stop_on_failure": true}),
+        )
+        .await;
+    assert_eq!(
+        target_states(&done),
+        ["succeeded", "failed", "cancelled"],
+        "{done}"
+    );
     assert_eq!(done["state"], "partially_failed");
 }
 
@@ -799,7 +580,7 @@ async fn watched_runs_show_writes_made_here_at_once_and_others_within_the_max_ag
     let (slug, set, _dbs) = project_with_targets(&app, 1).await;
     app.migration(&slug, "1", "CREATE TABLE t (id int);", "DROP TABLE t;")
         .await;
-    let run = request_run(&app, &slug, &set, "1").await;
+    let run = app.request_run(&slug, &set, "1").await;
     let path = format!("/api/v1/runs/{run}");
     let page = format!("/runs/{run}");
     let html = |body: Value| body.as_str().expect("an HTML page").to_owned();

@@ -170,3 +170,46 @@ async fn existing_migrations_keep_their_meaning_and_checksums_across_the_down_sc
         assert_eq!(revisions[0].down_sql.as_deref(), expected);
     }
 }
+
+/// A task cancelled while its `BEGIN` was on the wire gives its connection
+/// back inside a transaction sqlx does not know of; the pool must not hand
+/// it out again, or later writes would join that transaction and be lost.
+#[tokio::test]
+async fn a_connection_returned_inside_a_transaction_is_not_handed_out_again() {
+    let db = TestDatabase::create("mh_test_pool").await;
+    let pool = common::db::connect(&db.url, 1).await.unwrap();
+    let backend = async || -> i32 {
+        let mut conn = pool.acquire().await.unwrap();
+        sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+    };
+    // Connections outside a transaction are kept and handed out again.
+    let first = backend().await;
+    assert_eq!(backend().await, first);
+    {
+        let mut conn = pool.acquire().await.unwrap();
+        // What a cancelled `begin()` leaves: BEGIN done, no Transaction.
+        sqlx::raw_sql("BEGIN").execute(&mut *conn).await.unwrap();
+    }
+    let mut conn = pool.acquire().await.unwrap();
+    // A transaction id is assigned by the first write; BEGIN above wrote
+    // nothing, so ask the server for the transaction's state another way:
+    // a second BEGIN inside a transaction only warns, SAVEPOINT outside one fails.
+    let savepoint = sqlx::raw_sql("SAVEPOINT probe").execute(&mut *conn).await;
+    assert!(
+        savepoint.is_err(),
+        "the pool handed out a connection inside a transaction"
+    );
+    let now: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_ne!(
+        now, first,
+        "the connection left inside a transaction was closed"
+    );
+    drop(conn);
+    pool.close().await;
+}

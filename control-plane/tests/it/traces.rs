@@ -5,44 +5,20 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    io::Write,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
 use crate::support::{
-    self, TestApp,
+    self, CapturedLogs, Fleet, TestApp,
     otlp::{OtlpReceiver, ReceivedSpan},
+    pg_target_json,
 };
 use common::{
     config::{LogFormat, OtelSettings},
     testing::{TestDatabase, wait_for},
 };
-use reqwest::StatusCode;
-use serde_json::{Value, json};
-
-/// Log lines of this test process.
-#[derive(Clone, Default)]
-struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for CapturedLogs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl CapturedLogs {
-    fn lines(&self) -> Vec<Value> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect()
-    }
-}
+use serde_json::json;
 
 const PASSWORD: &str = "Trace-S3cret-pw";
 
@@ -84,60 +60,27 @@ async fn one_trace_covers_execute_every_target_and_every_migration() {
     let mut target_ids = Vec::new();
     for i in 0..2 {
         let db = TestDatabase::create("mh_test_trace").await;
-        let (status, body) = app
-            .post(
-                &format!("/api/v1/projects/{slug}/db-sets/{set}/targets"),
-                &app.manager,
-                json!({"name": format!("shard-{i}"), "engine": "postgres", "host": "127.0.0.1",
-                       "port": 5432, "database": db.name, "username": "postgres",
-                       "password": PASSWORD, "tls_mode": "disable"}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        target_ids.push(body["id"].as_str().unwrap().to_owned());
+        let mut target = pg_target_json(&format!("shard-{i}"), &db);
+        target["password"] = PASSWORD.into();
+        target_ids.push(app.add_target(&slug, &set, target).await);
         dbs.push(db);
     }
     app.migration(&slug, "1", "CREATE TABLE a (id int);", "DROP TABLE a;")
         .await;
     app.migration(&slug, "2", "CREATE TABLE b (id int);", "DROP TABLE b;")
         .await;
-    let (status, run) = app
-        .post(
-            &format!("/api/v1/projects/{slug}/runs"),
-            &app.user,
-            // Canary 1: the second target is queued when the first finishes,
-            // by the worker; its job must still join the Execute request's trace.
-            json!({"db_set_id": set, "direction": "up", "target_version": "2", "canary": 1}),
-        )
+    // Canary 1: the second target is queued when the first finishes, by the
+    // worker; its job must still join the Execute request's trace.
+    let run = app
+        .request_run_with(&slug, &set, "2", json!({"canary": 1}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{run}");
-    let run = run["id"].as_str().unwrap().to_owned();
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/runs/{run}/approve"),
-            &app.manager,
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.approve(&run).await;
 
-    let worker = worker::Worker::new(app.pool.clone(), app.keys.clone(), "default", 4, 5_000);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
-    let (status, body) = app
-        .post(&format!("/api/v1/runs/{run}/execute"), &app.user, json!({}))
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let done = wait_for(Duration::from_secs(60), "the run to finish", || async {
-        let (_, body) = app.get(&format!("/api/v1/runs/{run}"), &app.user).await;
-        matches!(body["state"].as_str(), Some("succeeded" | "failed")).then_some(body)
-    })
-    .await;
+    let fleet = Fleet::start(&app);
+    app.execute(&run).await;
+    let done = app.wait_until_final(&run).await;
     assert_eq!(done["state"], "succeeded", "{done}");
-    let _ = stop.send(());
-    worker.await.unwrap().unwrap();
+    fleet.stop().await;
 
     // Everything ended is exported; wait until the receiver has it all.
     let spans = wait_for(Duration::from_secs(30), "the run's spans", || {
@@ -177,12 +120,10 @@ async fn one_trace_covers_execute_every_target_and_every_migration() {
     assert_eq!(execute.attributes["http.response.status_code"], "202");
     assert!(!execute.attributes["request_id"].is_empty());
     // The caller, known once the token was checked.
-    let user_id: String = sqlx::query_scalar("SELECT id::text FROM users WHERE email = $1")
-        .bind(support::USER)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(execute.attributes["user_id"], user_id);
+    assert_eq!(
+        execute.attributes["user_id"],
+        app.user_id(support::USER).await
+    );
 
     let executions: Vec<&ReceivedSpan> = spans
         .iter()
@@ -242,8 +183,10 @@ async fn one_trace_covers_execute_every_target_and_every_migration() {
             );
         }
     }
-    let raw = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
-    assert!(!raw.contains(PASSWORD), "a log line holds the password");
+    assert!(
+        !logs.text().contains(PASSWORD),
+        "a log line holds the password"
+    );
 
     // Log lines of a target's execution carry the run and the target.
     let lines = logs.lines();

@@ -12,7 +12,9 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use crate::support::{self, TargetDb, TargetOptions, TestHub, mariadb};
+use crate::support::{
+    self, Project, TargetDb, TargetOptions, TestHub, mariadb, processes::WorkerProcess,
+};
 use common::{
     domain::{Direction, Engine, RunState, TlsMode},
     store::{self, inventory::NewTarget},
@@ -37,9 +39,9 @@ async fn pg_history(target: &TargetDb) -> Vec<(String, Uuid)> {
         .collect()
 }
 
-/// Executions of `runs` per target: the state of each run's execution, in
-/// the order of `runs`.
-async fn states_by_target(hub: &TestHub, runs: &[Uuid]) -> BTreeMap<Uuid, Vec<String>> {
+/// On each of the `targets` targets of three concurrent `runs`, one run
+/// applied everything and the other two found nothing pending.
+async fn assert_one_applied_each_target(hub: &TestHub, runs: &[Uuid], targets: usize) {
     let mut by_target: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
     for run in runs {
         for execution in hub.executions(*run).await {
@@ -49,7 +51,15 @@ async fn states_by_target(hub: &TestHub, runs: &[Uuid]) -> BTreeMap<Uuid, Vec<St
                 .push(execution.state);
         }
     }
-    by_target
+    assert_eq!(by_target.len(), targets);
+    for (target_id, mut states) in by_target {
+        states.sort();
+        assert_eq!(
+            states,
+            ["skipped", "skipped", "succeeded"],
+            "target {target_id}"
+        );
+    }
 }
 
 /// Asserts that every execution of `runs` is final: no target is left
@@ -65,6 +75,58 @@ async fn assert_all_final(hub: &TestHub, runs: &[Uuid]) {
 }
 
 // --- many workers, many targets, several runs at once ---------------------
+
+/// Migrations 1 to 3 (`end` closes each statement): a table, a row in it
+/// (applied twice, it would leave two rows), another table. Then three
+/// runs of the same DB set to 3, each pinning every version at run
+/// `concurrency`, all approved before any executes.
+async fn three_runs_of_three_migrations(
+    hub: &TestHub,
+    project: &Project,
+    end: &str,
+    concurrency: i32,
+) -> Vec<Uuid> {
+    hub.migration(
+        project,
+        "1",
+        &format!("CREATE TABLE fault_a (id int){end}"),
+        "",
+    )
+    .await;
+    hub.migration(
+        project,
+        "2",
+        &format!("INSERT INTO fault_a VALUES (1){end}"),
+        "",
+    )
+    .await;
+    hub.migration(
+        project,
+        "3",
+        &format!("CREATE TABLE fault_b (id int){end}"),
+        "",
+    )
+    .await;
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        runs.push(
+            hub.requested_and_approved(project, Direction::Up, "3", concurrency)
+                .await,
+        );
+    }
+    runs
+}
+
+/// Executes `runs` and waits until every one has succeeded, leaving no
+/// execution open.
+async fn all_succeed(hub: &TestHub, runs: &[Uuid]) {
+    for run in runs {
+        hub.execute_dispatched(*run).await;
+    }
+    let states = hub.wait_for_runs(runs, RUNS_DEADLINE).await;
+    assert_eq!(states, vec![RunState::Succeeded; runs.len()]);
+    assert_all_final(hub, runs).await;
+}
 
 /// What one PostgreSQL target holds after the runs: its history
 /// `(version, checksum, run_id)` in version order and the rows of `fault_a`.
@@ -93,55 +155,20 @@ async fn four_workers_and_three_concurrent_runs_apply_each_migration_once_on_fif
     let server = TestPgInstance::start();
     let hub = TestHub::with_tool_server(&server.admin_url()).await;
     let project = hub.project_on_server(&server, 50).await;
-    hub.migration(&project, "1", "CREATE TABLE fault_a (id int);", "")
-        .await;
-    // Applied twice, it would leave two rows.
-    hub.migration(&project, "2", "INSERT INTO fault_a VALUES (1);", "")
-        .await;
-    hub.migration(&project, "3", "CREATE TABLE fault_b (id int);", "")
-        .await;
-    // Three runs of the same DB set, each pinning every version, all
-    // approved before any executes.
-    let mut runs = Vec::new();
-    for _ in 0..3 {
-        runs.push(
-            hub.requested_and_approved(&project, Direction::Up, "3", 10)
-                .await,
-        );
-    }
+    let runs = three_runs_of_three_migrations(&hub, &project, ";", 10).await;
     let _workers = hub.spawn_workers(4, 2, 60_000).await;
-
-    for run in &runs {
-        hub.execute_dispatched(*run).await;
-    }
-
-    let states = hub.wait_for_runs(&runs, RUNS_DEADLINE).await;
-    assert_eq!(states, [RunState::Succeeded; 3]);
-    assert_all_final(&hub, &runs).await;
+    all_succeed(&hub, &runs).await;
     // On each target the first run to take its lock applied every version;
     // the other two found nothing pending.
     let mut winner: BTreeMap<Uuid, Uuid> = BTreeMap::new();
-    let mut by_target: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
     for run in &runs {
         for execution in hub.executions(*run).await {
             if execution.state == "succeeded" {
                 assert!(winner.insert(execution.target_id, *run).is_none());
             }
-            by_target
-                .entry(execution.target_id)
-                .or_default()
-                .push(execution.state);
         }
     }
-    assert_eq!(by_target.len(), 50);
-    for (target_id, mut states) in by_target {
-        states.sort();
-        assert_eq!(
-            states,
-            ["skipped", "skipped", "succeeded"],
-            "target {target_id}"
-        );
-    }
+    assert_one_applied_each_target(&hub, &runs, 50).await;
     let checks = project.targets.iter().map(|target| {
         let (hub, server, winner) = (&hub, &server, &winner);
         async move {
@@ -187,36 +214,10 @@ async fn four_workers_and_three_concurrent_runs_apply_each_migration_once_on_fif
 async fn two_workers_and_three_concurrent_runs_apply_each_migration_once_on_mariadb_targets() {
     let hub = TestHub::new().await;
     let project = hub.mysql_project_with_targets(10).await;
-    hub.migration(&project, "1", "CREATE TABLE fault_a (id int)", "")
-        .await;
-    hub.migration(&project, "2", "INSERT INTO fault_a VALUES (1)", "")
-        .await;
-    hub.migration(&project, "3", "CREATE TABLE fault_b (id int)", "")
-        .await;
-    let mut runs = Vec::new();
-    for _ in 0..3 {
-        runs.push(
-            hub.requested_and_approved(&project, Direction::Up, "3", 5)
-                .await,
-        );
-    }
+    let runs = three_runs_of_three_migrations(&hub, &project, "", 5).await;
     let _workers = hub.spawn_workers(2, 2, 60_000).await;
-
-    for run in &runs {
-        hub.execute_dispatched(*run).await;
-    }
-
-    let states = hub.wait_for_runs(&runs, RUNS_DEADLINE).await;
-    assert_eq!(states, [RunState::Succeeded; 3]);
-    assert_all_final(&hub, &runs).await;
-    for (target_id, mut states) in states_by_target(&hub, &runs).await {
-        states.sort();
-        assert_eq!(
-            states,
-            ["skipped", "skipped", "succeeded"],
-            "target {target_id}"
-        );
-    }
+    all_succeed(&hub, &runs).await;
+    assert_one_applied_each_target(&hub, &runs, 10).await;
     for target in &project.targets {
         let history = target.my_history().await;
         let versions: Vec<&str> = history.iter().map(|h| h.version.as_str()).collect();
@@ -309,8 +310,7 @@ async fn tool_database_restart_mid_run_loses_no_status_and_applies_nothing_twice
             .collect();
         assert_eq!(versions, ["1", "2"], "{}", target.database);
         assert_eq!(target.scalar_i64("SELECT count(*) FROM slow").await, 1);
-        let applied: Vec<String> = hub.applied(target).await.into_iter().map(|a| a.0).collect();
-        assert_eq!(applied, ["1", "2"]);
+        assert_eq!(hub.applied_versions(target).await, ["1", "2"]);
     }
     // The restart did fall mid-run: migrations that were running when the
     // server went down had their outcome written to the restarted one.
@@ -387,14 +387,10 @@ async fn worker_process_killed_mid_migration_leaves_the_postgres_target_untouche
     )
     .await;
     assert!(!target.has_table("half_done").await);
-    let mut probe = target.connect().await;
-    let lock_free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(worker::lock::PG_ADVISORY_KEY)
-        .fetch_one(&mut probe)
-        .await
-        .unwrap();
-    assert!(lock_free, "the dead worker's target lock was released");
-    drop(probe);
+    assert!(
+        target.lock_is_free().await,
+        "the dead worker's target lock was released"
+    );
 
     // Another process of the pool gets the orphaned job once the queue
     // presumes the victim dead, and settles the execution without running
@@ -404,14 +400,7 @@ async fn worker_process_killed_mid_migration_leaves_the_postgres_target_untouche
         hub.wait_for_runs(&[run], Duration::from_secs(120)).await,
         [RunState::Failed]
     );
-    let execution = hub.execution(run, target).await;
-    assert_eq!(execution.state, "interrupted");
-    assert!(
-        execution
-            .error
-            .unwrap()
-            .starts_with("the worker executing this target stopped mid-run")
-    );
+    hub.assert_interrupted(run, target).await;
     assert!(!target.has_table("half_done").await);
     assert!(target.history().await.is_empty());
     assert!(hub.applied(target).await.is_empty());
@@ -476,12 +465,7 @@ async fn worker_process_killed_mid_script_leaves_the_mariadb_target_dirty_and_re
     assert!(hub.applied(target).await.is_empty());
 
     // Resuming after the sleep applies the rest once, and cleans the target.
-    let mut tx = hub.db.begin().await.unwrap();
-    let queued = common::lifecycle::requeue_for_resume(&mut tx, target.id(), run, 4)
-        .await
-        .unwrap();
-    assert!(queued.is_some());
-    tx.commit().await.unwrap();
+    hub.resume(run, target, 4).await;
     assert_eq!(
         hub.wait_for_runs(&[run], Duration::from_secs(120)).await,
         [RunState::Succeeded]
@@ -495,6 +479,36 @@ async fn worker_process_killed_mid_script_leaves_the_mariadb_target_dirty_and_re
 }
 
 // --- bad targets next to healthy ones --------------------------------------
+
+/// A run of the project to version 1 with two worker processes (kept
+/// running until the caller drops them): it ends partially failed, with no
+/// execution left open.
+async fn partially_failed_run(hub: &TestHub, project: &Project) -> (Uuid, Vec<WorkerProcess>) {
+    let run = hub
+        .requested_and_approved(project, Direction::Up, "1", 10)
+        .await;
+    let workers = hub.spawn_workers(2, 2, 10_000).await;
+
+    hub.execute_dispatched(run).await;
+
+    assert_eq!(
+        hub.wait_for_runs(&[run], RUNS_DEADLINE).await,
+        [RunState::PartiallyFailed]
+    );
+    assert_all_final(hub, &[run]).await;
+    (run, workers)
+}
+
+/// Whether the PostgreSQL database at `url` has the table `widgets`.
+async fn has_widgets(url: &str) -> bool {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    let found = sqlx::query_scalar("SELECT to_regclass('widgets') IS NOT NULL")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let _ = conn.close().await;
+    found
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_wrong_password_and_failing_sql_fail_only_their_postgres_targets() {
@@ -565,39 +579,20 @@ async fn unreachable_wrong_password_and_failing_sql_fail_only_their_postgres_tar
         .await;
     hub.migration(&project, "1", "CREATE TABLE widgets (id int);", "")
         .await;
-    let run = hub
-        .requested_and_approved(&project, Direction::Up, "1", 10)
-        .await;
-    let _workers = hub.spawn_workers(2, 2, 10_000).await;
-
-    hub.execute_dispatched(run).await;
-
-    assert_eq!(
-        hub.wait_for_runs(&[run], RUNS_DEADLINE).await,
-        [RunState::PartiallyFailed]
-    );
-    assert_all_final(&hub, &[run]).await;
+    let (run, _workers) = partially_failed_run(&hub, &project).await;
     for target in healthy.iter().chain([&right]) {
         assert_eq!(hub.execution(run, target).await.state, "succeeded");
     }
-    let mut right_db = PgConnection::connect(&auth_server.url("app_right"))
-        .await
-        .unwrap();
-    let created: bool = sqlx::query_scalar("SELECT to_regclass('widgets') IS NOT NULL")
-        .fetch_one(&mut right_db)
-        .await
-        .unwrap();
-    assert!(created, "the target with the right password was migrated");
+    assert!(
+        has_widgets(&auth_server.url("app_right")).await,
+        "the target with the right password was migrated"
+    );
 
-    let refused = hub.execution(run, &unreachable).await;
-    assert_eq!(refused.state, "failed");
-    let error = refused.error.unwrap();
+    let error = hub.failure(run, &unreachable).await;
     assert!(error.starts_with("could not connect to "), "{error}");
     assert!(error.contains("Connection refused"), "{error}");
 
-    let denied = hub.execution(run, &wrong).await;
-    assert_eq!(denied.state, "failed");
-    let error = denied.error.unwrap();
+    let error = hub.failure(run, &wrong).await;
     assert!(
         error.contains("password authentication failed for user \"mh_app\""),
         "{error}"
@@ -606,25 +601,15 @@ async fn unreachable_wrong_password_and_failing_sql_fail_only_their_postgres_tar
         !error.contains("app-pw-WRONG"),
         "the password leaked: {error}"
     );
-    let mut wrong_db = PgConnection::connect(&auth_server.url("app_wrong"))
-        .await
-        .unwrap();
-    let untouched: bool = sqlx::query_scalar("SELECT to_regclass('widgets') IS NULL")
-        .fetch_one(&mut wrong_db)
-        .await
-        .unwrap();
-    assert!(untouched);
+    assert!(!has_widgets(&auth_server.url("app_wrong")).await);
 
-    let failed = hub.execution(run, &broken).await;
-    assert_eq!(failed.state, "failed");
-    let error = failed.error.unwrap();
+    let error = hub.failure(run, &broken).await;
     assert!(
         error.starts_with("ERROR: relation \"widgets\" already exists (SQLSTATE 42P07)"),
         "{error}"
     );
     assert!(broken.history().await.is_empty());
     assert!(hub.applied(&broken).await.is_empty());
-    drop((right_db, wrong_db));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -664,26 +649,13 @@ async fn unreachable_wrong_password_and_failing_sql_fail_only_their_mariadb_targ
     broken.my_execute("CREATE TABLE widgets (id int)").await;
     hub.migration(&project, "1", "CREATE TABLE widgets (id int)", "")
         .await;
-    let run = hub
-        .requested_and_approved(&project, Direction::Up, "1", 10)
-        .await;
-    let _workers = hub.spawn_workers(2, 2, 10_000).await;
-
-    hub.execute_dispatched(run).await;
-
-    assert_eq!(
-        hub.wait_for_runs(&[run], RUNS_DEADLINE).await,
-        [RunState::PartiallyFailed]
-    );
-    assert_all_final(&hub, &[run]).await;
+    let (run, _workers) = partially_failed_run(&hub, &project).await;
     for target in [healthy, right] {
         assert_eq!(hub.execution(run, target).await.state, "succeeded");
         assert!(target.my_has_table("widgets").await);
     }
 
-    let denied = hub.execution(run, wrong).await;
-    assert_eq!(denied.state, "failed");
-    let error = denied.error.unwrap();
+    let error = hub.failure(run, wrong).await;
     assert!(
         error.contains(&format!("Access denied for user '{}'@", wrong.row.username)),
         "{error}"
@@ -694,14 +666,10 @@ async fn unreachable_wrong_password_and_failing_sql_fail_only_their_mariadb_targ
     );
     assert!(!wrong.my_has_table("widgets").await);
 
-    let refused = hub.execution(run, unreachable).await;
-    assert_eq!(refused.state, "failed");
-    let error = refused.error.unwrap();
+    let error = hub.failure(run, unreachable).await;
     assert!(error.contains("Connection refused"), "{error}");
 
-    let failed = hub.execution(run, broken).await;
-    assert_eq!(failed.state, "failed");
-    let error = failed.error.unwrap();
+    let error = hub.failure(run, broken).await;
     assert!(error.contains("Table 'widgets' already exists"), "{error}");
     assert!(broken.my_history().await.is_empty());
     assert!(hub.applied(broken).await.is_empty());
@@ -744,9 +712,7 @@ async fn table_lock_held_elsewhere_fails_the_postgres_migration_after_the_lock_t
         hub.wait_for_runs(&[run], RUNS_DEADLINE).await,
         [RunState::PartiallyFailed]
     );
-    let failed = hub.execution(run, locked).await;
-    assert_eq!(failed.state, "failed");
-    let error = failed.error.unwrap();
+    let error = hub.failure(run, locked).await;
     assert!(
         error.contains("canceling statement due to lock timeout (SQLSTATE 55P03)"),
         "{error}"
@@ -806,9 +772,7 @@ async fn metadata_lock_held_elsewhere_fails_the_mariadb_migration_after_lock_wai
         hub.wait_for_runs(&[run], RUNS_DEADLINE).await,
         [RunState::PartiallyFailed]
     );
-    let failed = hub.execution(run, locked).await;
-    assert_eq!(failed.state, "failed");
-    let error = failed.error.unwrap();
+    let error = hub.failure(run, locked).await;
     assert!(error.contains("Lock wait timeout exceeded"), "{error}");
     assert_eq!(hub.execution(run, free).await.state, "succeeded");
     holder.query_drop("ROLLBACK").await.unwrap();

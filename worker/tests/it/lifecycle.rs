@@ -2,12 +2,15 @@
 //! jobs; a worker that dies mid-migration leaves the target untouched and
 //! its execution `interrupted`; the binary's command line and signals.
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
-use crate::support::{self, TestHub, eventually};
+use crate::support::{
+    TestHub, eventually,
+    processes::{terminate, worker_command},
+};
 use common::domain::{Direction, RunState};
 use sqlx::{Connection, PgConnection};
-use worker::{Worker, lock::PG_ADVISORY_KEY};
+use worker::Worker;
 
 /// Whether the target has a session running a statement that contains `text`.
 async fn busy_with(conn: &mut PgConnection, text: &str) -> bool {
@@ -77,7 +80,6 @@ async fn worker_dying_mid_migration_leaves_the_target_untouched_and_the_executio
     hub.wait_for_listener().await;
     hub.execute(run).await;
     hub.wait_for_execution(run, target, "running").await;
-    let mut probe = target.connect().await;
     assert!(
         eventually(|| async {
             busy_with(&mut target.connect().await, "pg_sleep")
@@ -103,13 +105,10 @@ async fn worker_dying_mid_migration_leaves_the_target_untouched_and_the_executio
         "the dead worker's session outlived it"
     );
     assert!(!target.has_table("half_done").await);
-    let lock_free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(PG_ADVISORY_KEY)
-        .fetch_one(&mut probe)
-        .await
-        .unwrap();
-    assert!(lock_free, "the dead worker's target lock was released");
-    drop(probe);
+    assert!(
+        target.lock_is_free().await,
+        "the dead worker's target lock was released"
+    );
 
     // Another worker of the pool receives the orphaned job once apalis
     // presumes the victim dead (15 s), and settles the execution.
@@ -118,14 +117,7 @@ async fn worker_dying_mid_migration_leaves_the_target_untouched_and_the_executio
         hub.wait_for_run_within(run, Duration::from_secs(60)).await,
         RunState::Failed
     );
-    let execution = hub.execution(run, target).await;
-    assert_eq!(execution.state, "interrupted");
-    assert!(
-        execution
-            .error
-            .unwrap()
-            .starts_with("the worker executing this target stopped mid-run")
-    );
+    hub.assert_interrupted(run, target).await;
     assert!(!target.has_table("half_done").await);
     assert!(target.history().await.is_empty());
     assert_eq!(hub.audit_count("target.interrupted").await, 1);
@@ -178,8 +170,7 @@ async fn losing_every_tool_database_connection_mid_run_is_survived() {
     )
     .await;
     let next = hub.approved_run(&project, Direction::Up, "2").await;
-    hub.execute(next).await;
-    assert_eq!(hub.wait_for_run(next).await, RunState::Succeeded);
+    assert_eq!(hub.execute_and_wait(next).await, RunState::Succeeded);
     worker.stop().await;
 }
 
@@ -232,44 +223,17 @@ async fn binary_executes_jobs_and_stops_gracefully_on_sigterm() {
     hub.migration(&project, "1", "CREATE TABLE t (id int);", "DROP TABLE t;")
         .await;
     let run = hub.approved_run(&project, Direction::Up, "1").await;
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-        .env_clear()
-        .args(["--pool", &hub.pool_name, "--concurrency", "2"])
-        .env("MH_DATABASE_URL", &hub.url)
-        .env("MH_ENCRYPTION_KEYS", &hub.keys_spec)
-        .env("MH_LOG_FORMAT", "json")
-        // Any free port: other workers may run on this machine.
-        .env("MH_METRICS_LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
+    let child = worker_command(&hub)
+        .args(["--concurrency", "2"])
         .spawn()
         .unwrap();
-    let registered = eventually(|| async {
-        sqlx::query_scalar::<_, i32>("SELECT concurrency FROM workers WHERE pool = $1")
-            .bind(&hub.pool_name)
-            .fetch_optional(&hub.db)
-            .await
-            .unwrap()
-    })
-    .await;
+    let registered = hub.registered_concurrency().await;
     assert_eq!(registered, Some(2));
 
-    hub.execute(run).await;
-    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    assert_eq!(hub.execute_and_wait(run).await, RunState::Succeeded);
 
-    let pid = child.id().unwrap().to_string();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let output = tokio::time::timeout(support::DEADLINE, child.wait_with_output())
-        .await
-        .expect("worker exits after SIGTERM")
-        .unwrap();
-    let logs = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{logs}");
+    let (status, logs) = terminate(child).await;
+    assert!(status.success(), "{logs}");
     assert!(logs.contains("SIGTERM received"), "{logs}");
     assert!(!logs.contains(&hub.keys_spec[3..]), "keys leaked to logs");
     let stopped: bool =

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{self, TargetOptions, TestHub, dirty_row, eventually, mariadb};
+use crate::support::{self, TargetDb, TargetOptions, TestHub, dirty_row, eventually, mariadb};
 use common::domain::{Checksum, Direction, RunState, split::StatementsHash};
 use mysql_async::prelude::Queryable;
 use tokio::time::Instant;
@@ -40,9 +40,7 @@ async fn applies_pending_migrations_to_every_mariadb_target() {
     let run = hub.approved_run(&project, Direction::Up, "3").await;
     let worker = hub.start_worker(1_000).await;
 
-    hub.execute(run).await;
-
-    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    assert_eq!(hub.execute_and_wait(run).await, RunState::Succeeded);
     let sums = [
         Checksum::of(WIDGETS_UP, Some(WIDGETS_DOWN)).to_string(),
         Checksum::of(GADGETS_UP, Some(GADGETS_DOWN)).to_string(),
@@ -106,8 +104,7 @@ async fn applies_pending_migrations_to_every_mariadb_target() {
 
     // A second run finds nothing pending; the lock was released.
     let again = hub.approved_run(&project, Direction::Up, "3").await;
-    hub.execute(again).await;
-    assert_eq!(hub.wait_for_run(again).await, RunState::Succeeded);
+    assert_eq!(hub.execute_and_wait(again).await, RunState::Succeeded);
     for target in &project.targets {
         assert_eq!(hub.execution(again, target).await.state, "skipped");
     }
@@ -132,9 +129,7 @@ async fn failing_statement_mid_script_marks_only_its_target_dirty() {
     let run = hub.approved_run(&project, Direction::Up, "2").await;
     let worker = hub.start_worker(1_000).await;
 
-    hub.execute(run).await;
-
-    assert_eq!(hub.wait_for_run(run).await, RunState::PartiallyFailed);
+    assert_eq!(hub.execute_and_wait(run).await, RunState::PartiallyFailed);
     let failed = hub.execution(run, broken).await;
     assert_eq!(failed.state, "failed");
     assert_eq!(failed.current_version.as_deref(), Some("2"));
@@ -166,8 +161,7 @@ async fn failing_statement_mid_script_marks_only_its_target_dirty() {
     // Statements 1 and 2 stay applied; version 2 is not recorded anywhere.
     assert_eq!(broken.my_scalar_i64("SELECT COUNT(*) FROM parts").await, 1);
     assert_eq!(broken.my_versions().await, ["1"]);
-    let applied: Vec<String> = hub.applied(broken).await.into_iter().map(|a| a.0).collect();
-    assert_eq!(applied, ["1"]);
+    assert_eq!(hub.applied_versions(broken).await, ["1"]);
     for target in [&project.targets[0], &project.targets[2]] {
         assert_eq!(hub.execution(run, target).await.state, "succeeded");
         assert_eq!(target.my_versions().await, ["1", "2"]);
@@ -179,9 +173,7 @@ async fn failing_statement_mid_script_marks_only_its_target_dirty() {
     let retry = hub.approved_run(&project, Direction::Up, "2").await;
     hub.execute(retry).await;
     hub.wait_for_run(retry).await;
-    let refused = hub.execution(retry, broken).await;
-    assert_eq!(refused.state, "failed");
-    let error = refused.error.unwrap();
+    let error = hub.failure(retry, broken).await;
     assert!(error.starts_with("target is dirty since "), "{error}");
     assert!(
         error.contains("(version 2, statement 3); an admin must resolve it"),
@@ -195,14 +187,15 @@ async fn failing_statement_mid_script_marks_only_its_target_dirty() {
     worker.stop().await;
 }
 
-/// Asks, as an admin's resolve does, for `run` to resume on `target`.
-async fn resume(hub: &TestHub, target: &support::TargetDb, run: uuid::Uuid, from: i32) {
-    let mut tx = hub.db.begin().await.unwrap();
-    let queued = common::lifecycle::requeue_for_resume(&mut tx, target.id(), run, from)
+/// Sets the hash of the statements a dirty target's script applied, as
+/// recorded in the hub.
+async fn record_prefix(hub: &TestHub, target: &TargetDb, statements_hash: String) {
+    sqlx::query("UPDATE target_dirty_states SET statements_hash = $2 WHERE target_id = $1")
+        .bind(target.id())
+        .bind(statements_hash)
+        .execute(&hub.db)
         .await
         .unwrap();
-    assert!(queued.is_some(), "the run's execution was queued again");
-    tx.commit().await.unwrap();
 }
 
 #[tokio::test]
@@ -223,21 +216,20 @@ async fn resumed_script_proves_its_prefix_and_continues_where_it_stopped() {
     hub.migration(&project, "3", NOTE_UP, NOTE_DOWN).await;
     let run = hub.approved_run(&project, Direction::Up, "3").await;
     let worker = hub.start_worker(1_000).await;
-    hub.execute(run).await;
-    assert_eq!(hub.wait_for_run(run).await, RunState::PartiallyFailed);
+    assert_eq!(hub.execute_and_wait(run).await, RunState::PartiallyFailed);
     let dirty = dirty_row(&hub, target).await.expect("target is dirty");
     assert_eq!((dirty.version.as_str(), dirty.statement_index), ("2", 3));
 
     // A prefix that does not hash as recorded (a splitter that now cuts the
     // script differently) is refused before anything runs.
-    sqlx::query("UPDATE target_dirty_states SET statements_hash = $2 WHERE target_id = $1")
-        .bind(target.id())
-        .bind(StatementsHash::of(["CREATE TABLE parts (id int)"]).hex())
-        .execute(&hub.db)
-        .await
-        .unwrap();
+    record_prefix(
+        &hub,
+        target,
+        StatementsHash::of(["CREATE TABLE parts (id int)"]).hex(),
+    )
+    .await;
     target.my_execute("DROP TABLE gadgets").await;
-    resume(&hub, target, run, 3).await;
+    hub.resume(run, target, 3).await;
     assert_eq!(hub.wait_for_run(run).await, RunState::PartiallyFailed);
     let refused = hub.execution(run, target).await;
     assert!(
@@ -254,13 +246,8 @@ async fn resumed_script_proves_its_prefix_and_continues_where_it_stopped() {
 
     // With the recorded prefix, the script continues at statement 3: the
     // rows of statement 2 are not inserted twice, and the run goes on.
-    sqlx::query("UPDATE target_dirty_states SET statements_hash = $2 WHERE target_id = $1")
-        .bind(target.id())
-        .bind(dirty.statements_hash)
-        .execute(&hub.db)
-        .await
-        .unwrap();
-    resume(&hub, target, run, 3).await;
+    record_prefix(&hub, target, dirty.statements_hash).await;
+    hub.resume(run, target, 3).await;
     assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
     assert_eq!(target.my_scalar_i64("SELECT COUNT(*) FROM parts").await, 1);
     assert_eq!(
@@ -268,8 +255,7 @@ async fn resumed_script_proves_its_prefix_and_continues_where_it_stopped() {
         1
     );
     assert_eq!(target.my_versions().await, ["1", "2", "3"]);
-    let applied: Vec<String> = hub.applied(target).await.into_iter().map(|a| a.0).collect();
-    assert_eq!(applied, ["1", "2", "3"]);
+    assert_eq!(hub.applied_versions(target).await, ["1", "2", "3"]);
     assert!(dirty_row(&hub, target).await.is_none(), "clean again");
     assert_eq!(hub.execution(run, target).await.state, "succeeded");
     worker.stop().await;
@@ -291,9 +277,7 @@ async fn refused_first_statement_leaves_the_target_clean() {
     let run = hub.approved_run(&project, Direction::Up, "2").await;
     let worker = hub.start_worker(1_000).await;
 
-    hub.execute(run).await;
-
-    assert_eq!(hub.wait_for_run(run).await, RunState::Failed);
+    assert_eq!(hub.execute_and_wait(run).await, RunState::Failed);
     let execution = hub.execution(run, target).await;
     assert_eq!(execution.statement, Some(1));
     let error = execution.error.unwrap();
@@ -326,9 +310,7 @@ async fn script_that_cannot_be_split_applies_nothing() {
     let run = hub.approved_run(&project, Direction::Up, "2").await;
     let worker = hub.start_worker(1_000).await;
 
-    hub.execute(run).await;
-
-    assert_eq!(hub.wait_for_run(run).await, RunState::Failed);
+    assert_eq!(hub.execute_and_wait(run).await, RunState::Failed);
     let execution = hub.execution(run, target).await;
     assert_eq!(
         execution.error.as_deref(),
@@ -389,9 +371,7 @@ INSERT INTO counters VALUES (-5), (twice(21));\n";
     assert_eq!(target.my_history().await[0].statements, 6);
 
     let down_run = hub.approved_run(&project, Direction::Down, "0").await;
-    hub.execute(down_run).await;
-
-    assert_eq!(hub.wait_for_run(down_run).await, RunState::Succeeded);
+    assert_eq!(hub.execute_and_wait(down_run).await, RunState::Succeeded);
     assert!(!target.my_has_table("counters").await);
     assert!(target.my_history().await.is_empty());
     assert!(hub.applied(target).await.is_empty());
@@ -424,9 +404,7 @@ async fn lock_held_elsewhere_fails_the_target_after_the_bounded_wait() {
     let worker = hub.start_worker(500).await;
 
     let started = Instant::now();
-    hub.execute(run).await;
-
-    assert_eq!(hub.wait_for_run(run).await, RunState::PartiallyFailed);
+    assert_eq!(hub.execute_and_wait(run).await, RunState::PartiallyFailed);
     assert!(started.elapsed() >= Duration::from_millis(500));
     let execution = hub.execution(run, locked).await;
     assert_eq!(execution.state, "failed");
@@ -444,8 +422,7 @@ async fn lock_held_elsewhere_fails_the_target_after_the_bounded_wait() {
     // Once the holder lets go, the target runs.
     holder.disconnect().await.unwrap();
     let again = hub.approved_run(&project, Direction::Up, "1").await;
-    hub.execute(again).await;
-    assert_eq!(hub.wait_for_run(again).await, RunState::Succeeded);
+    assert_eq!(hub.execute_and_wait(again).await, RunState::Succeeded);
     assert_eq!(locked.my_versions().await, ["1"]);
     worker.stop().await;
 }
@@ -512,15 +489,9 @@ async fn kratos_history_applies_up_and_rolls_back_every_down_it_has() {
 
     let up = hub.approved_run(&project, Direction::Up, newest).await;
     let clock = Instant::now();
-    hub.execute(up).await;
-    let state = hub.wait_for_run_within(up, Duration::from_secs(240)).await;
+    hub.execute_to_success(up, target, Duration::from_secs(240))
+        .await;
     let up_time = clock.elapsed();
-    assert_eq!(
-        state,
-        RunState::Succeeded,
-        "{:?}",
-        hub.execution(up, target).await.error
-    );
     assert_eq!(target.my_history().await.len(), 319);
     assert_eq!(hub.applied(target).await.len(), 319);
     let statements: i64 = sqlx::query_scalar(
@@ -532,17 +503,9 @@ async fn kratos_history_applies_up_and_rolls_back_every_down_it_has() {
 
     let down = hub.approved_run(&project, Direction::Down, LAST_KEPT).await;
     let clock = Instant::now();
-    hub.execute(down).await;
-    let state = hub
-        .wait_for_run_within(down, Duration::from_secs(240))
+    hub.execute_to_success(down, target, Duration::from_secs(240))
         .await;
     let down_time = clock.elapsed();
-    assert_eq!(
-        state,
-        RunState::Succeeded,
-        "{:?}",
-        hub.execution(down, target).await.error
-    );
     let last_kept = common::domain::Version::parse(LAST_KEPT).unwrap();
     let kept = migrations.iter().filter(|m| m.version <= last_kept).count();
     assert_eq!(kept, 319 - 222);

@@ -23,9 +23,7 @@ async fn applies_pending_migrations_to_every_target() {
     let run = hub.approved_run(&project, Direction::Up, "2").await;
     let worker = hub.start_worker(1_000).await;
 
-    hub.execute(run).await;
-
-    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    assert_eq!(hub.execute_and_wait(run).await, RunState::Succeeded);
     let sum1 = Checksum::of(WIDGETS_UP, Some(WIDGETS_DOWN)).to_string();
     let sum2 = Checksum::of(GADGETS_UP, Some(GADGETS_DOWN)).to_string();
     for target in &project.targets {
@@ -86,9 +84,7 @@ async fn failing_migration_fails_only_its_target_with_the_database_error() {
     let run = hub.approved_run(&project, Direction::Up, "2").await;
     let worker = hub.start_worker(1_000).await;
 
-    hub.execute(run).await;
-
-    assert_eq!(hub.wait_for_run(run).await, RunState::PartiallyFailed);
+    assert_eq!(hub.execute_and_wait(run).await, RunState::PartiallyFailed);
     let failed = hub.execution(run, broken).await;
     assert_eq!(failed.state, "failed");
     assert_eq!(failed.current_version.as_deref(), Some("2"));
@@ -98,10 +94,8 @@ async fn failing_migration_fails_only_its_target_with_the_database_error() {
         "{error}"
     );
     // Version 1 stays applied; the failed version 2 left nothing behind.
-    let history: Vec<String> = broken.history().await.into_iter().map(|h| h.0).collect();
-    assert_eq!(history, ["1"]);
-    let applied: Vec<String> = hub.applied(broken).await.into_iter().map(|a| a.0).collect();
-    assert_eq!(applied, ["1"]);
+    assert_eq!(broken.versions().await, ["1"]);
+    assert_eq!(hub.applied_versions(broken).await, ["1"]);
     assert_eq!(broken.scalar_i64("SELECT count(*) FROM gadgets").await, 0);
     for target in [&project.targets[0], &project.targets[2]] {
         assert_eq!(hub.execution(run, target).await.state, "succeeded");
@@ -125,9 +119,7 @@ async fn syntax_error_names_the_script_line_and_runs_nothing() {
     let run = hub.approved_run(&project, Direction::Up, "1").await;
     let worker = hub.start_worker(1_000).await;
 
-    hub.execute(run).await;
-
-    assert_eq!(hub.wait_for_run(run).await, RunState::Failed);
+    assert_eq!(hub.execute_and_wait(run).await, RunState::Failed);
     let target = &project.targets[0];
     let error = hub.execution(run, target).await.error.unwrap();
     assert_eq!(
@@ -154,8 +146,7 @@ async fn redelivered_jobs_and_repeated_runs_apply_nothing_twice() {
     .await;
     let first = hub.approved_run(&project, Direction::Up, "1").await;
     let worker = hub.start_worker(1_000).await;
-    hub.execute(first).await;
-    assert_eq!(hub.wait_for_run(first).await, RunState::Succeeded);
+    assert_eq!(hub.execute_and_wait(first).await, RunState::Succeeded);
 
     // The same jobs again, as after a redelivery: the executions are no
     // longer queued, so the worker leaves them alone.
@@ -165,8 +156,7 @@ async fn redelivered_jobs_and_repeated_runs_apply_nothing_twice() {
 
     // A second run of the same version finds nothing pending.
     let second = hub.approved_run(&project, Direction::Up, "1").await;
-    hub.execute(second).await;
-    assert_eq!(hub.wait_for_run(second).await, RunState::Succeeded);
+    assert_eq!(hub.execute_and_wait(second).await, RunState::Succeeded);
     for target in &project.targets {
         assert_eq!(hub.execution(first, target).await.state, "succeeded");
         assert_eq!(hub.execution(second, target).await.state, "skipped");
@@ -206,8 +196,7 @@ async fn concurrent_runs_on_one_db_set_apply_every_migration_once() {
         assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
     }
     for target in &project.targets {
-        let versions: Vec<String> = target.history().await.into_iter().map(|h| h.0).collect();
-        assert_eq!(versions, ["1", "2", "3"]);
+        assert_eq!(target.versions().await, ["1", "2", "3"]);
         assert_eq!(target.scalar_i64("SELECT count(*) FROM hits").await, 1);
         let states = [
             hub.execution(runs[0], target).await.state,
@@ -243,9 +232,7 @@ async fn edited_migration_fails_every_target_and_applies_nothing() {
         .unwrap();
     let worker = hub.start_worker(1_000).await;
 
-    hub.execute(run).await;
-
-    assert_eq!(hub.wait_for_run(run).await, RunState::Failed);
+    assert_eq!(hub.execute_and_wait(run).await, RunState::Failed);
     for target in &project.targets {
         let execution = hub.execution(run, target).await;
         assert_eq!(execution.state, "failed");
@@ -273,9 +260,7 @@ async fn busy_target_fails_after_the_bounded_lock_wait() {
         .unwrap();
     let worker = hub.start_worker(300).await;
 
-    hub.execute(run).await;
-
-    assert_eq!(hub.wait_for_run(run).await, RunState::PartiallyFailed);
+    assert_eq!(hub.execute_and_wait(run).await, RunState::PartiallyFailed);
     let execution = hub.execution(run, busy).await;
     assert_eq!(
         execution.error.as_deref(),
@@ -306,9 +291,7 @@ async fn unreachable_target_fails_with_the_driver_message() {
     let run = hub.approved_run(&project, Direction::Up, "1").await;
     let worker = hub.start_worker(1_000).await;
 
-    hub.execute(run).await;
-
-    assert_eq!(hub.wait_for_run(run).await, RunState::PartiallyFailed);
+    assert_eq!(hub.execute_and_wait(run).await, RunState::PartiallyFailed);
     let error = hub.execution(run, &project.targets[1]).await.error.unwrap();
     assert!(error.starts_with("could not connect to "), "{error}");
     assert!(error.contains(":1/mh_tgt_"), "{error}");
@@ -336,20 +319,15 @@ async fn down_run_rolls_back_in_reverse_order() {
     .await;
     let worker = hub.start_worker(1_000).await;
     let up = hub.approved_run(&project, Direction::Up, "3").await;
-    hub.execute(up).await;
-    assert_eq!(hub.wait_for_run(up).await, RunState::Succeeded);
+    assert_eq!(hub.execute_and_wait(up).await, RunState::Succeeded);
 
     let down = hub.approved_run(&project, Direction::Down, "1").await;
-    hub.execute(down).await;
-
-    assert_eq!(hub.wait_for_run(down).await, RunState::Succeeded);
+    assert_eq!(hub.execute_and_wait(down).await, RunState::Succeeded);
     let target = &project.targets[0];
     assert!(target.has_table("widgets").await);
     assert!(!target.has_table("gadgets").await);
-    let history: Vec<String> = target.history().await.into_iter().map(|h| h.0).collect();
-    assert_eq!(history, ["1"]);
-    let applied: Vec<String> = hub.applied(target).await.into_iter().map(|a| a.0).collect();
-    assert_eq!(applied, ["1"]);
+    assert_eq!(target.versions().await, ["1"]);
+    assert_eq!(hub.applied_versions(target).await, ["1"]);
     let order: Vec<String> = sqlx::query_scalar(
         "SELECT version FROM migration_executions WHERE direction = 'down' ORDER BY id",
     )
@@ -368,8 +346,7 @@ async fn versions_the_hub_lost_are_caught_up_only_when_its_own_runs_applied_them
     hub.migration(&project, "2", GADGETS_UP, GADGETS_DOWN).await;
     let worker = hub.start_worker(1_000).await;
     let first = hub.approved_run(&project, Direction::Up, "2").await;
-    hub.execute(first).await;
-    assert_eq!(hub.wait_for_run(first).await, RunState::Succeeded);
+    assert_eq!(hub.execute_and_wait(first).await, RunState::Succeeded);
     let target = &project.targets[0];
     // A worker died after the target committed version 2, before its hub
     // record: the hub lacks it, the target's history has it, from run `first`.
@@ -380,13 +357,13 @@ async fn versions_the_hub_lost_are_caught_up_only_when_its_own_runs_applied_them
     hub.migration(&project, "3", NOTE_UP, NOTE_DOWN).await;
 
     let second = hub.approved_run(&project, Direction::Up, "3").await;
-    hub.execute(second).await;
-
-    assert_eq!(hub.wait_for_run(second).await, RunState::Succeeded);
-    let applied: Vec<String> = hub.applied(target).await.into_iter().map(|a| a.0).collect();
-    assert_eq!(applied, ["1", "2", "3"]);
-    let history: Vec<String> = target.history().await.into_iter().map(|h| h.0).collect();
-    assert_eq!(history, ["1", "2", "3"], "nothing applied twice");
+    assert_eq!(hub.execute_and_wait(second).await, RunState::Succeeded);
+    assert_eq!(hub.applied_versions(target).await, ["1", "2", "3"]);
+    assert_eq!(
+        target.versions().await,
+        ["1", "2", "3"],
+        "nothing applied twice"
+    );
     assert_eq!(target.scalar_i64("SELECT count(*) FROM gadgets").await, 2);
 
     // A row no run of this hub wrote is drift, not something to adopt.
@@ -398,8 +375,7 @@ async fn versions_the_hub_lost_are_caught_up_only_when_its_own_runs_applied_them
         .await;
     hub.migration(&project, "5", "SELECT 1;", "").await;
     let third = hub.approved_run(&project, Direction::Up, "5").await;
-    hub.execute(third).await;
-    assert_eq!(hub.wait_for_run(third).await, RunState::Failed);
+    assert_eq!(hub.execute_and_wait(third).await, RunState::Failed);
     let error = hub.execution(third, target).await.error.unwrap();
     assert!(
         error.contains("version 4 is in the target's history but not recorded in the hub"),
@@ -415,17 +391,14 @@ async fn drift_between_hub_and_target_blocks_the_target() {
     hub.migration(&project, "1", WIDGETS_UP, WIDGETS_DOWN).await;
     let worker = hub.start_worker(1_000).await;
     let first = hub.approved_run(&project, Direction::Up, "1").await;
-    hub.execute(first).await;
-    assert_eq!(hub.wait_for_run(first).await, RunState::Succeeded);
+    assert_eq!(hub.execute_and_wait(first).await, RunState::Succeeded);
     let target = &project.targets[0];
     // Someone edits the target's history behind the hub's back.
     target.execute("DELETE FROM migrate_hub_history").await;
     hub.migration(&project, "2", GADGETS_UP, GADGETS_DOWN).await;
 
     let second = hub.approved_run(&project, Direction::Up, "2").await;
-    hub.execute(second).await;
-
-    assert_eq!(hub.wait_for_run(second).await, RunState::Failed);
+    assert_eq!(hub.execute_and_wait(second).await, RunState::Failed);
     let error = hub.execution(second, target).await.error.unwrap();
     assert!(error.starts_with("drift: "), "{error}");
     assert!(
@@ -453,9 +426,7 @@ async fn session_settings_and_the_sealed_password_are_used() {
     let run = hub.approved_run(&project, Direction::Up, "1").await;
     let worker = hub.start_worker(1_000).await;
 
-    hub.execute(run).await;
-
-    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    assert_eq!(hub.execute_and_wait(run).await, RunState::Succeeded);
     assert!(target.has_table("app.widgets").await);
     assert!(target.has_table("app.migrate_hub_history").await);
     assert!(!target.has_table("public.widgets").await);
@@ -485,9 +456,7 @@ async fn non_transactional_migration_runs_outside_a_transaction() {
     let run = hub.approved_run(&project, Direction::Up, "2").await;
     let worker = hub.start_worker(1_000).await;
 
-    hub.execute(run).await;
-
-    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    assert_eq!(hub.execute_and_wait(run).await, RunState::Succeeded);
     let target = &project.targets[0];
     assert!(target.has_table("widgets_name_idx").await);
     assert_eq!(target.history().await.len(), 2);
@@ -516,17 +485,14 @@ async fn non_transactional_script_runs_statement_by_statement() {
     let run = hub.approved_run(&project, Direction::Up, "2").await;
     let worker = hub.start_worker(1_000).await;
 
-    hub.execute(run).await;
-
-    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    assert_eq!(hub.execute_and_wait(run).await, RunState::Succeeded);
     let target = &project.targets[0];
     assert!(target.has_table("widgets_name_idx").await);
     assert!(target.has_table("widgets_semi_idx").await);
     assert_eq!(target.history().await.len(), 2);
 
     let down = hub.approved_run(&project, Direction::Down, "1").await;
-    hub.execute(down).await;
-    assert_eq!(hub.wait_for_run(down).await, RunState::Succeeded);
+    assert_eq!(hub.execute_and_wait(down).await, RunState::Succeeded);
     assert!(!target.has_table("widgets_semi_idx").await);
     assert!(!target.has_table("widgets_name_idx").await);
     assert_eq!(target.history().await.len(), 1);
@@ -550,9 +516,7 @@ async fn non_transactional_script_failing_part_way_leaves_the_target_dirty() {
     let run = hub.approved_run(&project, Direction::Up, "2").await;
     let worker = hub.start_worker(1_000).await;
 
-    hub.execute(run).await;
-
-    assert_eq!(hub.wait_for_run(run).await, RunState::Failed);
+    assert_eq!(hub.execute_and_wait(run).await, RunState::Failed);
     let target = &project.targets[0];
     let failed = hub.execution(run, target).await;
     assert_eq!(failed.statement, Some(2));
@@ -613,9 +577,7 @@ async fn jobs_are_claimed_on_notification_without_waiting_for_a_poll() {
         )
         .await;
 
-    hub.execute(run).await;
-
-    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    assert_eq!(hub.execute_and_wait(run).await, RunState::Succeeded);
     let slowest_claim_ms: f64 = sqlx::query_scalar(
         "SELECT max(extract(epoch FROM started_at - queued_at) * 1000)::float8
          FROM target_executions WHERE run_id = $1",
@@ -701,8 +663,7 @@ async fn no_op_versions_and_empty_down_scripts_are_recorded_without_running_anyt
     let target = &project.targets[0];
 
     let up = hub.approved_run(&project, Direction::Up, "10").await;
-    hub.execute(up).await;
-    assert_eq!(hub.wait_for_run(up).await, RunState::Succeeded);
+    assert_eq!(hub.execute_and_wait(up).await, RunState::Succeeded);
     let history: Vec<(String, String)> = target
         .history()
         .await
@@ -731,8 +692,7 @@ async fn no_op_versions_and_empty_down_scripts_are_recorded_without_running_anyt
         "{:?}",
         hub.execution(down, target).await.error
     );
-    let history: Vec<String> = target.history().await.into_iter().map(|h| h.0).collect();
-    assert_eq!(history, ["1"]);
+    assert_eq!(target.versions().await, ["1"]);
     assert_eq!(
         target
             .scalar_i64(
@@ -763,24 +723,13 @@ async fn kratos_history_applies_up_and_rolls_back_every_down_it_has() {
 
     let newest = migrations.last().unwrap().version.to_string();
     let up = hub.approved_run(&project, Direction::Up, &newest).await;
-    hub.execute(up).await;
-    assert_eq!(
-        hub.wait_for_run_within(up, Duration::from_secs(240)).await,
-        RunState::Succeeded,
-        "{:?}",
-        hub.execution(up, target).await.error
-    );
+    hub.execute_to_success(up, target, Duration::from_secs(240))
+        .await;
     assert_eq!(target.history().await.len(), 327);
 
     let down = hub.approved_run(&project, Direction::Down, LAST_KEPT).await;
-    hub.execute(down).await;
-    assert_eq!(
-        hub.wait_for_run_within(down, Duration::from_secs(240))
-            .await,
-        RunState::Succeeded,
-        "{:?}",
-        hub.execution(down, target).await.error
-    );
+    hub.execute_to_success(down, target, Duration::from_secs(240))
+        .await;
     let last_kept = common::domain::Version::parse(LAST_KEPT).unwrap();
     let kept = migrations.iter().filter(|m| m.version <= last_kept).count();
     assert_eq!(327 - kept, 234, "every down above the failing one ran");

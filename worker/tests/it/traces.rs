@@ -2,10 +2,11 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, under its default service name, and
 //! flushes them when it stops on SIGTERM.
 
-use std::process::Stdio;
-
 use crate::support::otlp::OtlpReceiver;
-use crate::support::{self, TestHub, eventually};
+use crate::support::{
+    TestHub,
+    processes::{terminate, worker_command},
+};
 use common::domain::{Direction, RunState};
 
 #[tokio::test]
@@ -16,43 +17,16 @@ async fn binary_exports_its_spans_and_flushes_them_on_sigterm() {
     hub.migration(&project, "1", "CREATE TABLE t (id int);", "DROP TABLE t;")
         .await;
     let run = hub.approved_run(&project, Direction::Up, "1").await;
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-        .env_clear()
-        .args(["--pool", &hub.pool_name])
-        .env("MH_DATABASE_URL", &hub.url)
-        .env("MH_ENCRYPTION_KEYS", &hub.keys_spec)
-        .env("MH_LOG_FORMAT", "json")
-        .env("MH_METRICS_LISTEN", "127.0.0.1:0")
+    let child = worker_command(&hub)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let registered = eventually(|| async {
-        sqlx::query_scalar::<_, i32>("SELECT concurrency FROM workers WHERE pool = $1")
-            .bind(&hub.pool_name)
-            .fetch_optional(&hub.db)
-            .await
-            .unwrap()
-    })
-    .await;
+    let registered = hub.registered_concurrency().await;
     assert!(registered.is_some(), "the worker registered");
-    hub.execute(run).await;
-    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    assert_eq!(hub.execute_and_wait(run).await, RunState::Succeeded);
 
-    let pid = child.id().unwrap().to_string();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let output = tokio::time::timeout(support::DEADLINE, child.wait_with_output())
-        .await
-        .expect("worker exits after SIGTERM")
-        .unwrap();
-    let logs = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{logs}");
+    let (status, logs) = terminate(child).await;
+    assert!(status.success(), "{logs}");
 
     // Exported by the time the process has exited: the last batch is
     // flushed at shutdown, not left to the next export interval.

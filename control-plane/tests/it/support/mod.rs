@@ -2,9 +2,20 @@
 //! with one user and API token per role.
 
 pub mod chrome;
+mod logs;
 pub mod openapi;
 pub mod otlp;
+mod pages;
+mod pg;
+mod runs;
+mod targets;
 pub mod test_issuer;
+
+pub use logs::CapturedLogs;
+pub use pages::{Browser, Page, Posted, TokenBrowser, XSS, assert_escaped, csrf_token};
+pub use pg::PgTarget;
+pub use runs::Fleet;
+pub use targets::{mysql_target_json, pg_target_json};
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
@@ -16,43 +27,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::oneshot;
-
-/// An in-process worker of pool `default` (the same code as the binary)
-/// claiming the test app's jobs until stopped.
-pub struct Fleet {
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Fleet {
-    pub fn start(app: &TestApp) -> Fleet {
-        Self::start_with(app, 4)
-    }
-
-    /// A worker running `concurrency` targets at once.
-    pub fn start_with(app: &TestApp, concurrency: usize) -> Fleet {
-        let worker = worker::Worker::new(
-            app.pool.clone(),
-            app.keys.clone(),
-            "default",
-            concurrency,
-            5_000,
-        );
-        let (tx, rx) = oneshot::channel::<()>();
-        let done = tokio::spawn(worker.run(async move {
-            let _ = rx.await;
-        }));
-        Fleet {
-            stop: Some(tx),
-            done,
-        }
-    }
-
-    pub async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.done.await.unwrap().unwrap();
-    }
-}
 
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -186,22 +160,7 @@ impl TestApp {
             req = req.json(&body);
         }
         let resp = req.send().await.expect("request reaches the server");
-        let status = resp.status();
-        let content_type = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let text = resp.text().await.unwrap();
-        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        openapi::assert_matches(
-            method.as_str(),
-            path,
-            status.as_u16(),
-            content_type.as_deref(),
-            &json,
-        );
-        (status, json)
+        openapi::read_checked(method.as_str(), path, resp).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
@@ -210,6 +169,15 @@ impl TestApp {
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
         self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, Some(token), None).await
     }
 
     /// Creates a project as admin and returns its slug.
@@ -253,6 +221,35 @@ impl TestApp {
         body
     }
 
+    /// A page (or any answer) of `path` as text, with `token`.
+    pub async fn page(&self, path: &str, token: &str) -> (StatusCode, String) {
+        let resp = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (resp.status(), resp.text().await.unwrap())
+    }
+
+    /// The number a `SELECT count(*) …` on the tool database answers.
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// The id of the user with `email`.
+    pub async fn user_id(&self, email: &str) -> String {
+        sqlx::query_scalar("SELECT id::text FROM users WHERE email = $1")
+            .bind(email)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
     /// Audit rows with `action`, oldest first.
     pub async fn audit_rows(&self, action: &str) -> Vec<(String, Value)> {
         sqlx::query_as("SELECT actor, details FROM audit_log WHERE action = $1 ORDER BY seq")
@@ -269,6 +266,41 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
     }
+}
+
+/// A client that shows redirects instead of following them.
+pub fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// `req` (`method path`) with an empty body of the kind the route reads: a
+/// JSON object for the API, a form for pages; none for a GET.
+pub fn with_empty_body(
+    req: reqwest::RequestBuilder,
+    method: &Method,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    if *method == Method::GET {
+        req
+    } else if path.starts_with("/api/") {
+        req.json(&serde_json::json!({}))
+    } else {
+        req.form(&[("x", "")])
+    }
+}
+
+/// The `version` of each item of `items` (migrations, applied versions), in
+/// order.
+pub fn versions(items: &Value) -> Vec<&str> {
+    items
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {items}"))
+        .iter()
+        .map(|item| item["version"].as_str().unwrap())
+        .collect()
 }
 
 /// The error code of an API error body.
@@ -322,104 +354,4 @@ impl Drop for DevIdp {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A cookie-keeping HTTP client that follows redirects one at a time, like a
-/// browser but observable.
-pub struct Browser {
-    pub client: reqwest::Client,
-}
-
-pub struct Page {
-    pub status: StatusCode,
-    pub url: String,
-    pub body: String,
-}
-
-impl Browser {
-    pub fn new() -> Browser {
-        Browser {
-            client: reqwest::Client::builder()
-                .cookie_store(true)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-        }
-    }
-
-    /// Sends `req` and follows redirects until a non-redirect response, or
-    /// until the next URL starts with `stop_before` (returned unvisited as a 3xx page).
-    pub async fn follow(&self, req: reqwest::RequestBuilder, stop_before: Option<&str>) -> Page {
-        let mut resp = req.send().await.expect("request is sent");
-        let mut url = resp.url().to_string();
-        for _ in 0..20 {
-            if !resp.status().is_redirection() {
-                break;
-            }
-            let location = resp.headers()[reqwest::header::LOCATION]
-                .to_str()
-                .unwrap()
-                .to_owned();
-            let next = reqwest::Url::parse(&url)
-                .unwrap()
-                .join(&location)
-                .unwrap()
-                .to_string();
-            if stop_before.is_some_and(|p| next.starts_with(p)) {
-                return Page {
-                    status: resp.status(),
-                    url: next,
-                    body: String::new(),
-                };
-            }
-            url = next;
-            resp = self
-                .client
-                .get(&url)
-                .send()
-                .await
-                .expect("redirect is followed");
-        }
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        Page { status, url, body }
-    }
-
-    pub async fn get(&self, url: &str) -> Page {
-        self.follow(self.client.get(url), None).await
-    }
-
-    /// Signs in at the identity provider's login form shown on `login_page`.
-    pub async fn submit_login(
-        &self,
-        login_page: &Page,
-        email: &str,
-        password: &str,
-        stop_before: Option<&str>,
-    ) -> Page {
-        let action = login_page
-            .body
-            .split("action=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap_or_else(|| panic!("no login form on {}: {}", login_page.url, login_page.body));
-        let action = reqwest::Url::parse(&login_page.url)
-            .unwrap()
-            .join(action)
-            .unwrap();
-        let req = self
-            .client
-            .post(action)
-            .form(&[("login", email), ("password", password)]);
-        self.follow(req, stop_before).await
-    }
-}
-
-/// The CSRF token a page carries in its forms.
-pub fn csrf_token(html: &str) -> String {
-    html.split("name=\"csrf_token\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_else(|| panic!("no CSRF token on the page: {html}"))
-        .to_owned()
 }

@@ -9,6 +9,7 @@ use std::{
     sync::{Arc, Mutex, OnceLock},
 };
 
+use reqwest::StatusCode;
 use serde_json::{Map, Value, json};
 
 /// The generated document (the one `/api/v1/openapi.json` serves).
@@ -179,6 +180,32 @@ pub fn check(
             problems.join("\n  ")
         ))
     }
+}
+
+/// Reads `resp`, the answer to `method path`, and holds it to the document
+/// ([`assert_matches`]); returns its status and body (JSON, else the text as
+/// a JSON string).
+pub async fn read_checked(
+    method: &str,
+    path: &str,
+    resp: reqwest::Response,
+) -> (StatusCode, Value) {
+    let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    assert_matches(
+        method,
+        path,
+        status.as_u16(),
+        content_type.as_deref(),
+        &body,
+    );
+    (status, body)
 }
 
 /// [`check`], failing the test.

@@ -9,12 +9,12 @@ use std::sync::Mutex;
 
 use common::{
     domain::{Engine, TlsMode},
-    store::{self, inventory::NewTarget},
+    store::inventory::NewTarget,
 };
 use mysql_async::{Conn, Opts, prelude::Queryable};
 use uuid::Uuid;
 
-use super::{Project, TargetDb, TargetOptions, TestHub};
+use super::{Project, TargetDb, TargetOptions, TestHub, run_detached};
 
 pub fn server_url() -> String {
     std::env::var("MH_TEST_MY_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
@@ -49,37 +49,29 @@ impl Drop for Created {
         if databases.is_empty() && users.is_empty() {
             return;
         }
-        // Drop cannot await and may run while the test's runtime shuts down.
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime for cleanup");
-            rt.block_on(async move {
-                let mut conn = Conn::new(opts(None)).await?;
-                for name in &databases {
-                    // Sessions still in the database (a worker of a failed
-                    // test) could hold metadata locks that block the drop.
-                    let sessions: Vec<u64> = conn
-                        .exec(
-                            "SELECT id FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()",
-                            (name,),
-                        )
-                        .await?;
-                    for id in sessions {
-                        let _ = conn.query_drop(format!("KILL {id}")).await;
-                    }
-                    conn.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
-                        .await?;
+        let dropped = run_detached(async move {
+            let mut conn = Conn::new(opts(None)).await?;
+            for name in &databases {
+                // Sessions still in the database (a worker of a failed
+                // test) could hold metadata locks that block the drop.
+                let sessions: Vec<u64> = conn
+                    .exec(
+                        "SELECT id FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()",
+                        (name,),
+                    )
+                    .await?;
+                for id in sessions {
+                    let _ = conn.query_drop(format!("KILL {id}")).await;
                 }
-                for user in &users {
-                    conn.query_drop(format!("DROP USER IF EXISTS '{user}'@'%'"))
-                        .await?;
-                }
-                conn.disconnect().await
-            })
-        })
-        .join();
+                conn.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
+                    .await?;
+            }
+            for user in &users {
+                conn.query_drop(format!("DROP USER IF EXISTS '{user}'@'%'"))
+                    .await?;
+            }
+            conn.disconnect().await
+        });
         if !matches!(dropped, Ok(Ok(()))) {
             eprintln!("warning: MariaDB test databases were not all dropped: {dropped:?}");
         }
@@ -91,17 +83,9 @@ impl TestHub {
     /// `password` makes a user of the target's own with that password;
     /// without one the target connects as the server's administrator.
     pub async fn mysql_project(&self, targets: &[TargetOptions]) -> Project {
-        let mut conn = self.db.acquire().await.unwrap();
-        let slug = format!("m-{}", &Uuid::new_v4().simple().to_string()[..8]);
-        let project = store::inventory::insert_project(&mut conn, &slug, "Test", "", self.user_id)
-            .await
-            .unwrap();
-        let db_set = store::inventory::insert_db_set(&mut conn, project.id, "main", "daily")
-            .await
-            .unwrap();
+        let mut project = self.empty_project("m").await;
         let server = opts(None);
         let mut admin = admin().await;
-        let mut rows = Vec::new();
         for (i, options) in targets.iter().enumerate() {
             let database = format!("mh_tgt_{}", Uuid::new_v4().simple());
             admin
@@ -132,10 +116,8 @@ impl TestHub {
                     user
                 }
             };
-            let row = store::inventory::insert_target(
-                &mut conn,
-                &self.keys,
-                db_set.id,
+            self.add_target(
+                &mut project,
                 &NewTarget {
                     name: &format!("m{i}"),
                     engine: Engine::Mysql,
@@ -149,17 +131,10 @@ impl TestHub {
                     worker_pool: &self.pool_name,
                 },
             )
-            .await
-            .unwrap();
-            rows.push(TargetDb { row, database });
+            .await;
         }
         let _ = admin.disconnect().await;
-        Project {
-            id: project.id,
-            db_set_id: db_set.id,
-            targets: rows,
-            migrations: Default::default(),
-        }
+        project
     }
 
     /// `n` plain MariaDB targets.

@@ -102,6 +102,21 @@ pub fn server_host_port() -> (String, u16) {
     }
 }
 
+/// Runs `cleanup` to its end on a runtime of its own, on a plain thread: a
+/// `Drop` cannot await, and may run inside a runtime that is shutting down.
+fn run_detached<T: Send + 'static>(
+    cleanup: impl Future<Output = T> + Send + 'static,
+) -> std::thread::Result<T> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime for cleanup")
+            .block_on(cleanup)
+    })
+    .join()
+}
+
 /// Databases this test created; dropped (with their connections) on drop.
 #[derive(Default)]
 struct Created(Mutex<Vec<String>>);
@@ -112,37 +127,28 @@ impl Drop for Created {
         if names.is_empty() {
             return;
         }
-        // Drop cannot await, and may run inside a runtime that is shutting
-        // down: use a private runtime on a plain thread.
         let admin = server_url();
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime for cleanup");
-            // A few at a time: each drop waits for a checkpoint, and
-            // concurrent drops share one.
-            rt.block_on(async move {
-                let drops = names.into_iter().map(|name| {
-                    let admin = admin.clone();
-                    async move {
-                        let mut conn = PgConnection::connect(&admin).await?;
-                        sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                        )))
-                        .execute(&mut conn)
-                        .await?;
-                        conn.close().await
-                    }
-                });
-                let results: Vec<Result<(), sqlx::Error>> = futures::stream::iter(drops)
-                    .buffer_unordered(8)
-                    .collect()
-                    .await;
-                results.into_iter().collect::<Result<(), sqlx::Error>>()
-            })
-        })
-        .join();
+        // A few at a time: each drop waits for a checkpoint, and concurrent
+        // drops share one.
+        let dropped = run_detached(async move {
+            let drops = names.into_iter().map(|name| {
+                let admin = admin.clone();
+                async move {
+                    let mut conn = PgConnection::connect(&admin).await?;
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await?;
+                    conn.close().await
+                }
+            });
+            let results: Vec<Result<(), sqlx::Error>> = futures::stream::iter(drops)
+                .buffer_unordered(8)
+                .collect()
+                .await;
+            results.into_iter().collect::<Result<(), sqlx::Error>>()
+        });
         if !matches!(dropped, Ok(Ok(()))) {
             eprintln!("warning: test databases were not all dropped: {dropped:?}");
         }
@@ -190,6 +196,22 @@ impl TargetDb {
         .fetch_all(&mut conn)
         .await
         .unwrap_or_default()
+    }
+
+    /// The versions in the target's own history, in version order.
+    pub async fn versions(&self) -> Vec<String> {
+        self.history().await.into_iter().map(|h| h.0).collect()
+    }
+
+    /// Whether nothing holds the target lock of PostgreSQL targets (a
+    /// session of this test takes it and lets go again).
+    pub async fn lock_is_free(&self) -> bool {
+        let mut conn = self.connect().await;
+        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(worker::lock::PG_ADVISORY_KEY)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
     }
 
     pub async fn has_table(&self, name: &str) -> bool {
@@ -319,24 +341,48 @@ impl TestHub {
         }
     }
 
-    /// A project whose DB set has one fresh target database per entry.
-    pub async fn project(&self, targets: &[TargetOptions]) -> Project {
+    /// A project (its slug starts with `prefix`) whose DB set, `main` in
+    /// `daily`, has no targets yet.
+    pub async fn empty_project(&self, prefix: &str) -> Project {
         let mut conn = self.db.acquire().await.unwrap();
-        let slug = format!("p-{}", &Uuid::new_v4().simple().to_string()[..8]);
+        let slug = format!("{prefix}-{}", &Uuid::new_v4().simple().to_string()[..8]);
         let project = store::inventory::insert_project(&mut conn, &slug, "Test", "", self.user_id)
             .await
             .unwrap();
         let db_set = store::inventory::insert_db_set(&mut conn, project.id, "main", "daily")
             .await
             .unwrap();
+        Project {
+            id: project.id,
+            db_set_id: db_set.id,
+            targets: Vec::new(),
+            migrations: Default::default(),
+        }
+    }
+
+    /// Adds a target to the project's DB set that points wherever `target`
+    /// says (another server, a user of its own, a wrong password).
+    pub async fn add_target(&self, project: &mut Project, target: &NewTarget<'_>) -> TargetDb {
+        let mut conn = self.db.acquire().await.unwrap();
+        let row = store::inventory::insert_target(&mut conn, &self.keys, project.db_set_id, target)
+            .await
+            .unwrap();
+        let db = TargetDb {
+            row,
+            database: target.database.to_owned(),
+        };
+        project.targets.push(db.clone());
+        db
+    }
+
+    /// A project whose DB set has one fresh target database per entry.
+    pub async fn project(&self, targets: &[TargetOptions]) -> Project {
+        let mut project = self.empty_project("p").await;
         let (host, port) = server_host_port();
-        let mut rows = Vec::new();
         for (i, options) in targets.iter().enumerate() {
             let database = create_database(&self.created, "mh_tgt").await;
-            let row = store::inventory::insert_target(
-                &mut conn,
-                &self.keys,
-                db_set.id,
+            self.add_target(
+                &mut project,
                 &NewTarget {
                     name: &format!("t{i}"),
                     engine: Engine::Postgres,
@@ -350,16 +396,9 @@ impl TestHub {
                     worker_pool: &self.pool_name,
                 },
             )
-            .await
-            .unwrap();
-            rows.push(TargetDb { row, database });
+            .await;
         }
-        Project {
-            id: project.id,
-            db_set_id: db_set.id,
-            targets: rows,
-            migrations: Default::default(),
-        }
+        project
     }
 
     /// `n` plain local targets.
@@ -433,11 +472,9 @@ impl TestHub {
         direction: Direction,
         target_version: &str,
     ) -> Uuid {
-        let target_version = Version::parse(target_version).unwrap();
-        let pinned = project.pinned(direction, &target_version);
         let settings = ExecutionSettings {
             direction,
-            target_version,
+            target_version: Version::parse(target_version).unwrap(),
             stop_on_failure: false,
             concurrency: 8,
             canary: 0,
@@ -445,18 +482,35 @@ impl TestHub {
             statement_timeout_ms: 60_000,
         };
         let mut tx = self.db.begin().await.unwrap();
-        let targets = store::runs::pinned_targets(&mut tx, project.db_set_id)
+        let run_id = self
+            .insert_approved_run(&mut tx, project, "daily", &settings)
+            .await;
+        tx.commit().await.unwrap();
+        run_id
+    }
+
+    /// In `tx`: a run of the project's DB set in `environment` with
+    /// `settings`, pinning the migrations it covers, moved to `approved`.
+    async fn insert_approved_run(
+        &self,
+        tx: &mut PgConnection,
+        project: &Project,
+        environment: &str,
+        settings: &ExecutionSettings,
+    ) -> Uuid {
+        let pinned = project.pinned(settings.direction, &settings.target_version);
+        let targets = store::runs::pinned_targets(&mut *tx, project.db_set_id)
             .await
             .unwrap();
         let (run_id, _digest) = store::runs::insert(
-            &mut tx,
+            &mut *tx,
             &NewRun {
                 project_id: project.id,
                 db_set_id: project.db_set_id,
-                environment: "daily",
+                environment,
                 requested_by: self.user_id,
                 note: "",
-                settings: &settings,
+                settings,
                 migrations: &pinned,
                 targets: &targets,
                 out_of_order: &[],
@@ -464,11 +518,10 @@ impl TestHub {
         )
         .await
         .unwrap();
-        let run = store::runs::lock(&mut tx, run_id).await.unwrap().unwrap();
-        store::runs::set_state(&mut tx, &run, RunState::Approved, Some(self.user_id), None)
+        let run = store::runs::lock(&mut *tx, run_id).await.unwrap().unwrap();
+        store::runs::set_state(&mut *tx, &run, RunState::Approved, Some(self.user_id), None)
             .await
             .unwrap();
-        tx.commit().await.unwrap();
         run_id
     }
 
@@ -493,6 +546,36 @@ impl TestHub {
             push(&mut tx, &pool, &job).await;
         }
         tx.commit().await.unwrap();
+    }
+
+    /// Executes the approved run and waits until it is final; returns its
+    /// state.
+    pub async fn execute_and_wait(&self, run_id: Uuid) -> RunState {
+        self.execute(run_id).await;
+        self.wait_for_run(run_id).await
+    }
+
+    /// Asks, as an admin's resolve does, for `run_id` to resume on the dirty
+    /// `target` from statement `from`.
+    pub async fn resume(&self, run_id: Uuid, target: &TargetDb, from: i32) {
+        let mut tx = self.db.begin().await.unwrap();
+        let queued = common::lifecycle::requeue_for_resume(&mut tx, target.id(), run_id, from)
+            .await
+            .unwrap();
+        assert!(queued.is_some(), "the run's execution was queued again");
+        tx.commit().await.unwrap();
+    }
+
+    /// Executes the approved run and waits (up to `within`) until it is
+    /// final; it must have succeeded (else `target`'s error is shown).
+    pub async fn execute_to_success(&self, run_id: Uuid, target: &TargetDb, within: Duration) {
+        self.execute(run_id).await;
+        assert_eq!(
+            self.wait_for_run_within(run_id, within).await,
+            RunState::Succeeded,
+            "{:?}",
+            self.execution(run_id, target).await.error
+        );
     }
 
     /// Pushes the run's jobs once more, as a redelivery would.
@@ -589,12 +672,40 @@ impl TestHub {
             .expect("execution of target")
     }
 
+    /// The error of the execution of `run_id` on `target`, which failed.
+    pub async fn failure(&self, run_id: Uuid, target: &TargetDb) -> String {
+        let execution = self.execution(run_id, target).await;
+        assert_eq!(execution.state, "failed", "{execution:#?}");
+        execution.error.expect("a failed execution says why")
+    }
+
+    /// The execution of `run_id` on `target` was interrupted: its worker
+    /// died mid-run, and a worker of the pool settled it.
+    pub async fn assert_interrupted(&self, run_id: Uuid, target: &TargetDb) {
+        let execution = self.execution(run_id, target).await;
+        assert_eq!(execution.state, "interrupted", "{execution:#?}");
+        let error = execution.error.unwrap_or_default();
+        assert!(
+            error.starts_with("the worker executing this target stopped mid-run"),
+            "{error}"
+        );
+    }
+
     /// The hub's applied `(version, checksum)` of a target.
     pub async fn applied(&self, target: &TargetDb) -> Vec<(String, String)> {
         let mut conn = self.db.acquire().await.unwrap();
         store::executions::applied(&mut conn, target.id())
             .await
             .unwrap()
+    }
+
+    /// The versions the hub records as applied on a target, in order.
+    pub async fn applied_versions(&self, target: &TargetDb) -> Vec<String> {
+        self.applied(target)
+            .await
+            .into_iter()
+            .map(|a| a.0)
+            .collect()
     }
 
     /// Whether the test server accepts TLS connections.

@@ -7,25 +7,21 @@
 use std::{
     fs::File,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::Arc,
     time::Duration,
 };
 
 use common::{
     domain::{Direction, Engine, RunState, TlsMode, Version, run::ExecutionSettings},
-    store::{
-        self,
-        inventory::NewTarget,
-        runs::{ExecutionRow, NewRun},
-    },
+    store::{self, inventory::NewTarget, runs::ExecutionRow},
     testing::{TestPgInstance, wait_for},
 };
 use futures::{StreamExt, stream};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use super::{Created, Project, TargetDb, TestHub};
+use super::{Created, Project, TestHub};
 
 /// One `worker` binary process, killed (SIGKILL) when dropped.
 pub struct WorkerProcess {
@@ -102,7 +98,57 @@ impl Drop for WorkerProcess {
     }
 }
 
+/// `worker --pool <the test's pool>` against the hub's tool database with
+/// JSON logs, nothing else from the test's environment, standard error
+/// piped and the process killed if the test drops it: for a test that
+/// watches one worker process from start to exit.
+pub fn worker_command(hub: &TestHub) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"));
+    command
+        .env_clear()
+        .args(["--pool", &hub.pool_name])
+        .env("MH_DATABASE_URL", &hub.url)
+        .env("MH_ENCRYPTION_KEYS", &hub.keys_spec)
+        .env("MH_LOG_FORMAT", "json")
+        // Any free port: other workers may run on this machine.
+        .env("MH_METRICS_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Sends SIGTERM to a worker process the test started (with its standard
+/// error piped) and waits until it exits; returns its exit status and what
+/// it wrote to standard error.
+pub async fn terminate(child: tokio::process::Child) -> (ExitStatus, String) {
+    let pid = child.id().unwrap().to_string();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(kill.success());
+    let output = tokio::time::timeout(super::DEADLINE, child.wait_with_output())
+        .await
+        .expect("worker exits after SIGTERM")
+        .unwrap();
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 impl TestHub {
+    /// Waits until a worker of the test's pool has registered in the fleet;
+    /// returns the concurrency it registered with.
+    pub async fn registered_concurrency(&self) -> Option<i32> {
+        super::eventually(|| async {
+            sqlx::query_scalar::<_, i32>("SELECT concurrency FROM workers WHERE pool = $1")
+                .bind(&self.pool_name)
+                .fetch_optional(&self.db)
+                .await
+                .unwrap()
+        })
+        .await
+    }
+
     /// A hub whose tool database is `mh_tool` on another server (a
     /// [`common::testing::TestPgInstance`]): the database goes with that
     /// server, so nothing of it is registered for cleanup here.
@@ -184,7 +230,7 @@ impl TestHub {
             .buffer_unordered(6)
             .collect()
             .await;
-        let mut project = self.project(&[]).await;
+        let mut project = self.empty_project("p").await;
         let pool = self.pool_name.clone();
         for database in databases {
             self.add_target(
@@ -205,21 +251,6 @@ impl TestHub {
             .await;
         }
         project
-    }
-
-    /// Adds a target to the project's DB set that points wherever `target`
-    /// says (another server, a user of its own, a wrong password).
-    pub async fn add_target(&self, project: &mut Project, target: &NewTarget<'_>) -> TargetDb {
-        let mut conn = self.db.acquire().await.unwrap();
-        let row = store::inventory::insert_target(&mut conn, &self.keys, project.db_set_id, target)
-            .await
-            .unwrap();
-        let db = TargetDb {
-            row,
-            database: target.database.to_owned(),
-        };
-        project.targets.push(db.clone());
-        db
     }
 
     /// Sets the `daily` environment's lock timeout, as an admin's policy
@@ -247,8 +278,6 @@ impl TestHub {
         target_version: &str,
         concurrency: i32,
     ) -> Uuid {
-        let target_version = Version::parse(target_version).unwrap();
-        let pinned = project.pinned(direction, &target_version);
         let mut tx = self.db.begin().await.unwrap();
         let env = store::inventory::environment(&mut tx, "daily")
             .await
@@ -256,36 +285,16 @@ impl TestHub {
             .expect("the daily environment exists");
         let settings = ExecutionSettings {
             direction,
-            target_version,
+            target_version: Version::parse(target_version).unwrap(),
             stop_on_failure: false,
             concurrency,
             canary: 0,
             lock_timeout_ms: env.lock_timeout_ms,
             statement_timeout_ms: env.statement_timeout_ms,
         };
-        let targets = store::runs::pinned_targets(&mut tx, project.db_set_id)
-            .await
-            .unwrap();
-        let (run_id, _digest) = store::runs::insert(
-            &mut tx,
-            &NewRun {
-                project_id: project.id,
-                db_set_id: project.db_set_id,
-                environment: &env.name,
-                requested_by: self.user_id,
-                note: "",
-                settings: &settings,
-                migrations: &pinned,
-                targets: &targets,
-                out_of_order: &[],
-            },
-        )
-        .await
-        .unwrap();
-        let run = store::runs::lock(&mut tx, run_id).await.unwrap().unwrap();
-        store::runs::set_state(&mut tx, &run, RunState::Approved, Some(self.user_id), None)
-            .await
-            .unwrap();
+        let run_id = self
+            .insert_approved_run(&mut tx, project, &env.name, &settings)
+            .await;
         tx.commit().await.unwrap();
         run_id
     }
