@@ -646,17 +646,3 @@ pub async fn target_secret(
         })
     }))
 }
-
-/// Project id and environment of the DB set a target belongs to.
-pub async fn target_scope(
-    conn: &mut PgConnection,
-    target_id: Uuid,
-) -> Result<Option<(Uuid, String)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT d.project_id, d.environment FROM targets t JOIN db_sets d ON d.id = t.db_set_id
-         WHERE t.id = $1 AND t.deleted_at IS NULL",
-    )
-    .bind(target_id)
-    .fetch_optional(conn)
-    .await
-}

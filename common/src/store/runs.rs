@@ -612,21 +612,6 @@ pub async fn executions(
     .await
 }
 
-/// Moves every `pending` execution of the run to `queued`; returns them.
-pub async fn queue_executions(
-    conn: &mut PgConnection,
-    run_id: Uuid,
-) -> Result<Vec<(Uuid, Uuid, String)>, sqlx::Error> {
-    sqlx::query_as(
-        "UPDATE target_executions SET state = 'queued', queued_at = now()
-         WHERE run_id = $1 AND state = 'pending'
-         RETURNING id, target_id, worker_pool",
-    )
-    .bind(run_id)
-    .fetch_all(conn)
-    .await
-}
-
 /// A run as listed on the dashboard.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct RunSummary {

@@ -470,7 +470,7 @@ async fn an_approval_covers_the_targets_tls_mode_and_session_settings() {
     app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
         .await;
     for change in [
-        "UPDATE targets SET tls_mode = 'disable' WHERE db_set_id = $1::uuid",
+        "UPDATE targets SET tls_mode = CASE tls_mode WHEN 'require' THEN 'disable' ELSE 'require' END WHERE db_set_id = $1::uuid",
         "UPDATE targets SET session_settings = 'SET search_path = other' WHERE db_set_id = $1::uuid",
     ] {
         let (status, run) = app

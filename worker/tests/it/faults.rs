@@ -121,7 +121,7 @@ async fn three_runs_of_three_migrations(
 /// execution open.
 async fn all_succeed(hub: &TestHub, runs: &[Uuid]) {
     for run in runs {
-        hub.execute_dispatched(*run).await;
+        hub.execute(*run).await;
     }
     let states = hub.wait_for_runs(runs, RUNS_DEADLINE).await;
     assert_eq!(states, vec![RunState::Succeeded; runs.len()]);
@@ -272,7 +272,7 @@ async fn tool_database_restart_mid_run_loses_no_status_and_applies_nothing_twice
     // Four slots for six targets: two jobs wait in the queue through the
     // restart and must be claimed by the rebuilt consumers.
     let mut workers = hub.spawn_workers(2, 2, 60_000).await;
-    hub.execute_dispatched(run).await;
+    hub.execute(run).await;
     wait_for(
         Duration::from_secs(60),
         "four migrations running on their targets",
@@ -337,7 +337,7 @@ async fn tool_database_restart_mid_run_loses_no_status_and_applies_nothing_twice
     let next = hub
         .requested_and_approved(&project, Direction::Up, "3", 6)
         .await;
-    hub.execute_dispatched(next).await;
+    hub.execute(next).await;
     assert_eq!(
         hub.wait_for_runs(&[next], RUNS_DEADLINE).await,
         [RunState::Succeeded]
@@ -364,7 +364,7 @@ async fn worker_process_killed_mid_migration_leaves_the_postgres_target_untouche
         .requested_and_approved(&project, Direction::Up, "1", 1)
         .await;
     let mut victim = hub.spawn_workers(1, 1, 10_000).await.remove(0);
-    hub.execute_dispatched(run).await;
+    hub.execute(run).await;
     wait_for(
         Duration::from_secs(60),
         "the migration to run on the target",
@@ -425,7 +425,7 @@ async fn worker_process_killed_mid_script_leaves_the_mariadb_target_dirty_and_re
         .requested_and_approved(&project, Direction::Up, "1", 1)
         .await;
     let mut victim = hub.spawn_workers(1, 1, 30_000).await.remove(0);
-    hub.execute_dispatched(run).await;
+    hub.execute(run).await;
     wait_for(
         Duration::from_secs(60),
         "the worker to report statement 3 running",
@@ -489,7 +489,7 @@ async fn partially_failed_run(hub: &TestHub, project: &Project) -> (Uuid, Vec<Wo
         .await;
     let workers = hub.spawn_workers(2, 2, 10_000).await;
 
-    hub.execute_dispatched(run).await;
+    hub.execute(run).await;
 
     assert_eq!(
         hub.wait_for_runs(&[run], RUNS_DEADLINE).await,
@@ -704,7 +704,7 @@ async fn table_lock_held_elsewhere_fails_the_postgres_migration_after_the_lock_t
         .unwrap();
     let _workers = hub.spawn_workers(1, 2, 10_000).await;
 
-    hub.execute_dispatched(run).await;
+    hub.execute(run).await;
 
     // Settled while the lock is still held: the migration gave up, it did
     // not hang behind the holder.
@@ -766,7 +766,7 @@ async fn metadata_lock_held_elsewhere_fails_the_mariadb_migration_after_lock_wai
     let _: Vec<i64> = holder.query("SELECT id FROM accounts").await.unwrap();
     let _workers = hub.spawn_workers(1, 2, 10_000).await;
 
-    hub.execute_dispatched(run).await;
+    hub.execute(run).await;
 
     assert_eq!(
         hub.wait_for_runs(&[run], RUNS_DEADLINE).await,

@@ -221,7 +221,9 @@ async fn edited_migration_fails_every_target_and_applies_nothing() {
     let project = hub.project_with_targets(2).await;
     let id = hub.migration(&project, "1", WIDGETS_UP, WIDGETS_DOWN).await;
     let run = hub.approved_run(&project, Direction::Up, "1").await;
-    // An edit after approval that the control plane failed to catch.
+    // Executed while the migration was still what was approved, then edited
+    // behind the control plane's back before a worker took the jobs.
+    hub.execute(run).await;
     let edited = "DROP SCHEMA public CASCADE;";
     sqlx::query("UPDATE migrations SET up_sql = $2, checksum = $3 WHERE id = $1")
         .bind(id)
@@ -232,7 +234,7 @@ async fn edited_migration_fails_every_target_and_applies_nothing() {
         .unwrap();
     let worker = hub.start_worker(1_000).await;
 
-    assert_eq!(hub.execute_and_wait(run).await, RunState::Failed);
+    assert_eq!(hub.wait_for_run(run).await, RunState::Failed);
     for target in &project.targets {
         let execution = hub.execution(run, target).await;
         assert_eq!(execution.state, "failed");

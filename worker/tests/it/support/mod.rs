@@ -472,18 +472,37 @@ impl TestHub {
         direction: Direction,
         target_version: &str,
     ) -> Uuid {
+        self.requested_and_approved(project, direction, target_version, 8)
+            .await
+    }
+
+    /// What *Request* and *Approve* do: a run of the DB set to
+    /// `target_version` pinning the migrations it covers, with the
+    /// environment's timeouts (as the control plane reads them) and the
+    /// given run concurrency, approved.
+    pub async fn requested_and_approved(
+        &self,
+        project: &Project,
+        direction: Direction,
+        target_version: &str,
+        concurrency: i32,
+    ) -> Uuid {
+        let mut tx = self.db.begin().await.unwrap();
+        let env = store::inventory::environment(&mut tx, "daily")
+            .await
+            .unwrap()
+            .expect("the daily environment exists");
         let settings = ExecutionSettings {
             direction,
             target_version: Version::parse(target_version).unwrap(),
             stop_on_failure: false,
-            concurrency: 8,
+            concurrency,
             canary: 0,
-            lock_timeout_ms: 5_000,
-            statement_timeout_ms: 60_000,
+            lock_timeout_ms: env.lock_timeout_ms,
+            statement_timeout_ms: env.statement_timeout_ms,
         };
-        let mut tx = self.db.begin().await.unwrap();
         let run_id = self
-            .insert_approved_run(&mut tx, project, "daily", &settings)
+            .insert_approved_run(&mut tx, project, &env.name, &settings)
             .await;
         tx.commit().await.unwrap();
         run_id
@@ -518,33 +537,32 @@ impl TestHub {
         )
         .await
         .unwrap();
+        // The approval the environment asks for, on the pinned digest.
         let run = store::runs::lock(&mut *tx, run_id).await.unwrap().unwrap();
+        store::runs::insert_decision(&mut *tx, run_id, self.user_id, "approved", "", &run.digest)
+            .await
+            .unwrap();
         store::runs::set_state(&mut *tx, &run, RunState::Approved, Some(self.user_id), None)
             .await
             .unwrap();
         run_id
     }
 
-    /// What *Execute* does: in one transaction, queue every execution, push
-    /// one job per target, and move the run to `queued`.
+    /// *Execute*, as the control plane does it (`lifecycle::execute`): the
+    /// first targets the dispatch rule allows are queued and pushed, the
+    /// rest follow as targets finish.
     pub async fn execute(&self, run_id: Uuid) {
+        let caller = common::lifecycle::Caller {
+            id: self.user_id,
+            email: "requester@example.com".into(),
+            role: Role::Manager,
+            ip: None,
+            route: "POST /api/v1/runs/{id}/execute".into(),
+        };
         let mut tx = self.db.begin().await.unwrap();
-        let run = store::runs::lock(&mut tx, run_id).await.unwrap().unwrap();
-        store::runs::set_state(&mut tx, &run, RunState::Queued, Some(self.user_id), None)
+        common::lifecycle::execute(&mut tx, &caller, run_id, None, None)
             .await
             .unwrap();
-        let queued = store::runs::queue_executions(&mut tx, run_id)
-            .await
-            .unwrap();
-        for (execution_id, target_id, pool) in queued {
-            let job = TargetJob {
-                run_id,
-                target_id,
-                execution_id,
-                trace_context: Default::default(),
-            };
-            push(&mut tx, &pool, &job).await;
-        }
         tx.commit().await.unwrap();
     }
 

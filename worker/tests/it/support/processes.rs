@@ -13,7 +13,7 @@ use std::{
 };
 
 use common::{
-    domain::{Direction, Engine, RunState, TlsMode, Version, run::ExecutionSettings},
+    domain::{Engine, RunState, TlsMode},
     store::{self, inventory::NewTarget, runs::ExecutionRow},
     testing::{TestPgInstance, wait_for},
 };
@@ -265,56 +265,6 @@ impl TestHub {
         store::inventory::update_environment(&mut conn, &env)
             .await
             .unwrap();
-    }
-
-    /// What *Request* and *Approve* do: a run of the DB set to
-    /// `target_version` pinning the migrations it covers, with the
-    /// environment's timeouts (as the control plane reads them) and the
-    /// given run concurrency, moved to `approved`.
-    pub async fn requested_and_approved(
-        &self,
-        project: &Project,
-        direction: Direction,
-        target_version: &str,
-        concurrency: i32,
-    ) -> Uuid {
-        let mut tx = self.db.begin().await.unwrap();
-        let env = store::inventory::environment(&mut tx, "daily")
-            .await
-            .unwrap()
-            .expect("the daily environment exists");
-        let settings = ExecutionSettings {
-            direction,
-            target_version: Version::parse(target_version).unwrap(),
-            stop_on_failure: false,
-            concurrency,
-            canary: 0,
-            lock_timeout_ms: env.lock_timeout_ms,
-            statement_timeout_ms: env.statement_timeout_ms,
-        };
-        let run_id = self
-            .insert_approved_run(&mut tx, project, &env.name, &settings)
-            .await;
-        tx.commit().await.unwrap();
-        run_id
-    }
-
-    /// What *Execute* does: under the run's lock, queue what the dispatch
-    /// rule allows (the rest follows as targets finish) and move the run on.
-    pub async fn execute_dispatched(&self, run_id: Uuid) {
-        let mut tx = self.db.begin().await.unwrap();
-        let run = store::runs::lock(&mut tx, run_id).await.unwrap().unwrap();
-        common::lifecycle::dispatch(&mut tx, &run, None)
-            .await
-            .unwrap();
-        let next = run
-            .state
-            .transition(common::domain::run::RunEvent::Execute)
-            .expect("an approved run can be executed");
-        store::runs::set_state(&mut tx, &run, next, Some(self.user_id), None)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
     }
 
     /// Waits until every run is final, tolerating a tool database that is
