@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{
     crypto::{Keyring, Sealed},
-    domain::{Direction, Engine, TargetState},
+    domain::{Engine, TargetState},
     queue::TargetJob,
     store::{
         audit::Actor,
@@ -186,7 +186,7 @@ async fn orphan_outcome(env: &JobEnv, execution_id: Uuid) -> Result<Outcome, Job
         statement: None,
         dirty: None,
     };
-    let Some(last) = last.filter(|l| l.engine.parse() == Ok(Engine::Mysql)) else {
+    let Some(last) = last.filter(|l| l.engine == Engine::Mysql) else {
         return Ok(outcome);
     };
     let (Some(version), Some(statement), Some(hash)) =
@@ -212,7 +212,7 @@ async fn orphan_outcome(env: &JobEnv, execution_id: Uuid) -> Result<Outcome, Job
         target_id: last.target_id,
         run_id: last.run_id,
         version,
-        direction: last.direction.parse().unwrap_or(Direction::Up),
+        direction: last.direction,
         statement_index: statement,
         statements_hash: hash,
     });

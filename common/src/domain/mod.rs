@@ -15,6 +15,7 @@ pub mod signin;
 pub mod slug;
 pub mod split;
 pub mod target;
+pub mod text_enum;
 pub mod version;
 
 pub use checksum::Checksum;

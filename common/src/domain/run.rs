@@ -1,67 +1,20 @@
 //! Runs and target executions: their states, the legal transitions, and the
 //! digest that an approval pins.
 
-use std::{fmt, str::FromStr};
-
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use super::{checksum::Checksum, version::Version};
 
-macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),+ }
+pub use super::text_enum::UnknownValue;
+use super::text_enum::text_enum;
 
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        /// For rows read from the tool database (`#[sqlx(try_from = "String")]`).
-        impl TryFrom<String> for $name {
-            type Error = UnknownValue;
-            fn try_from(s: String) -> Result<Self, Self::Error> {
-                s.parse()
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = UnknownValue;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    other => Err(UnknownValue { kind: stringify!($name), value: other.to_owned() }),
-                }
-            }
-        }
-    };
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {kind}: {value:?}")]
-pub struct UnknownValue {
-    pub kind: &'static str,
-    pub value: String,
-}
-
-string_enum!(
+text_enum!(
     /// Which way a run moves a DB set.
     Direction { Up => "up", Down => "down" }
 );
 
-string_enum!(
+text_enum!(
     /// The life of a run.
     RunState {
         PendingApproval => "pending_approval",
@@ -77,7 +30,7 @@ string_enum!(
     }
 );
 
-string_enum!(
+text_enum!(
     /// The life of one (run, target) pair.
     TargetState {
         Pending => "pending",

@@ -4,76 +4,7 @@
 //! the same strings in the API, so one spelling serves the database, JSON
 //! and messages.
 
-use std::{fmt, str::FromStr};
-
-use serde::{Deserialize, Serialize};
-use sqlx::{
-    Decode, Encode, Postgres, Type,
-    encode::IsNull,
-    error::BoxDynError,
-    postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef},
-};
-
-use super::run::UnknownValue;
-
-/// An enum whose values are fixed strings: serde, `Display`, `FromStr`, and
-/// a PostgreSQL `text` column all read and write exactly these strings.
-macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$variant_meta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        pub enum $name {
-            $($(#[$variant_meta])* #[serde(rename = $text)] $variant),+
-        }
-
-        impl $name {
-            pub const ALL: [$name; [$($text),+].len()] = [$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = UnknownValue;
-
-            fn from_str(s: &str) -> Result<Self, UnknownValue> {
-                $name::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| UnknownValue {
-                    kind: stringify!($name),
-                    value: s.to_owned(),
-                })
-            }
-        }
-
-        impl Type<Postgres> for $name {
-            fn type_info() -> PgTypeInfo {
-                <&str as Type<Postgres>>::type_info()
-            }
-
-            fn compatible(ty: &PgTypeInfo) -> bool {
-                <&str as Type<Postgres>>::compatible(ty)
-            }
-        }
-
-        impl Encode<'_, Postgres> for $name {
-            fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
-                <&str as Encode<Postgres>>::encode_by_ref(&self.as_str(), buf)
-            }
-        }
-
-        impl<'r> Decode<'r, Postgres> for $name {
-            fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
-                Ok(<&str as Decode<Postgres>>::decode(value)?.parse()?)
-            }
-        }
-    };
-}
+use super::text_enum::text_enum;
 
 text_enum!(
     /// The database engine of a target. A MariaDB target is `mysql`: same
@@ -119,25 +50,25 @@ mod tests {
 
     #[test]
     fn stored_and_api_strings_round_trip() {
-        for engine in Engine::ALL {
+        for &engine in Engine::ALL {
             let json = serde_json::to_value(engine).unwrap();
             assert_eq!(json, engine.as_str());
             assert_eq!(serde_json::from_value::<Engine>(json).unwrap(), engine);
             assert_eq!(engine.as_str().parse::<Engine>(), Ok(engine));
         }
-        for mode in TlsMode::ALL {
+        for &mode in TlsMode::ALL {
             let json = serde_json::to_value(mode).unwrap();
             assert_eq!(json, mode.as_str());
             assert_eq!(serde_json::from_value::<TlsMode>(json).unwrap(), mode);
             assert_eq!(mode.to_string().parse::<TlsMode>(), Ok(mode));
         }
         assert_eq!(
-            Engine::ALL.map(Engine::as_str),
+            Engine::ALL.iter().map(|e| e.as_str()).collect::<Vec<_>>(),
             ["postgres", "mysql"],
             "the targets.engine CHECK"
         );
         assert_eq!(
-            TlsMode::ALL.map(TlsMode::as_str),
+            TlsMode::ALL.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
             ["disable", "prefer", "require", "verify-full"],
             "the targets.tls_mode CHECK"
         );

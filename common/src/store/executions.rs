@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{TargetState, Version, dispatch::Slot, run::Direction};
+use crate::domain::{Engine, TargetState, Version, dispatch::Slot, run::Direction};
 
 /// The execution a worker has claimed.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -362,8 +362,9 @@ pub async fn running_on_dead_worker(
 pub struct LastProgress {
     pub run_id: Uuid,
     pub target_id: Uuid,
-    pub engine: String,
-    pub direction: String,
+    pub engine: Engine,
+    #[sqlx(try_from = "String")]
+    pub direction: Direction,
     pub version: Option<String>,
     pub statement_index: Option<i32>,
     pub statements_hash: Option<String>,

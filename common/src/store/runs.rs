@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::{
-    Checksum, Engine, RunState, TlsMode, Version,
+    Checksum, Engine, RunState, TargetState, TlsMode, Version,
     run::{Direction, ExecutionSettings, PinnedMigration, PinnedTarget, RunPin},
 };
 
@@ -579,7 +579,8 @@ pub struct ExecutionRow {
     pub target_id: Uuid,
     pub target_name: String,
     pub engine: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: TargetState,
     #[serde(skip)]
     pub worker_pool: String,
     #[serde(with = "time::serde::rfc3339::option")]

@@ -16,7 +16,7 @@ use crate::support::{
     self, Project, TargetDb, TargetOptions, TestHub, mariadb, processes::WorkerProcess,
 };
 use common::{
-    domain::{Direction, Engine, RunState, TlsMode},
+    domain::{Direction, Engine, RunState, TargetState, TlsMode},
     store::{self, inventory::NewTarget},
     testing::{TestPgInstance, wait_for},
 };
@@ -48,7 +48,7 @@ async fn assert_one_applied_each_target(hub: &TestHub, runs: &[Uuid], targets: u
             by_target
                 .entry(execution.target_id)
                 .or_default()
-                .push(execution.state);
+                .push(execution.state.to_string());
         }
     }
     assert_eq!(by_target.len(), targets);
@@ -163,7 +163,7 @@ async fn four_workers_and_three_concurrent_runs_apply_each_migration_once_on_fif
     let mut winner: BTreeMap<Uuid, Uuid> = BTreeMap::new();
     for run in &runs {
         for execution in hub.executions(*run).await {
-            if execution.state == "succeeded" {
+            if execution.state == TargetState::Succeeded {
                 assert!(winner.insert(execution.target_id, *run).is_none());
             }
         }
@@ -299,7 +299,7 @@ async fn tool_database_restart_mid_run_loses_no_status_and_applies_nothing_twice
         hub.executions(run).await
     );
     for execution in hub.executions(run).await {
-        assert_eq!(execution.state, "succeeded", "{execution:#?}");
+        assert_eq!(execution.state, TargetState::Succeeded, "{execution:#?}");
         assert!(execution.error.is_none(), "{execution:#?}");
     }
     for target in &project.targets {
@@ -443,7 +443,7 @@ async fn worker_process_killed_mid_script_leaves_the_mariadb_target_dirty_and_re
         [RunState::Failed]
     );
     let execution = hub.execution(run, target).await;
-    assert_eq!(execution.state, "interrupted");
+    assert_eq!(execution.state, TargetState::Interrupted);
     let error = execution.error.unwrap();
     assert!(
         error.contains("stopped while statement 3 of version 1 ran"),
@@ -581,7 +581,10 @@ async fn unreachable_wrong_password_and_failing_sql_fail_only_their_postgres_tar
         .await;
     let (run, _workers) = partially_failed_run(&hub, &project).await;
     for target in healthy.iter().chain([&right]) {
-        assert_eq!(hub.execution(run, target).await.state, "succeeded");
+        assert_eq!(
+            hub.execution(run, target).await.state,
+            TargetState::Succeeded
+        );
     }
     assert!(
         has_widgets(&auth_server.url("app_right")).await,
@@ -651,7 +654,10 @@ async fn unreachable_wrong_password_and_failing_sql_fail_only_their_mariadb_targ
         .await;
     let (run, _workers) = partially_failed_run(&hub, &project).await;
     for target in [healthy, right] {
-        assert_eq!(hub.execution(run, target).await.state, "succeeded");
+        assert_eq!(
+            hub.execution(run, target).await.state,
+            TargetState::Succeeded
+        );
         assert!(target.my_has_table("widgets").await);
     }
 
@@ -717,7 +723,7 @@ async fn table_lock_held_elsewhere_fails_the_postgres_migration_after_the_lock_t
         error.contains("canceling statement due to lock timeout (SQLSTATE 55P03)"),
         "{error}"
     );
-    assert_eq!(hub.execution(run, free).await.state, "succeeded");
+    assert_eq!(hub.execution(run, free).await.state, TargetState::Succeeded);
     sqlx::raw_sql("ROLLBACK")
         .execute(&mut holder)
         .await
@@ -774,7 +780,7 @@ async fn metadata_lock_held_elsewhere_fails_the_mariadb_migration_after_lock_wai
     );
     let error = hub.failure(run, locked).await;
     assert!(error.contains("Lock wait timeout exceeded"), "{error}");
-    assert_eq!(hub.execution(run, free).await.state, "succeeded");
+    assert_eq!(hub.execution(run, free).await.state, TargetState::Succeeded);
     holder.query_drop("ROLLBACK").await.unwrap();
     let _ = holder.disconnect().await;
     let has_note = "SELECT COUNT(*) FROM information_schema.columns

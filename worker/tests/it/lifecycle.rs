@@ -8,7 +8,7 @@ use crate::support::{
     TestHub, eventually,
     processes::{terminate, worker_command},
 };
-use common::domain::{Direction, RunState};
+use common::domain::{Direction, RunState, TargetState};
 use sqlx::{Connection, PgConnection};
 use worker::Worker;
 
@@ -40,11 +40,15 @@ async fn stopping_worker_finishes_its_running_job_first() {
     let run = hub.approved_run(&project, Direction::Up, "1").await;
     let worker = hub.start_worker(1_000).await;
     hub.execute(run).await;
-    hub.wait_for_execution(run, target, "running").await;
+    hub.wait_for_execution(run, target, TargetState::Running)
+        .await;
 
     worker.stop().await;
 
-    assert_eq!(hub.execution(run, target).await.state, "succeeded");
+    assert_eq!(
+        hub.execution(run, target).await.state,
+        TargetState::Succeeded
+    );
     assert_eq!(hub.run_state(run).await, RunState::Succeeded);
     assert!(target.has_table("finished").await);
 }
@@ -79,7 +83,8 @@ async fn worker_dying_mid_migration_leaves_the_target_untouched_and_the_executio
     });
     hub.wait_for_listener().await;
     hub.execute(run).await;
-    hub.wait_for_execution(run, target, "running").await;
+    hub.wait_for_execution(run, target, TargetState::Running)
+        .await;
     assert!(
         eventually(|| async {
             busy_with(&mut target.connect().await, "pg_sleep")
@@ -140,7 +145,8 @@ async fn losing_every_tool_database_connection_mid_run_is_survived() {
     let worker = hub.start_worker(1_000).await;
     hub.execute(run).await;
     for target in &project.targets {
-        hub.wait_for_execution(run, target, "running").await;
+        hub.wait_for_execution(run, target, TargetState::Running)
+            .await;
     }
 
     // As if the tool database restarted: every session to it is cut,

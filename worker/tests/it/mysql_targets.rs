@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::support::{self, TargetDb, TargetOptions, TestHub, dirty_row, eventually, mariadb};
-use common::domain::{Checksum, Direction, RunState, split::StatementsHash};
+use common::domain::{Checksum, Direction, RunState, TargetState, split::StatementsHash};
 use mysql_async::prelude::Queryable;
 use tokio::time::Instant;
 use worker::lock::mysql_lock_name;
@@ -82,7 +82,7 @@ async fn applies_pending_migrations_to_every_mariadb_target() {
             ]
         );
         let execution = hub.execution(run, target).await;
-        assert_eq!(execution.state, "succeeded");
+        assert_eq!(execution.state, TargetState::Succeeded);
         assert_eq!(execution.worker, Some(worker.id));
         assert_eq!(execution.current_version.as_deref(), Some("3"));
         assert_eq!(execution.statement, None);
@@ -106,7 +106,10 @@ async fn applies_pending_migrations_to_every_mariadb_target() {
     let again = hub.approved_run(&project, Direction::Up, "3").await;
     assert_eq!(hub.execute_and_wait(again).await, RunState::Succeeded);
     for target in &project.targets {
-        assert_eq!(hub.execution(again, target).await.state, "skipped");
+        assert_eq!(
+            hub.execution(again, target).await.state,
+            TargetState::Skipped
+        );
     }
     worker.stop().await;
 }
@@ -131,7 +134,7 @@ async fn failing_statement_mid_script_marks_only_its_target_dirty() {
 
     assert_eq!(hub.execute_and_wait(run).await, RunState::PartiallyFailed);
     let failed = hub.execution(run, broken).await;
-    assert_eq!(failed.state, "failed");
+    assert_eq!(failed.state, TargetState::Failed);
     assert_eq!(failed.current_version.as_deref(), Some("2"));
     assert_eq!(failed.statement, Some(3));
     let error = failed.error.unwrap();
@@ -163,7 +166,10 @@ async fn failing_statement_mid_script_marks_only_its_target_dirty() {
     assert_eq!(broken.my_versions().await, ["1"]);
     assert_eq!(hub.applied_versions(broken).await, ["1"]);
     for target in [&project.targets[0], &project.targets[2]] {
-        assert_eq!(hub.execution(run, target).await.state, "succeeded");
+        assert_eq!(
+            hub.execution(run, target).await.state,
+            TargetState::Succeeded
+        );
         assert_eq!(target.my_versions().await, ["1", "2"]);
         assert!(dirty_row(&hub, target).await.is_none());
     }
@@ -182,7 +188,10 @@ async fn failing_statement_mid_script_marks_only_its_target_dirty() {
     assert!(!broken.my_has_table("gadgets").await);
     assert_eq!(broken.my_versions().await, ["1"]);
     for target in [&project.targets[0], &project.targets[2]] {
-        assert_eq!(hub.execution(retry, target).await.state, "skipped");
+        assert_eq!(
+            hub.execution(retry, target).await.state,
+            TargetState::Skipped
+        );
     }
     worker.stop().await;
 }
@@ -257,7 +266,10 @@ async fn resumed_script_proves_its_prefix_and_continues_where_it_stopped() {
     assert_eq!(target.my_versions().await, ["1", "2", "3"]);
     assert_eq!(hub.applied_versions(target).await, ["1", "2", "3"]);
     assert!(dirty_row(&hub, target).await.is_none(), "clean again");
-    assert_eq!(hub.execution(run, target).await.state, "succeeded");
+    assert_eq!(
+        hub.execution(run, target).await.state,
+        TargetState::Succeeded
+    );
     worker.stop().await;
 }
 
@@ -407,7 +419,7 @@ async fn lock_held_elsewhere_fails_the_target_after_the_bounded_wait() {
     assert_eq!(hub.execute_and_wait(run).await, RunState::PartiallyFailed);
     assert!(started.elapsed() >= Duration::from_millis(500));
     let execution = hub.execution(run, locked).await;
-    assert_eq!(execution.state, "failed");
+    assert_eq!(execution.state, TargetState::Failed);
     assert_eq!(
         execution.error.as_deref(),
         Some("target is locked by another migration (waited 500 ms)")
@@ -416,7 +428,7 @@ async fn lock_held_elsewhere_fails_the_target_after_the_bounded_wait() {
     // A target of another database on the same server is not blocked.
     assert_eq!(
         hub.execution(run, &project.targets[1]).await.state,
-        "succeeded"
+        TargetState::Succeeded
     );
 
     // Once the holder lets go, the target runs.
@@ -446,7 +458,7 @@ async fn progress_shows_the_statement_running() {
 
     let seen = eventually(|| async {
         let e = hub.execution(run, target).await;
-        (e.state == "running"
+        (e.state == TargetState::Running
             && e.current_version.as_deref() == Some("1")
             && e.statement == Some(2))
         .then_some(())

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::support::{self, TargetOptions, TestHub, dirty_row};
-use common::domain::{Checksum, Direction, RunState, TlsMode, split::StatementsHash};
+use common::domain::{Checksum, Direction, RunState, TargetState, TlsMode, split::StatementsHash};
 use worker::{Worker, lock::PG_ADVISORY_KEY};
 
 const WIDGETS_UP: &str = "CREATE TABLE widgets (id int PRIMARY KEY, name text);";
@@ -44,7 +44,7 @@ async fn applies_pending_migrations_to_every_target() {
             ]
         );
         let execution = hub.execution(run, target).await;
-        assert_eq!(execution.state, "succeeded");
+        assert_eq!(execution.state, TargetState::Succeeded);
         assert_eq!(execution.worker, Some(worker.id));
         assert_eq!(execution.current_version.as_deref(), Some("2"));
     }
@@ -86,7 +86,7 @@ async fn failing_migration_fails_only_its_target_with_the_database_error() {
 
     assert_eq!(hub.execute_and_wait(run).await, RunState::PartiallyFailed);
     let failed = hub.execution(run, broken).await;
-    assert_eq!(failed.state, "failed");
+    assert_eq!(failed.state, TargetState::Failed);
     assert_eq!(failed.current_version.as_deref(), Some("2"));
     let error = failed.error.unwrap();
     assert!(
@@ -98,7 +98,10 @@ async fn failing_migration_fails_only_its_target_with_the_database_error() {
     assert_eq!(hub.applied_versions(broken).await, ["1"]);
     assert_eq!(broken.scalar_i64("SELECT count(*) FROM gadgets").await, 0);
     for target in [&project.targets[0], &project.targets[2]] {
-        assert_eq!(hub.execution(run, target).await.state, "succeeded");
+        assert_eq!(
+            hub.execution(run, target).await.state,
+            TargetState::Succeeded
+        );
         assert_eq!(target.history().await.len(), 2);
     }
     assert_eq!(hub.audit_count("target.failed").await, 1);
@@ -158,8 +161,14 @@ async fn redelivered_jobs_and_repeated_runs_apply_nothing_twice() {
     let second = hub.approved_run(&project, Direction::Up, "1").await;
     assert_eq!(hub.execute_and_wait(second).await, RunState::Succeeded);
     for target in &project.targets {
-        assert_eq!(hub.execution(first, target).await.state, "succeeded");
-        assert_eq!(hub.execution(second, target).await.state, "skipped");
+        assert_eq!(
+            hub.execution(first, target).await.state,
+            TargetState::Succeeded
+        );
+        assert_eq!(
+            hub.execution(second, target).await.state,
+            TargetState::Skipped
+        );
         assert_eq!(target.scalar_i64("SELECT count(*) FROM hits").await, 1);
         assert_eq!(target.history().await.len(), 1);
     }
@@ -202,7 +211,7 @@ async fn concurrent_runs_on_one_db_set_apply_every_migration_once() {
             hub.execution(runs[0], target).await.state,
             hub.execution(runs[1], target).await.state,
         ];
-        assert!(states.contains(&"succeeded".to_owned()), "{states:?}");
+        assert!(states.contains(&TargetState::Succeeded), "{states:?}");
     }
     let applications: i64 =
         sqlx::query_scalar("SELECT count(*) FROM migration_executions WHERE direction = 'up'")
@@ -237,7 +246,7 @@ async fn edited_migration_fails_every_target_and_applies_nothing() {
     assert_eq!(hub.wait_for_run(run).await, RunState::Failed);
     for target in &project.targets {
         let execution = hub.execution(run, target).await;
-        assert_eq!(execution.state, "failed");
+        assert_eq!(execution.state, TargetState::Failed);
         assert_eq!(
             execution.error.as_deref(),
             Some("checksum of version 1 changed since the run was approved; nothing was applied")
@@ -271,7 +280,7 @@ async fn busy_target_fails_after_the_bounded_lock_wait() {
     assert!(!busy.has_table("widgets").await);
     assert_eq!(
         hub.execution(run, &project.targets[1]).await.state,
-        "succeeded"
+        TargetState::Succeeded
     );
     drop(holder);
     worker.stop().await;
@@ -300,7 +309,7 @@ async fn unreachable_target_fails_with_the_driver_message() {
     assert!(error.contains("Connection refused"), "{error}");
     assert_eq!(
         hub.execution(run, &project.targets[0]).await.state,
-        "succeeded"
+        TargetState::Succeeded
     );
     worker.stop().await;
 }
@@ -630,7 +639,10 @@ async fn tls_modes_encrypt_and_verify_full_checks_the_certificate() {
     // anyway, `verify-full` refuses it.
     assert_eq!(hub.wait_for_run(run).await, RunState::PartiallyFailed);
     let encrypted = &project.targets[0];
-    assert_eq!(hub.execution(run, encrypted).await.state, "succeeded");
+    assert_eq!(
+        hub.execution(run, encrypted).await.state,
+        TargetState::Succeeded
+    );
     assert_eq!(
         encrypted
             .scalar_i64("SELECT count(*) FROM tls_seen WHERE ssl")

@@ -22,7 +22,7 @@ use apalis::prelude::TaskBuilder;
 use common::{
     crypto::Keyring,
     domain::{
-        Checksum, Direction, Engine, Role, RunState, TlsMode, Version,
+        Checksum, Direction, Engine, Role, RunState, TargetState, TlsMode, Version,
         directives::needs_no_transaction,
         import::{self, ImportedMigration},
         run::{ExecutionSettings, PinnedMigration},
@@ -642,7 +642,7 @@ impl TestHub {
     }
 
     /// Waits until the run's execution on `target` is in `state`.
-    pub async fn wait_for_execution(&self, run_id: Uuid, target: &TargetDb, state: &str) {
+    pub async fn wait_for_execution(&self, run_id: Uuid, target: &TargetDb, state: TargetState) {
         let reached = eventually(|| async {
             (self.execution(run_id, target).await.state == state).then_some(())
         })
@@ -693,7 +693,7 @@ impl TestHub {
     /// The error of the execution of `run_id` on `target`, which failed.
     pub async fn failure(&self, run_id: Uuid, target: &TargetDb) -> String {
         let execution = self.execution(run_id, target).await;
-        assert_eq!(execution.state, "failed", "{execution:#?}");
+        assert_eq!(execution.state, TargetState::Failed, "{execution:#?}");
         execution.error.expect("a failed execution says why")
     }
 
@@ -701,7 +701,7 @@ impl TestHub {
     /// died mid-run, and a worker of the pool settled it.
     pub async fn assert_interrupted(&self, run_id: Uuid, target: &TargetDb) {
         let execution = self.execution(run_id, target).await;
-        assert_eq!(execution.state, "interrupted", "{execution:#?}");
+        assert_eq!(execution.state, TargetState::Interrupted, "{execution:#?}");
         let error = execution.error.unwrap_or_default();
         assert!(
             error.starts_with("the worker executing this target stopped mid-run"),
