@@ -96,7 +96,22 @@ ensure_postgres() {
         apt_install postgresql-contrib
         pg_extensions_ok || die "PostgreSQL extensions pgcrypto and hstore are not available (package postgresql-contrib)"
     fi
+    # The TLS-mode tests need a server that offers TLS (Debian's default:
+    # the snakeoil certificate of the ssl-cert package).
+    if ! pg_ssl_on; then
+        info "turning on TLS in PostgreSQL (snakeoil certificate)"
+        [[ -r /etc/ssl/certs/ssl-cert-snakeoil.pem ]] || apt_install ssl-cert
+        [[ -r /etc/ssl/certs/ssl-cert-snakeoil.pem ]] || as_root make-ssl-cert generate-default-snakeoil
+        as_root usermod -a -G ssl-cert postgres 2>/dev/null || true
+        pg_sql -d postgres -c "ALTER SYSTEM SET ssl_cert_file = '/etc/ssl/certs/ssl-cert-snakeoil.pem'" \
+            -c "ALTER SYSTEM SET ssl_key_file = '/etc/ssl/private/ssl-cert-snakeoil.key'" \
+            -c "ALTER SYSTEM SET ssl = on" -c "SELECT pg_reload_conf()" >/dev/null
+        wait_until 10 "PostgreSQL with TLS" pg_ssl_on \
+            || die "PostgreSQL did not turn TLS on; see its log under /var/log/postgresql/"
+    fi
 }
+
+pg_ssl_on() { [[ $(pg_sql -d postgres -Atc "SHOW ssl" 2>/dev/null) == on ]]; }
 
 # --- MariaDB ----------------------------------------------------------------------
 
