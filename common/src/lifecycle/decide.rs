@@ -103,18 +103,9 @@ struct Facts {
 
 impl Facts {
     async fn load(conn: &mut PgConnection, run: &RunRow) -> Result<Self, LifecycleError> {
-        let env = inventory::environment(conn, &run.environment)
-            .await?
-            .ok_or_else(|| {
-                LifecycleError::Corrupt(format!("run {} names a missing environment", run.id))
-            })?;
+        let env = environment_of(conn, run).await?;
         let authors = runs::covered_authors(conn, run.id).await?;
-        let approvers = runs::approvals(conn, run.id)
-            .await?
-            .into_iter()
-            .filter(|a| a.decision == "approved" && a.digest == run.digest)
-            .map(|a| a.user_id)
-            .collect();
+        let approvers = approvers(conn, run).await?;
         let digest_current = runs::digest_is_current(conn, run).await?;
         Ok(Self {
             policy: env.policy(),
@@ -133,6 +124,31 @@ impl Facts {
             digest_current: self.digest_current,
         }
     }
+}
+
+/// The run's environment (its policy and timeouts).
+pub(super) async fn environment_of(
+    conn: &mut PgConnection,
+    run: &RunRow,
+) -> Result<inventory::EnvironmentRow, LifecycleError> {
+    inventory::environment(conn, &run.environment)
+        .await?
+        .ok_or_else(|| {
+            LifecycleError::Corrupt(format!("run {} names a missing environment", run.id))
+        })
+}
+
+/// Who approved the run's pinned digest.
+pub(super) async fn approvers(
+    conn: &mut PgConnection,
+    run: &RunRow,
+) -> Result<Vec<Uuid>, LifecycleError> {
+    Ok(runs::approvals(conn, run.id)
+        .await?
+        .into_iter()
+        .filter(|a| a.decision == "approved" && a.digest == run.digest)
+        .map(|a| a.user_id)
+        .collect())
 }
 
 /// The answer to a refused approval or denial, with what it writes: a

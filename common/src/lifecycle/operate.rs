@@ -5,14 +5,17 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Caller, LifecycleError, decide::transition, invalidate_if_stale};
+use super::{
+    Caller, LifecycleError,
+    decide::{approvers, environment_of, transition},
+    invalidate_if_stale,
+};
 use crate::{
     domain::{Capability, dispatch, role::allows, run::RunEvent},
     queue,
     store::{
         audit,
         executions::{self, NotStarted, Queued},
-        inventory,
         runs::{self, RunRow},
         webhooks,
     },
@@ -47,16 +50,8 @@ pub async fn execute(
     let next = transition(&run, RunEvent::Execute, "execute")?;
     invalidate_if_stale(conn, caller, &run).await?;
     // Defence in depth: the approvals on record must cover this digest.
-    let env = inventory::environment(conn, &run.environment)
-        .await?
-        .ok_or_else(|| {
-            LifecycleError::Corrupt(format!("run {} names a missing environment", run.id))
-        })?;
-    let approvals = runs::approvals(conn, run.id)
-        .await?
-        .into_iter()
-        .filter(|a| a.decision == "approved" && a.digest == run.digest)
-        .count();
+    let env = environment_of(conn, &run).await?;
+    let approvals = approvers(conn, &run).await?.len();
     if (approvals as i32) < env.required_approvals {
         return Err(LifecycleError::conflict(
             "not_approved",
