@@ -104,7 +104,7 @@ fn render(
         };
         (status, Json(body)).into_response()
     } else {
-        crate::web::error_page(Some(templates), status, Some(&code), Some(message))
+        crate::templates::error_page(Some(templates), status, Some(&code), Some(message))
     }
 }
 

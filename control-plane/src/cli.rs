@@ -1,5 +1,6 @@
 //! The commands of the `control-plane` binary besides `serve`.
 
+use crate::service::me::{DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, issue_token};
 use common::{
     crypto::Keyring,
     domain::Role,
@@ -12,12 +13,10 @@ use common::{
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::api::me::{DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, issue_token};
-
 /// `user add`: create the user or update their role.
 pub async fn user_add(pool: &PgPool, email: &str, name: &str, role: Role) -> anyhow::Result<()> {
     let email =
-        crate::api::users::parse_email("--email", email).map_err(|e| anyhow::anyhow!("{e}"))?;
+        crate::service::users::parse_email("--email", email).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut tx = pool.begin().await?;
     let (user, created) = users::upsert(&mut tx, &email, name, role).await?;
     audit::append(
@@ -232,7 +231,7 @@ pub async fn import(
         },
     };
     drop(conn);
-    let report = crate::api::migrations::import_migrations(
+    let report = crate::service::migrations::import_migrations(
         state,
         author_id,
         &Actor::system("cli"),

@@ -37,6 +37,15 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
+impl From<crate::input::InvalidText> for ApiError {
+    fn from(err: crate::input::InvalidText) -> Self {
+        ApiError::Invalid {
+            field: err.field,
+            message: err.message,
+        }
+    }
+}
+
 impl ApiError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError::Invalid {

@@ -65,34 +65,49 @@ pub fn printable(name: &str) -> String {
     name.escape_debug().to_string()
 }
 
+/// A field that breaks a text rule: `invalid_field` (422) naming it, once
+/// converted into the API's error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidText {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for InvalidText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl InvalidText {
+    fn new(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Checks a required free-text field: present, trimmed, bounded.
-pub fn required_text(
-    field: &str,
-    value: &str,
-    max: usize,
-) -> Result<String, crate::error::ApiError> {
+pub fn required_text(field: &str, value: &str, max: usize) -> Result<String, InvalidText> {
     let value = value.trim();
     if value.is_empty() {
-        return Err(crate::error::ApiError::invalid(field, "must not be empty"));
+        return Err(InvalidText::new(field, "must not be empty"));
     }
     optional_text(field, value, max)
 }
 
 /// Checks an optional free-text field: bounded, no control characters
 /// other than tab and line breaks.
-pub fn optional_text(
-    field: &str,
-    value: &str,
-    max: usize,
-) -> Result<String, crate::error::ApiError> {
+pub fn optional_text(field: &str, value: &str, max: usize) -> Result<String, InvalidText> {
     if value.chars().count() > max {
-        return Err(crate::error::ApiError::invalid(
+        return Err(InvalidText::new(
             field,
             format!("must be at most {max} characters"),
         ));
     }
     if has_control_in_text(value) {
-        return Err(crate::error::ApiError::invalid(
+        return Err(InvalidText::new(
             field,
             "must not contain control characters other than tab and line breaks",
         ));

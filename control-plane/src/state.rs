@@ -1,18 +1,18 @@
 //! What every request shares: the tool database, settings, templates, the
+
 //! identity provider, rate limits and the shared reads.
 
 use std::sync::Arc;
 
+use crate::{
+    auth::{bearer::SharedBearer, oidc::Oidc, rate_limit::RateLimits},
+    run_view::RunSnapshot,
+    shared_reads::{SharedReads, WriteMark},
+    templates,
+};
 use common::{config::ControlPlaneSettings, crypto::Keyring};
 use minijinja::Environment;
 use sqlx::PgPool;
-
-use crate::{
-    auth::{oidc::Oidc, rate_limit::RateLimits},
-    runs::RunSnapshot,
-    shared_reads::{SharedReads, WriteMark},
-    web,
-};
 
 /// Shared by every request.
 #[derive(Clone)]
@@ -28,7 +28,7 @@ pub struct AppState {
     /// live fragment, `GET /api/v1/runs/{id}`).
     pub run_reads: Arc<SharedReads<uuid::Uuid, RunSnapshot>>,
     /// API-token lookups shared by concurrent requests with one token.
-    pub token_reads: Arc<SharedReads<Vec<u8>, crate::auth::extract::SharedBearer>>,
+    pub token_reads: Arc<SharedReads<Vec<u8>, SharedBearer>>,
     /// The last write this process answered: shared reads older than it
     /// are not served.
     pub writes: Arc<WriteMark>,
@@ -50,7 +50,7 @@ impl AppState {
             writes,
             limits: Arc::new(RateLimits::new(&settings.rate_limits)),
             settings: Arc::new(settings),
-            templates: Arc::new(web::templates()),
+            templates: Arc::new(templates::templates()),
             oidc,
         })
     }

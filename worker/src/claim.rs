@@ -18,7 +18,16 @@ use common::{
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::{executor::HistoryRow, job::JobEnv, retry::with_retry};
+use crate::{env::JobEnv, retry::with_retry};
+
+/// One row of a target's `migrate_hub_history`.
+#[derive(Debug, Clone)]
+pub struct HistoryRow {
+    pub version: String,
+    pub checksum: String,
+    /// The hub run that applied it (text; absent for baselines).
+    pub run_id: Option<String>,
+}
 
 /// What a claimed execution needs, read in the claim's transaction.
 pub struct Claimed {

@@ -8,28 +8,26 @@
 use std::time::Duration;
 
 use common::{
-    crypto::{Keyring, Sealed},
+    crypto::Sealed,
     domain::{Engine, TargetState},
     queue::TargetJob,
     store::{
-        audit::Actor,
         executions::{self, DirtyMark},
         inventory::TargetRow,
         target_state::DirtyState,
     },
     targets::Endpoint,
 };
-use sqlx::PgPool;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
     claim::{self, Claimed, TargetClaim},
+    env::{HEARTBEAT, JobEnv},
     executor::{self, Applied, ExecError, Job, Password, TargetSpec},
     plan,
     report::{self, Outcome, Reporter},
     retry::with_retry,
-    runner::HEARTBEAT,
 };
 
 /// A worker silent for this long is dead. Three missed heartbeats: the same
@@ -38,23 +36,6 @@ const WORKER_DEAD_AFTER: Duration = Duration::from_secs(3 * HEARTBEAT.as_secs())
 /// How long a redelivered job waits for a silent worker to be declared dead
 /// before leaving its execution alone.
 const ORPHAN_WAIT: Duration = Duration::from_secs(6 * HEARTBEAT.as_secs());
-
-/// What every job of one worker shares.
-#[derive(Debug, Clone)]
-pub struct JobEnv {
-    pub db: PgPool,
-    pub keys: Keyring,
-    pub worker_id: Uuid,
-    /// `MH_LOCK_WAIT_MS`: how long a job waits for another to release its target.
-    pub lock_wait: Duration,
-}
-
-impl JobEnv {
-    /// The audit actor of this worker's writes.
-    pub fn actor(&self) -> Actor {
-        Actor::System(format!("worker:{}", self.worker_id))
-    }
-}
 
 /// The tool database failed the job beyond what retries could mend.
 #[derive(Debug, thiserror::Error)]

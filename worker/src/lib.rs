@@ -7,9 +7,11 @@
 //! - [`executor`] talks to each engine, under the target [`lock`];
 //! - [`claim`] takes the execution, and the target's record under its lock;
 //! - [`report`] writes progress and the outcome back to the tool database;
+//! - [`env`] is what every job of one worker shares;
 //! - [`retry`] lets those tool-database writes outlast a restart.
 
 pub mod claim;
+pub mod env;
 pub mod executor;
 pub mod job;
 pub mod lock;

@@ -25,12 +25,11 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::{
-    job::{self, JobEnv},
+    env::{HEARTBEAT, JobEnv},
+    job,
     queue::{JobCodec, QueuedJob},
 };
 
-/// How often the worker tells the fleet page it is alive.
-pub(crate) const HEARTBEAT: Duration = Duration::from_secs(5);
 /// apalis's own liveness: a consumer silent for `3 × 5 s` is presumed dead
 /// and its claimed jobs are handed to another worker, which finds the
 /// execution no longer `queued` and marks it `interrupted` if its worker is

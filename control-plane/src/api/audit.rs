@@ -1,6 +1,5 @@
 //! The audit log: read (users see their own actions) and verify the chain.
 
-use crate::routes::{Access, Routes};
 use axum::{
     Json,
     extract::State,
@@ -17,10 +16,12 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{Page, PageQuery, inventory::project};
 use crate::{
     auth::{Authorized, CurrentUser, rules},
     error::{ApiError, ApiQuery, ErrorBody},
+    paging::{Page, PageQuery},
+    routes::{Access, Routes},
+    service::inventory::project,
     state::AppState,
 };
 
@@ -56,7 +57,7 @@ pub(crate) struct AuditQuery {
     #[serde(default, with = "time::serde::rfc3339::option")]
     until: Option<OffsetDateTime>,
     /// How many rows (default 50, at most 500); ignored by the export.
-    #[serde(default, deserialize_with = "super::page_limit")]
+    #[serde(default, deserialize_with = "crate::paging::page_limit")]
     #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// The `next_cursor` of the previous page.

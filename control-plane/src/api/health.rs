@@ -1,11 +1,13 @@
 //! Liveness and readiness.
 
-use crate::routes::{Access, Routes};
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::state::AppState;
+use crate::{
+    routes::{Access, Routes},
+    state::AppState,
+};
 
 pub fn router() -> Routes {
     Routes::new()

@@ -6,6 +6,7 @@
 //! check, 400/413/422 from reading a JSON body, 422 for a query or path
 //! parameter the edge refuses, 404 for a malformed path parameter, 500).
 //! Tests check that the document lists exactly the router's routes and that
+
 //! responses match their schemas.
 
 use std::sync::OnceLock;
@@ -280,7 +281,7 @@ pub fn document_for(routes: &[RouteInfo]) -> Value {
 /// The document for the app's routes.
 pub fn document() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
-    DOC.get_or_init(|| document_for(&crate::app::route_table()))
+    DOC.get_or_init(|| document_for(&super::router().into_parts().1))
 }
 
 /// `GET /api/v1/openapi.json`.

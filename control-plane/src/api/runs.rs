@@ -1,6 +1,22 @@
 //! Runs over the API: list, read, request, approve, deny, execute, cancel.
-//! Routes and their documentation only; what they do is `crate::runs`.
 
+//! Routes and their documentation only; what they do is `crate::service::runs`.
+
+use crate::{
+    auth::{Authorized, rules},
+    error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, OptionalJson},
+    paging::{Page, PageQuery},
+    routes::{Access, Routes},
+    run_view::RunView,
+    service::{
+        inventory::project,
+        runs::{
+            ApproveBody, DenyBody, ExecuteBody, RequestRun, approve_run, cancel_run, deny_run,
+            execute_run, request_run, run_snapshot,
+        },
+    },
+    state::AppState,
+};
 use axum::{
     Json,
     extract::State,
@@ -15,18 +31,6 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
-
-use super::{Page, PageQuery, inventory::project};
-use crate::routes::{Access, Routes};
-use crate::{
-    auth::{Authorized, rules},
-    error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, OptionalJson},
-    runs::{
-        ApproveBody, DenyBody, ExecuteBody, RequestRun, RunView, approve_run, cancel_run, deny_run,
-        execute_run, request_run, run_snapshot,
-    },
-    state::AppState,
-};
 
 pub fn router() -> Routes {
     Routes::new()

@@ -1,25 +1,18 @@
-//! User administration (admins).
+//! The routes of `users` over [`crate::service::users`].
 
-use crate::routes::{Access, Routes};
 use axum::{Json, extract::State, http::StatusCode};
 use common::domain::Capability;
-use common::{
-    domain::Role,
-    store::{
-        audit,
-        users::{self, TokenRow},
-    },
-};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
-use time::OffsetDateTime;
-use utoipa::ToSchema;
+use common::store::users::{self, TokenRow};
 use uuid::Uuid;
 
-use super::{Page, optional_text};
 use crate::{
-    auth::{Authorized, CurrentUser, rules},
+    auth::{Authorized, rules},
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
+    paging::Page,
+    routes::{Access, Routes},
+    service::users::{
+        CreateUser, UpdateUser, UserView, create_user, revoke_users_token, update_user,
+    },
     state::AppState,
 };
 
@@ -40,46 +33,6 @@ pub fn router() -> Routes {
         )
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UserView {
-    pub id: Uuid,
-    pub email: String,
-    pub name: String,
-    /// `user`, `manager` or `admin`.
-    pub role: String,
-    pub disabled: bool,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-}
-
-impl From<users::UserRow> for UserView {
-    fn from(u: users::UserRow) -> Self {
-        UserView {
-            id: u.id,
-            email: u.email,
-            name: u.name,
-            role: u.role,
-            disabled: u.disabled,
-            created_at: u.created_at,
-        }
-    }
-}
-
-/// A plausible e-mail address: one `@`, non-empty parts, a dot in the domain.
-pub fn parse_email(field: &str, raw: &str) -> Result<String, ApiError> {
-    let email = raw.trim().to_lowercase();
-    let valid = email.len() <= 254
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && matches!(email.split_once('@'), Some((local, domain))
-            if !local.is_empty() && domain.contains('.') && !domain.contains('@')
-               && !domain.starts_with('.') && !domain.ends_with('.'));
-    if valid {
-        Ok(email)
-    } else {
-        Err(ApiError::invalid(field, "must be an e-mail address"))
-    }
-}
-
 #[utoipa::path(get, path = "/api/v1/users", tag = "users",
     responses((status = 200, description = "Every user, whole", body = Page<UserView>)))]
 pub(crate) async fn list(
@@ -94,14 +47,6 @@ pub(crate) async fn list(
     Ok(Json(Page::all(items)))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-pub(crate) struct CreateUser {
-    email: String,
-    #[serde(default)]
-    name: String,
-    role: Role,
-}
-
 #[utoipa::path(post, path = "/api/v1/users", tag = "users",
     request_body = CreateUser,
     responses(
@@ -114,31 +59,8 @@ pub(crate) async fn create(
     admin: Authorized<rules::Administer>,
     ApiJson(body): ApiJson<CreateUser>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    let email = parse_email("email", &body.email)?;
-    let name = optional_text("name", body.name.trim(), 200)?;
-    let mut tx = state.db.begin().await?;
-    if users::find_by_email(&mut tx, &email).await?.is_some() {
-        return Err(ApiError::conflict(
-            "duplicate_email",
-            "a user with this e-mail already exists",
-        ));
-    }
-    let (user, _) = users::upsert(&mut tx, &email, &name, body.role).await?;
-    audit::append(
-        &mut tx,
-        &admin
-            .audit("user.created", "user", user.id)
-            .details(json!({ "email": email, "role": body.role })),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(user.into())))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-pub(crate) struct UpdateUser {
-    role: Option<Role>,
-    disabled: Option<bool>,
+    let user = create_user(&state, &admin, &body).await?;
+    Ok((StatusCode::CREATED, Json(user)))
 }
 
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users",
@@ -156,30 +78,7 @@ pub(crate) async fn update(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> Result<Json<UserView>, ApiError> {
-    let mut tx = state.db.begin().await?;
-    let current = users::get(&mut tx, id)
-        .await?
-        .ok_or(ApiError::NotFound("user"))?;
-    if id == admin.id
-        && (body.disabled == Some(true) || body.role.is_some_and(|r| r != Role::Admin))
-    {
-        return Err(ApiError::conflict(
-            "self_lockout",
-            "admins cannot disable or demote themselves",
-        ));
-    }
-    let updated = users::update(&mut tx, id, body.role, body.disabled).await?;
-    audit::append(
-        &mut tx,
-        &admin.audit("user.updated", "user", id).details(json!({
-            "email": current.email,
-            "role": { "from": current.role, "to": updated.role },
-            "disabled": { "from": current.disabled, "to": updated.disabled },
-        })),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(Json(updated.into()))
+    Ok(Json(update_user(&state, &admin, id, &body).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/users/{id}/tokens", tag = "users",
@@ -216,30 +115,4 @@ pub(crate) async fn revoke_token(
 ) -> Result<StatusCode, ApiError> {
     revoke_users_token(&state, &admin, id, token_id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// An admin revokes someone's token (a leaked CI token, a person who left):
-/// audited as `token.revoked` with its owner, in one transaction.
-pub async fn revoke_users_token(
-    state: &AppState,
-    admin: &CurrentUser,
-    owner: Uuid,
-    token_id: Uuid,
-) -> Result<(), ApiError> {
-    let mut tx = state.db.begin().await?;
-    let user = users::get(&mut tx, owner)
-        .await?
-        .ok_or(ApiError::NotFound("token"))?;
-    if !users::revoke_token(&mut tx, owner, token_id).await? {
-        return Err(ApiError::NotFound("token"));
-    }
-    audit::append(
-        &mut tx,
-        &admin
-            .audit("token.revoked", "api_token", token_id)
-            .details(json!({ "owner": owner, "owner_email": user.email, "by_admin": true })),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
 }

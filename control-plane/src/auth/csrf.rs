@@ -119,7 +119,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         error.into_response()
     } else {
         let message = error.to_string();
-        crate::web::error_page(
+        crate::templates::error_page(
             Some(&state.templates),
             error.status(),
             Some(error.code()),

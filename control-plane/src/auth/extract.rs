@@ -31,6 +31,7 @@ use super::{rate_limit, session_store::USER_ID_KEY};
 /// Session key: when the user signed in (Unix seconds), for the absolute timeout.
 pub const SIGNED_IN_AT_KEY: &str = "signed_in_at";
 
+use super::bearer::SharedBearer;
 use crate::{error::ApiError, state::AppState};
 
 /// The signed-in caller with their effective role.
@@ -167,12 +168,6 @@ impl FromRequestParts<AppState> for CurrentUser {
         parts.extensions.insert(user.clone());
         Ok(user)
     }
-}
-
-/// One token lookup, shared by the requests that waited for it.
-pub struct SharedBearer {
-    bearer: Option<users::TokenBearer>,
-    use_audited: AtomicBool,
 }
 
 async fn user_from_token(
@@ -355,5 +350,27 @@ impl FromRequestParts<AppState> for ClientIp {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         Ok(ClientIp(client_ip(parts, state)))
+    }
+}
+
+/// Proof that a sign-in step from this client is within its budget; a
+/// handler taking it answers 429 (a page, on browser routes) otherwise.
+#[derive(Debug)]
+pub struct SignInAllowed;
+
+impl FromRequestParts<AppState> for SignInAllowed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        state
+            .limits
+            .signin(rate_limit::client_addr(
+                parts,
+                &state.settings.trusted_proxies,
+            ))
+            .map(|()| SignInAllowed)
     }
 }

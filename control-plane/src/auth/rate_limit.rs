@@ -14,10 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{
-    extract::{ConnectInfo, FromRequestParts},
-    http::request::Parts,
-};
+use axum::{extract::ConnectInfo, http::request::Parts};
 use common::config::{self, TrustedProxies};
 use governor::{
     DefaultKeyedRateLimiter, Quota, RateLimiter,
@@ -25,7 +22,7 @@ use governor::{
 };
 use uuid::Uuid;
 
-use crate::{error::ApiError, state::AppState};
+use crate::error::ApiError;
 
 /// Keys kept before idle ones are pruned.
 const PRUNE_ABOVE: usize = 10_000;
@@ -173,25 +170,6 @@ pub fn client_addr(parts: &Parts, trusted: &TrustedProxies) -> Option<IpAddr> {
 }
 
 const FORWARDED_FOR: &str = "x-forwarded-for";
-
-/// Proof that a sign-in step from this client is within its budget; a
-/// handler taking it answers 429 (a page, on browser routes) otherwise.
-#[derive(Debug)]
-pub struct SignInAllowed;
-
-impl FromRequestParts<AppState> for SignInAllowed {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        state
-            .limits
-            .signin(client_addr(parts, &state.settings.trusted_proxies))
-            .map(|()| SignInAllowed)
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,5 @@
 //! Admin pages: users and roles.
 
-use crate::error::ApiForm;
-use crate::routes::{Access, Routes};
 use common::domain::Capability;
 use std::collections::HashMap;
 
@@ -10,20 +8,21 @@ use axum::{
     http::StatusCode,
     response::{Html, IntoResponse, Response},
 };
-use common::{
-    domain::Role,
-    store::{audit, users},
-};
+use common::{domain::Role, store::users};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{Viewer, render, see_other};
 use crate::{
-    api::users::{UserView, parse_email, revoke_users_token},
     auth::rules,
-    error::{ApiError, ApiPath},
+    error::{ApiError, ApiForm, ApiPath},
+    routes::{Access, Routes},
+    service::users::{
+        self as user_service, CreateUser, UpdateUser, UserView, parse_email, revoke_users_token,
+    },
     state::AppState,
 };
+
+use super::{Viewer, render, see_other};
 
 pub fn router() -> Routes {
     Routes::new()
@@ -95,7 +94,7 @@ async fn create_user(
 ) -> Result<Response, ApiError> {
     let role: Option<Role> = form.get("role").and_then(|r| r.parse().ok());
     let email = parse_email("email", form.get("email").map(String::as_str).unwrap_or(""));
-    let name = crate::api::optional_text(
+    let name = crate::input::optional_text(
         "name",
         form.get("name").map(|n| n.trim()).unwrap_or_default(),
         200,
@@ -110,35 +109,27 @@ async fn create_user(
     if role.is_none() {
         errors.insert("role".into(), json!("Choose user, manager or admin."));
     }
-    let mut tx = state.db.begin().await?;
-    if let Ok(email) = &email
-        && users::find_by_email(&mut tx, email).await?.is_some()
-    {
-        errors.insert(
-            "email".into(),
-            json!("A user with this e-mail already exists."),
-        );
+    if let (Ok(email), Ok(name), Some(role)) = (email, name, role) {
+        let body = CreateUser { email, name, role };
+        match user_service::create_user(&state, &viewer.user, &body).await {
+            Ok(_) => return Ok(see_other("/admin/users")),
+            Err(ApiError::Conflict {
+                code: "duplicate_email",
+                ..
+            }) => {
+                errors.insert(
+                    "email".into(),
+                    json!("A user with this e-mail already exists."),
+                );
+            }
+            Err(other) => return Err(other),
+        }
     }
-    if !errors.is_empty() {
-        drop(tx);
-        let mut page = render_users(&state, &viewer, json!({ "form": form, "errors": errors }))
-            .await?
-            .into_response();
-        *page.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-        return Ok(page);
-    }
-    let (email, name, role) = (email?, name?, role.unwrap_or(Role::User));
-    let (user, _) = users::upsert(&mut tx, &email, &name, role).await?;
-    audit::append(
-        &mut tx,
-        &viewer
-            .user
-            .audit("user.created", "user", user.id)
-            .details(json!({ "email": email, "role": role })),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(see_other("/admin/users"))
+    let mut page = render_users(&state, &viewer, json!({ "form": form, "errors": errors }))
+        .await?
+        .into_response();
+    *page.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    Ok(page)
 }
 
 async fn update_user(
@@ -149,30 +140,7 @@ async fn update_user(
 ) -> Result<Response, ApiError> {
     let role: Option<Role> = form.get("role").and_then(|r| r.parse().ok());
     let disabled: Option<bool> = form.get("disabled").and_then(|d| d.parse().ok());
-    if id == viewer.user.id && (disabled == Some(true) || role.is_some_and(|r| r != Role::Admin)) {
-        return Err(ApiError::conflict(
-            "self_lockout",
-            "admins cannot disable or demote themselves",
-        ));
-    }
-    let mut tx = state.db.begin().await?;
-    let current = users::get(&mut tx, id)
-        .await?
-        .ok_or(ApiError::NotFound("user"))?;
-    let updated = users::update(&mut tx, id, role, disabled).await?;
-    audit::append(
-        &mut tx,
-        &viewer
-            .user
-            .audit("user.updated", "user", id)
-            .details(json!({
-                "email": current.email,
-                "role": { "from": current.role, "to": updated.role },
-                "disabled": { "from": current.disabled, "to": updated.disabled },
-            })),
-    )
-    .await?;
-    tx.commit().await?;
+    user_service::update_user(&state, &viewer.user, id, &UpdateUser { role, disabled }).await?;
     Ok(see_other("/admin/users"))
 }
 

@@ -1,6 +1,5 @@
 //! Sign-in through the OIDC issuer, and sign-out.
 
-use crate::routes::{Access, Routes};
 use axum::{
     extract::{Query, State},
     http::StatusCode,
@@ -22,18 +21,19 @@ use serde_json::json;
 use time::OffsetDateTime;
 use tower_sessions::Session;
 
-use super::{Viewer, render, safe_return_to, see_other};
 use crate::{
     auth::{
         csrf,
-        extract::{ClientIp, SIGNED_IN_AT_KEY},
+        extract::{ClientIp, SIGNED_IN_AT_KEY, SignInAllowed},
         oidc::{OidcError, PendingFlow},
-        rate_limit::SignInAllowed,
         session_store::USER_ID_KEY,
     },
     error::{ApiError, ApiQuery},
+    routes::{Access, Routes},
     state::AppState,
 };
+
+use super::{Viewer, render, safe_return_to, see_other};
 
 /// Session key of the sign-in in progress. Removed when the callback is
 /// handled, so a replayed callback finds nothing.

@@ -2,7 +2,6 @@
 //! everyone; adding and editing them, for admins (through the same service
 //! functions as the API).
 
-use crate::error::ApiForm;
 use axum::{
     extract::State,
     response::{Html, Response},
@@ -10,17 +9,18 @@ use axum::{
 use common::{domain::Capability, store::inventory};
 use serde_json::{Value, json};
 
+use crate::{
+    auth::rules,
+    error::{ApiError, ApiForm, ApiPath},
+    routes::{Access, Routes},
+    service::environments::{EnvironmentInput, create_environment, update_environment},
+    state::AppState,
+};
+
 use super::{
     Viewer,
     inventory::{FormData, field_errors, text, unprocessable},
     render, see_other,
-};
-use crate::{
-    api::environments::{EnvironmentInput, create_environment, update_environment},
-    auth::rules,
-    error::{ApiError, ApiPath},
-    routes::{Access, Routes},
-    state::AppState,
 };
 
 pub fn router() -> Routes {

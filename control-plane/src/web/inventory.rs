@@ -5,7 +5,6 @@
 //! write the same audit rows. A refused input re-renders the page with what
 //! was typed and the field's error, with status 422.
 
-use crate::error::ApiForm;
 use std::collections::HashMap;
 
 use axum::{
@@ -13,29 +12,24 @@ use axum::{
     http::StatusCode,
     response::{Html, IntoResponse, Response},
 };
-use common::{
-    domain::Capability,
-    store::{
-        inventory::{self, ProjectRow},
-        webhooks,
-    },
-};
+use common::{domain::Capability, store::webhooks};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{Viewer, pages, projects::project_context, render, see_other};
 use crate::{
-    api::{
+    auth::rules,
+    error::{ApiError, ApiForm, ApiPath},
+    routes::{Access, Routes},
+    service::{
         db_sets::{UpdateDbSet, delete_db_set, update_db_set},
         inventory::{CreateDbSet, CreateProject, create_db_set, create_project},
         projects::{UpdateProject, archive_project, update_project},
         webhooks::{CreateWebhook, create_webhook, remove_webhook},
     },
-    auth::rules,
-    error::{ApiError, ApiPath},
-    routes::{Access, Routes},
     state::AppState,
 };
+
+use super::{Viewer, pages, projects::project_context, render, see_other};
 
 pub fn router() -> Routes {
     Routes::new()
@@ -111,41 +105,6 @@ pub(super) fn unprocessable(page: Html<String>) -> Response {
     let mut response = page.into_response();
     *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
     response
-}
-
-/// The inventory part of the project page: what the viewer may change and
-/// the empty forms to do it.
-pub(super) async fn project_inventory(
-    state: &AppState,
-    project: &ProjectRow,
-    viewer: &Viewer,
-) -> Result<Value, ApiError> {
-    let can_manage_targets = viewer.user.can(Capability::ManageTargets);
-    let environments: Vec<String> = inventory::list_environments(&state.db)
-        .await?
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
-    // Webhooks are a manager's business, like in the API.
-    let hooks = if can_manage_targets {
-        webhooks::list(&state.db, project.id).await?
-    } else {
-        Vec::new()
-    };
-    Ok(json!({
-        "can_manage_projects": viewer.user.can(Capability::ManageProjects),
-        "can_manage_targets": can_manage_targets,
-        "environments": environments,
-        "webhooks": hooks,
-        "events": webhooks::EVENTS,
-        "forms": {
-            "project": { "name": project.name, "description": project.description },
-            "db_set": {},
-            "rename": {},
-            "webhook": { "events": webhooks::EVENTS },
-        },
-        "errors": { "project": {}, "db_set": {}, "rename": {}, "webhook": {} },
-    }))
 }
 
 /// The project page again, with one inventory form's input and errors.

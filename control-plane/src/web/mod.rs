@@ -1,4 +1,5 @@
 //! The server-rendered UI: one module per page group, templates from
+
 //! `templates/` (embedded at build time, HTML autoescaped).
 
 use std::marker::PhantomData;
@@ -9,16 +10,8 @@ use axum::{
     middleware::Next,
     response::{Html, IntoResponse, Response},
 };
-use minijinja::Environment;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tower_sessions::Session;
-
-use crate::{
-    auth::{Authorized, csrf, extract::Rule, rules},
-    error::ApiError,
-    routes::{Access, Routes},
-    state::AppState,
-};
 
 pub mod admin;
 pub mod auth;
@@ -33,12 +26,13 @@ pub mod targets;
 
 pub use return_to::safe_return_to;
 
-/// All templates, loaded once at start.
-pub fn templates() -> Environment<'static> {
-    let mut env = Environment::new();
-    minijinja_embed::load_templates!(&mut env);
-    env
-}
+use crate::{
+    auth::{Authorized, csrf, extract::Rule, rules},
+    error::ApiError,
+    routes::{Access, Routes},
+    state::AppState,
+    templates::error_page,
+};
 
 pub fn router() -> Routes {
     Routes::new()
@@ -202,38 +196,6 @@ pub async fn errors_as_pages(State(state): State<AppState>, req: Request, next: 
     page
 }
 
-/// A full error page (no navigation: the viewer may not be known here).
-pub fn error_page(
-    templates: Option<&Environment<'static>>,
-    status: StatusCode,
-    code: Option<&str>,
-    message: Option<&str>,
-) -> Response {
-    let heading = match status {
-        StatusCode::FORBIDDEN => "Not allowed",
-        StatusCode::NOT_FOUND => "Not found",
-        StatusCode::CONFLICT => "Not possible right now",
-        StatusCode::TOO_MANY_REQUESTS => "Too many attempts",
-        s if s.is_server_error() => "Something went wrong",
-        _ => "Please check your input",
-    };
-    let html = templates
-        .and_then(|t| t.get_template("error.html").ok())
-        .and_then(|t| {
-            t.render(minijinja::Value::from(minijinja::value::Serde(json!({
-                "heading": heading,
-                "message": message.unwrap_or("The request could not be completed."),
-                "status": status.as_u16(),
-                "code": code,
-            }))))
-            .ok()
-        })
-        .unwrap_or_else(|| format!("<h1>{}</h1>", status.as_u16()));
-    let mut response = Html(html).into_response();
-    *response.status_mut() = status;
-    response
-}
-
 pub fn urlencode(text: &str) -> String {
     serde_urlencoded::to_string([("", text)])
         .map(|s| s.trim_start_matches('=').to_owned())
@@ -326,7 +288,7 @@ mod tests {
 
     #[test]
     fn every_template_parses() {
-        let env = templates();
+        let env = crate::templates::templates();
         for name in [
             "layout.html",
             "error.html",

@@ -1,7 +1,5 @@
 //! Pages every signed-in person sees: dashboard, projects, tokens, audit.
 
-use crate::error::ApiForm;
-use crate::routes::{Access, Routes};
 use std::collections::HashMap;
 
 use axum::{
@@ -21,16 +19,16 @@ use serde_json::{Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use uuid::Uuid;
 
-use super::{Viewer, render, see_other};
 use crate::{
-    api::{
-        PageQuery,
-        me::{DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, issue_token},
-    },
     auth::rules,
-    error::{ApiError, ApiPath, ApiQuery},
+    error::{ApiError, ApiForm, ApiPath, ApiQuery},
+    paging::PageQuery,
+    routes::{Access, Routes},
+    service::me::{DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, issue_token},
     state::AppState,
 };
+
+use super::{Viewer, render, see_other};
 
 pub fn router() -> Routes {
     Routes::new()
@@ -158,7 +156,7 @@ async fn create_token(
         .get("expires_in_days")
         .and_then(|d| d.trim().parse().ok());
     let mut errors = serde_json::Map::new();
-    if crate::api::required_text("name", &name, 100).is_err() {
+    if crate::input::required_text("name", &name, 100).is_err() {
         errors.insert(
             "name".into(),
             json!("Give the token a name of at most 100 characters, without control characters."),

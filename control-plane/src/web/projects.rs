@@ -1,7 +1,6 @@
 //! Project pages: overview, migrations, and the forms to add a migration and
 //! to request a run.
 
-use crate::error::ApiForm;
 use std::collections::HashMap;
 
 use axum::{
@@ -11,22 +10,26 @@ use axum::{
 };
 use common::{
     domain::{Capability, Direction, Version},
-    store::{inventory, migrations, runs},
+    store::{
+        inventory::{self, ProjectRow},
+        migrations, runs, webhooks,
+    },
 };
 use serde_json::{Value, json};
 
-use super::{Viewer, diff, render, see_other};
 use crate::{
-    api::{
+    auth::rules,
+    error::{ApiError, ApiForm, ApiPath, ApiQuery},
+    routes::{Access, Routes},
+    service::{
         inventory::project,
         migrations::{CreateMigration, EditMigration, create_migration, edit_migration},
+        runs::{RequestRun, request_run},
     },
-    auth::rules,
-    error::{ApiError, ApiPath, ApiQuery},
-    routes::{Access, Routes},
-    runs::{RequestRun, request_run},
     state::AppState,
 };
+
+use super::{Viewer, diff, render, see_other};
 
 pub fn router() -> Routes {
     Routes::new()
@@ -135,7 +138,42 @@ pub(super) async fn project_context(
         "can_author": viewer.user.can(Capability::Author),
         "run_form": { "target_version": latest, "direction": "up" },
         "errors": {},
-        "inventory": super::inventory::project_inventory(state, &project, viewer).await?,
+        "inventory": project_inventory(state, &project, viewer).await?,
+    }))
+}
+
+/// The inventory part of the project page: what the viewer may change and
+/// the empty forms to do it.
+async fn project_inventory(
+    state: &AppState,
+    project: &ProjectRow,
+    viewer: &Viewer,
+) -> Result<Value, ApiError> {
+    let can_manage_targets = viewer.user.can(Capability::ManageTargets);
+    let environments: Vec<String> = inventory::list_environments(&state.db)
+        .await?
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    // Webhooks are a manager's business, like in the API.
+    let hooks = if can_manage_targets {
+        webhooks::list(&state.db, project.id).await?
+    } else {
+        Vec::new()
+    };
+    Ok(json!({
+        "can_manage_projects": viewer.user.can(Capability::ManageProjects),
+        "can_manage_targets": can_manage_targets,
+        "environments": environments,
+        "webhooks": hooks,
+        "events": webhooks::EVENTS,
+        "forms": {
+            "project": { "name": project.name, "description": project.description },
+            "db_set": {},
+            "rename": {},
+            "webhook": { "events": webhooks::EVENTS },
+        },
+        "errors": { "project": {}, "db_set": {}, "rename": {}, "webhook": {} },
     }))
 }
 

@@ -1,7 +1,6 @@
 //! The run page: what is pinned, who decided, and live per-target progress;
 //! with the approve, deny, execute and cancel forms.
 
-use crate::error::ApiForm;
 use std::{collections::HashMap, sync::Arc};
 
 use axum::{
@@ -12,17 +11,18 @@ use axum::{
 use common::domain::{Capability, RunState};
 use uuid::Uuid;
 
-use super::{Viewer, render_value, see_other};
 use crate::{
     auth::rules,
-    error::{ApiError, ApiPath},
+    error::{ApiError, ApiForm, ApiPath},
     routes::{Access, Routes},
-    runs::{
-        ApproveBody, DenyBody, ExecuteBody, RunSnapshot, approve_run, cancel_run, deny_run,
-        execute_run,
+    run_view::{RunPages, RunSnapshot},
+    service::runs::{
+        ApproveBody, DenyBody, ExecuteBody, approve_run, cancel_run, deny_run, execute_run,
     },
     state::AppState,
 };
+
+use super::{Viewer, render_value, see_other};
 
 pub fn router() -> Routes {
     Routes::new()
@@ -54,24 +54,11 @@ pub fn router() -> Routes {
         )
 }
 
-/// The parts of the run page that are the same for every viewer, rendered
-/// once per read of the run ([`crate::api::runs::RunSnapshot`]) and shared,
-/// not copied, by the pages made from it.
-#[derive(Debug)]
-pub struct RunPages {
-    /// Heading and facts (a safe string).
-    summary: minijinja::Value,
-    /// Targets, pinned migrations, decisions, history (a safe string).
-    record: minijinja::Value,
-    /// The live part alone, polled by `/static/app.js`.
-    live: Bytes,
-}
-
 async fn pages_of(
     state: &AppState,
     id: Uuid,
 ) -> Result<(Arc<RunSnapshot>, Arc<RunPages>), ApiError> {
-    let snapshot = crate::runs::run_snapshot(state, id).await?;
+    let snapshot = crate::service::runs::run_snapshot(state, id).await?;
     if let Some(pages) = snapshot.pages.get().cloned() {
         return Ok((snapshot, pages));
     }

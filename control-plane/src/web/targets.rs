@@ -5,7 +5,6 @@
 //! A target's password is write-only here too: forms have an empty password
 //! field, and a refused form is re-rendered without what was typed in it.
 
-use crate::error::ApiForm;
 use axum::{
     extract::State,
     response::{Html, Response},
@@ -18,14 +17,12 @@ use common::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{
-    Viewer,
-    inventory::{FormData, field_errors, text, unprocessable},
-    render, see_other,
-};
 use crate::{
-    api::{
-        PageQuery,
+    auth::rules,
+    error::{ApiError, ApiForm, ApiPath, ApiQuery},
+    paging::PageQuery,
+    routes::{Access, Routes},
+    service::{
         inventory::db_set,
         targets::{
             TargetInput, TargetPatch,
@@ -36,10 +33,13 @@ use crate::{
             update_target,
         },
     },
-    auth::rules,
-    error::{ApiError, ApiPath, ApiQuery},
-    routes::{Access, Routes},
     state::AppState,
+};
+
+use super::{
+    Viewer,
+    inventory::{FormData, field_errors, text, unprocessable},
+    render, see_other,
 };
 
 pub fn router() -> Routes {
@@ -428,7 +428,7 @@ async fn resolve_form(
 ) -> Result<axum::response::Response, ApiError> {
     let field = |k: &str| form.get(k).cloned().unwrap_or_default();
     let body =
-        crate::api::targets::resolve::ResolveBody {
+        crate::service::targets::resolve::ResolveBody {
             version: field("version"),
             outcome: field("as"),
             reason: field("reason"),
@@ -439,6 +439,6 @@ async fn resolve_form(
                 })?),
             },
         };
-    crate::api::targets::resolve::resolve_target(&state, &viewer.user, id, body).await?;
+    crate::service::targets::resolve::resolve_target(&state, &viewer.user, id, body).await?;
     Ok(super::see_other(&format!("/targets/{id}")))
 }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use crate::{
-    claim::{self, TargetClaim},
+    claim::{self, HistoryRow, TargetClaim},
     plan::{self, Step},
     report::{Reporter, StepRecord, StepTiming},
 };
@@ -171,15 +171,6 @@ pub(super) async fn admit(claim: &TargetClaim, job: &Job<'_>) -> Result<Option<R
         applied_hash: dirty.statements_hash,
         from: usize::try_from(from).unwrap_or(1),
     }))
-}
-
-/// One row of a target's `migrate_hub_history`.
-#[derive(Debug, Clone)]
-pub struct HistoryRow {
-    pub version: String,
-    pub checksum: String,
-    /// The hub run that applied it (text; absent for baselines).
-    pub run_id: Option<String>,
 }
 
 /// Under the target lock: compares the target's history with the hub's

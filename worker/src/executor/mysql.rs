@@ -35,12 +35,12 @@ use tokio::{
 use tracing::Instrument;
 
 use super::{
-    Applied, CONNECT_TIMEOUT, ExecError, HistoryRow, HubRecorder, Job, Resume, TargetSpec, admit,
+    Applied, CONNECT_TIMEOUT, ExecError, HubRecorder, Job, Resume, TargetSpec, admit,
     agree_with_hub,
     failure::{self, StatementStop, not_pending},
 };
 use crate::{
-    claim::TargetClaim,
+    claim::{HistoryRow, TargetClaim},
     lock,
     plan::{self, Step},
     report::{Reporter, StepTiming},

@@ -26,12 +26,12 @@ use tracing::Instrument;
 pub use common::targets::postgres::describe;
 
 use super::{
-    Applied, CONNECT_TIMEOUT, ExecError, HistoryRow, HubRecorder, Job, Resume, TargetSpec, admit,
+    Applied, CONNECT_TIMEOUT, ExecError, HubRecorder, Job, Resume, TargetSpec, admit,
     agree_with_hub,
     failure::{self, StatementStop, not_pending},
 };
 use crate::{
-    claim::TargetClaim,
+    claim::{HistoryRow, TargetClaim},
     lock,
     plan::{self, Step},
     report::{Reporter, StepTiming},

@@ -1,0 +1,169 @@
+//! The read model of a run: the view every answer about a run is made of,
+//! and the snapshot shared by everyone watching one (`AppState::run_reads`),
+//! with what is rendered from it once for all of them.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::body::Bytes;
+use common::{
+    domain::{Direction, RunState},
+    store::runs::{self, ApprovalRow, ExecutionRow, RunRecord, RunRow, TransitionRow},
+};
+use serde::Serialize;
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// A run with its pinned migrations, decisions, targets and state history.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RunView {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub db_set_id: Uuid,
+    pub environment: String,
+    pub direction: Direction,
+    pub target_version: String,
+    pub state: RunState,
+    /// Why the run is in its state (denial reason, invalidation cause).
+    pub state_reason: Option<String>,
+    pub note: String,
+    /// The requester's e-mail.
+    pub requested_by: String,
+    /// What an approval covers: migrations, checksums, targets, timeouts.
+    pub digest: String,
+    pub stop_on_failure: bool,
+    pub concurrency: i32,
+    pub canary: i32,
+    pub lock_timeout_ms: i32,
+    pub statement_timeout_ms: i32,
+    /// The environment's current requirement.
+    pub required_approvals: Option<i32>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub not_before: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub queued_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    pub migrations: Vec<PinnedView>,
+    pub approvals: Vec<ApprovalRow>,
+    pub targets: Vec<ExecutionRow>,
+    pub history: Vec<TransitionRow>,
+}
+
+/// A migration as the run pinned it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PinnedView {
+    pub version: String,
+    pub name: String,
+    pub checksum: String,
+    /// The migration was edited after the run was requested.
+    pub changed_since_pinned: bool,
+}
+
+impl From<RunRecord> for RunView {
+    fn from(record: RunRecord) -> Self {
+        let RunRecord {
+            run,
+            pinned,
+            approvals,
+            executions,
+            transitions,
+            required_approvals,
+        } = record;
+        RunView {
+            id: run.id,
+            project_id: run.project_id,
+            db_set_id: run.db_set_id,
+            environment: run.environment,
+            direction: run.direction,
+            target_version: run.target_version,
+            state: run.state,
+            state_reason: run.state_reason,
+            note: run.note,
+            requested_by: run.requester,
+            digest: run.digest,
+            stop_on_failure: run.stop_on_failure,
+            concurrency: run.concurrency,
+            canary: run.canary,
+            lock_timeout_ms: run.lock_timeout_ms,
+            statement_timeout_ms: run.statement_timeout_ms,
+            required_approvals,
+            not_before: run.not_before,
+            created_at: run.created_at,
+            queued_at: run.queued_at,
+            finished_at: run.finished_at,
+            migrations: pinned
+                .into_iter()
+                .map(|m| PinnedView {
+                    changed_since_pinned: m.checksum != m.current_checksum,
+                    version: m.version,
+                    name: m.name,
+                    checksum: m.checksum,
+                })
+                .collect(),
+            approvals,
+            targets: executions,
+            history: transitions,
+        }
+    }
+}
+
+/// The run `id` as this transaction sees it: what the state-changing routes
+/// answer.
+pub async fn run_view(tx: &mut PgConnection, id: Uuid) -> Result<RunView, ApiError> {
+    let record = runs::record_in(tx, id)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    Ok(RunView::from(record))
+}
+
+/// A run and its view, as one read shared by the requests watching it, with
+/// what is made of it once for all of them.
+#[derive(Debug)]
+pub struct RunSnapshot {
+    pub run: RunRow,
+    pub view: RunView,
+    json: OnceLock<Bytes>,
+    /// The run page's parts, rendered by the first page request that needs
+    /// them.
+    pub pages: OnceLock<Arc<RunPages>>,
+}
+
+impl RunSnapshot {
+    pub fn new(run: RunRow, view: RunView) -> Self {
+        Self {
+            run,
+            view,
+            json: OnceLock::new(),
+            pages: OnceLock::new(),
+        }
+    }
+
+    /// The view as the API's JSON body. The first readers of a snapshot may
+    /// each serialize it; one result is kept.
+    pub fn json(&self) -> Result<Bytes, ApiError> {
+        if let Some(json) = self.json.get() {
+            return Ok(json.clone());
+        }
+        let json = Bytes::from(serde_json::to_vec(&self.view).map_err(anyhow::Error::from)?);
+        Ok(self.json.get_or_init(|| json).clone())
+    }
+}
+
+/// The parts of the run page that are the same for every viewer, rendered
+/// once per read of the run ([`RunSnapshot`]) and shared,
+/// not copied, by the pages made from it.
+#[derive(Debug)]
+pub struct RunPages {
+    /// Heading and facts (a safe string).
+    pub summary: minijinja::Value,
+    /// Targets, pinned migrations, decisions, history (a safe string).
+    pub record: minijinja::Value,
+    /// The live part alone, polled by `/static/app.js`.
+    pub live: Bytes,
+}

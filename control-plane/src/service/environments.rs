@@ -1,0 +1,321 @@
+//! Environments and their approval policies: admins add and edit them.
+
+//! (Everyone may list them; see `inventory.rs`.)
+
+use crate::{auth::CurrentUser, error::ApiError, state::AppState};
+use common::{
+    lifecycle,
+    store::{
+        audit,
+        inventory::{self, EnvironmentRow},
+        runs::RunScope,
+    },
+};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+
+/// The environment that can never let a requester or author approve.
+const PRD: &str = "prd";
+/// Sane upper bounds: a migration that waits an hour for a lock, or runs a
+/// statement for a day, is a mistake in the policy, not a plan.
+pub const MAX_LOCK_TIMEOUT_MS: i64 = 3_600_000;
+pub const MAX_STATEMENT_TIMEOUT_MS: i64 = 86_400_000;
+pub const MAX_REQUIRED_APPROVALS: i64 = 10;
+pub const MAX_POSITION: i64 = 1_000_000;
+
+/// Fields of an environment; on create the absent ones take the defaults,
+/// on update they keep their value. Integers are read wide so that an
+/// out-of-range number gets this API's message, naming the field.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct EnvironmentInput {
+    /// Required on create: `^[a-z][a-z0-9-]{0,29}$`. Never changes.
+    pub name: Option<String>,
+    /// 1-1000000, unique; a new environment without one goes last.
+    pub position: Option<i64>,
+    /// 1-10.
+    pub required_approvals: Option<i64>,
+    /// Never true for `prd`.
+    pub allow_self_approval: Option<bool>,
+    /// Promotion gate: every version must have succeeded in the previous environment.
+    pub require_previous_success: Option<bool>,
+    /// 0-3600000; 0 means no limit.
+    pub lock_timeout_ms: Option<i64>,
+    /// 0-86400000; 0 means no limit.
+    pub statement_timeout_ms: Option<i64>,
+}
+
+/// `^[a-z][a-z0-9-]{0,29}$`: environment names appear in URLs and policies.
+pub fn valid_environment_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z'))
+        && name.len() <= 30
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn bounded(field: &str, value: i64, min: i64, max: i64) -> Result<i32, ApiError> {
+    if (min..=max).contains(&value) {
+        Ok(value as i32)
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!("must be between {min} and {max}"),
+        ))
+    }
+}
+
+/// `base` with the input's fields applied, checked as a whole.
+fn apply(input: &EnvironmentInput, base: &EnvironmentRow) -> Result<EnvironmentRow, ApiError> {
+    let env = EnvironmentRow {
+        name: base.name.clone(),
+        position: match input.position {
+            Some(p) => bounded("position", p, 1, MAX_POSITION)?,
+            None => base.position,
+        },
+        required_approvals: match input.required_approvals {
+            Some(n) => bounded("required_approvals", n, 1, MAX_REQUIRED_APPROVALS)?,
+            None => base.required_approvals,
+        },
+        allow_self_approval: input
+            .allow_self_approval
+            .unwrap_or(base.allow_self_approval),
+        require_previous_success: input
+            .require_previous_success
+            .unwrap_or(base.require_previous_success),
+        lock_timeout_ms: match input.lock_timeout_ms {
+            Some(ms) => bounded("lock_timeout_ms", ms, 0, MAX_LOCK_TIMEOUT_MS)?,
+            None => base.lock_timeout_ms,
+        },
+        statement_timeout_ms: match input.statement_timeout_ms {
+            Some(ms) => bounded("statement_timeout_ms", ms, 0, MAX_STATEMENT_TIMEOUT_MS)?,
+            None => base.statement_timeout_ms,
+        },
+    };
+    if env.name == PRD && env.allow_self_approval {
+        return Err(ApiError::invalid(
+            "allow_self_approval",
+            "prd never lets the requester or an author approve",
+        ));
+    }
+    Ok(env)
+}
+
+/// The fields that differ, as `{field: {from, to}}`, for the audit row.
+fn changes(before: &EnvironmentRow, after: &EnvironmentRow) -> Map<String, Value> {
+    let (before, after) = (json!(before), json!(after));
+    let mut changed = Map::new();
+    if let (Some(b), Some(a)) = (before.as_object(), after.as_object()) {
+        for (field, old) in b {
+            if a.get(field) != Some(old) {
+                changed.insert(field.clone(), json!({ "from": old, "to": a[field] }));
+            }
+        }
+    }
+    changed
+}
+
+/// Adds an environment; without a position it goes last.
+pub async fn create_environment(
+    state: &AppState,
+    admin: &CurrentUser,
+    body: &EnvironmentInput,
+) -> Result<EnvironmentRow, ApiError> {
+    let name = body
+        .name
+        .as_deref()
+        .map(str::trim)
+        .ok_or_else(|| ApiError::invalid("name", "missing field `name`"))?;
+    if !valid_environment_name(name) {
+        return Err(ApiError::invalid(
+            "name",
+            "must start with a-z and have at most 30 characters of a-z, 0-9 and '-'",
+        ));
+    }
+    // The schema's defaults; `prd` exists from the start, so a new
+    // environment is never it.
+    let defaults = EnvironmentRow {
+        name: name.to_owned(),
+        position: 0,
+        required_approvals: 1,
+        allow_self_approval: true,
+        require_previous_success: false,
+        lock_timeout_ms: 5_000,
+        statement_timeout_ms: 600_000,
+    };
+    let mut env = apply(body, &defaults)?;
+    let mut tx = state.db.begin().await?;
+    if body.position.is_none() {
+        env.position = inventory::next_environment_position(&mut tx).await?;
+    }
+    let env = inventory::insert_environment(&mut tx, &env).await?;
+    audit::append(
+        &mut tx,
+        &admin
+            .audit("environment.created", "environment", &env.name)
+            .details(json!(env)),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(env)
+}
+
+/// Edits an environment's policy. Its name is fixed (policies, runs and DB
+/// sets refer to it, and `prd`'s rule is tied to it). New timeouts change
+/// what every waiting run of the environment would execute with, so those
+/// runs are invalidated in the same transaction.
+pub async fn update_environment(
+    state: &AppState,
+    admin: &CurrentUser,
+    name: &str,
+    body: &EnvironmentInput,
+) -> Result<EnvironmentRow, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let before = inventory::lock_environment(&mut tx, name)
+        .await?
+        .ok_or(ApiError::NotFound("environment"))?;
+    if body
+        .name
+        .as_deref()
+        .is_some_and(|n| n.trim() != before.name)
+    {
+        return Err(ApiError::invalid(
+            "name",
+            "an environment cannot be renamed; add a new one instead",
+        ));
+    }
+    let after = apply(body, &before)?;
+    let changed = changes(&before, &after);
+    if changed.is_empty() {
+        return Ok(before);
+    }
+    let env = inventory::update_environment(&mut tx, &after).await?;
+    let timeouts_changed = before.lock_timeout_ms != env.lock_timeout_ms
+        || before.statement_timeout_ms != env.statement_timeout_ms;
+    let reason = format!("the timeouts of environment {} changed", env.name);
+    let invalidated = if timeouts_changed {
+        lifecycle::invalidate_where(
+            &mut tx,
+            &admin.caller(),
+            RunScope::Environment(&env.name),
+            &reason,
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
+    audit::append(
+        &mut tx,
+        &admin
+            .audit("environment.updated", "environment", &env.name)
+            .details(json!({ "changes": changed, "runs_invalidated": invalidated.len() })),
+    )
+    .await?;
+    lifecycle::announce_invalidated(&mut tx, &admin.caller(), &invalidated, &reason).await?;
+    tx.commit().await?;
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_names_follow_the_pattern() {
+        for ok in [
+            "daily",
+            "stg",
+            "prd",
+            "qa-2",
+            "a",
+            &format!("a{}", "b".repeat(29)),
+        ] {
+            assert!(valid_environment_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "Prod",
+            "2nd",
+            "-x",
+            "with space",
+            "under_score",
+            &"a".repeat(31),
+        ] {
+            assert!(!valid_environment_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn prd_can_never_allow_self_approval() {
+        let prd = EnvironmentRow {
+            name: PRD.into(),
+            position: 30,
+            required_approvals: 2,
+            allow_self_approval: false,
+            require_previous_success: true,
+            lock_timeout_ms: 5_000,
+            statement_timeout_ms: 600_000,
+        };
+        let input = EnvironmentInput {
+            allow_self_approval: Some(true),
+            ..Default::default()
+        };
+        let err = apply(&input, &prd).unwrap_err();
+        assert!(
+            matches!(err, ApiError::Invalid { ref field, .. } if field == "allow_self_approval")
+        );
+        let other = EnvironmentRow {
+            name: "stg".into(),
+            ..prd
+        };
+        assert!(apply(&input, &other).unwrap().allow_self_approval);
+    }
+
+    #[test]
+    fn numbers_out_of_range_name_their_field() {
+        let base = EnvironmentRow {
+            name: "qa".into(),
+            position: 40,
+            required_approvals: 1,
+            allow_self_approval: true,
+            require_previous_success: false,
+            lock_timeout_ms: 5_000,
+            statement_timeout_ms: 600_000,
+        };
+        for (input, field) in [
+            (
+                EnvironmentInput {
+                    required_approvals: Some(0),
+                    ..Default::default()
+                },
+                "required_approvals",
+            ),
+            (
+                EnvironmentInput {
+                    lock_timeout_ms: Some(-1),
+                    ..Default::default()
+                },
+                "lock_timeout_ms",
+            ),
+            (
+                EnvironmentInput {
+                    statement_timeout_ms: Some(MAX_STATEMENT_TIMEOUT_MS + 1),
+                    ..Default::default()
+                },
+                "statement_timeout_ms",
+            ),
+            (
+                EnvironmentInput {
+                    position: Some(i64::from(i32::MAX) + 1),
+                    ..Default::default()
+                },
+                "position",
+            ),
+        ] {
+            let err = apply(&input, &base).unwrap_err();
+            assert!(
+                matches!(err, ApiError::Invalid { field: ref f, .. } if f == field),
+                "{field}: {err}"
+            );
+        }
+    }
+}
