@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::{
     crypto::{Keyring, Sealed},
-    domain::{Engine, TlsMode, approval::Policy},
+    domain::{Engine, TlsMode, approval::Policy, run::PinnedTarget},
 };
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -365,17 +365,24 @@ pub struct TargetRow {
 
 impl TargetRow {
     /// The target as a run pins it.
-    pub fn pinned(&self) -> crate::domain::run::PinnedTarget {
-        crate::domain::run::PinnedTarget {
-            id: self.id,
+    pub fn pinned(&self) -> PinnedTarget {
+        self.as_new().pinned(self.id)
+    }
+
+    /// The stored fields, without the password (which never leaves the
+    /// store).
+    fn as_new(&self) -> NewTarget<'_> {
+        NewTarget {
+            name: &self.name,
             engine: self.engine,
-            host: self.host.clone(),
+            host: &self.host,
             port: self.port,
-            database: self.database.clone(),
-            username: self.username.clone(),
+            database: &self.database,
+            username: &self.username,
+            password: None,
             tls_mode: self.tls_mode,
-            session_settings: self.session_settings.clone(),
-            worker_pool: self.worker_pool.clone(),
+            session_settings: &self.session_settings,
+            worker_pool: &self.worker_pool,
         }
     }
 }
@@ -405,6 +412,24 @@ pub struct NewTarget<'a> {
     pub tls_mode: TlsMode,
     pub session_settings: &'a str,
     pub worker_pool: &'a str,
+}
+
+impl NewTarget<'_> {
+    /// The target as a run pins it, stored under `id`: the one place that
+    /// says which of a target's fields an approval covers.
+    pub fn pinned(&self, id: Uuid) -> PinnedTarget {
+        PinnedTarget {
+            id,
+            engine: self.engine,
+            host: self.host.to_owned(),
+            port: self.port,
+            database: self.database.to_owned(),
+            username: self.username.to_owned(),
+            tls_mode: self.tls_mode,
+            session_settings: self.session_settings.to_owned(),
+            worker_pool: self.worker_pool.to_owned(),
+        }
+    }
 }
 
 /// Inserts a target; its password is sealed with the target's id as

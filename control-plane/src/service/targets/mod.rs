@@ -98,17 +98,7 @@ impl ValidTarget {
 
     /// The target as a run pins it, were it stored under `id`.
     pub fn pinned(&self, id: Uuid) -> PinnedTarget {
-        PinnedTarget {
-            id,
-            engine: self.engine,
-            host: self.host.clone(),
-            port: self.port,
-            database: self.database.clone(),
-            username: self.username.clone(),
-            tls_mode: self.tls_mode,
-            session_settings: self.session_settings.clone(),
-            worker_pool: self.worker_pool.clone(),
-        }
+        self.as_new().pinned(id)
     }
 }
 
