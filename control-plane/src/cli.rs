@@ -1,6 +1,5 @@
 //! The commands of the `control-plane` binary besides `serve`.
 
-use crate::service::me::{DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, issue_token};
 use common::{
     crypto::Keyring,
     domain::Role,
@@ -12,6 +11,8 @@ use common::{
 };
 use serde_json::json;
 use sqlx::PgPool;
+
+use crate::service::me::{DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, issue_token};
 
 /// `user add`: create the user or update their role.
 pub async fn user_add(pool: &PgPool, email: &str, name: &str, role: Role) -> anyhow::Result<()> {

@@ -1,8 +1,11 @@
 //! What every request shares: the tool database, settings, templates, the
-
 //! identity provider, rate limits and the shared reads.
 
 use std::sync::Arc;
+
+use common::{config::ControlPlaneSettings, crypto::Keyring};
+use minijinja::Environment;
+use sqlx::PgPool;
 
 use crate::{
     auth::{bearer::SharedBearer, oidc::Oidc, rate_limit::RateLimits},
@@ -10,9 +13,6 @@ use crate::{
     shared_reads::{SharedReads, WriteMark},
     templates,
 };
-use common::{config::ControlPlaneSettings, crypto::Keyring};
-use minijinja::Environment;
-use sqlx::PgPool;
 
 /// Shared by every request.
 #[derive(Clone)]

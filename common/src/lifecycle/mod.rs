@@ -1,6 +1,7 @@
-//! The life of a run, in one place. Every change of a run's state or of one
-//! of its target executions goes through here, whoever asks: the API, the
-//! web forms, the workers, the command line and the tests.
+//! The life of a run, in one place. Every change of a run's state, of one
+//! of its target executions or of a target's history goes through here,
+//! whoever asks: the API, the web forms, the workers, the command line and
+//! the tests.
 //!
 //! Each step takes the caller's transaction and who acts, decides with the
 //! pure rules of [`crate::domain`] (the run's transition table, the
@@ -20,13 +21,16 @@
 //! | [`claim`] | worker | execution `queued` → `running`; run `queued` → `running` |
 //! | [`finish`] | worker, recovery of a dead worker's target | execution `running` → final; run → its outcome |
 //! | [`resolve`], [`resume`] | admin, on a dirty target | the version counts as applied / rolled back; or execution → `queued` again, run → `running` |
+//! | [`baseline`] | admin, on a target the hub has never migrated | the versions it already has count as applied, without a run |
 
+mod baseline;
 mod decide;
 mod operate;
 mod request;
 pub mod resolve;
 mod targets;
 
+pub use baseline::{Baseline, TargetFacts, baseline};
 pub use decide::{announce_invalidated, approve, deny, invalidate_if_stale, invalidate_where};
 pub use operate::{cancel, dispatch, execute};
 pub use request::{RunRequest, request};

@@ -1,5 +1,9 @@
 //! The routes of `db_sets` over [`crate::service::db_sets`].
 
+use axum::{Json, extract::State, http::StatusCode};
+use common::{domain::Capability, store::inventory::DbSetRow};
+use uuid::Uuid;
+
 use crate::{
     auth::{Authorized, rules},
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
@@ -7,9 +11,6 @@ use crate::{
     service::db_sets::{UpdateDbSet, delete_db_set, update_db_set},
     state::AppState,
 };
-use axum::{Json, extract::State, http::StatusCode};
-use common::{domain::Capability, store::inventory::DbSetRow};
-use uuid::Uuid;
 
 pub fn router() -> Routes {
     Routes::new()

@@ -1,5 +1,8 @@
 //! The routes of `environments` over [`crate::service::environments`].
 
+use axum::{Json, extract::State, http::StatusCode};
+use common::{domain::Capability, store::inventory::EnvironmentRow};
+
 use crate::{
     auth::{Authorized, rules},
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
@@ -7,8 +10,6 @@ use crate::{
     service::environments::{EnvironmentInput, create_environment, update_environment},
     state::AppState,
 };
-use axum::{Json, extract::State, http::StatusCode};
-use common::{domain::Capability, store::inventory::EnvironmentRow};
 
 pub fn router() -> Routes {
     Routes::new()

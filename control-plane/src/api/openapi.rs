@@ -6,7 +6,6 @@
 //! check, 400/413/422 from reading a JSON body, 422 for a query or path
 //! parameter the edge refuses, 404 for a malformed path parameter, 500).
 //! Tests check that the document lists exactly the router's routes and that
-
 //! responses match their schemas.
 
 use std::sync::OnceLock;

@@ -1,5 +1,8 @@
 //! The routes of `projects` over [`crate::service::projects`].
 
+use axum::{Json, extract::State, http::StatusCode};
+use common::{domain::Capability, store::inventory::ProjectRow};
+
 use crate::{
     auth::{Authorized, rules},
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
@@ -7,8 +10,6 @@ use crate::{
     service::projects::{UpdateProject, archive_project, update_project},
     state::AppState,
 };
-use axum::{Json, extract::State, http::StatusCode};
-use common::{domain::Capability, store::inventory::ProjectRow};
 
 pub fn router() -> Routes {
     Routes::new()

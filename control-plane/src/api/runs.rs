@@ -1,6 +1,20 @@
 //! Runs over the API: list, read, request, approve, deny, execute, cancel.
-
 //! Routes and their documentation only; what they do is `crate::service::runs`.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use common::{
+    domain::{Capability, Direction, RunState},
+    store::runs,
+};
+use serde::Serialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
 
 use crate::{
     auth::{Authorized, rules},
@@ -17,20 +31,6 @@ use crate::{
     },
     state::AppState,
 };
-use axum::{
-    Json,
-    extract::State,
-    http::{StatusCode, header},
-    response::{IntoResponse, Response},
-};
-use common::{
-    domain::{Capability, Direction, RunState},
-    store::runs,
-};
-use serde::Serialize;
-use time::OffsetDateTime;
-use utoipa::ToSchema;
-use uuid::Uuid;
 
 pub fn router() -> Routes {
     Routes::new()

@@ -1,5 +1,12 @@
 //! The routes of `webhooks` over [`crate::service::webhooks`].
 
+use axum::{Json, extract::State, http::StatusCode};
+use common::{
+    domain::Capability,
+    store::webhooks::{self, WebhookRow},
+};
+use uuid::Uuid;
+
 use crate::{
     auth::{Authorized, rules},
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
@@ -11,12 +18,6 @@ use crate::{
     },
     state::AppState,
 };
-use axum::{Json, extract::State, http::StatusCode};
-use common::{
-    domain::Capability,
-    store::webhooks::{self, WebhookRow},
-};
-use uuid::Uuid;
 
 pub fn router() -> Routes {
     Routes::new()

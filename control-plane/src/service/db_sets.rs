@@ -1,5 +1,4 @@
 //! Renaming and deleting DB sets (manager+). Creating and reading them is
-
 //! in `inventory.rs`.
 
 use common::{

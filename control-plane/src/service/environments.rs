@@ -1,8 +1,6 @@
 //! Environments and their approval policies: admins add and edit them.
-
 //! (Everyone may list them; see `inventory.rs`.)
 
-use crate::{auth::CurrentUser, error::ApiError, state::AppState};
 use common::{
     lifecycle,
     store::{
@@ -14,6 +12,8 @@ use common::{
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
+
+use crate::{auth::CurrentUser, error::ApiError, state::AppState};
 
 /// The environment that can never let a requester or author approve.
 const PRD: &str = "prd";

@@ -1,11 +1,5 @@
 //! Environments, projects, DB sets, targets and the worker fleet.
 
-use crate::{
-    auth::CurrentUser,
-    error::ApiError,
-    input::{optional_text, required_text},
-    state::AppState,
-};
 use common::{
     domain::ProjectSlug,
     store::{
@@ -19,6 +13,13 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+use crate::{
+    auth::CurrentUser,
+    error::ApiError,
+    input::{optional_text, required_text},
+    state::AppState,
+};
 
 /// The project named by a URL slug, or 404.
 pub async fn project(conn: &mut PgConnection, slug: &str) -> Result<ProjectRow, ApiError> {

@@ -1,13 +1,6 @@
 //! Editing and archiving projects (admin). Creating and reading them is in
-
 //! `inventory.rs`.
 
-use crate::{
-    auth::CurrentUser,
-    error::ApiError,
-    input::{optional_text, required_text},
-    state::AppState,
-};
 use common::{
     domain::ProjectSlug,
     lifecycle,
@@ -21,6 +14,13 @@ use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
+
+use crate::{
+    auth::CurrentUser,
+    error::ApiError,
+    input::{optional_text, required_text},
+    state::AppState,
+};
 
 /// Absent fields keep their value; the slug is fixed.
 #[derive(Debug, Default, Deserialize, ToSchema)]

@@ -2,18 +2,10 @@
 //! shared read of a run ([`run_snapshot`], of the read model in
 //! `crate::run_view`) and the changes — request, approve, deny, execute, cancel — each one
 //! transaction over `common::lifecycle`, answering with the run as it then
-
 //! is.
 
 use std::sync::Arc;
 
-use crate::{
-    auth::CurrentUser,
-    error::ApiError,
-    input::{optional_text, required_text},
-    run_view::{RunSnapshot, RunView, run_view},
-    state::AppState,
-};
 use common::{
     domain::{Direction, ProjectSlug},
     lifecycle::{self, LifecycleError, RunRequest},
@@ -26,6 +18,14 @@ use time::OffsetDateTime;
 use tracing::Instrument;
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+use crate::{
+    auth::CurrentUser,
+    error::ApiError,
+    input::{optional_text, required_text},
+    run_view::{RunSnapshot, RunView, run_view},
+    state::AppState,
+};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RequestRun {

@@ -1,6 +1,5 @@
 //! User administration (admins).
 
-use crate::{auth::CurrentUser, error::ApiError, input::optional_text, state::AppState};
 use common::{
     domain::Role,
     store::{
@@ -13,6 +12,8 @@ use serde_json::json;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+use crate::{auth::CurrentUser, error::ApiError, input::optional_text, state::AppState};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserView {

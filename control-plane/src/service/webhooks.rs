@@ -1,5 +1,4 @@
 //! Project webhooks (manager+). The URL is sealed at rest and never shown
-
 //! again; responses carry only its scheme and host.
 
 use common::store::{

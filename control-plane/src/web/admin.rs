@@ -1,6 +1,5 @@
 //! Admin pages: users and roles.
 
-use common::domain::Capability;
 use std::collections::HashMap;
 
 use axum::{
@@ -8,10 +7,12 @@ use axum::{
     http::StatusCode,
     response::{Html, IntoResponse, Response},
 };
+use common::domain::Capability;
 use common::{domain::Role, store::users};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::{Viewer, render, see_other};
 use crate::{
     auth::rules,
     error::{ApiError, ApiForm, ApiPath},
@@ -21,8 +22,6 @@ use crate::{
     },
     state::AppState,
 };
-
-use super::{Viewer, render, see_other};
 
 pub fn router() -> Routes {
     Routes::new()

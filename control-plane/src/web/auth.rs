@@ -21,6 +21,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use tower_sessions::Session;
 
+use super::{Viewer, render, safe_return_to, see_other};
 use crate::{
     auth::{
         csrf,
@@ -32,8 +33,6 @@ use crate::{
     routes::{Access, Routes},
     state::AppState,
 };
-
-use super::{Viewer, render, safe_return_to, see_other};
 
 /// Session key of the sign-in in progress. Removed when the callback is
 /// handled, so a replayed callback finds nothing.

@@ -9,18 +9,17 @@ use axum::{
 use common::{domain::Capability, store::inventory};
 use serde_json::{Value, json};
 
+use super::{
+    Viewer,
+    inventory::{FormData, field_errors, text, unprocessable},
+    render, see_other,
+};
 use crate::{
     auth::rules,
     error::{ApiError, ApiForm, ApiPath},
     routes::{Access, Routes},
     service::environments::{EnvironmentInput, create_environment, update_environment},
     state::AppState,
-};
-
-use super::{
-    Viewer,
-    inventory::{FormData, field_errors, text, unprocessable},
-    render, see_other,
 };
 
 pub fn router() -> Routes {

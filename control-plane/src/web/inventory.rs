@@ -16,6 +16,7 @@ use common::{domain::Capability, store::webhooks};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::{Viewer, pages, projects::project_context, render, see_other};
 use crate::{
     auth::rules,
     error::{ApiError, ApiForm, ApiPath},
@@ -28,8 +29,6 @@ use crate::{
     },
     state::AppState,
 };
-
-use super::{Viewer, pages, projects::project_context, render, see_other};
 
 pub fn router() -> Routes {
     Routes::new()

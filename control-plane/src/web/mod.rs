@@ -1,5 +1,4 @@
 //! The server-rendered UI: one module per page group, templates from
-
 //! `templates/` (embedded at build time, HTML autoescaped).
 
 use std::marker::PhantomData;

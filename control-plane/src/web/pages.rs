@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use uuid::Uuid;
 
+use super::{Viewer, render, see_other};
 use crate::{
     auth::rules,
     error::{ApiError, ApiForm, ApiPath, ApiQuery},
@@ -27,8 +28,6 @@ use crate::{
     service::me::{DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, issue_token},
     state::AppState,
 };
-
-use super::{Viewer, render, see_other};
 
 pub fn router() -> Routes {
     Routes::new()

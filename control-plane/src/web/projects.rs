@@ -17,6 +17,7 @@ use common::{
 };
 use serde_json::{Value, json};
 
+use super::{Viewer, diff, render, see_other};
 use crate::{
     auth::rules,
     error::{ApiError, ApiForm, ApiPath, ApiQuery},
@@ -28,8 +29,6 @@ use crate::{
     },
     state::AppState,
 };
-
-use super::{Viewer, diff, render, see_other};
 
 pub fn router() -> Routes {
     Routes::new()

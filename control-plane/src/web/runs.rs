@@ -11,6 +11,7 @@ use axum::{
 use common::domain::{Capability, RunState};
 use uuid::Uuid;
 
+use super::{Viewer, render_value, see_other};
 use crate::{
     auth::rules,
     error::{ApiError, ApiForm, ApiPath},
@@ -21,8 +22,6 @@ use crate::{
     },
     state::AppState,
 };
-
-use super::{Viewer, render_value, see_other};
 
 pub fn router() -> Routes {
     Routes::new()

@@ -17,6 +17,11 @@ use common::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::{
+    Viewer,
+    inventory::{FormData, field_errors, text, unprocessable},
+    render, see_other,
+};
 use crate::{
     auth::rules,
     error::{ApiError, ApiForm, ApiPath, ApiQuery},
@@ -34,12 +39,6 @@ use crate::{
         },
     },
     state::AppState,
-};
-
-use super::{
-    Viewer,
-    inventory::{FormData, field_errors, text, unprocessable},
-    render, see_other,
 };
 
 pub fn router() -> Routes {

@@ -215,8 +215,18 @@ async fn flyway_history_on_postgres_is_adopted_and_only_later_migrations_run() {
     let audit = app.audit_rows("target.baselined").await;
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].0, support::ADMIN);
-    assert_eq!(audit[0].1["source"], "flyway");
-    assert_eq!(audit[0].1["versions"], 2);
+    assert_eq!(
+        audit[0].1,
+        json!({
+            "source": "flyway",
+            "table": "flyway_schema_history",
+            "baseline_version": "1.1",
+            "versions": 2,
+            "unknown_ignored": 0,
+            "missing_left_pending": 0,
+            "allow_mismatch": false,
+        })
+    );
     assert!(!audit[0].1.to_string().contains("unused-with-trust"));
 
     // Once is enough: the target now has history.

@@ -1,13 +1,14 @@
 //! The routes of `targets::baseline` over [`crate::service::targets::baseline`].
 
+use axum::{Json, extract::State};
+use uuid::Uuid;
+
 use crate::{
     auth::{Authorized, rules},
     error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody},
     service::targets::baseline::{BaselineBody, Baselined, baseline_target},
     state::AppState,
 };
-use axum::{Json, extract::State};
-use uuid::Uuid;
 
 #[utoipa::path(post, path = "/api/v1/targets/{id}/baseline", tag = "targets",
     params(("id" = Uuid, Path, description = "The target's id")),

@@ -1,13 +1,14 @@
 //! The routes of `targets::bulk` over [`crate::service::targets::bulk`].
 
+use axum::{Json, extract::State, http::StatusCode};
+use uuid::Uuid;
+
 use crate::{
     auth::{Authorized, rules},
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
     service::targets::bulk::{BulkCreated, BulkTargets, create_targets},
     state::AppState,
 };
-use axum::{Json, extract::State, http::StatusCode};
-use uuid::Uuid;
 
 #[utoipa::path(post, path = "/api/v1/projects/{slug}/db-sets/{id}/targets/bulk", tag = "targets",
     params(

@@ -1,14 +1,15 @@
 //! The routes of `targets::live` over [`crate::service::targets::live`].
 
+use axum::{Json, extract::State};
+use common::targets::Probe;
+use uuid::Uuid;
+
 use crate::{
     auth::{Authorized, rules},
     error::{ApiError, ApiPath, ErrorBody},
     service::targets::live::{TargetStateView, target_state, test_connection},
     state::AppState,
 };
-use axum::{Json, extract::State};
-use common::targets::Probe;
-use uuid::Uuid;
 
 #[utoipa::path(post, path = "/api/v1/targets/{id}/test", tag = "targets",
     params(("id" = Uuid, Path, description = "The target's id")),

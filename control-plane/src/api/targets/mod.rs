@@ -1,5 +1,9 @@
 //! The routes of `targets` over [`crate::service::targets`].
 
+use axum::{Json, extract::State, http::StatusCode};
+use common::{domain::Capability, store::inventory::TargetRow};
+use uuid::Uuid;
+
 use crate::{
     auth::{Authorized, rules},
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
@@ -7,9 +11,6 @@ use crate::{
     service::targets::{TargetPatch, delete_target, update_target},
     state::AppState,
 };
-use axum::{Json, extract::State, http::StatusCode};
-use common::{domain::Capability, store::inventory::TargetRow};
-use uuid::Uuid;
 
 pub mod baseline;
 pub mod bulk;

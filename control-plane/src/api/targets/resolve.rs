@@ -1,13 +1,14 @@
 //! The routes of `targets::resolve` over [`crate::service::targets::resolve`].
 
+use axum::{Json, extract::State};
+use uuid::Uuid;
+
 use crate::{
     auth::{Authorized, rules},
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
     service::targets::resolve::{ResolveBody, Resolved, resolve_target},
     state::AppState,
 };
-use axum::{Json, extract::State};
-use uuid::Uuid;
 
 #[utoipa::path(post, path = "/api/v1/targets/{id}/resolve", tag = "targets",
     params(("id" = Uuid, Path, description = "The target's id")),

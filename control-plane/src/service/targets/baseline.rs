@@ -1,35 +1,29 @@
 //! Baselining a target (admins): adopting a database that was migrated
 //! before the hub, so the versions it already has are recorded as applied
 //! instead of being run again. The rules of what is recorded live in
-//! `common::domain::baseline`; this is the order of work around them:
+//! `common::domain::baseline`, the hub's side of recording it in
+//! `common::lifecycle::baseline`; this is the order of work around them:
 //!
 //! 1. connect to the target and take the target lock (the one every worker
 //!    takes before it reads the target's history), so no migration runs
 //!    until the baseline is recorded on both sides;
 //! 2. read the target's `migrate_hub_history` and the other tool's table;
-//! 3. in one tool-database transaction, with the target's row locked:
-//!    refuse a target with history or a dirty one, decide the versions,
-//!    insert the `applied_migrations` rows (no run, `baseline` set) and the
-//!    `target.baselined` audit row;
+//! 3. in one tool-database transaction, `lifecycle::baseline` locks the
+//!    target's row, refuses a target with history or a dirty one, decides
+//!    the versions, inserts the `applied_migrations` rows (no run,
+//!    `baseline` set) and the `target.baselined` audit row;
 //! 4. write the target's `migrate_hub_history` rows (one target
 //!    transaction), then commit the hub's; should that commit fail, the
 //!    target's rows are taken back while the lock is still held.
 //!
-
 //! `GET` previews the same decision without the lock and without writing.
 
-use std::collections::HashMap;
-
 use common::{
-    domain::{
-        Version,
-        baseline::{self, BaselineError, Request},
-    },
-    store::{self, audit, inventory, migrations::MigrationRow},
+    domain::{Version, baseline::Request},
+    lifecycle::{self, TargetFacts},
     targets::baseline::{AdoptError, HistoryEntry, LockedTarget},
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -103,7 +97,6 @@ pub async fn baseline_target(
         state,
         admin,
         target_id: id,
-        project_id: scoped.project_id,
         request: &request,
         allow_mismatch: body.allow_mismatch,
         write,
@@ -117,7 +110,6 @@ struct Adoption<'a> {
     state: &'a AppState,
     admin: &'a CurrentUser,
     target_id: Uuid,
-    project_id: Uuid,
     request: &'a Request,
     allow_mismatch: bool,
     write: bool,
@@ -127,86 +119,46 @@ impl Adoption<'_> {
     /// Everything that happens while the target's session (and, when
     /// writing, its lock) is held.
     async fn run(&self, target: &mut LockedTarget) -> Result<Baselined, ApiError> {
-        let target_rows = target.history_rows().await.map_err(target_refusal)?;
-        let (at, history, source, table) = match self.request {
-            Request::AtVersion(version) => (Some(version), None, "version".to_owned(), None),
+        let history_rows = target.history_rows().await.map_err(target_refusal)?;
+        let external = match self.request {
+            Request::AtVersion(_) => None,
             Request::From { source, table } => {
-                let history = target.read(*source, table).await.map_err(target_refusal)?;
-                (
-                    None,
-                    Some(history),
-                    source.to_string(),
-                    Some(table.to_string()),
-                )
+                Some(target.read(*source, table).await.map_err(target_refusal)?)
             }
+        };
+        let facts = TargetFacts {
+            request: self.request,
+            history_rows,
+            external: external.as_ref(),
+            allow_mismatch: self.allow_mismatch,
         };
 
         let mut tx = self.state.db.begin().await?;
-        // Locked when writing: two baselines of one target serialise here.
-        inventory::scoped_target(&mut tx, self.target_id, self.write)
-            .await?
-            .ok_or(ApiError::NotFound("target"))?;
-        let (hub_applied, dirty) = store::baseline::target_history(&mut tx, self.target_id).await?;
-        baseline::ensure_fresh(
-            usize::try_from(hub_applied).unwrap_or(usize::MAX),
-            target_rows,
-            dirty.as_deref(),
+        let decided = lifecycle::baseline(
+            &mut tx,
+            &self.admin.caller(),
+            self.target_id,
+            &facts,
+            self.write,
         )
-        .map_err(refusal)?;
-        let migrations = store::migrations::list(&mut tx, self.project_id).await?;
-        let project: Vec<Version> = migrations
-            .iter()
-            .filter_map(|m| Version::parse(&m.version).ok())
-            .collect();
-        let plan = baseline::plan(
-            &project,
-            at,
-            history.as_ref(),
-            table.as_deref().unwrap_or_default(),
-            self.allow_mismatch,
-        )
-        .map_err(refusal)?;
-        let by_version: HashMap<&str, &MigrationRow> =
-            migrations.iter().map(|m| (m.version.as_str(), m)).collect();
-        let chosen: Vec<&MigrationRow> = plan
-            .versions
-            .iter()
-            .filter_map(|v| by_version.get(v.to_string().as_str()).copied())
-            .collect();
-        let versions: Vec<String> = chosen.iter().map(|m| m.version.clone()).collect();
+        .await?;
+        let versions = decided.versions();
         let view = Baselined {
             target_id: self.target_id,
-            source: source.clone(),
-            table: table.clone(),
+            source: decided.source.clone(),
+            table: decided.table.clone(),
             baseline_version: versions.last().cloned(),
             versions: versions.clone(),
-            unknown_ignored: plan.unknown.clone(),
-            missing_left_pending: plan.missing.iter().map(Version::to_string).collect(),
+            unknown_ignored: decided.unknown.clone(),
+            missing_left_pending: decided.missing.iter().map(Version::to_string).collect(),
             dry_run: !self.write,
         };
         if !self.write {
             return Ok(view);
         }
 
-        store::baseline::record(&mut tx, self.target_id, &chosen).await?;
-        audit::append(
-            &mut tx,
-            &self
-                .admin
-                .audit("target.baselined", "target", self.target_id)
-                .project(self.project_id)
-                .details(json!({
-                    "source": source,
-                    "table": table,
-                    "baseline_version": versions.last(),
-                    "versions": versions.len(),
-                    "unknown_ignored": plan.unknown.len(),
-                    "missing_left_pending": plan.missing.len(),
-                    "allow_mismatch": self.allow_mismatch,
-                })),
-        )
-        .await?;
-        let entries: Vec<HistoryEntry> = chosen
+        let entries: Vec<HistoryEntry> = decided
+            .migrations
             .iter()
             .map(|m| HistoryEntry {
                 version: m.version.clone(),
@@ -228,20 +180,11 @@ impl Adoption<'_> {
         }
         tracing::info!(
             target_id = %self.target_id,
-            source = %source,
+            source = %decided.source,
             versions = versions.len(),
             "target baselined"
         );
         Ok(view)
-    }
-}
-
-/// A baseline rule's refusal: 422 for a version below every migration
-/// (the request is wrong), else 409 (the target's state is in the way).
-fn refusal(err: BaselineError) -> ApiError {
-    match err {
-        BaselineError::NothingAtOrBelow(_) => ApiError::invalid("version", err.to_string()),
-        other => ApiError::conflict(other.code(), other.to_string()),
     }
 }
 

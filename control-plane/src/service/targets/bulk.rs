@@ -1,7 +1,6 @@
 //! Bulk creation of targets, for real fleets: a JSON array of targets, or a
 //! pasted list of `host:port/database` lines with shared defaults. All or
 //! nothing: every entry is checked before anything is written, then all
-
 //! are inserted in one statement of one transaction, with one audit row.
 
 use std::collections::{BTreeMap, HashSet};

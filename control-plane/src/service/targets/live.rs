@@ -2,12 +2,10 @@
 //! control plane connects to a target. Each connection is bounded (5 s for
 //! connect and query together) and opened with the same code the worker
 //! uses, so a passing test means the worker can connect too (network paths
-
 //! aside: the worker runs in its pool's network).
 
 use std::time::Duration;
 
-use crate::{auth::CurrentUser, error::ApiError, state::AppState};
 use common::{
     domain::drift,
     store::{
@@ -21,6 +19,8 @@ use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+use crate::{auth::CurrentUser, error::ApiError, state::AppState};
 
 /// How long a connection test or a drift read may take, end to end.
 pub const WAIT: Duration = Duration::from_secs(5);

@@ -8,7 +8,6 @@
 //! before it reaches the database, and is never returned, logged or audited.
 //! Adding, removing or changing how a target is reached changes what an
 //! approval of its DB set covers, so those changes invalidate the set's
-
 //! waiting runs in the same transaction.
 
 use common::{

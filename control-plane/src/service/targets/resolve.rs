@@ -5,7 +5,6 @@
 //! Or the admin resumes the script: the run that left the target dirty
 //! queues its execution again, and its worker continues from the statement
 //! that stopped (or the one after it) once it has proven that the applied
-
 //! prefix is unchanged.
 
 use common::{
