@@ -14,7 +14,7 @@ use common::{
     lifecycle::{self, Finish},
     store::{
         audit::Actor,
-        executions::{self, AppliedStep, DirtyMark},
+        executions::{AppliedStep, DirtyMark},
     },
 };
 use sqlx::PgPool;
@@ -87,7 +87,7 @@ impl Reporter {
             .collect();
         with_retry("record applied steps", || async {
             let mut tx = self.db.begin().await?;
-            executions::record_steps(&mut tx, &records).await?;
+            lifecycle::record_steps(&mut tx, &records).await?;
             tx.commit().await
         })
         .await?;
@@ -104,7 +104,7 @@ impl Reporter {
         let statement = i32::try_from(statement).unwrap_or(i32::MAX);
         let result = async {
             let mut conn = self.db.acquire().await?;
-            executions::progress(
+            lifecycle::progress(
                 &mut conn,
                 self.execution_id,
                 version,
@@ -198,16 +198,11 @@ pub async fn finish(
         error: outcome.error.as_deref(),
         failed_version: outcome.failed_version.as_deref(),
         statement: outcome.statement,
+        dirty: outcome.dirty.as_ref(),
         worker,
     };
     with_retry("finish target execution", || async {
         let mut tx = db.begin().await?;
-        // Before the audit row `finish` appends, which holds the chain's
-        // head until commit.
-        if let Some(mark) = &outcome.dirty {
-            executions::mark_dirty(&mut tx, mark, outcome.error.as_deref().unwrap_or_default())
-                .await?;
-        }
         let settled = lifecycle::finish(&mut tx, &finish).await?;
         tx.commit().await?;
         Ok(settled)

@@ -11,7 +11,7 @@ use crate::{
     },
     store::{
         audit::{self, Actor, Entry},
-        executions::{self, ClaimedExecution, Ending},
+        executions::{self, AppliedStep, ClaimedExecution, DirtyMark, Ending},
         runs, webhooks,
     },
 };
@@ -67,6 +67,32 @@ pub async fn started(
     Ok(())
 }
 
+/// Steps that committed on the target, recorded in the hub: each one's
+/// history row and the target's applied set. Called only after the target
+/// committed them, so a lost record leaves the target ahead of the hub
+/// (which the next claim catches up or reports as drift), never behind.
+pub async fn record_steps(
+    conn: &mut PgConnection,
+    steps: &[AppliedStep<'_>],
+) -> Result<(), LifecycleError> {
+    executions::record_steps(conn, steps).await?;
+    Ok(())
+}
+
+/// How far a running script has got: its version, the statement reached
+/// (1-based) and the hash of the statements applied so far — what a resume
+/// proves on the target before it goes on.
+pub async fn progress(
+    conn: &mut PgConnection,
+    execution_id: Uuid,
+    version: &str,
+    statement: i32,
+    applied_hash: &str,
+) -> Result<(), LifecycleError> {
+    executions::progress(conn, execution_id, version, statement, applied_hash).await?;
+    Ok(())
+}
+
 /// How an execution ended, and who says so (the worker that ran it, the
 /// recovery of a dead worker's target, an admin).
 #[derive(Debug, Clone)]
@@ -78,18 +104,26 @@ pub struct Finish<'a> {
     pub failed_version: Option<&'a str>,
     /// The statement reached (1-based) when a statement-by-statement script failed.
     pub statement: Option<i32>,
+    /// The target is left dirty: a script stopped part-way, or its history
+    /// could not be written.
+    pub dirty: Option<&'a DirtyMark>,
     pub worker: &'a Actor,
 }
 
 /// Ends a running execution and audits it; starts what may start next
 /// (concurrency, canary) or stops the rest (stop on failure, a failed
 /// canary); and when it was the run's last one, records the run's outcome.
+/// A target left dirty is marked first.
 /// Returns the run's new state when the run finished. A report for an
 /// execution that is not running (late, or repeated) changes nothing.
 pub async fn finish(
     conn: &mut PgConnection,
     f: &Finish<'_>,
 ) -> Result<Option<RunState>, LifecycleError> {
+    // Before the audit row below, which holds the chain's head until commit.
+    if let Some(mark) = f.dirty {
+        executions::mark_dirty(conn, mark, f.error.unwrap_or_default()).await?;
+    }
     let ending = Ending {
         execution_id: f.execution_id,
         state: f.state,
