@@ -5,7 +5,9 @@
 #     with the pgcrypto and hstore extensions available (the queue needs them);
 #   - MariaDB on 127.0.0.1:3306, user `root` without a password over TCP;
 #   - cargo-nextest, the test runner, promtool, and headless Chromium with
-#     chromedriver for the browser tests (all skipped with --no-nextest).
+#     chromedriver for the browser tests (all skipped with --no-nextest);
+#   - clang and libclang, which building the SQL review's PostgreSQL parser
+#     (pg_query: libpg_query compiled with bindings from bindgen) needs.
 #
 # Missing servers are installed from the distribution's packages, stopped ones
 # are started. Safe to run any number of times; when everything is already up
@@ -206,6 +208,22 @@ ensure_mariadb() {
         || die "cannot log in to MariaDB as root over $MH_MY_HOST:$MH_MY_PORT without a password (is the server listening on TCP? check bind-address, port and skip-networking)"
 }
 
+# --- Build tools --------------------------------------------------------------------
+
+# pg_query compiles libpg_query and generates its Rust bindings with bindgen,
+# which loads libclang at build time: without both, `cargo build` fails in
+# pg_query's build script.
+build_tools_ok() {
+    have clang && compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null
+}
+
+ensure_build_tools() {
+    if ! build_tools_ok; then
+        info "installing clang and libclang (Debian packages clang, libclang-dev) for pg_query's build"
+        apt_install clang libclang-dev
+    fi
+}
+
 # --- Test runner --------------------------------------------------------------------
 
 # Test tools from Debian: promtool (package prometheus) checks the /metrics
@@ -246,6 +264,7 @@ main() {
         *) usage ;;
         esac
     done
+    ensure_build_tools
     ensure_postgres
     ensure_mariadb
     if ((nextest)); then

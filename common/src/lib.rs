@@ -8,6 +8,7 @@ pub mod db;
 pub mod domain;
 pub mod lifecycle;
 pub mod queue;
+pub mod review;
 pub mod store;
 pub mod targets;
 pub mod telemetry;

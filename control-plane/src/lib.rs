@@ -11,6 +11,7 @@ pub mod cli;
 pub mod error;
 pub mod http_trace;
 pub mod input;
+pub mod lint;
 pub mod listener;
 pub mod metrics;
 pub mod notify;

@@ -10,7 +10,7 @@ use common::{
     store::audit,
     telemetry,
 };
-use control_plane::{app, ci, cli, state};
+use control_plane::{app, ci, cli, lint, state};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -77,6 +77,10 @@ enum Command {
         #[command(subcommand)]
         command: ci::CiCommand,
     },
+    /// Review migration SQL offline (the hub's SQL review analyzers): prints
+    /// `file:line: CODE severity message`; exits 0 (no error-level
+    /// finding), 1 (some) or 2 (the paths could not be read).
+    Lint(lint::LintArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,10 +128,11 @@ enum AuditCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Pipelines have no tool database: the client runs before (and without)
-    // the control plane's settings.
+    // Pipelines have no tool database: the client and the linter run before
+    // (and without) the control plane's settings.
     let command = match cli.command {
         Command::Ci { command } => return ci::main(command),
+        Command::Lint(args) => return lint::main(args),
         command => command,
     };
     let settings = match ControlPlaneSettings::load(&Environment) {
@@ -157,8 +162,8 @@ fn main() -> ExitCode {
 
 async fn run(command: Command, settings: ControlPlaneSettings) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Ci { .. } => {
-            unreachable!("`ci` commands are dispatched in main, before the settings load")
+        Command::Ci { .. } | Command::Lint(_) => {
+            unreachable!("`ci` and `lint` are dispatched in main, before the settings load")
         }
         Command::Serve { no_migrate } => {
             // Lazy: an unavailable tool database is reported on /readyz

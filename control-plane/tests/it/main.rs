@@ -19,6 +19,7 @@ mod import;
 mod inventory;
 mod inventory_pages;
 mod keys;
+mod lint;
 mod metrics;
 mod openapi;
 mod pages;
