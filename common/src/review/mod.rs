@@ -22,6 +22,7 @@ use serde::Serialize;
 use crate::domain::{Engine, directives};
 
 mod mysql;
+pub mod policy;
 mod postgres;
 mod rules;
 
