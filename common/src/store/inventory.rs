@@ -549,6 +549,20 @@ pub async fn target_counts(
     .await
 }
 
+/// The engines of a project's visible targets, each once, in a stable
+/// order.
+pub async fn project_engines(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+) -> Result<Vec<Engine>, sqlx::Error> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT DISTINCT t.engine {VISIBLE_TARGETS} AND d.project_id = $1 ORDER BY t.engine"
+    )))
+    .bind(project_id)
+    .fetch_all(conn)
+    .await
+}
+
 /// Where a visible target lives, for links back: the project's slug and
 /// the id and name of its DB set.
 pub async fn target_location(

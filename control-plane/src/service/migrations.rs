@@ -2,14 +2,15 @@
 
 use common::{
     domain::{
-        Checksum, Version,
+        Checksum, Engine, Version,
         directives::needs_no_transaction,
         import::{self, Layout},
         order,
     },
     lifecycle,
+    review::{self, Context, Finding},
     store::{
-        audit,
+        audit, inventory,
         migrations::{self, MigrationRow, NewMigration},
         runs::{self, RunScope},
     },
@@ -456,4 +457,36 @@ pub async fn import_migrations(
     }
     tx.commit().await?;
     Ok(report)
+}
+
+/// What the SQL analyzers see in a migration's scripts on one engine, at the
+/// catalogue's severities (a run applies its environment's policy).
+#[derive(Debug, Serialize)]
+pub struct EngineReview {
+    pub engine: Engine,
+    pub up: Vec<Finding>,
+    pub down: Vec<Finding>,
+}
+
+/// Reviews the migration's up and down scripts for each engine the
+/// project's targets use (none while it has no targets: the review depends
+/// on the engine).
+pub async fn review_for_project(
+    conn: &mut sqlx::PgConnection,
+    project_id: uuid::Uuid,
+    migration: &MigrationRow,
+) -> Result<Vec<EngineReview>, ApiError> {
+    let engines = inventory::project_engines(conn, project_id).await?;
+    Ok(engines
+        .into_iter()
+        .map(|engine| {
+            let check =
+                |sql: &str| review::review(engine, sql, &mut Context::for_script(engine, sql));
+            EngineReview {
+                engine,
+                up: check(&migration.up_sql),
+                down: migration.down_sql.as_deref().map(check).unwrap_or_default(),
+            }
+        })
+        .collect())
 }

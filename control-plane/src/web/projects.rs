@@ -24,7 +24,9 @@ use crate::{
     routes::{Access, Routes},
     service::{
         inventory::project,
-        migrations::{CreateMigration, EditMigration, create_migration, edit_migration},
+        migrations::{
+            CreateMigration, EditMigration, create_migration, edit_migration, review_for_project,
+        },
         runs::{RequestRun, request_run},
     },
     state::AppState,
@@ -257,10 +259,11 @@ async fn migration_page(
         .await?
         .ok_or(ApiError::NotFound("migration"))?;
     let revisions = migrations::revisions(&mut conn, migration.id).await?;
+    let reviews = review_for_project(&mut conn, project.id, &migration).await?;
     render(
         &state,
         "projects/migration.html",
-        json!({ "project": project, "migration": migration, "revisions": revisions, "can_author": viewer.user.can(Capability::Author) }),
+        json!({ "project": project, "migration": migration, "revisions": revisions, "reviews": reviews, "can_author": viewer.user.can(Capability::Author) }),
         Some(&viewer),
     )
 }

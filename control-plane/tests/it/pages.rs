@@ -266,3 +266,37 @@ async fn deny_and_cancel_forms_and_the_dashboard() {
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert!(user.get(&runs[1]).await.body.contains("state-cancelled"));
 }
+
+#[tokio::test]
+async fn migration_page_shows_the_review_for_the_engines_of_the_projects_targets() {
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    app.migration(
+        &slug,
+        "1",
+        "CREATE INDEX orders_customer ON orders (customer_id);",
+        "DROP INDEX orders_customer;",
+    )
+    .await;
+    let user = TokenBrowser::new(&app, &app.user);
+    let path = format!("/projects/{slug}/migrations/1");
+
+    // No target yet: the review depends on the engine, so none is shown.
+    let page = user.get(&path).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("The review appears once the project has targets"));
+    assert!(!page.body.contains("index-not-concurrent"));
+
+    let set = app.db_set(&slug, "orders", "daily").await;
+    let db = common::testing::TestDatabase::create("mh_test_target").await;
+    app.pg_target(&slug, &set, "t1", &db).await;
+    let page = user.get(&path).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("<h3>PostgreSQL</h3>"), "{}", page.body);
+    // The up script builds an index on an existing table under a write
+    // lock; the down script drops one the same way.
+    assert!(page.body.contains("<code>index-not-concurrent</code>"));
+    assert!(page.body.contains("<code>drop-index-not-concurrent</code>"));
+    assert!(page.body.contains("CONCURRENTLY"), "the fix is shown");
+    assert!(!page.body.contains("MySQL / MariaDB"), "no MySQL target, no MySQL review");
+}
