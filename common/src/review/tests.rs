@@ -3,6 +3,39 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::domain::import;
 
+/// Each analyzer's cases (code, scripts on which it must fire, scripts on
+/// which it must stay silent) against `codes`, the codes a review of a
+/// script reports; and every analyzer of `engine` has cases.
+pub(crate) fn check_cases(
+    engine: &str,
+    cases: &[(&str, &[&str], &[&str])],
+    codes: impl Fn(&str) -> Vec<&'static str>,
+) {
+    for (code, fires, silent) in cases {
+        for sql in *fires {
+            let found = codes(sql);
+            assert!(
+                found.contains(code),
+                "{code} should fire on {sql:?}: {found:?}"
+            );
+        }
+        for sql in *silent {
+            let found = codes(sql);
+            assert!(
+                !found.contains(code),
+                "{code} should not fire on {sql:?}: {found:?}"
+            );
+        }
+    }
+    for a in ANALYZERS.iter().filter(|a| a.engines.contains(&engine)) {
+        assert!(
+            cases.iter().any(|(c, _, _)| *c == a.code),
+            "no {engine} case for {}",
+            a.code
+        );
+    }
+}
+
 #[test]
 fn review_catalogue_codes_are_unique_and_have_fixes() {
     let mut seen = BTreeSet::new();

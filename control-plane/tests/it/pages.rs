@@ -284,7 +284,10 @@ async fn migration_page_shows_the_review_for_the_engines_of_the_projects_targets
     // No target yet: the review depends on the engine, so none is shown.
     let page = user.get(&path).await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.body.contains("The review appears once the project has targets"));
+    assert!(
+        page.body
+            .contains("The review appears once the project has targets")
+    );
     assert!(!page.body.contains("index-not-concurrent"));
 
     let set = app.db_set(&slug, "orders", "daily").await;
@@ -298,5 +301,8 @@ async fn migration_page_shows_the_review_for_the_engines_of_the_projects_targets
     assert!(page.body.contains("<code>index-not-concurrent</code>"));
     assert!(page.body.contains("<code>drop-index-not-concurrent</code>"));
     assert!(page.body.contains("CONCURRENTLY"), "the fix is shown");
-    assert!(!page.body.contains("MySQL / MariaDB"), "no MySQL target, no MySQL review");
+    assert!(
+        !page.body.contains("MySQL / MariaDB"),
+        "no MySQL target, no MySQL review"
+    );
 }

@@ -159,37 +159,8 @@ const CASES: &[(&str, &[&str], &[&str])] = &[
 ];
 
 #[test]
-fn review_mysql_analyzers_fire_and_stay_silent() {
-    for (code, fires, silent) in CASES {
-        for sql in *fires {
-            assert!(
-                codes(sql).contains(code),
-                "{code} should fire on {sql:?}: {:?}",
-                codes(sql)
-            );
-        }
-        for sql in *silent {
-            assert!(
-                !codes(sql).contains(code),
-                "{code} should not fire on {sql:?}: {:?}",
-                codes(sql)
-            );
-        }
-    }
-}
-
-#[test]
-fn review_mysql_cases_cover_every_mysql_analyzer() {
-    for a in super::super::ANALYZERS
-        .iter()
-        .filter(|a| a.engines.contains(&"mysql"))
-    {
-        assert!(
-            CASES.iter().any(|(c, _, _)| *c == a.code),
-            "no case for {}",
-            a.code
-        );
-    }
+fn review_mysql_analyzers_fire_and_stay_silent_and_every_one_has_cases() {
+    crate::review::tests::check_cases("mysql", CASES, codes);
 }
 
 #[test]
