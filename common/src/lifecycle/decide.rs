@@ -26,9 +26,7 @@ pub async fn approve(
     run_id: Uuid,
     comment: &str,
 ) -> Result<(), LifecycleError> {
-    let run = runs::lock(conn, run_id)
-        .await?
-        .ok_or(LifecycleError::NotFound("run"))?;
+    let run = super::lock_run(conn, run_id).await?;
     let facts = Facts::load(conn, &run).await?;
     let outcome = match approval::decide_approval(
         &facts.policy,
@@ -68,9 +66,7 @@ pub async fn deny(
     run_id: Uuid,
     reason: &str,
 ) -> Result<(), LifecycleError> {
-    let run = runs::lock(conn, run_id)
-        .await?
-        .ok_or(LifecycleError::NotFound("run"))?;
+    let run = super::lock_run(conn, run_id).await?;
     let facts = Facts::load(conn, &run).await?;
     if let Err(err) =
         approval::check_denial(&facts.policy, &facts.context(&run), caller.id, caller.role)

@@ -46,6 +46,16 @@ use crate::{
     store::audit::{Actor, Entry},
 };
 
+/// The run `run_id`, locked for the step; `NotFound` when there is none.
+async fn lock_run(
+    conn: &mut sqlx::PgConnection,
+    run_id: Uuid,
+) -> Result<crate::store::runs::RunRow, LifecycleError> {
+    crate::store::runs::lock(conn, run_id)
+        .await?
+        .ok_or(LifecycleError::NotFound("run"))
+}
+
 /// A person acting on a run (signed in, or through one of their tokens).
 #[derive(Debug, Clone)]
 pub struct Caller {

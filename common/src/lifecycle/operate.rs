@@ -43,9 +43,7 @@ pub async fn execute(
             "must be within 30 days",
         ));
     }
-    let run = runs::lock(conn, run_id)
-        .await?
-        .ok_or(LifecycleError::NotFound("run"))?;
+    let run = super::lock_run(conn, run_id).await?;
     require_operator(conn, caller, &run).await?;
     let next = transition(&run, RunEvent::Execute, "execute")?;
     invalidate_if_stale(conn, caller, &run).await?;
@@ -92,9 +90,7 @@ pub async fn cancel(
     caller: &Caller,
     run_id: Uuid,
 ) -> Result<(), LifecycleError> {
-    let run = runs::lock(conn, run_id)
-        .await?
-        .ok_or(LifecycleError::NotFound("run"))?;
+    let run = super::lock_run(conn, run_id).await?;
     require_operator(conn, caller, &run).await?;
     let next = transition(&run, RunEvent::Cancel, "be cancelled")?;
     let cancelled =
