@@ -67,7 +67,9 @@ CREATE TABLE public.approvals (
     comment text DEFAULT ''::text NOT NULL,
     digest text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT approvals_decision_check CHECK ((decision = ANY (ARRAY['approved'::text, 'denied'::text])))
+    role text,
+    CONSTRAINT approvals_decision_check CHECK ((decision = ANY (ARRAY['approved'::text, 'denied'::text]))),
+    CONSTRAINT approvals_role_check CHECK ((role = ANY (ARRAY['user'::text, 'manager'::text, 'admin'::text])))
 );
 
 CREATE TABLE public.audit_head (
@@ -112,10 +114,15 @@ CREATE TABLE public.environments (
     statement_timeout_ms integer DEFAULT 600000 NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    review_policy jsonb DEFAULT '{"settings": {}, "require_down": false}'::jsonb NOT NULL,
+    high_risk_approvals integer DEFAULT 0 NOT NULL,
+    high_risk_requires_admin boolean DEFAULT false NOT NULL,
+    CONSTRAINT environments_high_risk_approvals_check CHECK (((high_risk_approvals >= 0) AND (high_risk_approvals <= 10))),
     CONSTRAINT environments_lock_timeout_ms_check CHECK ((lock_timeout_ms >= 0)),
     CONSTRAINT environments_name_check CHECK ((name ~ '^[a-z][a-z0-9-]{0,29}$'::text)),
     CONSTRAINT environments_prd_no_self_approval CHECK (((name <> 'prd'::text) OR (NOT allow_self_approval))),
     CONSTRAINT environments_required_approvals_check CHECK ((required_approvals >= 1)),
+    CONSTRAINT environments_review_policy_check CHECK ((jsonb_typeof(review_policy) = 'object'::text)),
     CONSTRAINT environments_statement_timeout_ms_check CHECK ((statement_timeout_ms >= 0))
 );
 
@@ -218,6 +225,19 @@ CREATE SEQUENCE public.run_transitions_id_seq
 
 ALTER SEQUENCE public.run_transitions_id_seq OWNED BY public.run_transitions.id;
 
+CREATE TABLE public.run_waivers (
+    id uuid NOT NULL,
+    run_id uuid NOT NULL,
+    version text NOT NULL,
+    code text NOT NULL,
+    line integer NOT NULL,
+    reason text NOT NULL,
+    created_by uuid NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT run_waivers_line_check CHECK ((line >= 0)),
+    CONSTRAINT run_waivers_reason_check CHECK (((length(reason) >= 1) AND (length(reason) <= 1000)))
+);
+
 CREATE TABLE public.runs (
     id uuid NOT NULL,
     project_id uuid NOT NULL,
@@ -242,10 +262,14 @@ CREATE TABLE public.runs (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     queued_at timestamp with time zone,
     finished_at timestamp with time zone,
+    review jsonb,
+    review_digest text,
+    risk text,
     CONSTRAINT runs_canary_check CHECK ((canary >= 0)),
     CONSTRAINT runs_concurrency_check CHECK ((concurrency >= 1)),
     CONSTRAINT runs_digest_check CHECK ((digest ~ '^[0-9a-f]{64}$'::text)),
     CONSTRAINT runs_direction_check CHECK ((direction = ANY (ARRAY['up'::text, 'down'::text]))),
+    CONSTRAINT runs_risk_check CHECK ((risk = ANY (ARRAY['low'::text, 'medium'::text, 'high'::text]))),
     CONSTRAINT runs_state_check CHECK ((state = ANY (ARRAY['pending_approval'::text, 'approved'::text, 'queued'::text, 'running'::text, 'succeeded'::text, 'failed'::text, 'partially_failed'::text, 'denied'::text, 'cancelled'::text, 'invalidated'::text])))
 );
 
@@ -424,6 +448,12 @@ ALTER TABLE ONLY public.run_migrations
 ALTER TABLE ONLY public.run_transitions
     ADD CONSTRAINT run_transitions_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY public.run_waivers
+    ADD CONSTRAINT run_waivers_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.run_waivers
+    ADD CONSTRAINT run_waivers_run_id_version_code_line_key UNIQUE (run_id, version, code, line);
+
 ALTER TABLE ONLY public.runs
     ADD CONSTRAINT runs_pkey PRIMARY KEY (id);
 
@@ -572,6 +602,12 @@ ALTER TABLE ONLY public.run_transitions
 
 ALTER TABLE ONLY public.run_transitions
     ADD CONSTRAINT run_transitions_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(id);
+
+ALTER TABLE ONLY public.run_waivers
+    ADD CONSTRAINT run_waivers_created_by_fkey FOREIGN KEY (created_by) REFERENCES public.users(id);
+
+ALTER TABLE ONLY public.run_waivers
+    ADD CONSTRAINT run_waivers_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.runs
     ADD CONSTRAINT runs_db_set_id_fkey FOREIGN KEY (db_set_id) REFERENCES public.db_sets(id);

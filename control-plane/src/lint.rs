@@ -2,8 +2,10 @@
 //!
 //! Runs the same analyzers as the hub ([`common::review`]) on migration
 //! folders (any layout the import reads) or single files, without a tool
-//! database or a server. Exit 1 when an error-level finding remains, so a
-//! pipeline stops before the run is even requested.
+//! database or a server, rated by the catalogue, an environment's default
+//! policy or a policy file, with the waivers the scripts' `-- migrate-hub:allow`
+//! directives give. Exit 1 when an error-level finding nobody waived
+//! remains, so a pipeline stops before the run is even requested.
 
 use std::{
     fmt::Write as _,
@@ -13,8 +15,12 @@ use std::{
 
 use clap::{Args, ValueEnum};
 use common::{
-    domain::{Engine, import},
-    review::{self, ANALYZERS, Finding, Severity},
+    domain::{Engine, directives, import},
+    review::{
+        ANALYZERS, Severity,
+        policy::Policy,
+        run::{self, Item, Script},
+    },
 };
 use serde_json::json;
 
@@ -27,6 +33,17 @@ pub struct LintArgs {
     /// (workflow annotations) or `sarif` (code-scanning upload).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Rate the findings as this environment does by default (`prd`:
+    /// destructive and locking rules are errors); with `--policy`, the
+    /// environment whose defaults the file's settings override.
+    #[arg(long)]
+    pub environment: Option<String>,
+    /// A review policy as JSON, as `GET /api/v1/environments` shows an
+    /// environment's `review_policy`: `{"settings": {"CODE":
+    /// "off|warning|error"}, "require_down": false}`. Without `--policy`
+    /// and `--environment`, findings keep the catalogue's severities.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
     /// Migration folders (Flyway, golang-migrate, dbmate, goose or diesel
     /// layout; the up scripts are reviewed) or single SQL files (reviewed
     /// whole).
@@ -49,27 +66,72 @@ pub struct Located {
     /// The line in the file (the script's line, shifted where the script
     /// starts further down the file, as a dbmate or goose up section does).
     pub line: usize,
-    pub finding: Finding,
+    pub finding: Item,
+}
+
+/// How findings are rated: an environment's name and policy.
+#[derive(Debug, Clone)]
+pub struct Rating {
+    pub environment: String,
+    pub policy: Policy,
+}
+
+impl Rating {
+    /// The catalogue's severities.
+    pub fn catalogue() -> Self {
+        Rating {
+            environment: String::new(),
+            policy: Policy::catalogue(),
+        }
+    }
+
+    /// The rating `--environment` and `--policy` ask for.
+    pub fn from_args(environment: Option<&str>, policy: Option<&Path>) -> anyhow::Result<Self> {
+        let policy = match policy {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                let policy: Policy = serde_json::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: not a review policy: {e}", path.display()))?;
+                policy
+                    .check()
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                policy
+            }
+            None if environment.is_some() => Policy::default(),
+            None => return Ok(Self::catalogue()),
+        };
+        Ok(Rating {
+            environment: environment.unwrap_or_default().to_owned(),
+            policy,
+        })
+    }
 }
 
 /// Reviews every path; each migration is reviewed on its own (the tables
 /// it creates are new to it, those of other migrations are taken to exist:
 /// the pipeline does not know which versions the target already has).
-pub fn lint(engine: Engine, paths: &[PathBuf]) -> anyhow::Result<Vec<Located>> {
+pub fn lint(engine: Engine, rating: &Rating, paths: &[PathBuf]) -> anyhow::Result<Vec<Located>> {
     let mut out = Vec::new();
     for path in paths {
         if path.is_dir() {
-            lint_folder(engine, path, &mut out)?;
+            lint_folder(engine, rating, path, &mut out)?;
         } else {
             let sql = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            push(&mut out, path.display().to_string(), 0, engine, &sql);
+            let file = path.display().to_string();
+            push(&mut out, (file, 0), engine, rating, &sql, true);
         }
     }
     Ok(out)
 }
 
-fn lint_folder(engine: Engine, dir: &Path, out: &mut Vec<Located>) -> anyhow::Result<()> {
+fn lint_folder(
+    engine: Engine,
+    rating: &Rating,
+    dir: &Path,
+    out: &mut Vec<Located>,
+) -> anyhow::Result<()> {
     let files = crate::cli::read_folder(dir)?;
     let (_, migrations) =
         import::read(&files).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
@@ -97,10 +159,11 @@ fn lint_folder(engine: Engine, dir: &Path, out: &mut Vec<Located>) -> anyhow::Re
             .unwrap_or_else(|| (candidates.first().cloned().unwrap_or_default(), 0));
         push(
             out,
-            dir.join(file).display().to_string(),
-            offset,
+            (dir.join(file).display().to_string(), offset),
             engine,
+            rating,
             &m.up_sql,
+            m.down_sql.is_some(),
         );
     }
     Ok(())
@@ -111,12 +174,33 @@ fn looks_like_down(name: &str) -> bool {
     file.ends_with(".down.sql") || file == "down.sql" || file.starts_with('U')
 }
 
-fn push(out: &mut Vec<Located>, file: String, offset: usize, engine: Engine, sql: &str) {
-    let mut ctx = review::Context::for_script(engine, sql);
-    for finding in review::review(engine, sql, &mut ctx) {
+/// Reviews one script found at `(file, offset)` (the line before it
+/// starts), with its directives, rated as `rating` says.
+fn push(
+    out: &mut Vec<Located>,
+    (file, offset): (String, usize),
+    engine: Engine,
+    rating: &Rating,
+    sql: &str,
+    has_down: bool,
+) {
+    let review = run::review_run(&run::Inputs {
+        environment: &rating.environment,
+        policy: &rating.policy,
+        engines: &[engine],
+        scripts: &[Script {
+            version: "",
+            sql,
+            has_down,
+            transactional: engine == Engine::Postgres && !directives::needs_no_transaction(sql),
+        }],
+        waivers: &[],
+    });
+    for finding in review.scripts.into_iter().flat_map(|s| s.findings) {
         out.push(Located {
             file: file.clone(),
-            line: finding.line + offset,
+            // A finding about the whole script points at its first line.
+            line: finding.line.max(1) + offset,
             finding,
         });
     }
@@ -134,6 +218,9 @@ pub fn render(findings: &[Located], format: Format) -> String {
                     "{}:{}: {} {} {}\n    fix: {}",
                     l.file, l.line, f.code, f.severity, f.message, f.hint
                 );
+                if let Some(w) = &f.waived {
+                    let _ = writeln!(s, "    waived: {}", w.reason);
+                }
             }
         }
         Format::Json => {
@@ -148,6 +235,7 @@ pub fn render(findings: &[Located], format: Format) -> String {
                         "severity": l.finding.severity,
                         "message": l.finding.message,
                         "hint": l.finding.hint,
+                        "waived": l.finding.waived.as_ref().map(|w| &w.reason),
                     })
                 })
                 .collect();
@@ -158,6 +246,7 @@ pub fn render(findings: &[Located], format: Format) -> String {
             for l in findings {
                 let f = &l.finding;
                 let level = match f.severity {
+                    _ if f.waived.is_some() => "notice",
                     Severity::Error => "error",
                     Severity::Warning => "warning",
                     Severity::Info => "notice",
@@ -204,7 +293,7 @@ fn sarif(findings: &[Located]) -> serde_json::Value {
         .map(|l| {
             json!({
                 "ruleId": l.finding.code,
-                "level": level(l.finding.severity),
+                "level": if l.finding.waived.is_some() { "note" } else { level(l.finding.severity) },
                 "message": { "text": format!("{} (fix: {})", l.finding.message, l.finding.hint) },
                 "locations": [{
                     "physicalLocation": {
@@ -243,17 +332,16 @@ fn escape_property(s: &str) -> String {
 /// The command: prints the findings; exit 0 (no error-level finding), 1
 /// (some) or 2 (the paths could not be read).
 pub fn main(args: LintArgs) -> ExitCode {
-    match lint(args.engine, &args.paths) {
+    let result = Rating::from_args(args.environment.as_deref(), args.policy.as_deref())
+        .and_then(|rating| lint(args.engine, &rating, &args.paths));
+    match result {
         Ok(findings) => {
             // A closed pipe (`lint … | head`) is not an error worth a panic.
             let _ = std::io::Write::write_all(
                 &mut std::io::stdout(),
                 render(&findings, args.format).as_bytes(),
             );
-            if findings
-                .iter()
-                .any(|l| l.finding.severity == Severity::Error)
-            {
+            if findings.iter().any(|l| l.finding.blocks()) {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS

@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use axum::body::Bytes;
 use common::{
     domain::{Direction, RunState},
+    review::run::RunReview,
     store::runs::{self, ApprovalRow, ExecutionRow, RunRecord, RunRow, TransitionRow},
 };
 use serde::Serialize;
@@ -39,8 +40,22 @@ pub struct RunView {
     pub canary: i32,
     pub lock_timeout_ms: i32,
     pub statement_timeout_ms: i32,
-    /// The environment's current requirement.
+    /// Approvals the run needs: its environment's current requirement for
+    /// a run of its risk.
     pub required_approvals: Option<i32>,
+    /// The roles whose approval counts towards the requirement: `["admin"]`
+    /// when the environment wants an admin among the approvers of a
+    /// high-risk run (one admin approval is then needed).
+    pub approver_roles: Vec<&'static str>,
+    /// `low`, `medium` or `high`, from the SQL review's findings (waived
+    /// ones included); `null` for runs requested before reviews existed.
+    pub risk: Option<String>,
+    /// The SQL review pinned with the run: per migration and engine, the
+    /// findings as the environment's policy rates them, with their waivers.
+    pub review: Option<RunReview>,
+    /// Error findings nobody waived: while any remain, the run cannot be
+    /// approved (`409 review_failed`).
+    pub blocking_findings: usize,
     #[serde(with = "time::serde::rfc3339::option")]
     pub not_before: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
@@ -73,8 +88,12 @@ impl From<RunRecord> for RunView {
             approvals,
             executions,
             transitions,
-            required_approvals,
+            approval_policy,
+            review,
         } = record;
+        let requirement = approval_policy
+            .as_ref()
+            .map(|p| p.requirement(run.risk.as_deref() == Some("high")));
         RunView {
             id: run.id,
             project_id: run.project_id,
@@ -92,7 +111,13 @@ impl From<RunRecord> for RunView {
             canary: run.canary,
             lock_timeout_ms: run.lock_timeout_ms,
             statement_timeout_ms: run.statement_timeout_ms,
-            required_approvals,
+            required_approvals: requirement.map(|r| r.approvals),
+            approver_roles: requirement
+                .map(|r| r.approver_roles().to_vec())
+                .unwrap_or_default(),
+            risk: run.risk,
+            blocking_findings: review.as_ref().map_or(0, |r| r.blocking().len()),
+            review,
             not_before: run.not_before,
             created_at: run.created_at,
             queued_at: run.queued_at,

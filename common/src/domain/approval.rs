@@ -16,12 +16,52 @@ pub struct Policy {
     /// Whether the requester or an author of a covered migration may approve.
     pub allow_self_approval: bool,
     pub require_previous_success: bool,
+    /// Approvals a high-risk run needs (never fewer than
+    /// `required_approvals`; 0: no more than those).
+    pub high_risk_approvals: i32,
+    /// Whether one approver of a high-risk run must be an admin.
+    pub high_risk_requires_admin: bool,
 }
 
 impl Policy {
     /// `prd` never allows self-approval, whatever its row says.
     pub fn self_approval_allowed(&self) -> bool {
         self.allow_self_approval && self.environment != "prd"
+    }
+
+    /// What a run needs before it is approved, given whether its review
+    /// rated it high-risk.
+    pub fn requirement(&self, high_risk: bool) -> Requirement {
+        if high_risk {
+            Requirement {
+                approvals: self.required_approvals.max(self.high_risk_approvals),
+                admin: self.high_risk_requires_admin,
+            }
+        } else {
+            Requirement {
+                approvals: self.required_approvals,
+                admin: false,
+            }
+        }
+    }
+}
+
+/// How many approvals a run needs, and whether one must come from an admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Requirement {
+    pub approvals: i32,
+    pub admin: bool,
+}
+
+impl Requirement {
+    /// The roles whose approval counts (`approver_roles` in the API): an
+    /// admin is needed among them when `admin` is set.
+    pub fn approver_roles(&self) -> &'static [&'static str] {
+        if self.admin {
+            &["admin"]
+        } else {
+            &["manager", "admin"]
+        }
     }
 }
 
@@ -35,6 +75,10 @@ pub struct ApprovalContext<'a> {
     pub approvers: &'a [Uuid],
     /// The digest the run pins now; `None` when the pinned facts changed.
     pub digest_current: bool,
+    /// Whether the run's review rated it high-risk.
+    pub high_risk: bool,
+    /// Whether an admin is among the recorded approvers.
+    pub admin_approved: bool,
 }
 
 /// What a manager decides on a run; refusals name it.
@@ -96,9 +140,11 @@ pub fn decide_approval(
         return Err(ApprovalError::AlreadyApproved);
     }
     let count = ctx.approvers.len() as i32 + 1;
+    let needs = policy.requirement(ctx.high_risk);
+    let admin = ctx.admin_approved || role == Role::Admin;
     Ok(ApprovalOutcome {
         count,
-        fully_approved: count >= policy.required_approvals,
+        fully_approved: count >= needs.approvals && (admin || !needs.admin),
     })
 }
 
@@ -150,6 +196,8 @@ mod tests {
             required_approvals: required,
             allow_self_approval: self_ok,
             require_previous_success: false,
+            high_risk_approvals: 0,
+            high_risk_requires_admin: false,
         }
     }
 
@@ -165,7 +213,62 @@ mod tests {
             authors,
             approvers,
             digest_current: true,
+            high_risk: false,
+            admin_approved: false,
         }
+    }
+
+    #[test]
+    fn a_high_risk_run_needs_more_approvals_and_an_admin_where_the_policy_says_so() {
+        let mut p = policy("prd", 2, false);
+        p.high_risk_approvals = 3;
+        p.high_risk_requires_admin = true;
+        assert_eq!(
+            p.requirement(false),
+            Requirement {
+                approvals: 2,
+                admin: false
+            }
+        );
+        assert_eq!(p.requirement(true).approver_roles(), ["admin"]);
+        let mut high = ctx(&[M1], &[]);
+        high.high_risk = true;
+        // Two managers: enough for a low-risk run, not for a high-risk one.
+        assert!(
+            !decide_approval(&p, &high, M2, Role::Manager)
+                .unwrap()
+                .fully_approved
+        );
+        let low = ctx(&[M1], &[]);
+        assert!(
+            decide_approval(&p, &low, M2, Role::Manager)
+                .unwrap()
+                .fully_approved
+        );
+        // Three managers are still not enough without an admin.
+        let three = [M1, M2];
+        let mut c = ctx(&three, &[]);
+        c.high_risk = true;
+        assert!(
+            !decide_approval(&p, &c, AUTHOR, Role::Manager)
+                .unwrap()
+                .fully_approved
+        );
+        assert!(
+            decide_approval(&p, &c, AUTHOR, Role::Admin)
+                .unwrap()
+                .fully_approved
+        );
+        c.admin_approved = true;
+        assert!(
+            decide_approval(&p, &c, AUTHOR, Role::Manager)
+                .unwrap()
+                .fully_approved
+        );
+        // High-risk approvals below the base count never lower it.
+        p.high_risk_approvals = 1;
+        p.high_risk_requires_admin = false;
+        assert_eq!(p.requirement(true).approvals, 2);
     }
 
     #[test]

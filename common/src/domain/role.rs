@@ -73,6 +73,8 @@ pub enum Capability {
     ReadAllAudit,
     /// Export the audit log.
     ExportAudit,
+    /// Waive a finding of a run's SQL review, with a reason.
+    WaiveFindings,
 }
 
 impl Capability {
@@ -84,9 +86,10 @@ impl Capability {
             | Capability::Approve
             | Capability::ManageTargets
             | Capability::ReadAllAudit => Role::Manager,
-            Capability::ManageProjects | Capability::Administer | Capability::ExportAudit => {
-                Role::Admin
-            }
+            Capability::ManageProjects
+            | Capability::Administer
+            | Capability::ExportAudit
+            | Capability::WaiveFindings => Role::Admin,
         }
     }
 }
@@ -113,6 +116,7 @@ mod tests {
             (Administer, [false, false, true]),
             (ReadAllAudit, [false, true, true]),
             (ExportAudit, [false, false, true]),
+            (WaiveFindings, [false, false, true]),
         ];
         for (cap, expected) in table {
             for (role, want) in Role::ALL.into_iter().zip(expected) {

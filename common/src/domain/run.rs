@@ -220,6 +220,9 @@ pub struct RunPin<'a> {
     pub migrations: &'a [PinnedMigration],
     pub targets: &'a [PinnedTarget],
     pub settings: &'a ExecutionSettings,
+    /// The digest of the run's SQL review (`None` for runs requested before
+    /// reviews existed, whose digests stay as they were approved).
+    pub review: Option<&'a str>,
 }
 
 impl RunPin<'_> {
@@ -232,7 +235,10 @@ impl RunPin<'_> {
             .into_iter()
             .map(|t| serde_json::to_value(t).expect("a target serializes"))
             .collect();
-        self.digest_of(2, &targets)
+        match self.review {
+            Some(review) => self.digest_of(3, &targets, Some(review)),
+            None => self.digest_of(2, &targets, None),
+        }
     }
 
     /// Whether `pinned` is this pin's digest, as written now or as version 1
@@ -247,7 +253,7 @@ impl RunPin<'_> {
             .into_iter()
             .map(PinnedTarget::v1)
             .collect();
-        pinned == self.digest_of(1, &v1)
+        self.review.is_none() && pinned == self.digest_of(1, &v1, None)
     }
 
     fn sorted_targets(&self) -> Vec<&PinnedTarget> {
@@ -256,13 +262,21 @@ impl RunPin<'_> {
         targets
     }
 
-    fn digest_of(&self, version: u8, targets: &[serde_json::Value]) -> String {
-        let canonical = serde_json::json!({
+    fn digest_of(
+        &self,
+        version: u8,
+        targets: &[serde_json::Value],
+        review: Option<&str>,
+    ) -> String {
+        let mut canonical = serde_json::json!({
             "v": version,
             "migrations": self.migrations,
             "targets": targets,
             "settings": self.settings,
         });
+        if let Some(review) = review {
+            canonical["review"] = serde_json::json!(review);
+        }
         let bytes = serde_json::to_vec(&canonical).expect("pin serializes");
         hex::encode(Sha256::digest(&bytes))
     }
@@ -420,6 +434,7 @@ mod tests {
                 migrations: &m,
                 targets,
                 settings: &s,
+                review: None,
             }
             .digest()
         };
@@ -439,6 +454,7 @@ mod tests {
             migrations: &m,
             targets: &t,
             settings: &s,
+            review: None,
         };
         // As version 1 computed it: targets without TLS mode and session
         // settings, sorted by id.
@@ -459,6 +475,7 @@ mod tests {
             migrations: &m,
             targets: &moved,
             settings: &s,
+            review: None,
         };
         assert!(!changed.matches(&v1));
         assert!(!changed.matches(&pin.digest()));
@@ -471,6 +488,7 @@ mod tests {
             migrations: &m,
             targets: &t,
             settings: &s,
+            review: None,
         }
         .digest();
 
@@ -481,7 +499,8 @@ mod tests {
             RunPin {
                 migrations: &m2,
                 targets: &t,
-                settings: &s
+                settings: &s,
+                review: None,
             }
             .digest()
         );
@@ -492,7 +511,8 @@ mod tests {
             RunPin {
                 migrations: &m,
                 targets: &t2,
-                settings: &s
+                settings: &s,
+                review: None,
             }
             .digest()
         );
@@ -504,7 +524,8 @@ mod tests {
             RunPin {
                 migrations: &m,
                 targets: &t,
-                settings: &s2
+                settings: &s2,
+                review: None,
             }
             .digest()
         );
@@ -516,7 +537,8 @@ mod tests {
             RunPin {
                 migrations: &m,
                 targets: &t,
-                settings: &s3
+                settings: &s3,
+                review: None,
             }
             .digest()
         );
@@ -530,15 +552,35 @@ mod tests {
             RunPin {
                 migrations: &m,
                 targets: &t,
-                settings: &s
+                settings: &s,
+                review: None,
             }
             .digest(),
             RunPin {
                 migrations: &m,
                 targets: &reversed,
-                settings: &s
+                settings: &s,
+                review: None,
             }
             .digest()
         );
+    }
+
+    #[test]
+    fn the_review_is_pinned_and_a_reviewed_run_never_matches_an_older_digest() {
+        let (m, t, s) = pin_fixture();
+        let pin = |review| RunPin {
+            migrations: &m,
+            targets: &t,
+            settings: &s,
+            review,
+        };
+        let unreviewed = pin(None).digest();
+        let reviewed = pin(Some("aaaa")).digest();
+        assert_ne!(unreviewed, reviewed);
+        assert_ne!(reviewed, pin(Some("bbbb")).digest());
+        assert!(pin(Some("aaaa")).matches(&reviewed));
+        assert!(!pin(Some("aaaa")).matches(&unreviewed));
+        assert!(!pin(Some("bbbb")).matches(&reviewed));
     }
 }

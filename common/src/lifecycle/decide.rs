@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{Caller, LifecycleError};
 use crate::{
     domain::{
-        RunState,
+        Role, RunState,
         approval::{self, ApprovalContext, ApprovalError},
         run::RunEvent,
     },
@@ -37,7 +37,17 @@ pub async fn approve(
         Ok(outcome) => outcome,
         Err(err) => return Err(refuse(conn, caller, &run, err).await),
     };
-    runs::insert_decision(conn, run.id, caller.id, "approved", comment, &run.digest).await?;
+    super::review::check_before_approval(conn, caller, &run, &facts.env).await?;
+    runs::insert_decision(
+        conn,
+        run.id,
+        caller.id,
+        caller.role.as_str(),
+        "approved",
+        comment,
+        &run.digest,
+    )
+    .await?;
     if outcome.fully_approved {
         let next = transition(&run, RunEvent::FullyApproved, "be approved")?;
         runs::set_state(conn, &run, next, Some(caller.id), None).await?;
@@ -52,7 +62,8 @@ pub async fn approve(
                 "digest": run.digest,
                 "comment": comment,
                 "approvals": outcome.count,
-                "required": facts.policy.required_approvals,
+                "required": facts.requirement(&run).approvals,
+                "risk": run.risk,
             })),
     )
     .await?;
@@ -73,7 +84,16 @@ pub async fn deny(
     {
         return Err(refuse(conn, caller, &run, err).await);
     }
-    runs::insert_decision(conn, run.id, caller.id, "denied", reason, &run.digest).await?;
+    runs::insert_decision(
+        conn,
+        run.id,
+        caller.id,
+        caller.role.as_str(),
+        "denied",
+        reason,
+        &run.digest,
+    )
+    .await?;
     let next = transition(&run, RunEvent::Deny, "be denied")?;
     runs::set_state(conn, &run, next, Some(caller.id), Some(reason)).await?;
     webhooks::notify_run(conn, run.id, "denied").await?;
@@ -90,10 +110,13 @@ pub async fn deny(
 
 /// What the approval rule needs about a locked run.
 struct Facts {
+    env: inventory::EnvironmentRow,
     policy: approval::Policy,
     authors: Vec<Uuid>,
     /// Approvals on record for the pinned digest.
     approvers: Vec<Uuid>,
+    /// Whether an admin is among them.
+    admin_approved: bool,
     digest_current: bool,
 }
 
@@ -101,12 +124,16 @@ impl Facts {
     async fn load(conn: &mut PgConnection, run: &RunRow) -> Result<Self, LifecycleError> {
         let env = environment_of(conn, run).await?;
         let authors = runs::covered_authors(conn, run.id).await?;
-        let approvers = approvers(conn, run).await?;
+        let approvals = approvals(conn, run).await?;
         let digest_current = runs::digest_is_current(conn, run).await?;
         Ok(Self {
             policy: env.policy(),
+            env,
             authors,
-            approvers,
+            approvers: approvals.iter().map(|a| a.user_id).collect(),
+            admin_approved: approvals
+                .iter()
+                .any(|a| a.role.as_deref() == Some(Role::Admin.as_str())),
             digest_current,
         })
     }
@@ -118,8 +145,19 @@ impl Facts {
             authors: &self.authors,
             approvers: &self.approvers,
             digest_current: self.digest_current,
+            high_risk: is_high_risk(run),
+            admin_approved: self.admin_approved,
         }
     }
+
+    fn requirement(&self, run: &RunRow) -> approval::Requirement {
+        self.policy.requirement(is_high_risk(run))
+    }
+}
+
+/// Whether the run's review rated it high-risk.
+pub fn is_high_risk(run: &RunRow) -> bool {
+    run.risk.as_deref() == Some("high")
 }
 
 /// The run's environment (its policy and timeouts).
@@ -134,16 +172,30 @@ pub(super) async fn environment_of(
         })
 }
 
-/// Who approved the run's pinned digest.
-pub(super) async fn approvers(
+/// Whether the approvals on record for the run's digest meet what its
+/// environment requires of a run of its risk.
+pub(super) async fn approvals_met(
     conn: &mut PgConnection,
     run: &RunRow,
-) -> Result<Vec<Uuid>, LifecycleError> {
+    env: &inventory::EnvironmentRow,
+) -> Result<bool, LifecycleError> {
+    let approvals = approvals(conn, run).await?;
+    let needs = env.policy().requirement(is_high_risk(run));
+    let admin = approvals
+        .iter()
+        .any(|a| a.role.as_deref() == Some(Role::Admin.as_str()));
+    Ok(approvals.len() as i32 >= needs.approvals && (admin || !needs.admin))
+}
+
+/// The approvals of the run's pinned digest.
+async fn approvals(
+    conn: &mut PgConnection,
+    run: &RunRow,
+) -> Result<Vec<runs::ApprovalRow>, LifecycleError> {
     Ok(runs::approvals(conn, run.id)
         .await?
         .into_iter()
         .filter(|a| a.decision == "approved" && a.digest == run.digest)
-        .map(|a| a.user_id)
         .collect())
 }
 

@@ -14,7 +14,9 @@
 //! | step | who | from → to |
 //! |---|---|---|
 //! | [`request`] | author | → `pending_approval` |
-//! | [`approve`], [`deny`] | manager, admin | `pending_approval` → `approved` / `denied` |
+//! | [`approve`], [`deny`] | manager, admin | `pending_approval` → `approved` / `denied` (an approval needs a review without unwaived errors) |
+//! | [`waive`] | admin | a finding of the run's SQL review is waived (`pending_approval`; the digest changes) |
+//! | [`review_waiting_runs`] | a change of an environment's review policy | `pending_approval`, `approved` → `invalidated` where the review changed |
 //! | [`invalidate_if_stale`], [`invalidate_where`] | any change of what an approval covers | `pending_approval`, `approved` → `invalidated` |
 //! | [`execute`] | requester, manager, admin | `approved` → `queued` |
 //! | [`cancel`] | requester, manager, admin | not final → `cancelled` |
@@ -29,6 +31,7 @@ mod decide;
 mod operate;
 mod request;
 pub mod resolve;
+mod review;
 mod targets;
 
 pub use baseline::{Baseline, TargetFacts, baseline};
@@ -36,6 +39,7 @@ pub use decide::{announce_invalidated, approve, deny, invalidate_if_stale, inval
 pub use operate::{cancel, dispatch, execute};
 pub use request::{RunRequest, request};
 pub use resolve::{Resumed, lock_dirty, requeue_for_resume, resolve, resume};
+pub use review::{WaiverRequest, review_policy_changed, review_waiting_runs, waive};
 pub use targets::{Finish, claim, finish, progress, record_steps, settle, started};
 
 use serde_json::json;

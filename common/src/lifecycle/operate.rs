@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{
     Caller, LifecycleError,
-    decide::{approvers, environment_of, transition},
+    decide::{approvals_met, environment_of, transition},
     invalidate_if_stale,
 };
 use crate::{
@@ -49,8 +49,7 @@ pub async fn execute(
     invalidate_if_stale(conn, caller, &run).await?;
     // Defence in depth: the approvals on record must cover this digest.
     let env = environment_of(conn, &run).await?;
-    let approvals = approvers(conn, &run).await?.len();
-    if (approvals as i32) < env.required_approvals {
+    if !approvals_met(conn, &run, &env).await? {
         return Err(LifecycleError::conflict(
             "not_approved",
             "the run lacks the approvals its environment requires",

@@ -138,6 +138,17 @@ pub async fn request(
             ))
         })
         .collect::<Result<_, LifecycleError>>()?;
+    let engines: Vec<_> = targets.iter().map(|t| t.engine).collect();
+    let sources: Vec<super::review::Source<'_>> = covered
+        .iter()
+        .map(|m| super::review::Source {
+            version: &m.version,
+            up_sql: &m.up_sql,
+            down_sql: m.down_sql.as_deref(),
+            transactional: m.transactional,
+        })
+        .collect();
+    let review = super::review::review(&env, ask.direction, &engines, &sources, &[]);
     let out_of_order = if ask.direction == Direction::Up {
         out_of_order_targets(conn, &target_ids, &pinned).await?
     } else {
@@ -155,6 +166,7 @@ pub async fn request(
             migrations: &pinned,
             targets: &targets,
             out_of_order: &out_of_order,
+            review: &review,
         },
     )
     .await?;
@@ -170,6 +182,8 @@ pub async fn request(
             "migrations": pinned.iter().map(|(_, m)| json!({"version": m.version, "checksum": m.checksum})).collect::<Vec<_>>(),
             "targets": targets.len(),
             "out_of_order_targets": out_of_order.len(),
+            "risk": review.risk,
+            "blocking_findings": review.blocking().len(),
         })),
     )
     .await?;

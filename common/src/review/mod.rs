@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::{Engine, directives};
 
@@ -25,13 +25,15 @@ mod mysql;
 pub mod policy;
 mod postgres;
 mod rules;
+pub mod run;
 
 pub use mysql::review_mysql;
 pub use postgres::review_postgres;
 pub use rules::{ANALYZERS, Analyzer, Category, PARSE};
 
 /// How much a finding matters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,

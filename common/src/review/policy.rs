@@ -36,6 +36,10 @@ pub enum Setting {
 pub struct Policy {
     #[serde(default)]
     pub settings: BTreeMap<String, Setting>,
+    /// Every migration of an `up` run must have a down script
+    /// (`down-absent` reports those that have none).
+    #[serde(default)]
+    pub require_down: bool,
 }
 
 /// A policy that names an analyzer the hub does not have.
@@ -49,7 +53,37 @@ impl Policy {
         if let Some(code) = settings.keys().find(|c| analyzer(c).is_none()) {
             return Err(UnknownAnalyzer(code.clone()));
         }
-        Ok(Policy { settings })
+        Ok(Policy {
+            settings,
+            require_down: false,
+        })
+    }
+
+    /// Every analyzer at the severity of the catalogue (what a review
+    /// outside any environment reports: `lint` without a policy).
+    pub fn catalogue() -> Self {
+        Policy {
+            settings: ANALYZERS
+                .iter()
+                .map(|a| {
+                    let setting = match a.severity {
+                        Severity::Error => Setting::Error,
+                        Severity::Warning | Severity::Info => Setting::Warning,
+                    };
+                    (a.code.to_owned(), setting)
+                })
+                .collect(),
+            require_down: false,
+        }
+    }
+
+    /// Checks that every setting names a known analyzer (a policy read from
+    /// a file or a request body).
+    pub fn check(&self) -> Result<(), UnknownAnalyzer> {
+        match self.settings.keys().find(|c| analyzer(c).is_none()) {
+            Some(code) => Err(UnknownAnalyzer(code.clone())),
+            None => Ok(()),
+        }
     }
 
     /// The analyzer's setting on `environment` when the policy says nothing
@@ -127,6 +161,12 @@ pub struct BadAllow {
 /// The waivers of a script, in line order; a directive without a known code
 /// or a reason is refused (so a typo never waives silently).
 pub fn allows(sql: &str) -> Result<Vec<Allow>, BadAllow> {
+    directives(sql).into_iter().collect()
+}
+
+/// Every waiver directive of a script, in line order, each read or refused
+/// on its own (a review reports the refused ones and keeps the others).
+pub fn directives(sql: &str) -> Vec<Result<Allow, BadAllow>> {
     let mut found = Vec::new();
     for (i, text) in sql.lines().enumerate() {
         let line = i + 1;
@@ -139,25 +179,25 @@ pub fn allows(sql: &str) -> Result<Vec<Allow>, BadAllow> {
         let mut words = rest.trim().splitn(2, char::is_whitespace);
         let code = words.next().unwrap_or_default();
         let reason = words.next().unwrap_or_default().trim();
-        if analyzer(code).is_none() {
-            return Err(BadAllow {
+        found.push(if analyzer(code).is_none() {
+            Err(BadAllow {
                 line,
                 message: format!("`{ALLOW}` names no known analyzer (`{code}`)"),
-            });
-        }
-        if reason.is_empty() {
-            return Err(BadAllow {
+            })
+        } else if reason.is_empty() {
+            Err(BadAllow {
                 line,
                 message: format!("`{ALLOW} {code}` needs a reason after the code"),
-            });
-        }
-        found.push(Allow {
-            line,
-            code: code.to_owned(),
-            reason: reason.to_owned(),
+            })
+        } else {
+            Ok(Allow {
+                line,
+                code: code.to_owned(),
+                reason: reason.to_owned(),
+            })
         });
     }
-    Ok(found)
+    found
 }
 
 /// A finding and, when it is waived, why.
@@ -172,7 +212,9 @@ pub struct Reviewed {
 /// Applies a script's waivers to its findings: a directive waives its code
 /// on the next statement after it that has that finding (all of that
 /// statement's findings of the code), so one directive covers one
-/// statement, the one it stands above.
+/// statement, the one it stands above. A finding about the whole script
+/// (line 0, such as `down-absent`) is waived by a directive of its code
+/// anywhere in the script.
 pub fn waive(findings: Vec<Finding>, allows: &[Allow]) -> Vec<Reviewed> {
     let mut waived: Vec<Option<String>> = vec![None; findings.len()];
     for allow in allows {
@@ -182,7 +224,8 @@ pub fn waive(findings: Vec<Finding>, allows: &[Allow]) -> Vec<Reviewed> {
             .map(|f| f.line)
             .min();
         for (i, f) in findings.iter().enumerate() {
-            if Some(f.line) == next_line && f.code == allow.code {
+            let covers = f.line == 0 || Some(f.line) == next_line;
+            if covers && f.code == allow.code && waived[i].is_none() {
                 waived[i] = Some(allow.reason.clone());
             }
         }
@@ -205,6 +248,7 @@ pub fn blocking(reviewed: &[Reviewed]) -> Vec<&Finding> {
 
 /// How risky a run is, from its findings (waived ones included: a waiver
 /// lets a run through, it does not make it safe).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Risk {
@@ -215,9 +259,14 @@ pub enum Risk {
 
 impl Risk {
     pub fn of<'a>(findings: impl IntoIterator<Item = &'a Finding>) -> Risk {
-        findings
+        Self::of_severities(findings.into_iter().map(|f| f.severity))
+    }
+
+    /// The risk of findings of these (rated) severities.
+    pub fn of_severities(severities: impl IntoIterator<Item = Severity>) -> Risk {
+        severities
             .into_iter()
-            .map(|f| match f.severity {
+            .map(|s| match s {
                 Severity::Error => Risk::High,
                 Severity::Warning => Risk::Medium,
                 Severity::Info => Risk::Low,

@@ -138,6 +138,12 @@ analyzers! {
     "table-without-primary-key", Hygiene, BOTH, Warning,
         "CREATE TABLE without a primary key",
         "add a primary key (replication, online schema changes and row-based tooling rely on one)";
+    "down-absent", Hygiene, BOTH, Error,
+        "the migration has no down script, and this environment's policy wants every migration to be reversible",
+        "write the down script (empty if rolling back needs no SQL), or waive it with the reason it cannot be undone";
+    "allow-directive", Hygiene, BOTH, Error,
+        "a `-- migrate-hub:allow` directive that names no known analyzer or gives no reason: it waives nothing",
+        "write `-- migrate-hub:allow CODE reason` with a code from this page and why the finding is acceptable";
 }
 
 /// The analyzer of `code`.

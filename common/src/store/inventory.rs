@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::{
     crypto::{Keyring, Sealed},
     domain::{Engine, TlsMode, approval::Policy, run::PinnedTarget},
+    review::policy::Policy as ReviewPolicy,
 };
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -20,6 +21,15 @@ pub struct EnvironmentRow {
     pub require_previous_success: bool,
     pub lock_timeout_ms: i32,
     pub statement_timeout_ms: i32,
+    /// The SQL review's policy: a setting per analyzer (those absent follow
+    /// the defaults of docs/SQL_Review.md) and whether every migration must
+    /// have a down script.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub review_policy: sqlx::types::Json<ReviewPolicy>,
+    /// Approvals a high-risk run needs (0: as many as `required_approvals`).
+    pub high_risk_approvals: i32,
+    /// Whether one approver of a high-risk run must be an admin.
+    pub high_risk_requires_admin: bool,
 }
 
 impl EnvironmentRow {
@@ -29,16 +39,26 @@ impl EnvironmentRow {
             required_approvals: self.required_approvals,
             allow_self_approval: self.allow_self_approval,
             require_previous_success: self.require_previous_success,
+            high_risk_approvals: self.high_risk_approvals,
+            high_risk_requires_admin: self.high_risk_requires_admin,
         }
     }
 }
 
+/// The columns of an [`EnvironmentRow`], for `concat!`.
+macro_rules! environment_columns {
+    () => {
+        "name, position, required_approvals, allow_self_approval, require_previous_success,
+         lock_timeout_ms, statement_timeout_ms, review_policy, high_risk_approvals, high_risk_requires_admin"
+    };
+}
+
 pub async fn list_environments(pool: &PgPool) -> Result<Vec<EnvironmentRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT name, position, required_approvals, allow_self_approval, require_previous_success,
-                lock_timeout_ms, statement_timeout_ms
-         FROM environments ORDER BY position",
-    )
+    sqlx::query_as(concat!(
+        "SELECT ",
+        environment_columns!(),
+        " FROM environments ORDER BY position"
+    ))
     .fetch_all(pool)
     .await
 }
@@ -47,11 +67,11 @@ pub async fn environment(
     conn: &mut PgConnection,
     name: &str,
 ) -> Result<Option<EnvironmentRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT name, position, required_approvals, allow_self_approval, require_previous_success,
-                lock_timeout_ms, statement_timeout_ms
-         FROM environments WHERE name = $1",
-    )
+    sqlx::query_as(concat!(
+        "SELECT ",
+        environment_columns!(),
+        " FROM environments WHERE name = $1"
+    ))
     .bind(name)
     .fetch_optional(conn)
     .await
@@ -63,11 +83,11 @@ pub async fn lock_environment(
     conn: &mut PgConnection,
     name: &str,
 ) -> Result<Option<EnvironmentRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT name, position, required_approvals, allow_self_approval, require_previous_success,
-                lock_timeout_ms, statement_timeout_ms
-         FROM environments WHERE name = $1 FOR UPDATE",
-    )
+    sqlx::query_as(concat!(
+        "SELECT ",
+        environment_columns!(),
+        " FROM environments WHERE name = $1 FOR UPDATE"
+    ))
     .bind(name)
     .fetch_optional(conn)
     .await
@@ -89,13 +109,15 @@ pub async fn insert_environment(
     conn: &mut PgConnection,
     env: &EnvironmentRow,
 ) -> Result<EnvironmentRow, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(concat!(
         "INSERT INTO environments (name, position, required_approvals, allow_self_approval,
-                                   require_previous_success, lock_timeout_ms, statement_timeout_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         RETURNING name, position, required_approvals, allow_self_approval, require_previous_success,
-                   lock_timeout_ms, statement_timeout_ms",
-    )
+                                   require_previous_success, lock_timeout_ms, statement_timeout_ms,
+                                   review_policy, high_risk_approvals, high_risk_requires_admin)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         RETURNING ",
+        environment_columns!(),
+        ""
+    ))
     .bind(&env.name)
     .bind(env.position)
     .bind(env.required_approvals)
@@ -103,6 +125,9 @@ pub async fn insert_environment(
     .bind(env.require_previous_success)
     .bind(env.lock_timeout_ms)
     .bind(env.statement_timeout_ms)
+    .bind(&env.review_policy)
+    .bind(env.high_risk_approvals)
+    .bind(env.high_risk_requires_admin)
     .fetch_one(conn)
     .await
 }
@@ -112,14 +137,16 @@ pub async fn update_environment(
     conn: &mut PgConnection,
     env: &EnvironmentRow,
 ) -> Result<EnvironmentRow, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(concat!(
         "UPDATE environments SET position = $2, required_approvals = $3, allow_self_approval = $4,
                 require_previous_success = $5, lock_timeout_ms = $6, statement_timeout_ms = $7,
+                review_policy = $8, high_risk_approvals = $9, high_risk_requires_admin = $10,
                 updated_at = now()
          WHERE name = $1
-         RETURNING name, position, required_approvals, allow_self_approval, require_previous_success,
-                   lock_timeout_ms, statement_timeout_ms",
-    )
+         RETURNING ",
+        environment_columns!(),
+        ""
+    ))
     .bind(&env.name)
     .bind(env.position)
     .bind(env.required_approvals)
@@ -127,6 +154,9 @@ pub async fn update_environment(
     .bind(env.require_previous_success)
     .bind(env.lock_timeout_ms)
     .bind(env.statement_timeout_ms)
+    .bind(&env.review_policy)
+    .bind(env.high_risk_approvals)
+    .bind(env.high_risk_requires_admin)
     .fetch_one(conn)
     .await
 }

@@ -5,9 +5,12 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{
-    Checksum, Engine, RunState, TargetState, TlsMode, Version,
-    run::{Direction, ExecutionSettings, PinnedMigration, PinnedTarget, RunPin},
+use crate::{
+    domain::{
+        Checksum, Engine, RunState, TargetState, TlsMode, Version,
+        run::{Direction, ExecutionSettings, PinnedMigration, PinnedTarget, RunPin},
+    },
+    review::run::{AdminWaiver, RunReview},
 };
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -30,6 +33,11 @@ pub struct RunRow {
     pub lock_timeout_ms: i32,
     pub statement_timeout_ms: i32,
     pub digest: String,
+    /// The digest of the run's SQL review; `None` for runs requested before
+    /// reviews existed.
+    pub review_digest: Option<String>,
+    /// `low`, `medium` or `high`, from the review.
+    pub risk: Option<String>,
     pub state_reason: Option<String>,
     pub not_before: Option<OffsetDateTime>,
     /// W3C `traceparent` of the Execute request, carried by every job of
@@ -58,7 +66,7 @@ impl RunRow {
 
 const RUN_COLUMNS: &str = "r.id, r.project_id, r.db_set_id, r.environment, r.direction, r.target_version, r.state, r.note,
     r.requested_by, u.email AS requester, r.stop_on_failure, r.concurrency, r.canary, r.lock_timeout_ms,
-    r.statement_timeout_ms, r.digest, r.state_reason, r.not_before, r.traceparent, r.created_at, r.updated_at, r.queued_at, r.finished_at";
+    r.statement_timeout_ms, r.digest, r.review_digest, r.risk, r.state_reason, r.not_before, r.traceparent, r.created_at, r.updated_at, r.queued_at, r.finished_at";
 
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<RunRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -167,6 +175,7 @@ pub struct NewRun<'a> {
     pub targets: &'a [PinnedTarget],
     /// The targets on which the run applies a version below one they have.
     pub out_of_order: &'a [Uuid],
+    pub review: &'a RunReview,
 }
 
 /// How many of `targets` have each version applied (by the hub's records).
@@ -302,18 +311,21 @@ pub async fn insert(
     new: &NewRun<'_>,
 ) -> Result<(Uuid, String), sqlx::Error> {
     let pinned: Vec<PinnedMigration> = new.migrations.iter().map(|(_, m)| m.clone()).collect();
+    let review_digest = new.review.digest();
     let digest = RunPin {
         migrations: &pinned,
         targets: new.targets,
         settings: new.settings,
+        review: Some(&review_digest),
     }
     .digest();
     let id = Uuid::now_v7();
     let s = new.settings;
     sqlx::query(
         "INSERT INTO runs (id, project_id, db_set_id, environment, direction, target_version, state, note, requested_by,
-                           stop_on_failure, concurrency, canary, lock_timeout_ms, statement_timeout_ms, digest)
-         VALUES ($1, $2, $3, $4, $5, $6, 'pending_approval', $7, $8, $9, $10, $11, $12, $13, $14)",
+                           stop_on_failure, concurrency, canary, lock_timeout_ms, statement_timeout_ms, digest,
+                           review, review_digest, risk)
+         VALUES ($1, $2, $3, $4, $5, $6, 'pending_approval', $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(id)
     .bind(new.project_id)
@@ -329,6 +341,9 @@ pub async fn insert(
     .bind(s.lock_timeout_ms)
     .bind(s.statement_timeout_ms)
     .bind(&digest)
+    .bind(sqlx::types::Json(new.review))
+    .bind(&review_digest)
+    .bind(new.review.risk.as_str())
     .execute(&mut *conn)
     .await?;
 
@@ -414,8 +429,126 @@ pub async fn digest_is_current(conn: &mut PgConnection, run: &RunRow) -> Result<
         migrations: &migrations,
         targets: &targets,
         settings: &settings,
+        review: run.review_digest.as_deref(),
     }
     .matches(&run.digest))
+}
+
+/// The run's digest with a new review (after an admin waiver): the pin is
+/// otherwise what it covers now, which the caller checked is current.
+pub async fn set_review(
+    conn: &mut PgConnection,
+    run: &RunRow,
+    review: &RunReview,
+) -> Result<String, sqlx::Error> {
+    let migrations: Vec<PinnedMigration> = self::migrations(conn, run.id)
+        .await?
+        .into_iter()
+        .map(|m| PinnedMigration {
+            version: Version::parse(&m.version).expect("stored versions are canonical"),
+            checksum: Checksum::from_stored(m.checksum),
+        })
+        .collect();
+    let targets = pinned_targets(conn, run.db_set_id).await?;
+    let review_digest = review.digest();
+    let digest = RunPin {
+        migrations: &migrations,
+        targets: &targets,
+        settings: &run.settings(),
+        review: Some(&review_digest),
+    }
+    .digest();
+    sqlx::query(
+        "UPDATE runs SET review = $2, review_digest = $3, risk = $4, digest = $5, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(run.id)
+    .bind(sqlx::types::Json(review))
+    .bind(&review_digest)
+    .bind(review.risk.as_str())
+    .bind(&digest)
+    .execute(conn)
+    .await?;
+    Ok(digest)
+}
+
+/// The run's stored SQL review (`None` for runs requested before reviews
+/// existed).
+pub async fn review(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+) -> Result<Option<RunReview>, sqlx::Error> {
+    let review: Option<Option<sqlx::types::Json<RunReview>>> =
+        sqlx::query_scalar("SELECT review FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(review.flatten().map(|r| r.0))
+}
+
+/// The admin waivers given on the run, oldest first.
+pub async fn waivers(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+) -> Result<Vec<AdminWaiver>, sqlx::Error> {
+    let rows: Vec<(String, String, i32, String, String)> = sqlx::query_as(
+        "SELECT w.version, w.code, w.line, w.reason, u.email
+         FROM run_waivers w JOIN users u ON u.id = w.created_by
+         WHERE w.run_id = $1 ORDER BY w.created_at, w.id",
+    )
+    .bind(run_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(version, code, line, reason, by)| AdminWaiver {
+            version,
+            code,
+            line: line.max(0) as usize,
+            reason,
+            by,
+        })
+        .collect())
+}
+
+/// Records an admin's waiver of one finding; `false` when the run already
+/// has a waiver of that finding.
+pub async fn insert_waiver(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    waiver: &AdminWaiver,
+    admin: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO run_waivers (id, run_id, version, code, line, reason, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (run_id, version, code, line) DO NOTHING",
+    )
+    .bind(Uuid::now_v7())
+    .bind(run_id)
+    .bind(&waiver.version)
+    .bind(&waiver.code)
+    .bind(i32::try_from(waiver.line).unwrap_or(i32::MAX))
+    .bind(&waiver.reason)
+    .bind(admin)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The runs of `environment` still waiting for approval or execution,
+/// oldest first: those a change of its review policy reviews again.
+pub async fn waiting_in(
+    conn: &mut PgConnection,
+    environment: &str,
+) -> Result<Vec<RunRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {RUN_COLUMNS} FROM runs r JOIN users u ON u.id = r.requested_by
+         WHERE r.environment = $1 AND r.state IN ('pending_approval', 'approved')
+         ORDER BY r.created_at, r.id FOR UPDATE OF r"
+    )))
+    .bind(environment)
+    .fetch_all(conn)
+    .await
 }
 
 /// The DB set's live targets as a run pins them.
@@ -518,6 +651,9 @@ pub struct ApprovalRow {
     pub user_id: Uuid,
     pub email: String,
     pub decision: String,
+    /// The role the decision was made with (`None` before roles were
+    /// recorded).
+    pub role: Option<String>,
     pub comment: String,
     pub digest: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -529,7 +665,7 @@ pub async fn approvals(
     run_id: Uuid,
 ) -> Result<Vec<ApprovalRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT a.user_id, u.email, a.decision, a.comment, a.digest, a.created_at
+        "SELECT a.user_id, u.email, a.decision, a.role, a.comment, a.digest, a.created_at
          FROM approvals a JOIN users u ON u.id = a.user_id WHERE a.run_id = $1 ORDER BY a.created_at",
     )
     .bind(run_id)
@@ -541,16 +677,18 @@ pub async fn insert_decision(
     conn: &mut PgConnection,
     run_id: Uuid,
     user_id: Uuid,
+    role: &str,
     decision: &str,
     comment: &str,
     digest: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO approvals (id, run_id, user_id, decision, comment, digest) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO approvals (id, run_id, user_id, role, decision, comment, digest) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(Uuid::now_v7())
     .bind(run_id)
     .bind(user_id)
+    .bind(role)
     .bind(decision)
     .bind(comment)
     .bind(digest)
@@ -680,6 +818,8 @@ pub enum RunScope<'a> {
     Environment(&'a str),
     /// Runs that pin this migration.
     Migration(Uuid),
+    /// These runs.
+    Runs(&'a [Uuid]),
 }
 
 impl RunScope<'_> {
@@ -692,6 +832,16 @@ impl RunScope<'_> {
             RunScope::Migration(id) => (
                 "id IN (SELECT run_id FROM run_migrations WHERE migration_id = $1::uuid)",
                 id.to_string(),
+            ),
+            RunScope::Runs(ids) => (
+                "id = ANY($1::uuid[])",
+                format!(
+                    "{{{}}}",
+                    ids.iter()
+                        .map(Uuid::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
             ),
         }
     }
@@ -782,8 +932,10 @@ pub struct RunRecord {
     pub approvals: Vec<ApprovalRow>,
     pub executions: Vec<ExecutionRow>,
     pub transitions: Vec<TransitionRow>,
-    /// Of the run's environment, as configured now.
-    pub required_approvals: Option<i32>,
+    /// The run's environment's approval policy, as configured now.
+    pub approval_policy: Option<crate::domain::approval::Policy>,
+    /// The run's SQL review (`None` for runs requested before reviews).
+    pub review: Option<RunReview>,
 }
 
 /// Reads a run's record from one consistent snapshot of the tool database
@@ -806,10 +958,16 @@ pub async fn record_in(tx: &mut PgConnection, id: Uuid) -> Result<Option<RunReco
     struct WithPolicy {
         #[sqlx(flatten)]
         run: RunRow,
+        review: Option<sqlx::types::Json<RunReview>>,
         required_approvals: Option<i32>,
+        allow_self_approval: Option<bool>,
+        require_previous_success: Option<bool>,
+        high_risk_approvals: Option<i32>,
+        high_risk_requires_admin: Option<bool>,
     }
     let found: Option<WithPolicy> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {RUN_COLUMNS}, e.required_approvals
+        "SELECT {RUN_COLUMNS}, r.review, e.required_approvals, e.allow_self_approval,
+                e.require_previous_success, e.high_risk_approvals, e.high_risk_requires_admin
          FROM runs r JOIN users u ON u.id = r.requested_by
          LEFT JOIN environments e ON e.name = r.environment
          WHERE r.id = $1"
@@ -817,13 +975,22 @@ pub async fn record_in(tx: &mut PgConnection, id: Uuid) -> Result<Option<RunReco
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(WithPolicy {
-        run,
-        required_approvals,
-    }) = found
-    else {
+    let Some(found) = found else {
         return Ok(None);
     };
+    let approval_policy =
+        found
+            .required_approvals
+            .map(|required| crate::domain::approval::Policy {
+                environment: found.run.environment.clone(),
+                required_approvals: required,
+                allow_self_approval: found.allow_self_approval.unwrap_or(false),
+                require_previous_success: found.require_previous_success.unwrap_or(false),
+                high_risk_approvals: found.high_risk_approvals.unwrap_or(0),
+                high_risk_requires_admin: found.high_risk_requires_admin.unwrap_or(false),
+            });
+    let run = found.run;
+    let review = found.review.map(|r| r.0);
     let pinned = sqlx::query_as(
         "SELECT rm.version, m.name, rm.checksum, m.checksum AS current_checksum
          FROM run_migrations rm JOIN migrations m ON m.id = rm.migration_id
@@ -848,6 +1015,7 @@ pub async fn record_in(tx: &mut PgConnection, id: Uuid) -> Result<Option<RunReco
         approvals,
         executions,
         transitions,
-        required_approvals,
+        approval_policy,
+        review,
     }))
 }

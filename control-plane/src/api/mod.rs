@@ -7,6 +7,7 @@ pub mod db_sets;
 pub mod environments;
 pub mod health;
 pub mod inventory;
+pub mod lint;
 pub mod me;
 pub mod migrations;
 pub mod openapi;
@@ -30,6 +31,7 @@ pub fn router() -> Routes {
             .merge(targets::router())
             .merge(migrations::router())
             .merge(runs::router())
+            .merge(lint::router())
             .merge(audit::router())
             .merge(webhooks::router()),
     )

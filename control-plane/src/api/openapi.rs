@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use utoipa::OpenApi;
 
 use super::{
-    audit, db_sets, environments, health, inventory, me, migrations, projects, runs, targets,
+    audit, db_sets, environments, health, inventory, lint, me, migrations, projects, runs, targets,
     users, webhooks,
 };
 use crate::routes::{Access, RouteInfo};
@@ -78,8 +78,10 @@ Errors are `{\"error\": {\"code\", \"message\"}}` with a stable snake_case code.
         runs::get_one,
         runs::approve,
         runs::deny,
+        runs::waive,
         runs::execute,
         runs::cancel,
+        lint::review,
         audit::list,
         audit::verify,
         audit::export_csv,

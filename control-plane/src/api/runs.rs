@@ -25,8 +25,8 @@ use crate::{
     service::{
         inventory::project,
         runs::{
-            ApproveBody, DenyBody, ExecuteBody, RequestRun, approve_run, cancel_run, deny_run,
-            execute_run, request_run, run_snapshot,
+            ApproveBody, DenyBody, ExecuteBody, RequestRun, WaiveBody, approve_run, cancel_run,
+            deny_run, execute_run, request_run, run_snapshot, waive_finding,
         },
     },
     state::AppState,
@@ -51,6 +51,11 @@ pub fn router() -> Routes {
             approve,
         )
         .post("/runs/{id}/deny", Access::Needs(Capability::Approve), deny)
+        .post(
+            "/runs/{id}/waivers",
+            Access::Needs(Capability::WaiveFindings),
+            waive,
+        )
         // Requesters operate their own runs; the handler checks ownership
         // or OperateAnyRun.
         .post(
@@ -177,7 +182,7 @@ pub(crate) async fn get_one(
         (status = 200, description = "The run; `approved` once it has the approvals its environment requires", body = RunView),
         (status = 403, description = "`separation_of_duties`: the requester or an author may not approve here", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
-        (status = 409, description = "`already_decided`, `invalid_state`, `run_invalidated`", body = ErrorBody),
+        (status = 409, description = "`review_failed` (error findings nobody waived, listed), `already_decided`, `invalid_state`, `run_invalidated`", body = ErrorBody),
         (status = 422, description = "`invalid_field`: `comment`", body = ErrorBody),
     ))]
 pub(crate) async fn approve(
@@ -187,6 +192,25 @@ pub(crate) async fn approve(
     OptionalJson(body): OptionalJson<ApproveBody>,
 ) -> Result<Json<RunView>, ApiError> {
     approve_run(&state, &user, id, body).await.map(Json)
+}
+
+#[utoipa::path(post, path = "/api/v1/runs/{id}/waivers", tag = "runs",
+    params(("id" = Uuid, Path, description = "The run's id")),
+    request_body = WaiveBody,
+    responses(
+        (status = 200, description = "The run with its new review and digest; approvals given before the waiver no longer count", body = RunView),
+        (status = 403, description = "`forbidden`: only admins waive findings", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`invalid_state` (not waiting for approval), `already_waived`, `not_reviewed`, `run_invalidated`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `version`, `code` (no such finding), `reason`", body = ErrorBody),
+    ))]
+pub(crate) async fn waive(
+    State(state): State<AppState>,
+    user: Authorized<rules::WaiveFindings>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<WaiveBody>,
+) -> Result<Json<RunView>, ApiError> {
+    waive_finding(&state, &user, id, body).await.map(Json)
 }
 
 #[utoipa::path(post, path = "/api/v1/runs/{id}/deny", tag = "runs",

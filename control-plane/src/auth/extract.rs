@@ -310,7 +310,8 @@ pub mod rules {
         ManageProjects,
         Administer,
         ReadAllAudit,
-        ExportAudit
+        ExportAudit,
+        WaiveFindings
     );
 }
 

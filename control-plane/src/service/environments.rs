@@ -3,6 +3,7 @@
 
 use common::{
     lifecycle,
+    review::policy::Policy as ReviewPolicy,
     store::{
         audit,
         inventory::{self, EnvironmentRow},
@@ -43,6 +44,17 @@ pub struct EnvironmentInput {
     pub lock_timeout_ms: Option<i64>,
     /// 0-86400000; 0 means no limit.
     pub statement_timeout_ms: Option<i64>,
+    /// The SQL review's policy, whole: `{"settings": {"drop-table": "error",
+    /// …}, "require_down": false}`; each setting `off`, `warning` or
+    /// `error`, analyzers not named follow the defaults (docs/SQL_Review.md).
+    /// A change reviews the environment's waiting runs again and
+    /// invalidates those whose review changed.
+    #[schema(value_type = Option<Object>)]
+    pub review_policy: Option<ReviewPolicy>,
+    /// 0-10: approvals a high-risk run needs (0: as many as `required_approvals`).
+    pub high_risk_approvals: Option<i64>,
+    /// Whether one approver of a high-risk run must be an admin.
+    pub high_risk_requires_admin: Option<bool>,
 }
 
 /// `^[a-z][a-z0-9-]{0,29}$`: environment names appear in URLs and policies.
@@ -90,6 +102,22 @@ fn apply(input: &EnvironmentInput, base: &EnvironmentRow) -> Result<EnvironmentR
             Some(ms) => bounded("statement_timeout_ms", ms, 0, MAX_STATEMENT_TIMEOUT_MS)?,
             None => base.statement_timeout_ms,
         },
+        review_policy: match &input.review_policy {
+            Some(policy) => {
+                policy
+                    .check()
+                    .map_err(|e| ApiError::invalid("review_policy", e.to_string()))?;
+                sqlx::types::Json(policy.clone())
+            }
+            None => base.review_policy.clone(),
+        },
+        high_risk_approvals: match input.high_risk_approvals {
+            Some(n) => bounded("high_risk_approvals", n, 0, MAX_REQUIRED_APPROVALS)?,
+            None => base.high_risk_approvals,
+        },
+        high_risk_requires_admin: input
+            .high_risk_requires_admin
+            .unwrap_or(base.high_risk_requires_admin),
     };
     if env.name == PRD && env.allow_self_approval {
         return Err(ApiError::invalid(
@@ -141,6 +169,9 @@ pub async fn create_environment(
         require_previous_success: false,
         lock_timeout_ms: 5_000,
         statement_timeout_ms: 600_000,
+        review_policy: Default::default(),
+        high_risk_approvals: 0,
+        high_risk_requires_admin: false,
     };
     let mut env = apply(body, &defaults)?;
     let mut tx = state.db.begin().await?;
@@ -162,7 +193,8 @@ pub async fn create_environment(
 /// Edits an environment's policy. Its name is fixed (policies, runs and DB
 /// sets refer to it, and `prd`'s rule is tied to it). New timeouts change
 /// what every waiting run of the environment would execute with, so those
-/// runs are invalidated in the same transaction.
+/// runs are invalidated in the same transaction; a new review policy
+/// reviews them again and invalidates those whose review changed.
 pub async fn update_environment(
     state: &AppState,
     admin: &CurrentUser,
@@ -191,17 +223,21 @@ pub async fn update_environment(
     let env = inventory::update_environment(&mut tx, &after).await?;
     let timeouts_changed = before.lock_timeout_ms != env.lock_timeout_ms
         || before.statement_timeout_ms != env.statement_timeout_ms;
-    let reason = format!("the timeouts of environment {} changed", env.name);
-    let invalidated = if timeouts_changed {
-        lifecycle::invalidate_where(
+    let (reason, invalidated) = if timeouts_changed {
+        let reason = format!("the timeouts of environment {} changed", env.name);
+        let runs = lifecycle::invalidate_where(
             &mut tx,
             &admin.caller(),
             RunScope::Environment(&env.name),
             &reason,
         )
-        .await?
+        .await?;
+        (reason, runs)
+    } else if before.review_policy.0 != env.review_policy.0 {
+        let runs = lifecycle::review_waiting_runs(&mut tx, &admin.caller(), &env).await?;
+        (lifecycle::review_policy_changed(&env.name), runs)
     } else {
-        Vec::new()
+        (String::new(), Vec::new())
     };
     audit::append(
         &mut tx,
@@ -254,6 +290,9 @@ mod tests {
             require_previous_success: true,
             lock_timeout_ms: 5_000,
             statement_timeout_ms: 600_000,
+            review_policy: Default::default(),
+            high_risk_approvals: 0,
+            high_risk_requires_admin: false,
         };
         let input = EnvironmentInput {
             allow_self_approval: Some(true),
@@ -280,6 +319,9 @@ mod tests {
             require_previous_success: false,
             lock_timeout_ms: 5_000,
             statement_timeout_ms: 600_000,
+            review_policy: Default::default(),
+            high_risk_approvals: 0,
+            high_risk_requires_admin: false,
         };
         for (input, field) in [
             (

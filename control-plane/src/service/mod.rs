@@ -7,6 +7,7 @@
 pub mod db_sets;
 pub mod environments;
 pub mod inventory;
+pub mod lint;
 pub mod me;
 pub mod migrations;
 pub mod projects;

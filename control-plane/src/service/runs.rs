@@ -4,15 +4,15 @@
 //! transaction over `common::lifecycle`, answering with the run as it then
 //! is.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use common::{
-    domain::{Direction, ProjectSlug},
+    domain::{Direction, ProjectSlug, RunState, Version},
     lifecycle::{self, LifecycleError, RunRequest},
     store::inventory,
     store::runs::{self},
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use tracing::Instrument;
@@ -209,6 +209,114 @@ async fn execute_traced(
         Ok(id)
     })
     .await
+}
+
+/// An admin's waiver of one finding of a run's SQL review.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct WaiveBody {
+    /// The pinned migration's version.
+    pub version: String,
+    /// The finding's analyzer code.
+    pub code: String,
+    /// The finding's line in the script (0 for a finding about the whole script).
+    #[serde(default)]
+    pub line: u32,
+    /// Why the finding is acceptable here (1-1000 characters); audited.
+    pub reason: String,
+}
+
+pub async fn waive_finding(
+    state: &AppState,
+    user: &CurrentUser,
+    id: Uuid,
+    body: WaiveBody,
+) -> Result<RunView, ApiError> {
+    let ask = lifecycle::WaiverRequest {
+        version: required_text("version", &body.version, 100)?,
+        code: required_text("code", &body.code, 100)?,
+        line: body.line as usize,
+        reason: required_text("reason", &body.reason, 1000)?,
+    };
+    let caller = user.caller();
+    change_run(state, async |tx| {
+        lifecycle::waive(tx, &caller, id, &ask).await?;
+        Ok(id)
+    })
+    .await
+}
+
+/// The scripts a run pins, as they are now (an edit invalidates the run;
+/// its page says so beside each changed one).
+pub async fn pinned_scripts(
+    state: &AppState,
+    id: Uuid,
+) -> Result<Vec<runs::RunMigrationRow>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    Ok(runs::migrations(&mut conn, id).await?)
+}
+
+/// What a waiting run will do on one target.
+#[derive(Debug, Serialize)]
+pub struct PlanRow {
+    pub target: String,
+    pub engine: String,
+    /// The newest version the hub records as applied there now.
+    pub current_version: Option<String>,
+    /// The pinned versions the run applies there (`up`) or rolls back
+    /// (`down`), in execution order.
+    pub will_run: Vec<String>,
+    /// The pinned versions it skips there: already applied (`up`), or
+    /// never applied (`down`).
+    pub skips: Vec<String>,
+}
+
+/// Per target, what a run waiting for approval or execution will do, from
+/// the versions each target has now; `None` once the run has started.
+pub async fn target_plan(
+    state: &AppState,
+    view: &RunView,
+) -> Result<Option<Vec<PlanRow>>, ApiError> {
+    if !matches!(view.state, RunState::PendingApproval | RunState::Approved) {
+        return Ok(None);
+    }
+    let ids: Vec<Uuid> = view.targets.iter().map(|t| t.target_id).collect();
+    let mut conn = state.db.acquire().await?;
+    let mut applied: HashMap<Uuid, Vec<String>> = HashMap::new();
+    for (target, version) in runs::applied_versions(&mut conn, &ids).await? {
+        applied.entry(target).or_default().push(version);
+    }
+    let plan = view
+        .targets
+        .iter()
+        .map(|t| {
+            let has = applied
+                .get(&t.target_id)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let current = has
+                .iter()
+                .filter_map(|v| Version::parse(v).ok())
+                .max()
+                .map(|v| v.to_string());
+            let (done, pending): (Vec<String>, Vec<String>) = view
+                .migrations
+                .iter()
+                .map(|m| m.version.clone())
+                .partition(|v| has.contains(v));
+            let (will_run, skips) = match view.direction {
+                Direction::Up => (pending, done),
+                Direction::Down => (done, pending),
+            };
+            PlanRow {
+                target: t.target_name.clone(),
+                engine: t.engine.clone(),
+                current_version: current,
+                will_run,
+                skips,
+            }
+        })
+        .collect();
+    Ok(Some(plan))
 }
 
 pub async fn cancel_run(

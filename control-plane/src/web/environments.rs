@@ -6,7 +6,16 @@ use axum::{
     extract::State,
     response::{Html, Response},
 };
-use common::{domain::Capability, store::inventory};
+use std::collections::BTreeMap;
+
+use common::{
+    domain::Capability,
+    review::{
+        ANALYZERS,
+        policy::{Policy as ReviewPolicy, Setting},
+    },
+    store::inventory,
+};
 use serde_json::{Value, json};
 
 use super::{
@@ -39,13 +48,43 @@ pub fn router() -> Routes {
             Access::Needs(Capability::ManageProjects),
             update_form,
         )
+        .post(
+            "/admin/environments/{name}/review",
+            Access::Needs(Capability::ManageProjects),
+            review_form,
+        )
+}
+
+/// Each analyzer as the environment's review policy sets it: the explicit
+/// setting (or none) and the one that applies.
+fn review_rows(env: &inventory::EnvironmentRow) -> Value {
+    let policy = &env.review_policy.0;
+    let rows: Vec<Value> = ANALYZERS
+        .iter()
+        .map(|a| {
+            json!({
+                "code": a.code,
+                "category": a.category,
+                "summary": a.summary,
+                "explicit": policy.settings.get(a.code),
+                "default": ReviewPolicy::default_setting(&env.name, a),
+                "effective": policy.setting(&env.name, a),
+            })
+        })
+        .collect();
+    json!(rows)
 }
 
 /// The page; `extra` holds the input and errors of a refused form.
 async fn page(state: &AppState, viewer: &Viewer, extra: Value) -> Result<Html<String>, ApiError> {
     let list = inventory::list_environments(&state.db).await?;
+    let reviews: serde_json::Map<String, Value> = list
+        .iter()
+        .map(|e| (e.name.clone(), review_rows(e)))
+        .collect();
     let mut context = json!({
         "environments": list,
+        "reviews": reviews,
         "can_edit": viewer.user.can(Capability::ManageProjects),
         "add": {
             "form": { "required_approvals": 1, "allow_self_approval": true,
@@ -53,6 +92,7 @@ async fn page(state: &AppState, viewer: &Viewer, extra: Value) -> Result<Html<St
             "errors": {},
         },
         "edit": { "name": null, "form": {}, "errors": {} },
+        "review_edit": { "name": null, "errors": {} },
     });
     if let (Some(ctx), Some(extra)) = (context.as_object_mut(), extra.as_object()) {
         ctx.extend(extra.clone());
@@ -90,7 +130,69 @@ fn parse(form: &FormData, with_name: bool) -> Result<EnvironmentInput, ApiError>
         require_previous_success: Some(form.contains_key("require_previous_success")),
         lock_timeout_ms: number("lock_timeout_ms")?,
         statement_timeout_ms: number("statement_timeout_ms")?,
+        ..EnvironmentInput::default()
     })
+}
+
+/// The review fields of a submitted review form: `setting.CODE` is
+/// `default`, `off`, `warning` or `error`.
+fn parse_review(form: &FormData) -> Result<EnvironmentInput, ApiError> {
+    let mut settings = BTreeMap::new();
+    for a in ANALYZERS {
+        let field = format!("setting.{}", a.code);
+        let setting = match text(form, &field).trim() {
+            "" | "default" => continue,
+            "off" => Setting::Off,
+            "warning" => Setting::Warning,
+            "error" => Setting::Error,
+            _ => {
+                return Err(ApiError::invalid(
+                    "review_policy",
+                    format!("{}: choose default, off, warning or error", a.code),
+                ));
+            }
+        };
+        settings.insert(a.code.to_owned(), setting);
+    }
+    let approvals = text(form, "high_risk_approvals");
+    let approvals = approvals.trim();
+    Ok(EnvironmentInput {
+        review_policy: Some(ReviewPolicy {
+            settings,
+            require_down: form.contains_key("require_down"),
+        }),
+        high_risk_approvals: if approvals.is_empty() {
+            None
+        } else {
+            Some(
+                approvals.parse().map_err(|_| {
+                    ApiError::invalid("high_risk_approvals", "must be a whole number")
+                })?,
+            )
+        },
+        high_risk_requires_admin: Some(form.contains_key("high_risk_requires_admin")),
+        ..EnvironmentInput::default()
+    })
+}
+
+async fn review_form(
+    State(state): State<AppState>,
+    viewer: Viewer<rules::ManageProjects>,
+    ApiPath(name): ApiPath<String>,
+    ApiForm(form): ApiForm<FormData>,
+) -> Result<Response, ApiError> {
+    let result = match parse_review(&form) {
+        Ok(input) => update_environment(&state, &viewer.user, &name, &input).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(_) => Ok(see_other("/admin/environments")),
+        Err(err) => {
+            let errors = field_errors(err)?;
+            let extra = json!({ "review_edit": { "name": name, "errors": errors } });
+            Ok(unprocessable(page(&state, &viewer.plain(), extra).await?))
+        }
+    }
 }
 
 async fn create_form(

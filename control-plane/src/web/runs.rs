@@ -8,7 +8,12 @@ use axum::{
     extract::State,
     response::{Html, Response},
 };
-use common::domain::{Capability, RunState};
+use common::{
+    domain::{Capability, Direction, RunState},
+    review::run::Item,
+    store::runs::RunMigrationRow,
+};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{Viewer, render_value, see_other};
@@ -16,9 +21,10 @@ use crate::{
     auth::rules,
     error::{ApiError, ApiForm, ApiPath},
     routes::{Access, Routes},
-    run_view::{RunPages, RunSnapshot},
+    run_view::{RunPages, RunSnapshot, RunView},
     service::runs::{
-        ApproveBody, DenyBody, ExecuteBody, approve_run, cancel_run, deny_run, execute_run,
+        ApproveBody, DenyBody, ExecuteBody, WaiveBody, approve_run, cancel_run, deny_run,
+        execute_run, waive_finding,
     },
     state::AppState,
 };
@@ -42,6 +48,11 @@ pub fn router() -> Routes {
             deny_form,
         )
         .post(
+            "/runs/{id}/waivers",
+            Access::Needs(Capability::WaiveFindings),
+            waive_form,
+        )
+        .post(
             "/runs/{id}/execute",
             Access::Needs(Capability::Author),
             execute_form,
@@ -61,8 +72,12 @@ async fn pages_of(
     if let Some(pages) = snapshot.pages.get().cloned() {
         return Ok((snapshot, pages));
     }
+    let scripts = crate::service::runs::pinned_scripts(state, id).await?;
+    let plan = crate::service::runs::target_plan(state, &snapshot.view).await?;
     let context = minijinja::context! {
         run => minijinja::Value::from(minijinja::value::Serde(&snapshot.view)),
+        review => minijinja::Value::from(minijinja::value::Serde(review_context(&snapshot.view, &scripts))),
+        plan => minijinja::Value::from(minijinja::value::Serde(plan)),
         final => snapshot.run.state.is_final(),
     };
     let part = |name: &str| render_value(state, name, context.clone(), None).map(|html| html.0);
@@ -73,6 +88,48 @@ async fn pages_of(
     });
     let pages = snapshot.pages.get_or_init(|| pages).clone();
     Ok((snapshot, pages))
+}
+
+/// The run's review as its page shows it: per pinned script and engine,
+/// the script's lines with the findings under the line they point at.
+fn review_context(view: &RunView, scripts: &[RunMigrationRow]) -> Value {
+    let Some(review) = &view.review else {
+        return json!(null);
+    };
+    let shown: Vec<Value> = review
+        .scripts
+        .iter()
+        .map(|s| {
+            let pinned = scripts.iter().find(|m| m.version == s.version);
+            let sql = pinned.map_or("", |m| match view.direction {
+                Direction::Up => m.up_sql.as_str(),
+                Direction::Down => m.down_sql.as_str(),
+            });
+            let lines: Vec<Value> = sql
+                .lines()
+                .enumerate()
+                .map(|(i, text)| {
+                    let at: Vec<&Item> = s.findings.iter().filter(|f| f.line == i + 1).collect();
+                    json!({ "n": i + 1, "text": text, "findings": at })
+                })
+                .collect();
+            let whole: Vec<&Item> = s.findings.iter().filter(|f| f.line == 0).collect();
+            json!({
+                "version": s.version,
+                "name": pinned.map(|m| m.name.as_str()),
+                "engine": s.engine,
+                "count": s.findings.len(),
+                "blocking": s.findings.iter().filter(|f| f.blocks()).count(),
+                "lines": lines,
+                "whole": whole,
+            })
+        })
+        .collect();
+    json!({
+        "risk": review.risk,
+        "analyzers": review.analyzers,
+        "scripts": shown,
+    })
 }
 
 async fn run_page(
@@ -88,7 +145,11 @@ async fn run_page(
         run => minijinja::context! { id => id.to_string() },
         summary => pages.summary.clone(),
         record => pages.record.clone(),
-        can_approve => run_state == RunState::PendingApproval && viewer.user.can(Capability::Approve),
+        can_approve => run_state == RunState::PendingApproval && viewer.user.can(Capability::Approve) && snapshot.view.blocking_findings == 0,
+        can_deny => run_state == RunState::PendingApproval && viewer.user.can(Capability::Approve),
+        review_blocks => run_state == RunState::PendingApproval && snapshot.view.blocking_findings > 0,
+        can_waive => run_state == RunState::PendingApproval && viewer.user.can(Capability::WaiveFindings),
+        blocking => minijinja::Value::from(minijinja::value::Serde(blocking_findings(&snapshot.view))),
         can_execute => run_state == RunState::Approved && operator,
         can_cancel => matches!(run_state, RunState::PendingApproval | RunState::Approved | RunState::Queued | RunState::Running) && operator,
     };
@@ -103,6 +164,23 @@ async fn live_fragment(
 ) -> Result<Html<Bytes>, ApiError> {
     let (_, pages) = pages_of(&state, id).await?;
     Ok(Html(pages.live.clone()))
+}
+
+/// The findings that keep the run from being approved, for the waiver forms.
+fn blocking_findings(view: &RunView) -> Vec<Value> {
+    let Some(review) = &view.review else {
+        return Vec::new();
+    };
+    review
+        .scripts
+        .iter()
+        .flat_map(|s| {
+            s.findings
+                .iter()
+                .filter(|f| f.blocks())
+                .map(move |f| json!({ "version": s.version, "engine": s.engine, "finding": f }))
+        })
+        .collect()
 }
 
 fn text(form: &HashMap<String, String>, key: &str) -> String {
@@ -153,6 +231,30 @@ async fn execute_form(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
     execute_run(&state, &viewer.user, id, ExecuteBody::default()).await?;
+    Ok(see_other(&format!("/runs/{id}")))
+}
+
+async fn waive_form(
+    State(state): State<AppState>,
+    viewer: Viewer<rules::WaiveFindings>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiForm(form): ApiForm<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let line = text(&form, "line")
+        .parse()
+        .map_err(|_| ApiError::invalid("line", "must be a whole number"))?;
+    waive_finding(
+        &state,
+        &viewer.user,
+        id,
+        WaiveBody {
+            version: text(&form, "version"),
+            code: text(&form, "code"),
+            line,
+            reason: text(&form, "reason"),
+        },
+    )
+    .await?;
     Ok(see_other(&format!("/runs/{id}")))
 }
 

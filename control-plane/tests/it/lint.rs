@@ -159,3 +159,65 @@ fn lint_an_unreadable_path_exits_2() {
     let out = lint(&[], Path::new("/nonexistent/migrations"));
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[test]
+fn lint_rates_by_an_environment_or_a_policy_file_and_honours_waivers() {
+    let folder = Folder::new(&[
+        (
+            "001_index.up.sql",
+            "CREATE INDEX users_email ON users (email);\n",
+        ),
+        ("001_index.down.sql", "DROP INDEX users_email;\n"),
+        (
+            "002_drop.up.sql",
+            "-- migrate-hub:allow drop-table archived in 2025\nDROP TABLE old_users;\n",
+        ),
+        (
+            "003_seed.up.sql",
+            "CREATE TABLE seed (id int PRIMARY KEY);\n",
+        ),
+    ]);
+    // The catalogue: the index warns, the drop is an error but waived.
+    let out = lint(&[], folder.path());
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = stdout(&out);
+    assert!(text.contains(":1: index-not-concurrent warning"), "{text}");
+    assert!(
+        text.contains(":2: drop-table error") && text.contains("waived: archived in 2025"),
+        "{text}"
+    );
+    // prd's defaults make the locking rule an error.
+    let out = lint(&["--environment", "prd"], folder.path());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stdout(&out).contains(":1: index-not-concurrent error"));
+    // A policy file turns it off and wants down scripts.
+    let policy = Folder::new(&[(
+        "policy.json",
+        r#"{"settings": {"index-not-concurrent": "off"}, "require_down": true}"#,
+    )]);
+    let file = policy.path().join("policy.json");
+    let out = lint(
+        &["--environment", "prd", "--policy", file.to_str().unwrap()],
+        folder.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = stdout(&out);
+    assert!(!text.contains("index-not-concurrent"), "{text}");
+    let downless: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("down-absent error"))
+        .collect();
+    assert_eq!(downless.len(), 2, "{text}");
+    assert!(
+        downless.iter().any(|l| l.contains("003_seed.up.sql:1:")),
+        "{text}"
+    );
+    // A policy naming an analyzer the hub does not have is refused.
+    let bad = Folder::new(&[("p.json", r#"{"settings": {"drop-tabel": "off"}}"#)]);
+    let out = lint(
+        &["--policy", bad.path().join("p.json").to_str().unwrap()],
+        folder.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("drop-tabel"));
+}

@@ -26,6 +26,7 @@ mod pages;
 mod rate_limits;
 mod rbac;
 mod resolve;
+mod review;
 mod run_flow;
 mod schema;
 mod signin;
