@@ -5,6 +5,7 @@
 
 mod fanout;
 mod history;
+mod lint;
 mod queue;
 mod report;
 mod scratch;
@@ -40,6 +41,8 @@ enum Benchmark {
     Queue,
     /// 64 clients on the run page and API while a 100-target run executes.
     Web,
+    /// The SQL review (`control-plane lint`) of the kratos history, per engine.
+    Lint,
 }
 
 /// migrate-hub benchmarks, each against a real local stack it starts itself
@@ -211,6 +214,7 @@ async fn run(cli: Cli) -> ExitCode {
             Benchmark::History => history::run(&cfg, &scratch).await,
             Benchmark::Queue => queue::run(&cfg, &scratch).await,
             Benchmark::Web => web::run(&cfg, &scratch).await,
+            Benchmark::Lint => lint::run(&cfg).await,
             Benchmark::All => unreachable!("expanded"),
         };
         // Each benchmark's databases go as soon as it is done.
@@ -310,6 +314,7 @@ async fn configure(cli: &Cli) -> Result<(Vec<Benchmark>, Config, Servers), BadCo
             Benchmark::History,
             Benchmark::Queue,
             Benchmark::Web,
+            Benchmark::Lint,
         ]
     } else {
         cli.benchmarks.clone()

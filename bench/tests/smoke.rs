@@ -114,3 +114,31 @@ fn bad_configuration_is_one_line_and_exit_status_2() {
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("fanout"));
 }
+
+#[test]
+fn lint_reviews_the_kratos_history_of_both_engines() {
+    let out = std::env::temp_dir().join(format!("mh-bench-lint-{}.json", uuid::Uuid::new_v4()));
+    let run = bench()
+        .args(["lint", "--quick", "--json"])
+        .arg(&out)
+        .output()
+        .expect("the bench binary runs");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "bench failed: {stderr}");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&out);
+    let lint = &doc["results"]["lint"];
+    for engine in ["postgres", "mysql"] {
+        let d = &lint["details"][engine];
+        assert!(d["median_ms"].as_f64().unwrap() > 0.0, "{d}");
+        // A real history: the analyzers find things, and tables are created.
+        assert!(d["findings"].as_u64().unwrap() > 10, "{d}");
+    }
+    assert!(
+        lint["details"]["postgres"]["per_analyzer"]["index-not-concurrent"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(lint["rows"].as_array().unwrap().len(), 2);
+}

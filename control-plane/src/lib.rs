@@ -10,6 +10,7 @@ pub mod ci;
 pub mod cli;
 pub mod error;
 pub mod http_trace;
+pub mod human;
 pub mod input;
 pub mod lint;
 pub mod listener;

@@ -23,7 +23,12 @@ use crate::error::ApiError;
 pub struct RunView {
     pub id: Uuid,
     pub project_id: Uuid,
+    /// The project's slug and name.
+    pub project_slug: String,
+    pub project_name: String,
     pub db_set_id: Uuid,
+    /// `null` once the DB set is deleted.
+    pub db_set_name: Option<String>,
     pub environment: String,
     pub direction: Direction,
     pub target_version: String,
@@ -90,6 +95,9 @@ impl From<RunRecord> for RunView {
             transitions,
             approval_policy,
             review,
+            project_slug,
+            project_name,
+            db_set_name,
         } = record;
         let requirement = approval_policy
             .as_ref()
@@ -97,7 +105,10 @@ impl From<RunRecord> for RunView {
         RunView {
             id: run.id,
             project_id: run.project_id,
+            project_slug,
+            project_name,
             db_set_id: run.db_set_id,
+            db_set_name,
             environment: run.environment,
             direction: run.direction,
             target_version: run.target_version,

@@ -12,6 +12,15 @@ use serde_json::json;
 pub fn templates() -> Environment<'static> {
     let mut env = Environment::new();
     minijinja_embed::load_templates!(&mut env);
+    // `{{ t | ago }}`: a `<time>` element, relative, the exact UTC time on
+    // hover; `{{ ms | duration }}`: "1.2 s", "3 min 4 s".
+    env.add_filter("ago", |value: String| {
+        minijinja::Value::from_safe_string(crate::human::time_element(
+            &value,
+            time::OffsetDateTime::now_utc(),
+        ))
+    });
+    env.add_filter("duration", |ms: i64| crate::human::duration(ms));
     env
 }
 

@@ -171,3 +171,39 @@ fn review_every_analyzer_is_documented() {
         );
     }
 }
+
+/// The PostgreSQL executor splits scripts with the hub's psql-compatible
+/// splitter (`domain::split`), not with libpg_query's: the splitter also
+/// honours goose statement blocks, splits a script whose later statement
+/// does not parse (the server then reports that statement, after the ones
+/// before it ran), and its statement texts are what the hash of applied
+/// statements pins for resuming dirty targets. Where both can split — every
+/// script of a real history — they must agree statement for statement.
+#[test]
+fn review_the_executor_splitter_agrees_with_postgresqls_parser_on_kratos() {
+    let mut compared = 0;
+    for m in workload("kratos/postgres") {
+        for sql in [Some(&m.up_sql), m.down_sql.as_ref()].into_iter().flatten() {
+            let Ok(parser) = pg_query::split_with_parser(sql) else {
+                continue;
+            };
+            let parser: Vec<&str> = parser
+                .iter()
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .collect();
+            let ours: Vec<&str> = crate::domain::split::split_postgres(sql)
+                .unwrap()
+                .iter()
+                .map(|s| s.text.trim_end_matches(';').trim())
+                .collect();
+            assert_eq!(ours.len(), parser.len(), "{}: {sql}", m.version);
+            for (a, b) in ours.iter().zip(&parser) {
+                // libpg_query keeps the comments before a statement with it.
+                assert!(b.ends_with(a), "{}: {a:?} vs {b:?}", m.version);
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared > 200, "{compared} scripts compared");
+}

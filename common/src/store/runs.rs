@@ -936,6 +936,10 @@ pub struct RunRecord {
     pub approval_policy: Option<crate::domain::approval::Policy>,
     /// The run's SQL review (`None` for runs requested before reviews).
     pub review: Option<RunReview>,
+    pub project_slug: String,
+    pub project_name: String,
+    /// `None` once the DB set is deleted.
+    pub db_set_name: Option<String>,
 }
 
 /// Reads a run's record from one consistent snapshot of the tool database
@@ -964,12 +968,18 @@ pub async fn record_in(tx: &mut PgConnection, id: Uuid) -> Result<Option<RunReco
         require_previous_success: Option<bool>,
         high_risk_approvals: Option<i32>,
         high_risk_requires_admin: Option<bool>,
+        project_slug: String,
+        project_name: String,
+        db_set_name: Option<String>,
     }
     let found: Option<WithPolicy> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {RUN_COLUMNS}, r.review, e.required_approvals, e.allow_self_approval,
-                e.require_previous_success, e.high_risk_approvals, e.high_risk_requires_admin
+                e.require_previous_success, e.high_risk_approvals, e.high_risk_requires_admin,
+                p.slug AS project_slug, p.name AS project_name, d.name AS db_set_name
          FROM runs r JOIN users u ON u.id = r.requested_by
+         JOIN projects p ON p.id = r.project_id
          LEFT JOIN environments e ON e.name = r.environment
+         LEFT JOIN db_sets d ON d.id = r.db_set_id
          WHERE r.id = $1"
     )))
     .bind(id)
@@ -991,6 +1001,8 @@ pub async fn record_in(tx: &mut PgConnection, id: Uuid) -> Result<Option<RunReco
             });
     let run = found.run;
     let review = found.review.map(|r| r.0);
+    let (project_slug, project_name, db_set_name) =
+        (found.project_slug, found.project_name, found.db_set_name);
     let pinned = sqlx::query_as(
         "SELECT rm.version, m.name, rm.checksum, m.checksum AS current_checksum
          FROM run_migrations rm JOIN migrations m ON m.id = rm.migration_id
@@ -1017,5 +1029,8 @@ pub async fn record_in(tx: &mut PgConnection, id: Uuid) -> Result<Option<RunReco
         transitions,
         approval_policy,
         review,
+        project_slug,
+        project_name,
+        db_set_name,
     }))
 }

@@ -491,6 +491,25 @@ mod tests {
             prop_assert_eq!(texts, expected);
         }
 
+        /// PostgreSQL's own scanner (libpg_query, as the SQL review uses it)
+        /// ends statements where this splitter does.
+        #[test]
+        fn postgresqls_scanner_splits_where_this_splitter_does(
+            statements in prop::collection::vec(statement(), 1..6)
+        ) {
+            let script = statements.iter().map(|s| format!("{s};\n")).collect::<String>();
+            let ours: Vec<&str> = split_postgres(&script).unwrap().iter().map(|s| s.text).collect();
+            // PostgreSQL refuses an empty quoted identifier (`""`) outright.
+            let scanner = pg_query::split_with_scanner(&script);
+            prop_assume!(scanner.is_ok());
+            let scanner = scanner.unwrap();
+            let theirs: Vec<&str> = scanner.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
+            prop_assert_eq!(ours.len(), theirs.len(), "{:?} vs {:?}", ours, theirs);
+            for (a, b) in ours.iter().zip(&theirs) {
+                prop_assert!(b.ends_with(a.trim_end()) || a.ends_with(b), "{:?} vs {:?}", a, b);
+            }
+        }
+
         #[test]
         fn any_input_splits_or_is_refused_without_panicking(script in "\\PC{0,80}") {
             let _ = split_postgres(&script);
