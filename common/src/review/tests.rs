@@ -207,3 +207,21 @@ fn review_the_executor_splitter_agrees_with_postgresqls_parser_on_kratos() {
     }
     assert!(compared > 200, "{compared} scripts compared");
 }
+
+/// Input from anyone (`POST /api/v1/lint`): deeply nested expressions are a
+/// finding, never a crash, on a thread with a small stack.
+#[test]
+fn review_deep_nesting_is_a_parse_finding_not_a_crash() {
+    let handle = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(|| {
+            let deep = format!("SELECT {}1{};", "(".repeat(100_000), ")".repeat(100_000));
+            for engine in [Engine::Postgres, Engine::Mysql] {
+                let mut ctx = Context::for_script(engine, &deep);
+                let found = review(engine, &deep, &mut ctx);
+                assert!(found.iter().any(|f| f.code == PARSE), "{engine:?}");
+            }
+        })
+        .unwrap();
+    handle.join().expect("no stack overflow");
+}

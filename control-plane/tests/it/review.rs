@@ -3,7 +3,7 @@
 //! in the digest, risk-based approvals, policy changes that re-review
 //! waiting runs, and `POST /api/v1/lint`.
 
-use crate::support::{TestApp, code};
+use crate::support::{TestApp, TokenBrowser, code};
 use common::testing::TestDatabase;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -482,4 +482,101 @@ async fn the_run_page_shows_the_findings_at_their_lines_and_offers_waivers_to_ad
     let (_, page) = app.page(&format!("/runs/{id}"), &app.manager).await;
     assert!(!page.contains(&format!("action=\"/runs/{id}/waivers\"")));
     assert!(page.contains("Approval is not offered"));
+
+    // A manager's post of the waiver form is refused; an admin's is taken.
+    let form = [
+        ("version", "1"),
+        ("code", "truncate"),
+        ("line", "2"),
+        ("reason", "the trail moved to the audit service"),
+    ];
+    let manager = TokenBrowser::new(&app, &app.manager);
+    let refused = manager.post(&format!("/runs/{id}/waivers"), &form).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let admin = TokenBrowser::new(&app, &app.admin);
+    let posted = admin.post(&format!("/runs/{id}/waivers"), &form).await;
+    assert_eq!(posted.status, StatusCode::SEE_OTHER, "{}", posted.body);
+    assert_eq!(posted.location, format!("/runs/{id}"));
+    let page = manager.get(&format!("/runs/{id}")).await.body;
+    assert!(
+        page.contains(&format!("action=\"/runs/{id}/approve\"")),
+        "approval is offered now"
+    );
+    assert!(page.contains("the trail moved to the audit service"));
+}
+
+#[tokio::test]
+async fn admins_set_an_environments_review_policy_on_its_page() {
+    let app = TestApp::spawn().await;
+    let admin = TokenBrowser::new(&app, &app.admin);
+    let page = admin.get("/admin/environments").await.body;
+    assert!(page.contains("action=\"/admin/environments/prd/review\""));
+    assert!(page.contains("name=\"setting.index-not-concurrent\""));
+    // prd's default for a locking rule is shown as an error.
+    assert!(page.contains("default (error)"));
+
+    let posted = admin
+        .post(
+            "/admin/environments/stg/review",
+            &[
+                ("setting.index-not-concurrent", "error"),
+                ("setting.dml-without-where", "off"),
+                ("setting.drop-table", "default"),
+                ("require_down", "on"),
+                ("high_risk_approvals", "2"),
+                ("high_risk_requires_admin", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(posted.status, StatusCode::SEE_OTHER, "{}", posted.body);
+    let (_, list) = app.get("/api/v1/environments", &app.user).await;
+    let stg = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "stg")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        stg["review_policy"],
+        json!({"settings": {"index-not-concurrent": "error", "dml-without-where": "off"}, "require_down": true})
+    );
+    assert_eq!(
+        (
+            &stg["high_risk_approvals"],
+            &stg["high_risk_requires_admin"]
+        ),
+        (&json!(2), &json!(true))
+    );
+    assert_eq!(app.audit_rows("environment.updated").await.len(), 1);
+
+    // A value that is no setting is refused on the page, and nothing changes.
+    let refused = admin
+        .post(
+            "/admin/environments/stg/review",
+            &[("setting.truncate", "fatal")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused
+            .body
+            .contains("choose default, off, warning or error"),
+        "{}",
+        refused.body
+    );
+    let (_, list) = app.get("/api/v1/environments", &app.user).await;
+    assert!(list.to_string().contains("dml-without-where"));
+
+    // Managers see the policy but get no form.
+    let manager = TokenBrowser::new(&app, &app.manager);
+    let page = manager.get("/admin/environments").await.body;
+    assert!(!page.contains("action=\"/admin/environments/stg/review\""));
+    let refused = manager
+        .post(
+            "/admin/environments/stg/review",
+            &[("setting.truncate", "off")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
 }
