@@ -110,14 +110,16 @@ CREATE TABLE public.environments (
     required_approvals integer DEFAULT 1 NOT NULL,
     allow_self_approval boolean DEFAULT true NOT NULL,
     require_previous_success boolean DEFAULT false NOT NULL,
-    lock_timeout_ms integer DEFAULT 5000 NOT NULL,
+    lock_timeout_ms integer DEFAULT 2000 NOT NULL,
     statement_timeout_ms integer DEFAULT 600000 NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     review_policy jsonb DEFAULT '{"settings": {}, "require_down": false}'::jsonb NOT NULL,
     high_risk_approvals integer DEFAULT 0 NOT NULL,
     high_risk_requires_admin boolean DEFAULT false NOT NULL,
+    lock_retries integer DEFAULT 5 NOT NULL,
     CONSTRAINT environments_high_risk_approvals_check CHECK (((high_risk_approvals >= 0) AND (high_risk_approvals <= 10))),
+    CONSTRAINT environments_lock_retries_check CHECK (((lock_retries >= 0) AND (lock_retries <= 20))),
     CONSTRAINT environments_lock_timeout_ms_check CHECK ((lock_timeout_ms >= 0)),
     CONSTRAINT environments_name_check CHECK ((name ~ '^[a-z][a-z0-9-]{0,29}$'::text)),
     CONSTRAINT environments_prd_no_self_approval CHECK (((name <> 'prd'::text) OR (NOT allow_self_approval))),
@@ -265,10 +267,12 @@ CREATE TABLE public.runs (
     review jsonb,
     review_digest text,
     risk text,
+    lock_retries integer,
     CONSTRAINT runs_canary_check CHECK ((canary >= 0)),
     CONSTRAINT runs_concurrency_check CHECK ((concurrency >= 1)),
     CONSTRAINT runs_digest_check CHECK ((digest ~ '^[0-9a-f]{64}$'::text)),
     CONSTRAINT runs_direction_check CHECK ((direction = ANY (ARRAY['up'::text, 'down'::text]))),
+    CONSTRAINT runs_lock_retries_check CHECK (((lock_retries >= 0) AND (lock_retries <= 20))),
     CONSTRAINT runs_risk_check CHECK ((risk = ANY (ARRAY['low'::text, 'medium'::text, 'high'::text]))),
     CONSTRAINT runs_state_check CHECK ((state = ANY (ARRAY['pending_approval'::text, 'approved'::text, 'queued'::text, 'running'::text, 'succeeded'::text, 'failed'::text, 'partially_failed'::text, 'denied'::text, 'cancelled'::text, 'invalidated'::text])))
 );
@@ -313,6 +317,8 @@ CREATE TABLE public.target_executions (
     statements_hash text,
     error text,
     out_of_order boolean DEFAULT false NOT NULL,
+    lock_retries integer DEFAULT 0 NOT NULL,
+    waiting text,
     CONSTRAINT target_executions_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'queued'::text, 'running'::text, 'succeeded'::text, 'failed'::text, 'skipped'::text, 'interrupted'::text, 'cancelled'::text])))
 );
 

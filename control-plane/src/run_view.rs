@@ -45,6 +45,9 @@ pub struct RunView {
     pub canary: i32,
     pub lock_timeout_ms: i32,
     pub statement_timeout_ms: i32,
+    /// How often a migration whose lock budget ran out is tried again
+    /// (`null` for runs requested before retries existed: none).
+    pub lock_retries: Option<i32>,
     /// Approvals the run needs: its environment's current requirement for
     /// a run of its risk.
     pub required_approvals: Option<i32>,
@@ -122,6 +125,7 @@ impl From<RunRecord> for RunView {
             canary: run.canary,
             lock_timeout_ms: run.lock_timeout_ms,
             statement_timeout_ms: run.statement_timeout_ms,
+            lock_retries: run.lock_retries,
             required_approvals: requirement.map(|r| r.approvals),
             approver_roles: requirement
                 .map(|r| r.approver_roles().to_vec())

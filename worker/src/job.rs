@@ -243,6 +243,11 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
         lock_timeout_ms: run.lock_timeout_ms,
         statement_timeout_ms: run.statement_timeout_ms,
         lock_wait: env.lock_wait,
+        // Runs requested before retries existed are not retried.
+        lock_retries: run
+            .lock_retries
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0),
     };
     let claim = TargetClaim {
         db: env.db.clone(),

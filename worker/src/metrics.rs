@@ -32,6 +32,10 @@ pub fn handle() -> &'static PrometheusHandle {
             "Time spent waiting for the target lock, by engine."
         );
         metrics::describe_counter!(
+            "migrate_hub_lock_retries_total",
+            "Migrations tried again after their lock budget ran out, by engine."
+        );
+        metrics::describe_counter!(
             "migrate_hub_worker_heartbeats_total",
             "Heartbeats this worker wrote."
         );
@@ -52,6 +56,11 @@ pub fn execution_finished(engine: Engine, outcome: &str, took: Duration) {
     metrics::counter!("migrate_hub_target_executions_total", &labels).increment(1);
     metrics::histogram!("migrate_hub_target_execution_duration_seconds", "engine" => engine.as_str())
         .record(took.as_secs_f64());
+}
+
+pub fn lock_retry(engine: Engine) {
+    handle();
+    metrics::counter!("migrate_hub_lock_retries_total", "engine" => engine.as_str()).increment(1);
 }
 
 pub fn migration_done(direction: &str, took: Duration) {

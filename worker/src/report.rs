@@ -97,6 +97,19 @@ impl Reporter {
         Ok(())
     }
 
+    /// Says on the run page what the target waits for (`None`: it goes
+    /// on); `retried` counts a lock retry. Best effort, like progress.
+    pub async fn waiting(&self, note: Option<&str>, retried: bool) {
+        let result = async {
+            let mut conn = self.db.acquire().await?;
+            lifecycle::waiting(&mut conn, self.execution_id, note, retried).await
+        }
+        .await;
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "could not record a wait");
+        }
+    }
+
     /// Records how far the running script has got (best effort: a lost
     /// report only makes the run page lag). Callers batch these; see the
     /// MySQL executor.

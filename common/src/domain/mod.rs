@@ -7,6 +7,7 @@ pub mod directives;
 pub mod dispatch;
 pub mod drift;
 pub mod import;
+pub mod lock_retry;
 pub mod order;
 pub mod resume;
 pub mod role;

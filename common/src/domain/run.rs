@@ -211,6 +211,11 @@ pub struct ExecutionSettings {
     pub canary: i32,
     pub lock_timeout_ms: i32,
     pub statement_timeout_ms: i32,
+    /// How often a migration whose lock budget ran out is tried again
+    /// (`None` for runs requested before retries existed: their digests
+    /// stay as they were approved, and they are not retried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock_retries: Option<i32>,
 }
 
 /// Everything an approval covers. If any of it changes, so does the digest,
@@ -421,6 +426,7 @@ mod tests {
             concurrency: 8,
             canary: 0,
             lock_timeout_ms: 5000,
+            lock_retries: None,
             statement_timeout_ms: 60000,
         };
         (migrations, vec![target(1), target(2)], settings)

@@ -120,6 +120,7 @@ pub async fn request(
         canary,
         lock_timeout_ms: env.lock_timeout_ms,
         statement_timeout_ms: env.statement_timeout_ms,
+        lock_retries: Some(env.lock_retries),
     };
     let pinned: Vec<(Uuid, PinnedMigration)> = covered
         .iter()

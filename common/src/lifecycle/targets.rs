@@ -93,6 +93,19 @@ pub async fn progress(
     Ok(())
 }
 
+/// What a running execution waits for, shown live (its lock budget ran out
+/// and it retries after a pause; `retried` counts the retry), or `None`
+/// when it goes on.
+pub async fn waiting(
+    conn: &mut PgConnection,
+    execution_id: Uuid,
+    waiting: Option<&str>,
+    retried: bool,
+) -> Result<(), LifecycleError> {
+    executions::waiting(conn, execution_id, waiting, retried).await?;
+    Ok(())
+}
+
 /// How an execution ended, and who says so (the worker that ran it, the
 /// recovery of a dead worker's target, an admin).
 #[derive(Debug, Clone)]
@@ -160,6 +173,7 @@ pub async fn finish(
                 "error": f.error,
                 "version": f.failed_version,
                 "statement": f.statement,
+                "lock_retries": ended.lock_retries,
             })),
     )
     .await?;

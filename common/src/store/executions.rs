@@ -199,6 +199,8 @@ pub struct Ended {
     pub run_id: Uuid,
     pub target_id: Uuid,
     pub project_id: Uuid,
+    /// How many times a migration was retried after its lock budget ran out.
+    pub lock_retries: i32,
 }
 
 /// Ends a `running` execution; `None` when it was not running (a late or
@@ -208,9 +210,11 @@ pub async fn finish(conn: &mut PgConnection, e: &Ending<'_>) -> Result<Option<En
         "UPDATE target_executions
          SET state = $2, error = $3, statement_index = COALESCE($4, statement_index),
              current_version = COALESCE($5, current_version), finished_at = now(),
-             duration_ms = (extract(epoch FROM now() - COALESCE(started_at, now())) * 1000)::bigint
+             duration_ms = (extract(epoch FROM now() - COALESCE(started_at, now())) * 1000)::bigint,
+             waiting = NULL
          WHERE id = $1 AND state = 'running'
-         RETURNING run_id, target_id, (SELECT project_id FROM runs WHERE id = run_id) AS project_id",
+         RETURNING run_id, target_id, (SELECT project_id FROM runs WHERE id = run_id) AS project_id,
+                   lock_retries",
     )
     .bind(e.execution_id)
     .bind(e.state.as_str())
@@ -409,6 +413,27 @@ pub async fn progress(
     .bind(version)
     .bind(statement)
     .bind(applied_hash)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A running execution waits: its lock budget ran out and it will try
+/// again (`retried`: the retry is counted) — or the wait is over (`None`).
+pub async fn waiting(
+    conn: &mut PgConnection,
+    execution_id: Uuid,
+    waiting: Option<&str>,
+    retried: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE target_executions
+         SET waiting = $2, lock_retries = lock_retries + CASE WHEN $3 THEN 1 ELSE 0 END
+         WHERE id = $1 AND state = 'running'",
+    )
+    .bind(execution_id)
+    .bind(waiting)
+    .bind(retried)
     .execute(conn)
     .await?;
     Ok(())

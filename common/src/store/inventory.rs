@@ -21,6 +21,9 @@ pub struct EnvironmentRow {
     pub require_previous_success: bool,
     pub lock_timeout_ms: i32,
     pub statement_timeout_ms: i32,
+    /// How often a migration whose lock budget (`lock_timeout_ms`) ran out
+    /// is tried again, where that is safe (0-20).
+    pub lock_retries: i32,
     /// The SQL review's policy: a setting per analyzer (those absent follow
     /// the defaults of docs/SQL_Review.md) and whether every migration must
     /// have a down script.
@@ -49,7 +52,8 @@ impl EnvironmentRow {
 macro_rules! environment_columns {
     () => {
         "name, position, required_approvals, allow_self_approval, require_previous_success,
-         lock_timeout_ms, statement_timeout_ms, review_policy, high_risk_approvals, high_risk_requires_admin"
+         lock_timeout_ms, statement_timeout_ms, review_policy, high_risk_approvals, high_risk_requires_admin,
+         lock_retries"
     };
 }
 
@@ -112,8 +116,8 @@ pub async fn insert_environment(
     sqlx::query_as(concat!(
         "INSERT INTO environments (name, position, required_approvals, allow_self_approval,
                                    require_previous_success, lock_timeout_ms, statement_timeout_ms,
-                                   review_policy, high_risk_approvals, high_risk_requires_admin)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                   review_policy, high_risk_approvals, high_risk_requires_admin, lock_retries)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          RETURNING ",
         environment_columns!(),
         ""
@@ -128,6 +132,7 @@ pub async fn insert_environment(
     .bind(&env.review_policy)
     .bind(env.high_risk_approvals)
     .bind(env.high_risk_requires_admin)
+    .bind(env.lock_retries)
     .fetch_one(conn)
     .await
 }
@@ -141,7 +146,7 @@ pub async fn update_environment(
         "UPDATE environments SET position = $2, required_approvals = $3, allow_self_approval = $4,
                 require_previous_success = $5, lock_timeout_ms = $6, statement_timeout_ms = $7,
                 review_policy = $8, high_risk_approvals = $9, high_risk_requires_admin = $10,
-                updated_at = now()
+                lock_retries = $11, updated_at = now()
          WHERE name = $1
          RETURNING ",
         environment_columns!(),
@@ -157,6 +162,7 @@ pub async fn update_environment(
     .bind(&env.review_policy)
     .bind(env.high_risk_approvals)
     .bind(env.high_risk_requires_admin)
+    .bind(env.lock_retries)
     .fetch_one(conn)
     .await
 }

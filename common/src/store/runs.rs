@@ -32,6 +32,7 @@ pub struct RunRow {
     pub canary: i32,
     pub lock_timeout_ms: i32,
     pub statement_timeout_ms: i32,
+    pub lock_retries: Option<i32>,
     pub digest: String,
     /// The digest of the run's SQL review; `None` for runs requested before
     /// reviews existed.
@@ -60,13 +61,14 @@ impl RunRow {
             canary: self.canary,
             lock_timeout_ms: self.lock_timeout_ms,
             statement_timeout_ms: self.statement_timeout_ms,
+            lock_retries: self.lock_retries,
         }
     }
 }
 
 const RUN_COLUMNS: &str = "r.id, r.project_id, r.db_set_id, r.environment, r.direction, r.target_version, r.state, r.note,
     r.requested_by, u.email AS requester, r.stop_on_failure, r.concurrency, r.canary, r.lock_timeout_ms,
-    r.statement_timeout_ms, r.digest, r.review_digest, r.risk, r.state_reason, r.not_before, r.traceparent, r.created_at, r.updated_at, r.queued_at, r.finished_at";
+    r.statement_timeout_ms, r.lock_retries, r.digest, r.review_digest, r.risk, r.state_reason, r.not_before, r.traceparent, r.created_at, r.updated_at, r.queued_at, r.finished_at";
 
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<RunRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -324,8 +326,8 @@ pub async fn insert(
     sqlx::query(
         "INSERT INTO runs (id, project_id, db_set_id, environment, direction, target_version, state, note, requested_by,
                            stop_on_failure, concurrency, canary, lock_timeout_ms, statement_timeout_ms, digest,
-                           review, review_digest, risk)
-         VALUES ($1, $2, $3, $4, $5, $6, 'pending_approval', $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                           review, review_digest, risk, lock_retries)
+         VALUES ($1, $2, $3, $4, $5, $6, 'pending_approval', $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
     )
     .bind(id)
     .bind(new.project_id)
@@ -344,6 +346,7 @@ pub async fn insert(
     .bind(sqlx::types::Json(new.review))
     .bind(&review_digest)
     .bind(new.review.risk.as_str())
+    .bind(s.lock_retries)
     .execute(&mut *conn)
     .await?;
 
@@ -414,16 +417,18 @@ pub async fn digest_is_current(conn: &mut PgConnection, run: &RunRow) -> Result<
         })
         .collect();
     let targets = pinned_targets(conn, run.db_set_id).await?;
-    let timeouts: Option<(i32, i32)> = sqlx::query_as(
-        "SELECT lock_timeout_ms, statement_timeout_ms FROM environments WHERE name = $1",
+    let timeouts: Option<(i32, i32, i32)> = sqlx::query_as(
+        "SELECT lock_timeout_ms, statement_timeout_ms, lock_retries FROM environments WHERE name = $1",
     )
     .bind(&run.environment)
     .fetch_optional(&mut *conn)
     .await?;
     let mut settings = run.settings();
-    if let Some((lock, statement)) = timeouts {
+    if let Some((lock, statement, retries)) = timeouts {
         settings.lock_timeout_ms = lock;
         settings.statement_timeout_ms = statement;
+        // Runs from before retries existed pin none, and keep their digest.
+        settings.lock_retries = settings.lock_retries.map(|_| retries);
     }
     Ok(RunPin {
         migrations: &migrations,
@@ -733,6 +738,11 @@ pub struct ExecutionRow {
     /// The run applies here a version below one the target already had
     /// when the run was requested.
     pub out_of_order: bool,
+    /// Times a migration was tried again after its lock budget ran out.
+    pub lock_retries: i32,
+    /// What the target waits for right now (a lock, before its next
+    /// attempt), while it does.
+    pub waiting: Option<String>,
 }
 
 pub async fn executions(
@@ -742,7 +752,7 @@ pub async fn executions(
     sqlx::query_as(
         "SELECT e.id, e.target_id, t.name AS target_name, t.engine, e.state, e.worker_pool, e.started_at, e.finished_at,
                 e.duration_ms, e.current_version, e.statement_index AS statement, e.error, e.worker_id AS worker,
-                e.out_of_order
+                e.out_of_order, e.lock_retries, e.waiting
          FROM target_executions e JOIN targets t ON t.id = e.target_id
          WHERE e.run_id = $1 ORDER BY e.position",
     )

@@ -2,6 +2,7 @@
 //! (Everyone may list them; see `inventory.rs`.)
 
 use common::{
+    domain::lock_retry::MAX_RETRIES,
     lifecycle,
     review::policy::Policy as ReviewPolicy,
     store::{
@@ -44,6 +45,9 @@ pub struct EnvironmentInput {
     pub lock_timeout_ms: Option<i64>,
     /// 0-86400000; 0 means no limit.
     pub statement_timeout_ms: Option<i64>,
+    /// 0-20: how often a migration whose lock budget (`lock_timeout_ms`)
+    /// ran out is tried again, where that is safe.
+    pub lock_retries: Option<i64>,
     /// The SQL review's policy, whole: `{"settings": {"drop-table": "error",
     /// …}, "require_down": false}`; each setting `off`, `warning` or
     /// `error`, analyzers not named follow the defaults (docs/SQL_Review.md).
@@ -101,6 +105,10 @@ fn apply(input: &EnvironmentInput, base: &EnvironmentRow) -> Result<EnvironmentR
         statement_timeout_ms: match input.statement_timeout_ms {
             Some(ms) => bounded("statement_timeout_ms", ms, 0, MAX_STATEMENT_TIMEOUT_MS)?,
             None => base.statement_timeout_ms,
+        },
+        lock_retries: match input.lock_retries {
+            Some(n) => bounded("lock_retries", n, 0, i64::from(MAX_RETRIES))?,
+            None => base.lock_retries,
         },
         review_policy: match &input.review_policy {
             Some(policy) => {
@@ -167,8 +175,9 @@ pub async fn create_environment(
         required_approvals: 1,
         allow_self_approval: true,
         require_previous_success: false,
-        lock_timeout_ms: 5_000,
+        lock_timeout_ms: 2_000,
         statement_timeout_ms: 600_000,
+        lock_retries: 5,
         review_policy: Default::default(),
         high_risk_approvals: 0,
         high_risk_requires_admin: false,
@@ -222,7 +231,8 @@ pub async fn update_environment(
     }
     let env = inventory::update_environment(&mut tx, &after).await?;
     let timeouts_changed = before.lock_timeout_ms != env.lock_timeout_ms
-        || before.statement_timeout_ms != env.statement_timeout_ms;
+        || before.statement_timeout_ms != env.statement_timeout_ms
+        || before.lock_retries != env.lock_retries;
     let (reason, invalidated) = if timeouts_changed {
         let reason = format!("the timeouts of environment {} changed", env.name);
         let runs = lifecycle::invalidate_where(
@@ -290,6 +300,7 @@ mod tests {
             require_previous_success: true,
             lock_timeout_ms: 5_000,
             statement_timeout_ms: 600_000,
+            lock_retries: 5,
             review_policy: Default::default(),
             high_risk_approvals: 0,
             high_risk_requires_admin: false,
@@ -319,6 +330,7 @@ mod tests {
             require_previous_success: false,
             lock_timeout_ms: 5_000,
             statement_timeout_ms: 600_000,
+            lock_retries: 5,
             review_policy: Default::default(),
             high_risk_approvals: 0,
             high_risk_requires_admin: false,

@@ -88,7 +88,8 @@ async fn page(state: &AppState, viewer: &Viewer, extra: Value) -> Result<Html<St
         "can_edit": viewer.user.can(Capability::ManageProjects),
         "add": {
             "form": { "required_approvals": 1, "allow_self_approval": true,
-                      "lock_timeout_ms": 5000, "statement_timeout_ms": 600000 },
+                      "lock_timeout_ms": 2000, "statement_timeout_ms": 600000,
+                      "lock_retries": 5 },
             "errors": {},
         },
         "edit": { "name": null, "form": {}, "errors": {} },
@@ -130,6 +131,7 @@ fn parse(form: &FormData, with_name: bool) -> Result<EnvironmentInput, ApiError>
         require_previous_success: Some(form.contains_key("require_previous_success")),
         lock_timeout_ms: number("lock_timeout_ms")?,
         statement_timeout_ms: number("statement_timeout_ms")?,
+        lock_retries: number("lock_retries")?,
         ..EnvironmentInput::default()
     })
 }

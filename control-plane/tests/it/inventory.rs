@@ -197,7 +197,11 @@ async fn admins_add_and_edit_environments() {
     assert_eq!(qa["position"], 40);
     assert_eq!(qa["required_approvals"], 2);
     assert_eq!(qa["allow_self_approval"], true);
-    assert_eq!(qa["lock_timeout_ms"], 5000);
+    // A short lock budget, retried, unless the admin says otherwise.
+    assert_eq!(
+        (&qa["lock_timeout_ms"], &qa["lock_retries"]),
+        (&json!(2000), &json!(5))
+    );
     let (_, list) = app.get("/api/v1/environments", &app.user).await;
     let names: Vec<&str> = list["items"]
         .as_array()
@@ -243,6 +247,11 @@ async fn admins_add_and_edit_environments() {
             json!({"name": "x1", "lock_timeout_ms": -1}),
             StatusCode::UNPROCESSABLE_ENTITY,
             "lock_timeout_ms",
+        ),
+        (
+            json!({"name": "x1", "lock_retries": 21}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "lock_retries",
         ),
         (
             json!({"name": "x1", "statement_timeout_ms": 100_000_000_000i64}),
@@ -381,6 +390,18 @@ async fn new_timeouts_invalidate_the_environments_waiting_runs() {
     let (status, err) = app.execute_as(&approved, &app.user).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(code(&err), "run_invalidated");
+
+    // The retries are pinned as well.
+    let pending = app.request_run(&slug, &set, "1").await;
+    let (status, _) = app
+        .patch(
+            "/api/v1/environments/daily",
+            &app.admin,
+            json!({"lock_retries": 0}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(run_state(&app, &pending).await.0, "invalidated");
 }
 
 // DB sets ---------------------------------------------------------------------------

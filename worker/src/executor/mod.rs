@@ -9,7 +9,7 @@ pub mod postgres;
 use std::time::Duration;
 
 use common::{
-    domain::{Direction, Engine, drift},
+    domain::{Direction, Engine, drift, lock_retry},
     store::executions::DirtyMark,
 };
 use uuid::Uuid;
@@ -50,6 +50,90 @@ pub struct Job<'a> {
     pub statement_timeout_ms: i32,
     /// How long to wait for another migration to release the target.
     pub lock_wait: Duration,
+    /// How often a migration whose lock budget ran out is tried again,
+    /// where that is safe (`common::domain::lock_retry`).
+    pub lock_retries: u32,
+}
+
+/// A migration that stopped because its lock budget ran out, before it
+/// changed anything on the target: it may be tried again.
+#[derive(Debug)]
+pub struct LockTimedOut {
+    /// The server's error text.
+    pub message: String,
+}
+
+/// The lock retries of one migration on one target. The executor loops:
+/// each attempt that ends in [`LockTimedOut`] goes to [`Self::timed_out`],
+/// which pauses ([`lock_retry::pause`]) and says on the run page what the
+/// target waits for — or, after `1 + job.lock_retries` attempts, answers
+/// the failure; whatever else the attempt ends in goes to [`Self::over`].
+pub(crate) struct LockRetries<'a> {
+    job: &'a Job<'a>,
+    engine: Engine,
+    version: String,
+    retries: u32,
+}
+
+impl<'a> LockRetries<'a> {
+    pub fn new(job: &'a Job<'a>, engine: Engine, version: String) -> Self {
+        Self {
+            job,
+            engine,
+            version,
+            retries: 0,
+        }
+    }
+
+    /// After an attempt whose lock budget ran out: pauses before the next
+    /// attempt, or fails with the last timeout's text when none is left.
+    pub async fn timed_out(
+        &mut self,
+        reporter: &Reporter,
+        timed_out: LockTimedOut,
+    ) -> Result<(), ExecError> {
+        let job = self.job;
+        if self.retries >= job.lock_retries {
+            return Err(ExecError::Target {
+                message: format!(
+                    "{}\n(the lock budget of {} ms ran out on each of {} attempt(s))",
+                    timed_out.message,
+                    job.lock_timeout_ms,
+                    self.retries + 1
+                ),
+                version: Some(self.version.clone()),
+            });
+        }
+        self.retries += 1;
+        let pause = lock_retry::pause(self.retries, rand::random::<f64>());
+        let note = format!(
+            "{}: the lock budget of {} ms ran out (attempt {} of {}); trying again in {:.1} s: {}",
+            self.version,
+            job.lock_timeout_ms,
+            self.retries,
+            job.lock_retries + 1,
+            pause.as_secs_f64(),
+            first_line(&timed_out.message),
+        );
+        tracing::info!(version = %self.version, retry = self.retries, "lock budget ran out; retrying");
+        crate::metrics::lock_retry(self.engine);
+        reporter.waiting(Some(&note), true).await;
+        tokio::time::sleep(pause).await;
+        Ok(())
+    }
+
+    /// After an attempt that did not time out on its lock budget: the wait,
+    /// if there was one, is over.
+    pub async fn over<T>(&self, reporter: &Reporter, result: T) -> T {
+        if self.retries > 0 {
+            reporter.waiting(None, false).await;
+        }
+        result
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
 }
 
 /// What an executor did.

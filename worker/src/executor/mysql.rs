@@ -20,7 +20,7 @@ use std::{collections::HashSet, time::Duration};
 
 use common::{
     domain::{
-        Direction,
+        Direction, Engine, lock_retry,
         split::{Statement, StatementsHash, split_mysql},
     },
     targets::mysql::{self, Flavor, describe},
@@ -35,8 +35,8 @@ use tokio::{
 use tracing::Instrument;
 
 use super::{
-    Applied, CONNECT_TIMEOUT, ExecError, HubRecorder, Job, Resume, TargetSpec, admit,
-    agree_with_hub,
+    Applied, CONNECT_TIMEOUT, ExecError, HubRecorder, Job, LockRetries, LockTimedOut, Resume,
+    TargetSpec, admit, agree_with_hub,
     failure::{self, StatementStop, not_pending},
 };
 use crate::{
@@ -45,6 +45,14 @@ use crate::{
     plan::{self, Step},
     report::{Reporter, StepTiming},
 };
+
+/// `ER_LOCK_WAIT_TIMEOUT`: a metadata lock (`lock_wait_timeout`) or a row
+/// lock (`innodb_lock_wait_timeout`) was not granted in time.
+const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+
+fn lock_timed_out(err: &mysql_async::Error) -> bool {
+    matches!(err, mysql_async::Error::Server(e) if e.code == ER_LOCK_WAIT_TIMEOUT)
+}
 
 /// How often, at most, the statement reached is written to the hub.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(200);
@@ -138,10 +146,18 @@ async fn run_locked(
             history_table: &history_table,
         };
         let span = super::migration_span(step, job.direction);
-        let applied = step_run
-            .apply(conn, reporter, &progress)
-            .instrument(span.clone())
-            .await;
+        let mut retries = LockRetries::new(job, Engine::Mysql, step.version.to_string());
+        let applied = async {
+            loop {
+                match step_run.apply(conn, reporter, &progress).await {
+                    Ok(Err(timed_out)) => retries.timed_out(reporter, timed_out).await?,
+                    Ok(Ok(timing)) => break retries.over(reporter, Ok(timing)).await,
+                    Err(err) => break retries.over(reporter, Err(err)).await,
+                }
+            }
+        }
+        .instrument(span.clone())
+        .await;
         let timing = match applied {
             Ok(timing) => timing,
             Err(err) => {
@@ -220,13 +236,15 @@ struct StepRun<'a> {
 
 impl StepRun<'_> {
     /// Runs the statements one by one, then records the step in the target's
-    /// history. Returns how long it took, or why and where it stopped.
+    /// history. Returns how long it took, or why and where it stopped; a
+    /// lock wait that timed out on the first statement of this attempt
+    /// (nothing applied) is `Ok(Err(_))`: it may be tried again.
     async fn apply(
         &self,
         conn: &mut Conn,
         reporter: &Reporter,
         progress: &ProgressFeed,
-    ) -> Result<StepTiming, ExecError> {
+    ) -> Result<Result<StepTiming, LockTimedOut>, ExecError> {
         let version = self.step.version.to_string();
         let started_at = OffsetDateTime::now_utc();
         let clock = Instant::now();
@@ -236,6 +254,11 @@ impl StepRun<'_> {
             let index = i + 1;
             progress.reached(&version, index, &applied);
             if let Err(err) = conn.query_drop(statement.text).await {
+                if lock_timed_out(&err) && lock_retry::retry_is_safe(false, index - skip) {
+                    return Ok(Err(LockTimedOut {
+                        message: describe(&err),
+                    }));
+                }
                 return Err(self.stopped(reporter, &version, index, &applied, &err));
             }
             applied.push(statement.text);
@@ -278,12 +301,12 @@ impl StepRun<'_> {
                 &describe(&err),
             ));
         }
-        Ok(StepTiming {
+        Ok(Ok(StepTiming {
             started_at,
             duration: clock.elapsed(),
             statements: self.statements.len() - skip,
             resumed: self.start.is_some(),
-        })
+        }))
     }
 
     /// The error for a script that stopped at the 1-based statement

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 
 use common::{
     domain::{
-        Direction,
+        Direction, Engine, lock_retry,
         split::{StatementsHash, split_postgres},
     },
     targets::{self, HISTORY_TABLE, postgres::HISTORY_DDL},
@@ -26,8 +26,8 @@ use tracing::Instrument;
 pub use common::targets::postgres::describe;
 
 use super::{
-    Applied, CONNECT_TIMEOUT, ExecError, HubRecorder, Job, Resume, TargetSpec, admit,
-    agree_with_hub,
+    Applied, CONNECT_TIMEOUT, ExecError, HubRecorder, Job, LockRetries, LockTimedOut, Resume,
+    TargetSpec, admit, agree_with_hub,
     failure::{self, StatementStop, not_pending},
 };
 use crate::{
@@ -40,6 +40,29 @@ use crate::{
 /// Statements the worker sends before a transactional script (BEGIN and two
 /// SETs); subtracted from the server's count.
 const WRAPPER_STATEMENTS: usize = 3;
+
+/// How the hub's session on the target shows in `pg_stat_activity` while it
+/// runs `step`: `migrate-hub run <first 8 of the run id> <version>`, so a
+/// DBA recognises it in their own tools.
+fn application_name(job: &Job<'_>, step: &Step) -> String {
+    let run = job.run_id.simple().to_string();
+    let name = format!("migrate-hub run {} {}", &run[..8], step.version);
+    // PostgreSQL keeps the first 63 bytes (NAMEDATALEN); versions are ASCII.
+    name.chars().take(63).collect()
+}
+
+/// Sets the session's `application_name` for `step` (see
+/// [`application_name`]).
+async fn name_session(client: &Client, job: &Job<'_>, step: &Step) -> Result<(), String> {
+    client
+        .simple_query(&format!(
+            "SET application_name = {}",
+            literal(&application_name(job, step))
+        ))
+        .await
+        .map(drop)
+        .map_err(|e| format!("could not name the session: {}", describe(&e)))
+}
 
 /// How often a server (PostgreSQL 14+) checks, while running a statement,
 /// whether the worker is still connected. A worker that dies mid-migration
@@ -117,19 +140,33 @@ async fn run_locked(
         let started_at = OffsetDateTime::now_utc();
         let clock = Instant::now();
         let span = super::migration_span(step, job.direction);
-        let applied = if step.transactional {
-            apply_in_transaction(client, job, step)
-                .instrument(span.clone())
-                .await
-                .map_err(|message| ExecError::Target {
-                    message,
-                    version: Some(step.version.to_string()),
-                })
-        } else {
-            apply_without_transaction(client, job, step, reporter, resume.as_ref())
-                .instrument(span.clone())
-                .await
-        };
+        let mut retries = LockRetries::new(job, Engine::Postgres, step.version.to_string());
+        let applied = async {
+            loop {
+                // A transactional script is rolled back whole on a lock
+                // timeout; a statement-by-statement one says whether its
+                // first statement was the one that timed out.
+                let attempt = if step.transactional {
+                    match apply_in_transaction(client, job, step).await {
+                        Ok(statements) => Ok(Ok(statements)),
+                        Err(Failed::LockTimeout(message)) => Ok(Err(LockTimedOut { message })),
+                        Err(Failed::Other(message)) => Err(ExecError::Target {
+                            message,
+                            version: Some(step.version.to_string()),
+                        }),
+                    }
+                } else {
+                    apply_without_transaction(client, job, step, reporter, resume.as_ref()).await
+                };
+                match attempt {
+                    Ok(Err(timed_out)) => retries.timed_out(reporter, timed_out).await?,
+                    Ok(Ok(statements)) => break retries.over(reporter, Ok(statements)).await,
+                    Err(err) => break retries.over(reporter, Err(err)).await,
+                }
+            }
+        }
+        .instrument(span.clone())
+        .await;
         let statements = match applied {
             Ok(statements) => statements,
             Err(err) => {
@@ -191,6 +228,19 @@ fn history_write(job: &Job<'_>, step: &Step, execution_ms: &str) -> String {
     }
 }
 
+/// Why a transactional script did not commit: its lock budget ran out
+/// (rolled back whole, so it may be tried again), or anything else; with
+/// the database's error text.
+enum Failed {
+    LockTimeout(String),
+    Other(String),
+}
+
+/// Whether PostgreSQL refused for want of a lock within `lock_timeout`.
+fn lock_timed_out(err: &tokio_postgres::Error) -> bool {
+    err.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+}
+
 /// Runs the step's script and its history write in one transaction, in two
 /// round trips. Returns the number of statements the script executed, or
 /// the database's error text.
@@ -204,8 +254,13 @@ async fn apply_in_transaction(
     client: &Client,
     job: &Job<'_>,
     step: &Step,
-) -> Result<usize, String> {
+) -> Result<usize, Failed> {
     let script = step.script(job.direction);
+    // On its own: in the script's message it would belong to the
+    // transaction, and a rollback would take it back.
+    name_session(client, job, step)
+        .await
+        .map_err(Failed::Other)?;
     let prefix = format!(
         "BEGIN;\nSET LOCAL lock_timeout = {};\nSET LOCAL statement_timeout = {};\n",
         job.lock_timeout_ms, job.statement_timeout_ms
@@ -215,23 +270,23 @@ async fn apply_in_transaction(
         Ok(messages) => messages,
         Err(err) => {
             rollback(client, &err).await;
-            return Err(describe_in_script(
-                &err,
-                prefix.chars().count(),
-                script,
-                job.direction,
-            ));
+            let text = describe_in_script(&err, prefix.chars().count(), script, job.direction);
+            return Err(if lock_timed_out(&err) {
+                Failed::LockTimeout(text)
+            } else {
+                Failed::Other(text)
+            });
         }
     };
     let execution_ms = clock.elapsed().as_millis().to_string();
     let record = format!("{};\nCOMMIT", history_write(job, step, &execution_ms));
     if let Err(err) = client.simple_query(&record).await {
         rollback(client, &err).await;
-        return Err(format!(
+        return Err(Failed::Other(format!(
             "the script ran, but recording it in migrate_hub_history or committing failed, \
              so it was rolled back: {}",
             describe(&err)
-        ));
+        )));
     }
     Ok(completed(&messages).saturating_sub(WRAPPER_STATEMENTS))
 }
@@ -261,7 +316,7 @@ async fn apply_without_transaction(
     step: &Step,
     reporter: &Reporter,
     resume: Option<&Resume>,
-) -> Result<usize, ExecError> {
+) -> Result<Result<usize, LockTimedOut>, ExecError> {
     let version = step.version.to_string();
     let script = step.script(job.direction);
     let statements =
@@ -269,8 +324,10 @@ async fn apply_without_transaction(
     let start = Resume::start(resume, step, &statements)?;
     let skip = start.unwrap_or(0);
     let timeouts = format!(
-        "SET lock_timeout = {}; SET statement_timeout = {}",
-        job.lock_timeout_ms, job.statement_timeout_ms
+        "SET application_name = {}; SET lock_timeout = {}; SET statement_timeout = {}",
+        literal(&application_name(job, step)),
+        job.lock_timeout_ms,
+        job.statement_timeout_ms
     );
     client
         .simple_query(&timeouts)
@@ -287,6 +344,12 @@ async fn apply_without_transaction(
         // progress write each is nothing next to them.
         reporter.progress(&version, index, &applied.hex()).await;
         if let Err(err) = client.simple_query(statement.text).await {
+            // Nothing of this attempt was applied yet: it may be tried again.
+            if lock_timed_out(&err) && lock_retry::retry_is_safe(false, index - skip) {
+                return Ok(Err(LockTimedOut {
+                    message: describe(&err),
+                }));
+            }
             let stop = StatementStop {
                 version: &version,
                 direction: job.direction,
@@ -315,7 +378,7 @@ async fn apply_without_transaction(
             &describe(&err),
         ));
     }
-    Ok(statements.len() - skip)
+    Ok(Ok(statements.len() - skip))
 }
 
 fn completed(messages: &[SimpleQueryMessage]) -> usize {

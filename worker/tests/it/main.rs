@@ -6,6 +6,7 @@ mod support;
 
 mod faults;
 mod lifecycle;
+mod lock_budget;
 mod mysql_targets;
 mod postgres_targets;
 mod traces;

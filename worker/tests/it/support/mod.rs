@@ -500,6 +500,7 @@ impl TestHub {
             canary: 0,
             lock_timeout_ms: env.lock_timeout_ms,
             statement_timeout_ms: env.statement_timeout_ms,
+            lock_retries: Some(env.lock_retries),
         };
         let run_id = self
             .insert_approved_run(&mut tx, project, &env.name, &settings)

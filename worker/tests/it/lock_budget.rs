@@ -1,0 +1,292 @@
+//! Short lock budgets, retried: while a migration waits behind a session
+//! that holds its table, other sessions' queries on the table wait at most
+//! one lock budget (plus a margin); the migration succeeds on a later
+//! attempt once the blocker ends, or fails after its last attempt. Real
+//! blockers on real PostgreSQL and MariaDB targets.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use crate::support::{TargetOptions, TestHub, eventually_within};
+use common::domain::{Direction, RunState, TargetState};
+use mysql_async::prelude::Queryable;
+use sqlx::{Connection, Executor};
+use tokio::time::Instant;
+
+/// The lock budget of these tests.
+const BUDGET_MS: u64 = 400;
+/// What a reader may wait on top of one budget (scheduling on a busy
+/// machine); without retries a reader would wait the migration's whole
+/// wait behind the blocker.
+const MARGIN_MS: u64 = 1_000;
+
+async fn set_policy(hub: &TestHub, lock_timeout_ms: u64, retries: i32) {
+    sqlx::query(
+        "UPDATE environments SET lock_timeout_ms = $1, lock_retries = $2 WHERE name = 'daily'",
+    )
+    .bind(lock_timeout_ms as i32)
+    .bind(retries)
+    .execute(&hub.db)
+    .await
+    .unwrap();
+}
+
+/// A loop of reads on the table that records its longest wait, until
+/// stopped.
+struct Reader {
+    stop: Arc<AtomicBool>,
+    longest_ms: Arc<AtomicU64>,
+    reads: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What a reader loop shares with the test.
+#[derive(Clone)]
+struct Probe {
+    stop: Arc<AtomicBool>,
+    longest_ms: Arc<AtomicU64>,
+    reads: Arc<AtomicU64>,
+}
+
+impl Probe {
+    fn running(&self) -> bool {
+        !self.stop.load(Ordering::Relaxed)
+    }
+
+    fn read_took(&self, started: Instant) {
+        self.longest_ms
+            .fetch_max(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.reads.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Reader {
+    /// Reads `sql` on PostgreSQL over `conn` until stopped.
+    fn postgres(mut conn: sqlx::PgConnection, sql: &'static str) -> Reader {
+        Reader::spawn(|probe| async move {
+            while probe.running() {
+                let started = Instant::now();
+                sqlx::query(sql).execute(&mut conn).await.unwrap();
+                probe.read_took(started);
+            }
+        })
+    }
+
+    /// Reads `sql` on MariaDB over `conn` until stopped.
+    fn mariadb(mut conn: mysql_async::Conn, sql: &'static str) -> Reader {
+        Reader::spawn(|probe| async move {
+            while probe.running() {
+                let started = Instant::now();
+                conn.query_drop(sql).await.unwrap();
+                probe.read_took(started);
+            }
+        })
+    }
+
+    fn spawn<F, Fut>(body: F) -> Reader
+    where
+        F: FnOnce(Probe) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let probe = Probe {
+            stop: Arc::new(AtomicBool::new(false)),
+            longest_ms: Arc::new(AtomicU64::new(0)),
+            reads: Arc::new(AtomicU64::new(0)),
+        };
+        let task = tokio::spawn(body(probe.clone()));
+        Reader {
+            stop: probe.stop,
+            longest_ms: probe.longest_ms,
+            reads: probe.reads,
+            task,
+        }
+    }
+
+    /// Stops the loop; returns its longest wait and how many reads it made.
+    async fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        (
+            self.longest_ms.load(Ordering::Relaxed),
+            self.reads.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Waits until the execution has retried at least `retries` times; returns
+/// what it says it waits for.
+async fn retried(hub: &TestHub, run: uuid::Uuid, retries: i32) -> String {
+    eventually_within(Duration::from_secs(30), || async {
+        let e = hub.executions(run).await.remove(0);
+        (e.lock_retries >= retries).then_some(e.waiting.unwrap_or_default())
+    })
+    .await
+    .unwrap_or_else(|| panic!("the migration did not retry {retries} times"))
+}
+
+#[tokio::test]
+async fn postgres_readers_wait_at_most_one_budget_and_the_migration_succeeds_after_the_blocker() {
+    let hub = TestHub::new().await;
+    set_policy(&hub, BUDGET_MS, 20).await;
+    let project = hub.project(&[TargetOptions::default()]).await;
+    let target = &project.targets[0];
+    target
+        .execute("CREATE TABLE accounts (id int PRIMARY KEY); INSERT INTO accounts SELECT generate_series(1, 100)")
+        .await;
+    hub.migration(
+        &project,
+        "1",
+        "ALTER TABLE accounts ADD COLUMN note text;",
+        "",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+
+    // A report left open in a transaction: it holds ACCESS SHARE on the table.
+    let mut blocker = target.connect().await;
+    blocker
+        .execute("BEGIN; SELECT count(*) FROM accounts")
+        .await
+        .unwrap();
+    let reader = Reader::postgres(target.connect().await, "SELECT count(*) FROM accounts");
+    let worker = hub.start_worker(1_000).await;
+    hub.execute(run).await;
+
+    let waiting = retried(&hub, run, 2).await;
+    assert!(
+        waiting.contains("1: the lock budget of 400 ms ran out")
+            && waiting.contains("lock timeout"),
+        "{waiting}"
+    );
+    // DBAs see who it is in their own tools.
+    let short = &run.simple().to_string()[..8];
+    let seen: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1",
+    )
+    .bind(format!("migrate-hub run {short} 1"))
+    .fetch_one(&mut blocker)
+    .await
+    .unwrap();
+    assert_eq!(seen, 1, "the hub's session names its run and version");
+
+    blocker.execute("COMMIT").await.unwrap();
+    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    let (longest, reads) = reader.stop().await;
+    assert!(reads > 10, "the reader kept reading ({reads} reads)");
+    assert!(
+        longest < BUDGET_MS + MARGIN_MS,
+        "a reader waited {longest} ms behind the migration"
+    );
+    let done = hub.executions(run).await.remove(0);
+    assert!(done.lock_retries >= 2, "{}", done.lock_retries);
+    assert_eq!(done.waiting, None, "the wait is over");
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT (details->>'lock_retries')::bigint FROM audit_log WHERE action = 'target.succeeded'",
+    )
+    .fetch_one(&hub.db)
+    .await
+    .unwrap();
+    assert_eq!(audited, i64::from(done.lock_retries));
+    let metrics = worker::metrics::handle().render();
+    assert!(
+        metrics.contains("migrate_hub_lock_retries_total{engine=\"postgres\"}"),
+        "{metrics}"
+    );
+    let columns: i64 = target
+        .scalar_i64("SELECT count(*) FROM information_schema.columns WHERE table_name = 'accounts' AND column_name = 'note'")
+        .await;
+    assert_eq!(columns, 1);
+    blocker.close().await.unwrap();
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn postgres_a_blocker_that_outlives_every_retry_fails_the_target_with_nothing_applied() {
+    let hub = TestHub::new().await;
+    set_policy(&hub, 200, 1).await;
+    let project = hub.project(&[TargetOptions::default()]).await;
+    let target = &project.targets[0];
+    target.execute("CREATE TABLE ledger (id int)").await;
+    hub.migration(
+        &project,
+        "1",
+        "ALTER TABLE ledger ADD COLUMN note text;",
+        "",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+    let mut blocker = target.connect().await;
+    blocker
+        .execute("BEGIN; SELECT * FROM ledger")
+        .await
+        .unwrap();
+    let worker = hub.start_worker(1_000).await;
+    hub.execute(run).await;
+
+    assert_eq!(hub.wait_for_run(run).await, RunState::Failed);
+    let failed = hub.executions(run).await.remove(0);
+    assert_eq!(failed.state, TargetState::Failed);
+    assert_eq!(failed.lock_retries, 1);
+    let error = failed.error.unwrap_or_default();
+    assert!(
+        error.contains("lock timeout") && error.contains("ran out on each of 2 attempt(s)"),
+        "{error}"
+    );
+    blocker.execute("ROLLBACK").await.unwrap();
+    assert!(target.versions().await.is_empty(), "nothing was applied");
+    blocker.close().await.unwrap();
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn mariadb_a_metadata_lock_wait_is_retried_and_readers_are_not_stalled() {
+    let hub = TestHub::new().await;
+    // MariaDB counts lock_wait_timeout in whole seconds.
+    set_policy(&hub, 1_000, 20).await;
+    let project = hub.mysql_project(&[TargetOptions::default()]).await;
+    let target = &project.targets[0];
+    target
+        .my_execute("CREATE TABLE accounts (id int PRIMARY KEY) ENGINE=InnoDB")
+        .await;
+    target
+        .my_execute("INSERT INTO accounts VALUES (1), (2)")
+        .await;
+    hub.migration(
+        &project,
+        "1",
+        "ALTER TABLE accounts ADD COLUMN note text;",
+        "",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+
+    // An open transaction that read the table holds its metadata lock.
+    let mut blocker = target.my_connect().await;
+    blocker.query_drop("START TRANSACTION").await.unwrap();
+    blocker
+        .query_drop("SELECT COUNT(*) FROM accounts")
+        .await
+        .unwrap();
+    let reader = Reader::mariadb(target.my_connect().await, "SELECT COUNT(*) FROM accounts");
+    let worker = hub.start_worker(1_000).await;
+    hub.execute(run).await;
+
+    let waiting = retried(&hub, run, 2).await;
+    assert!(waiting.contains("Lock wait timeout"), "{waiting}");
+    blocker.query_drop("COMMIT").await.unwrap();
+    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    let (longest, reads) = reader.stop().await;
+    assert!(reads > 10, "the reader kept reading ({reads} reads)");
+    assert!(
+        longest < 1_000 + MARGIN_MS,
+        "a reader waited {longest} ms behind the migration"
+    );
+    assert!(hub.executions(run).await[0].lock_retries >= 2);
+    blocker.disconnect().await.unwrap();
+    worker.stop().await;
+}
