@@ -48,6 +48,11 @@ pub struct RunView {
     /// How often a migration whose lock budget ran out is tried again
     /// (`null` for runs requested before retries existed: none).
     pub lock_retries: Option<i32>,
+    /// The pre-flight: how long a target waits for blocking sessions, and
+    /// from what age an open transaction blocks (`null` for runs from
+    /// before the pre-flight: none).
+    pub preflight_wait_ms: Option<i32>,
+    pub blocker_age_ms: Option<i32>,
     /// Approvals the run needs: its environment's current requirement for
     /// a run of its risk.
     pub required_approvals: Option<i32>,
@@ -126,6 +131,8 @@ impl From<RunRecord> for RunView {
             lock_timeout_ms: run.lock_timeout_ms,
             statement_timeout_ms: run.statement_timeout_ms,
             lock_retries: run.lock_retries,
+            preflight_wait_ms: run.preflight_wait_ms,
+            blocker_age_ms: run.blocker_age_ms,
             required_approvals: requirement.map(|r| r.approvals),
             approver_roles: requirement
                 .map(|r| r.approver_roles().to_vec())

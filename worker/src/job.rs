@@ -248,6 +248,15 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
             .lock_retries
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(0),
+        preflight: run
+            .preflight_wait_ms
+            .zip(run.blocker_age_ms)
+            .map(|(wait, age)| {
+                (
+                    Duration::from_millis(u64::try_from(wait).unwrap_or(0)),
+                    i64::from(age),
+                )
+            }),
     };
     let claim = TargetClaim {
         db: env.db.clone(),

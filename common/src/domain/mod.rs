@@ -2,6 +2,7 @@
 
 pub mod approval;
 pub mod baseline;
+pub mod blockers;
 pub mod checksum;
 pub mod directives;
 pub mod dispatch;

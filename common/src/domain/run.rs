@@ -216,6 +216,13 @@ pub struct ExecutionSettings {
     /// stay as they were approved, and they are not retried).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lock_retries: Option<i32>,
+    /// The pre-flight: how long a target waits for blocking sessions to go,
+    /// and from what age an open transaction counts as one (`None` for
+    /// runs requested before the pre-flight existed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preflight_wait_ms: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocker_age_ms: Option<i32>,
 }
 
 /// Everything an approval covers. If any of it changes, so does the digest,
@@ -427,6 +434,8 @@ mod tests {
             canary: 0,
             lock_timeout_ms: 5000,
             lock_retries: None,
+            preflight_wait_ms: None,
+            blocker_age_ms: None,
             statement_timeout_ms: 60000,
         };
         (migrations, vec![target(1), target(2)], settings)

@@ -112,6 +112,19 @@ pub fn review(engine: Engine, sql: &str, ctx: &mut Context) -> Vec<Finding> {
     }
 }
 
+/// The tables a PostgreSQL script names (as PostgreSQL's parser reads
+/// them, schema-qualified where written), for the pre-flight that looks for
+/// sessions holding them; empty for a script that does not parse, and for
+/// MySQL scripts (their pre-flight looks at transactions instead).
+pub fn tables_touched(engine: Engine, sql: &str) -> Vec<String> {
+    match engine {
+        Engine::Postgres => pg_query::parse(sql)
+            .map(|parsed| parsed.tables())
+            .unwrap_or_default(),
+        Engine::Mysql => Vec::new(),
+    }
+}
+
 /// The 1-based line of byte `offset` in `sql`, after skipping the
 /// whitespace and comments that precede the statement there.
 fn line_at(sql: &str, offset: usize) -> usize {

@@ -225,3 +225,15 @@ fn review_deep_nesting_is_a_parse_finding_not_a_crash() {
         .unwrap();
     handle.join().expect("no stack overflow");
 }
+
+#[test]
+fn review_tables_touched_are_read_by_postgresqls_parser() {
+    let mut tables = tables_touched(
+        Engine::Postgres,
+        "ALTER TABLE accounts ADD COLUMN note text; CREATE INDEX i ON billing.invoices (a); SELECT 1;",
+    );
+    tables.sort();
+    assert_eq!(tables, ["accounts", "billing.invoices"]);
+    assert!(tables_touched(Engine::Postgres, "ALTER TABLE").is_empty());
+    assert!(tables_touched(Engine::Mysql, "ALTER TABLE t ADD c int").is_empty());
+}

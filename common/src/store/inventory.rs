@@ -24,6 +24,12 @@ pub struct EnvironmentRow {
     /// How often a migration whose lock budget (`lock_timeout_ms`) ran out
     /// is tried again, where that is safe (0-20).
     pub lock_retries: i32,
+    /// How long a target waits for blocking sessions to go before it tries
+    /// its migration anyway (0-3600000).
+    pub preflight_wait_ms: i32,
+    /// From what age an open transaction in the target's database counts as
+    /// a blocker (0-86400000).
+    pub blocker_age_ms: i32,
     /// The SQL review's policy: a setting per analyzer (those absent follow
     /// the defaults of docs/SQL_Review.md) and whether every migration must
     /// have a down script.
@@ -53,7 +59,7 @@ macro_rules! environment_columns {
     () => {
         "name, position, required_approvals, allow_self_approval, require_previous_success,
          lock_timeout_ms, statement_timeout_ms, review_policy, high_risk_approvals, high_risk_requires_admin,
-         lock_retries"
+         lock_retries, preflight_wait_ms, blocker_age_ms"
     };
 }
 
@@ -116,8 +122,9 @@ pub async fn insert_environment(
     sqlx::query_as(concat!(
         "INSERT INTO environments (name, position, required_approvals, allow_self_approval,
                                    require_previous_success, lock_timeout_ms, statement_timeout_ms,
-                                   review_policy, high_risk_approvals, high_risk_requires_admin, lock_retries)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                   review_policy, high_risk_approvals, high_risk_requires_admin, lock_retries,
+                                   preflight_wait_ms, blocker_age_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
          RETURNING ",
         environment_columns!(),
         ""
@@ -133,6 +140,8 @@ pub async fn insert_environment(
     .bind(env.high_risk_approvals)
     .bind(env.high_risk_requires_admin)
     .bind(env.lock_retries)
+    .bind(env.preflight_wait_ms)
+    .bind(env.blocker_age_ms)
     .fetch_one(conn)
     .await
 }
@@ -146,7 +155,7 @@ pub async fn update_environment(
         "UPDATE environments SET position = $2, required_approvals = $3, allow_self_approval = $4,
                 require_previous_success = $5, lock_timeout_ms = $6, statement_timeout_ms = $7,
                 review_policy = $8, high_risk_approvals = $9, high_risk_requires_admin = $10,
-                lock_retries = $11, updated_at = now()
+                lock_retries = $11, preflight_wait_ms = $12, blocker_age_ms = $13, updated_at = now()
          WHERE name = $1
          RETURNING ",
         environment_columns!(),
@@ -163,6 +172,8 @@ pub async fn update_environment(
     .bind(env.high_risk_approvals)
     .bind(env.high_risk_requires_admin)
     .bind(env.lock_retries)
+    .bind(env.preflight_wait_ms)
+    .bind(env.blocker_age_ms)
     .fetch_one(conn)
     .await
 }

@@ -48,6 +48,12 @@ pub struct EnvironmentInput {
     /// 0-20: how often a migration whose lock budget (`lock_timeout_ms`)
     /// ran out is tried again, where that is safe.
     pub lock_retries: Option<i64>,
+    /// 0-3600000: how long a target waits for blocking sessions to go
+    /// before it tries its migration anyway.
+    pub preflight_wait_ms: Option<i64>,
+    /// 0-86400000: from what age an open transaction in the target's
+    /// database counts as a blocker.
+    pub blocker_age_ms: Option<i64>,
     /// The SQL review's policy, whole: `{"settings": {"drop-table": "error",
     /// …}, "require_down": false}`; each setting `off`, `warning` or
     /// `error`, analyzers not named follow the defaults (docs/SQL_Review.md).
@@ -109,6 +115,14 @@ fn apply(input: &EnvironmentInput, base: &EnvironmentRow) -> Result<EnvironmentR
         lock_retries: match input.lock_retries {
             Some(n) => bounded("lock_retries", n, 0, i64::from(MAX_RETRIES))?,
             None => base.lock_retries,
+        },
+        preflight_wait_ms: match input.preflight_wait_ms {
+            Some(ms) => bounded("preflight_wait_ms", ms, 0, MAX_LOCK_TIMEOUT_MS)?,
+            None => base.preflight_wait_ms,
+        },
+        blocker_age_ms: match input.blocker_age_ms {
+            Some(ms) => bounded("blocker_age_ms", ms, 0, MAX_STATEMENT_TIMEOUT_MS)?,
+            None => base.blocker_age_ms,
         },
         review_policy: match &input.review_policy {
             Some(policy) => {
@@ -178,6 +192,8 @@ pub async fn create_environment(
         lock_timeout_ms: 2_000,
         statement_timeout_ms: 600_000,
         lock_retries: 5,
+        preflight_wait_ms: 60_000,
+        blocker_age_ms: 60_000,
         review_policy: Default::default(),
         high_risk_approvals: 0,
         high_risk_requires_admin: false,
@@ -232,7 +248,9 @@ pub async fn update_environment(
     let env = inventory::update_environment(&mut tx, &after).await?;
     let timeouts_changed = before.lock_timeout_ms != env.lock_timeout_ms
         || before.statement_timeout_ms != env.statement_timeout_ms
-        || before.lock_retries != env.lock_retries;
+        || before.lock_retries != env.lock_retries
+        || before.preflight_wait_ms != env.preflight_wait_ms
+        || before.blocker_age_ms != env.blocker_age_ms;
     let (reason, invalidated) = if timeouts_changed {
         let reason = format!("the timeouts of environment {} changed", env.name);
         let runs = lifecycle::invalidate_where(
@@ -301,6 +319,8 @@ mod tests {
             lock_timeout_ms: 5_000,
             statement_timeout_ms: 600_000,
             lock_retries: 5,
+            preflight_wait_ms: 60_000,
+            blocker_age_ms: 60_000,
             review_policy: Default::default(),
             high_risk_approvals: 0,
             high_risk_requires_admin: false,
@@ -331,6 +351,8 @@ mod tests {
             lock_timeout_ms: 5_000,
             statement_timeout_ms: 600_000,
             lock_retries: 5,
+            preflight_wait_ms: 60_000,
+            blocker_age_ms: 60_000,
             review_policy: Default::default(),
             high_risk_approvals: 0,
             high_risk_requires_admin: false,

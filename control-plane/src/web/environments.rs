@@ -89,7 +89,7 @@ async fn page(state: &AppState, viewer: &Viewer, extra: Value) -> Result<Html<St
         "add": {
             "form": { "required_approvals": 1, "allow_self_approval": true,
                       "lock_timeout_ms": 2000, "statement_timeout_ms": 600000,
-                      "lock_retries": 5 },
+                      "lock_retries": 5, "preflight_wait_ms": 60000, "blocker_age_ms": 60000 },
             "errors": {},
         },
         "edit": { "name": null, "form": {}, "errors": {} },
@@ -132,6 +132,8 @@ fn parse(form: &FormData, with_name: bool) -> Result<EnvironmentInput, ApiError>
         lock_timeout_ms: number("lock_timeout_ms")?,
         statement_timeout_ms: number("statement_timeout_ms")?,
         lock_retries: number("lock_retries")?,
+        preflight_wait_ms: number("preflight_wait_ms")?,
+        blocker_age_ms: number("blocker_age_ms")?,
         ..EnvironmentInput::default()
     })
 }

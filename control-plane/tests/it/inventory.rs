@@ -254,6 +254,16 @@ async fn admins_add_and_edit_environments() {
             "lock_retries",
         ),
         (
+            json!({"name": "x1", "preflight_wait_ms": 3_600_001}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "preflight_wait_ms",
+        ),
+        (
+            json!({"name": "x1", "blocker_age_ms": -1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "blocker_age_ms",
+        ),
+        (
             json!({"name": "x1", "statement_timeout_ms": 100_000_000_000i64}),
             StatusCode::UNPROCESSABLE_ENTITY,
             "statement_timeout_ms",
@@ -397,7 +407,7 @@ async fn new_timeouts_invalidate_the_environments_waiting_runs() {
         .patch(
             "/api/v1/environments/daily",
             &app.admin,
-            json!({"lock_retries": 0}),
+            json!({"lock_retries": 0, "preflight_wait_ms": 1000}),
         )
         .await;
     assert_eq!(status, StatusCode::OK);

@@ -5,11 +5,12 @@
 mod failure;
 pub mod mysql;
 pub mod postgres;
+mod preflight;
 
 use std::time::Duration;
 
 use common::{
-    domain::{Direction, Engine, drift, lock_retry},
+    domain::{Direction, Engine, blockers::describe_all, drift, lock_retry},
     store::executions::DirtyMark,
 };
 use uuid::Uuid;
@@ -53,6 +54,16 @@ pub struct Job<'a> {
     /// How often a migration whose lock budget ran out is tried again,
     /// where that is safe (`common::domain::lock_retry`).
     pub lock_retries: u32,
+    /// The pre-flight ([`preflight`]): how long to wait for blocking
+    /// sessions to go, and from what age an open transaction blocks; no
+    /// pre-flight for `None` (runs requested before it existed).
+    pub preflight: Option<(Duration, i64)>,
+}
+
+impl Job<'_> {
+    fn preflight_wait(&self) -> Duration {
+        self.preflight.map_or(Duration::ZERO, |(wait, _)| wait)
+    }
 }
 
 /// A migration that stopped because its lock budget ran out, before it
@@ -73,6 +84,9 @@ pub(crate) struct LockRetries<'a> {
     engine: Engine,
     version: String,
     retries: u32,
+    /// What the last pre-flight left: named in the waiting note and in the
+    /// failure.
+    pub blockers: Vec<common::domain::blockers::Blocker>,
 }
 
 impl<'a> LockRetries<'a> {
@@ -82,7 +96,13 @@ impl<'a> LockRetries<'a> {
             engine,
             version,
             retries: 0,
+            blockers: Vec::new(),
         }
+    }
+
+    /// Whether no retry is left: the next timeout is the failure.
+    pub fn exhausted(&self) -> bool {
+        self.retries >= self.job.lock_retries
     }
 
     /// After an attempt whose lock budget ran out: pauses before the next
@@ -93,10 +113,15 @@ impl<'a> LockRetries<'a> {
         timed_out: LockTimedOut,
     ) -> Result<(), ExecError> {
         let job = self.job;
+        let blocked_by = if self.blockers.is_empty() {
+            String::new()
+        } else {
+            format!("; blocked by {}", describe_all(&self.blockers))
+        };
         if self.retries >= job.lock_retries {
             return Err(ExecError::Target {
                 message: format!(
-                    "{}\n(the lock budget of {} ms ran out on each of {} attempt(s))",
+                    "{}\n(the lock budget of {} ms ran out on each of {} attempt(s){blocked_by})",
                     timed_out.message,
                     job.lock_timeout_ms,
                     self.retries + 1
@@ -107,7 +132,7 @@ impl<'a> LockRetries<'a> {
         self.retries += 1;
         let pause = lock_retry::pause(self.retries, rand::random::<f64>());
         let note = format!(
-            "{}: the lock budget of {} ms ran out (attempt {} of {}); trying again in {:.1} s: {}",
+            "{}: the lock budget of {} ms ran out (attempt {} of {}); trying again in {:.1} s: {}{blocked_by}",
             self.version,
             job.lock_timeout_ms,
             self.retries,

@@ -20,7 +20,9 @@ use std::{collections::HashSet, time::Duration};
 
 use common::{
     domain::{
-        Direction, Engine, lock_retry,
+        Direction, Engine,
+        blockers::Blocker,
+        lock_retry,
         split::{Statement, StatementsHash, split_mysql},
     },
     targets::mysql::{self, Flavor, describe},
@@ -38,6 +40,7 @@ use super::{
     Applied, CONNECT_TIMEOUT, ExecError, HubRecorder, Job, LockRetries, LockTimedOut, Resume,
     TargetSpec, admit, agree_with_hub,
     failure::{self, StatementStop, not_pending},
+    preflight,
 };
 use crate::{
     claim::{HistoryRow, TargetClaim},
@@ -130,6 +133,8 @@ async fn run_locked(
     if resume.is_some() && starts.iter().all(Option::is_none) {
         return Err(not_pending(resume.as_ref(), job.direction));
     }
+    // Before the first migration: who would block them.
+    let mut blockers = look_for_blockers(conn, job, reporter, false).await;
     let progress = ProgressFeed::start(reporter);
     let recorder = HubRecorder::start(reporter);
     let mut result = Ok(Applied::Steps(todo.len()));
@@ -147,10 +152,19 @@ async fn run_locked(
         };
         let span = super::migration_span(step, job.direction);
         let mut retries = LockRetries::new(job, Engine::Mysql, step.version.to_string());
+        retries.blockers = std::mem::take(&mut blockers);
         let applied = async {
             loop {
                 match step_run.apply(conn, reporter, &progress).await {
-                    Ok(Err(timed_out)) => retries.timed_out(reporter, timed_out).await?,
+                    Ok(Err(timed_out)) => {
+                        if retries.exhausted() {
+                            // The failure names who blocks it now.
+                            retries.blockers = look_for_blockers(conn, job, reporter, true).await;
+                        }
+                        retries.timed_out(reporter, timed_out).await?;
+                        // Before every retry: who blocks it now, and the wait for them.
+                        retries.blockers = look_for_blockers(conn, job, reporter, false).await;
+                    }
                     Ok(Ok(timing)) => break retries.over(reporter, Ok(timing)).await,
                     Err(err) => break retries.over(reporter, Err(err)).await,
                 }
@@ -170,6 +184,34 @@ async fn run_locked(
     }
     progress.stop().await;
     recorder.settle(result).await
+}
+
+/// The pre-flight on this target (see [`preflight`]): waits while old
+/// transactions on its database may block the migration, up to the
+/// policy's wait; returns those still there. A pre-flight that cannot look
+/// lets the migration go on.
+async fn look_for_blockers(
+    conn: &mut Conn,
+    job: &Job<'_>,
+    reporter: &Reporter,
+    look_once: bool,
+) -> Vec<Blocker> {
+    let Some((_, blocker_age_ms)) = job.preflight else {
+        return Vec::new();
+    };
+    let mut wait = preflight::Wait::new(job, reporter, look_once);
+    loop {
+        let found = match preflight::mysql(conn, blocker_age_ms).await {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::warn!(error = %describe(&err), "the pre-flight could not look for blockers");
+                return Vec::new();
+            }
+        };
+        if !wait.again(&found).await {
+            return found;
+        }
+    }
 }
 
 /// Runs the policy's bounds on the session: `lock_wait_timeout` (metadata

@@ -13,9 +13,12 @@ use std::collections::HashSet;
 
 use common::{
     domain::{
-        Direction, Engine, lock_retry,
+        Direction, Engine,
+        blockers::Blocker,
+        lock_retry,
         split::{StatementsHash, split_postgres},
     },
+    review::tables_touched,
     targets::{self, HISTORY_TABLE, postgres::HISTORY_DDL},
 };
 use time::OffsetDateTime;
@@ -29,6 +32,7 @@ use super::{
     Applied, CONNECT_TIMEOUT, ExecError, HubRecorder, Job, LockRetries, LockTimedOut, Resume,
     TargetSpec, admit, agree_with_hub,
     failure::{self, StatementStop, not_pending},
+    preflight,
 };
 use crate::{
     claim::{HistoryRow, TargetClaim},
@@ -133,6 +137,12 @@ async fn run_locked(
     }
     let recorder = HubRecorder::start(reporter);
     let mut result = Ok(Applied::Steps(todo.len()));
+    // Before the first migration: who would block any of them.
+    let every_table: Vec<String> = todo
+        .iter()
+        .flat_map(|step| tables_touched(Engine::Postgres, step.script(job.direction)))
+        .collect();
+    let mut blockers = look_for_blockers(client, job, reporter, &every_table, false).await;
     for step in &todo {
         if recorder.failed() {
             break;
@@ -141,6 +151,7 @@ async fn run_locked(
         let clock = Instant::now();
         let span = super::migration_span(step, job.direction);
         let mut retries = LockRetries::new(job, Engine::Postgres, step.version.to_string());
+        retries.blockers = std::mem::take(&mut blockers);
         let applied = async {
             loop {
                 // A transactional script is rolled back whole on a lock
@@ -159,7 +170,18 @@ async fn run_locked(
                     apply_without_transaction(client, job, step, reporter, resume.as_ref()).await
                 };
                 match attempt {
-                    Ok(Err(timed_out)) => retries.timed_out(reporter, timed_out).await?,
+                    Ok(Err(timed_out)) => {
+                        let tables = tables_touched(Engine::Postgres, step.script(job.direction));
+                        if retries.exhausted() {
+                            // The failure names who blocks it now.
+                            retries.blockers =
+                                look_for_blockers(client, job, reporter, &tables, true).await;
+                        }
+                        retries.timed_out(reporter, timed_out).await?;
+                        // Before every retry: who blocks it now, and the wait for them.
+                        retries.blockers =
+                            look_for_blockers(client, job, reporter, &tables, false).await;
+                    }
                     Ok(Ok(statements)) => break retries.over(reporter, Ok(statements)).await,
                     Err(err) => break retries.over(reporter, Err(err)).await,
                 }
@@ -186,6 +208,36 @@ async fn run_locked(
         );
     }
     recorder.settle(result).await
+}
+
+/// The pre-flight on this target (see [`preflight`]): waits while sessions
+/// block the `tables`, up to the policy's wait (or only looks, with
+/// `look_once`); returns those still there. A pre-flight that cannot look
+/// (a permission) lets the migration go on.
+async fn look_for_blockers(
+    client: &Client,
+    job: &Job<'_>,
+    reporter: &Reporter,
+    tables: &[String],
+    look_once: bool,
+) -> Vec<Blocker> {
+    let Some((_, blocker_age_ms)) = job.preflight else {
+        return Vec::new();
+    };
+    let mut wait = preflight::Wait::new(job, reporter, look_once);
+    loop {
+        let budget = i64::from(job.lock_timeout_ms);
+        let found = match preflight::postgres(client, tables, blocker_age_ms, budget).await {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::warn!(error = %describe(&err), "the pre-flight could not look for blockers");
+                return Vec::new();
+            }
+        };
+        if !wait.again(&found).await {
+            return found;
+        }
+    }
 }
 
 /// Creates the history table if needed and reads it, in one round trip.

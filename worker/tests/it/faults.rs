@@ -723,6 +723,11 @@ async fn table_lock_held_elsewhere_fails_the_postgres_migration_after_the_lock_t
         error.contains("canceling statement due to lock timeout (SQLSTATE 55P03)"),
         "{error}"
     );
+    // The failure names who held the table (seen by the pre-flight).
+    assert!(
+        error.contains("blocked by pid") && error.contains("LOCK TABLE accounts"),
+        "{error}"
+    );
     assert_eq!(hub.execution(run, free).await.state, TargetState::Succeeded);
     sqlx::raw_sql("ROLLBACK")
         .execute(&mut holder)

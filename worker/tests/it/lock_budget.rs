@@ -26,14 +26,39 @@ const BUDGET_MS: u64 = 400;
 const MARGIN_MS: u64 = 1_000;
 
 async fn set_policy(hub: &TestHub, lock_timeout_ms: u64, retries: i32) {
+    set_policy_with(hub, lock_timeout_ms, retries, 0, 60_000).await;
+}
+
+/// The `daily` policy: lock budget, retries, pre-flight wait and the age
+/// from which an open transaction blocks.
+async fn set_policy_with(
+    hub: &TestHub,
+    lock_timeout_ms: u64,
+    retries: i32,
+    wait_ms: i32,
+    age_ms: i32,
+) {
     sqlx::query(
-        "UPDATE environments SET lock_timeout_ms = $1, lock_retries = $2 WHERE name = 'daily'",
+        "UPDATE environments SET lock_timeout_ms = $1, lock_retries = $2, preflight_wait_ms = $3,
+                blocker_age_ms = $4 WHERE name = 'daily'",
     )
     .bind(lock_timeout_ms as i32)
     .bind(retries)
+    .bind(wait_ms)
+    .bind(age_ms)
     .execute(&hub.db)
     .await
     .unwrap();
+}
+
+/// Waits until the target says it waits for something containing `needle`.
+async fn says_it_waits_for(hub: &TestHub, run: uuid::Uuid, needle: &str) -> String {
+    eventually_within(Duration::from_secs(30), || async {
+        let waiting = hub.executions(run).await.remove(0).waiting?;
+        waiting.contains(needle).then_some(waiting)
+    })
+    .await
+    .unwrap_or_else(|| panic!("the target never said it waits for {needle:?}"))
 }
 
 /// A loop of reads on the table that records its longest wait, until
@@ -132,7 +157,8 @@ async fn retried(hub: &TestHub, run: uuid::Uuid, retries: i32) -> String {
 #[tokio::test]
 async fn postgres_readers_wait_at_most_one_budget_and_the_migration_succeeds_after_the_blocker() {
     let hub = TestHub::new().await;
-    set_policy(&hub, BUDGET_MS, 20).await;
+    // The pre-flight waits a little for blockers, then tries anyway.
+    set_policy_with(&hub, BUDGET_MS, 20, 200, 60_000).await;
     let project = hub.project(&[TargetOptions::default()]).await;
     let target = &project.targets[0];
     target
@@ -237,6 +263,13 @@ async fn postgres_a_blocker_that_outlives_every_retry_fails_the_target_with_noth
         error.contains("lock timeout") && error.contains("ran out on each of 2 attempt(s)"),
         "{error}"
     );
+    // The pre-flight only looks here; the failure names who blocked.
+    assert!(
+        error.contains("blocked by pid")
+            && error.contains("idle in transaction")
+            && error.contains("SELECT * FROM ledger`"),
+        "{error}"
+    );
     blocker.execute("ROLLBACK").await.unwrap();
     assert!(target.versions().await.is_empty(), "nothing was applied");
     blocker.close().await.unwrap();
@@ -287,6 +320,92 @@ async fn mariadb_a_metadata_lock_wait_is_retried_and_readers_are_not_stalled() {
         "a reader waited {longest} ms behind the migration"
     );
     assert!(hub.executions(run).await[0].lock_retries >= 2);
+    blocker.disconnect().await.unwrap();
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn postgres_the_pre_flight_waits_for_the_blocker_it_names_then_goes_on() {
+    let hub = TestHub::new().await;
+    set_policy_with(&hub, 300, 5, 30_000, 60_000).await;
+    let project = hub.project(&[TargetOptions::default()]).await;
+    let target = &project.targets[0];
+    target.execute("CREATE TABLE accounts (id int)").await;
+    hub.migration(
+        &project,
+        "1",
+        "ALTER TABLE accounts ADD COLUMN note text;",
+        "",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+    let mut blocker = target.connect().await;
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut blocker)
+        .await
+        .unwrap();
+    blocker
+        .execute("BEGIN; SELECT count(*) FROM accounts")
+        .await
+        .unwrap();
+    let worker = hub.start_worker(1_000).await;
+    hub.execute(run).await;
+
+    // Once its transaction is older than the lock budget, the blocker is
+    // named, and the target waits for it instead of trying again.
+    let waiting = says_it_waits_for(&hub, run, &format!("waiting for pid {pid} (user ")).await;
+    assert!(
+        waiting.contains("idle in transaction for")
+            && waiting.contains("SELECT count(*) FROM accounts`"),
+        "{waiting}"
+    );
+    let retries_while_waiting = hub.executions(run).await[0].lock_retries;
+    blocker.execute("COMMIT").await.unwrap();
+    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    let done = hub.executions(run).await.remove(0);
+    assert_eq!(done.waiting, None);
+    assert!(
+        done.lock_retries <= retries_while_waiting + 1,
+        "the pre-flight waited instead of retrying: {retries_while_waiting} then {}",
+        done.lock_retries
+    );
+    blocker.close().await.unwrap();
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn mariadb_the_pre_flight_waits_for_an_old_open_transaction() {
+    let hub = TestHub::new().await;
+    // Any transaction open for 100 ms on the database blocks.
+    set_policy_with(&hub, 1_000, 5, 30_000, 100).await;
+    let project = hub.mysql_project(&[TargetOptions::default()]).await;
+    let target = &project.targets[0];
+    target
+        .my_execute("CREATE TABLE accounts (id int PRIMARY KEY) ENGINE=InnoDB")
+        .await;
+    hub.migration(
+        &project,
+        "1",
+        "ALTER TABLE accounts ADD COLUMN note text;",
+        "",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+    let mut blocker = target.my_connect().await;
+    let id: Option<i64> = blocker.query_first("SELECT CONNECTION_ID()").await.unwrap();
+    blocker.query_drop("START TRANSACTION").await.unwrap();
+    blocker
+        .query_drop("SELECT COUNT(*) FROM accounts")
+        .await
+        .unwrap();
+    let worker = hub.start_worker(1_000).await;
+    hub.execute(run).await;
+
+    let waiting = says_it_waits_for(&hub, run, &format!("waiting for pid {} (", id.unwrap())).await;
+    assert!(waiting.contains("idle in transaction for"), "{waiting}");
+    blocker.query_drop("COMMIT").await.unwrap();
+    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    assert_eq!(hub.executions(run).await[0].waiting, None);
     blocker.disconnect().await.unwrap();
     worker.stop().await;
 }

@@ -501,6 +501,8 @@ impl TestHub {
             lock_timeout_ms: env.lock_timeout_ms,
             statement_timeout_ms: env.statement_timeout_ms,
             lock_retries: Some(env.lock_retries),
+            preflight_wait_ms: Some(env.preflight_wait_ms),
+            blocker_age_ms: Some(env.blocker_age_ms),
         };
         let run_id = self
             .insert_approved_run(&mut tx, project, &env.name, &settings)

@@ -262,6 +262,9 @@ impl TestHub {
             .unwrap()
             .expect("the daily environment exists");
         env.lock_timeout_ms = lock_timeout_ms;
+        // The budget alone: one attempt, and a pre-flight that only looks.
+        env.lock_retries = 0;
+        env.preflight_wait_ms = 0;
         store::inventory::update_environment(&mut conn, &env)
             .await
             .unwrap();
