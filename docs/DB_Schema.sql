@@ -120,6 +120,7 @@ CREATE TABLE public.environments (
     lock_retries integer DEFAULT 5 NOT NULL,
     preflight_wait_ms integer DEFAULT 60000 NOT NULL,
     blocker_age_ms integer DEFAULT 60000 NOT NULL,
+    terminate_idle_blockers_after_ms integer,
     CONSTRAINT environments_blocker_age_ms_check CHECK (((blocker_age_ms >= 0) AND (blocker_age_ms <= 86400000))),
     CONSTRAINT environments_high_risk_approvals_check CHECK (((high_risk_approvals >= 0) AND (high_risk_approvals <= 10))),
     CONSTRAINT environments_lock_retries_check CHECK (((lock_retries >= 0) AND (lock_retries <= 20))),
@@ -129,7 +130,8 @@ CREATE TABLE public.environments (
     CONSTRAINT environments_preflight_wait_ms_check CHECK (((preflight_wait_ms >= 0) AND (preflight_wait_ms <= 3600000))),
     CONSTRAINT environments_required_approvals_check CHECK ((required_approvals >= 1)),
     CONSTRAINT environments_review_policy_check CHECK ((jsonb_typeof(review_policy) = 'object'::text)),
-    CONSTRAINT environments_statement_timeout_ms_check CHECK ((statement_timeout_ms >= 0))
+    CONSTRAINT environments_statement_timeout_ms_check CHECK ((statement_timeout_ms >= 0)),
+    CONSTRAINT environments_terminate_idle_blockers_after_ms_check CHECK (((terminate_idle_blockers_after_ms >= 1) AND (terminate_idle_blockers_after_ms <= 86400000)))
 );
 
 CREATE TABLE public.migration_executions (
@@ -274,6 +276,7 @@ CREATE TABLE public.runs (
     lock_retries integer,
     preflight_wait_ms integer,
     blocker_age_ms integer,
+    terminate_idle_blockers_after_ms integer,
     CONSTRAINT runs_blocker_age_ms_check CHECK (((blocker_age_ms >= 0) AND (blocker_age_ms <= 86400000))),
     CONSTRAINT runs_canary_check CHECK ((canary >= 0)),
     CONSTRAINT runs_concurrency_check CHECK ((concurrency >= 1)),
@@ -282,7 +285,8 @@ CREATE TABLE public.runs (
     CONSTRAINT runs_lock_retries_check CHECK (((lock_retries >= 0) AND (lock_retries <= 20))),
     CONSTRAINT runs_preflight_wait_ms_check CHECK (((preflight_wait_ms >= 0) AND (preflight_wait_ms <= 3600000))),
     CONSTRAINT runs_risk_check CHECK ((risk = ANY (ARRAY['low'::text, 'medium'::text, 'high'::text]))),
-    CONSTRAINT runs_state_check CHECK ((state = ANY (ARRAY['pending_approval'::text, 'approved'::text, 'queued'::text, 'running'::text, 'succeeded'::text, 'failed'::text, 'partially_failed'::text, 'denied'::text, 'cancelled'::text, 'invalidated'::text])))
+    CONSTRAINT runs_state_check CHECK ((state = ANY (ARRAY['pending_approval'::text, 'approved'::text, 'queued'::text, 'running'::text, 'succeeded'::text, 'failed'::text, 'partially_failed'::text, 'denied'::text, 'cancelled'::text, 'invalidated'::text]))),
+    CONSTRAINT runs_terminate_idle_blockers_after_ms_check CHECK (((terminate_idle_blockers_after_ms >= 1) AND (terminate_idle_blockers_after_ms <= 86400000)))
 );
 
 CREATE TABLE public.sessions (

@@ -53,6 +53,9 @@ pub struct RunView {
     /// before the pre-flight: none).
     pub preflight_wait_ms: Option<i32>,
     pub blocker_age_ms: Option<i32>,
+    /// Opt-in: blockers idle in transaction this long are terminated after
+    /// the pre-flight's wait (`null`: never).
+    pub terminate_idle_blockers_after_ms: Option<i32>,
     /// Approvals the run needs: its environment's current requirement for
     /// a run of its risk.
     pub required_approvals: Option<i32>,
@@ -133,6 +136,7 @@ impl From<RunRecord> for RunView {
             lock_retries: run.lock_retries,
             preflight_wait_ms: run.preflight_wait_ms,
             blocker_age_ms: run.blocker_age_ms,
+            terminate_idle_blockers_after_ms: run.terminate_idle_blockers_after_ms,
             required_approvals: requirement.map(|r| r.approvals),
             approver_roles: requirement
                 .map(|r| r.approver_roles().to_vec())

@@ -248,6 +248,7 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
             .lock_retries
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(0),
+        terminate_after_ms: run.terminate_idle_blockers_after_ms.map(i64::from),
         preflight: run
             .preflight_wait_ms
             .zip(run.blocker_age_ms)
@@ -267,7 +268,9 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
         execution_id: execution.id,
         run_id: run.id,
         target_id: target.id,
+        project_id: run.project_id,
         direction,
+        actor: env.actor(),
     };
     let started = std::time::Instant::now();
     let outcome = match executor::execute(&spec, &plan, &claim, &reporter).await {

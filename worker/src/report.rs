@@ -30,7 +30,10 @@ pub struct Reporter {
     pub execution_id: Uuid,
     pub run_id: Uuid,
     pub target_id: Uuid,
+    pub project_id: Uuid,
     pub direction: Direction,
+    /// This worker, in audit rows.
+    pub actor: Actor,
 }
 
 /// A step that committed on the target, waiting to be recorded in the hub.
@@ -95,6 +98,32 @@ impl Reporter {
             crate::metrics::migration_done(self.direction.as_str(), step.timing.duration);
         }
         Ok(())
+    }
+
+    /// Audits the termination of a blocking session (`description` says
+    /// who it was and what it ran). Retried like the step records: a
+    /// termination must not go unaccounted.
+    pub async fn blocker_terminated(&self, description: &str) {
+        let result = with_retry("audit a terminated blocker", || async {
+            let mut tx = self.db.begin().await?;
+            lifecycle::blocker_terminated(
+                &mut tx,
+                &self.actor,
+                lifecycle::Terminated {
+                    execution_id: self.execution_id,
+                    run_id: self.run_id,
+                    target_id: self.target_id,
+                    project_id: self.project_id,
+                    description,
+                },
+            )
+            .await?;
+            tx.commit().await
+        })
+        .await;
+        if let Err(err) = result {
+            tracing::error!(error = %err, blocker = description, "could not audit a terminated blocker");
+        }
     }
 
     /// Says on the run page what the target waits for (`None`: it goes

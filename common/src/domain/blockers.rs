@@ -47,6 +47,18 @@ impl Blocker {
     }
 }
 
+/// The blockers an environment that opted in terminates after the
+/// pre-flight's wait: only sessions `idle in transaction` (nothing is
+/// running in them; their transaction just holds its locks), whose
+/// transaction is at least `after_ms` old. Never an active statement.
+pub fn to_terminate(blockers: &[Blocker], after_ms: i64) -> Vec<&Blocker> {
+    blockers
+        .iter()
+        .filter(|b| b.state == "idle in transaction")
+        .filter(|b| b.transaction_ms.is_some_and(|ms| ms >= after_ms))
+        .collect()
+}
+
 /// Every blocker, for the run page and a failure: the first two in full,
 /// then how many more.
 pub fn describe_all(blockers: &[Blocker]) -> String {
@@ -100,6 +112,29 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("x…`"), "{text}");
+    }
+
+    #[test]
+    fn only_old_idle_transactions_are_terminated() {
+        let active = Blocker {
+            state: "active".into(),
+            ..idle()
+        };
+        let young = Blocker {
+            transaction_ms: Some(500),
+            ..idle()
+        };
+        let unknown = Blocker {
+            transaction_ms: None,
+            ..idle()
+        };
+        let old = idle();
+        let all = [active, young, unknown, old.clone()];
+        assert_eq!(to_terminate(&all, 60_000), [&old]);
+        assert!(
+            to_terminate(&all[..3], 0).len() == 1,
+            "the young idle one, never the active one"
+        );
     }
 
     #[test]

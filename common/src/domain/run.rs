@@ -223,6 +223,10 @@ pub struct ExecutionSettings {
     pub preflight_wait_ms: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocker_age_ms: Option<i32>,
+    /// Opt-in: terminate blockers `idle in transaction` this long after
+    /// the pre-flight's wait (`None`: never).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub terminate_idle_blockers_after_ms: Option<i32>,
 }
 
 /// Everything an approval covers. If any of it changes, so does the digest,
@@ -436,6 +440,7 @@ mod tests {
             lock_retries: None,
             preflight_wait_ms: None,
             blocker_age_ms: None,
+            terminate_idle_blockers_after_ms: None,
             statement_timeout_ms: 60000,
         };
         (migrations, vec![target(1), target(2)], settings)

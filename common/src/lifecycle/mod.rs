@@ -22,6 +22,7 @@
 //! | [`cancel`] | requester, manager, admin | not final → `cancelled` |
 //! | [`claim`] | worker | execution `queued` → `running`; run `queued` → `running` |
 //! | [`record_steps`], [`progress`], [`waiting`] | worker | the execution's applied steps, the statement its script has reached, what it waits for and its lock retries (no state change) |
+//! | [`blocker_terminated`] | worker, where the environment opted in | a blocking session `idle in transaction` was terminated (audit only) |
 //! | [`finish`] | worker, recovery of a dead worker's target | execution `running` → final (a target left dirty marked first); run → its outcome |
 //! | [`resolve`], [`resume`] | admin, on a dirty target | the version counts as applied / rolled back; or execution → `queued` again, run → `running` |
 //! | [`baseline`] | admin, on a target the hub has never migrated | the versions it already has count as applied, without a run |
@@ -40,7 +41,10 @@ pub use operate::{cancel, dispatch, execute};
 pub use request::{RunRequest, request};
 pub use resolve::{Resumed, lock_dirty, requeue_for_resume, resolve, resume};
 pub use review::{WaiverRequest, review_policy_changed, review_waiting_runs, waive};
-pub use targets::{Finish, claim, finish, progress, record_steps, settle, started, waiting};
+pub use targets::{
+    Finish, Terminated, blocker_terminated, claim, finish, progress, record_steps, settle, started,
+    waiting,
+};
 
 use serde_json::json;
 use uuid::Uuid;

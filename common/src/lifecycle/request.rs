@@ -123,6 +123,7 @@ pub async fn request(
         lock_retries: Some(env.lock_retries),
         preflight_wait_ms: Some(env.preflight_wait_ms),
         blocker_age_ms: Some(env.blocker_age_ms),
+        terminate_idle_blockers_after_ms: env.terminate_idle_blockers_after_ms,
     };
     let pinned: Vec<(Uuid, PinnedMigration)> = covered
         .iter()

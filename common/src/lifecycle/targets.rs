@@ -106,6 +106,43 @@ pub async fn waiting(
     Ok(())
 }
 
+/// A blocking session a worker terminated for a target execution.
+#[derive(Debug, Clone, Copy)]
+pub struct Terminated<'a> {
+    pub execution_id: Uuid,
+    pub run_id: Uuid,
+    pub target_id: Uuid,
+    pub project_id: Uuid,
+    /// Who it was and what it ran ([`crate::domain::blockers::Blocker::describe`]).
+    pub description: &'a str,
+}
+
+/// The `target.blocker_terminated` audit row of a session a worker
+/// terminated (the environment opted in), with the victim's description.
+pub async fn blocker_terminated(
+    conn: &mut PgConnection,
+    worker: &Actor,
+    t: Terminated<'_>,
+) -> Result<(), LifecycleError> {
+    audit::append(
+        conn,
+        &Entry::new(
+            worker.clone(),
+            "target.blocker_terminated",
+            "target_execution",
+            t.execution_id,
+        )
+        .project(t.project_id)
+        .details(serde_json::json!({
+            "run_id": t.run_id,
+            "target_id": t.target_id,
+            "blocker": t.description,
+        })),
+    )
+    .await?;
+    Ok(())
+}
+
 /// How an execution ended, and who says so (the worker that ran it, the
 /// recovery of a dead worker's target, an admin).
 #[derive(Debug, Clone)]

@@ -30,6 +30,9 @@ pub struct EnvironmentRow {
     /// From what age an open transaction in the target's database counts as
     /// a blocker (0-86400000).
     pub blocker_age_ms: i32,
+    /// Opt-in: after the pre-flight's wait, terminate blockers `idle in
+    /// transaction` for at least this long (`None`: never).
+    pub terminate_idle_blockers_after_ms: Option<i32>,
     /// The SQL review's policy: a setting per analyzer (those absent follow
     /// the defaults of docs/SQL_Review.md) and whether every migration must
     /// have a down script.
@@ -59,7 +62,7 @@ macro_rules! environment_columns {
     () => {
         "name, position, required_approvals, allow_self_approval, require_previous_success,
          lock_timeout_ms, statement_timeout_ms, review_policy, high_risk_approvals, high_risk_requires_admin,
-         lock_retries, preflight_wait_ms, blocker_age_ms"
+         lock_retries, preflight_wait_ms, blocker_age_ms, terminate_idle_blockers_after_ms"
     };
 }
 
@@ -123,8 +126,8 @@ pub async fn insert_environment(
         "INSERT INTO environments (name, position, required_approvals, allow_self_approval,
                                    require_previous_success, lock_timeout_ms, statement_timeout_ms,
                                    review_policy, high_risk_approvals, high_risk_requires_admin, lock_retries,
-                                   preflight_wait_ms, blocker_age_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                                   preflight_wait_ms, blocker_age_ms, terminate_idle_blockers_after_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          RETURNING ",
         environment_columns!(),
         ""
@@ -142,6 +145,7 @@ pub async fn insert_environment(
     .bind(env.lock_retries)
     .bind(env.preflight_wait_ms)
     .bind(env.blocker_age_ms)
+    .bind(env.terminate_idle_blockers_after_ms)
     .fetch_one(conn)
     .await
 }
@@ -155,7 +159,8 @@ pub async fn update_environment(
         "UPDATE environments SET position = $2, required_approvals = $3, allow_self_approval = $4,
                 require_previous_success = $5, lock_timeout_ms = $6, statement_timeout_ms = $7,
                 review_policy = $8, high_risk_approvals = $9, high_risk_requires_admin = $10,
-                lock_retries = $11, preflight_wait_ms = $12, blocker_age_ms = $13, updated_at = now()
+                lock_retries = $11, preflight_wait_ms = $12, blocker_age_ms = $13,
+                terminate_idle_blockers_after_ms = $14, updated_at = now()
          WHERE name = $1
          RETURNING ",
         environment_columns!(),
@@ -174,6 +179,7 @@ pub async fn update_environment(
     .bind(env.lock_retries)
     .bind(env.preflight_wait_ms)
     .bind(env.blocker_age_ms)
+    .bind(env.terminate_idle_blockers_after_ms)
     .fetch_one(conn)
     .await
 }

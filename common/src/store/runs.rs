@@ -35,6 +35,7 @@ pub struct RunRow {
     pub lock_retries: Option<i32>,
     pub preflight_wait_ms: Option<i32>,
     pub blocker_age_ms: Option<i32>,
+    pub terminate_idle_blockers_after_ms: Option<i32>,
     pub digest: String,
     /// The digest of the run's SQL review; `None` for runs requested before
     /// reviews existed.
@@ -66,13 +67,15 @@ impl RunRow {
             lock_retries: self.lock_retries,
             preflight_wait_ms: self.preflight_wait_ms,
             blocker_age_ms: self.blocker_age_ms,
+            terminate_idle_blockers_after_ms: self.terminate_idle_blockers_after_ms,
         }
     }
 }
 
 const RUN_COLUMNS: &str = "r.id, r.project_id, r.db_set_id, r.environment, r.direction, r.target_version, r.state, r.note,
     r.requested_by, u.email AS requester, r.stop_on_failure, r.concurrency, r.canary, r.lock_timeout_ms,
-    r.statement_timeout_ms, r.lock_retries, r.preflight_wait_ms, r.blocker_age_ms, r.digest, r.review_digest, r.risk, r.state_reason, r.not_before, r.traceparent, r.created_at, r.updated_at, r.queued_at, r.finished_at";
+    r.statement_timeout_ms, r.lock_retries, r.preflight_wait_ms, r.blocker_age_ms,
+    r.terminate_idle_blockers_after_ms, r.digest, r.review_digest, r.risk, r.state_reason, r.not_before, r.traceparent, r.created_at, r.updated_at, r.queued_at, r.finished_at";
 
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<RunRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -330,8 +333,9 @@ pub async fn insert(
     sqlx::query(
         "INSERT INTO runs (id, project_id, db_set_id, environment, direction, target_version, state, note, requested_by,
                            stop_on_failure, concurrency, canary, lock_timeout_ms, statement_timeout_ms, digest,
-                           review, review_digest, risk, lock_retries, preflight_wait_ms, blocker_age_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, 'pending_approval', $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+                           review, review_digest, risk, lock_retries, preflight_wait_ms, blocker_age_ms,
+                           terminate_idle_blockers_after_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, 'pending_approval', $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
     )
     .bind(id)
     .bind(new.project_id)
@@ -353,6 +357,7 @@ pub async fn insert(
     .bind(s.lock_retries)
     .bind(s.preflight_wait_ms)
     .bind(s.blocker_age_ms)
+    .bind(s.terminate_idle_blockers_after_ms)
     .execute(&mut *conn)
     .await?;
 
@@ -423,15 +428,17 @@ pub async fn digest_is_current(conn: &mut PgConnection, run: &RunRow) -> Result<
         })
         .collect();
     let targets = pinned_targets(conn, run.db_set_id).await?;
-    let timeouts: Option<(i32, i32, i32, i32, i32)> = sqlx::query_as(
-        "SELECT lock_timeout_ms, statement_timeout_ms, lock_retries, preflight_wait_ms, blocker_age_ms
+    let timeouts: Option<(i32, i32, i32, i32, i32, Option<i32>)> = sqlx::query_as(
+        "SELECT lock_timeout_ms, statement_timeout_ms, lock_retries, preflight_wait_ms, blocker_age_ms,
+                terminate_idle_blockers_after_ms
          FROM environments WHERE name = $1",
     )
     .bind(&run.environment)
     .fetch_optional(&mut *conn)
     .await?;
     let mut settings = run.settings();
-    if let Some((lock, statement, retries, wait, age)) = timeouts {
+    if let Some((lock, statement, retries, wait, age, terminate)) = timeouts {
+        settings.terminate_idle_blockers_after_ms = terminate;
         settings.lock_timeout_ms = lock;
         settings.statement_timeout_ms = statement;
         // Runs from before retries and the pre-flight existed pin none, and

@@ -54,6 +54,10 @@ pub struct EnvironmentInput {
     /// 0-86400000: from what age an open transaction in the target's
     /// database counts as a blocker.
     pub blocker_age_ms: Option<i64>,
+    /// Opt-in, 0-86400000 (0: never, the default): after the pre-flight's
+    /// wait, terminate blockers `idle in transaction` for at least this
+    /// long (audited with their description).
+    pub terminate_idle_blockers_after_ms: Option<i64>,
     /// The SQL review's policy, whole: `{"settings": {"drop-table": "error",
     /// …}, "require_down": false}`; each setting `off`, `warning` or
     /// `error`, analyzers not named follow the defaults (docs/SQL_Review.md).
@@ -123,6 +127,16 @@ fn apply(input: &EnvironmentInput, base: &EnvironmentRow) -> Result<EnvironmentR
         blocker_age_ms: match input.blocker_age_ms {
             Some(ms) => bounded("blocker_age_ms", ms, 0, MAX_STATEMENT_TIMEOUT_MS)?,
             None => base.blocker_age_ms,
+        },
+        terminate_idle_blockers_after_ms: match input.terminate_idle_blockers_after_ms {
+            Some(0) => None,
+            Some(ms) => Some(bounded(
+                "terminate_idle_blockers_after_ms",
+                ms,
+                0,
+                MAX_STATEMENT_TIMEOUT_MS,
+            )?),
+            None => base.terminate_idle_blockers_after_ms,
         },
         review_policy: match &input.review_policy {
             Some(policy) => {
@@ -194,6 +208,7 @@ pub async fn create_environment(
         lock_retries: 5,
         preflight_wait_ms: 60_000,
         blocker_age_ms: 60_000,
+        terminate_idle_blockers_after_ms: None,
         review_policy: Default::default(),
         high_risk_approvals: 0,
         high_risk_requires_admin: false,
@@ -250,7 +265,8 @@ pub async fn update_environment(
         || before.statement_timeout_ms != env.statement_timeout_ms
         || before.lock_retries != env.lock_retries
         || before.preflight_wait_ms != env.preflight_wait_ms
-        || before.blocker_age_ms != env.blocker_age_ms;
+        || before.blocker_age_ms != env.blocker_age_ms
+        || before.terminate_idle_blockers_after_ms != env.terminate_idle_blockers_after_ms;
     let (reason, invalidated) = if timeouts_changed {
         let reason = format!("the timeouts of environment {} changed", env.name);
         let runs = lifecycle::invalidate_where(
@@ -321,6 +337,7 @@ mod tests {
             lock_retries: 5,
             preflight_wait_ms: 60_000,
             blocker_age_ms: 60_000,
+            terminate_idle_blockers_after_ms: None,
             review_policy: Default::default(),
             high_risk_approvals: 0,
             high_risk_requires_admin: false,
@@ -353,6 +370,7 @@ mod tests {
             lock_retries: 5,
             preflight_wait_ms: 60_000,
             blocker_age_ms: 60_000,
+            terminate_idle_blockers_after_ms: None,
             review_policy: Default::default(),
             high_risk_approvals: 0,
             high_risk_requires_admin: false,

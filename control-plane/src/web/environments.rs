@@ -134,6 +134,7 @@ fn parse(form: &FormData, with_name: bool) -> Result<EnvironmentInput, ApiError>
         lock_retries: number("lock_retries")?,
         preflight_wait_ms: number("preflight_wait_ms")?,
         blocker_age_ms: number("blocker_age_ms")?,
+        terminate_idle_blockers_after_ms: number("terminate_idle_blockers_after_ms")?,
         ..EnvironmentInput::default()
     })
 }

@@ -202,6 +202,11 @@ async fn admins_add_and_edit_environments() {
         (&qa["lock_timeout_ms"], &qa["lock_retries"]),
         (&json!(2000), &json!(5))
     );
+    assert_eq!(
+        qa["terminate_idle_blockers_after_ms"],
+        json!(null),
+        "never, unless asked"
+    );
     let (_, list) = app.get("/api/v1/environments", &app.user).await;
     let names: Vec<&str> = list["items"]
         .as_array()
@@ -262,6 +267,11 @@ async fn admins_add_and_edit_environments() {
             json!({"name": "x1", "blocker_age_ms": -1}),
             StatusCode::UNPROCESSABLE_ENTITY,
             "blocker_age_ms",
+        ),
+        (
+            json!({"name": "x1", "terminate_idle_blockers_after_ms": -5}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "terminate_idle_blockers_after_ms",
         ),
         (
             json!({"name": "x1", "statement_timeout_ms": 100_000_000_000i64}),

@@ -166,7 +166,9 @@ mod tests {
             execution_id: uuid::Uuid::nil(),
             run_id: uuid::Uuid::nil(),
             target_id: uuid::Uuid::nil(),
+            project_id: uuid::Uuid::nil(),
             direction: Direction::Up,
+            actor: common::store::audit::Actor::System("worker:test".into()),
         }
     }
 

@@ -58,6 +58,9 @@ pub struct Job<'a> {
     /// sessions to go, and from what age an open transaction blocks; no
     /// pre-flight for `None` (runs requested before it existed).
     pub preflight: Option<(Duration, i64)>,
+    /// Opt-in: after the pre-flight's wait, terminate blockers `idle in
+    /// transaction` for at least this many milliseconds.
+    pub terminate_after_ms: Option<i64>,
 }
 
 impl Job<'_> {

@@ -209,9 +209,35 @@ async fn look_for_blockers(
             }
         };
         if !wait.again(&found).await {
-            return found;
+            return terminate(conn, job, reporter, found, look_once).await;
         }
     }
+}
+
+/// After a wait that ran out: terminates the blockers the environment opted
+/// to (idle in transaction, old enough), audits each, and returns the rest.
+async fn terminate(
+    conn: &mut Conn,
+    job: &Job<'_>,
+    reporter: &Reporter,
+    left: Vec<Blocker>,
+    look_once: bool,
+) -> Vec<Blocker> {
+    let mut ended = Vec::new();
+    for victim in preflight::victims(job, &left, look_once) {
+        match preflight::terminate_mysql(conn, victim.pid).await {
+            Ok(()) => {
+                reporter.blocker_terminated(&victim.describe()).await;
+                ended.push(victim.pid);
+            }
+            Err(err) => {
+                tracing::warn!(error = %describe(&err), pid = victim.pid, "could not terminate a blocker");
+            }
+        }
+    }
+    left.into_iter()
+        .filter(|b| !ended.contains(&b.pid))
+        .collect()
 }
 
 /// Runs the policy's bounds on the session: `lock_wait_timeout` (metadata

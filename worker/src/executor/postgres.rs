@@ -235,9 +235,36 @@ async fn look_for_blockers(
             }
         };
         if !wait.again(&found).await {
-            return found;
+            return terminate(client, job, reporter, found, look_once).await;
         }
     }
+}
+
+/// After a wait that ran out: terminates the blockers the environment opted
+/// to (idle in transaction, old enough), audits each, and returns the rest.
+async fn terminate(
+    client: &Client,
+    job: &Job<'_>,
+    reporter: &Reporter,
+    left: Vec<Blocker>,
+    look_once: bool,
+) -> Vec<Blocker> {
+    let mut ended = Vec::new();
+    for victim in preflight::victims(job, &left, look_once) {
+        match preflight::terminate_postgres(client, victim.pid).await {
+            Ok(true) => {
+                reporter.blocker_terminated(&victim.describe()).await;
+                ended.push(victim.pid);
+            }
+            Ok(false) => ended.push(victim.pid),
+            Err(err) => {
+                tracing::warn!(error = %describe(&err), pid = victim.pid, "could not terminate a blocker");
+            }
+        }
+    }
+    left.into_iter()
+        .filter(|b| !ended.contains(&b.pid))
+        .collect()
 }
 
 /// Creates the history table if needed and reads it, in one round trip.

@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use common::domain::blockers::{Blocker, describe_all};
+use common::domain::blockers::{Blocker, describe_all, to_terminate};
 use mysql_async::{Conn, prelude::Queryable};
 use tokio::time::Instant;
 use tokio_postgres::Client;
@@ -109,6 +109,28 @@ pub async fn mysql(
             query,
         })
         .collect())
+}
+
+/// Terminates a PostgreSQL session; whether it was still there to end.
+pub async fn terminate_postgres(client: &Client, pid: i64) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one("SELECT pg_terminate_backend($1::int)", &[&(pid as i32)])
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Ends a MySQL/MariaDB connection.
+pub async fn terminate_mysql(conn: &mut Conn, id: i64) -> Result<(), mysql_async::Error> {
+    conn.query_drop(format!("KILL CONNECTION {id}")).await
+}
+
+/// The blockers an environment that opted in terminates (see
+/// [`common::domain::blockers::to_terminate`]), after a wait that ran out.
+pub fn victims<'b>(job: &Job<'_>, left: &'b [Blocker], look_once: bool) -> Vec<&'b Blocker> {
+    match job.terminate_after_ms {
+        Some(after) if !look_once => to_terminate(left, after),
+        _ => Vec::new(),
+    }
 }
 
 /// One pre-flight's wait: looks until no blocker is left or the policy's

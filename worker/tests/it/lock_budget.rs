@@ -409,3 +409,114 @@ async fn mariadb_the_pre_flight_waits_for_an_old_open_transaction() {
     blocker.disconnect().await.unwrap();
     worker.stop().await;
 }
+
+/// The `daily` environment terminates blockers idle in transaction for
+/// `after_ms` once the pre-flight's wait runs out.
+async fn terminate_after(hub: &TestHub, after_ms: i32) {
+    sqlx::query(
+        "UPDATE environments SET terminate_idle_blockers_after_ms = $1 WHERE name = 'daily'",
+    )
+    .bind(after_ms)
+    .execute(&hub.db)
+    .await
+    .unwrap();
+}
+
+/// The `target.blocker_terminated` audit rows' blocker descriptions.
+async fn terminated(hub: &TestHub) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT details->>'blocker' FROM audit_log WHERE action = 'target.blocker_terminated' ORDER BY seq",
+    )
+    .fetch_all(&hub.db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn postgres_an_idle_in_transaction_blocker_is_terminated_where_the_environment_opted_in() {
+    let hub = TestHub::new().await;
+    set_policy_with(&hub, 300, 5, 500, 60_000).await;
+    terminate_after(&hub, 200).await;
+    let project = hub.project(&[TargetOptions::default()]).await;
+    let target = &project.targets[0];
+    target.execute("CREATE TABLE accounts (id int)").await;
+    hub.migration(
+        &project,
+        "1",
+        "ALTER TABLE accounts ADD COLUMN note text;",
+        "",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+    let mut blocker = target.connect().await;
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut blocker)
+        .await
+        .unwrap();
+    blocker
+        .execute("BEGIN; SELECT count(*) FROM accounts")
+        .await
+        .unwrap();
+    let worker = hub.start_worker(1_000).await;
+    hub.execute(run).await;
+
+    // Nobody ends the blocker but the hub.
+    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    let audited = terminated(&hub).await;
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert!(
+        audited[0].starts_with(&format!("pid {pid} (user "))
+            && audited[0].contains("idle in transaction for"),
+        "{}",
+        audited[0]
+    );
+    assert!(
+        sqlx::query("SELECT 1").execute(&mut blocker).await.is_err(),
+        "the blocker's session is gone"
+    );
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn mariadb_an_idle_in_transaction_blocker_is_killed_where_the_environment_opted_in() {
+    let hub = TestHub::new().await;
+    set_policy_with(&hub, 1_000, 5, 500, 100).await;
+    terminate_after(&hub, 200).await;
+    let project = hub.mysql_project(&[TargetOptions::default()]).await;
+    let target = &project.targets[0];
+    target
+        .my_execute("CREATE TABLE accounts (id int PRIMARY KEY) ENGINE=InnoDB")
+        .await;
+    hub.migration(
+        &project,
+        "1",
+        "ALTER TABLE accounts ADD COLUMN note text;",
+        "",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+    let mut blocker = target.my_connect().await;
+    let id: Option<i64> = blocker.query_first("SELECT CONNECTION_ID()").await.unwrap();
+    blocker.query_drop("START TRANSACTION").await.unwrap();
+    blocker
+        .query_drop("SELECT COUNT(*) FROM accounts")
+        .await
+        .unwrap();
+    let worker = hub.start_worker(1_000).await;
+    hub.execute(run).await;
+
+    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    let audited = terminated(&hub).await;
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert!(
+        audited[0].starts_with(&format!("pid {} (user ", id.unwrap()))
+            && audited[0].contains("idle in transaction for"),
+        "{}",
+        audited[0]
+    );
+    assert!(
+        blocker.query_drop("SELECT 1").await.is_err(),
+        "the blocker's connection is gone"
+    );
+    worker.stop().await;
+}

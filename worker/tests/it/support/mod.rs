@@ -503,6 +503,7 @@ impl TestHub {
             lock_retries: Some(env.lock_retries),
             preflight_wait_ms: Some(env.preflight_wait_ms),
             blocker_age_ms: Some(env.blocker_age_ms),
+            terminate_idle_blockers_after_ms: env.terminate_idle_blockers_after_ms,
         };
         let run_id = self
             .insert_approved_run(&mut tx, project, &env.name, &settings)
