@@ -223,21 +223,15 @@ async fn terminate(
     left: Vec<Blocker>,
     look_once: bool,
 ) -> Vec<Blocker> {
-    let mut ended = Vec::new();
+    let mut outcomes = Vec::new();
     for victim in preflight::victims(job, &left, look_once) {
-        match preflight::terminate_mysql(conn, victim.pid).await {
-            Ok(()) => {
-                reporter.blocker_terminated(&victim.describe()).await;
-                ended.push(victim.pid);
-            }
-            Err(err) => {
-                tracing::warn!(error = %describe(&err), pid = victim.pid, "could not terminate a blocker");
-            }
-        }
+        let outcome = preflight::terminate_mysql(conn, victim.pid)
+            .await
+            .map(|()| true)
+            .map_err(|e| describe(&e));
+        outcomes.push((victim.pid, outcome));
     }
-    left.into_iter()
-        .filter(|b| !ended.contains(&b.pid))
-        .collect()
+    preflight::settle(reporter, left, outcomes).await
 }
 
 /// Runs the policy's bounds on the session: `lock_wait_timeout` (metadata

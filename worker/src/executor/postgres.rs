@@ -249,22 +249,14 @@ async fn terminate(
     left: Vec<Blocker>,
     look_once: bool,
 ) -> Vec<Blocker> {
-    let mut ended = Vec::new();
+    let mut outcomes = Vec::new();
     for victim in preflight::victims(job, &left, look_once) {
-        match preflight::terminate_postgres(client, victim.pid).await {
-            Ok(true) => {
-                reporter.blocker_terminated(&victim.describe()).await;
-                ended.push(victim.pid);
-            }
-            Ok(false) => ended.push(victim.pid),
-            Err(err) => {
-                tracing::warn!(error = %describe(&err), pid = victim.pid, "could not terminate a blocker");
-            }
-        }
+        let outcome = preflight::terminate_postgres(client, victim.pid)
+            .await
+            .map_err(|e| describe(&e));
+        outcomes.push((victim.pid, outcome));
     }
-    left.into_iter()
-        .filter(|b| !ended.contains(&b.pid))
-        .collect()
+    preflight::settle(reporter, left, outcomes).await
 }
 
 /// Creates the history table if needed and reads it, in one round trip.

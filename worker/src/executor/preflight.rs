@@ -133,6 +133,32 @@ pub fn victims<'b>(job: &Job<'_>, left: &'b [Blocker], look_once: bool) -> Vec<&
     }
 }
 
+/// After the victims' terminations (`Ok(true)`: ended by the hub,
+/// `Ok(false)`: gone already, `Err`: refused, with why): audits each one the
+/// hub ended, logs each refusal, and returns the blockers left.
+pub async fn settle(
+    reporter: &Reporter,
+    left: Vec<Blocker>,
+    outcomes: Vec<(i64, Result<bool, String>)>,
+) -> Vec<Blocker> {
+    let mut ended = Vec::new();
+    for (pid, outcome) in outcomes {
+        match outcome {
+            Ok(true) => {
+                if let Some(victim) = left.iter().find(|b| b.pid == pid) {
+                    reporter.blocker_terminated(&victim.describe()).await;
+                }
+                ended.push(pid);
+            }
+            Ok(false) => ended.push(pid),
+            Err(error) => tracing::warn!(%error, pid, "could not terminate a blocker"),
+        }
+    }
+    left.into_iter()
+        .filter(|b| !ended.contains(&b.pid))
+        .collect()
+}
+
 /// One pre-flight's wait: looks until no blocker is left or the policy's
 /// wait is over, saying on the run page whom it waits for.
 pub struct Wait<'a> {

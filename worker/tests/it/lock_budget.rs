@@ -328,26 +328,7 @@ async fn mariadb_a_metadata_lock_wait_is_retried_and_readers_are_not_stalled() {
 async fn postgres_the_pre_flight_waits_for_the_blocker_it_names_then_goes_on() {
     let hub = TestHub::new().await;
     set_policy_with(&hub, 300, 5, 30_000, 60_000).await;
-    let project = hub.project(&[TargetOptions::default()]).await;
-    let target = &project.targets[0];
-    target.execute("CREATE TABLE accounts (id int)").await;
-    hub.migration(
-        &project,
-        "1",
-        "ALTER TABLE accounts ADD COLUMN note text;",
-        "",
-    )
-    .await;
-    let run = hub.approved_run(&project, Direction::Up, "1").await;
-    let mut blocker = target.connect().await;
-    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut blocker)
-        .await
-        .unwrap();
-    blocker
-        .execute("BEGIN; SELECT count(*) FROM accounts")
-        .await
-        .unwrap();
+    let (run, mut blocker, pid) = pg_blocked(&hub).await;
     let worker = hub.start_worker(1_000).await;
     hub.execute(run).await;
 
@@ -378,30 +359,11 @@ async fn mariadb_the_pre_flight_waits_for_an_old_open_transaction() {
     let hub = TestHub::new().await;
     // Any transaction open for 100 ms on the database blocks.
     set_policy_with(&hub, 1_000, 5, 30_000, 100).await;
-    let project = hub.mysql_project(&[TargetOptions::default()]).await;
-    let target = &project.targets[0];
-    target
-        .my_execute("CREATE TABLE accounts (id int PRIMARY KEY) ENGINE=InnoDB")
-        .await;
-    hub.migration(
-        &project,
-        "1",
-        "ALTER TABLE accounts ADD COLUMN note text;",
-        "",
-    )
-    .await;
-    let run = hub.approved_run(&project, Direction::Up, "1").await;
-    let mut blocker = target.my_connect().await;
-    let id: Option<i64> = blocker.query_first("SELECT CONNECTION_ID()").await.unwrap();
-    blocker.query_drop("START TRANSACTION").await.unwrap();
-    blocker
-        .query_drop("SELECT COUNT(*) FROM accounts")
-        .await
-        .unwrap();
+    let (run, mut blocker, id) = mariadb_blocked(&hub).await;
     let worker = hub.start_worker(1_000).await;
     hub.execute(run).await;
 
-    let waiting = says_it_waits_for(&hub, run, &format!("waiting for pid {} (", id.unwrap())).await;
+    let waiting = says_it_waits_for(&hub, run, &format!("waiting for pid {id} (")).await;
     assert!(waiting.contains("idle in transaction for"), "{waiting}");
     blocker.query_drop("COMMIT").await.unwrap();
     assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
@@ -437,26 +399,7 @@ async fn postgres_an_idle_in_transaction_blocker_is_terminated_where_the_environ
     let hub = TestHub::new().await;
     set_policy_with(&hub, 300, 5, 500, 60_000).await;
     terminate_after(&hub, 200).await;
-    let project = hub.project(&[TargetOptions::default()]).await;
-    let target = &project.targets[0];
-    target.execute("CREATE TABLE accounts (id int)").await;
-    hub.migration(
-        &project,
-        "1",
-        "ALTER TABLE accounts ADD COLUMN note text;",
-        "",
-    )
-    .await;
-    let run = hub.approved_run(&project, Direction::Up, "1").await;
-    let mut blocker = target.connect().await;
-    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut blocker)
-        .await
-        .unwrap();
-    blocker
-        .execute("BEGIN; SELECT count(*) FROM accounts")
-        .await
-        .unwrap();
+    let (run, mut blocker, pid) = pg_blocked(&hub).await;
     let worker = hub.start_worker(1_000).await;
     hub.execute(run).await;
 
@@ -482,6 +425,55 @@ async fn mariadb_an_idle_in_transaction_blocker_is_killed_where_the_environment_
     let hub = TestHub::new().await;
     set_policy_with(&hub, 1_000, 5, 500, 100).await;
     terminate_after(&hub, 200).await;
+    let (run, mut blocker, id) = mariadb_blocked(&hub).await;
+    let worker = hub.start_worker(1_000).await;
+    hub.execute(run).await;
+
+    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    let audited = terminated(&hub).await;
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert!(
+        audited[0].starts_with(&format!("pid {id} (user "))
+            && audited[0].contains("idle in transaction for"),
+        "{}",
+        audited[0]
+    );
+    assert!(
+        blocker.query_drop("SELECT 1").await.is_err(),
+        "the blocker's connection is gone"
+    );
+    worker.stop().await;
+}
+
+/// A PostgreSQL project whose one target has a table `accounts`, a
+/// migration altering it, an approved run of it, and a session idle in a
+/// transaction that read the table: (run, the blocker's session, its pid).
+async fn pg_blocked(hub: &TestHub) -> (uuid::Uuid, sqlx::PgConnection, i32) {
+    let project = hub.project(&[TargetOptions::default()]).await;
+    let target = &project.targets[0];
+    target.execute("CREATE TABLE accounts (id int)").await;
+    hub.migration(
+        &project,
+        "1",
+        "ALTER TABLE accounts ADD COLUMN note text;",
+        "",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+    let mut blocker = target.connect().await;
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut blocker)
+        .await
+        .unwrap();
+    blocker
+        .execute("BEGIN; SELECT count(*) FROM accounts")
+        .await
+        .unwrap();
+    (run, blocker, pid)
+}
+
+/// [`pg_blocked`] on MariaDB: (run, the blocker's connection, its id).
+async fn mariadb_blocked(hub: &TestHub) -> (uuid::Uuid, mysql_async::Conn, i64) {
     let project = hub.mysql_project(&[TargetOptions::default()]).await;
     let target = &project.targets[0];
     target
@@ -502,21 +494,5 @@ async fn mariadb_an_idle_in_transaction_blocker_is_killed_where_the_environment_
         .query_drop("SELECT COUNT(*) FROM accounts")
         .await
         .unwrap();
-    let worker = hub.start_worker(1_000).await;
-    hub.execute(run).await;
-
-    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
-    let audited = terminated(&hub).await;
-    assert_eq!(audited.len(), 1, "{audited:?}");
-    assert!(
-        audited[0].starts_with(&format!("pid {} (user ", id.unwrap()))
-            && audited[0].contains("idle in transaction for"),
-        "{}",
-        audited[0]
-    );
-    assert!(
-        blocker.query_drop("SELECT 1").await.is_err(),
-        "the blocker's connection is gone"
-    );
-    worker.stop().await;
+    (run, blocker, id.expect("a connection id"))
 }
