@@ -4,11 +4,14 @@
 //!
 //! Pure, like the analyzers. Defaults follow what an operator of a
 //! production fleet expects: on `prd` every destructive and locking rule is
-//! an error (someone must waive it, with a reason, before anyone approves);
-//! elsewhere those rules warn. A rule whose finding means the script cannot
-//! run as written (`CONCURRENTLY` inside a transaction, `BEGIN`/`COMMIT` in
-//! a transactional migration) is an error everywhere, and the other rules
-//! keep the catalogue's severity.
+//! an error (someone must waive it, with a reason, before anyone approves)
+//! and the other rules keep the catalogue's severity; elsewhere they warn —
+//! a rename on `daily` is worth knowing, not worth a waiver. A rule whose
+//! finding means the script cannot run as written (`CONCURRENTLY` inside a
+//! transaction, `BEGIN`/`COMMIT` in a transactional migration) is an error
+//! everywhere, and so are the hygiene rules the catalogue makes errors
+//! (`allow-directive`: a typo in a waiver; `down-absent`, which reports only
+//! where the environment asks for down scripts).
 
 use std::collections::BTreeMap;
 
@@ -91,11 +94,19 @@ impl Policy {
     pub fn default_setting(environment: &str, analyzer: &Analyzer) -> Setting {
         let cannot_run =
             analyzer.category == Category::Locking && analyzer.severity == Severity::Error;
+        let prd = environment == "prd";
         match analyzer.category {
             _ if cannot_run => Setting::Error,
-            Category::Destructive | Category::Locking if environment == "prd" => Setting::Error,
-            Category::Destructive | Category::Locking => Setting::Warning,
-            _ if analyzer.severity == Severity::Error => Setting::Error,
+            Category::Destructive | Category::Locking if prd => Setting::Error,
+            Category::Hygiene
+            | Category::Parse
+            | Category::BackwardIncompatible
+            | Category::DataDependent
+                if (prd || analyzer.category == Category::Hygiene)
+                    && analyzer.severity == Severity::Error =>
+            {
+                Setting::Error
+            }
             _ => Setting::Warning,
         }
     }
@@ -330,9 +341,18 @@ mod tests {
                 "{code}"
             );
         }
-        // Other categories keep the catalogue's severity.
+        // Other categories keep the catalogue's severity on prd, and warn
+        // elsewhere; hygiene errors stay errors.
+        assert_eq!(
+            policy.setting("prd", by_code("rename-column")),
+            Setting::Error
+        );
         assert_eq!(
             policy.setting("daily", by_code("rename-column")),
+            Setting::Warning
+        );
+        assert_eq!(
+            policy.setting("daily", by_code("allow-directive")),
             Setting::Error
         );
         assert_eq!(
