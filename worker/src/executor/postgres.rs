@@ -55,14 +55,12 @@ fn application_name(job: &Job<'_>, step: &Step) -> String {
     name.chars().take(63).collect()
 }
 
-/// Sets the session's `application_name` for `step` (see
-/// [`application_name`]).
-async fn name_session(client: &Client, job: &Job<'_>, step: &Step) -> Result<(), String> {
+/// Sets the session's `application_name` (see [`application_name`]), on
+/// its own: in a script's message it would belong to the transaction, and a
+/// rollback would take it back.
+async fn name_session(client: &Client, name: &str) -> Result<(), String> {
     client
-        .simple_query(&format!(
-            "SET application_name = {}",
-            literal(&application_name(job, step))
-        ))
+        .simple_query(&format!("SET application_name = {}", literal(name)))
         .await
         .map(drop)
         .map_err(|e| format!("could not name the session: {}", describe(&e)))
@@ -143,10 +141,14 @@ async fn run_locked(
         .flat_map(|step| tables_touched(Engine::Postgres, step.script(job.direction)))
         .collect();
     let mut blockers = look_for_blockers(client, job, reporter, &every_table, false).await;
-    for step in &todo {
+    // The session's `application_name` as last set, so that naming the
+    // next step rides on the previous step's COMMIT message.
+    let mut named: Option<String> = None;
+    for (i, step) in todo.iter().enumerate() {
         if recorder.failed() {
             break;
         }
+        let next_name = todo.get(i + 1).map(|next| application_name(job, next));
         let started_at = OffsetDateTime::now_utc();
         let clock = Instant::now();
         let span = super::migration_span(step, job.direction);
@@ -158,8 +160,23 @@ async fn run_locked(
                 // timeout; a statement-by-statement one says whether its
                 // first statement was the one that timed out.
                 let attempt = if step.transactional {
-                    match apply_in_transaction(client, job, step).await {
-                        Ok(statements) => Ok(Ok(statements)),
+                    let wanted = application_name(job, step);
+                    if named.as_deref() != Some(wanted.as_str()) {
+                        name_session(client, &wanted).await.map_err(|message| {
+                            ExecError::Target {
+                                message,
+                                version: Some(step.version.to_string()),
+                            }
+                        })?;
+                        named = Some(wanted);
+                    }
+                    match apply_in_transaction(client, job, step, next_name.as_deref()).await {
+                        Ok(statements) => {
+                            if next_name.is_some() {
+                                named.clone_from(&next_name);
+                            }
+                            Ok(Ok(statements))
+                        }
                         Err(Failed::LockTimeout(message)) => Ok(Err(LockTimedOut { message })),
                         Err(Failed::Other(message)) => Err(ExecError::Target {
                             message,
@@ -167,6 +184,7 @@ async fn run_locked(
                         }),
                     }
                 } else {
+                    named = Some(application_name(job, step));
                     apply_without_transaction(client, job, step, reporter, resume.as_ref()).await
                 };
                 match attempt {
@@ -325,13 +343,9 @@ async fn apply_in_transaction(
     client: &Client,
     job: &Job<'_>,
     step: &Step,
+    next_name: Option<&str>,
 ) -> Result<usize, Failed> {
     let script = step.script(job.direction);
-    // On its own: in the script's message it would belong to the
-    // transaction, and a rollback would take it back.
-    name_session(client, job, step)
-        .await
-        .map_err(Failed::Other)?;
     let prefix = format!(
         "BEGIN;\nSET LOCAL lock_timeout = {};\nSET LOCAL statement_timeout = {};\n",
         job.lock_timeout_ms, job.statement_timeout_ms
@@ -350,7 +364,15 @@ async fn apply_in_transaction(
         }
     };
     let execution_ms = clock.elapsed().as_millis().to_string();
-    let record = format!("{};\nCOMMIT", history_write(job, step, &execution_ms));
+    // The next step's name rides on this COMMIT (after it: outside the
+    // transaction, so no rollback takes it back), saving a round trip.
+    let rename = next_name.map_or(String::new(), |name| {
+        format!(";\nSET application_name = {}", literal(name))
+    });
+    let record = format!(
+        "{};\nCOMMIT{rename}",
+        history_write(job, step, &execution_ms)
+    );
     if let Err(err) = client.simple_query(&record).await {
         rollback(client, &err).await;
         return Err(Failed::Other(format!(

@@ -496,3 +496,45 @@ async fn mariadb_blocked(hub: &TestHub) -> (uuid::Uuid, mysql_async::Conn, i64) 
         .unwrap();
     (run, blocker, id.expect("a connection id"))
 }
+
+#[tokio::test]
+async fn postgres_the_session_is_named_after_the_migration_it_runs() {
+    let hub = TestHub::new().await;
+    set_policy_with(&hub, 300, 20, 200, 60_000).await;
+    let project = hub.project(&[TargetOptions::default()]).await;
+    let target = &project.targets[0];
+    target.execute("CREATE TABLE accounts (id int)").await;
+    hub.migration(&project, "1", "CREATE TABLE other (id int);", "")
+        .await;
+    hub.migration(
+        &project,
+        "2",
+        "ALTER TABLE accounts ADD COLUMN note text;",
+        "",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "2").await;
+    let mut blocker = target.connect().await;
+    blocker
+        .execute("BEGIN; SELECT count(*) FROM accounts")
+        .await
+        .unwrap();
+    let worker = hub.start_worker(1_000).await;
+    hub.execute(run).await;
+
+    // Version 1 went through; version 2 waits, under its own name.
+    retried(&hub, run, 1).await;
+    let short = &run.simple().to_string()[..8];
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT application_name FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name LIKE 'migrate-hub run %'",
+    )
+    .fetch_all(&mut blocker)
+    .await
+    .unwrap();
+    assert_eq!(names, [format!("migrate-hub run {short} 2")]);
+    blocker.execute("COMMIT").await.unwrap();
+    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    blocker.close().await.unwrap();
+    worker.stop().await;
+}
