@@ -1,7 +1,10 @@
 //! The run page: what is pinned, who decided, and live per-target progress;
 //! with the approve, deny, execute and cancel forms.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, LazyLock, Mutex},
+};
 
 use axum::{
     body::Bytes,
@@ -72,11 +75,10 @@ async fn pages_of(
     if let Some(pages) = snapshot.pages.get().cloned() {
         return Ok((snapshot, pages));
     }
-    let scripts = crate::service::runs::pinned_scripts(state, id).await?;
     let plan = crate::service::runs::target_plan(state, &snapshot.view).await?;
     let context = minijinja::context! {
         run => minijinja::Value::from(minijinja::value::Serde(&snapshot.view)),
-        review => minijinja::Value::from(minijinja::value::Serde(review_context(&snapshot.view, &scripts))),
+        review_html => review_section(state, &snapshot).await?,
         plan => minijinja::Value::from(minijinja::value::Serde(plan)),
         final => snapshot.run.state.is_final(),
     };
@@ -88,6 +90,48 @@ async fn pages_of(
     });
     let pages = snapshot.pages.get_or_init(|| pages).clone();
     Ok((snapshot, pages))
+}
+
+/// Rendered review sections, by run and review digest: a run's review (and
+/// the scripts it shows) change only with its digest, while its other parts
+/// change with every finished target, so the section is rendered once, not
+/// once per read of the run.
+static REVIEW_SECTIONS: LazyLock<Mutex<HashMap<(Uuid, String), minijinja::Value>>> =
+    LazyLock::new(Mutex::default);
+/// Sections kept before the cache starts over.
+const REVIEW_SECTIONS_KEPT: usize = 256;
+
+/// The run's SQL review section (`runs/review.html`), from the cache.
+async fn review_section(
+    state: &AppState,
+    snapshot: &RunSnapshot,
+) -> Result<minijinja::Value, ApiError> {
+    let key = (
+        snapshot.run.id,
+        snapshot.run.review_digest.clone().unwrap_or_default(),
+    );
+    let cached = REVIEW_SECTIONS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .cloned();
+    if let Some(html) = cached {
+        return Ok(html);
+    }
+    let scripts = crate::service::runs::pinned_scripts(state, snapshot.run.id).await?;
+    let context = minijinja::context! {
+        run => minijinja::Value::from(minijinja::value::Serde(&snapshot.view)),
+        review => minijinja::Value::from(minijinja::value::Serde(review_context(&snapshot.view, &scripts))),
+    };
+    let html = minijinja::Value::from_safe_string(
+        render_value(state, "runs/review.html", context, None)?.0,
+    );
+    let mut sections = REVIEW_SECTIONS.lock().unwrap_or_else(|e| e.into_inner());
+    if sections.len() >= REVIEW_SECTIONS_KEPT {
+        sections.clear();
+    }
+    sections.insert(key, html.clone());
+    Ok(html)
 }
 
 /// The run's review as its page shows it: per pinned script and engine,
