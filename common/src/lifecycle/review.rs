@@ -243,11 +243,7 @@ pub async fn waive(
         return Err(invalidate_changed(conn, caller, &run).await?);
     }
     let item = before
-        .scripts
-        .iter()
-        .filter(|s| s.version == ask.version)
-        .flat_map(|s| &s.findings)
-        .find(|f| f.code == ask.code && f.line == ask.line)
+        .find(&ask.version, &ask.code, ask.line)
         .ok_or_else(|| {
             LifecycleError::invalid(
                 "code",

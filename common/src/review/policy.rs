@@ -53,13 +53,12 @@ pub struct UnknownAnalyzer(pub String);
 impl Policy {
     /// A policy with `settings`, each naming a known analyzer.
     pub fn new(settings: BTreeMap<String, Setting>) -> Result<Self, UnknownAnalyzer> {
-        if let Some(code) = settings.keys().find(|c| analyzer(c).is_none()) {
-            return Err(UnknownAnalyzer(code.clone()));
-        }
-        Ok(Policy {
+        let policy = Policy {
             settings,
             require_down: false,
-        })
+        };
+        policy.check()?;
+        Ok(policy)
     }
 
     /// Every analyzer at the severity of the catalogue (what a review

@@ -143,12 +143,14 @@ impl RunReview {
             .collect()
     }
 
-    /// Whether the review reports `code` at `line` of `version` (what an
-    /// admin waiver must name).
-    pub fn has(&self, version: &str, code: &str, line: usize) -> bool {
-        self.scripts.iter().any(|s| {
-            s.version == version && s.findings.iter().any(|f| f.code == code && f.line == line)
-        })
+    /// The finding `code` at `line` of `version` (what an admin waiver
+    /// names), of the first engine that reports it.
+    pub fn find(&self, version: &str, code: &str, line: usize) -> Option<&Item> {
+        self.scripts
+            .iter()
+            .filter(|s| s.version == version)
+            .flat_map(|s| &s.findings)
+            .find(|f| f.code == code && f.line == line)
     }
 
     /// SHA-256 over the canonical JSON of the review: the analyzers'
@@ -383,7 +385,8 @@ mod tests {
         let scripts = [script("3", "SELECT 1;\nDROP TABLE old;")];
         let before = run("prd", &Policy::default(), &scripts, &[]);
         assert_eq!(before.blocking().len(), 1);
-        assert!(before.has("3", "drop-table", 2));
+        assert!(before.find("3", "drop-table", 2).is_some());
+        assert!(before.find("3", "drop-table", 1).is_none());
         let waiver = AdminWaiver {
             version: "3".into(),
             code: "drop-table".into(),
