@@ -101,7 +101,9 @@ CREATE TABLE public.db_sets (
     name text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    deleted_at timestamp with time zone
+    deleted_at timestamp with time zone,
+    maintenance_window text,
+    CONSTRAINT db_sets_maintenance_window_check CHECK ((length(maintenance_window) <= 500))
 );
 
 CREATE TABLE public.environments (
@@ -121,10 +123,12 @@ CREATE TABLE public.environments (
     preflight_wait_ms integer DEFAULT 60000 NOT NULL,
     blocker_age_ms integer DEFAULT 60000 NOT NULL,
     terminate_idle_blockers_after_ms integer,
+    maintenance_window text,
     CONSTRAINT environments_blocker_age_ms_check CHECK (((blocker_age_ms >= 0) AND (blocker_age_ms <= 86400000))),
     CONSTRAINT environments_high_risk_approvals_check CHECK (((high_risk_approvals >= 0) AND (high_risk_approvals <= 10))),
     CONSTRAINT environments_lock_retries_check CHECK (((lock_retries >= 0) AND (lock_retries <= 20))),
     CONSTRAINT environments_lock_timeout_ms_check CHECK ((lock_timeout_ms >= 0)),
+    CONSTRAINT environments_maintenance_window_check CHECK ((length(maintenance_window) <= 500)),
     CONSTRAINT environments_name_check CHECK ((name ~ '^[a-z][a-z0-9-]{0,29}$'::text)),
     CONSTRAINT environments_prd_no_self_approval CHECK (((name <> 'prd'::text) OR (NOT allow_self_approval))),
     CONSTRAINT environments_preflight_wait_ms_check CHECK (((preflight_wait_ms >= 0) AND (preflight_wait_ms <= 3600000))),
@@ -277,6 +281,7 @@ CREATE TABLE public.runs (
     preflight_wait_ms integer,
     blocker_age_ms integer,
     terminate_idle_blockers_after_ms integer,
+    scheduled_for timestamp with time zone,
     CONSTRAINT runs_blocker_age_ms_check CHECK (((blocker_age_ms >= 0) AND (blocker_age_ms <= 86400000))),
     CONSTRAINT runs_canary_check CHECK ((canary >= 0)),
     CONSTRAINT runs_concurrency_check CHECK ((concurrency >= 1)),
@@ -331,7 +336,7 @@ CREATE TABLE public.target_executions (
     out_of_order boolean DEFAULT false NOT NULL,
     lock_retries integer DEFAULT 0 NOT NULL,
     waiting text,
-    CONSTRAINT target_executions_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'queued'::text, 'running'::text, 'succeeded'::text, 'failed'::text, 'skipped'::text, 'interrupted'::text, 'cancelled'::text])))
+    CONSTRAINT target_executions_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'queued'::text, 'running'::text, 'waiting_for_window'::text, 'succeeded'::text, 'failed'::text, 'skipped'::text, 'interrupted'::text, 'cancelled'::text])))
 );
 
 CREATE TABLE public.targets (

@@ -74,6 +74,10 @@ pub struct RunView {
     pub blocking_findings: usize,
     #[serde(with = "time::serde::rfc3339::option")]
     pub not_before: Option<OffsetDateTime>,
+    /// Executed outside the maintenance window: when its first targets are
+    /// due (the window's next opening after `not_before`).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub scheduled_for: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -145,6 +149,7 @@ impl From<RunRecord> for RunView {
             blocking_findings: review.as_ref().map_or(0, |r| r.blocking().len()),
             review,
             not_before: run.not_before,
+            scheduled_for: run.scheduled_for,
             created_at: run.created_at,
             queued_at: run.queued_at,
             finished_at: run.finished_at,

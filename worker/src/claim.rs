@@ -5,7 +5,10 @@
 
 use common::{
     crypto::Sealed,
-    domain::Version,
+    domain::{
+        Version,
+        window::{Schedule, WindowError, WindowState},
+    },
     lifecycle,
     queue::TargetJob,
     store::{
@@ -38,18 +41,51 @@ pub struct Claimed {
     pub secret: Option<Sealed>,
     /// Set when a script stopped part-way on the target before.
     pub dirty: Option<DirtyState>,
+    /// The maintenance window in force (or why it cannot be read).
+    pub window: Result<Schedule, WindowError>,
+}
+
+/// What became of a job's execution when the job started.
+pub enum Claim {
+    /// Claimed: the job runs it.
+    Claimed(Box<Claimed>),
+    /// Outside its maintenance window: it waits for the next one, its job
+    /// due then.
+    WaitsForWindow(time::OffsetDateTime),
+    /// Not `queued` (nor waiting for its window) any more.
+    NotQueued,
 }
 
 /// Marks the execution `running` for this worker and audits the start, in
-/// one transaction that also reads everything the job needs. `None`: the
-/// execution is not `queued` any more.
-pub async fn execution(env: &JobEnv, job: &TargetJob) -> Result<Option<Claimed>, sqlx::Error> {
+/// one transaction that also reads everything the job needs — unless the
+/// maintenance window is closed: then the execution waits for the next one.
+pub async fn execution(env: &JobEnv, job: &TargetJob) -> Result<Claim, sqlx::Error> {
     let actor = env.actor();
     with_retry("claim target execution", || async {
         let mut tx = env.db.begin().await?;
+        let window = lifecycle::window::schedule(&mut tx, job.run_id).await?;
+        if let Ok(schedule) = &window
+            && let WindowState::Closed { opens_at } =
+                schedule.state_at(time::OffsetDateTime::now_utc())
+        {
+            let waits = lifecycle::window::wait_for_window(
+                &mut tx,
+                &actor,
+                job.execution_id,
+                schedule,
+                opens_at,
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(if waits {
+                Claim::WaitsForWindow(opens_at)
+            } else {
+                Claim::NotQueued
+            });
+        }
         let Some(execution) = lifecycle::claim(&mut tx, job.execution_id, env.worker_id).await?
         else {
-            return Ok(None);
+            return Ok(Claim::NotQueued);
         };
         let run = runs::get(&mut tx, execution.run_id)
             .await?
@@ -60,14 +96,15 @@ pub async fn execution(env: &JobEnv, job: &TargetJob) -> Result<Option<Claimed>,
         let dirty = target_state::dirty(&mut tx, execution.target_id).await?;
         lifecycle::started(&mut tx, &actor, env.worker_id, &execution, run.project_id).await?;
         tx.commit().await?;
-        Ok(Some(Claimed {
+        Ok(Claim::Claimed(Box::new(Claimed {
             execution,
             run,
             migrations,
             target,
             secret,
             dirty,
-        }))
+            window,
+        })))
     })
     .await
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{
     crypto::Sealed,
-    domain::{Engine, TargetState},
+    domain::{Engine, TargetState, window::WindowState},
     queue::TargetJob,
     store::{
         executions::{self, DirtyMark},
@@ -22,7 +22,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
-    claim::{self, Claimed, TargetClaim},
+    claim::{self, Claim, Claimed, TargetClaim},
     env::{HEARTBEAT, JobEnv},
     executor::{self, Applied, ExecError, Job, Password, TargetSpec},
     plan,
@@ -67,8 +67,13 @@ pub async fn run(env: &JobEnv, job: &TargetJob) -> Result<(), JobError> {
                 what: "claiming the target execution",
                 source,
             })?;
-        let Some(claimed) = claimed else {
-            return settle_orphan(env, job.execution_id).await;
+        let claimed = match claimed {
+            Claim::Claimed(claimed) => claimed,
+            Claim::WaitsForWindow(opens_at) => {
+                tracing::info!(%opens_at, "outside the maintenance window; waiting for it");
+                return Ok(());
+            }
+            Claim::NotQueued => return settle_orphan(env, job.execution_id).await,
         };
         tracing::info!(
             attempt = claimed.execution.attempt,
@@ -76,6 +81,20 @@ pub async fn run(env: &JobEnv, job: &TargetJob) -> Result<(), JobError> {
         );
         let outcome = execute(env, job, &claimed).await;
         recorder.record("state", outcome.state.as_str());
+        if outcome.state == TargetState::WaitingForWindow {
+            tracing::info!("the maintenance window ended; the rest waits for the next one");
+            return report::wait_for_window(
+                &env.db,
+                claimed.execution.id,
+                job.run_id,
+                &env.actor(),
+            )
+            .await
+            .map_err(|source| JobError {
+                what: "leaving the execution waiting for its window",
+                source,
+            });
+        }
         if outcome.state == TargetState::Failed {
             recorder.record("otel.status_code", "ERROR");
         }
@@ -210,6 +229,7 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
         target,
         secret,
         dirty,
+        window,
     } = claimed;
     if execution.run_id != job.run_id || execution.target_id != job.target_id {
         return Outcome::failed(
@@ -230,6 +250,19 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
     let steps = match plan::verify(migrations.clone()) {
         Ok(steps) => steps,
         Err(err) => return Outcome::failed(err.to_string(), err.version().map(str::to_owned)),
+    };
+    // Claimed inside the window: the last migration starts before it closes.
+    let window_closes_at = match window {
+        Ok(schedule) => match schedule.state_at(time::OffsetDateTime::now_utc()) {
+            WindowState::Open { closes_at } => closes_at,
+            WindowState::Closed { .. } => Some(time::OffsetDateTime::now_utc()),
+        },
+        Err(err) => {
+            return Outcome::failed(
+                format!("the maintenance window cannot be read: {err}; nothing was applied"),
+                None,
+            );
+        }
     };
     let spec = match target_spec(env, target, secret.as_ref()) {
         Ok(spec) => spec,
@@ -258,6 +291,7 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
                     i64::from(age),
                 )
             }),
+        window_closes_at,
     };
     let claim = TargetClaim {
         db: env.db.clone(),
@@ -283,6 +317,13 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
             Outcome::succeeded()
         }
         Ok(Applied::Nothing) => Outcome::skipped(),
+        Ok(Applied::Paused(count)) => {
+            tracing::info!(
+                steps = count,
+                "the maintenance window ended; stopped between migrations"
+            );
+            return Outcome::waiting_for_window();
+        }
         Err(ExecError::Target { message, version }) => Outcome::failed(message, version),
         Err(ExecError::Statement {
             message,

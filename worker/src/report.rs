@@ -10,7 +10,10 @@
 use std::time::Duration;
 
 use common::{
-    domain::{Direction, TargetState},
+    domain::{
+        Direction, TargetState,
+        window::{Schedule, WindowState},
+    },
     lifecycle::{self, Finish},
     store::{
         audit::Actor,
@@ -200,6 +203,13 @@ impl Outcome {
             dirty: None,
         }
     }
+    /// Stopped between two migrations at the end of its maintenance window.
+    pub fn waiting_for_window() -> Self {
+        Self {
+            state: TargetState::WaitingForWindow,
+            ..Self::succeeded()
+        }
+    }
     pub fn skipped() -> Self {
         Self {
             state: TargetState::Skipped,
@@ -255,4 +265,32 @@ pub async fn finish(
             tracing::info!(run_state = run_state.as_str(), "run finished");
         }
     })
+}
+
+/// Leaves an execution that stopped at its window's end waiting for the
+/// next opening, as the schedule now says (an admin may have changed it
+/// meanwhile: a window open again makes its job due at once).
+pub async fn wait_for_window(
+    db: &PgPool,
+    execution_id: Uuid,
+    run_id: Uuid,
+    worker: &Actor,
+) -> Result<(), sqlx::Error> {
+    with_retry("wait for the maintenance window", || async {
+        let mut tx = db.begin().await?;
+        let now = OffsetDateTime::now_utc();
+        // A schedule that no longer reads was read when the job started;
+        // the job then looks again at once, and fails the target.
+        let schedule = lifecycle::window::schedule(&mut tx, run_id)
+            .await?
+            .unwrap_or_else(|_| Schedule::always());
+        let opens_at = match schedule.state_at(now) {
+            WindowState::Closed { opens_at } => opens_at,
+            WindowState::Open { .. } => now,
+        };
+        lifecycle::window::wait_for_window(&mut tx, worker, execution_id, &schedule, opens_at)
+            .await?;
+        tx.commit().await
+    })
+    .await
 }

@@ -57,7 +57,12 @@ pub fn next(slots: &[Slot], concurrency: i32, canary: i32, stop_on_failure: bool
     }
     let active = slots
         .iter()
-        .filter(|s| matches!(s.state, TargetState::Queued | TargetState::Running))
+        .filter(|s| {
+            matches!(
+                s.state,
+                TargetState::Queued | TargetState::Running | TargetState::WaitingForWindow
+            )
+        })
         .count() as i32;
     let capacity = (concurrency - active).max(0) as usize;
     let mut pending: Vec<i32> = slots
@@ -96,6 +101,9 @@ mod tests {
         let d = next(&slots(&[Running, Succeeded, Pending, Pending]), 2, 0, false);
         assert_eq!(d.queue, [3]);
         let d = next(&slots(&[Running, Queued, Pending]), 2, 0, false);
+        assert!(d.queue.is_empty());
+        // A target waiting for its maintenance window keeps its place.
+        let d = next(&slots(&[WaitingForWindow, Succeeded, Pending]), 1, 0, false);
         assert!(d.queue.is_empty());
     }
 

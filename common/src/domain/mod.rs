@@ -19,6 +19,7 @@ pub mod split;
 pub mod target;
 pub mod text_enum;
 pub mod version;
+pub mod window;
 
 pub use checksum::Checksum;
 pub use role::{Capability, Role};

@@ -36,6 +36,9 @@ text_enum!(
         Pending => "pending",
         Queued => "queued",
         Running => "running",
+        /// Stopped between migrations at the end of a maintenance window, or
+        /// not started outside one: its job is due at the next opening.
+        WaitingForWindow => "waiting_for_window",
         Succeeded => "succeeded",
         Failed => "failed",
         Skipped => "skipped",

@@ -18,11 +18,12 @@
 //! | [`waive`] | admin | a finding of the run's SQL review is waived (`pending_approval`; the digest changes) |
 //! | [`review_waiting_runs`] | a change of an environment's review policy | `pending_approval`, `approved` → `invalidated` where the review changed |
 //! | [`invalidate_if_stale`], [`invalidate_where`] | any change of what an approval covers | `pending_approval`, `approved` → `invalidated` |
-//! | [`execute`] | requester, manager, admin | `approved` → `queued` |
+//! | [`execute`] | requester, manager, admin | `approved` → `queued` (outside the maintenance window: its first targets due at the next opening) |
 //! | [`cancel`] | requester, manager, admin | not final → `cancelled` |
 //! | [`claim`] | worker | execution `queued` → `running`; run `queued` → `running` |
 //! | [`record_steps`], [`progress`], [`waiting`] | worker | the execution's applied steps, the statement its script has reached, what it waits for and its lock retries (no state change) |
 //! | [`blocker_terminated`] | worker, where the environment opted in | a blocking session `idle in transaction` was terminated (audit only) |
+//! | [`window::wait_for_window`] | worker: a target outside its maintenance window, or one whose window ended between two migrations | execution `queued`, `running` → `waiting_for_window` (its job due at the next opening) |
 //! | [`finish`] | worker, recovery of a dead worker's target | execution `running` → final (a target left dirty marked first); run → its outcome |
 //! | [`resolve`], [`resume`] | admin, on a dirty target | the version counts as applied / rolled back; or execution → `queued` again, run → `running` |
 //! | [`baseline`] | admin, on a target the hub has never migrated | the versions it already has count as applied, without a run |
@@ -34,6 +35,7 @@ mod request;
 pub mod resolve;
 mod review;
 mod targets;
+pub mod window;
 
 pub use baseline::{Baseline, TargetFacts, baseline};
 pub use decide::{announce_invalidated, approve, deny, invalidate_if_stale, invalidate_where};

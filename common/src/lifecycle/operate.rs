@@ -26,7 +26,9 @@ const MAX_DELAY: time::Duration = time::Duration::days(30);
 
 /// Execute: checks that the approved run is still what was approved, queues
 /// its first targets (up to its concurrency, or its canary) as jobs in
-/// their pools' queues, due at `not_before`, and moves it to `queued`. The
+/// their pools' queues, due at `not_before` — or at the maintenance
+/// window's next opening after it, outside a window — and moves it to
+/// `queued`. The
 /// jobs continue the trace `traceparent` names. Queueing and the state
 /// change commit together or not at all; each finishing target dispatches
 /// the next ([`dispatch`]).
@@ -55,13 +57,24 @@ pub async fn execute(
             "the run lacks the approvals its environment requires",
         ));
     }
+    // Outside the maintenance window, the first targets are due at its
+    // next opening (after `not_before`, if any).
+    let schedule = super::window::schedule(conn, run.id).await?.map_err(|e| {
+        LifecycleError::conflict(
+            "maintenance_window_invalid",
+            format!("the maintenance window of the run's DB set cannot be read: {e}"),
+        )
+    })?;
+    let due = not_before.unwrap_or_else(OffsetDateTime::now_utc);
+    let scheduled_for = Some(schedule.next_start(due)).filter(|start| *start > due);
     let run = RunRow { traceparent, ..run };
-    let queued = dispatch(conn, &run, not_before).await?;
+    let queued = dispatch(conn, &run, scheduled_for.or(not_before)).await?;
     runs::mark_executed(
         conn,
         run.id,
         caller.id,
         not_before,
+        scheduled_for,
         run.traceparent.as_deref(),
     )
     .await?;
@@ -76,6 +89,7 @@ pub async fn execute(
                 "digest": run.digest,
                 "targets": queued.len(),
                 "not_before": not_before.map(|t| t.unix_timestamp()),
+                "scheduled_for": scheduled_for.map(|t| t.unix_timestamp()),
             })),
     )
     .await?;

@@ -17,16 +17,20 @@ pub struct ClaimedExecution {
     pub attempt: i32,
 }
 
-/// Moves a `queued` execution to `running` for `worker_id`. `None` when it is
-/// not queued any more (cancelled, or already claimed by a redelivered job).
+/// Moves a `queued` execution (or one waiting for its maintenance window)
+/// to `running` for `worker_id`. `None` when it is neither any more
+/// (cancelled, or already claimed by a redelivered job).
 pub async fn claim(
     conn: &mut PgConnection,
     execution_id: Uuid,
     worker_id: Uuid,
 ) -> Result<Option<ClaimedExecution>, sqlx::Error> {
     sqlx::query_as(
-        "UPDATE target_executions SET state = 'running', started_at = now(), worker_id = $2, attempt = attempt + 1
-         WHERE id = $1 AND state = 'queued'
+        "UPDATE target_executions
+         SET state = 'running', worker_id = $2, attempt = attempt + 1, waiting = NULL,
+             started_at = CASE WHEN state = 'waiting_for_window' THEN COALESCE(started_at, now())
+                               ELSE now() END
+         WHERE id = $1 AND state IN ('queued', 'waiting_for_window')
          RETURNING id, run_id, target_id, attempt",
     )
     .bind(execution_id)
@@ -301,7 +305,8 @@ pub async fn requeue_stopped(
 pub enum NotStarted {
     /// Only those no job was pushed for yet.
     Pending,
-    /// Also those waiting in a queue (their jobs then find nothing to claim).
+    /// Also those waiting in a queue or for their maintenance window (their
+    /// jobs then find nothing to claim).
     PendingOrQueued,
 }
 
@@ -314,7 +319,7 @@ pub async fn cancel_not_started(
 ) -> Result<u64, sqlx::Error> {
     let states: &[&str] = match which {
         NotStarted::Pending => &["pending"],
-        NotStarted::PendingOrQueued => &["pending", "queued"],
+        NotStarted::PendingOrQueued => &["pending", "queued", "waiting_for_window"],
     };
     Ok(sqlx::query(
         "UPDATE target_executions SET state = 'cancelled', error = COALESCE($3, error), finished_at = now()
@@ -437,6 +442,44 @@ pub async fn waiting(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// An execution that waits for its maintenance window.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WindowWait {
+    pub run_id: Uuid,
+    pub target_id: Uuid,
+    pub worker_pool: String,
+    pub project_id: Uuid,
+    /// It was running (stopped between two migrations), not waiting to start.
+    pub was_running: bool,
+    /// It already waited for its window (a job of it pushed again).
+    pub was_waiting: bool,
+    /// The run's trace, which the job continues.
+    pub traceparent: Option<String>,
+}
+
+/// Moves a `queued` or `running` execution (or one already waiting) to
+/// `waiting_for_window`, saying so in `waiting`; `None` when it is none of
+/// these any more (cancelled, finished, or claimed by another job).
+pub async fn wait_for_window(
+    conn: &mut PgConnection,
+    execution_id: Uuid,
+    note: &str,
+) -> Result<Option<WindowWait>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE target_executions t SET state = 'waiting_for_window', waiting = $2
+         FROM target_executions before JOIN runs r ON r.id = before.run_id
+         WHERE t.id = $1 AND before.id = t.id
+           AND t.state IN ('queued', 'running', 'waiting_for_window')
+         RETURNING t.run_id, t.target_id, t.worker_pool, r.project_id,
+                   before.state = 'running' AS was_running,
+                   before.state = 'waiting_for_window' AS was_waiting, r.traceparent",
+    )
+    .bind(execution_id)
+    .bind(note)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Where a script run statement by statement stopped on a target: the

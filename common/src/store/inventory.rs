@@ -42,6 +42,9 @@ pub struct EnvironmentRow {
     pub high_risk_approvals: i32,
     /// Whether one approver of a high-risk run must be an admin.
     pub high_risk_requires_admin: bool,
+    /// When targets may be migrated (`common::domain::window`, canonical
+    /// text); `None`: at any time.
+    pub maintenance_window: Option<String>,
 }
 
 impl EnvironmentRow {
@@ -62,7 +65,8 @@ macro_rules! environment_columns {
     () => {
         "name, position, required_approvals, allow_self_approval, require_previous_success,
          lock_timeout_ms, statement_timeout_ms, review_policy, high_risk_approvals, high_risk_requires_admin,
-         lock_retries, preflight_wait_ms, blocker_age_ms, terminate_idle_blockers_after_ms"
+         lock_retries, preflight_wait_ms, blocker_age_ms, terminate_idle_blockers_after_ms,
+         maintenance_window"
     };
 }
 
@@ -126,8 +130,9 @@ pub async fn insert_environment(
         "INSERT INTO environments (name, position, required_approvals, allow_self_approval,
                                    require_previous_success, lock_timeout_ms, statement_timeout_ms,
                                    review_policy, high_risk_approvals, high_risk_requires_admin, lock_retries,
-                                   preflight_wait_ms, blocker_age_ms, terminate_idle_blockers_after_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                                   preflight_wait_ms, blocker_age_ms, terminate_idle_blockers_after_ms,
+                                   maintenance_window)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
          RETURNING ",
         environment_columns!(),
         ""
@@ -146,6 +151,7 @@ pub async fn insert_environment(
     .bind(env.preflight_wait_ms)
     .bind(env.blocker_age_ms)
     .bind(env.terminate_idle_blockers_after_ms)
+    .bind(&env.maintenance_window)
     .fetch_one(conn)
     .await
 }
@@ -160,7 +166,7 @@ pub async fn update_environment(
                 require_previous_success = $5, lock_timeout_ms = $6, statement_timeout_ms = $7,
                 review_policy = $8, high_risk_approvals = $9, high_risk_requires_admin = $10,
                 lock_retries = $11, preflight_wait_ms = $12, blocker_age_ms = $13,
-                terminate_idle_blockers_after_ms = $14, updated_at = now()
+                terminate_idle_blockers_after_ms = $14, maintenance_window = $15, updated_at = now()
          WHERE name = $1
          RETURNING ",
         environment_columns!(),
@@ -180,6 +186,7 @@ pub async fn update_environment(
     .bind(env.preflight_wait_ms)
     .bind(env.blocker_age_ms)
     .bind(env.terminate_idle_blockers_after_ms)
+    .bind(&env.maintenance_window)
     .fetch_one(conn)
     .await
 }
@@ -295,6 +302,9 @@ pub struct DbSetRow {
     pub project_id: Uuid,
     pub name: String,
     pub environment: String,
+    /// The DB set's own maintenance window, overriding its environment's
+    /// (`always`: none); `None`: the environment's.
+    pub maintenance_window: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -307,7 +317,7 @@ pub async fn insert_db_set(
 ) -> Result<DbSetRow, sqlx::Error> {
     sqlx::query_as(
         "INSERT INTO db_sets (id, project_id, name, environment) VALUES ($1, $2, $3, $4)
-         RETURNING id, project_id, name, environment, created_at",
+         RETURNING id, project_id, name, environment, maintenance_window, created_at",
     )
     .bind(Uuid::now_v7())
     .bind(project_id)
@@ -319,7 +329,7 @@ pub async fn insert_db_set(
 
 pub async fn list_db_sets(pool: &PgPool, project_id: Uuid) -> Result<Vec<DbSetRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT d.id, d.project_id, d.name, d.environment, d.created_at
+        "SELECT d.id, d.project_id, d.name, d.environment, d.maintenance_window, d.created_at
          FROM db_sets d JOIN environments e ON e.name = d.environment
          WHERE d.project_id = $1 AND d.deleted_at IS NULL ORDER BY e.position, d.name",
     )
@@ -334,7 +344,7 @@ pub async fn db_set(
     id: Uuid,
 ) -> Result<Option<DbSetRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, project_id, name, environment, created_at FROM db_sets
+        "SELECT id, project_id, name, environment, maintenance_window, created_at FROM db_sets
          WHERE id = $1 AND project_id = $2 AND deleted_at IS NULL",
     )
     .bind(id)
@@ -350,7 +360,7 @@ pub async fn lock_db_set(
     id: Uuid,
 ) -> Result<Option<DbSetRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, project_id, name, environment, created_at FROM db_sets
+        "SELECT id, project_id, name, environment, maintenance_window, created_at FROM db_sets
          WHERE id = $1 AND project_id = $2 AND deleted_at IS NULL FOR UPDATE",
     )
     .bind(id)
@@ -366,10 +376,26 @@ pub async fn rename_db_set(
 ) -> Result<DbSetRow, sqlx::Error> {
     sqlx::query_as(
         "UPDATE db_sets SET name = $2, updated_at = now() WHERE id = $1
-         RETURNING id, project_id, name, environment, created_at",
+         RETURNING id, project_id, name, environment, maintenance_window, created_at",
     )
     .bind(id)
     .bind(name)
+    .fetch_one(conn)
+    .await
+}
+
+/// Sets the DB set's own maintenance window (`None`: its environment's).
+pub async fn set_db_set_window(
+    conn: &mut PgConnection,
+    id: Uuid,
+    window: Option<&str>,
+) -> Result<DbSetRow, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE db_sets SET maintenance_window = $2, updated_at = now() WHERE id = $1
+         RETURNING id, project_id, name, environment, maintenance_window, created_at",
+    )
+    .bind(id)
+    .bind(window)
     .fetch_one(conn)
     .await
 }

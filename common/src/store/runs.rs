@@ -44,6 +44,9 @@ pub struct RunRow {
     pub risk: Option<String>,
     pub state_reason: Option<String>,
     pub not_before: Option<OffsetDateTime>,
+    /// When Execute outside the maintenance window queued the first
+    /// targets: the window's next opening (after `not_before`).
+    pub scheduled_for: Option<OffsetDateTime>,
     /// W3C `traceparent` of the Execute request, carried by every job of
     /// the run (also those queued later) so they share one trace.
     pub traceparent: Option<String>,
@@ -75,7 +78,7 @@ impl RunRow {
 const RUN_COLUMNS: &str = "r.id, r.project_id, r.db_set_id, r.environment, r.direction, r.target_version, r.state, r.note,
     r.requested_by, u.email AS requester, r.stop_on_failure, r.concurrency, r.canary, r.lock_timeout_ms,
     r.statement_timeout_ms, r.lock_retries, r.preflight_wait_ms, r.blocker_age_ms,
-    r.terminate_idle_blockers_after_ms, r.digest, r.review_digest, r.risk, r.state_reason, r.not_before, r.traceparent, r.created_at, r.updated_at, r.queued_at, r.finished_at";
+    r.terminate_idle_blockers_after_ms, r.digest, r.review_digest, r.risk, r.state_reason, r.not_before, r.scheduled_for, r.traceparent, r.created_at, r.updated_at, r.queued_at, r.finished_at";
 
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<RunRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -281,25 +284,45 @@ pub async fn pinned_version(
     .await
 }
 
-/// Records who executed the run, when its targets may start, and the trace
-/// its jobs continue.
+/// Records who executed the run, when its targets may start (`not_before`
+/// as asked; `scheduled_for` when the maintenance window moved it later),
+/// and the trace its jobs continue.
 pub async fn mark_executed(
     conn: &mut PgConnection,
     run_id: Uuid,
     executed_by: Uuid,
     not_before: Option<OffsetDateTime>,
+    scheduled_for: Option<OffsetDateTime>,
     traceparent: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE runs SET executed_by = $2, not_before = $3, traceparent = $4 WHERE id = $1",
+        "UPDATE runs SET executed_by = $2, not_before = $3, scheduled_for = $4, traceparent = $5
+         WHERE id = $1",
     )
     .bind(run_id)
     .bind(executed_by)
     .bind(not_before)
+    .bind(scheduled_for)
     .bind(traceparent)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The maintenance windows that apply to the run's DB set: its
+/// environment's and the DB set's own (either may be absent).
+pub async fn windows(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+) -> Result<(Option<String>, Option<String>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.maintenance_window, d.maintenance_window
+         FROM runs r JOIN environments e ON e.name = r.environment JOIN db_sets d ON d.id = r.db_set_id
+         WHERE r.id = $1",
+    )
+    .bind(run_id)
+    .fetch_one(conn)
+    .await
 }
 
 /// The versions the hub records as applied on each of `targets`.

@@ -36,7 +36,7 @@ pub fn router() -> Routes {
         (status = 200, description = "The DB set", body = DbSetRow),
         (status = 404, description = "`not_found`: no such project or DB set", body = ErrorBody),
         (status = 409, description = "`duplicate_name`", body = ErrorBody),
-        (status = 422, description = "`invalid_field`: `name`, or another `environment`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `name`, another `environment`, or a `maintenance_window` off the grammar", body = ErrorBody),
     ))]
 pub(crate) async fn update(
     State(state): State<AppState>,

@@ -190,6 +190,7 @@ pub(crate) async fn get_db_set(
         project_id: set.project_id,
         name: set.name,
         environment: set.environment,
+        maintenance_window: set.maintenance_window,
         created_at: set.created_at,
         targets,
     }))

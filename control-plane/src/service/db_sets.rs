@@ -15,6 +15,7 @@ use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::environments::{parse_window, present};
 use super::inventory::{parse_object_name, project};
 use super::projects::refuse_while_running;
 use crate::{auth::CurrentUser, error::ApiError, state::AppState};
@@ -24,6 +25,23 @@ pub struct UpdateDbSet {
     pub name: Option<String>,
     /// Only accepted unchanged: a DB set stays in its environment.
     pub environment: Option<String>,
+    /// The DB set's own maintenance window, overriding its environment's
+    /// (grammar in docs/Requirements.md); `always`: none, whatever the
+    /// environment says; `null` or `""`: follow the environment.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub maintenance_window: Option<Option<String>>,
+}
+
+/// The override as stored: `None` follows the environment, `always` is
+/// kept as such, anything else in its canonical form.
+fn window_override(input: &Option<String>) -> Result<Option<String>, ApiError> {
+    match input.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => Ok(Some(
+            parse_window("maintenance_window", text)?.unwrap_or_else(|| "always".into()),
+        )),
+    }
 }
 
 /// The live DB set of the project, locked until the transaction ends, or 404.
@@ -39,8 +57,9 @@ async fn lock_db_set(
     Ok((project, set))
 }
 
-/// Renames a DB set. Runs are not affected: an approval covers the set's
-/// targets, not its name.
+/// Renames a DB set or sets its maintenance window. Runs are not affected:
+/// an approval covers the set's targets, not its name, and a window decides
+/// when its targets run, not what.
 pub async fn update_db_set(
     state: &AppState,
     user: &CurrentUser,
@@ -65,19 +84,38 @@ pub async fn update_db_set(
             "a DB set cannot move to another environment; create a new DB set there",
         ));
     }
-    let Some(name) = name.filter(|n| *n != before.name) else {
+    let window = body
+        .maintenance_window
+        .as_ref()
+        .map(window_override)
+        .transpose()?
+        .filter(|w| *w != before.maintenance_window);
+    let name = name.filter(|n| *n != before.name);
+    if name.is_none() && window.is_none() {
         return Ok(before);
-    };
-    let set = inventory::rename_db_set(&mut tx, before.id, &name).await?;
+    }
+    let mut set = before.clone();
+    let mut changes = serde_json::Map::new();
+    if let Some(name) = name {
+        set = inventory::rename_db_set(&mut tx, before.id, &name).await?;
+        changes.insert(
+            "name".into(),
+            json!({ "from": before.name, "to": set.name }),
+        );
+    }
+    if let Some(window) = window {
+        set = inventory::set_db_set_window(&mut tx, before.id, window.as_deref()).await?;
+        changes.insert(
+            "maintenance_window".into(),
+            json!({ "from": before.maintenance_window, "to": set.maintenance_window }),
+        );
+    }
     audit::append(
         &mut tx,
         &user
             .audit("db_set.updated", "db_set", set.id)
             .project(project.id)
-            .details(json!({
-                "environment": set.environment,
-                "changes": { "name": { "from": before.name, "to": set.name } },
-            })),
+            .details(json!({ "environment": set.environment, "changes": changes })),
     )
     .await?;
     tx.commit().await?;

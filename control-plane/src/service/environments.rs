@@ -2,7 +2,7 @@
 //! (Everyone may list them; see `inventory.rs`.)
 
 use common::{
-    domain::lock_retry::MAX_RETRIES,
+    domain::{lock_retry::MAX_RETRIES, window::Schedule},
     lifecycle,
     review::policy::Policy as ReviewPolicy,
     store::{
@@ -69,6 +69,30 @@ pub struct EnvironmentInput {
     pub high_risk_approvals: Option<i64>,
     /// Whether one approver of a high-risk run must be an admin.
     pub high_risk_requires_admin: Option<bool>,
+    /// When targets may be migrated, e.g. `Mon-Fri 02:00-05:00
+    /// Europe/Berlin` (grammar in docs/Requirements.md); `null`, `""` or
+    /// `always`: at any time. Stored in its canonical form. Not part of
+    /// any approval: a change reschedules, never invalidates.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub maintenance_window: Option<Option<String>>,
+}
+
+/// A field that may be sent as `null` (to clear it) or left out (to keep
+/// it): `Some(None)` and `None`.
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// A maintenance window as sent: its canonical text, `None` for no window
+/// (`always`, empty), or the grammar's complaint about `field`.
+pub fn parse_window(field: &str, text: &str) -> Result<Option<String>, ApiError> {
+    let schedule = Schedule::parse(text).map_err(|e| ApiError::invalid(field, e.to_string()))?;
+    Ok((!schedule.is_always()).then(|| schedule.to_string()))
 }
 
 /// `^[a-z][a-z0-9-]{0,29}$`: environment names appear in URLs and policies.
@@ -154,6 +178,11 @@ fn apply(input: &EnvironmentInput, base: &EnvironmentRow) -> Result<EnvironmentR
         high_risk_requires_admin: input
             .high_risk_requires_admin
             .unwrap_or(base.high_risk_requires_admin),
+        maintenance_window: match &input.maintenance_window {
+            Some(Some(text)) => parse_window("maintenance_window", text)?,
+            Some(None) => None,
+            None => base.maintenance_window.clone(),
+        },
     };
     if env.name == PRD && env.allow_self_approval {
         return Err(ApiError::invalid(
@@ -212,6 +241,7 @@ pub async fn create_environment(
         review_policy: Default::default(),
         high_risk_approvals: 0,
         high_risk_requires_admin: false,
+        maintenance_window: None,
     };
     let mut env = apply(body, &defaults)?;
     let mut tx = state.db.begin().await?;
@@ -341,6 +371,7 @@ mod tests {
             review_policy: Default::default(),
             high_risk_approvals: 0,
             high_risk_requires_admin: false,
+            maintenance_window: None,
         };
         let input = EnvironmentInput {
             allow_self_approval: Some(true),
@@ -374,6 +405,7 @@ mod tests {
             review_policy: Default::default(),
             high_risk_approvals: 0,
             high_risk_requires_admin: false,
+            maintenance_window: None,
         };
         for (input, field) in [
             (

@@ -138,6 +138,9 @@ pub struct DbSetView {
     pub project_id: Uuid,
     pub name: String,
     pub environment: String,
+    /// The DB set's own maintenance window (`always`: none), overriding
+    /// its environment's; `null`: its environment's.
+    pub maintenance_window: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     pub targets: Vec<TargetRow>,

@@ -214,7 +214,7 @@ async fn rename_db_set_form(
 ) -> Result<Response, ApiError> {
     let body = UpdateDbSet {
         name: Some(text(&form, "name")),
-        environment: None,
+        ..Default::default()
     };
     match update_db_set(&state, &viewer.user, &slug, id, &body).await {
         Ok(_) => Ok(see_other(&format!("/projects/{slug}"))),

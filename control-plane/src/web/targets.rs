@@ -28,6 +28,7 @@ use crate::{
     paging::PageQuery,
     routes::{Access, Routes},
     service::{
+        db_sets::{UpdateDbSet, update_db_set},
         inventory::db_set,
         targets::{
             TargetInput, TargetPatch,
@@ -52,6 +53,11 @@ pub fn router() -> Routes {
             "/projects/{slug}/db-sets/{id}/targets",
             Access::Needs(Capability::ManageTargets),
             create_target_form,
+        )
+        .post(
+            "/projects/{slug}/db-sets/{id}/window",
+            Access::Needs(Capability::ManageTargets),
+            window_form,
         )
         .post(
             "/projects/{slug}/db-sets/{id}/targets/bulk",
@@ -104,6 +110,7 @@ async fn render_db_set(
     let cursor = page.and_then(|p| p.cursor.as_deref());
     let mut conn = state.db.acquire().await?;
     let (project, set) = db_set(&mut conn, slug, id).await?;
+    let environment = inventory::environment(&mut conn, &set.environment).await?;
     let mut targets = inventory::list_targets_page(&mut conn, set.id, cursor, limit + 1).await?;
     let next_cursor =
         (targets.len() as i64 > limit).then(|| targets[limit as usize - 1].name.clone());
@@ -129,6 +136,8 @@ async fn render_db_set(
         "bulk": { "form": { "engine": Engine::Postgres, "tls_mode": TlsMode::default() }, "errors": {} },
         "edit": { "id": null, "form": {}, "errors": {} },
         "probe": null,
+        "environment_window": environment.and_then(|e| e.maintenance_window),
+        "window": { "form": { "maintenance_window": set.maintenance_window }, "errors": {} },
     });
     if let (Some(ctx), Some(extra)) = (context.as_object_mut(), extra.as_object()) {
         ctx.extend(extra.clone());
@@ -197,6 +206,28 @@ async fn create_target_form(
         Ok(_) => Ok(see_other(&format!("/projects/{slug}/db-sets/{id}"))),
         Err(err) => {
             let extra = json!({ "add": { "form": kept(&form), "errors": field_errors(err)? } });
+            let page = render_db_set(&state, &viewer.plain(), &slug, id, None, extra).await?;
+            Ok(unprocessable(page))
+        }
+    }
+}
+
+/// Sets (or clears, to follow the environment) the DB set's own
+/// maintenance window.
+async fn window_form(
+    State(state): State<AppState>,
+    viewer: Viewer<rules::ManageTargets>,
+    ApiPath((slug, id)): ApiPath<(String, Uuid)>,
+    ApiForm(form): ApiForm<FormData>,
+) -> Result<Response, ApiError> {
+    let body = UpdateDbSet {
+        maintenance_window: Some(Some(text(&form, "maintenance_window"))),
+        ..Default::default()
+    };
+    match update_db_set(&state, &viewer.user, &slug, id, &body).await {
+        Ok(_) => Ok(see_other(&format!("/projects/{slug}/db-sets/{id}"))),
+        Err(err) => {
+            let extra = json!({ "window": { "form": kept(&form), "errors": field_errors(err)? } });
             let page = render_db_set(&state, &viewer.plain(), &slug, id, None, extra).await?;
             Ok(unprocessable(page))
         }

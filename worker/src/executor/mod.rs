@@ -61,9 +61,18 @@ pub struct Job<'a> {
     /// Opt-in: after the pre-flight's wait, terminate blockers `idle in
     /// transaction` for at least this many milliseconds.
     pub terminate_after_ms: Option<i64>,
+    /// When the maintenance window closes: no migration starts after it.
+    pub window_closes_at: Option<time::OffsetDateTime>,
 }
 
 impl Job<'_> {
+    /// Whether the maintenance window has closed: the migration running
+    /// finishes, the next ones wait for the next window.
+    pub fn window_closed(&self) -> bool {
+        self.window_closes_at
+            .is_some_and(|t| time::OffsetDateTime::now_utc() >= t)
+    }
+
     fn preflight_wait(&self) -> Duration {
         self.preflight.map_or(Duration::ZERO, |(wait, _)| wait)
     }
@@ -171,6 +180,9 @@ pub enum Applied {
     Steps(usize),
     /// The target was already where the run wants it.
     Nothing,
+    /// The maintenance window closed after this many steps; the rest waits
+    /// for the next one.
+    Paused(usize),
 }
 
 /// Why an executor stopped.

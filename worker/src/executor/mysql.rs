@@ -138,8 +138,12 @@ async fn run_locked(
     let progress = ProgressFeed::start(reporter);
     let recorder = HubRecorder::start(reporter);
     let mut result = Ok(Applied::Steps(todo.len()));
-    for ((step, statements), start) in todo.iter().zip(&scripts).zip(starts) {
+    for (i, ((step, statements), start)) in todo.iter().zip(&scripts).zip(starts).enumerate() {
         if recorder.failed() {
+            break;
+        }
+        if job.window_closed() {
+            result = Ok(Applied::Paused(i));
             break;
         }
         let step_run = StepRun {

@@ -148,6 +148,10 @@ async fn run_locked(
         if recorder.failed() {
             break;
         }
+        if job.window_closed() {
+            result = Ok(Applied::Paused(i));
+            break;
+        }
         let next_name = todo.get(i + 1).map(|next| application_name(job, next));
         let started_at = OffsetDateTime::now_utc();
         let clock = Instant::now();

@@ -10,3 +10,4 @@ mod lock_budget;
 mod mysql_targets;
 mod postgres_targets;
 mod traces;
+mod windows;
