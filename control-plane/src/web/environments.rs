@@ -135,8 +135,10 @@ fn parse(form: &FormData, with_name: bool) -> Result<EnvironmentInput, ApiError>
         preflight_wait_ms: number("preflight_wait_ms")?,
         blocker_age_ms: number("blocker_age_ms")?,
         terminate_idle_blockers_after_ms: number("terminate_idle_blockers_after_ms")?,
-        // Always sent by both forms; empty: no window.
-        maintenance_window: Some(Some(text(form, "maintenance_window"))),
+        // Sent by both forms (empty: no window); a form without it keeps it.
+        maintenance_window: form
+            .contains_key("maintenance_window")
+            .then(|| Some(text(form, "maintenance_window"))),
         ..EnvironmentInput::default()
     })
 }

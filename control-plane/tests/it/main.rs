@@ -31,3 +31,4 @@ mod run_flow;
 mod schema;
 mod signin;
 mod traces;
+mod windows;
