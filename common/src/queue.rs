@@ -43,6 +43,32 @@ pub async fn waiting_per_pool(
     .await
 }
 
+/// Makes the waiting jobs of `executions` due at `at` (a time already past:
+/// at once, on every clock, as in [`push`]). Returns how many jobs moved.
+pub async fn reschedule(
+    conn: &mut sqlx::PgConnection,
+    executions: &[Uuid],
+    at: time::OffsetDateTime,
+) -> Result<u64, sqlx::Error> {
+    let now = time::OffsetDateTime::now_utc();
+    let at = if at > now {
+        at
+    } else {
+        now - time::Duration::minutes(1)
+    };
+    Ok(sqlx::query(
+        "UPDATE apalis.jobs SET run_at = $3
+         WHERE status = 'Pending' AND starts_with(job_type, $1)
+           AND (convert_from(job, 'UTF8')::jsonb ->> 'execution_id')::uuid = ANY($2)",
+    )
+    .bind(PREFIX)
+    .bind(executions)
+    .bind(at)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
 /// Pushes one job per (execution, target, pool) into each pool's queue, in
 /// the caller's transaction, due at `not_before` or at once. Each job
 /// carries the run's `traceparent` (from its Execute request), if any.

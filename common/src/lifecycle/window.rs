@@ -19,7 +19,8 @@ use crate::{
     queue,
     store::{
         audit::{self, Actor, Entry},
-        executions, runs,
+        executions,
+        runs::{self, RunScope},
     },
 };
 
@@ -92,4 +93,30 @@ pub async fn wait_for_window(
     )
     .await?;
     Ok(true)
+}
+
+/// After a change of the windows of `scope` (an environment, a DB set):
+/// the targets of its queued and running runs that have not started, or
+/// wait for a window, are due at the next opening the new schedule gives
+/// (at once inside a window), and a queued run's `scheduled_for` follows.
+/// Returns how many runs were rescheduled. Nothing is invalidated: a window
+/// decides when, not what.
+pub async fn reschedule(
+    conn: &mut PgConnection,
+    scope: RunScope<'_>,
+) -> Result<usize, LifecycleError> {
+    let runs = runs::waiting_to_start(conn, scope).await?;
+    let now = OffsetDateTime::now_utc();
+    for (run_id, not_before, executions) in &runs {
+        let due = not_before.filter(|t| *t > now).unwrap_or(now);
+        // A schedule that no longer reads leaves the jobs as they are; their
+        // targets fail with the reason when they come due.
+        let Ok(schedule) = schedule(conn, *run_id).await? else {
+            continue;
+        };
+        let starts = schedule.next_start(due);
+        queue::reschedule(conn, executions, starts).await?;
+        runs::set_scheduled_for(conn, *run_id, Some(starts).filter(|s| *s > due)).await?;
+    }
+    Ok(runs.len())
 }

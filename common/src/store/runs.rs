@@ -912,6 +912,41 @@ pub async fn in_progress(
     .await
 }
 
+/// Runs in `scope` that are `queued` or `running` with executions that
+/// have not started or wait for their window: `(run, not_before,
+/// [execution])`.
+pub async fn waiting_to_start(
+    conn: &mut PgConnection,
+    scope: RunScope<'_>,
+) -> Result<Vec<(Uuid, Option<OffsetDateTime>, Vec<Uuid>)>, sqlx::Error> {
+    // Every scope's condition starts with a column of `runs`.
+    let (filter, value) = scope.filter();
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT r.id, r.not_before, array_agg(t.id ORDER BY t.position)
+         FROM runs r JOIN target_executions t ON t.run_id = r.id
+         WHERE r.{filter} AND r.state IN ('queued', 'running')
+           AND t.state IN ('queued', 'waiting_for_window')
+         GROUP BY r.id, r.not_before ORDER BY r.id"
+    )))
+    .bind(value)
+    .fetch_all(conn)
+    .await
+}
+
+/// Sets when a queued run's first targets are due (`None`: at once).
+pub async fn set_scheduled_for(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    scheduled_for: Option<OffsetDateTime>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE runs SET scheduled_for = $2 WHERE id = $1 AND state = 'queued'")
+        .bind(run_id)
+        .bind(scheduled_for)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// A run moved to `invalidated` by [`invalidate_where`].
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InvalidatedRun {

@@ -103,19 +103,25 @@ pub async fn update_db_set(
             json!({ "from": before.name, "to": set.name }),
         );
     }
+    let mut rescheduled = 0;
     if let Some(window) = window {
         set = inventory::set_db_set_window(&mut tx, before.id, window.as_deref()).await?;
         changes.insert(
             "maintenance_window".into(),
             json!({ "from": before.maintenance_window, "to": set.maintenance_window }),
         );
+        rescheduled = lifecycle::window::reschedule(&mut tx, RunScope::DbSet(set.id)).await?;
     }
     audit::append(
         &mut tx,
         &user
             .audit("db_set.updated", "db_set", set.id)
             .project(project.id)
-            .details(json!({ "environment": set.environment, "changes": changes })),
+            .details(json!({
+                "environment": set.environment,
+                "changes": changes,
+                "runs_rescheduled": rescheduled,
+            })),
     )
     .await?;
     tx.commit().await?;

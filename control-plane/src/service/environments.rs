@@ -313,11 +313,21 @@ pub async fn update_environment(
     } else {
         (String::new(), Vec::new())
     };
+    // A new window reschedules what waits to start; it invalidates nothing.
+    let rescheduled = if before.maintenance_window != env.maintenance_window {
+        lifecycle::window::reschedule(&mut tx, RunScope::Environment(&env.name)).await?
+    } else {
+        0
+    };
     audit::append(
         &mut tx,
         &admin
             .audit("environment.updated", "environment", &env.name)
-            .details(json!({ "changes": changed, "runs_invalidated": invalidated.len() })),
+            .details(json!({
+                "changes": changed,
+                "runs_invalidated": invalidated.len(),
+                "runs_rescheduled": rescheduled,
+            })),
     )
     .await?;
     lifecycle::announce_invalidated(&mut tx, &admin.caller(), &invalidated, &reason).await?;

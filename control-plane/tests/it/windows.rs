@@ -230,6 +230,31 @@ async fn a_db_set_overrides_its_environments_window_and_execute_outside_it_is_sc
     let (status, page) = app.page(&format!("/runs/{run}"), &app.user).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("Scheduled for"), "{page}");
+    // Another window reschedules what waits to start: here, at once.
+    let (status, body) = app
+        .patch(&path, &app.manager, json!({"maintenance_window": "always"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, body) = app.get(&format!("/api/v1/runs/{run}"), &app.user).await;
+    assert_eq!(body["scheduled_for"], Value::Null, "{body}");
+    assert_eq!(
+        app.count("SELECT count(*) FROM apalis.jobs WHERE status = 'Pending' AND run_at > now()")
+            .await,
+        0,
+        "its jobs are due now"
+    );
+    let changes = app.audit_rows("db_set.updated").await;
+    assert_eq!(changes.last().unwrap().1["runs_rescheduled"], 1);
+    app.patch(&path, &app.manager, json!({"maintenance_window": window}))
+        .await;
+    let (_, body) = app.get(&format!("/api/v1/runs/{run}"), &app.user).await;
+    assert_eq!(body["scheduled_for"], opens.format(&Rfc3339).unwrap());
+    assert_eq!(
+        app.count("SELECT count(*) FROM apalis.jobs WHERE status = 'Pending' AND run_at > now()")
+            .await,
+        1,
+        "and back to the opening"
+    );
     // A cancelled run's targets do not wait for the window.
     let (status, body) = app
         .post(&format!("/api/v1/runs/{run}/cancel"), &app.user, json!({}))

@@ -10,6 +10,7 @@ use crate::support::{TargetDb, TargetOptions, TestHub, eventually_within};
 use common::{
     domain::{Direction, RunState, TargetState},
     queue::queue_name,
+    store::runs::RunScope,
 };
 
 /// Sets the `daily` environment's window (`None`: no window).
@@ -113,7 +114,8 @@ async fn outside_the_window_the_run_is_scheduled_for_its_opening_and_no_target_s
     assert_eq!(waits_audited(&hub).await, vec![false]);
     assert!(due_times(&hub).await.contains(&opens.unix_timestamp()));
 
-    // An admin opens a window now; when the jobs come due, the target runs.
+    // An admin opens a window now (as the environment's edit does, its
+    // waiting targets are rescheduled): the target runs at once.
     set_window(
         &hub,
         Some(&daily(
@@ -122,7 +124,13 @@ async fn outside_the_window_the_run_is_scheduled_for_its_opening_and_no_target_s
         )),
     )
     .await;
-    jobs_come_due(&hub).await;
+    let mut tx = hub.db.begin().await.unwrap();
+    let rescheduled =
+        common::lifecycle::window::reschedule(&mut tx, RunScope::Environment("daily"))
+            .await
+            .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(rescheduled, 1);
     assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
     assert_eq!(target.versions().await, vec!["1"]);
     worker.stop().await;
