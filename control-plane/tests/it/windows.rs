@@ -260,6 +260,41 @@ async fn a_db_set_overrides_its_environments_window_and_execute_outside_it_is_sc
         .post(&format!("/api/v1/runs/{run}/cancel"), &app.user, json!({}))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        app.count("SELECT count(*) FROM target_executions WHERE state = 'cancelled'")
+            .await,
+        1
+    );
+
+    // `not_before` after today's window: the next day's opening.
+    let later = app.request_run(&slug, &set, "1").await;
+    app.approve(&later).await;
+    let not_before = opens + Duration::minutes(90);
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/runs/{later}/execute"),
+            &app.user,
+            json!({ "not_before": not_before.format(&Rfc3339).unwrap() }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        body["scheduled_for"],
+        (opens + Duration::days(1)).format(&Rfc3339).unwrap()
+    );
+    assert_eq!(body["not_before"], not_before.format(&Rfc3339).unwrap());
+    // Inside the window, `not_before` alone decides.
+    let inside = app.request_run(&slug, &set, "1").await;
+    app.approve(&inside).await;
+    let not_before = opens + Duration::minutes(10);
+    let (_, body) = app
+        .post(
+            &format!("/api/v1/runs/{inside}/execute"),
+            &app.user,
+            json!({ "not_before": not_before.format(&Rfc3339).unwrap() }),
+        )
+        .await;
+    assert_eq!(body["scheduled_for"], Value::Null, "{body}");
 
     // The DB set page says which window applies and edits the override.
     let manager = TokenBrowser::new(&app, &app.manager);
