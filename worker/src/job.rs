@@ -317,6 +317,10 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
             Outcome::succeeded()
         }
         Ok(Applied::Nothing) => Outcome::skipped(),
+        Err(ExecError::WindowClosed) => {
+            tracing::info!("the maintenance window ended while a migration waited for its lock");
+            return Outcome::waiting_for_window();
+        }
         Ok(Applied::Paused(count)) => {
             tracing::info!(
                 steps = count,

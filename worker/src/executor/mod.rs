@@ -125,6 +125,11 @@ impl<'a> LockRetries<'a> {
         timed_out: LockTimedOut,
     ) -> Result<(), ExecError> {
         let job = self.job;
+        // Nothing of this migration was applied: past the window's end it
+        // waits for the next window instead of trying again.
+        if job.window_closed() {
+            return Err(ExecError::WindowClosed);
+        }
         let blocked_by = if self.blockers.is_empty() {
             String::new()
         } else {
@@ -209,6 +214,10 @@ pub enum ExecError {
     /// The tool database failed while the job needed it (reading the
     /// applied state, or recording a step that already committed on the
     /// target). Its text is for the logs, not for users.
+    /// The maintenance window closed while a migration that had applied
+    /// nothing waited for its lock: it waits for the next window.
+    #[error("the maintenance window closed")]
+    WindowClosed,
     #[error("{what}: {source}")]
     Hub {
         what: String,

@@ -235,3 +235,59 @@ async fn mariadb_a_target_whose_window_ends_finishes_its_migration_and_waits_for
     stops_at_the_window_end(&hub, target, run).await;
     assert_eq!(target.my_versions().await, vec!["1", "2"]);
 }
+
+#[tokio::test]
+async fn postgres_a_migration_still_waiting_for_its_lock_when_the_window_ends_waits_for_the_next() {
+    let hub = TestHub::new().await;
+    let (window, _) = closing_soon(OffsetDateTime::now_utc());
+    set_window(&hub, Some(&window)).await;
+    // A short budget retried many times: the retries outlast the window.
+    sqlx::query(
+        "UPDATE environments SET lock_timeout_ms = 400, lock_retries = 20, preflight_wait_ms = 0
+         WHERE name = 'daily'",
+    )
+    .execute(&hub.db)
+    .await
+    .unwrap();
+    let project = hub.project(&[TargetOptions::default()]).await;
+    let target = &project.targets[0];
+    target.execute("CREATE TABLE ledger (id int)").await;
+    hub.migration(
+        &project,
+        "1",
+        "ALTER TABLE ledger ADD COLUMN note text;",
+        "",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+    let mut blocker = target.connect().await;
+    sqlx::Executor::execute(&mut blocker, "BEGIN; SELECT * FROM ledger")
+        .await
+        .unwrap();
+    let worker = hub.start_worker(1_000).await;
+    hub.execute(run).await;
+
+    let waits = eventually_within(std::time::Duration::from_secs(150), || async {
+        let e = hub.execution(run, target).await;
+        (e.state == TargetState::WaitingForWindow).then_some(e)
+    })
+    .await;
+    let Some(waits) = waits else {
+        panic!(
+            "never waited for the window: {:?}",
+            hub.executions(run).await
+        );
+    };
+    assert!(waits.lock_retries >= 1, "{waits:?}");
+    assert!(target.versions().await.is_empty(), "nothing was applied");
+    assert_eq!(waits_audited(&hub).await, vec![true]);
+
+    sqlx::Executor::execute(&mut blocker, "COMMIT")
+        .await
+        .unwrap();
+    set_window(&hub, None).await;
+    jobs_come_due(&hub).await;
+    assert_eq!(hub.wait_for_run(run).await, RunState::Succeeded);
+    assert_eq!(target.versions().await, vec!["1"]);
+    worker.stop().await;
+}
