@@ -108,7 +108,14 @@ impl Schedule {
             .filter(|w| !w.is_empty())
             .map(Window::parse)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { windows })
+        let schedule = Self { windows };
+        // The canonical text may be longer than what was typed (`Fri-Mon`).
+        if schedule.to_string().len() > MAX_LEN {
+            return Err(WindowError(format!(
+                "a schedule has at most {MAX_LEN} characters"
+            )));
+        }
+        Ok(schedule)
     }
 
     /// The schedule in force: the DB set's own when it has one, else its
@@ -551,6 +558,13 @@ mod tests {
             assert!(err.contains(says), "{text}: {err}");
         }
         assert!(Schedule::parse(&"daily 01:00-02:00 UTC;".repeat(30)).is_err());
+        // 490 characters typed, longer once canonical.
+        assert!(Schedule::parse(&"Fri-Mon 01:00-02:00 UTC;".repeat(20)).is_err());
+        // Zone names are names, never paths.
+        for zone in ["../../../etc/passwd", "/etc/localtime", "Europe/../UTC"] {
+            let text = format!("daily 01:00-02:00 {zone}");
+            assert!(Schedule::parse(&text).is_err(), "{zone}");
+        }
     }
 
     #[test]
