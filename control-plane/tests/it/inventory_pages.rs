@@ -6,7 +6,7 @@
 
 use crate::support::{Posted, TestApp, TokenBrowser, XSS, assert_escaped};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Without spaces, so it passes as a host name and must be escaped.
 const XSS_HOST: &str = "<script>alert(1)</script>";
@@ -110,18 +110,6 @@ async fn admins_create_edit_and_archive_projects_from_the_pages() {
     );
 }
 
-/// The environment `name` as the API shows it.
-async fn environment(app: &TestApp, name: &str) -> Value {
-    let (_, envs) = app.get("/api/v1/environments", &app.user).await;
-    envs["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == name)
-        .unwrap_or_else(|| panic!("no environment {name}: {envs}"))
-        .clone()
-}
-
 #[tokio::test]
 async fn everyone_sees_the_environments_and_admins_change_their_policies() {
     let app = TestApp::spawn().await;
@@ -167,7 +155,7 @@ async fn everyone_sees_the_environments_and_admins_change_their_policies() {
     good[1] = ("required_approvals", "1");
     let added = admin.post("/admin/environments", &good).await;
     assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
-    let qa_env = environment(&app, "qa").await;
+    let qa_env = app.environment("qa").await;
     assert_eq!(qa_env["lock_timeout_ms"], 2000);
     assert_eq!(qa_env["allow_self_approval"], true);
 
@@ -197,7 +185,7 @@ async fn everyone_sees_the_environments_and_admins_change_their_policies() {
     ];
     let saved = admin.post("/admin/environments/prd", &form).await;
     assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
-    let prd_env = environment(&app, "prd").await;
+    let prd_env = app.environment("prd").await;
     assert_eq!(prd_env["lock_timeout_ms"], 1500);
     assert_eq!(prd_env["required_approvals"], 2);
     assert_eq!(prd_env["allow_self_approval"], false);

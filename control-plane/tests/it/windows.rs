@@ -27,17 +27,6 @@ fn window_later() -> (String, OffsetDateTime) {
     (format!("daily {}-{} UTC", hh_mm(opens), hh_mm(end)), opens)
 }
 
-async fn environment(app: &TestApp, name: &str) -> Value {
-    let (_, envs) = app.get("/api/v1/environments", &app.user).await;
-    envs["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == name)
-        .cloned()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn environments_take_a_window_in_canonical_form_and_refuse_bad_ones() {
     let app = TestApp::spawn().await;
@@ -88,7 +77,7 @@ async fn environments_take_a_window_in_canonical_form_and_refuse_bad_ones() {
         );
     }
     assert_eq!(
-        environment(&app, "daily").await["maintenance_window"],
+        app.environment("daily").await["maintenance_window"],
         "Mon-Fri 02:00-05:00 Europe/Berlin",
         "a refused window changes nothing"
     );
@@ -157,7 +146,7 @@ async fn environments_take_a_window_in_canonical_form_and_refuse_bad_ones() {
         .await;
     assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
     assert_eq!(
-        environment(&app, "daily").await["maintenance_window"],
+        app.environment("daily").await["maintenance_window"],
         "Sun 03:00-04:00 UTC"
     );
 }

@@ -194,46 +194,39 @@ async fn stops_at_the_window_end(hub: &TestHub, target: &TargetDb, run: uuid::Uu
     worker.stop().await;
 }
 
+/// Two migrations on the project's target, the first sleeping with `sleep`
+/// (the engine's statement, given the seconds) past a window that closes
+/// soon: the target stops after it, and finishes once the window reopens.
+async fn two_migrations_across_the_window_end(
+    hub: &TestHub,
+    project: &crate::support::Project,
+    sleep: impl Fn(u64) -> String,
+) {
+    let (window, seconds) = closing_soon(OffsetDateTime::now_utc());
+    set_window(hub, Some(&window)).await;
+    let first = format!("{}\nCREATE TABLE first_part (id int);", sleep(seconds));
+    hub.migration(project, "1", &first, "").await;
+    hub.migration(project, "2", "CREATE TABLE second_part (id int);", "")
+        .await;
+    let run = hub.approved_run(project, Direction::Up, "2").await;
+    stops_at_the_window_end(hub, &project.targets[0], run).await;
+}
+
 #[tokio::test]
 async fn postgres_a_target_whose_window_ends_finishes_its_migration_and_waits_for_the_next() {
     let hub = TestHub::new().await;
-    let (window, sleep) = closing_soon(OffsetDateTime::now_utc());
-    set_window(&hub, Some(&window)).await;
     let project = hub.project(&[TargetOptions::default()]).await;
-    let target = &project.targets[0];
-    hub.migration(
-        &project,
-        "1",
-        &format!("SELECT pg_sleep({sleep}); CREATE TABLE first_part (id int);"),
-        "",
-    )
-    .await;
-    hub.migration(&project, "2", "CREATE TABLE second_part (id int);", "")
+    two_migrations_across_the_window_end(&hub, &project, |s| format!("SELECT pg_sleep({s});"))
         .await;
-    let run = hub.approved_run(&project, Direction::Up, "2").await;
-    stops_at_the_window_end(&hub, target, run).await;
-    assert_eq!(target.versions().await, vec!["1", "2"]);
+    assert_eq!(project.targets[0].versions().await, vec!["1", "2"]);
 }
 
 #[tokio::test]
 async fn mariadb_a_target_whose_window_ends_finishes_its_migration_and_waits_for_the_next() {
     let hub = TestHub::new().await;
-    let (window, sleep) = closing_soon(OffsetDateTime::now_utc());
-    set_window(&hub, Some(&window)).await;
     let project = hub.mysql_project(&[TargetOptions::default()]).await;
-    let target = &project.targets[0];
-    hub.migration(
-        &project,
-        "1",
-        &format!("DO SLEEP({sleep});\nCREATE TABLE first_part (id int);"),
-        "",
-    )
-    .await;
-    hub.migration(&project, "2", "CREATE TABLE second_part (id int);", "")
-        .await;
-    let run = hub.approved_run(&project, Direction::Up, "2").await;
-    stops_at_the_window_end(&hub, target, run).await;
-    assert_eq!(target.my_versions().await, vec!["1", "2"]);
+    two_migrations_across_the_window_end(&hub, &project, |s| format!("DO SLEEP({s});")).await;
+    assert_eq!(project.targets[0].my_versions().await, vec!["1", "2"]);
 }
 
 #[tokio::test]

@@ -251,6 +251,18 @@ impl TestApp {
     }
 
     /// Audit rows with `action`, oldest first.
+    /// The environment `name` as the API shows it.
+    pub async fn environment(&self, name: &str) -> Value {
+        let (_, envs) = self.get("/api/v1/environments", &self.user).await;
+        envs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("no environment {name}: {envs}"))
+            .clone()
+    }
+
     pub async fn audit_rows(&self, action: &str) -> Vec<(String, Value)> {
         sqlx::query_as("SELECT actor, details FROM audit_log WHERE action = $1 ORDER BY seq")
             .bind(action)
