@@ -13,6 +13,7 @@ pub mod order;
 pub mod resume;
 pub mod role;
 pub mod run;
+pub mod schema;
 pub mod signin;
 pub mod slug;
 pub mod split;

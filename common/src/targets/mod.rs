@@ -7,6 +7,7 @@
 //! texts.
 
 pub mod baseline;
+pub mod introspect;
 pub mod lock;
 pub mod mysql;
 pub mod postgres;

@@ -5,6 +5,7 @@
 mod support;
 
 mod faults;
+mod introspect;
 mod lifecycle;
 mod lock_budget;
 mod mysql_targets;
