@@ -294,6 +294,27 @@ CREATE TABLE public.runs (
     CONSTRAINT runs_terminate_idle_blockers_after_ms_check CHECK (((terminate_idle_blockers_after_ms >= 1) AND (terminate_idle_blockers_after_ms <= 86400000)))
 );
 
+CREATE TABLE public.schema_snapshots (
+    id uuid NOT NULL,
+    target_id uuid NOT NULL,
+    execution_id uuid,
+    hash text NOT NULL,
+    taken text NOT NULL,
+    sizes jsonb DEFAULT '[]'::jsonb NOT NULL,
+    taken_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT schema_snapshots_taken_check CHECK ((taken = ANY (ARRAY['before'::text, 'after'::text])))
+);
+
+CREATE TABLE public.schema_texts (
+    hash text NOT NULL,
+    engine text NOT NULL,
+    schema text NOT NULL,
+    objects integer NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT schema_texts_engine_check CHECK ((engine = ANY (ARRAY['postgres'::text, 'mysql'::text]))),
+    CONSTRAINT schema_texts_hash_check CHECK ((hash ~ '^sha256:[0-9a-f]{64}$'::text))
+);
+
 CREATE TABLE public.sessions (
     id text NOT NULL,
     user_id uuid,
@@ -480,6 +501,12 @@ ALTER TABLE ONLY public.run_waivers
 ALTER TABLE ONLY public.runs
     ADD CONSTRAINT runs_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY public.schema_snapshots
+    ADD CONSTRAINT schema_snapshots_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.schema_texts
+    ADD CONSTRAINT schema_texts_pkey PRIMARY KEY (hash);
+
 ALTER TABLE ONLY public.sessions
     ADD CONSTRAINT sessions_pkey PRIMARY KEY (id);
 
@@ -542,6 +569,12 @@ CREATE INDEX runs_db_set_idx ON public.runs USING btree (db_set_id);
 CREATE INDEX runs_project_created_idx ON public.runs USING btree (project_id, created_at DESC);
 
 CREATE INDEX runs_state_idx ON public.runs USING btree (state);
+
+CREATE INDEX schema_snapshots_execution_idx ON public.schema_snapshots USING btree (execution_id);
+
+CREATE INDEX schema_snapshots_hash_idx ON public.schema_snapshots USING btree (hash);
+
+CREATE INDEX schema_snapshots_target_idx ON public.schema_snapshots USING btree (target_id, taken_at DESC);
 
 CREATE INDEX sessions_expiry_date_idx ON public.sessions USING btree (expiry_date);
 
@@ -646,6 +679,15 @@ ALTER TABLE ONLY public.runs
 
 ALTER TABLE ONLY public.runs
     ADD CONSTRAINT runs_requested_by_fkey FOREIGN KEY (requested_by) REFERENCES public.users(id);
+
+ALTER TABLE ONLY public.schema_snapshots
+    ADD CONSTRAINT schema_snapshots_execution_id_fkey FOREIGN KEY (execution_id) REFERENCES public.target_executions(id);
+
+ALTER TABLE ONLY public.schema_snapshots
+    ADD CONSTRAINT schema_snapshots_hash_fkey FOREIGN KEY (hash) REFERENCES public.schema_texts(hash);
+
+ALTER TABLE ONLY public.schema_snapshots
+    ADD CONSTRAINT schema_snapshots_target_id_fkey FOREIGN KEY (target_id) REFERENCES public.targets(id);
 
 ALTER TABLE ONLY public.sessions
     ADD CONSTRAINT sessions_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id);

@@ -15,6 +15,7 @@ use common::{
         executions::{self, ClaimedExecution},
         inventory::{self, TargetRow},
         runs::{self, RunMigrationRow, RunRow},
+        snapshots,
         target_state::{self, DirtyState},
     },
 };
@@ -43,6 +44,9 @@ pub struct Claimed {
     pub dirty: Option<DirtyState>,
     /// The maintenance window in force (or why it cannot be read).
     pub window: Result<Schedule, WindowError>,
+    /// Whether the target has a schema snapshot yet (else one is taken
+    /// before its first migration).
+    pub has_snapshot: bool,
 }
 
 /// What became of a job's execution when the job started.
@@ -94,6 +98,7 @@ pub async fn execution(env: &JobEnv, job: &TargetJob) -> Result<Claim, sqlx::Err
         let target = inventory::target(&mut tx, execution.target_id).await?;
         let secret = inventory::target_secret(&mut tx, execution.target_id).await?;
         let dirty = target_state::dirty(&mut tx, execution.target_id).await?;
+        let has_snapshot = snapshots::target_has_any(&mut tx, execution.target_id).await?;
         lifecycle::started(&mut tx, &actor, env.worker_id, &execution, run.project_id).await?;
         tx.commit().await?;
         Ok(Claim::Claimed(Box::new(Claimed {
@@ -104,6 +109,7 @@ pub async fn execution(env: &JobEnv, job: &TargetJob) -> Result<Claim, sqlx::Err
             secret,
             dirty,
             window,
+            has_snapshot,
         })))
     })
     .await
@@ -115,6 +121,8 @@ pub async fn execution(env: &JobEnv, job: &TargetJob) -> Result<Claim, sqlx::Err
 pub struct TargetClaim {
     pub db: PgPool,
     pub target_id: Uuid,
+    /// Whether the target had a schema snapshot when the job claimed it.
+    pub has_snapshot: bool,
 }
 
 impl TargetClaim {

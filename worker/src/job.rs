@@ -230,6 +230,7 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
         secret,
         dirty,
         window,
+        has_snapshot,
     } = claimed;
     if execution.run_id != job.run_id || execution.target_id != job.target_id {
         return Outcome::failed(
@@ -296,6 +297,7 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
     let claim = TargetClaim {
         db: env.db.clone(),
         target_id: target.id,
+        has_snapshot: *has_snapshot,
     };
     let reporter = Reporter {
         db: env.db.clone(),

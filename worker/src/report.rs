@@ -11,14 +11,16 @@ use std::time::Duration;
 
 use common::{
     domain::{
-        Direction, TargetState,
+        Direction, Engine, TargetState, schema,
         window::{Schedule, WindowState},
     },
     lifecycle::{self, Finish},
     store::{
         audit::Actor,
         executions::{AppliedStep, DirtyMark},
+        snapshots::{self, NewSnapshot, Taken},
     },
+    targets::introspect::Introspected,
 };
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -126,6 +128,32 @@ impl Reporter {
         .await;
         if let Err(err) = result {
             tracing::error!(error = %err, blocker = description, "could not audit a terminated blocker");
+        }
+    }
+
+    /// Records a snapshot of the target's schema (rendered here), retried
+    /// like the step records. Best effort: a snapshot that cannot be
+    /// recorded is logged and never fails the target.
+    pub async fn snapshot(&self, engine: Engine, read: Introspected, taken: Taken) {
+        let schema = schema::render(read.objects);
+        let snapshot = NewSnapshot {
+            target_id: self.target_id,
+            execution_id: Some(self.execution_id),
+            engine,
+            schema: &schema,
+            sizes: &read.sizes,
+            taken,
+        };
+        let result = with_retry("record a schema snapshot", || async {
+            let mut tx = self.db.begin().await?;
+            let stored = snapshots::record(&mut tx, &snapshot).await?;
+            tx.commit().await?;
+            Ok(stored)
+        })
+        .await;
+        match result {
+            Ok(stored) => tracing::debug!(hash = %schema.hash, stored, "schema snapshot recorded"),
+            Err(err) => tracing::warn!(error = %err, "could not record a schema snapshot"),
         }
     }
 

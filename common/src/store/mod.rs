@@ -9,6 +9,7 @@ pub mod migrations;
 pub mod runs;
 pub mod secrets;
 pub mod sessions;
+pub mod snapshots;
 pub mod stats;
 pub mod target_state;
 pub mod users;

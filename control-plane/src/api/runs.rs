@@ -28,6 +28,7 @@ use crate::{
             ApproveBody, DenyBody, ExecuteBody, RequestRun, WaiveBody, approve_run, cancel_run,
             deny_run, execute_run, request_run, run_snapshot, waive_finding,
         },
+        snapshots::{TargetSchemaChange, run_target_change},
     },
     state::AppState,
 };
@@ -45,6 +46,11 @@ pub fn router() -> Routes {
             request,
         )
         .get("/runs/{id}", Access::Needs(Capability::View), get_one)
+        .get(
+            "/runs/{id}/targets/{target_id}/schema",
+            Access::Needs(Capability::View),
+            target_schema,
+        )
         .post(
             "/runs/{id}/approve",
             Access::Needs(Capability::Approve),
@@ -173,6 +179,23 @@ pub(crate) async fn get_one(
     let snapshot = run_snapshot(&state, id).await?;
     let json = snapshot.json()?;
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/runs/{id}/targets/{target_id}/schema", tag = "runs",
+    params(
+        ("id" = Uuid, Path, description = "The run's id"),
+        ("target_id" = Uuid, Path, description = "One of the run's targets"),
+    ),
+    responses(
+        (status = 200, description = "What the run changed on the target: its schema snapshots before and after the execution and their difference", body = TargetSchemaChange),
+        (status = 404, description = "`not_found`: no such run, or it has no execution on that target", body = ErrorBody),
+    ))]
+pub(crate) async fn target_schema(
+    State(state): State<AppState>,
+    _user: Authorized<rules::View>,
+    ApiPath((id, target_id)): ApiPath<(Uuid, Uuid)>,
+) -> Result<Json<TargetSchemaChange>, ApiError> {
+    Ok(Json(run_target_change(&state, id, target_id).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/runs/{id}/approve", tag = "runs",

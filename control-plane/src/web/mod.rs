@@ -302,6 +302,7 @@ mod tests {
             "admin/environments.html",
             "targets/db_set.html",
             "targets/state.html",
+            "runs/schema.html",
         ] {
             env.get_template(name)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));

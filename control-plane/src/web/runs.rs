@@ -40,6 +40,11 @@ pub fn router() -> Routes {
             Access::Needs(Capability::View),
             live_fragment,
         )
+        .get(
+            "/runs/{id}/targets/{target_id}/schema",
+            Access::Needs(Capability::View),
+            schema_page,
+        )
         .post(
             "/runs/{id}/approve",
             Access::Needs(Capability::Approve),
@@ -198,6 +203,38 @@ async fn run_page(
         can_cancel => matches!(run_state, RunState::PendingApproval | RunState::Approved | RunState::Queued | RunState::Running) && operator,
     };
     render_value(&state, "runs/detail.html", context, Some(&viewer))
+}
+
+/// What the run changed on one target: the schema diff, line by line.
+async fn schema_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    ApiPath((id, target_id)): ApiPath<(Uuid, Uuid)>,
+) -> Result<Html<String>, ApiError> {
+    let change = crate::service::snapshots::run_target_change(&state, id, target_id).await?;
+    let lines: Vec<(&str, String)> = change
+        .diff
+        .as_ref()
+        .map(|d| {
+            d.unified
+                .lines()
+                .map(|line| {
+                    let class = match line.as_bytes().first() {
+                        Some(b'+') if !line.starts_with("+++") => "add",
+                        Some(b'-') if !line.starts_with("---") => "del",
+                        Some(b'@') => "hunk",
+                        _ => "same",
+                    };
+                    (class, line.to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let context = minijinja::context! {
+        change => minijinja::Value::from(minijinja::value::Serde(&change)),
+        lines => lines,
+    };
+    render_value(&state, "runs/schema.html", context, Some(&viewer))
 }
 
 /// The live part of the run page, polled by `/static/app.js`.

@@ -25,6 +25,7 @@ use common::{
         lock_retry,
         split::{Statement, StatementsHash, split_mysql},
     },
+    store::snapshots::Taken,
     targets::mysql::{self, Flavor, describe},
 };
 use mysql_async::{Conn, prelude::Queryable};
@@ -91,9 +92,25 @@ async fn run_session(
     lock::acquire_mysql(conn, database, job.lock_wait)
         .await
         .map_err(|err| ExecError::target(err.to_string()))?;
+    if !claim.has_snapshot {
+        snapshot(conn, database, reporter, Taken::Before).await;
+    }
     let result = run_locked(conn, database, job, claim, reporter).await;
+    snapshot(conn, database, reporter, Taken::After).await;
     lock::release_mysql(conn, database).await;
     result
+}
+
+/// Reads the target's schema over the job's session, under the target
+/// lock, and records it. A schema that cannot be read is logged; the target
+/// is never failed for it.
+async fn snapshot(conn: &mut Conn, database: &str, reporter: &Reporter, taken: Taken) {
+    match common::targets::introspect::mysql(conn, database).await {
+        Ok(read) => reporter.snapshot(Engine::Mysql, read, taken).await,
+        Err(err) => {
+            tracing::warn!(error = %err, "could not read the target's schema for a snapshot")
+        }
+    }
 }
 
 /// Everything that happens while the target lock is held.

@@ -19,6 +19,7 @@ use common::{
         split::{StatementsHash, split_postgres},
     },
     review::tables_touched,
+    store::snapshots::Taken,
     targets::{self, HISTORY_TABLE, postgres::HISTORY_DDL},
 };
 use time::OffsetDateTime;
@@ -82,9 +83,25 @@ pub async fn execute(
     lock::acquire_pg(&client, job.lock_wait)
         .await
         .map_err(|err| ExecError::target(err.to_string()))?;
+    if !claim.has_snapshot {
+        snapshot(&client, reporter, Taken::Before).await;
+    }
     let result = run_locked(&client, job, claim, reporter).await;
+    snapshot(&client, reporter, Taken::After).await;
     lock::release_pg(&client).await;
     result
+}
+
+/// Reads the target's schema over the job's session, under the target
+/// lock, and records it. A schema that cannot be read is logged; the target
+/// is never failed for it.
+async fn snapshot(client: &Client, reporter: &Reporter, taken: Taken) {
+    match common::targets::introspect::postgres(client).await {
+        Ok(read) => reporter.snapshot(Engine::Postgres, read, taken).await,
+        Err(err) => {
+            tracing::warn!(error = %err, "could not read the target's schema for a snapshot")
+        }
+    }
 }
 
 /// Opens the job's session (with the target's TLS mode and session

@@ -10,5 +10,6 @@ mod lifecycle;
 mod lock_budget;
 mod mysql_targets;
 mod postgres_targets;
+mod snapshots;
 mod traces;
 mod windows;

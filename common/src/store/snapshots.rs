@@ -1,0 +1,164 @@
+//! Schema snapshots: each distinct schema text once (`schema_texts`, by
+//! hash), and each target's snapshots pointing at one (`schema_snapshots`).
+
+use serde::Serialize;
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{
+    domain::{Engine, schema::Schema},
+    targets::introspect::TableSize,
+};
+
+/// When a snapshot was taken, relative to its execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Before the first migration, on a target without a snapshot yet.
+    Before,
+    /// After the execution, whatever its outcome.
+    After,
+}
+
+impl Taken {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Taken::Before => "before",
+            Taken::After => "after",
+        }
+    }
+}
+
+/// A snapshot to record.
+#[derive(Debug, Clone)]
+pub struct NewSnapshot<'a> {
+    pub target_id: Uuid,
+    pub execution_id: Option<Uuid>,
+    pub engine: Engine,
+    pub schema: &'a Schema,
+    pub sizes: &'a [TableSize],
+    pub taken: Taken,
+}
+
+/// Records a snapshot; the schema's text is stored only when no target had
+/// it before (a fleet of identical targets keeps one copy). Returns whether
+/// the text was new.
+pub async fn record(conn: &mut PgConnection, s: &NewSnapshot<'_>) -> Result<bool, sqlx::Error> {
+    let known: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM schema_texts WHERE hash = $1)")
+            .bind(&s.schema.hash)
+            .fetch_one(&mut *conn)
+            .await?;
+    let stored = if known {
+        false
+    } else {
+        sqlx::query(
+            "INSERT INTO schema_texts (hash, engine, schema, objects) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (hash) DO NOTHING",
+        )
+        .bind(&s.schema.hash)
+        .bind(s.engine.as_str())
+        .bind(&s.schema.text)
+        .bind(i32::try_from(s.schema.objects).unwrap_or(i32::MAX))
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+            == 1
+    };
+    sqlx::query(
+        "INSERT INTO schema_snapshots (id, target_id, execution_id, hash, taken, sizes)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(s.target_id)
+    .bind(s.execution_id)
+    .bind(&s.schema.hash)
+    .bind(s.taken.as_str())
+    .bind(sqlx::types::Json(s.sizes))
+    .execute(conn)
+    .await?;
+    Ok(stored)
+}
+
+/// Whether the target has any snapshot.
+pub async fn target_has_any(conn: &mut PgConnection, target_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM schema_snapshots WHERE target_id = $1)")
+        .bind(target_id)
+        .fetch_one(conn)
+        .await
+}
+
+/// One snapshot, without its text.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SnapshotRow {
+    pub id: Uuid,
+    pub target_id: Uuid,
+    pub execution_id: Option<Uuid>,
+    pub hash: String,
+    pub taken: String,
+    pub objects: i32,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<TableSize>))]
+    pub sizes: sqlx::types::Json<Vec<TableSize>>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub taken_at: OffsetDateTime,
+}
+
+const COLUMNS: &str =
+    "s.id, s.target_id, s.execution_id, s.hash, s.taken, t.objects, s.sizes, s.taken_at";
+
+/// The snapshot an execution left after it, and the one the target had
+/// before it (its own `before`, else the newest earlier one).
+pub async fn around_execution(
+    conn: &mut PgConnection,
+    target_id: Uuid,
+    execution_id: Uuid,
+) -> Result<(Option<SnapshotRow>, Option<SnapshotRow>), sqlx::Error> {
+    let after: Option<SnapshotRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM schema_snapshots s JOIN schema_texts t ON t.hash = s.hash
+         WHERE s.execution_id = $1 AND s.target_id = $2 AND s.taken = 'after'
+         ORDER BY s.taken_at DESC LIMIT 1"
+    )))
+    .bind(execution_id)
+    .bind(target_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let before: Option<SnapshotRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM schema_snapshots s JOIN schema_texts t ON t.hash = s.hash
+         WHERE s.target_id = $1
+           AND ((s.execution_id = $2 AND s.taken = 'before')
+                OR (s.execution_id IS DISTINCT FROM $2
+                    AND s.taken_at < COALESCE((SELECT min(taken_at) FROM schema_snapshots
+                                               WHERE execution_id = $2), now())))
+         ORDER BY (s.execution_id = $2) DESC NULLS LAST, s.taken_at DESC LIMIT 1"
+    )))
+    .bind(target_id)
+    .bind(execution_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok((before, after))
+}
+
+/// A schema's text by its hash.
+pub async fn text(conn: &mut PgConnection, hash: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT schema FROM schema_texts WHERE hash = $1")
+        .bind(hash)
+        .fetch_optional(conn)
+        .await
+}
+
+/// The run's execution on the target, if it has one, and the target's name.
+pub async fn execution_of(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    target_id: Uuid,
+) -> Result<Option<(Uuid, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.id, t.name FROM target_executions e JOIN targets t ON t.id = e.target_id
+         WHERE e.run_id = $1 AND e.target_id = $2",
+    )
+    .bind(run_id)
+    .bind(target_id)
+    .fetch_optional(conn)
+    .await
+}

@@ -1,0 +1,155 @@
+//! Schema snapshots taken by the workers: before a target's first
+//! migration (when it has none) and after every execution, stored once per
+//! distinct schema, and what a run changed on a target as their diff.
+
+use crate::support::TestHub;
+use common::{
+    domain::{Direction, RunState, schema},
+    store::snapshots,
+};
+use uuid::Uuid;
+
+/// (taken, hash) of the target's snapshots, oldest first.
+async fn snapshots_of(hub: &TestHub, target: Uuid) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT taken, hash FROM schema_snapshots WHERE target_id = $1 ORDER BY taken_at, id",
+    )
+    .bind(target)
+    .fetch_all(&hub.db)
+    .await
+    .unwrap()
+}
+
+async fn texts(hub: &TestHub) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM schema_texts")
+        .fetch_one(&hub.db)
+        .await
+        .unwrap()
+}
+
+/// What the run changed on the target, as the API shows it.
+async fn change(hub: &TestHub, run: Uuid, target: Uuid) -> schema::SchemaDiff {
+    let mut conn = hub.db.acquire().await.unwrap();
+    let (execution, _) = snapshots::execution_of(&mut conn, run, target)
+        .await
+        .unwrap()
+        .unwrap();
+    let (before, after) = snapshots::around_execution(&mut conn, target, execution)
+        .await
+        .unwrap();
+    let (before, after) = (before.unwrap(), after.unwrap());
+    let old = snapshots::text(&mut conn, &before.hash)
+        .await
+        .unwrap()
+        .unwrap();
+    let new = snapshots::text(&mut conn, &after.hash)
+        .await
+        .unwrap()
+        .unwrap();
+    schema::diff(&old, &new)
+}
+
+#[tokio::test]
+async fn postgres_identical_targets_share_one_stored_schema_and_each_run_shows_its_change() {
+    let hub = TestHub::new().await;
+    let project = hub.project_with_targets(3).await;
+    hub.migration(
+        &project,
+        "1",
+        "CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL);",
+        "",
+    )
+    .await;
+    hub.migration(
+        &project,
+        "2",
+        "ALTER TABLE accounts ADD COLUMN note text;",
+        "",
+    )
+    .await;
+    let worker = hub.start_worker(1_000).await;
+    let first = hub.approved_run(&project, Direction::Up, "1").await;
+    assert_eq!(hub.execute_and_wait(first).await, RunState::Succeeded);
+
+    // Before the first migration (no snapshot yet) and after: two schemas,
+    // each stored once for the three targets.
+    for target in &project.targets {
+        let taken: Vec<String> = snapshots_of(&hub, target.id())
+            .await
+            .into_iter()
+            .map(|(taken, _)| taken)
+            .collect();
+        assert_eq!(taken, ["before", "after"], "{}", target.database);
+    }
+    assert_eq!(texts(&hub).await, 2);
+    let hashes: std::collections::HashSet<String> = {
+        let mut all = Vec::new();
+        for target in &project.targets {
+            all.push(snapshots_of(&hub, target.id()).await[1].1.clone());
+        }
+        all.into_iter().collect()
+    };
+    assert_eq!(hashes.len(), 1, "identically migrated targets hash equal");
+    let diff = change(&hub, first, project.targets[0].id()).await;
+    assert_eq!(diff.added, ["table public.accounts"], "{diff:?}");
+    assert!(
+        diff.unified.contains("+  column email text not null"),
+        "{}",
+        diff.unified
+    );
+
+    // The next run takes no `before`: the last `after` is the schema before it.
+    let second = hub.approved_run(&project, Direction::Up, "2").await;
+    assert_eq!(hub.execute_and_wait(second).await, RunState::Succeeded);
+    let target = &project.targets[1];
+    let taken: Vec<String> = snapshots_of(&hub, target.id())
+        .await
+        .into_iter()
+        .map(|(taken, _)| taken)
+        .collect();
+    assert_eq!(taken, ["before", "after", "after"]);
+    let diff = change(&hub, second, target.id()).await;
+    assert_eq!(diff.changed, ["table public.accounts"], "{diff:?}");
+    assert!(diff.added.is_empty() && diff.removed.is_empty());
+    assert!(
+        diff.unified.contains("+  column note text"),
+        "{}",
+        diff.unified
+    );
+    assert_eq!(texts(&hub).await, 3);
+    // The hub's own history table is never part of it.
+    let text: String =
+        sqlx::query_scalar("SELECT schema FROM schema_texts ORDER BY created_at DESC LIMIT 1")
+            .fetch_one(&hub.db)
+            .await
+            .unwrap();
+    assert!(!text.contains("migrate_hub_history"), "{text}");
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn mariadb_a_failed_execution_leaves_a_snapshot_too() {
+    let hub = TestHub::new().await;
+    let project = hub.mysql_project_with_targets(1).await;
+    let target = &project.targets[0];
+    hub.migration(
+        &project,
+        "1",
+        "CREATE TABLE accounts (id bigint PRIMARY KEY);\nCREATE TABLE broken (id nosuchtype);",
+        "",
+    )
+    .await;
+    let worker = hub.start_worker(1_000).await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+    assert_eq!(hub.execute_and_wait(run).await, RunState::Failed);
+    let taken: Vec<String> = snapshots_of(&hub, target.id())
+        .await
+        .into_iter()
+        .map(|(taken, _)| taken)
+        .collect();
+    assert_eq!(taken, ["before", "after"]);
+    // MySQL committed the first statement: the snapshot says so.
+    let diff = change(&hub, run, target.id()).await;
+    assert_eq!(diff.added, ["table `accounts`"], "{diff:?}");
+    worker.stop().await;
+}
