@@ -30,5 +30,6 @@ mod review;
 mod run_flow;
 mod schema;
 mod signin;
+mod snapshots;
 mod traces;
 mod windows;

@@ -1,0 +1,64 @@
+//! What a run changed on a target, from the schema snapshots the workers
+//! take: the API answer and the page, which escapes every name it shows.
+
+use reqwest::StatusCode;
+use uuid::Uuid;
+
+use crate::support::{TestApp, TokenBrowser};
+use common::testing::TestDatabase;
+
+#[tokio::test]
+async fn what_a_run_changed_on_a_target_is_in_the_api_and_on_an_escaped_page() {
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    let set = app.db_set(&slug, "orders", "daily").await;
+    let db = TestDatabase::create("mh_test_snap").await;
+    let target = app.pg_target(&slug, &set, "shard-1", &db).await;
+    app.migration(
+        &slug,
+        "1",
+        "CREATE TABLE \"<b>evil</b>\" (id int);",
+        "DROP TABLE \"<b>evil</b>\";",
+    )
+    .await;
+    let run = app.run_up(&slug, &set, "1").await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let id = run["id"].as_str().unwrap();
+
+    let path = format!("/api/v1/runs/{id}/targets/{target}/schema");
+    let (status, body) = app.get(&path, &app.user).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["target_name"], "shard-1");
+    assert_eq!(
+        body["diff"]["added"][0], "table public.\"<b>evil</b>\"",
+        "{body}"
+    );
+    assert_eq!(body["before"]["taken"], "before");
+    assert_eq!(body["after"]["taken"], "after");
+    assert_ne!(body["before"]["hash"], body["after"]["hash"]);
+    let (status, _) = app
+        .get(
+            &format!("/api/v1/runs/{id}/targets/{}/schema", Uuid::new_v4()),
+            &app.user,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let user = TokenBrowser::new(&app, &app.user);
+    let page = user
+        .get(&format!("/runs/{id}/targets/{target}/schema"))
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("&lt;b&gt;evil&lt;") && !page.body.contains("<b>evil</b>"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("class=\"diff-add\""), "{}", page.body);
+    let live = user.get(&format!("/runs/{id}/live")).await;
+    assert!(
+        live.body
+            .contains(&format!("/runs/{id}/targets/{target}/schema")),
+        "the run page links each finished target's changes"
+    );
+}
