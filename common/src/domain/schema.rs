@@ -196,6 +196,68 @@ pub fn diff(before: &str, after: &str) -> SchemaDiff {
     }
 }
 
+/// One target of a DB set as fleet consistency sees it: the version it is
+/// at and the hash of its newest snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetMember<Id> {
+    pub id: Id,
+    pub version: Option<String>,
+    pub hash: Option<String>,
+}
+
+/// The targets at one version that share one schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaGroup<Id> {
+    pub version: Option<String>,
+    pub hash: String,
+    pub members: Vec<Id>,
+    /// The largest group at its version (ties: the hash first in order),
+    /// which the others are compared with.
+    pub majority: bool,
+}
+
+/// Groups a DB set's targets by schema, within each version only (targets
+/// at different versions are expected to differ): per version, the groups
+/// largest first. Targets without a snapshot are left out.
+pub fn fleet_groups<Id: Clone + Ord>(members: &[FleetMember<Id>]) -> Vec<SchemaGroup<Id>> {
+    let mut by_key: BTreeMap<(Option<String>, String), Vec<Id>> = BTreeMap::new();
+    for m in members {
+        if let Some(hash) = &m.hash {
+            by_key
+                .entry((m.version.clone(), hash.clone()))
+                .or_default()
+                .push(m.id.clone());
+        }
+    }
+    let mut groups: Vec<SchemaGroup<Id>> = by_key
+        .into_iter()
+        .map(|((version, hash), mut members)| {
+            members.sort();
+            SchemaGroup {
+                version,
+                hash,
+                members,
+                majority: false,
+            }
+        })
+        .collect();
+    groups.sort_by(|a, b| {
+        (&a.version, std::cmp::Reverse(a.members.len()), &a.hash).cmp(&(
+            &b.version,
+            std::cmp::Reverse(b.members.len()),
+            &b.hash,
+        ))
+    });
+    let mut seen: Option<Option<String>> = None;
+    for g in &mut groups {
+        if seen.as_ref() != Some(&g.version) {
+            g.majority = true;
+            seen = Some(g.version.clone());
+        }
+    }
+    groups
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,5 +320,41 @@ mod tests {
         );
         assert!(diff(&before.text, &before.text).is_empty());
         assert_eq!(diff(&before.text, &before.text).unified, "");
+    }
+
+    #[test]
+    fn fleet_groups_compare_within_a_version_and_lead_with_the_majority() {
+        let m = |id: u32, v: &str, h: Option<&str>| FleetMember {
+            id,
+            version: Some(v.to_owned()),
+            hash: h.map(str::to_owned),
+        };
+        let groups = fleet_groups(&[
+            m(1, "2", Some("a")),
+            m(2, "2", Some("b")),
+            m(3, "2", Some("a")),
+            m(4, "2", Some("a")),
+            m(5, "1", Some("old")),
+            m(6, "2", None),
+        ]);
+        let summary: Vec<(Option<&str>, &str, Vec<u32>, bool)> = groups
+            .iter()
+            .map(|g| {
+                (
+                    g.version.as_deref(),
+                    g.hash.as_str(),
+                    g.members.clone(),
+                    g.majority,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (Some("1"), "old", vec![5], true),
+                (Some("2"), "a", vec![1, 3, 4], true),
+                (Some("2"), "b", vec![2], false),
+            ]
+        );
     }
 }

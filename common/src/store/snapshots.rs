@@ -162,3 +162,28 @@ pub async fn execution_of(
     .fetch_optional(conn)
     .await
 }
+
+/// A live target of a DB set with the newest version the hub records as
+/// applied there and the hash of its newest snapshot.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FleetRow {
+    pub id: Uuid,
+    pub name: String,
+    pub version: Option<String>,
+    pub hash: Option<String>,
+}
+
+/// Every live target of the DB set, by name.
+pub async fn fleet(conn: &mut PgConnection, db_set_id: Uuid) -> Result<Vec<FleetRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT t.id, t.name,
+                (SELECT a.version FROM applied_migrations a WHERE a.target_id = t.id
+                 ORDER BY a.version_key DESC LIMIT 1) AS version,
+                (SELECT s.hash FROM schema_snapshots s WHERE s.target_id = t.id
+                 ORDER BY s.taken_at DESC LIMIT 1) AS hash
+         FROM targets t WHERE t.db_set_id = $1 AND t.deleted_at IS NULL ORDER BY t.name",
+    )
+    .bind(db_set_id)
+    .fetch_all(conn)
+    .await
+}

@@ -8,7 +8,11 @@ use crate::{
     auth::{Authorized, rules},
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
     routes::{Access, Routes},
-    service::db_sets::{UpdateDbSet, delete_db_set, update_db_set},
+    service::{
+        db_sets::{UpdateDbSet, delete_db_set, update_db_set},
+        inventory::db_set,
+        snapshots::{FleetSchema, fleet_schema},
+    },
     state::AppState,
 };
 
@@ -24,6 +28,31 @@ pub fn router() -> Routes {
             Access::Needs(Capability::ManageTargets),
             delete,
         )
+        .get(
+            "/projects/{slug}/db-sets/{id}/schema",
+            Access::Needs(Capability::View),
+            schema,
+        )
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/db-sets/{id}/schema", tag = "db-sets",
+    params(
+        ("slug" = String, Path, description = "The project's slug"),
+        ("id" = Uuid, Path, description = "The DB set's id"),
+    ),
+    responses(
+        (status = 200, description = "Fleet consistency: the DB set's targets grouped by their newest schema snapshot within each version, each outlying group with its diff against the majority", body = FleetSchema),
+        (status = 404, description = "`not_found`: no such project or DB set", body = ErrorBody),
+    ))]
+pub(crate) async fn schema(
+    State(state): State<AppState>,
+    _user: Authorized<rules::View>,
+    ApiPath((slug, id)): ApiPath<(String, Uuid)>,
+) -> Result<Json<FleetSchema>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let (_, set) = db_set(&mut conn, &slug, id).await?;
+    drop(conn);
+    Ok(Json(fleet_schema(&state, set.id).await?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/projects/{slug}/db-sets/{id}", tag = "db-sets",

@@ -56,6 +56,7 @@ Errors are `{\"error\": {\"code\", \"message\"}}` with a stable snake_case code.
         inventory::get_db_set,
         db_sets::update,
         db_sets::delete,
+        db_sets::schema,
         inventory::list_targets,
         inventory::create_target,
         targets::bulk::create,

@@ -66,3 +66,137 @@ pub async fn run_target_change(
         diff,
     })
 }
+
+/// A target as fleet consistency names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
+pub struct FleetTarget {
+    pub name: String,
+    pub id: Uuid,
+}
+
+/// Targets at one version sharing one schema.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FleetGroup {
+    /// The newest version the hub records as applied on them.
+    pub version: Option<String>,
+    pub hash: String,
+    pub targets: Vec<FleetTarget>,
+    /// The largest group at its version; the others are compared with it.
+    pub majority: bool,
+    /// For a group that is not the majority: how its schema differs from
+    /// the majority's at the same version.
+    pub diff: Option<SchemaDiff>,
+}
+
+/// Whether a DB set's targets have the same schema.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FleetSchema {
+    pub db_set_id: Uuid,
+    /// `14 targets identical; orders-7, orders-12 differ`, per version.
+    pub summary: String,
+    /// By version, the majority first.
+    pub groups: Vec<FleetGroup>,
+    /// Targets without a snapshot yet.
+    pub without_snapshot: Vec<FleetTarget>,
+}
+
+/// Groups the DB set's targets by schema within each version, with a diff
+/// of every outlying group against its version's majority.
+pub async fn fleet_schema(state: &AppState, db_set_id: Uuid) -> Result<FleetSchema, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let rows = snapshots::fleet(&mut conn, db_set_id).await?;
+    let members: Vec<schema::FleetMember<FleetTarget>> = rows
+        .iter()
+        .map(|r| schema::FleetMember {
+            id: FleetTarget {
+                name: r.name.clone(),
+                id: r.id,
+            },
+            version: r.version.clone(),
+            hash: r.hash.clone(),
+        })
+        .collect();
+    let grouped = schema::fleet_groups(&members);
+    let mut texts: std::collections::HashMap<String, String> = Default::default();
+    let mut groups = Vec::with_capacity(grouped.len());
+    let mut majority: Option<(Option<String>, String)> = None;
+    for g in grouped {
+        if g.majority {
+            majority = Some((g.version.clone(), g.hash.clone()));
+        }
+        let diff = match &majority {
+            Some((_, hash)) if !g.majority => {
+                for h in [hash, &g.hash] {
+                    if !texts.contains_key(h) {
+                        let text = snapshots::text(&mut conn, h).await?.unwrap_or_default();
+                        texts.insert(h.clone(), text);
+                    }
+                }
+                Some(schema::diff(&texts[hash], &texts[&g.hash]))
+            }
+            _ => None,
+        };
+        groups.push(FleetGroup {
+            version: g.version,
+            hash: g.hash,
+            targets: g.members,
+            majority: g.majority,
+            diff,
+        });
+    }
+    let without_snapshot = rows
+        .iter()
+        .filter(|r| r.hash.is_none())
+        .map(|r| FleetTarget {
+            name: r.name.clone(),
+            id: r.id,
+        })
+        .collect();
+    Ok(FleetSchema {
+        db_set_id,
+        summary: summary(&groups),
+        groups,
+        without_snapshot,
+    })
+}
+
+/// `3 targets identical` / `14 targets identical; orders-7, orders-12
+/// differ`, one clause per version (`at 20261201: …`) when there are
+/// several.
+fn summary(groups: &[FleetGroup]) -> String {
+    let mut versions: Vec<&Option<String>> = groups.iter().map(|g| &g.version).collect();
+    versions.dedup();
+    let several = versions.len() > 1;
+    let clauses: Vec<String> = versions
+        .into_iter()
+        .map(|version| {
+            let at: Vec<&FleetGroup> = groups.iter().filter(|g| &g.version == version).collect();
+            let same = at
+                .iter()
+                .find(|g| g.majority)
+                .map_or(0, |g| g.targets.len());
+            let differ: Vec<&str> = at
+                .iter()
+                .filter(|g| !g.majority)
+                .flat_map(|g| g.targets.iter().map(|t| t.name.as_str()))
+                .collect();
+            let mut clause = match same {
+                1 => "1 target".to_owned(),
+                n => format!("{n} targets identical"),
+            };
+            if !differ.is_empty() {
+                clause.push_str(&format!("; {} differ", differ.join(", ")));
+            }
+            match version {
+                Some(v) if several => format!("at {v}: {clause}"),
+                None if several => format!("never migrated: {clause}"),
+                _ => clause,
+            }
+        })
+        .collect();
+    if clauses.is_empty() {
+        "no snapshots yet".into()
+    } else {
+        clauses.join(" · ")
+    }
+}

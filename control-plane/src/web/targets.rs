@@ -111,6 +111,9 @@ async fn render_db_set(
     let mut conn = state.db.acquire().await?;
     let (project, set) = db_set(&mut conn, slug, id).await?;
     let environment = inventory::environment(&mut conn, &set.environment).await?;
+    drop(conn);
+    let fleet = crate::service::snapshots::fleet_schema(state, set.id).await?;
+    let mut conn = state.db.acquire().await?;
     let mut targets = inventory::list_targets_page(&mut conn, set.id, cursor, limit + 1).await?;
     let next_cursor =
         (targets.len() as i64 > limit).then(|| targets[limit as usize - 1].name.clone());
@@ -137,6 +140,7 @@ async fn render_db_set(
         "edit": { "id": null, "form": {}, "errors": {} },
         "probe": null,
         "environment_window": environment.and_then(|e| e.maintenance_window),
+        "fleet": fleet,
         "window": { "form": { "maintenance_window": set.maintenance_window }, "errors": {} },
     });
     if let (Some(ctx), Some(extra)) = (context.as_object_mut(), extra.as_object()) {

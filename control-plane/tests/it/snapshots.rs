@@ -62,3 +62,72 @@ async fn what_a_run_changed_on_a_target_is_in_the_api_and_on_an_escaped_page() {
         "the run page links each finished target's changes"
     );
 }
+
+#[tokio::test]
+async fn fleet_consistency_names_the_targets_that_differ_with_their_diff() {
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    let set = app.db_set(&slug, "orders", "daily").await;
+    let dbs = [
+        TestDatabase::create("mh_test_fleet").await,
+        TestDatabase::create("mh_test_fleet").await,
+        TestDatabase::create("mh_test_fleet").await,
+    ];
+    for (i, db) in dbs.iter().enumerate() {
+        app.pg_target(&slug, &set, &format!("shard-{}", i + 1), db)
+            .await;
+    }
+    let path = format!("/api/v1/projects/{slug}/db-sets/{set}/schema");
+    let (status, body) = app.get(&path, &app.user).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["summary"], "no snapshots yet");
+    assert_eq!(body["without_snapshot"].as_array().unwrap().len(), 3);
+
+    app.migration(&slug, "1", "CREATE TABLE accounts (id int);", "")
+        .await;
+    app.migration(&slug, "2", "CREATE INDEX accounts_id ON accounts (id);", "")
+        .await;
+    assert_eq!(app.run_up(&slug, &set, "1").await["state"], "succeeded");
+    let (_, body) = app.get(&path, &app.user).await;
+    assert_eq!(body["summary"], "3 targets identical");
+    // A hand-made change on one shard shows after its next execution.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&dbs[2].url)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE accounts ADD COLUMN \"<i>note</i>\" text")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(app.run_up(&slug, &set, "2").await["state"], "succeeded");
+    let (_, body) = app.get(&path, &app.user).await;
+    assert_eq!(
+        body["summary"], "2 targets identical; shard-3 differ",
+        "{body}"
+    );
+    let outlier = &body["groups"][1];
+    assert_eq!(outlier["majority"], false);
+    assert_eq!(outlier["version"], "2");
+    assert_eq!(outlier["diff"]["changed"][0], "table public.accounts");
+    assert!(
+        outlier["diff"]["unified"]
+            .as_str()
+            .unwrap()
+            .contains("+  column \"<i>note</i>\" text"),
+        "{outlier}"
+    );
+
+    let page = TokenBrowser::new(&app, &app.user)
+        .get(&format!("/projects/{slug}/db-sets/{set}"))
+        .await;
+    assert!(
+        page.body.contains("2 targets identical; shard-3 differ"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("&lt;i&gt;note&lt;") && !page.body.contains("<i>note</i>"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("class=\"diff-add\""));
+}
