@@ -17,6 +17,8 @@ pub struct JobEnv {
     pub worker_id: Uuid,
     /// `MH_LOCK_WAIT_MS`: how long a job waits for another to release its target.
     pub lock_wait: Duration,
+    /// Where finished executions leave their schema snapshot.
+    pub snapshots: crate::snapshot::Snapshots,
 }
 
 impl JobEnv {

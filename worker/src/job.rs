@@ -28,6 +28,7 @@ use crate::{
     plan,
     report::{self, Outcome, Reporter},
     retry::with_retry,
+    snapshot::Pending,
 };
 
 /// A worker silent for this long is dead. Three missed heartbeats: the same
@@ -79,21 +80,21 @@ pub async fn run(env: &JobEnv, job: &TargetJob) -> Result<(), JobError> {
             attempt = claimed.execution.attempt,
             "target execution started"
         );
-        let outcome = execute(env, job, &claimed).await;
+        let (outcome, snapshot) = execute(env, job, &claimed).await;
         recorder.record("state", outcome.state.as_str());
         if outcome.state == TargetState::WaitingForWindow {
             tracing::info!("the maintenance window ended; the rest waits for the next one");
-            return report::wait_for_window(
-                &env.db,
-                claimed.execution.id,
-                job.run_id,
-                &env.actor(),
-            )
-            .await
-            .map_err(|source| JobError {
-                what: "leaving the execution waiting for its window",
-                source,
-            });
+            let waits =
+                report::wait_for_window(&env.db, claimed.execution.id, job.run_id, &env.actor())
+                    .await
+                    .map_err(|source| JobError {
+                        what: "leaving the execution waiting for its window",
+                        source,
+                    });
+            if let Some(pending) = snapshot {
+                env.snapshots.defer(pending);
+            }
+            return waits;
         }
         if outcome.state == TargetState::Failed {
             recorder.record("otel.status_code", "ERROR");
@@ -108,7 +109,11 @@ pub async fn run(env: &JobEnv, job: &TargetJob) -> Result<(), JobError> {
             .map_err(|source| JobError {
                 what: "finishing the target execution",
                 source,
-            })
+            })?;
+        if let Some(pending) = snapshot {
+            env.snapshots.defer(pending);
+        }
+        Ok(())
     }
     .instrument(span)
     .await
@@ -221,7 +226,7 @@ async fn orphan_outcome(env: &JobEnv, execution_id: Uuid) -> Result<Outcome, Job
 
 /// Runs the claimed execution and says how it ended. Never fails: every
 /// problem becomes the target's outcome.
-async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
+async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> (Outcome, Option<Pending>) {
     let Claimed {
         execution,
         run,
@@ -233,24 +238,35 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
         has_snapshot,
     } = claimed;
     if execution.run_id != job.run_id || execution.target_id != job.target_id {
-        return Outcome::failed(
-            "the queued job does not match its target execution; nothing was applied",
+        return (
+            Outcome::failed(
+                "the queued job does not match its target execution; nothing was applied",
+                None,
+            ),
             None,
         );
     }
     let Some(target) = target else {
-        return Outcome::failed("the target was deleted; nothing was applied", None);
+        return (
+            Outcome::failed("the target was deleted; nothing was applied", None),
+            None,
+        );
     };
     // A dirty target takes no run until an admin resolves it, or asks this
     // run to resume it. Checked again under the target lock.
     let resuming = |d: &&DirtyState| d.resume_from.is_some() && d.run_id == run.id;
     if let Some(dirty) = dirty.as_ref().filter(|d| !resuming(d)) {
-        return Outcome::failed(claim::dirty_refusal(dirty), None);
+        return (Outcome::failed(claim::dirty_refusal(dirty), None), None);
     }
     // Rule 2: checksums are verified again right before anything runs.
     let steps = match plan::verify(migrations.clone()) {
         Ok(steps) => steps,
-        Err(err) => return Outcome::failed(err.to_string(), err.version().map(str::to_owned)),
+        Err(err) => {
+            return (
+                Outcome::failed(err.to_string(), err.version().map(str::to_owned)),
+                None,
+            );
+        }
     };
     // Claimed inside the window: the last migration starts before it closes.
     let window_closes_at = match window {
@@ -259,15 +275,18 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
             WindowState::Closed { .. } => Some(time::OffsetDateTime::now_utc()),
         },
         Err(err) => {
-            return Outcome::failed(
-                format!("the maintenance window cannot be read: {err}; nothing was applied"),
+            return (
+                Outcome::failed(
+                    format!("the maintenance window cannot be read: {err}; nothing was applied"),
+                    None,
+                ),
                 None,
             );
         }
     };
     let spec = match target_spec(env, target, secret.as_ref()) {
         Ok(spec) => spec,
-        Err(message) => return Outcome::failed(message, None),
+        Err(message) => return (Outcome::failed(message, None), None),
     };
     let direction = run.direction;
     let plan = Job {
@@ -309,7 +328,20 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
         actor: env.actor(),
     };
     let started = std::time::Instant::now();
-    let outcome = match executor::execute(&spec, &plan, &claim, &reporter).await {
+    let applied = executor::execute(&spec, &plan, &claim, &reporter).await;
+    // The target may have changed: its schema snapshot follows when the
+    // worker is idle (nothing applied, nothing to see).
+    let changed = matches!(
+        applied,
+        Ok(Applied::Steps(_) | Applied::Paused(_))
+            | Err(ExecError::Statement { .. } | ExecError::WindowClosed)
+            | Err(ExecError::Target {
+                version: Some(_),
+                ..
+            })
+    );
+    let pending = changed.then(|| Pending::new(spec.clone(), reporter.clone()));
+    let outcome = match applied {
         Ok(Applied::Steps(count)) => {
             tracing::info!(
                 steps = count,
@@ -321,14 +353,14 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
         Ok(Applied::Nothing) => Outcome::skipped(),
         Err(ExecError::WindowClosed) => {
             tracing::info!("the maintenance window ended while a migration waited for its lock");
-            return Outcome::waiting_for_window();
+            return (Outcome::waiting_for_window(), pending);
         }
         Ok(Applied::Paused(count)) => {
             tracing::info!(
                 steps = count,
                 "the maintenance window ended; stopped between migrations"
             );
-            return Outcome::waiting_for_window();
+            return (Outcome::waiting_for_window(), pending);
         }
         Err(ExecError::Target { message, version }) => Outcome::failed(message, version),
         Err(ExecError::Statement {
@@ -350,7 +382,7 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> Outcome {
         }
     };
     crate::metrics::execution_finished(target.engine, outcome.state.as_str(), started.elapsed());
-    outcome
+    (outcome, pending)
 }
 
 /// How to reach the target, with its password opened. The error names what

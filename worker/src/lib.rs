@@ -21,5 +21,6 @@ pub mod queue;
 pub mod report;
 pub mod retry;
 pub mod runner;
+pub mod snapshot;
 
 pub use runner::Worker;

@@ -157,6 +157,13 @@ impl Reporter {
         }
     }
 
+    /// Whether the target has begun another execution since this one
+    /// finished (then this one's snapshot is not taken).
+    pub async fn superseded(&self) -> Result<bool, sqlx::Error> {
+        let mut conn = self.db.acquire().await?;
+        snapshots::superseded(&mut conn, self.target_id, self.execution_id).await
+    }
+
     /// Says on the run page what the target waits for (`None`: it goes
     /// on); `retried` counts a lock retry. Best effort, like progress.
     pub async fn waiting(&self, note: Option<&str>, retried: bool) {

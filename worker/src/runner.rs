@@ -28,6 +28,7 @@ use crate::{
     env::{HEARTBEAT, JobEnv},
     job,
     queue::{JobCodec, QueuedJob},
+    snapshot::Snapshots,
 };
 
 /// apalis's own liveness: a consumer silent for `3 × 5 s` is presumed dead
@@ -110,14 +111,18 @@ impl Worker {
             concurrency = self.concurrency,
             "worker registered"
         );
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let (snapshots, snapshot_task) =
+            Snapshots::start(permits.clone(), self.concurrency, self.lock_wait);
         let handler = Arc::new(Handler {
             env: JobEnv {
                 db: self.db.clone(),
                 keys: self.keys.clone(),
                 worker_id: self.id,
                 lock_wait: self.lock_wait,
+                snapshots,
             },
-            permits: Arc::new(Semaphore::new(self.concurrency)),
+            permits,
         });
         let heartbeat = tokio::spawn(heartbeat(
             self.db.clone(),
@@ -131,6 +136,7 @@ impl Worker {
         // Jobs that outlived a consumer rebuild still hold permits.
         let all = u32::try_from(self.concurrency).unwrap_or(u32::MAX);
         let _drained = handler.permits.acquire_many(all).await;
+        snapshot_task.drain().await;
         heartbeat.abort();
         if let Err(err) = store::workers::stopped(&self.db, self.id).await {
             tracing::warn!(error = %err, "could not mark the worker stopped");

@@ -187,3 +187,21 @@ pub async fn fleet(conn: &mut PgConnection, db_set_id: Uuid) -> Result<Vec<Fleet
     .fetch_all(conn)
     .await
 }
+
+/// Whether the target has begun another execution since `execution_id`
+/// finished.
+pub async fn superseded(
+    conn: &mut PgConnection,
+    target_id: Uuid,
+    execution_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM target_executions o
+                        WHERE o.target_id = $1 AND o.id <> $2
+                          AND o.started_at >= (SELECT finished_at FROM target_executions WHERE id = $2))",
+    )
+    .bind(target_id)
+    .bind(execution_id)
+    .fetch_one(conn)
+    .await
+}

@@ -148,6 +148,25 @@ WHERE t.typtype = 'd' AND {PG_USER_SCHEMA} AND {type_not_ext}
     )
 }
 
+/// The user's schemas, each with whether the database holds no object of
+/// its user at all (relations, routines, enum and domain types,
+/// extensions).
+fn pg_empty_sql() -> String {
+    format!(
+        "SELECT quote_ident(n.nspname),
+                NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                            WHERE {PG_USER_SCHEMA})
+                AND NOT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                                WHERE {PG_USER_SCHEMA})
+                AND NOT EXISTS (SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+                                WHERE {PG_USER_SCHEMA} AND t.typtype IN ('e', 'd'))
+                AND NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname <> 'plpgsql')
+         FROM pg_namespace n WHERE {PG_USER_SCHEMA}
+           AND NOT EXISTS (SELECT 1 FROM pg_depend dep WHERE dep.classid = 'pg_namespace'::regclass
+                             AND dep.objid = n.oid AND dep.deptype = 'e')"
+    )
+}
+
 /// Tables' sizes: the planner's estimate (never a count) and bytes.
 fn pg_sizes_sql() -> String {
     format!(
@@ -169,14 +188,30 @@ pub async fn postgres(client: &tokio_postgres::Client) -> Result<Introspected, S
         .await
         .map_err(describe)?;
     let read = async {
+        // A database without objects of its user (a new target) is its
+        // schemas alone: one small statement instead of the large one.
+        let schemas = client.query(&pg_empty_sql(), &[]).await?;
+        if schemas.first().is_some_and(|row| row.get::<_, bool>(1)) {
+            let objects = schemas
+                .iter()
+                .map(|row| Object::new("schema", row.get::<_, String>(0), ""))
+                .collect();
+            return Ok((Some(objects), Vec::new(), Vec::new()));
+        }
         let objects = client.query(&pg_objects_sql(), &[]).await?;
         let sizes = client.query(&pg_sizes_sql(), &[]).await?;
-        Ok::<_, tokio_postgres::Error>((objects, sizes))
+        Ok::<_, tokio_postgres::Error>((None, objects, sizes))
     }
     .await;
     let end = client.batch_execute("COMMIT").await;
-    let (objects, sizes) = read.map_err(describe)?;
+    let (empty, objects, sizes) = read.map_err(describe)?;
     end.map_err(describe)?;
+    if let Some(objects) = empty {
+        return Ok(Introspected {
+            objects,
+            sizes: Vec::new(),
+        });
+    }
     Ok(Introspected {
         objects: objects
             .iter()
@@ -214,6 +249,19 @@ pub async fn mysql(conn: &mut mysql_async::Conn, database: &str) -> Result<Intro
     let mut tables: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     let mut objects = Vec::new();
     let mut sizes = Vec::new();
+    // A database without objects (a new target): one query, not eight.
+    let count: Option<u64> = conn
+        .exec_first(
+            "SELECT (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?)
+                  + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ?)
+                  + (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ?)",
+            (database, database, database),
+        )
+        .await
+        .map_err(describe)?;
+    if count == Some(0) {
+        return Ok(Introspected::default());
+    }
 
     type TableRow = (
         String,

@@ -96,14 +96,14 @@ async fn run_session(
         snapshot(conn, database, reporter, Taken::Before).await;
     }
     let result = run_locked(conn, database, job, claim, reporter).await;
-    snapshot(conn, database, reporter, Taken::After).await;
     lock::release_mysql(conn, database).await;
     result
 }
 
 /// Reads the target's schema over the job's session, under the target
-/// lock, and records it. A schema that cannot be read is logged; the target
-/// is never failed for it.
+/// lock, and records it (the `before` of a target without any snapshot; the
+/// `after` is taken when the worker is idle, `crate::snapshot`). A schema
+/// that cannot be read is logged; the target is never failed for it.
 async fn snapshot(conn: &mut Conn, database: &str, reporter: &Reporter, taken: Taken) {
     match common::targets::introspect::mysql(conn, database).await {
         Ok(read) => reporter.snapshot(Engine::Mysql, read, taken).await,

@@ -87,14 +87,14 @@ pub async fn execute(
         snapshot(&client, reporter, Taken::Before).await;
     }
     let result = run_locked(&client, job, claim, reporter).await;
-    snapshot(&client, reporter, Taken::After).await;
     lock::release_pg(&client).await;
     result
 }
 
 /// Reads the target's schema over the job's session, under the target
-/// lock, and records it. A schema that cannot be read is logged; the target
-/// is never failed for it.
+/// lock, and records it (the `before` of a target without any snapshot; the
+/// `after` is taken when the worker is idle, `crate::snapshot`). A schema
+/// that cannot be read is logged; the target is never failed for it.
 async fn snapshot(client: &Client, reporter: &Reporter, taken: Taken) {
     match common::targets::introspect::postgres(client).await {
         Ok(read) => reporter.snapshot(Engine::Postgres, read, taken).await,

@@ -220,3 +220,39 @@ async fn mariadb_every_object_kind_is_in_the_snapshot_and_counters_stay_out() {
     let diff = schema::diff(&first.text, &changed.text);
     assert_eq!(diff.changed, ["table `orders`"]);
 }
+
+#[tokio::test]
+async fn an_empty_database_reads_the_same_through_the_short_path() {
+    // Empty: the short path. Only the hub's history table: the full path,
+    // which leaves that table out. Both must read the same schema.
+    let (empty, history_only) = (
+        TestDatabase::create("mh_test_introspect").await,
+        TestDatabase::create("mh_test_introspect").await,
+    );
+    let (client, connection) = tokio_postgres::connect(&history_only.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("CREATE TABLE public.migrate_hub_history (version text)")
+        .await
+        .unwrap();
+    let (short, _) = pg_schema(&empty.url).await;
+    let (full, _) = pg_schema(&history_only.url).await;
+    assert_eq!(short.text, "schema public\n");
+    assert_eq!(short.hash, full.hash);
+
+    let (empty, history_only) = (
+        TestMysqlDatabase::create("mh_test_introspect").await,
+        TestMysqlDatabase::create("mh_test_introspect").await,
+    );
+    my_conn(&history_only)
+        .await
+        .query_drop(MY_SCHEMA[7])
+        .await
+        .unwrap();
+    assert_eq!(
+        my_schema(&empty).await.hash,
+        my_schema(&history_only).await.hash
+    );
+}

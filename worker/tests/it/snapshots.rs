@@ -2,12 +2,22 @@
 //! migration (when it has none) and after every execution, stored once per
 //! distinct schema, and what a run changed on a target as their diff.
 
-use crate::support::TestHub;
+use crate::support::{TestHub, eventually_within};
 use common::{
     domain::{Direction, RunState, schema},
     store::snapshots,
 };
 use uuid::Uuid;
+
+/// Waits until the target has `n` snapshots (the `after` ones are taken
+/// when the worker is idle).
+async fn wait_for_snapshots(hub: &TestHub, target: Uuid, n: usize) {
+    let reached = eventually_within(std::time::Duration::from_secs(30), || async {
+        (snapshots_of(hub, target).await.len() >= n).then_some(())
+    })
+    .await;
+    assert!(reached.is_some(), "{:?}", snapshots_of(hub, target).await);
+}
 
 /// (taken, hash) of the target's snapshots, oldest first.
 async fn snapshots_of(hub: &TestHub, target: Uuid) -> Vec<(String, String)> {
@@ -74,6 +84,7 @@ async fn postgres_identical_targets_share_one_stored_schema_and_each_run_shows_i
     // Before the first migration (no snapshot yet) and after: two schemas,
     // each stored once for the three targets.
     for target in &project.targets {
+        wait_for_snapshots(&hub, target.id(), 2).await;
         let taken: Vec<String> = snapshots_of(&hub, target.id())
             .await
             .into_iter()
@@ -102,6 +113,7 @@ async fn postgres_identical_targets_share_one_stored_schema_and_each_run_shows_i
     let second = hub.approved_run(&project, Direction::Up, "2").await;
     assert_eq!(hub.execute_and_wait(second).await, RunState::Succeeded);
     let target = &project.targets[1];
+    wait_for_snapshots(&hub, target.id(), 3).await;
     let taken: Vec<String> = snapshots_of(&hub, target.id())
         .await
         .into_iter()
@@ -116,6 +128,9 @@ async fn postgres_identical_targets_share_one_stored_schema_and_each_run_shows_i
         "{}",
         diff.unified
     );
+    for target in &project.targets {
+        wait_for_snapshots(&hub, target.id(), 3).await;
+    }
     assert_eq!(texts(&hub).await, 3);
     // The hub's own history table is never part of it.
     let text: String =
@@ -142,6 +157,7 @@ async fn mariadb_a_failed_execution_leaves_a_snapshot_too() {
     let worker = hub.start_worker(1_000).await;
     let run = hub.approved_run(&project, Direction::Up, "1").await;
     assert_eq!(hub.execute_and_wait(run).await, RunState::Failed);
+    wait_for_snapshots(&hub, target.id(), 2).await;
     let taken: Vec<String> = snapshots_of(&hub, target.id())
         .await
         .into_iter()

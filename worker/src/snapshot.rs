@@ -1,0 +1,230 @@
+//! Schema snapshots after executions, taken when the worker is idle.
+//!
+//! Reading a schema costs the target's server some milliseconds of CPU;
+//! taken inline, it would lengthen every target's execution and a fan-out
+//! with it. So a finished execution hands its snapshot here, and one task
+//! per worker takes them one at a time while no job runs (or once one has
+//! waited [`MAX_DEFER`]), on a session of its own, under the target lock.
+//! A snapshot whose target has begun another execution since is dropped:
+//! that execution takes its own. On shutdown the ones waiting are taken
+//! before the worker stops, for at most [`DRAIN_FOR`].
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use common::{
+    domain::Engine,
+    store::snapshots::Taken,
+    targets::{self, introspect},
+};
+use tokio::{
+    sync::{Notify, Semaphore, mpsc},
+    task::JoinHandle,
+    time::Instant,
+};
+
+use crate::{executor::TargetSpec, lock, report::Reporter};
+
+/// The longest a snapshot waits for the worker to be idle.
+pub const MAX_DEFER: Duration = Duration::from_secs(30);
+/// How long a stopping worker keeps taking the snapshots still waiting.
+pub const DRAIN_FOR: Duration = Duration::from_secs(15);
+/// How often the task looks whether the worker is idle.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A snapshot to take after an execution.
+pub struct Pending {
+    pub target: TargetSpec,
+    /// The execution's reporter: who records the snapshot, for what.
+    pub reporter: Reporter,
+    queued: Instant,
+}
+
+impl Pending {
+    pub fn new(target: TargetSpec, reporter: Reporter) -> Self {
+        Self {
+            target,
+            reporter,
+            queued: Instant::now(),
+        }
+    }
+}
+
+/// Hands snapshots to the worker's snapshot task.
+#[derive(Debug, Clone)]
+pub struct Snapshots {
+    tx: mpsc::UnboundedSender<Pending>,
+    closing: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("execution_id", &self.reporter.execution_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The running snapshot task; [`SnapshotTask::drain`] ends it.
+pub struct SnapshotTask {
+    snapshots: Snapshots,
+    task: JoinHandle<()>,
+}
+
+impl Snapshots {
+    /// Starts the task of a worker whose jobs hold `permits` (all
+    /// `concurrency` of them free: idle); `lock_wait` bounds the wait for a
+    /// target's lock.
+    pub fn start(
+        permits: Arc<Semaphore>,
+        concurrency: usize,
+        lock_wait: Duration,
+    ) -> (Self, SnapshotTask) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let snapshots = Self {
+            tx,
+            closing: Arc::new(AtomicBool::new(false)),
+            wake: Arc::new(Notify::new()),
+        };
+        let task = tokio::spawn(take_all(
+            rx,
+            snapshots.clone(),
+            permits,
+            concurrency,
+            lock_wait,
+        ));
+        (snapshots.clone(), SnapshotTask { snapshots, task })
+    }
+
+    /// Queues the snapshot after an execution.
+    pub fn defer(&self, pending: Pending) {
+        if self.tx.send(pending).is_err() {
+            tracing::warn!("the snapshot task has stopped; a snapshot is dropped");
+        }
+    }
+}
+
+impl SnapshotTask {
+    /// Takes the snapshots still waiting (for at most [`DRAIN_FOR`]) and ends.
+    pub async fn drain(self) {
+        self.snapshots.closing.store(true, Ordering::SeqCst);
+        self.snapshots.wake.notify_one();
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(DRAIN_FOR, self.task).await.is_err() {
+            abort.abort();
+            tracing::warn!("stopped before every schema snapshot was taken");
+        }
+    }
+}
+
+async fn take_all(
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    snapshots: Snapshots,
+    permits: Arc<Semaphore>,
+    concurrency: usize,
+    lock_wait: Duration,
+) {
+    loop {
+        let pending = match rx.try_recv() {
+            Ok(pending) => pending,
+            Err(mpsc::error::TryRecvError::Disconnected) => return,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if snapshots.closing.load(Ordering::SeqCst) {
+                    return;
+                }
+                tokio::select! {
+                    received = rx.recv() => match received {
+                        Some(pending) => pending,
+                        None => return,
+                    },
+                    () = snapshots.wake.notified() => continue,
+                }
+            }
+        };
+        // Idle, waited long enough, or stopping.
+        while permits.available_permits() < concurrency
+            && pending.queued.elapsed() < MAX_DEFER
+            && !snapshots.closing.load(Ordering::SeqCst)
+        {
+            tokio::time::sleep(IDLE_POLL).await;
+        }
+        take(&pending, lock_wait).await;
+    }
+}
+
+/// Takes one snapshot: unless the target has begun another execution since,
+/// reads its schema under the target lock and records it.
+async fn take(pending: &Pending, lock_wait: Duration) {
+    let reporter = &pending.reporter;
+    match reporter.superseded().await {
+        Ok(false) => {}
+        Ok(true) => {
+            tracing::debug!(execution_id = %reporter.execution_id, "target ran again since; its own snapshot follows");
+            return;
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "could not check the target before its snapshot");
+            return;
+        }
+    }
+    let target = &pending.target;
+    let result = match target.engine {
+        Engine::Postgres => postgres(target, reporter, lock_wait).await,
+        Engine::Mysql => mysql(target, reporter, lock_wait).await,
+    };
+    if let Err(err) = result {
+        tracing::warn!(error = %err, execution_id = %reporter.execution_id, "could not take the target's schema snapshot");
+    }
+}
+
+async fn postgres(
+    target: &TargetSpec,
+    reporter: &Reporter,
+    lock_wait: Duration,
+) -> Result<(), String> {
+    let client =
+        targets::postgres::connect(&target.endpoint, target.password.as_ref(), CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+    lock::acquire_pg(&client, lock_wait)
+        .await
+        .map_err(|e| e.to_string())?;
+    let read = introspect::postgres(&client).await;
+    lock::release_pg(&client).await;
+    reporter
+        .snapshot(Engine::Postgres, read?, Taken::After)
+        .await;
+    Ok(())
+}
+
+async fn mysql(
+    target: &TargetSpec,
+    reporter: &Reporter,
+    lock_wait: Duration,
+) -> Result<(), String> {
+    let database = &target.endpoint.database;
+    let mut conn =
+        targets::mysql::connect(&target.endpoint, target.password.as_ref(), CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+    let read = match lock::acquire_mysql(&mut conn, database, lock_wait).await {
+        Ok(()) => {
+            let read = introspect::mysql(&mut conn, database).await;
+            lock::release_mysql(&mut conn, database).await;
+            read
+        }
+        Err(err) => Err(err.to_string()),
+    };
+    if let Err(err) = conn.disconnect().await {
+        tracing::debug!(error = %err, "snapshot session ended with an error");
+    }
+    reporter.snapshot(Engine::Mysql, read?, Taken::After).await;
+    Ok(())
+}
