@@ -196,6 +196,20 @@ pub fn diff(before: &str, after: &str) -> SchemaDiff {
     }
 }
 
+/// The blocks of a rendered schema that mention `needle` (any case), in
+/// order; all of them for an empty needle.
+pub fn filter(text: &str, needle: &str) -> String {
+    let needle = needle.trim().to_lowercase();
+    if needle.is_empty() {
+        return text.to_owned();
+    }
+    text.split("\n\n")
+        .filter(|block| block.to_lowercase().contains(&needle))
+        .map(|block| block.trim_end_matches('\n'))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
 /// One target of a DB set as fleet consistency sees it: the version it is
 /// at and the hash of its newest snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -320,6 +334,21 @@ mod tests {
         );
         assert!(diff(&before.text, &before.text).is_empty());
         assert_eq!(diff(&before.text, &before.text).unified, "");
+    }
+
+    #[test]
+    fn filtering_keeps_whole_blocks_that_mention_the_needle() {
+        let schema = render(vec![
+            table("public.accounts", &["column email text"]),
+            table("public.orders", &["column total numeric"]),
+            Object::new("view", "public.rich", "SELECT total FROM orders"),
+        ]);
+        assert_eq!(
+            filter(&schema.text, "TOTAL"),
+            "table public.orders\n  column total numeric\n\nview public.rich\n  SELECT total FROM orders"
+        );
+        assert_eq!(filter(&schema.text, " "), schema.text);
+        assert_eq!(filter(&schema.text, "nothing"), "");
     }
 
     #[test]

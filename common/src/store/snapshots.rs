@@ -205,3 +205,35 @@ pub async fn superseded(
     .fetch_one(conn)
     .await
 }
+
+/// The target's snapshots, newest first, at most `limit`.
+pub async fn list(
+    conn: &mut PgConnection,
+    target_id: Uuid,
+    limit: i64,
+) -> Result<Vec<SnapshotRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM schema_snapshots s JOIN schema_texts t ON t.hash = s.hash
+         WHERE s.target_id = $1 ORDER BY s.taken_at DESC, s.id DESC LIMIT $2"
+    )))
+    .bind(target_id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// One of the target's snapshots.
+pub async fn get(
+    conn: &mut PgConnection,
+    target_id: Uuid,
+    id: Uuid,
+) -> Result<Option<SnapshotRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM schema_snapshots s JOIN schema_texts t ON t.hash = s.hash
+         WHERE s.target_id = $1 AND s.id = $2"
+    )))
+    .bind(target_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}

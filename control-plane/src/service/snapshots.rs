@@ -200,3 +200,87 @@ fn summary(groups: &[FleetGroup]) -> String {
         clauses.join(" · ")
     }
 }
+
+/// A target's schema as one of its snapshots recorded it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TargetSchema {
+    pub target_id: Uuid,
+    /// The snapshot shown (the newest unless one was asked for); `null`
+    /// when the target has none.
+    pub snapshot: Option<SnapshotRow>,
+    /// Its text, only the blocks that mention `q` when one was given.
+    pub schema: String,
+}
+
+/// How many snapshots of a target are listed.
+pub const HISTORY_LIMIT: i64 = 100;
+
+async fn known_target(conn: &mut sqlx::PgConnection, target_id: Uuid) -> Result<(), ApiError> {
+    common::store::inventory::target(conn, target_id)
+        .await?
+        .map(drop)
+        .ok_or(ApiError::NotFound("target"))
+}
+
+/// The target's snapshots, newest first.
+pub async fn target_snapshots(
+    state: &AppState,
+    target_id: Uuid,
+) -> Result<Vec<SnapshotRow>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    known_target(&mut conn, target_id).await?;
+    Ok(snapshots::list(&mut conn, target_id, HISTORY_LIMIT).await?)
+}
+
+/// The target's schema at `snapshot` (else its newest), filtered by `q`.
+pub async fn target_schema(
+    state: &AppState,
+    target_id: Uuid,
+    snapshot: Option<Uuid>,
+    q: Option<&str>,
+) -> Result<TargetSchema, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    known_target(&mut conn, target_id).await?;
+    let row = match snapshot {
+        Some(id) => Some(
+            snapshots::get(&mut conn, target_id, id)
+                .await?
+                .ok_or(ApiError::NotFound("snapshot"))?,
+        ),
+        None => snapshots::list(&mut conn, target_id, 1).await?.pop(),
+    };
+    let schema = match &row {
+        Some(r) => snapshots::text(&mut conn, &r.hash)
+            .await?
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    Ok(TargetSchema {
+        target_id,
+        schema: schema::filter(&schema, q.unwrap_or_default()),
+        snapshot: row,
+    })
+}
+
+/// How the target's schema differs between two of its snapshots.
+pub async fn target_schema_diff(
+    state: &AppState,
+    target_id: Uuid,
+    from: Uuid,
+    to: Uuid,
+) -> Result<SchemaDiff, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    known_target(&mut conn, target_id).await?;
+    let mut texts = Vec::with_capacity(2);
+    for id in [from, to] {
+        let row = snapshots::get(&mut conn, target_id, id)
+            .await?
+            .ok_or(ApiError::NotFound("snapshot"))?;
+        texts.push(
+            snapshots::text(&mut conn, &row.hash)
+                .await?
+                .unwrap_or_default(),
+        );
+    }
+    Ok(schema::diff(&texts[0], &texts[1]))
+}

@@ -303,6 +303,7 @@ mod tests {
             "targets/db_set.html",
             "targets/state.html",
             "runs/schema.html",
+            "targets/schema.html",
         ] {
             env.get_template(name)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -69,6 +69,11 @@ pub fn router() -> Routes {
             Access::Needs(Capability::View),
             target_page,
         )
+        .get(
+            "/targets/{id}/schema",
+            Access::Needs(Capability::View),
+            schema_page,
+        )
         .post(
             "/targets/{id}/resolve",
             Access::Needs(Capability::Administer),
@@ -391,6 +396,50 @@ async fn target_page(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Html<String>, ApiError> {
     render_target(&state, &viewer, id, Value::Null).await
+}
+
+/// What the schema page is asked for: a snapshot and a search, or the
+/// difference between two snapshots.
+#[derive(Debug, Default, serde::Deserialize)]
+struct SchemaPageQuery {
+    snapshot: Option<Uuid>,
+    q: Option<String>,
+    from: Option<Uuid>,
+    to: Option<Uuid>,
+}
+
+/// The target's schema (searchable), its snapshot history, and the
+/// difference between two snapshots.
+async fn schema_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<SchemaPageQuery>,
+) -> Result<Html<String>, ApiError> {
+    use crate::service::snapshots::{target_schema, target_schema_diff, target_snapshots};
+    let (target, slug, set_id, set_name) = located(&state, id).await?;
+    let shown = target_schema(&state, id, query.snapshot, query.q.as_deref()).await?;
+    let history = target_snapshots(&state, id).await?;
+    let diff = match (query.from, query.to) {
+        (Some(from), Some(to)) => Some(target_schema_diff(&state, id, from, to).await?),
+        _ => None,
+    };
+    render(
+        &state,
+        "targets/schema.html",
+        json!({
+            "target": target,
+            "project_slug": slug,
+            "set": { "id": set_id, "name": set_name },
+            "shown": shown,
+            "history": history,
+            "q": query.q,
+            "diff": diff,
+            "from": query.from,
+            "to": query.to,
+        }),
+        Some(&viewer),
+    )
 }
 
 /// The target page; `baselined` is a baseline's result to show.

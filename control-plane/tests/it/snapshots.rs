@@ -131,3 +131,92 @@ async fn fleet_consistency_names_the_targets_that_differ_with_their_diff() {
     );
     assert!(page.body.contains("class=\"diff-add\""));
 }
+
+#[tokio::test]
+async fn a_targets_schema_is_searchable_with_its_history_and_the_diff_between_snapshots() {
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    let set = app.db_set(&slug, "orders", "daily").await;
+    let db = TestDatabase::create("mh_test_snap").await;
+    let target = app.pg_target(&slug, &set, "shard-1", &db).await;
+    let (_, body) = app
+        .get(&format!("/api/v1/targets/{target}/schema"), &app.user)
+        .await;
+    assert_eq!(body["snapshot"], serde_json::Value::Null, "{body}");
+    app.migration(&slug, "1", "CREATE TABLE accounts (id int);", "")
+        .await;
+    app.migration(
+        &slug,
+        "2",
+        "CREATE TABLE \"<u>orders</u>\" (total numeric);",
+        "",
+    )
+    .await;
+    app.run_up(&slug, &set, "1").await;
+    app.run_up(&slug, &set, "2").await;
+
+    let (status, history) = app
+        .get(&format!("/api/v1/targets/{target}/snapshots"), &app.user)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    let taken: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["taken"].as_str().unwrap())
+        .collect();
+    assert_eq!(taken, ["after", "after", "before"], "newest first");
+    let (_, current) = app
+        .get(
+            &format!("/api/v1/targets/{target}/schema?q=TOTAL"),
+            &app.user,
+        )
+        .await;
+    assert_eq!(current["snapshot"]["id"], history[0]["id"]);
+    assert_eq!(
+        current["schema"],
+        "table public.\"<u>orders</u>\"\n  column total numeric"
+    );
+    let (from, to) = (
+        history[1]["id"].as_str().unwrap(),
+        history[0]["id"].as_str().unwrap(),
+    );
+    let (_, diff) = app
+        .get(
+            &format!("/api/v1/targets/{target}/schema/diff?from={from}&to={to}"),
+            &app.user,
+        )
+        .await;
+    assert_eq!(diff["added"][0], "table public.\"<u>orders</u>\"", "{diff}");
+    let (status, _) = app
+        .get(
+            &format!(
+                "/api/v1/targets/{target}/schema?snapshot={}",
+                Uuid::new_v4()
+            ),
+            &app.user,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let user = TokenBrowser::new(&app, &app.user);
+    let page = user
+        .get(&format!(
+            "/targets/{target}/schema?from={from}&to={to}&q=orders"
+        ))
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("&lt;u&gt;orders&lt;") && !page.body.contains("<u>orders</u>"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("diff with the one before"));
+    assert!(page.body.contains("class=\"diff-add\""));
+    assert!(
+        user.get(&format!("/targets/{target}"))
+            .await
+            .body
+            .contains(&format!("/targets/{target}/schema"))
+    );
+}

@@ -16,6 +16,7 @@ pub mod baseline;
 pub mod bulk;
 pub mod live;
 pub mod resolve;
+pub mod snapshots;
 
 pub fn router() -> Routes {
     Routes::new()
@@ -38,6 +39,21 @@ pub fn router() -> Routes {
             "/targets/{id}/state",
             Access::Needs(Capability::View),
             live::state,
+        )
+        .get(
+            "/targets/{id}/snapshots",
+            Access::Needs(Capability::View),
+            snapshots::list,
+        )
+        .get(
+            "/targets/{id}/schema",
+            Access::Needs(Capability::View),
+            snapshots::schema,
+        )
+        .get(
+            "/targets/{id}/schema/diff",
+            Access::Needs(Capability::View),
+            snapshots::diff,
         )
         .post(
             "/targets/{id}/resolve",
