@@ -302,6 +302,7 @@ CREATE TABLE public.schema_snapshots (
     taken text NOT NULL,
     sizes jsonb DEFAULT '[]'::jsonb NOT NULL,
     taken_at timestamp with time zone DEFAULT now() NOT NULL,
+    version text,
     CONSTRAINT schema_snapshots_taken_check CHECK ((taken = ANY (ARRAY['before'::text, 'after'::text])))
 );
 
@@ -575,6 +576,8 @@ CREATE INDEX schema_snapshots_execution_idx ON public.schema_snapshots USING btr
 CREATE INDEX schema_snapshots_hash_idx ON public.schema_snapshots USING btree (hash);
 
 CREATE INDEX schema_snapshots_target_idx ON public.schema_snapshots USING btree (target_id, taken_at DESC);
+
+CREATE INDEX schema_snapshots_version_idx ON public.schema_snapshots USING btree (version, taken_at DESC);
 
 CREATE INDEX sessions_expiry_date_idx ON public.sessions USING btree (expiry_date);
 

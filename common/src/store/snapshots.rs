@@ -66,8 +66,10 @@ pub async fn record(conn: &mut PgConnection, s: &NewSnapshot<'_>) -> Result<bool
             == 1
     };
     sqlx::query(
-        "INSERT INTO schema_snapshots (id, target_id, execution_id, hash, taken, sizes)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO schema_snapshots (id, target_id, execution_id, hash, taken, sizes, version)
+         VALUES ($1, $2, $3, $4, $5, $6,
+                 (SELECT version FROM applied_migrations WHERE target_id = $2
+                  ORDER BY version_key DESC LIMIT 1))",
     )
     .bind(Uuid::now_v7())
     .bind(s.target_id)
@@ -97,6 +99,9 @@ pub struct SnapshotRow {
     pub execution_id: Option<Uuid>,
     pub hash: String,
     pub taken: String,
+    /// The newest version the hub recorded as applied on the target when
+    /// the snapshot was taken.
+    pub version: Option<String>,
     pub objects: i32,
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<TableSize>))]
     pub sizes: sqlx::types::Json<Vec<TableSize>>,
@@ -105,7 +110,7 @@ pub struct SnapshotRow {
 }
 
 const COLUMNS: &str =
-    "s.id, s.target_id, s.execution_id, s.hash, s.taken, t.objects, s.sizes, s.taken_at";
+    "s.id, s.target_id, s.execution_id, s.hash, s.taken, s.version, t.objects, s.sizes, s.taken_at";
 
 /// The snapshot an execution left after it, and the one the target had
 /// before it (its own `before`, else the newest earlier one).
@@ -236,4 +241,35 @@ pub async fn get(
     .bind(id)
     .fetch_optional(conn)
     .await
+}
+
+/// Per engine, the newest snapshot of one of the project's live targets
+/// taken at `version`, with the target's name.
+pub async fn at_version(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    version: &str,
+) -> Result<Vec<(String, String, SnapshotRow)>, sqlx::Error> {
+    let rows: Vec<(String, String, Uuid)> = sqlx::query_as(
+        "SELECT DISTINCT ON (tg.engine) tg.engine, tg.name, s.id
+         FROM schema_snapshots s JOIN targets tg ON tg.id = s.target_id
+         JOIN db_sets d ON d.id = tg.db_set_id
+         WHERE d.project_id = $1 AND s.version = $2 AND tg.deleted_at IS NULL
+         ORDER BY tg.engine, s.taken_at DESC",
+    )
+    .bind(project_id)
+    .bind(version)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut found = Vec::with_capacity(rows.len());
+    for (engine, target, id) in rows {
+        let row: SnapshotRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM schema_snapshots s JOIN schema_texts t ON t.hash = s.hash WHERE s.id = $1"
+        )))
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await?;
+        found.push((engine, target, row));
+    }
+    Ok(found)
 }

@@ -18,6 +18,7 @@ use crate::{
             CreateMigration, EditMigration, ImportBody, ImportRefusal, ImportRefused, ImportReport,
             create_migration, edit_migration, import_migrations,
         },
+        snapshots::{VersionSchema, project_version_schema},
     },
     state::AppState,
 };
@@ -55,6 +56,30 @@ pub fn router() -> Routes {
             Access::Needs(Capability::View),
             get_one,
         )
+        .get(
+            "/projects/{slug}/migrations/{version}/schema",
+            Access::Needs(Capability::View),
+            schema,
+        )
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/migrations/{version}/schema", tag = "migrations",
+    params(
+        ("slug" = String, Path, description = "The project's slug"),
+        ("version" = String, Path, description = "The migration's version"),
+    ),
+    responses(
+        (status = 200, description = "The schema this version produces, per engine: the newest snapshot of one of the project's targets taken at that version (an empty list when there is none)", body = Vec<VersionSchema>),
+        (status = 404, description = "`not_found`: no such project", body = ErrorBody),
+    ))]
+pub(crate) async fn schema(
+    State(state): State<AppState>,
+    _user: Authorized<rules::View>,
+    ApiPath((slug, version)): ApiPath<(String, String)>,
+) -> Result<Json<Vec<VersionSchema>>, ApiError> {
+    Ok(Json(
+        project_version_schema(&state, &slug, version.trim()).await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/api/v1/projects/{slug}/migrations", tag = "migrations",

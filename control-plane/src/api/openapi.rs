@@ -77,6 +77,7 @@ Errors are `{\"error\": {\"code\", \"message\"}}` with a stable snake_case code.
         migrations::get_one,
         migrations::edit,
         migrations::revisions,
+        migrations::schema,
         runs::list,
         runs::request,
         runs::get_one,

@@ -284,3 +284,39 @@ pub async fn target_schema_diff(
     }
     Ok(schema::diff(&texts[0], &texts[1]))
 }
+
+/// The schema a version produces on one engine: the newest snapshot of a
+/// target of the project at that version.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionSchema {
+    pub engine: String,
+    /// The target the snapshot was taken on.
+    pub target_name: String,
+    pub snapshot: SnapshotRow,
+    pub schema: String,
+}
+
+/// The schema `version` produces, per engine of the project's targets
+/// (none where no target has a snapshot at that version).
+pub async fn project_version_schema(
+    state: &AppState,
+    slug: &str,
+    version: &str,
+) -> Result<Vec<VersionSchema>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let project = crate::service::inventory::project(&mut conn, slug).await?;
+    let found = snapshots::at_version(&mut conn, project.id, version).await?;
+    let mut schemas = Vec::with_capacity(found.len());
+    for (engine, target_name, snapshot) in found {
+        let schema = snapshots::text(&mut conn, &snapshot.hash)
+            .await?
+            .unwrap_or_default();
+        schemas.push(VersionSchema {
+            engine,
+            target_name,
+            snapshot,
+            schema,
+        });
+    }
+    Ok(schemas)
+}

@@ -260,10 +260,14 @@ async fn migration_page(
         .ok_or(ApiError::NotFound("migration"))?;
     let revisions = migrations::revisions(&mut conn, migration.id).await?;
     let reviews = review_for_project(&mut conn, project.id, &migration).await?;
+    drop(conn);
+    let schemas =
+        crate::service::snapshots::project_version_schema(&state, &slug, &version.to_string())
+            .await?;
     render(
         &state,
         "projects/migration.html",
-        json!({ "project": project, "migration": migration, "revisions": revisions, "reviews": reviews, "can_author": viewer.user.can(Capability::Author) }),
+        json!({ "project": project, "migration": migration, "revisions": revisions, "reviews": reviews, "schemas": schemas, "can_author": viewer.user.can(Capability::Author) }),
         Some(&viewer),
     )
 }

@@ -219,4 +219,40 @@ async fn a_targets_schema_is_searchable_with_its_history_and_the_diff_between_sn
             .body
             .contains(&format!("/targets/{target}/schema"))
     );
+
+    // The schema each version produces, from the snapshots taken at it.
+    let (status, at_1) = app
+        .get(
+            &format!("/api/v1/projects/{slug}/migrations/1/schema"),
+            &app.user,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{at_1}");
+    assert_eq!(at_1[0]["engine"], "postgres");
+    assert_eq!(at_1[0]["snapshot"]["version"], "1");
+    let text = at_1[0]["schema"].as_str().unwrap();
+    assert!(
+        text.contains("table public.accounts") && !text.contains("orders"),
+        "{text}"
+    );
+    let (_, at_2) = app
+        .get(
+            &format!("/api/v1/projects/{slug}/migrations/2/schema"),
+            &app.user,
+        )
+        .await;
+    assert!(
+        at_2[0]["schema"]
+            .as_str()
+            .unwrap()
+            .contains("<u>orders</u>")
+    );
+    let page = user.get(&format!("/projects/{slug}/migrations/2")).await;
+    assert!(
+        page.body.contains("The schema this version produces")
+            && page.body.contains("&lt;u&gt;orders&lt;")
+            && !page.body.contains("<u>orders</u>"),
+        "{}",
+        page.body
+    );
 }
