@@ -68,6 +68,7 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
             dbmate_down: dbmate_each(&|m| &m.dbmate_down).map(|v| median(&v)),
             up_profile: Value::Array(reps.iter().map(|m| m.up_profile.clone()).collect()),
             down_profile: Value::Array(reps.iter().map(|m| m.down_profile.clone()).collect()),
+            snapshot: (median(&each(&|m| m.snapshot.0)), reps[0].snapshot.1),
         };
         let label = if engine == "postgres" {
             "PostgreSQL"
@@ -104,6 +105,16 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
                 .bar(bar, r <= BAR && faster),
             );
         }
+        rows.push(
+            Row::new(
+                "real history",
+                format!(
+                    "{label}: schema snapshot of kratos at its final version ({} objects)",
+                    m.snapshot.1
+                ),
+            )
+            .hub(secs(m.snapshot.0)),
+        );
         details.insert(
             engine.to_owned(),
             json!({
@@ -120,6 +131,8 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
                 "down_ratio": ratio(m.hub_down, m.floor_down),
                 "repetitions": all,
                 "session_settings": if engine == "mysql" { MARIADB_SESSION } else { "" },
+                "snapshot_seconds": round(m.snapshot.0),
+                "snapshot_objects": m.snapshot.1,
                 "up_profile": m.up_profile,
                 "down_profile": m.down_profile,
             }),
@@ -145,6 +158,49 @@ struct Measured {
     dbmate_down: Result<f64, String>,
     up_profile: Value,
     down_profile: Value,
+    /// Reading the schema of kratos at its final version: seconds, objects.
+    snapshot: (f64, usize),
+}
+
+/// How long a snapshot's catalog reads and rendering take on `db` (the
+/// session is opened before the clock starts), and how many objects it has.
+async fn snapshot_time(
+    engine: &str,
+    server: &crate::scratch::Endpoint,
+    db: &str,
+) -> anyhow::Result<(f64, usize)> {
+    use common::targets::{Endpoint, Password, introspect};
+    let endpoint = Endpoint {
+        host: server.host.clone(),
+        port: server.port,
+        database: db.to_owned(),
+        username: server.user.clone(),
+        tls_mode: common::domain::TlsMode::Disable,
+        session_settings: String::new(),
+    };
+    let password = server.password.clone().map(Password::new);
+    let wait = std::time::Duration::from_secs(10);
+    let (seconds, read) = if engine == "postgres" {
+        let client = common::targets::postgres::connect(&endpoint, password.as_ref(), wait)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let t = std::time::Instant::now();
+        let read = introspect::postgres(&client)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        (t, read)
+    } else {
+        let mut conn = common::targets::mysql::connect(&endpoint, password.as_ref(), wait)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let t = std::time::Instant::now();
+        let read = introspect::mysql(&mut conn, db)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        (t, read)
+    };
+    let schema = common::domain::schema::render(read.objects);
+    Ok((seconds.elapsed().as_secs_f64(), schema.objects))
 }
 
 async fn engine_run(
@@ -176,8 +232,10 @@ async fn engine_run(
         }
     };
 
-    // The floor: one session for all ups, one for the downs.
+    // The floor: one session for all ups, one for the downs. Between them,
+    // kratos at its final version: how long reading its schema takes.
     let floor_db = fresh("kratos_floor").await?;
+    let snapshot;
     let (floor_up, floor_down) = if engine == "postgres" {
         let up = workload::write_script(
             &cfg.work_dir,
@@ -192,6 +250,7 @@ async fn engine_run(
         let t = std::time::Instant::now();
         workload::psql(&server, &floor_db, &up).await?;
         let floor_up = t.elapsed().as_secs_f64();
+        snapshot = snapshot_time(engine, &server, &floor_db).await?;
         let t = std::time::Instant::now();
         workload::psql(&server, &floor_db, &down).await?;
         (floor_up, t.elapsed().as_secs_f64())
@@ -209,6 +268,7 @@ async fn engine_run(
         let t = std::time::Instant::now();
         workload::mysql(&server, &floor_db, &up).await?;
         let floor_up = t.elapsed().as_secs_f64();
+        snapshot = snapshot_time(engine, &server, &floor_db).await?;
         let t = std::time::Instant::now();
         workload::mysql(&server, &floor_db, &down).await?;
         (floor_up, t.elapsed().as_secs_f64())
@@ -310,6 +370,7 @@ async fn engine_run(
         dbmate_down,
         up_profile: crate::profile_run(&stack.pool, &up_run).await?,
         down_profile: crate::profile_run(&stack.pool, &down_run).await?,
+        snapshot,
     })
 }
 
