@@ -312,6 +312,7 @@ CREATE TABLE public.schema_texts (
     schema text NOT NULL,
     objects integer NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_used_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT schema_texts_engine_check CHECK ((engine = ANY (ARRAY['postgres'::text, 'mysql'::text]))),
     CONSTRAINT schema_texts_hash_check CHECK ((hash ~ '^sha256:[0-9a-f]{64}$'::text))
 );

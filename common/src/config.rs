@@ -235,6 +235,10 @@ pub struct ControlPlaneSettings {
     /// `MH_REQUEST_TIMEOUT_SECS` (default 60): a request still unanswered
     /// after it gets 408.
     pub request_timeout: std::time::Duration,
+    /// `MH_SNAPSHOT_RETENTION_DAYS` (default 90; 0 keeps every snapshot):
+    /// schema snapshots older than this are removed, except each target's
+    /// newest.
+    pub snapshot_retention_days: u32,
     /// `MH_TRUSTED_PROXIES`: the reverse proxies whose `X-Forwarded-For`
     /// names the client; empty (the default) trusts no header.
     pub trusted_proxies: TrustedProxies,
@@ -417,6 +421,12 @@ impl ControlPlaneSettings {
                 parsed(src, "MH_REQUEST_TIMEOUT_SECS", 60, "a number of seconds")?,
                 "MH_REQUEST_TIMEOUT_SECS",
             )?)),
+            snapshot_retention_days: parsed(
+                src,
+                "MH_SNAPSHOT_RETENTION_DAYS",
+                90,
+                "a number of days",
+            )?,
             trusted_proxies: TrustedProxies::parse(
                 &src.get("MH_TRUSTED_PROXIES").unwrap_or_default(),
             )
@@ -511,6 +521,7 @@ mod tests {
         assert_eq!(s.rate_limits, RateLimits::default());
         assert_eq!(s.common.otel, None);
         assert_eq!(s.read_max_age, std::time::Duration::from_secs(1));
+        assert_eq!(s.snapshot_retention_days, 90);
         assert_eq!(s.request_timeout, std::time::Duration::from_secs(60));
         let w = WorkerSettings::load(&base(), None, None).unwrap();
         assert_eq!(

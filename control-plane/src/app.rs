@@ -132,6 +132,10 @@ pub async fn serve(
             .await;
     });
     let notifications = tokio::spawn(crate::notify::deliver_forever(state.clone()));
+    let retention = tokio::spawn(prune_snapshots_forever(
+        state.db.clone(),
+        state.settings.snapshot_retention_days,
+    ));
     let changes = tokio::spawn(crate::changes::listen_forever(
         state.db.clone(),
         state.writes.clone(),
@@ -149,6 +153,36 @@ pub async fn serve(
     .await;
     cleanup.abort();
     notifications.abort();
+    retention.abort();
     changes.abort();
     result
+}
+
+/// How often snapshot retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Removes old schema snapshots every hour, on every replica (the deletes
+/// are idempotent); never with a retention of 0 days.
+async fn prune_snapshots_forever(db: sqlx::PgPool, days: u32) {
+    if days == 0 {
+        return;
+    }
+    let mut tick = tokio::time::interval(RETENTION_EVERY);
+    loop {
+        tick.tick().await;
+        let pruned = async {
+            let mut conn = db.acquire().await?;
+            common::store::snapshots::prune(&mut conn, days).await
+        }
+        .await;
+        match pruned {
+            Ok(p) if p.snapshots + p.texts > 0 => tracing::info!(
+                snapshots = p.snapshots,
+                texts = p.texts,
+                "old schema snapshots removed"
+            ),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "could not remove old schema snapshots"),
+        }
+    }
 }

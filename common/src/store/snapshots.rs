@@ -44,17 +44,19 @@ pub struct NewSnapshot<'a> {
 /// it before (a fleet of identical targets keeps one copy). Returns whether
 /// the text was new.
 pub async fn record(conn: &mut PgConnection, s: &NewSnapshot<'_>) -> Result<bool, sqlx::Error> {
-    let known: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM schema_texts WHERE hash = $1)")
-            .bind(&s.schema.hash)
-            .fetch_one(&mut *conn)
-            .await?;
+    // Touching a known text locks it: retention cannot remove it under us.
+    let known = sqlx::query("UPDATE schema_texts SET last_used_at = now() WHERE hash = $1")
+        .bind(&s.schema.hash)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+        == 1;
     let stored = if known {
         false
     } else {
         sqlx::query(
             "INSERT INTO schema_texts (hash, engine, schema, objects) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (hash) DO NOTHING",
+             ON CONFLICT (hash) DO UPDATE SET last_used_at = now()",
         )
         .bind(&s.schema.hash)
         .bind(s.engine.as_str())
@@ -272,4 +274,39 @@ pub async fn at_version(
         found.push((engine, target, row));
     }
     Ok(found)
+}
+
+/// What one pass of retention removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub snapshots: u64,
+    pub texts: u64,
+}
+
+/// Removes snapshots taken more than `days` ago — never a target's newest,
+/// which is what the next run's change and drift are compared with — and
+/// the schema texts no snapshot refers to any more that were last used
+/// before then.
+pub async fn prune(conn: &mut PgConnection, days: u32) -> Result<Pruned, sqlx::Error> {
+    let days = i32::try_from(days).unwrap_or(i32::MAX);
+    let snapshots = sqlx::query(
+        "DELETE FROM schema_snapshots s
+         WHERE s.taken_at < now() - make_interval(days => $1)
+           AND s.id <> (SELECT n.id FROM schema_snapshots n WHERE n.target_id = s.target_id
+                        ORDER BY n.taken_at DESC, n.id DESC LIMIT 1)",
+    )
+    .bind(days)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let texts = sqlx::query(
+        "DELETE FROM schema_texts t
+         WHERE t.last_used_at < now() - make_interval(days => $1)
+           AND NOT EXISTS (SELECT 1 FROM schema_snapshots s WHERE s.hash = t.hash)",
+    )
+    .bind(days)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(Pruned { snapshots, texts })
 }

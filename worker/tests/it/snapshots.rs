@@ -169,3 +169,48 @@ async fn mariadb_a_failed_execution_leaves_a_snapshot_too() {
     assert_eq!(diff.added, ["table `accounts`"], "{diff:?}");
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn retention_keeps_each_targets_newest_snapshot_and_drops_texts_nobody_uses() {
+    let hub = TestHub::new().await;
+    let project = hub.project_with_targets(1).await;
+    let target = project.targets[0].id();
+    hub.migration(&project, "1", "CREATE TABLE a (id int);", "")
+        .await;
+    hub.migration(&project, "2", "CREATE TABLE b (id int);", "")
+        .await;
+    let worker = hub.start_worker(1_000).await;
+    for version in ["1", "2"] {
+        let run = hub.approved_run(&project, Direction::Up, version).await;
+        assert_eq!(hub.execute_and_wait(run).await, RunState::Succeeded);
+    }
+    wait_for_snapshots(&hub, target, 3).await;
+    worker.stop().await;
+    let newest = snapshots_of(&hub, target).await.pop().unwrap().1;
+    sqlx::query("UPDATE schema_snapshots SET taken_at = taken_at - interval '100 days'")
+        .execute(&hub.db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE schema_texts SET last_used_at = last_used_at - interval '100 days'")
+        .execute(&hub.db)
+        .await
+        .unwrap();
+    let mut conn = hub.db.acquire().await.unwrap();
+    let pruned = snapshots::prune(&mut conn, 90).await.unwrap();
+    assert_eq!(
+        pruned,
+        snapshots::Pruned {
+            snapshots: 2,
+            texts: 2
+        }
+    );
+    let left = snapshots_of(&hub, target).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].1, newest, "the newest is kept");
+    assert_eq!(texts(&hub).await, 1);
+    // Nothing younger than the horizon goes.
+    assert_eq!(
+        snapshots::prune(&mut conn, 365).await.unwrap(),
+        snapshots::Pruned::default()
+    );
+}
