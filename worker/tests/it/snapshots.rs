@@ -19,6 +19,16 @@ async fn wait_for_snapshots(hub: &TestHub, target: Uuid, n: usize) {
     assert!(reached.is_some(), "{:?}", snapshots_of(hub, target).await);
 }
 
+/// When each of the target's snapshots was taken (`before`, `after`),
+/// oldest first.
+async fn taken_of(hub: &TestHub, target: Uuid) -> Vec<String> {
+    snapshots_of(hub, target)
+        .await
+        .into_iter()
+        .map(|(taken, _)| taken)
+        .collect()
+}
+
 /// (taken, hash) of the target's snapshots, oldest first.
 async fn snapshots_of(hub: &TestHub, target: Uuid) -> Vec<(String, String)> {
     sqlx::query_as(
@@ -85,11 +95,7 @@ async fn postgres_identical_targets_share_one_stored_schema_and_each_run_shows_i
     // each stored once for the three targets.
     for target in &project.targets {
         wait_for_snapshots(&hub, target.id(), 2).await;
-        let taken: Vec<String> = snapshots_of(&hub, target.id())
-            .await
-            .into_iter()
-            .map(|(taken, _)| taken)
-            .collect();
+        let taken = taken_of(&hub, target.id()).await;
         assert_eq!(taken, ["before", "after"], "{}", target.database);
     }
     assert_eq!(texts(&hub).await, 2);
@@ -114,11 +120,7 @@ async fn postgres_identical_targets_share_one_stored_schema_and_each_run_shows_i
     assert_eq!(hub.execute_and_wait(second).await, RunState::Succeeded);
     let target = &project.targets[1];
     wait_for_snapshots(&hub, target.id(), 3).await;
-    let taken: Vec<String> = snapshots_of(&hub, target.id())
-        .await
-        .into_iter()
-        .map(|(taken, _)| taken)
-        .collect();
+    let taken = taken_of(&hub, target.id()).await;
     assert_eq!(taken, ["before", "after", "after"]);
     let diff = change(&hub, second, target.id()).await;
     assert_eq!(diff.changed, ["table public.accounts"], "{diff:?}");
@@ -158,11 +160,7 @@ async fn mariadb_a_failed_execution_leaves_a_snapshot_too() {
     let run = hub.approved_run(&project, Direction::Up, "1").await;
     assert_eq!(hub.execute_and_wait(run).await, RunState::Failed);
     wait_for_snapshots(&hub, target.id(), 2).await;
-    let taken: Vec<String> = snapshots_of(&hub, target.id())
-        .await
-        .into_iter()
-        .map(|(taken, _)| taken)
-        .collect();
+    let taken = taken_of(&hub, target.id()).await;
     assert_eq!(taken, ["before", "after"]);
     // MySQL committed the first statement: the snapshot says so.
     let diff = change(&hub, run, target.id()).await;
