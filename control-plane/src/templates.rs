@@ -21,6 +21,22 @@ pub fn templates() -> Environment<'static> {
         ))
     });
     env.add_filter("duration", |ms: i64| crate::human::duration(ms));
+    // `{% for l in diff.unified | diff_lines %}`: each line of a unified
+    // diff with its class (`add`, `del`, `hunk`, `same`).
+    env.add_filter("diff_lines", |unified: String| {
+        unified
+            .lines()
+            .map(|line| {
+                let class = match line.as_bytes().first() {
+                    Some(b'+') if !line.starts_with("+++") => "add",
+                    Some(b'-') if !line.starts_with("---") => "del",
+                    Some(b'@') => "hunk",
+                    _ => "same",
+                };
+                (class, line.to_owned())
+            })
+            .collect::<Vec<_>>()
+    });
     env
 }
 

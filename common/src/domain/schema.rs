@@ -49,7 +49,7 @@ impl Object {
 }
 
 /// The rank of each kind in the text: what others depend on first.
-const KIND_ORDER: [&str; 14] = [
+const KIND_ORDER: [&str; 12] = [
     "extension",
     "schema",
     "type",
@@ -62,8 +62,6 @@ const KIND_ORDER: [&str; 14] = [
     "procedure",
     "trigger",
     "event",
-    "routine",
-    "other",
 ];
 
 fn rank(kind: &str) -> usize {

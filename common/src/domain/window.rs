@@ -135,7 +135,7 @@ impl Schedule {
         let horizon = spans.iter().map(|s| s.1).max();
         if let Some(&(_, end)) = spans.iter().find(|(s, e)| *s <= now && now < *e) {
             // Open up to the end of what was looked at: open for good.
-            let closes_at = (Some(end) != horizon || end <= now).then(|| to_offset(end));
+            let closes_at = (Some(end) != horizon).then(|| to_offset(end));
             return WindowState::Open { closes_at };
         }
         match spans.iter().find(|(s, _)| *s > now) {

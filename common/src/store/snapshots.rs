@@ -245,35 +245,33 @@ pub async fn get(
     .await
 }
 
+/// The newest snapshot of one of a project's targets on one engine.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EngineSnapshot {
+    pub engine: String,
+    pub target_name: String,
+    #[sqlx(flatten)]
+    pub snapshot: SnapshotRow,
+}
+
 /// Per engine, the newest snapshot of one of the project's live targets
 /// taken at `version`, with the target's name.
 pub async fn at_version(
     conn: &mut PgConnection,
     project_id: Uuid,
     version: &str,
-) -> Result<Vec<(String, String, SnapshotRow)>, sqlx::Error> {
-    let rows: Vec<(String, String, Uuid)> = sqlx::query_as(
-        "SELECT DISTINCT ON (tg.engine) tg.engine, tg.name, s.id
-         FROM schema_snapshots s JOIN targets tg ON tg.id = s.target_id
-         JOIN db_sets d ON d.id = tg.db_set_id
+) -> Result<Vec<EngineSnapshot>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT DISTINCT ON (tg.engine) tg.engine, tg.name AS target_name, {COLUMNS}
+         FROM schema_snapshots s JOIN schema_texts t ON t.hash = s.hash
+         JOIN targets tg ON tg.id = s.target_id JOIN db_sets d ON d.id = tg.db_set_id
          WHERE d.project_id = $1 AND s.version = $2 AND tg.deleted_at IS NULL
-         ORDER BY tg.engine, s.taken_at DESC",
-    )
+         ORDER BY tg.engine, s.taken_at DESC"
+    )))
     .bind(project_id)
     .bind(version)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut found = Vec::with_capacity(rows.len());
-    for (engine, target, id) in rows {
-        let row: SnapshotRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM schema_snapshots s JOIN schema_texts t ON t.hash = s.hash WHERE s.id = $1"
-        )))
-        .bind(id)
-        .fetch_one(&mut *conn)
-        .await?;
-        found.push((engine, target, row));
-    }
-    Ok(found)
+    .fetch_all(conn)
+    .await
 }
 
 /// What one pass of retention removed.

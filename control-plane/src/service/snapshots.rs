@@ -307,14 +307,14 @@ pub async fn project_version_schema(
     let project = crate::service::inventory::project(&mut conn, slug).await?;
     let found = snapshots::at_version(&mut conn, project.id, version).await?;
     let mut schemas = Vec::with_capacity(found.len());
-    for (engine, target_name, snapshot) in found {
-        let schema = snapshots::text(&mut conn, &snapshot.hash)
+    for found in found {
+        let schema = snapshots::text(&mut conn, &found.snapshot.hash)
             .await?
             .unwrap_or_default();
         schemas.push(VersionSchema {
-            engine,
-            target_name,
-            snapshot,
+            engine: found.engine,
+            target_name: found.target_name,
+            snapshot: found.snapshot,
             schema,
         });
     }

@@ -212,27 +212,8 @@ async fn schema_page(
     ApiPath((id, target_id)): ApiPath<(Uuid, Uuid)>,
 ) -> Result<Html<String>, ApiError> {
     let change = crate::service::snapshots::run_target_change(&state, id, target_id).await?;
-    let lines: Vec<(&str, String)> = change
-        .diff
-        .as_ref()
-        .map(|d| {
-            d.unified
-                .lines()
-                .map(|line| {
-                    let class = match line.as_bytes().first() {
-                        Some(b'+') if !line.starts_with("+++") => "add",
-                        Some(b'-') if !line.starts_with("---") => "del",
-                        Some(b'@') => "hunk",
-                        _ => "same",
-                    };
-                    (class, line.to_owned())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     let context = minijinja::context! {
         change => minijinja::Value::from(minijinja::value::Serde(&change)),
-        lines => lines,
     };
     render_value(&state, "runs/schema.html", context, Some(&viewer))
 }
