@@ -124,12 +124,14 @@ CREATE TABLE public.environments (
     blocker_age_ms integer DEFAULT 60000 NOT NULL,
     terminate_idle_blockers_after_ms integer,
     maintenance_window text,
+    on_drift text DEFAULT 'warn'::text NOT NULL,
     CONSTRAINT environments_blocker_age_ms_check CHECK (((blocker_age_ms >= 0) AND (blocker_age_ms <= 86400000))),
     CONSTRAINT environments_high_risk_approvals_check CHECK (((high_risk_approvals >= 0) AND (high_risk_approvals <= 10))),
     CONSTRAINT environments_lock_retries_check CHECK (((lock_retries >= 0) AND (lock_retries <= 20))),
     CONSTRAINT environments_lock_timeout_ms_check CHECK ((lock_timeout_ms >= 0)),
     CONSTRAINT environments_maintenance_window_check CHECK ((length(maintenance_window) <= 500)),
     CONSTRAINT environments_name_check CHECK ((name ~ '^[a-z][a-z0-9-]{0,29}$'::text)),
+    CONSTRAINT environments_on_drift_check CHECK ((on_drift = ANY (ARRAY['warn'::text, 'block'::text]))),
     CONSTRAINT environments_prd_no_self_approval CHECK (((name <> 'prd'::text) OR (NOT allow_self_approval))),
     CONSTRAINT environments_preflight_wait_ms_check CHECK (((preflight_wait_ms >= 0) AND (preflight_wait_ms <= 3600000))),
     CONSTRAINT environments_required_approvals_check CHECK ((required_approvals >= 1)),
@@ -294,6 +296,14 @@ CREATE TABLE public.runs (
     CONSTRAINT runs_terminate_idle_blockers_after_ms_check CHECK (((terminate_idle_blockers_after_ms >= 1) AND (terminate_idle_blockers_after_ms <= 86400000)))
 );
 
+CREATE TABLE public.schema_drift (
+    target_id uuid NOT NULL,
+    baseline_id uuid NOT NULL,
+    snapshot_id uuid NOT NULL,
+    detected_at timestamp with time zone DEFAULT now() NOT NULL,
+    checked_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
 CREATE TABLE public.schema_snapshots (
     id uuid NOT NULL,
     target_id uuid NOT NULL,
@@ -303,7 +313,7 @@ CREATE TABLE public.schema_snapshots (
     sizes jsonb DEFAULT '[]'::jsonb NOT NULL,
     taken_at timestamp with time zone DEFAULT now() NOT NULL,
     version text,
-    CONSTRAINT schema_snapshots_taken_check CHECK ((taken = ANY (ARRAY['before'::text, 'after'::text])))
+    CONSTRAINT schema_snapshots_taken_check CHECK ((taken = ANY (ARRAY['before'::text, 'after'::text, 'scan'::text, 'accepted'::text, 'initial'::text])))
 );
 
 CREATE TABLE public.schema_texts (
@@ -379,6 +389,8 @@ CREATE TABLE public.targets (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     deleted_at timestamp with time zone,
+    schema_scanned_at timestamp with time zone,
+    schema_scan_error text,
     CONSTRAINT targets_engine_check CHECK ((engine = ANY (ARRAY['postgres'::text, 'mysql'::text]))),
     CONSTRAINT targets_password_key CHECK (((password_ciphertext IS NULL) = (password_key_id IS NULL))),
     CONSTRAINT targets_port_check CHECK (((port >= 1) AND (port <= 65535))),
@@ -503,6 +515,9 @@ ALTER TABLE ONLY public.run_waivers
 ALTER TABLE ONLY public.runs
     ADD CONSTRAINT runs_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY public.schema_drift
+    ADD CONSTRAINT schema_drift_pkey PRIMARY KEY (target_id);
+
 ALTER TABLE ONLY public.schema_snapshots
     ADD CONSTRAINT schema_snapshots_pkey PRIMARY KEY (id);
 
@@ -591,6 +606,8 @@ CREATE INDEX target_executions_target_idx ON public.target_executions USING btre
 CREATE INDEX targets_db_set_id_idx ON public.targets USING btree (db_set_id);
 
 CREATE UNIQUE INDEX targets_db_set_name_key ON public.targets USING btree (db_set_id, name) WHERE (deleted_at IS NULL);
+
+CREATE INDEX targets_schema_scan_idx ON public.targets USING btree (worker_pool, schema_scanned_at NULLS FIRST) WHERE (deleted_at IS NULL);
 
 CREATE UNIQUE INDEX users_email_key ON public.users USING btree (email);
 
@@ -683,6 +700,15 @@ ALTER TABLE ONLY public.runs
 
 ALTER TABLE ONLY public.runs
     ADD CONSTRAINT runs_requested_by_fkey FOREIGN KEY (requested_by) REFERENCES public.users(id);
+
+ALTER TABLE ONLY public.schema_drift
+    ADD CONSTRAINT schema_drift_baseline_id_fkey FOREIGN KEY (baseline_id) REFERENCES public.schema_snapshots(id);
+
+ALTER TABLE ONLY public.schema_drift
+    ADD CONSTRAINT schema_drift_snapshot_id_fkey FOREIGN KEY (snapshot_id) REFERENCES public.schema_snapshots(id);
+
+ALTER TABLE ONLY public.schema_drift
+    ADD CONSTRAINT schema_drift_target_id_fkey FOREIGN KEY (target_id) REFERENCES public.targets(id);
 
 ALTER TABLE ONLY public.schema_snapshots
     ADD CONSTRAINT schema_snapshots_execution_id_fkey FOREIGN KEY (execution_id) REFERENCES public.target_executions(id);

@@ -445,6 +445,9 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     pub lock_wait_ms: u64,
     pub metrics_listen: SocketAddr,
+    /// `MH_DRIFT_SCAN_MINUTES` (default 60; 0 turns scans off): how often
+    /// each target of the pool is read and compared with its baseline.
+    pub drift_scan_minutes: u64,
 }
 
 impl WorkerSettings {
@@ -487,6 +490,7 @@ impl WorkerSettings {
                 SocketAddr::from(([127, 0, 0, 1], 9101)),
                 "host:port",
             )?,
+            drift_scan_minutes: parsed(src, "MH_DRIFT_SCAN_MINUTES", 60, "a number of minutes")?,
         })
     }
 }
@@ -525,8 +529,13 @@ mod tests {
         assert_eq!(s.request_timeout, std::time::Duration::from_secs(60));
         let w = WorkerSettings::load(&base(), None, None).unwrap();
         assert_eq!(
-            (w.pool.as_str(), w.concurrency, w.lock_wait_ms),
-            ("default", 4, 30_000)
+            (
+                w.pool.as_str(),
+                w.concurrency,
+                w.lock_wait_ms,
+                w.drift_scan_minutes
+            ),
+            ("default", 4, 30_000, 60)
         );
     }
 
@@ -576,6 +585,7 @@ mod tests {
             ("MH_WORKER_CONCURRENCY", "0"),
             ("MH_WORKER_POOL", "Bad Pool"),
             ("MH_LOCK_WAIT_MS", "soon"),
+            ("MH_DRIFT_SCAN_MINUTES", "hourly"),
         ] {
             let mut env = base();
             env.insert(var, value.into());

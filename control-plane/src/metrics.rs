@@ -173,6 +173,18 @@ async fn database_gauges(state: &AppState) -> Result<String, sqlx::Error> {
         &jobs,
     );
 
+    let drifted = common::store::schema_drift::count_by_environment(&state.db).await?;
+    let rows: Vec<_> = drifted
+        .into_iter()
+        .map(|(e, n)| (vec![("environment", e)], n as f64))
+        .collect();
+    gauge_family(
+        &mut out,
+        "migrate_hub_targets_drifted",
+        "Targets whose schema differs from their baseline, by environment.",
+        &rows,
+    );
+
     let deliveries = stats::deliveries_by_state(&state.db).await?;
     let rows: Vec<_> = deliveries
         .into_iter()

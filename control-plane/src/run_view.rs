@@ -8,7 +8,10 @@ use axum::body::Bytes;
 use common::{
     domain::{Direction, RunState},
     review::run::RunReview,
-    store::runs::{self, ApprovalRow, ExecutionRow, RunRecord, RunRow, TransitionRow},
+    store::{
+        runs::{self, ApprovalRow, ExecutionRow, RunRecord, RunRow, TransitionRow},
+        schema_drift::DriftedTarget,
+    },
 };
 use serde::Serialize;
 use sqlx::PgConnection;
@@ -88,6 +91,11 @@ pub struct RunView {
     pub approvals: Vec<ApprovalRow>,
     pub targets: Vec<ExecutionRow>,
     pub history: Vec<TransitionRow>,
+    /// While the run is not final: the targets of its DB set whose schema
+    /// has drifted from their baseline (someone changed them outside the
+    /// hub), for the approvers to see; under `on_drift: block` their
+    /// executions are refused.
+    pub drifted_targets: Vec<DriftedTarget>,
 }
 
 /// A migration as the run pinned it.
@@ -113,6 +121,7 @@ impl From<RunRecord> for RunView {
             project_slug,
             project_name,
             db_set_name,
+            drifted,
         } = record;
         let requirement = approval_policy
             .as_ref()
@@ -165,6 +174,7 @@ impl From<RunRecord> for RunView {
             approvals,
             targets: executions,
             history: transitions,
+            drifted_targets: drifted,
         }
     }
 }

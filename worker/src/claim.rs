@@ -15,7 +15,7 @@ use common::{
         executions::{self, ClaimedExecution},
         inventory::{self, TargetRow},
         runs::{self, RunMigrationRow, RunRow},
-        snapshots,
+        schema_drift,
         target_state::{self, DirtyState},
     },
 };
@@ -47,6 +47,9 @@ pub struct Claimed {
     /// Whether the target has a schema snapshot yet (else one is taken
     /// before its first migration).
     pub has_snapshot: bool,
+    /// Set when the target's schema has drifted and its environment blocks
+    /// drifted targets: since when.
+    pub drift_blocks: Option<time::OffsetDateTime>,
 }
 
 /// What became of a job's execution when the job started.
@@ -98,7 +101,8 @@ pub async fn execution(env: &JobEnv, job: &TargetJob) -> Result<Claim, sqlx::Err
         let target = inventory::target(&mut tx, execution.target_id).await?;
         let secret = inventory::target_secret(&mut tx, execution.target_id).await?;
         let dirty = target_state::dirty(&mut tx, execution.target_id).await?;
-        let has_snapshot = snapshots::target_has_any(&mut tx, execution.target_id).await?;
+        let (has_snapshot, drift_blocks) =
+            schema_drift::at_claim(&mut tx, execution.target_id).await?;
         lifecycle::started(&mut tx, &actor, env.worker_id, &execution, run.project_id).await?;
         tx.commit().await?;
         Ok(Claim::Claimed(Box::new(Claimed {
@@ -110,6 +114,7 @@ pub async fn execution(env: &JobEnv, job: &TargetJob) -> Result<Claim, sqlx::Err
             dirty,
             window,
             has_snapshot,
+            drift_blocks,
         })))
     })
     .await
@@ -179,16 +184,7 @@ impl TargetClaim {
 
 /// Why a dirty target refuses a job, for the run page.
 pub fn dirty_refusal(dirty: &DirtyState) -> String {
-    let since = dirty
-        .since
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|t| {
-            t.to_offset(time::UtcOffset::UTC)
-                .format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| dirty.since.to_string());
+    let since = common::domain::utc_seconds(dirty.since);
     format!(
         "target is dirty since {since} (version {}, statement {}); an admin must resolve it; \
          nothing was applied",

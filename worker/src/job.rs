@@ -8,15 +8,13 @@
 use std::time::Duration;
 
 use common::{
-    crypto::Sealed,
     domain::{Engine, TargetState, window::WindowState},
+    lifecycle,
     queue::TargetJob,
     store::{
         executions::{self, DirtyMark},
-        inventory::TargetRow,
         target_state::DirtyState,
     },
-    targets::Endpoint,
 };
 use tracing::Instrument;
 use uuid::Uuid;
@@ -24,7 +22,7 @@ use uuid::Uuid;
 use crate::{
     claim::{self, Claim, Claimed, TargetClaim},
     env::{HEARTBEAT, JobEnv},
-    executor::{self, Applied, ExecError, Job, Password, TargetSpec},
+    executor::{self, Applied, ExecError, Job, TargetSpec},
     plan,
     report::{self, Outcome, Reporter},
     retry::with_retry,
@@ -236,6 +234,7 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> (Outcome, 
         dirty,
         window,
         has_snapshot,
+        drift_blocks,
     } = claimed;
     if execution.run_id != job.run_id || execution.target_id != job.target_id {
         return (
@@ -257,6 +256,14 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> (Outcome, 
     let resuming = |d: &&DirtyState| d.resume_from.is_some() && d.run_id == run.id;
     if let Some(dirty) = dirty.as_ref().filter(|d| !resuming(d)) {
         return (Outcome::failed(claim::dirty_refusal(dirty), None), None);
+    }
+    // A drifted target of an environment that blocks drift takes no run
+    // until an admin accepts the drift or it is reverted.
+    if let Some(detected_at) = drift_blocks {
+        return (
+            Outcome::failed(lifecycle::schema_drift::refusal(*detected_at), None),
+            None,
+        );
     }
     // Rule 2: checksums are verified again right before anything runs.
     let steps = match plan::verify(migrations.clone()) {
@@ -284,7 +291,7 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> (Outcome, 
             );
         }
     };
-    let spec = match target_spec(env, target, secret.as_ref()) {
+    let spec = match TargetSpec::open(&env.keys, target, secret.as_ref()) {
         Ok(spec) => spec,
         Err(message) => return (Outcome::failed(message, None), None),
     };
@@ -383,32 +390,6 @@ async fn execute(env: &JobEnv, job: &TargetJob, claimed: &Claimed) -> (Outcome, 
     };
     crate::metrics::execution_finished(target.engine, outcome.state.as_str(), started.elapsed());
     (outcome, pending)
-}
-
-/// How to reach the target, with its password opened. The error names what
-/// is wrong without any secret material.
-fn target_spec(
-    env: &JobEnv,
-    target: &TargetRow,
-    sealed: Option<&Sealed>,
-) -> Result<TargetSpec, String> {
-    let password = match sealed {
-        None => None,
-        Some(sealed) => {
-            let bytes = env
-                .keys
-                .open(target.id.as_bytes(), sealed)
-                .map_err(|e| format!("the target's password cannot be decrypted: {e}"))?;
-            let text = String::from_utf8(bytes)
-                .map_err(|_| "the target's password is not valid UTF-8".to_owned())?;
-            Some(Password::new(text))
-        }
-    };
-    Ok(TargetSpec {
-        engine: target.engine,
-        endpoint: Endpoint::try_from(target)?,
-        password,
-    })
 }
 
 /// Best effort after a job crashed (a panic in the executor): the execution

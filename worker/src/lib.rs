@@ -8,7 +8,9 @@
 //! - [`claim`] takes the execution, and the target's record under its lock;
 //! - [`report`] writes progress and the outcome back to the tool database;
 //! - [`env`] is what every job of one worker shares;
-//! - [`retry`] lets those tool-database writes outlast a restart.
+//! - [`retry`] lets those tool-database writes outlast a restart;
+//! - [`snapshot`] takes the schema snapshots after executions, and [`scan`]
+//!   reads the pool's targets now and then to find schema drift.
 
 pub mod claim;
 pub mod env;
@@ -21,6 +23,7 @@ pub mod queue;
 pub mod report;
 pub mod retry;
 pub mod runner;
+pub mod scan;
 pub mod snapshot;
 
 pub use runner::Worker;

@@ -1,7 +1,7 @@
 //! `worker --pool P [--concurrency N]`: executes the jobs of one worker pool
 //! until SIGINT or SIGTERM, then finishes its running jobs and exits.
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -88,6 +88,10 @@ async fn serve(settings: WorkerSettings) -> anyhow::Result<()> {
         settings.pool,
         settings.concurrency,
         settings.lock_wait_ms,
+    )
+    .drift_scan(
+        (settings.drift_scan_minutes > 0)
+            .then(|| Duration::from_secs(settings.drift_scan_minutes.saturating_mul(60))),
     );
     worker.run(shutdown_signal()).await
 }

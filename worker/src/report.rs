@@ -146,9 +146,19 @@ impl Reporter {
         };
         let result = with_retry("record a schema snapshot", || async {
             let mut tx = self.db.begin().await?;
-            let stored = snapshots::record(&mut tx, &snapshot).await?;
+            let recorded = snapshots::record(&mut tx, &snapshot).await?;
+            if taken == Taken::After {
+                // The new baseline: drift flagged before is part of it now.
+                lifecycle::schema_drift::after_execution(
+                    &mut tx,
+                    &self.actor,
+                    self.target_id,
+                    self.execution_id,
+                )
+                .await?;
+            }
             tx.commit().await?;
-            Ok(stored)
+            Ok(recorded.stored)
         })
         .await;
         match result {

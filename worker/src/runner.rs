@@ -28,6 +28,7 @@ use crate::{
     env::{HEARTBEAT, JobEnv},
     job,
     queue::{JobCodec, QueuedJob},
+    scan::Scanner,
     snapshot::Snapshots,
 };
 
@@ -37,6 +38,8 @@ use crate::{
 /// dead (see `job::settle_orphan`).
 const QUEUE_HEARTBEAT: Duration = Duration::from_secs(5);
 const QUEUE_MISSED_HEARTBEATS: usize = 3;
+/// The longest a drift scan waits for a target's lock.
+const SCAN_LOCK_WAIT: Duration = Duration::from_secs(2);
 /// Fallback poll for jobs whose notification was missed.
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Pause before rebuilding a consumer that stopped on an error.
@@ -53,6 +56,7 @@ pub struct Worker {
     concurrency: usize,
     lock_wait: Duration,
     poll_interval: Duration,
+    drift_scan: Option<Duration>,
 }
 
 /// What the queue's handler needs; shared by all jobs of one worker.
@@ -79,7 +83,15 @@ impl Worker {
             concurrency: concurrency.max(1),
             lock_wait: Duration::from_millis(lock_wait_ms),
             poll_interval: DEFAULT_POLL_INTERVAL,
+            drift_scan: None,
         }
+    }
+
+    /// Scans each target of the pool for schema drift this often, while
+    /// the worker is idle (`None`, the default: never).
+    pub fn drift_scan(mut self, every: Option<Duration>) -> Self {
+        self.drift_scan = every;
+        self
     }
 
     /// Overrides the fallback poll interval (default 1 s).
@@ -109,6 +121,7 @@ impl Worker {
             worker_id = %self.id,
             pool = %self.pool,
             concurrency = self.concurrency,
+            drift_scan_secs = self.drift_scan.map(|every| every.as_secs()),
             "worker registered"
         );
         let permits = Arc::new(Semaphore::new(self.concurrency));
@@ -131,7 +144,22 @@ impl Worker {
             self.concurrency,
         ));
 
+        let scans = self.drift_scan.map(|every| {
+            Scanner {
+                db: self.db.clone(),
+                keys: self.keys.clone(),
+                pool: self.pool.clone(),
+                actor: handler.env.actor(),
+                lock_wait: self.lock_wait.min(SCAN_LOCK_WAIT),
+                every,
+            }
+            .start(handler.permits.clone(), self.concurrency)
+        });
+
         self.consume(handler.clone(), shutdown).await;
+        if let Some(scans) = scans {
+            scans.stop().await;
+        }
 
         // Jobs that outlived a consumer rebuild still hold permits.
         let all = u32::try_from(self.concurrency).unwrap_or(u32::MAX);

@@ -20,7 +20,10 @@ use std::{
 use common::{
     domain::Engine,
     store::snapshots::Taken,
-    targets::{self, introspect},
+    targets::{
+        self,
+        introspect::{self, Introspected},
+    },
 };
 use tokio::{
     sync::{Notify, Semaphore, mpsc},
@@ -174,21 +177,28 @@ async fn take(pending: &Pending, lock_wait: Duration) {
             return;
         }
     }
-    let target = &pending.target;
-    let result = match target.engine {
-        Engine::Postgres => postgres(target, reporter, lock_wait).await,
-        Engine::Mysql => mysql(target, reporter, lock_wait).await,
-    };
-    if let Err(err) = result {
-        tracing::warn!(error = %err, execution_id = %reporter.execution_id, "could not take the target's schema snapshot");
+    match read(&pending.target, lock_wait).await {
+        Ok(read) => {
+            reporter
+                .snapshot(pending.target.engine, read, Taken::After)
+                .await;
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, execution_id = %reporter.execution_id, "could not take the target's schema snapshot");
+        }
     }
 }
 
-async fn postgres(
-    target: &TargetSpec,
-    reporter: &Reporter,
-    lock_wait: Duration,
-) -> Result<(), String> {
+/// Reads the target's schema on a session of its own, under the target
+/// lock (waiting at most `lock_wait` for it): no job runs meanwhile.
+pub async fn read(target: &TargetSpec, lock_wait: Duration) -> Result<Introspected, String> {
+    match target.engine {
+        Engine::Postgres => postgres(target, lock_wait).await,
+        Engine::Mysql => mysql(target, lock_wait).await,
+    }
+}
+
+async fn postgres(target: &TargetSpec, lock_wait: Duration) -> Result<Introspected, String> {
     let client =
         targets::postgres::connect(&target.endpoint, target.password.as_ref(), CONNECT_TIMEOUT)
             .await
@@ -198,17 +208,10 @@ async fn postgres(
         .map_err(|e| e.to_string())?;
     let read = introspect::postgres(&client).await;
     lock::release_pg(&client).await;
-    reporter
-        .snapshot(Engine::Postgres, read?, Taken::After)
-        .await;
-    Ok(())
+    read
 }
 
-async fn mysql(
-    target: &TargetSpec,
-    reporter: &Reporter,
-    lock_wait: Duration,
-) -> Result<(), String> {
+async fn mysql(target: &TargetSpec, lock_wait: Duration) -> Result<Introspected, String> {
     let database = &target.endpoint.database;
     let mut conn =
         targets::mysql::connect(&target.endpoint, target.password.as_ref(), CONNECT_TIMEOUT)
@@ -225,6 +228,5 @@ async fn mysql(
     if let Err(err) = conn.disconnect().await {
         tracing::debug!(error = %err, "snapshot session ended with an error");
     }
-    reporter.snapshot(Engine::Mysql, read?, Taken::After).await;
-    Ok(())
+    read
 }

@@ -27,6 +27,9 @@
 //! | [`finish`] | worker, recovery of a dead worker's target | execution `running` → final (a target left dirty marked first); run → its outcome |
 //! | [`resolve`], [`resume`] | admin, on a dirty target | the version counts as applied / rolled back; or execution → `queued` again, run → `running` |
 //! | [`baseline`] | admin, on a target the hub has never migrated | the versions it already has count as applied, without a run |
+//! | [`schema_drift::record_scan`] | worker, scanning its pool's targets | a reading that differs from the target's baseline flags it drifted (`target.drifted`, webhook); one that matches again clears it |
+//! | [`schema_drift::after_execution`] | worker, recording an execution's `after` snapshot | the drift flagged before is part of the new baseline: cleared |
+//! | [`schema_drift::accept`] | admin, on a drifted target | the drifted schema becomes the target's baseline; its runs go on |
 
 mod baseline;
 mod decide;
@@ -34,6 +37,7 @@ mod operate;
 mod request;
 pub mod resolve;
 mod review;
+pub mod schema_drift;
 mod targets;
 pub mod window;
 

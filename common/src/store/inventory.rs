@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::{
     crypto::{Keyring, Sealed},
-    domain::{Engine, TlsMode, approval::Policy, run::PinnedTarget},
+    domain::{Engine, TlsMode, approval::Policy, run::PinnedTarget, schema_drift::OnDrift},
     review::policy::Policy as ReviewPolicy,
 };
 
@@ -45,6 +45,9 @@ pub struct EnvironmentRow {
     /// When targets may be migrated (`common::domain::window`, canonical
     /// text); `None`: at any time.
     pub maintenance_window: Option<String>,
+    /// What runs do with a drifted target: `warn` or `block`.
+    #[sqlx(try_from = "String")]
+    pub on_drift: OnDrift,
 }
 
 impl EnvironmentRow {
@@ -66,7 +69,7 @@ macro_rules! environment_columns {
         "name, position, required_approvals, allow_self_approval, require_previous_success,
          lock_timeout_ms, statement_timeout_ms, review_policy, high_risk_approvals, high_risk_requires_admin,
          lock_retries, preflight_wait_ms, blocker_age_ms, terminate_idle_blockers_after_ms,
-         maintenance_window"
+         maintenance_window, on_drift"
     };
 }
 
@@ -131,8 +134,8 @@ pub async fn insert_environment(
                                    require_previous_success, lock_timeout_ms, statement_timeout_ms,
                                    review_policy, high_risk_approvals, high_risk_requires_admin, lock_retries,
                                    preflight_wait_ms, blocker_age_ms, terminate_idle_blockers_after_ms,
-                                   maintenance_window)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                                   maintenance_window, on_drift)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
          RETURNING ",
         environment_columns!(),
         ""
@@ -152,6 +155,7 @@ pub async fn insert_environment(
     .bind(env.blocker_age_ms)
     .bind(env.terminate_idle_blockers_after_ms)
     .bind(&env.maintenance_window)
+    .bind(env.on_drift.as_str())
     .fetch_one(conn)
     .await
 }
@@ -166,7 +170,8 @@ pub async fn update_environment(
                 require_previous_success = $5, lock_timeout_ms = $6, statement_timeout_ms = $7,
                 review_policy = $8, high_risk_approvals = $9, high_risk_requires_admin = $10,
                 lock_retries = $11, preflight_wait_ms = $12, blocker_age_ms = $13,
-                terminate_idle_blockers_after_ms = $14, maintenance_window = $15, updated_at = now()
+                terminate_idle_blockers_after_ms = $14, maintenance_window = $15, on_drift = $16,
+                updated_at = now()
          WHERE name = $1
          RETURNING ",
         environment_columns!(),
@@ -187,6 +192,7 @@ pub async fn update_environment(
     .bind(env.blocker_age_ms)
     .bind(env.terminate_idle_blockers_after_ms)
     .bind(&env.maintenance_window)
+    .bind(env.on_drift.as_str())
     .fetch_one(conn)
     .await
 }

@@ -7,6 +7,7 @@ pub mod executions;
 pub mod inventory;
 pub mod migrations;
 pub mod runs;
+pub mod schema_drift;
 pub mod secrets;
 pub mod sessions;
 pub mod snapshots;

@@ -1025,6 +1025,9 @@ pub struct RunRecord {
     pub project_name: String,
     /// `None` once the DB set is deleted.
     pub db_set_name: Option<String>,
+    /// While the run is not final: its DB set's targets whose schema has
+    /// drifted from their baseline.
+    pub drifted: Vec<super::schema_drift::DriftedTarget>,
 }
 
 /// Reads a run's record from one consistent snapshot of the tool database
@@ -1106,7 +1109,13 @@ pub async fn record_in(tx: &mut PgConnection, id: Uuid) -> Result<Option<RunReco
     .bind(id)
     .fetch_all(&mut *tx)
     .await?;
+    let drifted = if run.state.is_final() {
+        Vec::new()
+    } else {
+        super::schema_drift::in_db_set(tx, run.db_set_id).await?
+    };
     Ok(Some(RunRecord {
+        drifted,
         run,
         pinned,
         approvals,

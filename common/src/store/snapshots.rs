@@ -18,6 +18,12 @@ pub enum Taken {
     Before,
     /// After the execution, whatever its outcome.
     After,
+    /// A drift scan's reading that differs from the target's baseline.
+    Scan,
+    /// An admin accepted the target's drift as its new baseline.
+    Accepted,
+    /// The first reading of a target that had no snapshot.
+    Initial,
 }
 
 impl Taken {
@@ -25,6 +31,9 @@ impl Taken {
         match self {
             Taken::Before => "before",
             Taken::After => "after",
+            Taken::Scan => "scan",
+            Taken::Accepted => "accepted",
+            Taken::Initial => "initial",
         }
     }
 }
@@ -40,10 +49,16 @@ pub struct NewSnapshot<'a> {
     pub taken: Taken,
 }
 
+/// A recorded snapshot: its id, and whether its text was new.
+#[derive(Debug, Clone, Copy)]
+pub struct Recorded {
+    pub id: Uuid,
+    pub stored: bool,
+}
+
 /// Records a snapshot; the schema's text is stored only when no target had
-/// it before (a fleet of identical targets keeps one copy). Returns whether
-/// the text was new.
-pub async fn record(conn: &mut PgConnection, s: &NewSnapshot<'_>) -> Result<bool, sqlx::Error> {
+/// it before (a fleet of identical targets keeps one copy).
+pub async fn record(conn: &mut PgConnection, s: &NewSnapshot<'_>) -> Result<Recorded, sqlx::Error> {
     // Touching a known text locks it: retention cannot remove it under us.
     let known = sqlx::query("UPDATE schema_texts SET last_used_at = now() WHERE hash = $1")
         .bind(&s.schema.hash)
@@ -67,13 +82,14 @@ pub async fn record(conn: &mut PgConnection, s: &NewSnapshot<'_>) -> Result<bool
         .rows_affected()
             == 1
     };
+    let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO schema_snapshots (id, target_id, execution_id, hash, taken, sizes, version)
          VALUES ($1, $2, $3, $4, $5, $6,
                  (SELECT version FROM applied_migrations WHERE target_id = $2
                   ORDER BY version_key DESC LIMIT 1))",
     )
-    .bind(Uuid::now_v7())
+    .bind(id)
     .bind(s.target_id)
     .bind(s.execution_id)
     .bind(&s.schema.hash)
@@ -81,15 +97,7 @@ pub async fn record(conn: &mut PgConnection, s: &NewSnapshot<'_>) -> Result<bool
     .bind(sqlx::types::Json(s.sizes))
     .execute(conn)
     .await?;
-    Ok(stored)
-}
-
-/// Whether the target has any snapshot.
-pub async fn target_has_any(conn: &mut PgConnection, target_id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM schema_snapshots WHERE target_id = $1)")
-        .bind(target_id)
-        .fetch_one(conn)
-        .await
+    Ok(Recorded { id, stored })
 }
 
 /// One snapshot, without its text.
@@ -265,7 +273,7 @@ pub async fn at_version(
         "SELECT DISTINCT ON (tg.engine) tg.engine, tg.name AS target_name, {COLUMNS}
          FROM schema_snapshots s JOIN schema_texts t ON t.hash = s.hash
          JOIN targets tg ON tg.id = s.target_id JOIN db_sets d ON d.id = tg.db_set_id
-         WHERE d.project_id = $1 AND s.version = $2 AND tg.deleted_at IS NULL
+         WHERE d.project_id = $1 AND s.version = $2 AND tg.deleted_at IS NULL AND s.taken <> 'scan'
          ORDER BY tg.engine, s.taken_at DESC"
     )))
     .bind(project_id)
@@ -282,8 +290,9 @@ pub struct Pruned {
 }
 
 /// Removes snapshots taken more than `days` ago — never a target's newest,
-/// which is what the next run's change and drift are compared with — and
-/// the schema texts no snapshot refers to any more that were last used
+/// which is what the next run's change is compared with, nor its baseline
+/// (its newest that is not a drift reading) or a flagged drift's reading —
+/// and the schema texts no snapshot refers to any more that were last used
 /// before then.
 pub async fn prune(conn: &mut PgConnection, days: u32) -> Result<Pruned, sqlx::Error> {
     let days = i32::try_from(days).unwrap_or(i32::MAX);
@@ -291,7 +300,12 @@ pub async fn prune(conn: &mut PgConnection, days: u32) -> Result<Pruned, sqlx::E
         "DELETE FROM schema_snapshots s
          WHERE s.taken_at < now() - make_interval(days => $1)
            AND s.id <> (SELECT n.id FROM schema_snapshots n WHERE n.target_id = s.target_id
-                        ORDER BY n.taken_at DESC, n.id DESC LIMIT 1)",
+                        ORDER BY n.taken_at DESC, n.id DESC LIMIT 1)
+           AND s.id IS DISTINCT FROM (SELECT n.id FROM schema_snapshots n
+                                      WHERE n.target_id = s.target_id AND n.taken <> 'scan'
+                                      ORDER BY n.taken_at DESC, n.id DESC LIMIT 1)
+           AND NOT EXISTS (SELECT 1 FROM schema_drift d
+                           WHERE d.baseline_id = s.id OR d.snapshot_id = s.id)",
     )
     .bind(days)
     .execute(&mut *conn)

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::crypto::{Keyring, Sealed};
 
 /// The events a webhook can subscribe to.
-pub const EVENTS: [&str; 7] = [
+pub const EVENTS: [&str; 8] = [
     "requested",
     "approved",
     "denied",
@@ -18,6 +18,7 @@ pub const EVENTS: [&str; 7] = [
     "succeeded",
     "failed",
     "invalidated",
+    "target.drifted",
 ];
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -68,6 +68,8 @@ Errors are `{\"error\": {\"code\", \"message\"}}` with a stable snake_case code.
         targets::snapshots::list,
         targets::snapshots::schema,
         targets::snapshots::diff,
+        targets::drift::show,
+        targets::drift::accept,
         targets::resolve::resolve,
         targets::baseline::record,
         targets::baseline::preview,

@@ -2,7 +2,7 @@
 //! (Everyone may list them; see `inventory.rs`.)
 
 use common::{
-    domain::{lock_retry::MAX_RETRIES, window::Schedule},
+    domain::{lock_retry::MAX_RETRIES, schema_drift::OnDrift, window::Schedule},
     lifecycle,
     review::policy::Policy as ReviewPolicy,
     store::{
@@ -76,6 +76,10 @@ pub struct EnvironmentInput {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub maintenance_window: Option<Option<String>>,
+    /// `warn` (the default: a drifted target is shown, runs go on) or
+    /// `block` (its executions are refused until an admin accepts the
+    /// drift or it is reverted).
+    pub on_drift: Option<String>,
 }
 
 /// A field that may be sent as `null` (to clear it) or left out (to keep
@@ -183,6 +187,12 @@ fn apply(input: &EnvironmentInput, base: &EnvironmentRow) -> Result<EnvironmentR
             Some(None) => None,
             None => base.maintenance_window.clone(),
         },
+        on_drift: match input.on_drift.as_deref() {
+            Some(text) => text
+                .parse()
+                .map_err(|_| ApiError::invalid("on_drift", "must be warn or block"))?,
+            None => base.on_drift,
+        },
     };
     if env.name == PRD && env.allow_self_approval {
         return Err(ApiError::invalid(
@@ -242,6 +252,7 @@ pub async fn create_environment(
         high_risk_approvals: 0,
         high_risk_requires_admin: false,
         maintenance_window: None,
+        on_drift: OnDrift::Warn,
     };
     let mut env = apply(body, &defaults)?;
     let mut tx = state.db.begin().await?;
@@ -382,6 +393,7 @@ mod tests {
             high_risk_approvals: 0,
             high_risk_requires_admin: false,
             maintenance_window: None,
+            on_drift: OnDrift::Warn,
         };
         let input = EnvironmentInput {
             allow_self_approval: Some(true),
@@ -416,6 +428,7 @@ mod tests {
             high_risk_approvals: 0,
             high_risk_requires_admin: false,
             maintenance_window: None,
+            on_drift: OnDrift::Warn,
         };
         for (input, field) in [
             (
@@ -445,6 +458,13 @@ mod tests {
                     ..Default::default()
                 },
                 "position",
+            ),
+            (
+                EnvironmentInput {
+                    on_drift: Some("ignore".into()),
+                    ..Default::default()
+                },
+                "on_drift",
             ),
         ] {
             let err = apply(&input, &base).unwrap_err();

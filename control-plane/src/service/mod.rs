@@ -12,6 +12,7 @@ pub mod me;
 pub mod migrations;
 pub mod projects;
 pub mod runs;
+pub mod schema_drift;
 pub mod snapshots;
 pub mod targets;
 pub mod users;

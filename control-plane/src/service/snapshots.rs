@@ -2,7 +2,10 @@
 
 use common::{
     domain::schema::{self, SchemaDiff},
-    store::snapshots::{self, SnapshotRow},
+    store::{
+        schema_drift::{self, DriftedTarget},
+        snapshots::{self, SnapshotRow},
+    },
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -98,6 +101,8 @@ pub struct FleetSchema {
     pub groups: Vec<FleetGroup>,
     /// Targets without a snapshot yet.
     pub without_snapshot: Vec<FleetTarget>,
+    /// Targets whose schema has drifted from their baseline, by name.
+    pub drifted: Vec<DriftedTarget>,
 }
 
 /// Groups the DB set's targets by schema within each version, with a diff
@@ -152,11 +157,13 @@ pub async fn fleet_schema(state: &AppState, db_set_id: Uuid) -> Result<FleetSche
             id: r.id,
         })
         .collect();
+    let drifted = schema_drift::in_db_set(&mut conn, db_set_id).await?;
     Ok(FleetSchema {
         db_set_id,
         summary: summary(&groups),
         groups,
         without_snapshot,
+        drifted,
     })
 }
 

@@ -139,6 +139,9 @@ fn parse(form: &FormData, with_name: bool) -> Result<EnvironmentInput, ApiError>
         maintenance_window: form
             .contains_key("maintenance_window")
             .then(|| Some(text(form, "maintenance_window"))),
+        on_drift: form
+            .contains_key("on_drift")
+            .then(|| text(form, "on_drift")),
         ..EnvironmentInput::default()
     })
 }

@@ -75,6 +75,11 @@ pub fn router() -> Routes {
             schema_page,
         )
         .post(
+            "/targets/{id}/drift/accept",
+            Access::Needs(Capability::Administer),
+            accept_drift_form,
+        )
+        .post(
             "/targets/{id}/resolve",
             Access::Needs(Capability::Administer),
             resolve_form,
@@ -424,10 +429,13 @@ async fn schema_page(
         (Some(from), Some(to)) => Some(target_schema_diff(&state, id, from, to).await?),
         _ => None,
     };
+    let drift = crate::service::schema_drift::target_drift(&state, id).await?;
     render(
         &state,
         "targets/schema.html",
         json!({
+            "drift": drift,
+            "can_accept": viewer.user.can(Capability::Administer),
             "target": target,
             "project_slug": slug,
             "set": { "id": set_id, "name": set_name },
@@ -451,10 +459,12 @@ async fn render_target(
 ) -> Result<Html<String>, ApiError> {
     let (target, slug, set_id, set_name) = located(state, id).await?;
     let live = target_state(state, id).await?;
+    let schema_drift = crate::service::schema_drift::target_drift(state, id).await?;
     render(
         state,
         "targets/state.html",
         json!({
+            "schema_drift": schema_drift,
             "target": target,
             "project_slug": slug,
             "set": { "id": set_id, "name": set_name },
@@ -499,6 +509,20 @@ async fn baseline_form(
         serde_json::to_value(result).map_err(anyhow::Error::from)?,
     )
     .await
+}
+
+/// An admin accepts the target's drift as its new baseline.
+async fn accept_drift_form(
+    State(state): State<AppState>,
+    viewer: Viewer<rules::Administer>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiForm(form): ApiForm<std::collections::HashMap<String, String>>,
+) -> Result<axum::response::Response, ApiError> {
+    let body = crate::service::schema_drift::AcceptDriftBody {
+        reason: form.get("reason").cloned().unwrap_or_default(),
+    };
+    crate::service::schema_drift::accept_drift(&state, &viewer.user, id, body).await?;
+    Ok(super::see_other(&format!("/targets/{id}/schema")))
 }
 
 /// An admin's answer for a dirty target: the interrupted migration counts

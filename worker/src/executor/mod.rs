@@ -10,8 +10,9 @@ mod preflight;
 use std::time::Duration;
 
 use common::{
+    crypto::{Keyring, Sealed},
     domain::{Direction, Engine, blockers::describe_all, drift, lock_retry},
-    store::executions::DirtyMark,
+    store::{executions::DirtyMark, inventory::TargetRow},
 };
 use uuid::Uuid;
 
@@ -34,6 +35,33 @@ pub struct TargetSpec {
     pub endpoint: Endpoint,
     /// Opened from its sealed form just before the job connects.
     pub password: Option<Password>,
+}
+
+impl TargetSpec {
+    /// How to reach `target`, with its password opened. The error names
+    /// what is wrong without any secret material.
+    pub fn open(
+        keys: &Keyring,
+        target: &TargetRow,
+        sealed: Option<&Sealed>,
+    ) -> Result<Self, String> {
+        let password = match sealed {
+            None => None,
+            Some(sealed) => {
+                let bytes = keys
+                    .open(target.id.as_bytes(), sealed)
+                    .map_err(|e| format!("the target's password cannot be decrypted: {e}"))?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| "the target's password is not valid UTF-8".to_owned())?;
+                Some(Password::new(text))
+            }
+        };
+        Ok(Self {
+            engine: target.engine,
+            endpoint: Endpoint::try_from(target)?,
+            password,
+        })
+    }
 }
 
 /// How long opening a job's session may take.

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod drift;
 mod faults;
 mod introspect;
 mod lifecycle;

@@ -14,6 +14,7 @@ use crate::{
 
 pub mod baseline;
 pub mod bulk;
+pub mod drift;
 pub mod live;
 pub mod resolve;
 pub mod snapshots;
@@ -54,6 +55,16 @@ pub fn router() -> Routes {
             "/targets/{id}/schema/diff",
             Access::Needs(Capability::View),
             snapshots::diff,
+        )
+        .get(
+            "/targets/{id}/drift",
+            Access::Needs(Capability::View),
+            drift::show,
+        )
+        .post(
+            "/targets/{id}/drift/accept",
+            Access::Needs(Capability::Administer),
+            drift::accept,
         )
         .post(
             "/targets/{id}/resolve",
