@@ -1,7 +1,12 @@
 //! Fan-out: `synthetic-fanout` on a DB set of PostgreSQL databases and one of
 //! MariaDB databases, `concurrency` targets at a time, from Execute to the
 //! last target done; the floor is plain `psql` / `mysql` sessions, one per
-//! database, at the same parallelism.
+//! database, at the same parallelism. The worker scans for drift as it does
+//! by default (each new target is read once before the floor starts); the
+//! time one drift scan of the whole DB set takes, target after target as a
+//! worker does it, is reported beside.
+
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -34,12 +39,15 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
         for rep in 0..cfg.repeat {
             reps.push(engine_run(cfg, scratch, stack, engine, n, rep).await?);
         }
+        let scan_all: Vec<f64> = reps.iter().map(|m| round(m.scan_s)).collect();
+        let scan_s = median(&scan_all);
         let hub_all: Vec<f64> = reps.iter().map(|m| round(m.hub_s)).collect();
         let floor_all: Vec<f64> = reps.iter().map(|m| round(m.floor_s)).collect();
         let m = Measured {
             migrations: reps[0].migrations,
             hub_s: median(&hub_all),
             floor_s: median(&floor_all),
+            scan_s,
             profile: Value::Array(reps.iter().map(|m| m.profile.clone()).collect()),
         };
         let r = ratio(m.hub_s, m.floor_s);
@@ -60,6 +68,19 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
             .compared(format!("floor {}", secs(m.floor_s)))
             .bar(format!("≤ {BAR}× floor"), r <= BAR),
         );
+        rows.push(
+            Row::new(
+                "drift scan",
+                format!(
+                    "{label}: the {n} fan-out targets at their final version, one after another"
+                ),
+            )
+            .hub(format!(
+                "{} ({} ms per target)",
+                secs(scan_s),
+                round(scan_s * 1000.0 / n as f64)
+            )),
+        );
         details.insert(
             engine.to_owned(),
             json!({
@@ -69,6 +90,8 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
                 "hub_seconds": round(m.hub_s),
                 "floor_seconds": round(m.floor_s),
                 "hub_seconds_each": hub_all,
+                "drift_scan_seconds": scan_s,
+                "drift_scan_seconds_each": scan_all,
                 "floor_seconds_each": floor_all,
                 "ratio": r,
                 "bar": BAR,
@@ -89,6 +112,8 @@ struct Measured {
     migrations: usize,
     hub_s: f64,
     floor_s: f64,
+    /// One drift scan of every target, one after another.
+    scan_s: f64,
     profile: Value,
 }
 
@@ -125,6 +150,9 @@ async fn engine_run(
         .map(|(i, db)| crate::target_json(&format!("t{i:03}"), engine, &server, db, ""))
         .collect();
     stack.api.targets(&slug, &set, targets).await?;
+    // The worker reads each new target once when idle: done before the
+    // clocks start, so that neither side shares the CPU with it.
+    wait_scanned(&stack.pool, &set, n).await?;
 
     // The floor first, then the hub, each on its own fresh databases.
     let hub_flags = crate::transactional_flags(&stack.api, &slug).await?;
@@ -151,10 +179,87 @@ async fn engine_run(
     )
     .await?;
     let profile = crate::profile_run(&stack.pool, &run).await?;
+    let scan_s = scan_all(stack, &run, n).await?;
     Ok(Measured {
         migrations: migrations.len(),
         hub_s,
         floor_s,
+        scan_s,
         profile,
     })
+}
+
+/// Waits until the worker has scanned each of the DB set's `n` targets.
+async fn wait_scanned(pool: &sqlx::PgPool, set: &str, n: usize) -> anyhow::Result<()> {
+    let set: uuid::Uuid = set.parse()?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let scanned: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM targets WHERE db_set_id = $1 AND schema_scanned_at IS NOT NULL",
+        )
+        .bind(set)
+        .fetch_one(pool)
+        .await?;
+        if scanned as usize >= n {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {scanned} of {n} targets scanned in 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Scans each target of the run once, one after another as a worker does
+/// (once every execution's `after` snapshot is in, so that each reading is
+/// judged against it); returns the seconds taken.
+async fn scan_all(stack: &Stack, run: &str, n: usize) -> anyhow::Result<f64> {
+    let run: uuid::Uuid = run.parse()?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let after: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM schema_snapshots s JOIN target_executions e ON e.id = s.execution_id
+             WHERE e.run_id = $1 AND s.taken = 'after'",
+        )
+        .bind(run)
+        .fetch_one(&stack.pool)
+        .await?;
+        if after as usize >= n {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {after} of {n} after-snapshots in 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let targets: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT target_id FROM target_executions WHERE run_id = $1")
+            .bind(run)
+            .fetch_all(&stack.pool)
+            .await?;
+    let scanner = worker::scan::Scanner {
+        db: stack.pool.clone(),
+        keys: stack.keys.clone(),
+        pool: "default".into(),
+        actor: common::store::audit::Actor::system("bench"),
+        lock_wait: Duration::from_secs(2),
+        every: Duration::from_secs(3600),
+    };
+    let started = Instant::now();
+    for target in targets {
+        let scanned = scanner
+            .scan(target)
+            .await
+            .map_err(|e| anyhow::anyhow!("scanning {target}: {e}"))?;
+        anyhow::ensure!(
+            scanned
+                == common::lifecycle::schema_drift::Scanned::Judged(
+                    common::domain::schema_drift::Verdict::InSync
+                ),
+            "target {target} scanned as {scanned:?}, not in sync with its baseline"
+        );
+    }
+    Ok(started.elapsed().as_secs_f64())
 }

@@ -152,7 +152,9 @@ impl Stack {
     /// with its own tool-database connections, as the binary sets it up.
     pub async fn add_worker(&mut self, pool: &str, concurrency: usize) -> anyhow::Result<()> {
         let db = common::db::connect(&self.tool_url, concurrency as u32 + 4).await?;
-        let worker = worker::Worker::new(db, self.keys.clone(), pool, concurrency, 5_000);
+        // Drift scans on, every hour, as the binary runs by default.
+        let worker = worker::Worker::new(db, self.keys.clone(), pool, concurrency, 5_000)
+            .drift_scan(Some(Duration::from_secs(3600)));
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(worker.run(async move {
             let _ = rx.await;

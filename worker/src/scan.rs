@@ -26,8 +26,9 @@ use crate::{executor::TargetSpec, retry::with_retry, snapshot};
 
 /// How often a busy worker looks whether it is idle again.
 const IDLE_POLL: Duration = Duration::from_millis(250);
-/// The longest a worker waits before it looks for due targets again.
-const MAX_TICK: Duration = Duration::from_secs(30);
+/// The longest a worker waits before it looks for due targets again (a
+/// new target is first read within this).
+const MAX_TICK: Duration = Duration::from_secs(5);
 
 /// What a worker's scans need.
 #[derive(Debug, Clone)]

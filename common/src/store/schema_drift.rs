@@ -50,17 +50,20 @@ pub async fn claim_due(
     .await
 }
 
-/// Records why the target's last scan could not read it (`None`: it could).
+/// Records that the target was scanned now, and why the scan could not
+/// read it (`None`: it could).
 pub async fn scan_result(
     conn: &mut PgConnection,
     target_id: Uuid,
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE targets SET schema_scan_error = $2 WHERE id = $1")
-        .bind(target_id)
-        .bind(error)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE targets SET schema_scan_error = $2, schema_scanned_at = now() WHERE id = $1",
+    )
+    .bind(target_id)
+    .bind(error)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

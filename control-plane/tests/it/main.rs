@@ -13,6 +13,7 @@ mod browser;
 mod ci;
 mod cli;
 mod deploy;
+mod drift;
 mod edge;
 mod histories;
 mod import;
