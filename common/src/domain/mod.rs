@@ -7,6 +7,7 @@ pub mod checksum;
 pub mod directives;
 pub mod dispatch;
 pub mod drift;
+pub mod fleet;
 pub mod import;
 pub mod lock_retry;
 pub mod order;

@@ -599,26 +599,6 @@ pub async fn list_targets(
     .await
 }
 
-/// One page of the DB set's live targets in name order, after the name
-/// `after` (exclusive): names are unique among a set's live targets.
-pub async fn list_targets_page(
-    conn: &mut PgConnection,
-    db_set_id: Uuid,
-    after: Option<&str>,
-    limit: i64,
-) -> Result<Vec<TargetRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {TARGET_COLUMNS} FROM targets t
-         WHERE t.db_set_id = $1 AND t.deleted_at IS NULL AND ($2::text IS NULL OR t.name > $2)
-         ORDER BY t.name LIMIT $3"
-    )))
-    .bind(db_set_id)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(conn)
-    .await
-}
-
 /// How many live targets each live DB set of the project has.
 pub async fn target_counts(
     pool: &PgPool,

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod baseline;
 pub mod executions;
+pub mod fleet;
 pub mod inventory;
 pub mod migrations;
 pub mod runs;

@@ -15,7 +15,8 @@ use crate::{
     routes::{Access, Routes},
     service::{
         inventory::{
-            CreateDbSet, CreateProject, DbSetView, create_db_set, create_project, db_set, project,
+            CreateDbSet, CreateProject, DbSetView, create_db_set, create_project, db_set,
+            db_set_view, project,
         },
         targets::{self, TargetInput},
     },
@@ -172,28 +173,38 @@ pub(crate) async fn list_db_sets(
     params(
         ("slug" = String, Path, description = "The project's slug"),
         ("id" = Uuid, Path, description = "The DB set's id"),
+        DbSetQuery,
     ),
     responses(
-        (status = 200, description = "The DB set with its targets", body = DbSetView),
+        (status = 200, description = "The DB set with its targets, where each stands (version, pending migrations, dirty, drifted, unreachable, last run) and the counts", body = DbSetView),
         (status = 404, description = "`not_found`: no such project or DB set", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `state`", body = ErrorBody),
     ))]
 pub(crate) async fn get_db_set(
     State(state): State<AppState>,
     _user: Authorized<rules::View>,
     ApiPath((slug, id)): ApiPath<(String, Uuid)>,
+    ApiQuery(query): ApiQuery<DbSetQuery>,
 ) -> Result<Json<DbSetView>, ApiError> {
-    let mut conn = state.db.acquire().await?;
-    let (_, set) = db_set(&mut conn, &slug, id).await?;
-    let targets = inventory::list_targets(&mut conn, set.id).await?;
-    Ok(Json(DbSetView {
-        id: set.id,
-        project_id: set.project_id,
-        name: set.name,
-        environment: set.environment,
-        maintenance_window: set.maintenance_window,
-        created_at: set.created_at,
-        targets,
-    }))
+    let filter = match query.state.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(text.parse().map_err(|_| {
+            ApiError::invalid(
+                "state",
+                "must be up_to_date, behind, dirty, drifted, unreachable or failed",
+            )
+        })?),
+    };
+    Ok(Json(db_set_view(&state, &slug, id, filter).await?))
+}
+
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DbSetQuery {
+    /// Only the targets that are `up_to_date`, `behind`, `dirty`,
+    /// `drifted`, `unreachable` (at the last drift scan) or `failed` (in
+    /// their last run).
+    pub state: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/projects/{slug}/db-sets/{id}/targets", tag = "targets",

@@ -1,9 +1,13 @@
 //! Environments, projects, DB sets, targets and the worker fleet.
 
 use common::{
-    domain::ProjectSlug,
+    domain::{
+        Engine, ProjectSlug, TlsMode,
+        fleet::{Counts, StateFilter},
+    },
     store::{
         audit,
+        fleet::{self, TargetStanding},
         inventory::{self, DbSetRow, ProjectRow, TargetRow},
     },
 };
@@ -131,7 +135,7 @@ pub async fn db_set(
     Ok((project, set))
 }
 
-/// A DB set with its targets.
+/// A DB set with its targets and where each stands.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DbSetView {
     pub id: Uuid,
@@ -143,5 +147,116 @@ pub struct DbSetView {
     pub maintenance_window: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
-    pub targets: Vec<TargetRow>,
+    /// "14 at 20261201, 2 behind, 1 dirty": every live target, whatever
+    /// the filter.
+    pub summary: String,
+    pub counts: Counts,
+    /// The targets (those in `state` when asked), by name.
+    pub targets: Vec<DbSetTarget>,
+}
+
+/// A target (as `GET /api/v1/targets/…` shows it) with where it stands;
+/// one flat object.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DbSetTarget {
+    pub id: Uuid,
+    pub db_set_id: Uuid,
+    pub name: String,
+    #[schema(value_type = String)]
+    pub engine: Engine,
+    pub host: String,
+    pub port: i32,
+    pub database: String,
+    pub username: String,
+    #[schema(value_type = String)]
+    pub tls_mode: TlsMode,
+    pub session_settings: String,
+    pub worker_pool: String,
+    pub has_password: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The newest version the hub records as applied (`null`: none).
+    pub current_version: Option<String>,
+    /// How many of the project's migrations are not applied on it.
+    pub pending: i64,
+    /// A script stopped part-way on it: an admin must resolve it.
+    pub dirty: bool,
+    /// Its schema differs from its baseline.
+    pub drifted: bool,
+    /// Why the last drift scan could not read it (`null`: it could, or it
+    /// was never scanned).
+    pub unreachable: Option<String>,
+    /// Its newest execution's run, state, and when it ended (or started).
+    pub last_run_id: Option<Uuid>,
+    pub last_run_state: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_run_at: Option<OffsetDateTime>,
+}
+
+impl DbSetTarget {
+    fn new(t: TargetRow, s: TargetStanding) -> Self {
+        Self {
+            id: t.id,
+            db_set_id: t.db_set_id,
+            name: t.name,
+            engine: t.engine,
+            host: t.host,
+            port: t.port,
+            database: t.database,
+            username: t.username,
+            tls_mode: t.tls_mode,
+            session_settings: t.session_settings,
+            worker_pool: t.worker_pool,
+            has_password: t.has_password,
+            created_at: t.created_at,
+            current_version: s.current_version,
+            pending: s.pending,
+            dirty: s.dirty,
+            drifted: s.drifted,
+            unreachable: s.unreachable,
+            last_run_id: s.last_run_id,
+            last_run_state: s.last_run_state,
+            last_run_at: s.last_run_at,
+        }
+    }
+}
+
+/// The DB set `id` of project `slug` with its targets — those that stand
+/// as `filter` says, when given — and the counts over all of them.
+pub async fn db_set_view(
+    state: &AppState,
+    slug: &str,
+    id: Uuid,
+    filter: Option<StateFilter>,
+) -> Result<DbSetView, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let (_, set) = db_set(&mut conn, slug, id).await?;
+    let targets = inventory::list_targets(&mut conn, set.id).await?;
+    let standings = fleet::standings(&mut conn, set.id, filter, None, i64::MAX).await?;
+    let counts = fleet::counts(&mut conn, set.id).await?;
+    Ok(DbSetView {
+        id: set.id,
+        project_id: set.project_id,
+        name: set.name,
+        environment: set.environment,
+        maintenance_window: set.maintenance_window,
+        created_at: set.created_at,
+        summary: common::domain::fleet::summary(&counts),
+        counts,
+        targets: with_standings(targets, standings),
+    })
+}
+
+/// The targets that have a standing, in the standings' order.
+pub fn with_standings(targets: Vec<TargetRow>, standings: Vec<TargetStanding>) -> Vec<DbSetTarget> {
+    let mut by_id: std::collections::HashMap<Uuid, TargetRow> =
+        targets.into_iter().map(|t| (t.id, t)).collect();
+    standings
+        .into_iter()
+        .filter_map(|standing| {
+            by_id
+                .remove(&standing.target_id)
+                .map(|target| DbSetTarget::new(target, standing))
+        })
+        .collect()
 }

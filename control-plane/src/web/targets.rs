@@ -10,8 +10,11 @@ use axum::{
     response::{Html, Response},
 };
 use common::{
-    domain::{Capability, Engine, TlsMode, baseline::Source},
-    store::inventory::{self, TargetRow},
+    domain::{Capability, Engine, TlsMode, baseline::Source, fleet::StateFilter},
+    store::{
+        self,
+        inventory::{self, TargetRow},
+    },
     targets::Password,
 };
 use serde_json::{Value, json};
@@ -29,7 +32,7 @@ use crate::{
     routes::{Access, Routes},
     service::{
         db_sets::{UpdateDbSet, update_db_set},
-        inventory::db_set,
+        inventory::{db_set, with_standings},
         targets::{
             TargetInput, TargetPatch,
             baseline::{BaselineBody, baseline_target},
@@ -114,6 +117,7 @@ async fn render_db_set(
     slug: &str,
     id: Uuid,
     page: Option<&PageQuery>,
+    filter: Option<StateFilter>,
     extra: Value,
 ) -> Result<Html<String>, ApiError> {
     let limit = page.map_or(PageQuery::DEFAULT, PageQuery::limit);
@@ -124,11 +128,31 @@ async fn render_db_set(
     drop(conn);
     let fleet = crate::service::snapshots::fleet_schema(state, set.id).await?;
     let mut conn = state.db.acquire().await?;
-    let mut targets = inventory::list_targets_page(&mut conn, set.id, cursor, limit + 1).await?;
-    let next_cursor =
-        (targets.len() as i64 > limit).then(|| targets[limit as usize - 1].name.clone());
-    targets.truncate(limit as usize);
+    let mut standings =
+        store::fleet::standings(&mut conn, set.id, filter, cursor, limit + 1).await?;
+    let more = standings.len() as i64 > limit;
+    standings.truncate(limit as usize);
+    let counts = store::fleet::counts(&mut conn, set.id).await?;
+    let targets = with_standings(inventory::list_targets(&mut conn, set.id).await?, standings);
+    let next_cursor = more
+        .then(|| targets.last().map(|t| t.name.clone()))
+        .flatten();
+    let filters: Vec<Value> = [
+        (StateFilter::UpToDate, "up to date", counts.up_to_date),
+        (StateFilter::Behind, "behind", counts.behind),
+        (StateFilter::Dirty, "dirty", counts.dirty),
+        (StateFilter::Drifted, "drifted", counts.drifted),
+        (StateFilter::Unreachable, "unreachable", counts.unreachable),
+        (StateFilter::Failed, "failed last run", counts.failed),
+    ]
+    .into_iter()
+    .map(|(f, label, count)| json!({ "value": f, "label": label, "count": count }))
+    .collect();
     let mut context = json!({
+        "summary": common::domain::fleet::summary(&counts),
+        "counts": counts,
+        "filter": filter,
+        "filters": filters,
         "project": project,
         "set": set,
         "targets": targets,
@@ -164,8 +188,22 @@ async fn db_set_page(
     viewer: Viewer,
     ApiPath((slug, id)): ApiPath<(String, Uuid)>,
     ApiQuery(page): ApiQuery<PageQuery>,
+    ApiQuery(shown): ApiQuery<StateQuery>,
 ) -> Result<Html<String>, ApiError> {
-    render_db_set(&state, &viewer, &slug, id, Some(&page), json!({})).await
+    let filter = match shown.state.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(
+            text.parse()
+                .map_err(|_| ApiError::invalid("state", "no such state to filter by"))?,
+        ),
+    };
+    render_db_set(&state, &viewer, &slug, id, Some(&page), filter, json!({})).await
+}
+
+/// The targets a DB set page lists, by where they stand.
+#[derive(Debug, Default, serde::Deserialize)]
+struct StateQuery {
+    state: Option<String>,
 }
 
 /// What a refused form showed, minus the password (never sent back) and
@@ -220,7 +258,7 @@ async fn create_target_form(
         Ok(_) => Ok(see_other(&format!("/projects/{slug}/db-sets/{id}"))),
         Err(err) => {
             let extra = json!({ "add": { "form": kept(&form), "errors": field_errors(err)? } });
-            let page = render_db_set(&state, &viewer.plain(), &slug, id, None, extra).await?;
+            let page = render_db_set(&state, &viewer.plain(), &slug, id, None, None, extra).await?;
             Ok(unprocessable(page))
         }
     }
@@ -242,7 +280,7 @@ async fn window_form(
         Ok(_) => Ok(see_other(&format!("/projects/{slug}/db-sets/{id}"))),
         Err(err) => {
             let extra = json!({ "window": { "form": kept(&form), "errors": field_errors(err)? } });
-            let page = render_db_set(&state, &viewer.plain(), &slug, id, None, extra).await?;
+            let page = render_db_set(&state, &viewer.plain(), &slug, id, None, None, extra).await?;
             Ok(unprocessable(page))
         }
     }
@@ -295,7 +333,7 @@ async fn bulk_form(
         Ok(_) => Ok(see_other(&format!("/projects/{slug}/db-sets/{id}"))),
         Err(err) => {
             let extra = json!({ "bulk": { "form": kept(&form), "errors": bulk_errors(err)? } });
-            let page = render_db_set(&state, &viewer.plain(), &slug, id, None, extra).await?;
+            let page = render_db_set(&state, &viewer.plain(), &slug, id, None, None, extra).await?;
             Ok(unprocessable(page))
         }
     }
@@ -354,7 +392,8 @@ async fn edit_target_form(
         Err(err) => {
             let extra =
                 json!({ "edit": { "id": id, "form": kept(&form), "errors": field_errors(err)? } });
-            let page = render_db_set(&state, &viewer.plain(), &slug, set_id, None, extra).await?;
+            let page =
+                render_db_set(&state, &viewer.plain(), &slug, set_id, None, None, extra).await?;
             Ok(unprocessable(page))
         }
     }
@@ -387,6 +426,7 @@ async fn test_form(
         &viewer.plain(),
         &slug,
         set_id,
+        None,
         None,
         json!({ "probe": result }),
     )

@@ -15,6 +15,7 @@ mod cli;
 mod deploy;
 mod drift;
 mod edge;
+mod fleet_view;
 mod histories;
 mod import;
 mod inventory;

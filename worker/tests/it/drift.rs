@@ -10,7 +10,7 @@ use crate::support::{Project, RunningWorker, TestHub, eventually_within};
 use common::{
     domain::{Direction, Role, RunState, TargetState, schema},
     lifecycle::{self, Caller},
-    store::{schema_drift, snapshots, webhooks},
+    store::{schema_drift, webhooks},
 };
 use uuid::Uuid;
 use worker::Worker;
@@ -32,21 +32,10 @@ async fn scanning_worker(hub: &TestHub) -> RunningWorker {
     .await
 }
 
-/// The snapshots of the target, oldest first: (taken, hash).
-async fn snapshots_of(hub: &TestHub, target: Uuid) -> Vec<(String, String)> {
-    sqlx::query_as(
-        "SELECT taken, hash FROM schema_snapshots WHERE target_id = $1 ORDER BY taken_at, id",
-    )
-    .bind(target)
-    .fetch_all(&hub.db)
-    .await
-    .unwrap()
-}
-
 /// Waits until the target has a snapshot taken `taken`.
 async fn wait_for_snapshot(hub: &TestHub, target: Uuid, taken: &str) {
     let found = eventually_within(WITHIN, || async {
-        snapshots_of(hub, target)
+        hub.snapshots_of(target)
             .await
             .iter()
             .any(|(t, _)| t == taken)
@@ -56,7 +45,7 @@ async fn wait_for_snapshot(hub: &TestHub, target: Uuid, taken: &str) {
     assert!(
         found.is_some(),
         "no {taken} snapshot: {:?}",
-        snapshots_of(hub, target).await
+        hub.snapshots_of(target).await
     );
 }
 
@@ -81,16 +70,8 @@ async fn wait_for_drift(
 
 /// The difference between the drift's baseline and its reading.
 async fn drift_diff(hub: &TestHub, flag: &schema_drift::Flagged) -> schema::SchemaDiff {
-    let mut conn = hub.db.acquire().await.unwrap();
-    let before = snapshots::text(&mut conn, &flag.baseline_hash)
+    hub.schema_diff(&flag.baseline_hash, &flag.snapshot_hash)
         .await
-        .unwrap()
-        .unwrap();
-    let after = snapshots::text(&mut conn, &flag.snapshot_hash)
-        .await
-        .unwrap()
-        .unwrap();
-    schema::diff(&before, &after)
 }
 
 async fn subscribe_to_drift(hub: &TestHub, project: &Project) {
@@ -178,7 +159,7 @@ async fn postgres_hand_alter_is_drift_with_its_diff_reported_once_and_cleared_wh
         diff.unified
     );
     assert_eq!(
-        snapshots_of(&hub, hand.id()).await.last().unwrap().0,
+        hub.snapshots_of(hand.id()).await.last().unwrap().0,
         "scan",
         "the drifted reading is kept"
     );
@@ -333,7 +314,7 @@ async fn block_refuses_a_drifted_target_until_an_admin_accepts_the_drift() {
     tx.commit().await.unwrap();
     assert_eq!(accepted.snapshot_id, flag.snapshot_id);
     assert!(flagged(&hub, target.id()).await.is_none());
-    let (taken, hash) = snapshots_of(&hub, target.id()).await.pop().unwrap();
+    let (taken, hash) = hub.snapshots_of(target.id()).await.pop().unwrap();
     assert_eq!(
         (taken.as_str(), hash),
         ("accepted", flag.snapshot_hash.clone())

@@ -13,31 +13,20 @@ use uuid::Uuid;
 /// when the worker is idle).
 async fn wait_for_snapshots(hub: &TestHub, target: Uuid, n: usize) {
     let reached = eventually_within(std::time::Duration::from_secs(30), || async {
-        (snapshots_of(hub, target).await.len() >= n).then_some(())
+        (hub.snapshots_of(target).await.len() >= n).then_some(())
     })
     .await;
-    assert!(reached.is_some(), "{:?}", snapshots_of(hub, target).await);
+    assert!(reached.is_some(), "{:?}", hub.snapshots_of(target).await);
 }
 
 /// When each of the target's snapshots was taken (`before`, `after`),
 /// oldest first.
 async fn taken_of(hub: &TestHub, target: Uuid) -> Vec<String> {
-    snapshots_of(hub, target)
+    hub.snapshots_of(target)
         .await
         .into_iter()
         .map(|(taken, _)| taken)
         .collect()
-}
-
-/// (taken, hash) of the target's snapshots, oldest first.
-async fn snapshots_of(hub: &TestHub, target: Uuid) -> Vec<(String, String)> {
-    sqlx::query_as(
-        "SELECT taken, hash FROM schema_snapshots WHERE target_id = $1 ORDER BY taken_at, id",
-    )
-    .bind(target)
-    .fetch_all(&hub.db)
-    .await
-    .unwrap()
 }
 
 async fn texts(hub: &TestHub) -> i64 {
@@ -58,15 +47,8 @@ async fn change(hub: &TestHub, run: Uuid, target: Uuid) -> schema::SchemaDiff {
         .await
         .unwrap();
     let (before, after) = (before.unwrap(), after.unwrap());
-    let old = snapshots::text(&mut conn, &before.hash)
-        .await
-        .unwrap()
-        .unwrap();
-    let new = snapshots::text(&mut conn, &after.hash)
-        .await
-        .unwrap()
-        .unwrap();
-    schema::diff(&old, &new)
+    drop(conn);
+    hub.schema_diff(&before.hash, &after.hash).await
 }
 
 #[tokio::test]
@@ -102,7 +84,7 @@ async fn postgres_identical_targets_share_one_stored_schema_and_each_run_shows_i
     let hashes: std::collections::HashSet<String> = {
         let mut all = Vec::new();
         for target in &project.targets {
-            all.push(snapshots_of(&hub, target.id()).await[1].1.clone());
+            all.push(hub.snapshots_of(target.id()).await[1].1.clone());
         }
         all.into_iter().collect()
     };
@@ -184,7 +166,7 @@ async fn retention_keeps_each_targets_newest_snapshot_and_drops_texts_nobody_use
     }
     wait_for_snapshots(&hub, target, 3).await;
     worker.stop().await;
-    let newest = snapshots_of(&hub, target).await.pop().unwrap().1;
+    let newest = hub.snapshots_of(target).await.pop().unwrap().1;
     sqlx::query("UPDATE schema_snapshots SET taken_at = taken_at - interval '100 days'")
         .execute(&hub.db)
         .await
@@ -202,7 +184,7 @@ async fn retention_keeps_each_targets_newest_snapshot_and_drops_texts_nobody_use
             texts: 2
         }
     );
-    let left = snapshots_of(&hub, target).await;
+    let left = hub.snapshots_of(target).await;
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].1, newest, "the newest is kept");
     assert_eq!(texts(&hub).await, 1);

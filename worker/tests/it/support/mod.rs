@@ -764,6 +764,30 @@ impl TestHub {
 
     /// Starts an in-process worker for the test's pool and waits until it
     /// listens for new jobs, so a test never races the worker's start.
+    /// (taken, hash) of the target's schema snapshots, oldest first.
+    pub async fn snapshots_of(&self, target: Uuid) -> Vec<(String, String)> {
+        sqlx::query_as(
+            "SELECT taken, hash FROM schema_snapshots WHERE target_id = $1 ORDER BY taken_at, id",
+        )
+        .bind(target)
+        .fetch_all(&self.db)
+        .await
+        .unwrap()
+    }
+
+    /// How the schema stored under hash `to` differs from the one under `from`.
+    pub async fn schema_diff(&self, from: &str, to: &str) -> common::domain::schema::SchemaDiff {
+        let mut conn = self.db.acquire().await.unwrap();
+        let mut text = async |hash: &str| {
+            common::store::snapshots::text(&mut conn, hash)
+                .await
+                .unwrap()
+                .expect("a stored schema")
+        };
+        let (before, after) = (text(from).await, text(to).await);
+        common::domain::schema::diff(&before, &after)
+    }
+
     pub async fn start_worker(&self, lock_wait_ms: u64) -> RunningWorker {
         self.start(Worker::new(
             self.db.clone(),
