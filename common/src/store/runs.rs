@@ -815,6 +815,24 @@ pub struct RunSummary {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
+    /// `null` once the DB set is deleted.
+    pub db_set: Option<String>,
+    /// From the run's SQL review (`null` before reviews existed).
+    pub risk: Option<String>,
+    /// For the recent failures: the targets that failed or were
+    /// interrupted (at most five, by name) with the first line of their
+    /// error, and how many there are.
+    pub failed_targets: sqlx::types::Json<Vec<FailedTarget>>,
+    pub failed_count: i64,
+}
+
+/// A target on which a run failed, as the dashboard names it.
+#[derive(Debug, Clone, serde::Deserialize, Serialize)]
+pub struct FailedTarget {
+    pub id: Uuid,
+    pub name: String,
+    /// The first line of its error.
+    pub error: String,
 }
 
 /// Which dashboard list.
@@ -832,6 +850,7 @@ pub async fn dashboard(
     list: DashboardList,
     limit: i64,
 ) -> Result<Vec<RunSummary>, sqlx::Error> {
+    let failures = matches!(list, DashboardList::RecentFailures);
     let (filter, user): (&str, Option<Uuid>) = match list {
         DashboardList::AwaitingApprovalBy(u) => (
             "r.state = 'pending_approval' AND r.requested_by <> $1
@@ -850,12 +869,25 @@ pub async fn dashboard(
     };
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT r.id, p.slug AS project, r.environment, r.direction, r.target_version, r.state, u.email AS requester,
-                r.created_at, r.finished_at
+                r.created_at, r.finished_at, d.name AS db_set, r.risk,
+                CASE WHEN $3 THEN
+                    (SELECT COALESCE(json_agg(f ORDER BY f.name), '[]')
+                     FROM (SELECT t.id, t.name, split_part(COALESCE(e.error, ''), E'\n', 1) AS error
+                           FROM target_executions e JOIN targets t ON t.id = e.target_id
+                           WHERE e.run_id = r.id AND e.state IN ('failed', 'interrupted')
+                           ORDER BY t.name LIMIT 5) f)
+                ELSE '[]' END AS failed_targets,
+                CASE WHEN $3 THEN
+                    (SELECT count(*) FROM target_executions e
+                     WHERE e.run_id = r.id AND e.state IN ('failed', 'interrupted'))
+                ELSE 0 END AS failed_count
          FROM runs r JOIN projects p ON p.id = r.project_id JOIN users u ON u.id = r.requested_by
+         LEFT JOIN db_sets d ON d.id = r.db_set_id AND d.deleted_at IS NULL
          WHERE {filter} ORDER BY r.created_at DESC LIMIT $2"
     )))
     .bind(user)
     .bind(limit)
+    .bind(failures)
     .fetch_all(pool)
     .await
 }

@@ -306,3 +306,56 @@ async fn migration_page_shows_the_review_for_the_engines_of_the_projects_targets
         "no MySQL target, no MySQL review"
     );
 }
+
+#[tokio::test]
+async fn the_dashboard_names_failing_targets_and_shows_risk_and_age() {
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    let set = app.db_set(&slug, "orders-eu", "daily").await;
+    let good = common::testing::TestDatabase::create("mh_test_dash").await;
+    let bad = common::testing::TestDatabase::create("mh_test_dash").await;
+    app.pg_target(&slug, &set, "shard-1", &good).await;
+    let bad_id = app.pg_target(&slug, &set, "shard-2", &bad).await;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&bad.url)
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE accounts (id int)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    drop(conn);
+    app.migration(&slug, "1", "CREATE TABLE accounts (id int);", "")
+        .await;
+    let run = app.run_up(&slug, &set, "1").await;
+    assert_eq!(run["state"], "partially_failed", "{run}");
+
+    let manager = TokenBrowser::new(&app, &app.manager);
+    let dash = manager.get("/").await;
+    assert_eq!(dash.status, StatusCode::OK);
+    let failures = &dash.body[dash.body.find("Recent failures").unwrap()..];
+    for needle in [
+        "<td>orders-eu</td>",
+        &format!("<a href=\"/targets/{bad_id}\">shard-2</a>"),
+        "relation &quot;accounts&quot; already exists",
+        "<time datetime=",
+    ] {
+        assert!(failures.contains(needle), "missing {needle}: {failures}");
+    }
+    assert!(
+        !failures.contains(">shard-1</a>"),
+        "only failing targets are named"
+    );
+
+    // A run waiting for the manager: its risk and how long it has waited.
+    app.migration(&slug, "2", "DROP TABLE accounts;", "").await;
+    app.request_run(&slug, &set, "2").await;
+    let dash = manager.get("/").await;
+    let waiting = &dash.body[..dash.body.find("My runs").unwrap()];
+    // A dropped table outside `prd` is rated medium by the default policy.
+    assert!(
+        waiting.contains("<span class=\"risk risk-medium\">medium</span>"),
+        "{waiting}"
+    );
+    assert!(waiting.contains("<time datetime="), "{waiting}");
+    assert!(waiting.contains("<td>orders-eu</td>"));
+}
