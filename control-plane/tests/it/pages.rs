@@ -359,3 +359,58 @@ async fn the_dashboard_names_failing_targets_and_shows_risk_and_age() {
     assert!(waiting.contains("<time datetime="), "{waiting}");
     assert!(waiting.contains("<td>orders-eu</td>"));
 }
+
+/// Machine times shown as text (`>2026-12-06T18:21:38.242082Z`), not in a
+/// `<time>` element's attributes.
+fn raw_times(body: &str) -> Vec<&str> {
+    let bytes = body.as_bytes();
+    (1..body.len().saturating_sub(19))
+        .filter(|&i| {
+            bytes[i - 1] == b'>'
+                && bytes[i..i + 4].iter().all(u8::is_ascii_digit)
+                && bytes[i + 4] == b'-'
+                && bytes[i + 10] == b'T'
+        })
+        .map(|i| &body[i..i + 19])
+        .collect()
+}
+
+#[tokio::test]
+async fn pages_show_human_times_and_durations() {
+    assert_eq!(
+        raw_times("<td>2026-12-06T18:21:38.242082Z</td><time datetime=\"2026-12-06T18:21:38Z\">"),
+        ["2026-12-06T18:21:38"]
+    );
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    let set = app.db_set(&slug, "orders", "daily").await;
+    let db = common::testing::TestDatabase::create("mh_test_times").await;
+    let target = app.pg_target(&slug, &set, "t1", &db).await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
+    assert_eq!(app.run_up(&slug, &set, "1").await["state"], "succeeded");
+    let admin = TokenBrowser::new(&app, &app.admin);
+    for path in [
+        "/".to_owned(),
+        format!("/targets/{target}"),
+        format!("/projects/{slug}"),
+        format!("/projects/{slug}/migrations/1"),
+        format!("/projects/{slug}/db-sets/{set}"),
+        "/audit".to_owned(),
+        "/tokens".to_owned(),
+        "/admin/users".to_owned(),
+        "/admin/workers".to_owned(),
+    ] {
+        let page = admin.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        assert!(
+            raw_times(&page.body).is_empty(),
+            "{path}: {:?}",
+            raw_times(&page.body)
+        );
+    }
+    let page = admin.get(&format!("/targets/{target}")).await;
+    assert!(page.body.contains("<time datetime="), "{}", page.body);
+    let audit = admin.get("/audit").await;
+    assert!(audit.body.contains("<time datetime="));
+}
