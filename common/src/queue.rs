@@ -43,6 +43,61 @@ pub async fn waiting_per_pool(
     .await
 }
 
+/// What waits in one pool's queue, for the fleet page.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct Backlog {
+    pub pool: String,
+    /// Due now, for executions still to run.
+    pub due: i64,
+    /// Due later (`not_before`, the next maintenance window).
+    pub later: i64,
+    /// Left from executions that will not run any more (cancelled or
+    /// finished): a worker drops them unrun when it reaches them.
+    pub left_over: i64,
+    /// How long the oldest due job has been due, in seconds.
+    pub oldest_due_seconds: Option<f64>,
+}
+
+/// The waiting jobs of every pool that has any, by pool name.
+pub async fn backlog(conn: &mut sqlx::PgConnection) -> Result<Vec<Backlog>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT substr(j.job_type, length($1) + 1) AS pool,
+                count(*) FILTER (WHERE live AND j.run_at <= now()) AS due,
+                count(*) FILTER (WHERE live AND j.run_at > now()) AS later,
+                count(*) FILTER (WHERE NOT live) AS left_over,
+                extract(epoch FROM now() - min(j.run_at) FILTER (WHERE live AND j.run_at <= now()))::float8
+                    AS oldest_due_seconds
+         FROM apalis.jobs j
+         LEFT JOIN target_executions e
+                ON e.id = (convert_from(j.job, 'UTF8')::jsonb ->> 'execution_id')::uuid,
+         LATERAL (SELECT COALESCE(e.state IN ('queued', 'waiting_for_window'), false) AS live) l
+         WHERE j.status = 'Pending' AND starts_with(j.job_type, $1)
+         GROUP BY j.job_type ORDER BY 1",
+    )
+    .bind(PREFIX)
+    .fetch_all(conn)
+    .await
+}
+
+/// Removes the run's jobs that still wait in a queue for an execution that
+/// was cancelled: nothing is left for them to do. (A job that a dead
+/// worker's execution still needs, to be found `interrupted`, stays.)
+pub async fn discard_run(conn: &mut sqlx::PgConnection, run_id: Uuid) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "DELETE FROM apalis.jobs j
+         WHERE j.status = 'Pending' AND starts_with(j.job_type, $1)
+           AND (convert_from(j.job, 'UTF8')::jsonb ->> 'run_id')::uuid = $2
+           AND EXISTS (SELECT 1 FROM target_executions e
+                       WHERE e.id = (convert_from(j.job, 'UTF8')::jsonb ->> 'execution_id')::uuid
+                         AND e.state = 'cancelled')",
+    )
+    .bind(PREFIX)
+    .bind(run_id)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
 /// Makes the waiting jobs of `executions` due at `at` (a time already past:
 /// at once, on every clock, as in [`push`]). Returns how many jobs moved.
 pub async fn reschedule(

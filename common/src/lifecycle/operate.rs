@@ -108,6 +108,8 @@ pub async fn cancel(
     let next = transition(&run, RunEvent::Cancel, "be cancelled")?;
     let cancelled =
         executions::cancel_not_started(conn, run.id, NotStarted::PendingOrQueued, None).await?;
+    // Their jobs would only be dropped by the worker that reaches them.
+    crate::queue::discard_run(conn, run.id).await?;
     runs::set_state(conn, &run, next, Some(caller.id), Some("cancelled")).await?;
     audit::append(
         conn,

@@ -153,36 +153,67 @@ async fn revoke_token(
     Ok(see_other("/admin/users"))
 }
 
-/// The worker fleet: pools, workers, last heartbeat, running jobs, and how
-/// many jobs wait in each pool's queue.
+/// The worker fleet: per pool, the jobs due now, due later and left over,
+/// the oldest due job's age and the workers live, silent and stopped (a
+/// pool with due jobs and no live worker is an alert); then each worker.
 async fn workers_page(
     State(state): State<AppState>,
     viewer: Viewer<rules::Administer>,
 ) -> Result<Html<String>, ApiError> {
     let workers = common::store::workers::list(&state.db).await?;
     let now = time::OffsetDateTime::now_utc();
+    let mut pools: std::collections::BTreeMap<String, PoolView> = Default::default();
     let rows: Vec<Value> = workers
         .iter()
         .map(|w| {
             let age = (now - w.last_heartbeat_at).whole_seconds();
+            // Three missed heartbeats (5 s apart) and the worker counts as gone.
+            let alive = w.stopped_at.is_none() && age < 20;
+            let pool = pools.entry(w.pool.clone()).or_default();
+            match (w.stopped_at.is_some(), alive) {
+                (true, _) => pool.stopped += 1,
+                (false, true) => pool.live += 1,
+                (false, false) => pool.silent += 1,
+            }
+            json!({ "worker": w, "alive": alive })
+        })
+        .collect();
+    for b in common::queue::backlog(&mut *state.db.acquire().await?).await? {
+        let pool = b.pool.clone();
+        pools.entry(pool).or_default().backlog = Some(b);
+    }
+    let pools: Vec<Value> = pools
+        .into_iter()
+        .map(|(name, p)| {
+            let due = p.backlog.as_ref().map_or(0, |b| b.due);
             json!({
-                "worker": w,
-                "age_seconds": age,
-                // Three missed heartbeats (5 s apart) and the worker counts as gone.
-                "alive": w.stopped_at.is_none() && age < 20,
+                "pool": name,
+                "due": due,
+                "later": p.backlog.as_ref().map_or(0, |b| b.later),
+                "left_over": p.backlog.as_ref().map_or(0, |b| b.left_over),
+                "oldest_due_ms": p.backlog.as_ref()
+                    .and_then(|b| b.oldest_due_seconds)
+                    .map(|s| (s * 1000.0) as i64),
+                "live": p.live,
+                "silent": p.silent,
+                "stopped": p.stopped,
+                "alert": due > 0 && p.live == 0,
             })
         })
         .collect();
-    let queues: Vec<(String, i64)> =
-        common::queue::waiting_per_pool(&mut *state.db.acquire().await?)
-            .await?
-            .into_iter()
-            .filter(|(_, waiting)| *waiting > 0)
-            .collect();
     render(
         &state,
         "admin/workers.html",
-        json!({ "workers": rows, "queues": queues.into_iter().map(|(p, n)| json!({"pool": p, "waiting": n})).collect::<Vec<_>>() }),
+        json!({ "workers": rows, "pools": pools }),
         Some(&viewer.plain()),
     )
+}
+
+/// One pool on the fleet page.
+#[derive(Debug, Default)]
+struct PoolView {
+    backlog: Option<common::queue::Backlog>,
+    live: u32,
+    silent: u32,
+    stopped: u32,
 }

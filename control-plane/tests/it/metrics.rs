@@ -128,6 +128,83 @@ async fn admins_see_the_worker_fleet() {
     );
 }
 
+#[tokio::test]
+async fn the_fleet_page_tells_due_from_later_and_alerts_on_a_pool_without_workers() {
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    let set = app.db_set(&slug, "orders", "daily").await;
+    let db = TestDatabase::create("mh_test_backlog").await;
+    let mut target = crate::support::pg_target_json("t1", &db);
+    target["worker_pool"] = serde_json::json!("nobody-home");
+    app.add_target(&slug, &set, target).await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
+    // One run due now, one scheduled for tomorrow, one cancelled.
+    let now_run = app.request_run(&slug, &set, "1").await;
+    app.approve(&now_run).await;
+    app.execute(&now_run).await;
+    let later = app.request_run(&slug, &set, "1").await;
+    app.approve(&later).await;
+    let tomorrow = (time::OffsetDateTime::now_utc() + time::Duration::days(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/runs/{later}/execute"),
+            &app.user,
+            serde_json::json!({ "not_before": tomorrow }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let cancelled = app.request_run(&slug, &set, "1").await;
+    app.approve(&cancelled).await;
+    app.execute(&cancelled).await;
+    let jobs_of = |run: String| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM apalis.jobs
+                 WHERE convert_from(job, 'UTF8')::jsonb ->> 'run_id' = $1",
+            )
+            .bind(run)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(jobs_of(cancelled.clone()).await, 1);
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/runs/{cancelled}/cancel"),
+            &app.user,
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        jobs_of(cancelled).await,
+        0,
+        "a cancelled run's jobs are removed"
+    );
+
+    let (_, body) = app.page("/admin/workers", &app.admin).await;
+    let row = &body[body
+        .find("<code>nobody-home</code>")
+        .expect("the pool is listed")..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(
+        row.contains("<td>1 <strong class=\"badge badge-bad\">no live worker</strong></td>"),
+        "{row}"
+    );
+    assert!(row.contains("<td>1</td>"), "one scheduled later: {row}");
+    assert!(row.contains("<td>0</td>"), "nothing left over: {row}");
+    assert!(row.contains("0 live"), "{row}");
+    assert!(
+        body.contains("Pool <code>nobody-home</code> has 1 job due and no live worker"),
+        "{body}"
+    );
+}
+
 /// Anyone can send any method and any path: neither may add label values
 /// (each would be a new series, with histogram buckets, for the life of
 /// the process).
