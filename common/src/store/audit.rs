@@ -305,3 +305,67 @@ pub async fn list(pool: &PgPool, f: &Filter) -> Result<Vec<AuditRow>, sqlx::Erro
     .fetch_all(pool)
     .await
 }
+
+/// The actions the log holds, by name (a loose scan of the action index:
+/// one probe per distinct action, whatever the log's length).
+pub async fn actions(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "WITH RECURSIVE a(action) AS (
+             (SELECT action FROM audit_log ORDER BY action LIMIT 1)
+             UNION ALL
+             SELECT (SELECT l.action FROM audit_log l WHERE l.action > a.action
+                     ORDER BY l.action LIMIT 1)
+             FROM a WHERE a.action IS NOT NULL)
+         SELECT action FROM a WHERE action IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// What an id in the log names, for people: a run, target, execution,
+/// project, DB set, user, worker or migration, with its page when it has one.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Named {
+    pub id: Uuid,
+    pub label: String,
+    pub href: Option<String>,
+}
+
+/// The names of those of `ids` that the tool database knows.
+pub async fn names(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Named>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(
+        "SELECT r.id, 'run ' || left(r.id::text, 8) || ' (' || p.slug || ': ' || r.direction || ' to '
+                || r.target_version || ' on ' || r.environment || ')' AS label,
+                '/runs/' || r.id AS href
+         FROM runs r JOIN projects p ON p.id = r.project_id WHERE r.id = ANY($1)
+         UNION ALL
+         SELECT t.id, 'target ' || t.name || ' (' || p.slug || ' / ' || d.name || ')',
+                '/targets/' || t.id
+         FROM targets t JOIN db_sets d ON d.id = t.db_set_id JOIN projects p ON p.id = d.project_id
+         WHERE t.id = ANY($1)
+         UNION ALL
+         SELECT e.id, 'target ' || t.name || ' in run ' || left(e.run_id::text, 8), '/runs/' || e.run_id
+         FROM target_executions e JOIN targets t ON t.id = e.target_id WHERE e.id = ANY($1)
+         UNION ALL
+         SELECT p.id, 'project ' || p.slug, '/projects/' || p.slug FROM projects p WHERE p.id = ANY($1)
+         UNION ALL
+         SELECT d.id, 'DB set ' || d.name || ' (' || p.slug || ')',
+                '/projects/' || p.slug || '/db-sets/' || d.id
+         FROM db_sets d JOIN projects p ON p.id = d.project_id WHERE d.id = ANY($1)
+         UNION ALL
+         SELECT u.id, u.email, NULL FROM users u WHERE u.id = ANY($1)
+         UNION ALL
+         SELECT w.id, 'worker ' || w.hostname || ' (pool ' || w.pool || ')', '/admin/workers'
+         FROM workers w WHERE w.id = ANY($1)
+         UNION ALL
+         SELECT m.id, 'migration ' || m.version || ' (' || p.slug || ')',
+                '/projects/' || p.slug || '/migrations/' || m.version
+         FROM migrations m JOIN projects p ON p.id = m.project_id WHERE m.id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+}

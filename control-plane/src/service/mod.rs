@@ -4,6 +4,7 @@
 //! read models both answer with. Neither adapter imports the other; both
 //! import this.
 
+pub mod audit;
 pub mod db_sets;
 pub mod environments;
 pub mod inventory;

@@ -269,20 +269,14 @@ async fn audit(
     let mut rows = audit_store::list(&state.db, &filter).await?;
     let next_cursor = (rows.len() as i64 > limit).then(|| rows[limit as usize - 1].seq);
     rows.truncate(limit as usize);
-    let rows: Vec<Value> = rows
-        .into_iter()
-        .map(|r| {
-            json!({
-                "seq": r.seq,
-                "at": r.at.format(&Rfc3339).unwrap_or_default(),
-                "actor": r.actor,
-                "action": r.action,
-                "object": format!("{}:{}", r.object_type, r.object_id),
-                "details": r.details.to_string(),
-                "ip": r.ip,
-            })
-        })
-        .collect();
+    let rows = crate::service::audit::describe(&state, rows).await?;
+    let actions = audit_store::actions(&state.db).await?;
+    // The chain's state, for admins (who can verify it through the API too).
+    let chain = if viewer.user.can(Capability::Administer) {
+        Some(audit_store::verify(&state.db).await?)
+    } else {
+        None
+    };
     let keep: Vec<(&str, String)> = ["actor", "action", "project", "since", "until"]
         .into_iter()
         .filter_map(|k| text(k).map(|v| (k, v)))
@@ -292,6 +286,8 @@ async fn audit(
         "audit.html",
         json!({
             "rows": rows,
+            "actions": actions,
+            "chain": chain,
             "all_rows": all_rows,
             "can_export": viewer.user.can(Capability::ExportAudit),
             "filter": keep.iter().cloned().collect::<HashMap<_, _>>(),

@@ -414,3 +414,67 @@ async fn pages_show_human_times_and_durations() {
     let audit = admin.get("/audit").await;
     assert!(audit.body.contains("<time datetime="));
 }
+
+#[tokio::test]
+async fn the_audit_log_names_actors_and_objects_and_lists_details() {
+    let app = TestApp::spawn().await;
+    let slug = app.project("shop").await;
+    let set = app.db_set(&slug, "orders", "daily").await;
+    let db = common::testing::TestDatabase::create("mh_test_auditview").await;
+    let target = app.pg_target(&slug, &set, "t1", &db).await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
+    let run = app.run_up(&slug, &set, "1").await;
+    let run_id = run["id"].as_str().unwrap();
+    app.migration(&slug, "2", "CREATE TABLE b (id int);", "")
+        .await;
+    let denied = app.request_run(&slug, &set, "2").await;
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/runs/{denied}/deny"),
+            &app.manager,
+            serde_json::json!({ "reason": crate::support::XSS }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let admin = TokenBrowser::new(&app, &app.admin);
+    let page = admin.get("/audit").await;
+    assert_eq!(page.status, StatusCode::OK);
+    for needle in [
+        // The chain's state at the top, for admins.
+        "Hash chain verified through #",
+        // A worker by host and pool, linked to the fleet (links are
+        // escaped like any value: `/` is `&#x2f;`).
+        "<a href=\"&#x2f;admin&#x2f;workers\">worker ",
+        "(pool default)</a>",
+        // A run and a target by name, linked to their pages.
+        &format!(
+            "<a href=\"&#x2f;runs&#x2f;{run_id}\">run {} (shop: up to 1 on daily)</a>",
+            &run_id[..8]
+        ),
+        &format!("<a href=\"&#x2f;targets&#x2f;{target}\">target t1 (shop &#x2f; orders)</a>"),
+        // Details as fields, the JSON on demand; the known actions as a list.
+        "<dt>reason</dt>",
+        "<summary>All details (JSON)</summary>",
+        "<option>run.requested</option>",
+    ] {
+        assert!(
+            page.body.contains(needle),
+            "missing {needle}: {}",
+            page.body
+        );
+    }
+    crate::support::assert_escaped(&page.body, crate::support::XSS, "the audit page");
+    let filtered = admin.get("/audit?action=run.denied").await;
+    assert!(
+        filtered
+            .body
+            .contains("<option selected>run.denied</option>")
+    );
+    assert_eq!(filtered.body.matches("<code>run.denied</code>").count(), 1);
+    assert!(!filtered.body.contains("<code>run.requested</code>"));
+    // Managers read every row but do not see the chain's state.
+    let manager = TokenBrowser::new(&app, &app.manager).get("/audit").await;
+    assert!(!manager.body.contains("Hash chain"));
+}
