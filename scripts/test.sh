@@ -15,6 +15,11 @@ bash scripts/ensure-services.sh
 # The sign-in tests start the development identity provider many times in
 # parallel; install its npm dependencies once, up front.
 MH_IDP_INSTALL_ONLY=1 bash deploy/dev-idp/start.sh
+# axe-core, which the browser tests inject into every page they visit.
+if [[ ! -f control-plane/tests/a11y/node_modules/axe-core/axe.min.js ]]; then
+    info "installing axe-core for the accessibility checks"
+    npm ci --prefix control-plane/tests/a11y --no-audit --no-fund >&2
+fi
 
 args=(run --workspace --no-fail-fast)
 if [[ ${CI:-} == true ]]; then

@@ -178,12 +178,27 @@ async fn scenario(app: Arc<TestApp>, chrome: Arc<Chrome>) {
     let set = app.db_set(&slug, "orders", "daily").await;
     let pg = TestDatabase::create("mh_test_e2e").await;
     let maria = TestMysqlDatabase::create("mh_test_e2e").await;
-    app.pg_target(&slug, &set, "orders-pg", &pg).await;
+    let pg_target = app.pg_target(&slug, &set, "orders-pg", &pg).await;
     app.mysql_target(&slug, &set, "orders-maria", &maria).await;
+
+    // 0. The accessibility check finds what it must: an unlabelled field
+    //    and an image without text on a page made for it.
+    let user = chrome.session("user").await;
+    user.goto("data:text/html,<!doctype html><html lang=en><title>t</title><main><img src=x.png><input type=text></main></html>")
+        .await;
+    let found: Vec<String> = user
+        .violations()
+        .await
+        .iter()
+        .map(|v| v["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        found.contains(&"image-alt".to_owned()) && found.contains(&"label".to_owned()),
+        "axe-core finds the planted violations: {found:?}"
+    );
 
     // 1. The user opens the project, is sent to sign in, and signs in
     //    through the identity provider's login page.
-    let user = chrome.session("user").await;
     user.goto(&app.url(&format!("/projects/{slug}"))).await;
     sign_in(&user, USER).await;
     user.css("main h1").await;
@@ -340,6 +355,27 @@ async fn scenario(app: Arc<TestApp>, chrome: Arc<Chrome>) {
             .await;
     }
     manager.shot("audit-all").await;
+
+    // 8. The pages a DBA opens next, each checked for accessibility: the
+    //    dashboard, the DB set as a fleet, a target, its schema.
+    for (path, what, step) in [
+        ("/".to_owned(), "main h1", "dashboard"),
+        (
+            format!("/projects/{slug}/db-sets/{set}"),
+            "#fleet-summary",
+            "db-set-fleet",
+        ),
+        (format!("/targets/{pg_target}"), "main h1", "target"),
+        (
+            format!("/targets/{pg_target}/schema"),
+            "#drift",
+            "target-schema",
+        ),
+    ] {
+        manager.goto(&app.url(&path)).await;
+        manager.css(what).await;
+        manager.shot(step).await;
+    }
     user.goto(&app.url("/audit")).await;
     user.xpath(
         "//table[contains(@class,'audit')]//tr[td[4]/code='run.executed']",

@@ -248,14 +248,61 @@ impl Session {
             .unwrap_or_else(|e| panic!("{}: title: {e}", self.name))
     }
 
-    /// Saves a screenshot as `NN-<session>-<step>.png`.
+    /// Checks the page with axe-core, then saves a screenshot as
+    /// `NN-<session>-<step>.png`: every page the browser tests show is
+    /// checked for accessibility.
     pub async fn shot(&self, step: &str) -> PathBuf {
+        self.accessible(step).await;
         let png = self
             .client
             .screenshot()
             .await
             .unwrap_or_else(|e| panic!("{}: screenshot: {e}", self.name));
         self.save(&png, step).expect("write the screenshot")
+    }
+
+    /// Runs axe-core on the page; panics listing every `serious` or
+    /// `critical` violation.
+    pub async fn accessible(&self, step: &str) {
+        let violations = self.violations().await;
+        if !violations.is_empty() {
+            let url = self.current_url().await;
+            panic!(
+                "{}: {step} ({url}) has {} serious or critical accessibility violation(s):\n{}",
+                self.name,
+                violations.len(),
+                serde_json::to_string_pretty(&violations).unwrap_or_default()
+            );
+        }
+    }
+
+    /// The page's `serious` and `critical` violations as axe-core (npm
+    /// `axe-core`, installed by scripts/test.sh) finds them:
+    /// `[{id, impact, help, nodes}]`.
+    pub async fn violations(&self) -> Vec<Value> {
+        let axe = axe_source();
+        self.client
+            .execute(&format!("{axe}\nreturn true;"), vec![])
+            .await
+            .unwrap_or_else(|e| panic!("{}: injecting axe-core: {e}", self.name));
+        let found = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, { resultTypes: ['violations'] })
+                    .then(r => done(r.violations
+                        .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                        .map(v => ({ id: v.id, impact: v.impact, help: v.help,
+                                     nodes: v.nodes.slice(0, 5).map(n => n.html) }))))
+                    .catch(e => done([{ id: 'axe-error', impact: 'critical', help: String(e), nodes: [] }]));",
+                vec![],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{}: running axe-core: {e}", self.name));
+        match found {
+            Value::Array(violations) => violations,
+            other => panic!("{}: axe-core answered {other}", self.name),
+        }
     }
 
     fn save(&self, png: &[u8], step: &str) -> std::io::Result<PathBuf> {
@@ -346,4 +393,20 @@ pub fn literal(text: &str) -> String {
     } else {
         format!("'{text}'")
     }
+}
+
+/// axe-core's script, read once.
+fn axe_source() -> &'static str {
+    static AXE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    AXE.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/a11y/node_modules/axe-core/axe.min.js");
+        std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; the browser tests need npm `axe-core`: run scripts/test.sh, or \
+                 `npm ci --prefix control-plane/tests/a11y`",
+                path.display()
+            )
+        })
+    })
 }
