@@ -23,6 +23,20 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// The order a DB set's targets are listed in.
+    #[derive(Default)]
+    Sort {
+        /// By name (the default).
+        #[default]
+        Name => "name",
+        /// The most migrations behind first, then by name.
+        Behind => "behind",
+        /// The most recently run first (never run last), then by name.
+        LastRun => "last_run",
+    }
+);
+
 /// A DB set's live targets counted by where they stand.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::fleet::{Counts, StateFilter};
+use crate::domain::fleet::{Counts, Sort, StateFilter};
 
 /// One target of a DB set, where it stands.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -51,26 +51,47 @@ const STANDINGS: &str = "WITH s AS (
         ORDER BY e.started_at DESC LIMIT 1) l ON true
     WHERE t.db_set_id = $1 AND t.deleted_at IS NULL)";
 
-/// A page of the DB set's targets (by name, after `after`) that match
-/// `filter`, where each stands.
+/// Which page of a DB set's targets: after a name (in name order), or
+/// after so many (in the other orders).
+#[derive(Debug, Clone, Copy)]
+pub enum Paging<'a> {
+    Start,
+    AfterName(&'a str),
+    Offset(i64),
+}
+
+/// A page of the DB set's targets that match `filter`, in `sort` order,
+/// where each stands.
 pub async fn standings(
     conn: &mut PgConnection,
     db_set_id: Uuid,
     filter: Option<StateFilter>,
-    after: Option<&str>,
+    sort: Sort,
+    from: Paging<'_>,
     limit: i64,
 ) -> Result<Vec<TargetStanding>, sqlx::Error> {
+    let (after, offset) = match from {
+        Paging::Start => (None, 0),
+        Paging::AfterName(name) => (Some(name), 0),
+        Paging::Offset(n) => (None, n.max(0)),
+    };
+    let order = match sort {
+        Sort::Name => "name",
+        Sort::Behind => "pending DESC, name",
+        Sort::LastRun => "last_run_at DESC NULLS LAST, name",
+    };
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{STANDINGS}
          SELECT target_id, current_version, pending, dirty, drifted, unreachable,
                 last_run_id, last_run_state, last_run_at
          FROM s WHERE ($2::text IS NULL OR name > $2) AND {}
-         ORDER BY name LIMIT $3",
+         ORDER BY {order} LIMIT $3 OFFSET $4",
         filter_sql(filter)
     )))
     .bind(db_set_id)
     .bind(after)
     .bind(limit)
+    .bind(offset)
     .fetch_all(conn)
     .await
 }

@@ -1,7 +1,7 @@
 //! The routes of `inventory` over [`crate::service::inventory`].
 
 use axum::{Json, extract::State, http::StatusCode};
-use common::domain::Capability;
+use common::domain::{Capability, fleet::Sort};
 use common::store::{
     inventory::{self, DbSetRow, EnvironmentRow, ProjectRow, TargetRow},
     workers::{self, WorkerRow},
@@ -178,7 +178,7 @@ pub(crate) async fn list_db_sets(
     responses(
         (status = 200, description = "The DB set with its targets, where each stands (version, pending migrations, dirty, drifted, unreachable, last run) and the counts", body = DbSetView),
         (status = 404, description = "`not_found`: no such project or DB set", body = ErrorBody),
-        (status = 422, description = "`invalid_field`: `state`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `state` or `sort`", body = ErrorBody),
     ))]
 pub(crate) async fn get_db_set(
     State(state): State<AppState>,
@@ -195,7 +195,13 @@ pub(crate) async fn get_db_set(
             )
         })?),
     };
-    Ok(Json(db_set_view(&state, &slug, id, filter).await?))
+    let sort = match query.sort.as_deref() {
+        None | Some("") => Sort::default(),
+        Some(text) => text
+            .parse()
+            .map_err(|_| ApiError::invalid("sort", "must be name, behind or last_run"))?,
+    };
+    Ok(Json(db_set_view(&state, &slug, id, filter, sort).await?))
 }
 
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
@@ -205,6 +211,9 @@ pub struct DbSetQuery {
     /// `drifted`, `unreachable` (at the last drift scan) or `failed` (in
     /// their last run).
     pub state: Option<String>,
+    /// `name` (default), `behind` (the most migrations behind first) or
+    /// `last_run` (the most recently run first).
+    pub sort: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/projects/{slug}/db-sets/{id}/targets", tag = "targets",

@@ -3,7 +3,7 @@
 use common::{
     domain::{
         Engine, ProjectSlug, TlsMode,
-        fleet::{Counts, StateFilter},
+        fleet::{Counts, Sort, StateFilter},
     },
     store::{
         audit,
@@ -222,17 +222,27 @@ impl DbSetTarget {
 }
 
 /// The DB set `id` of project `slug` with its targets — those that stand
-/// as `filter` says, when given — and the counts over all of them.
+/// as `filter` says, when given, in `sort` order — and the counts over all
+/// of them.
 pub async fn db_set_view(
     state: &AppState,
     slug: &str,
     id: Uuid,
     filter: Option<StateFilter>,
+    sort: Sort,
 ) -> Result<DbSetView, ApiError> {
     let mut conn = state.db.acquire().await?;
     let (_, set) = db_set(&mut conn, slug, id).await?;
     let targets = inventory::list_targets(&mut conn, set.id).await?;
-    let standings = fleet::standings(&mut conn, set.id, filter, None, i64::MAX).await?;
+    let standings = fleet::standings(
+        &mut conn,
+        set.id,
+        filter,
+        sort,
+        fleet::Paging::Start,
+        i64::MAX,
+    )
+    .await?;
     let counts = fleet::counts(&mut conn, set.id).await?;
     Ok(DbSetView {
         id: set.id,

@@ -10,7 +10,11 @@ use axum::{
     response::{Html, Response},
 };
 use common::{
-    domain::{Capability, Engine, TlsMode, baseline::Source, fleet::StateFilter},
+    domain::{
+        Capability, Engine, TlsMode,
+        baseline::Source,
+        fleet::{Sort, StateFilter},
+    },
     store::{
         self,
         inventory::{self, TargetRow},
@@ -117,7 +121,7 @@ async fn render_db_set(
     slug: &str,
     id: Uuid,
     page: Option<&PageQuery>,
-    filter: Option<StateFilter>,
+    listing: Listing,
     extra: Value,
 ) -> Result<Html<String>, ApiError> {
     let limit = page.map_or(PageQuery::DEFAULT, PageQuery::limit);
@@ -128,15 +132,27 @@ async fn render_db_set(
     drop(conn);
     let fleet = crate::service::snapshots::fleet_schema(state, set.id).await?;
     let mut conn = state.db.acquire().await?;
+    let Listing {
+        filter,
+        sort,
+        offset,
+    } = listing;
+    let from = match (sort, cursor) {
+        (Sort::Name, Some(name)) => store::fleet::Paging::AfterName(name),
+        (Sort::Name, None) => store::fleet::Paging::Start,
+        _ => store::fleet::Paging::Offset(offset),
+    };
     let mut standings =
-        store::fleet::standings(&mut conn, set.id, filter, cursor, limit + 1).await?;
+        store::fleet::standings(&mut conn, set.id, filter, sort, from, limit + 1).await?;
     let more = standings.len() as i64 > limit;
     standings.truncate(limit as usize);
     let counts = store::fleet::counts(&mut conn, set.id).await?;
     let targets = with_standings(inventory::list_targets(&mut conn, set.id).await?, standings);
-    let next_cursor = more
+    // The next page: after the last name shown, or so many further on.
+    let next_cursor = (more && sort == Sort::Name)
         .then(|| targets.last().map(|t| t.name.clone()))
         .flatten();
+    let next_offset = (more && sort != Sort::Name).then_some(offset + limit);
     let filters: Vec<Value> = [
         (StateFilter::UpToDate, "up to date", counts.up_to_date),
         (StateFilter::Behind, "behind", counts.behind),
@@ -153,6 +169,9 @@ async fn render_db_set(
         "counts": counts,
         "filter": filter,
         "filters": filters,
+        "sort": sort,
+        "offset": offset,
+        "next_offset": next_offset,
         "project": project,
         "set": set,
         "targets": targets,
@@ -188,22 +207,42 @@ async fn db_set_page(
     viewer: Viewer,
     ApiPath((slug, id)): ApiPath<(String, Uuid)>,
     ApiQuery(page): ApiQuery<PageQuery>,
-    ApiQuery(shown): ApiQuery<StateQuery>,
+    ApiQuery(shown): ApiQuery<ShownQuery>,
 ) -> Result<Html<String>, ApiError> {
-    let filter = match shown.state.as_deref() {
-        None | Some("") => None,
-        Some(text) => Some(
-            text.parse()
-                .map_err(|_| ApiError::invalid("state", "no such state to filter by"))?,
-        ),
+    let listing = Listing {
+        filter: match shown.state.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|_| ApiError::invalid("state", "no such state to filter by"))?,
+            ),
+        },
+        sort: match shown.sort.as_deref() {
+            None | Some("") => Sort::default(),
+            Some(text) => text
+                .parse()
+                .map_err(|_| ApiError::invalid("sort", "no such order"))?,
+        },
+        offset: shown.offset.unwrap_or(0).max(0),
     };
-    render_db_set(&state, &viewer, &slug, id, Some(&page), filter, json!({})).await
+    render_db_set(&state, &viewer, &slug, id, Some(&page), listing, json!({})).await
 }
 
-/// The targets a DB set page lists, by where they stand.
+/// Which of a DB set's targets its page lists, and in what order.
 #[derive(Debug, Default, serde::Deserialize)]
-struct StateQuery {
+struct ShownQuery {
     state: Option<String>,
+    sort: Option<String>,
+    offset: Option<i64>,
+}
+
+/// The targets a DB set page lists: by where they stand, in an order,
+/// from a place in it (name order pages by the last name shown instead).
+#[derive(Debug, Default, Clone, Copy)]
+struct Listing {
+    filter: Option<StateFilter>,
+    sort: Sort,
+    offset: i64,
 }
 
 /// What a refused form showed, minus the password (never sent back) and
@@ -258,7 +297,16 @@ async fn create_target_form(
         Ok(_) => Ok(see_other(&format!("/projects/{slug}/db-sets/{id}"))),
         Err(err) => {
             let extra = json!({ "add": { "form": kept(&form), "errors": field_errors(err)? } });
-            let page = render_db_set(&state, &viewer.plain(), &slug, id, None, None, extra).await?;
+            let page = render_db_set(
+                &state,
+                &viewer.plain(),
+                &slug,
+                id,
+                None,
+                Listing::default(),
+                extra,
+            )
+            .await?;
             Ok(unprocessable(page))
         }
     }
@@ -280,7 +328,16 @@ async fn window_form(
         Ok(_) => Ok(see_other(&format!("/projects/{slug}/db-sets/{id}"))),
         Err(err) => {
             let extra = json!({ "window": { "form": kept(&form), "errors": field_errors(err)? } });
-            let page = render_db_set(&state, &viewer.plain(), &slug, id, None, None, extra).await?;
+            let page = render_db_set(
+                &state,
+                &viewer.plain(),
+                &slug,
+                id,
+                None,
+                Listing::default(),
+                extra,
+            )
+            .await?;
             Ok(unprocessable(page))
         }
     }
@@ -333,7 +390,16 @@ async fn bulk_form(
         Ok(_) => Ok(see_other(&format!("/projects/{slug}/db-sets/{id}"))),
         Err(err) => {
             let extra = json!({ "bulk": { "form": kept(&form), "errors": bulk_errors(err)? } });
-            let page = render_db_set(&state, &viewer.plain(), &slug, id, None, None, extra).await?;
+            let page = render_db_set(
+                &state,
+                &viewer.plain(),
+                &slug,
+                id,
+                None,
+                Listing::default(),
+                extra,
+            )
+            .await?;
             Ok(unprocessable(page))
         }
     }
@@ -392,8 +458,16 @@ async fn edit_target_form(
         Err(err) => {
             let extra =
                 json!({ "edit": { "id": id, "form": kept(&form), "errors": field_errors(err)? } });
-            let page =
-                render_db_set(&state, &viewer.plain(), &slug, set_id, None, None, extra).await?;
+            let page = render_db_set(
+                &state,
+                &viewer.plain(),
+                &slug,
+                set_id,
+                None,
+                Listing::default(),
+                extra,
+            )
+            .await?;
             Ok(unprocessable(page))
         }
     }
@@ -427,7 +501,7 @@ async fn test_form(
         &slug,
         set_id,
         None,
-        None,
+        Listing::default(),
         json!({ "probe": result }),
     )
     .await

@@ -60,9 +60,12 @@ async fn the_db_set_says_where_each_target_stands() {
     );
     assert!(first.get("password").is_none() && first.get("target_id").is_none());
 
-    // Version 2 comes; shard-2 drifts by hand; shard-3 becomes unreachable.
+    // Version 2 comes; shard-2 drifts by hand; shard-3 becomes unreachable;
+    // shard-9 joins, never migrated.
     app.migration(&slug, "2", "CREATE INDEX accounts_id ON accounts (id);", "")
         .await;
+    let late = TestDatabase::create("mh_test_fleetview").await;
+    app.pg_target(&slug, &set, "shard-9", &late).await;
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&dbs[1].url)
         .await
         .unwrap();
@@ -94,7 +97,7 @@ async fn the_db_set_says_where_each_target_stands() {
 
     let (_, body) = app.get(&path, &app.user).await;
     assert_eq!(
-        body["summary"], "3 behind, 1 drifted, 1 unreachable at the last check",
+        body["summary"], "4 behind, 1 drifted, 1 unreachable at the last check",
         "{body}"
     );
     assert_eq!(body["counts"]["latest_version"], "2");
@@ -109,9 +112,22 @@ async fn the_db_set_says_where_each_target_stands() {
     let (_, drifted) = app.get(&format!("{path}?state=drifted"), &app.user).await;
     assert_eq!(names(&drifted), ["shard-2"]);
     assert_eq!(
-        drifted["counts"]["total"], 3,
+        drifted["counts"]["total"], 4,
         "the counts cover every target"
     );
+    // Orders: by name, the most behind first, the most recently run first.
+    let (_, by_name) = app.get(&path, &app.user).await;
+    assert_eq!(
+        names(&by_name),
+        ["shard-1", "shard-2", "shard-3", "shard-9"]
+    );
+    let (_, behind) = app.get(&format!("{path}?sort=behind"), &app.user).await;
+    assert_eq!(names(&behind)[0], "shard-9", "{behind}");
+    assert_eq!(behind["targets"][0]["pending"], 2);
+    let (_, recent) = app.get(&format!("{path}?sort=last_run"), &app.user).await;
+    assert_eq!(names(&recent)[3], "shard-9", "never run: last");
+    let (status, _) = app.get(&format!("{path}?sort=size"), &app.user).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let (_, none) = app
         .get(&format!("{path}?state=up_to_date"), &app.user)
         .await;
@@ -125,8 +141,8 @@ async fn the_db_set_says_where_each_target_stands() {
     let page = user.get(&format!("/projects/{slug}/db-sets/{set}")).await;
     assert_eq!(page.status, StatusCode::OK);
     for needle in [
-        "<strong>3 behind, 1 drifted, 1 unreachable at the last check</strong>",
-        "<th>Version</th><th>State</th><th>Last run</th>",
+        "<strong>4 behind, 1 drifted, 1 unreachable at the last check</strong>",
+        "title=\"the most migrations behind first\">Version</a></th><th>State</th>",
         "<code>1</code> <span class=\"muted\">(1 behind)</span>",
         ">drifted</a>",
         ">unreachable at the last check</span>",
@@ -143,6 +159,24 @@ async fn the_db_set_says_where_each_target_stands() {
         .get(&format!("/projects/{slug}/db-sets/{set}?state=unreachable"))
         .await;
     assert!(page.body.contains(">shard-3</a>") && !page.body.contains(">shard-1</a>"));
+    let page = user
+        .get(&format!(
+            "/projects/{slug}/db-sets/{set}?sort=behind&limit=1"
+        ))
+        .await;
+    assert!(page.body.contains(">shard-9</a>") && !page.body.contains(">shard-1</a>"));
+    assert!(
+        page.body
+            .contains("sort=behind&amp;offset=1#targets\">More →</a>"),
+        "{}",
+        page.body
+    );
+    let page = user
+        .get(&format!(
+            "/projects/{slug}/db-sets/{set}?sort=behind&limit=1&offset=1"
+        ))
+        .await;
+    assert!(page.body.contains(">shard-1</a>") && !page.body.contains(">shard-9</a>"));
     let page = user
         .get(&format!("/projects/{slug}/db-sets/{set}?state=dirty"))
         .await;
