@@ -297,16 +297,7 @@ async fn create_target_form(
         Ok(_) => Ok(see_other(&format!("/projects/{slug}/db-sets/{id}"))),
         Err(err) => {
             let extra = json!({ "add": { "form": kept(&form), "errors": field_errors(err)? } });
-            let page = render_db_set(
-                &state,
-                &viewer.plain(),
-                &slug,
-                id,
-                None,
-                Listing::default(),
-                extra,
-            )
-            .await?;
+            let page = db_set_again(&state, &viewer.plain(), &slug, id, extra).await?;
             Ok(unprocessable(page))
         }
     }
@@ -328,16 +319,7 @@ async fn window_form(
         Ok(_) => Ok(see_other(&format!("/projects/{slug}/db-sets/{id}"))),
         Err(err) => {
             let extra = json!({ "window": { "form": kept(&form), "errors": field_errors(err)? } });
-            let page = render_db_set(
-                &state,
-                &viewer.plain(),
-                &slug,
-                id,
-                None,
-                Listing::default(),
-                extra,
-            )
-            .await?;
+            let page = db_set_again(&state, &viewer.plain(), &slug, id, extra).await?;
             Ok(unprocessable(page))
         }
     }
@@ -390,16 +372,7 @@ async fn bulk_form(
         Ok(_) => Ok(see_other(&format!("/projects/{slug}/db-sets/{id}"))),
         Err(err) => {
             let extra = json!({ "bulk": { "form": kept(&form), "errors": bulk_errors(err)? } });
-            let page = render_db_set(
-                &state,
-                &viewer.plain(),
-                &slug,
-                id,
-                None,
-                Listing::default(),
-                extra,
-            )
-            .await?;
+            let page = db_set_again(&state, &viewer.plain(), &slug, id, extra).await?;
             Ok(unprocessable(page))
         }
     }
@@ -458,16 +431,7 @@ async fn edit_target_form(
         Err(err) => {
             let extra =
                 json!({ "edit": { "id": id, "form": kept(&form), "errors": field_errors(err)? } });
-            let page = render_db_set(
-                &state,
-                &viewer.plain(),
-                &slug,
-                set_id,
-                None,
-                Listing::default(),
-                extra,
-            )
-            .await?;
+            let page = db_set_again(&state, &viewer.plain(), &slug, set_id, extra).await?;
             Ok(unprocessable(page))
         }
     }
@@ -495,16 +459,26 @@ async fn test_form(
     let mut result = json!(probe);
     result["target_id"] = json!(target.id);
     result["target_name"] = json!(target.name);
-    render_db_set(
+    db_set_again(
         &state,
         &viewer.plain(),
         &slug,
         set_id,
-        None,
-        Listing::default(),
         json!({ "probe": result }),
     )
     .await
+}
+
+/// The DB set page as first shown, with `extra`: a refused form's input and
+/// errors, or a connection test's result.
+async fn db_set_again(
+    state: &AppState,
+    viewer: &Viewer,
+    slug: &str,
+    id: Uuid,
+    extra: Value,
+) -> Result<Html<String>, ApiError> {
+    render_db_set(state, viewer, slug, id, None, Listing::default(), extra).await
 }
 
 /// What the hub knows about the target, and whether the target's own
