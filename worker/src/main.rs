@@ -76,7 +76,13 @@ async fn serve(settings: WorkerSettings) -> anyhow::Result<()> {
             "the tool database schema is not current: migrate it with the control plane first"
         );
     }
+    // Before any work is claimed: a port taken by another worker on this
+    // host stops this one here, naming the setting (`:0` picks a free port).
     let metrics = worker::metrics::bind(settings.metrics_listen).await?;
+    tracing::info!(
+        listen = %metrics.local_addr().context("reading the metrics address")?,
+        "metrics endpoint listening"
+    );
     tokio::spawn(async move {
         if let Err(err) = worker::metrics::serve(metrics).await {
             tracing::error!(error = %err, "metrics endpoint stopped");

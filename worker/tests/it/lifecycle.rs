@@ -250,3 +250,92 @@ async fn binary_executes_jobs_and_stops_gracefully_on_sigterm() {
             .unwrap();
     assert!(stopped);
 }
+
+#[tokio::test]
+async fn a_taken_metrics_port_stops_the_worker_in_one_line_and_port_zero_picks_a_free_one() {
+    use tokio::io::AsyncBufReadExt;
+
+    let hub = TestHub::new().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let output = tokio::time::timeout(
+        crate::support::DEADLINE,
+        worker_command(&hub)
+            .env("MH_METRICS_LISTEN", addr.to_string())
+            .output(),
+    )
+    .await
+    .expect("the worker exits")
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("worker: "))
+        .collect();
+    assert_eq!(said.len(), 1, "{stderr}");
+    assert!(
+        said[0].contains(&format!("MH_METRICS_LISTEN {addr}")) && said[0].contains("in use"),
+        "{stderr}"
+    );
+    let registered: i64 = sqlx::query_scalar("SELECT count(*) FROM workers WHERE pool = $1")
+        .bind(&hub.pool_name)
+        .fetch_one(&hub.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        registered, 0,
+        "it stopped before registering or claiming anything"
+    );
+    drop(taken);
+
+    // `127.0.0.1:0`: a free port, said in the log, serving the metrics.
+    let mut child = worker_command(&hub).spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let listen = tokio::time::timeout(crate::support::DEADLINE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if entry["message"] == "metrics endpoint listening" {
+                return entry["listen"].as_str().unwrap().to_owned();
+            }
+        }
+        panic!("the worker ended without saying where its metrics are");
+    })
+    .await
+    .expect("the worker says where its metrics are");
+    assert!(
+        listen.starts_with("127.0.0.1:") && !listen.ends_with(":0"),
+        "{listen}"
+    );
+    let body = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(&listen).await.unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: worker\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.unwrap();
+        body
+    };
+    assert!(body.starts_with("HTTP/1.0 200"), "{body}");
+    assert!(
+        body.contains("content-type: text/plain; version=0.0.4"),
+        "{body}"
+    );
+    // Registered (and listening for SIGTERM) before it is asked to stop.
+    assert_eq!(hub.registered_concurrency().await, Some(4));
+    // Keep reading what it says, as a terminal would, while it stops.
+    let rest = tokio::spawn(async move {
+        let mut said = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            said.push(line);
+        }
+        said.join("\n")
+    });
+    let (status, _) = terminate(child).await;
+    let said = rest.await.unwrap();
+    assert!(status.success(), "{status}: {said}");
+}
