@@ -599,6 +599,19 @@ pub async fn list_targets(
     .await
 }
 
+/// The live targets among `ids` (one page of a DB set), in no order.
+pub async fn targets_by_ids(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<TargetRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {TARGET_COLUMNS} FROM targets t WHERE t.id = ANY($1) AND t.deleted_at IS NULL"
+    )))
+    .bind(ids)
+    .fetch_all(conn)
+    .await
+}
+
 /// How many live targets each live DB set of the project has.
 pub async fn target_counts(
     pool: &PgPool,

@@ -147,7 +147,9 @@ async fn render_db_set(
     let more = standings.len() as i64 > limit;
     standings.truncate(limit as usize);
     let counts = store::fleet::counts(&mut conn, set.id).await?;
-    let targets = with_standings(inventory::list_targets(&mut conn, set.id).await?, standings);
+    // Only the page's targets are read, whatever the fleet's size.
+    let ids: Vec<Uuid> = standings.iter().map(|s| s.target_id).collect();
+    let targets = with_standings(inventory::targets_by_ids(&mut conn, &ids).await?, standings);
     // The next page: after the last name shown, or so many further on.
     let next_cursor = (more && sort == Sort::Name)
         .then(|| targets.last().map(|t| t.name.clone()))
