@@ -17,6 +17,24 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION public.announce_run_change() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_notify('migrate_hub_changes', 'run:' || NEW.id::text);
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION public.announce_run_part_change() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_notify('migrate_hub_changes', 'run:' || COALESCE(NEW.run_id, OLD.run_id)::text);
+    RETURN NULL;
+END
+$$;
+
 CREATE FUNCTION public.audit_log_append_only() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -619,7 +637,13 @@ CREATE INDEX workers_pool_idx ON public.workers USING btree (pool, last_heartbea
 
 CREATE TRIGGER api_tokens_announce_change AFTER INSERT OR DELETE OR UPDATE OF role, expires_at, revoked_at, user_id ON public.api_tokens FOR EACH ROW EXECUTE FUNCTION public.announce_identity_change('token');
 
+CREATE TRIGGER approvals_announce_change AFTER INSERT OR DELETE OR UPDATE ON public.approvals FOR EACH ROW EXECUTE FUNCTION public.announce_run_part_change();
+
 CREATE TRIGGER audit_log_no_update BEFORE DELETE OR UPDATE ON public.audit_log FOR EACH ROW EXECUTE FUNCTION public.audit_log_append_only();
+
+CREATE TRIGGER runs_announce_change AFTER UPDATE ON public.runs FOR EACH ROW EXECUTE FUNCTION public.announce_run_change();
+
+CREATE TRIGGER target_executions_announce_change AFTER INSERT OR UPDATE ON public.target_executions FOR EACH ROW EXECUTE FUNCTION public.announce_run_part_change();
 
 CREATE TRIGGER users_announce_change AFTER DELETE OR UPDATE OF role, disabled ON public.users FOR EACH ROW EXECUTE FUNCTION public.announce_identity_change('user');
 

@@ -138,8 +138,14 @@ pub async fn serve(
     ));
     let changes = tokio::spawn(crate::changes::listen_forever(
         state.db.clone(),
-        state.writes.clone(),
+        crate::changes::Listeners {
+            writes: state.writes.clone(),
+            runs: state.run_reads.clone(),
+            live: state.live.clone(),
+        },
     ));
+    let sweeps = tokio::spawn(crate::dead_workers::sweep_forever(state.db.clone()));
+    let live = state.live.clone();
     let app = router(state);
     // hyper's own refusals get the answers the app renders for them; the
     // no-op tap makes the peer address available as `ConnectInfo`.
@@ -149,12 +155,18 @@ pub async fn serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        // Live streams never end by themselves: end them, or the
+        // connections they hold keep the server from stopping.
+        live.close();
+    })
     .await;
     cleanup.abort();
     notifications.abort();
     retention.abort();
     changes.abort();
+    sweeps.abort();
     result
 }
 

@@ -48,7 +48,11 @@ pub fn handle() -> &'static PrometheusHandle {
         );
         metrics::describe_counter!(
             "migrate_hub_changes_heard_total",
-            "Changes made elsewhere heard by this replica; each retires its shared reads."
+            "Changes made elsewhere heard by this replica, by kind: identity (retires every shared read), run (retires that run's reads and wakes its live streams)."
+        );
+        metrics::describe_counter!(
+            "migrate_hub_executions_interrupted_total",
+            "Running executions this replica marked interrupted because their worker was dead."
         );
     });
     handle

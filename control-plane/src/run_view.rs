@@ -2,11 +2,15 @@
 //! and the snapshot shared by everyone watching one (`AppState::run_reads`),
 //! with what is rendered from it once for all of them.
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    collections::BTreeMap,
+    hash::{Hash, Hasher},
+    sync::{Arc, OnceLock},
+};
 
 use axum::body::Bytes;
 use common::{
-    domain::{Direction, RunState},
+    domain::{Direction, RunState, pools::PoolWithoutWorker},
     review::run::RunReview,
     store::{
         runs::{self, ApprovalRow, ExecutionRow, RunRecord, RunRow, TransitionRow},
@@ -96,6 +100,10 @@ pub struct RunView {
     /// hub), for the approvers to see; under `on_drift: block` their
     /// executions are refused.
     pub drifted_targets: Vec<DriftedTarget>,
+    /// While the run is approved, queued or running: the worker pools its
+    /// remaining targets need that no live worker serves ("no worker of
+    /// pool `eu` seen for 4 min") — the run waits until one starts.
+    pub pools_without_workers: Vec<PoolWithoutWorker>,
 }
 
 /// A migration as the run pinned it.
@@ -122,6 +130,7 @@ impl From<RunRecord> for RunView {
             project_name,
             db_set_name,
             drifted,
+            pools_without_workers,
         } = record;
         let requirement = approval_policy
             .as_ref()
@@ -175,6 +184,7 @@ impl From<RunRecord> for RunView {
             targets: executions,
             history: transitions,
             drifted_targets: drifted,
+            pools_without_workers,
         }
     }
 }
@@ -198,6 +208,61 @@ pub struct RunSnapshot {
     /// The run page's parts, rendered by the first page request that needs
     /// them.
     pub pages: OnceLock<Arc<RunPages>>,
+    /// What the run's live streams say, made by the first stream that
+    /// needs it.
+    stream: OnceLock<Arc<StreamParts>>,
+}
+
+/// The `run` event of a run's live stream: its state and how far it got.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RunProgress<'a> {
+    pub id: Uuid,
+    pub state: RunState,
+    pub state_reason: Option<&'a str>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// The run's targets.
+    pub total: usize,
+    /// Targets by execution state (states no target is in are left out).
+    pub counts: BTreeMap<&'static str, usize>,
+    pub pools_without_workers: &'a [PoolWithoutWorker],
+}
+
+/// One event's data, with a hash to tell whether it changed.
+#[derive(Debug)]
+pub struct StreamPart {
+    pub hash: u64,
+    pub json: String,
+}
+
+impl StreamPart {
+    fn of(value: &impl Serialize) -> Result<Self, ApiError> {
+        let json = serde_json::to_string(value).map_err(anyhow::Error::from)?;
+        let mut hasher = std::hash::DefaultHasher::new();
+        json.hash(&mut hasher);
+        Ok(Self {
+            hash: hasher.finish(),
+            json,
+        })
+    }
+}
+
+/// A run as its live streams say it: the `run` event and one `target`
+/// event per execution, in the run's order.
+#[derive(Debug)]
+pub struct StreamParts {
+    pub run: StreamPart,
+    pub targets: Vec<(Uuid, StreamPart)>,
+    pub is_final: bool,
+}
+
+/// Targets by execution state.
+pub fn counts(targets: &[ExecutionRow]) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for t in targets {
+        *counts.entry(t.state.as_str()).or_insert(0) += 1;
+    }
+    counts
 }
 
 impl RunSnapshot {
@@ -207,7 +272,36 @@ impl RunSnapshot {
             view,
             json: OnceLock::new(),
             pages: OnceLock::new(),
+            stream: OnceLock::new(),
         }
+    }
+
+    /// What the run's live streams say about this read of it.
+    pub fn stream(&self) -> Result<Arc<StreamParts>, ApiError> {
+        if let Some(parts) = self.stream.get() {
+            return Ok(parts.clone());
+        }
+        let view = &self.view;
+        let run = StreamPart::of(&RunProgress {
+            id: view.id,
+            state: view.state,
+            state_reason: view.state_reason.as_deref(),
+            finished_at: view.finished_at,
+            total: view.targets.len(),
+            counts: counts(&view.targets),
+            pools_without_workers: &view.pools_without_workers,
+        })?;
+        let targets = view
+            .targets
+            .iter()
+            .map(|t| Ok((t.id, StreamPart::of(t)?)))
+            .collect::<Result<_, ApiError>>()?;
+        let parts = Arc::new(StreamParts {
+            run,
+            targets,
+            is_final: self.run.state.is_final(),
+        });
+        Ok(self.stream.get_or_init(|| parts).clone())
     }
 
     /// The view as the API's JSON body. The first readers of a snapshot may

@@ -21,7 +21,10 @@
 //! Writes made elsewhere — another replica, a command — that take rights
 //! away (a revoked token, a disabled user, a changed role) are announced by
 //! the tool database and heard by [`crate::changes`], which marks them here
-//! like a write of this process. While that listener is not connected the
+//! like a write of this process. A change to one run (its state, an
+//! approval, a target execution — made by a worker, another replica) is
+//! announced too and retires the reads of that run alone
+//! ([`SharedReads::retire`]). While that listener is not connected the
 //! mark is *deaf*: every request reads for itself, as with `max_age` zero.
 
 use std::{
@@ -153,7 +156,7 @@ pub struct SharedReads<K, V> {
 }
 
 struct Slot<V> {
-    latest: Mutex<Option<Read<V>>>,
+    latest: Mutex<Latest<V>>,
     /// Held while a read of the key runs: waiting requests queue on it.
     reading: tokio::sync::Mutex<()>,
     refreshing: AtomicBool,
@@ -164,10 +167,20 @@ struct Read<V> {
     value: Arc<V>,
 }
 
+/// A slot's latest read, and since when reads of its key are retired by a
+/// change heard for that key alone ([`SharedReads::retire`]).
+struct Latest<V> {
+    read: Option<Read<V>>,
+    retired: Option<Instant>,
+}
+
 impl<V> Default for Slot<V> {
     fn default() -> Self {
         Self {
-            latest: Mutex::new(None),
+            latest: Mutex::new(Latest {
+                read: None,
+                retired: None,
+            }),
             reading: tokio::sync::Mutex::new(()),
             refreshing: AtomicBool::new(false),
         }
@@ -179,7 +192,9 @@ impl<V> Slot<V> {
     /// time it started.
     fn latest_since(&self, floor: Instant) -> Option<(Instant, Arc<V>)> {
         let latest = self.latest.lock().expect("shared read slot");
+        let floor = latest.retired.map_or(floor, |retired| retired.max(floor));
         latest
+            .read
             .as_ref()
             .filter(|r| r.started >= floor)
             .map(|r| (r.started, r.value.clone()))
@@ -187,14 +202,19 @@ impl<V> Slot<V> {
 
     fn store(&self, started: Instant, value: Arc<V>) {
         let mut latest = self.latest.lock().expect("shared read slot");
-        if latest.as_ref().is_none_or(|r| r.started <= started) {
-            *latest = Some(Read { started, value });
+        if latest.read.as_ref().is_none_or(|r| r.started <= started) {
+            latest.read = Some(Read { started, value });
         }
+    }
+
+    fn retire(&self, now: Instant) {
+        let mut latest = self.latest.lock().expect("shared read slot");
+        latest.retired = Some(latest.retired.map_or(now, |r| r.max(now)));
     }
 
     fn started(&self) -> Option<Instant> {
         let latest = self.latest.lock().expect("shared read slot");
-        latest.as_ref().map(|r| r.started)
+        latest.read.as_ref().map(|r| r.started)
     }
 }
 
@@ -244,6 +264,17 @@ where
         let value = Arc::new(timed(self.kind, read()).await?);
         slot.store(started, value.clone());
         Ok(value)
+    }
+
+    /// Retires the reads of `key` made so far: a change to it was heard
+    /// (made elsewhere, and committed), so every request that follows waits
+    /// for a read that started after now. Other keys keep theirs.
+    pub fn retire(&self, key: &K) {
+        let now = Instant::now();
+        let slot = self.slots.lock().expect("shared reads").get(key).cloned();
+        if let Some(slot) = slot {
+            slot.retire(now);
+        }
     }
 
     /// Counts a request served from the latest read or after waiting for
@@ -402,6 +433,35 @@ mod tests {
             2,
             "read after the write"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_heard_for_one_key_retires_its_reads_only() {
+        let (reads, _) = reads(10_000);
+        let count = Arc::new(AtomicUsize::new(0));
+        assert_eq!(*reads.get(1, counting(&count)).await.unwrap(), 1);
+        assert_eq!(*reads.get(2, counting(&count)).await.unwrap(), 2);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        reads.retire(&1);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(
+            *reads.get(1, counting(&count)).await.unwrap(),
+            3,
+            "read again"
+        );
+        assert_eq!(
+            *reads.get(1, counting(&count)).await.unwrap(),
+            3,
+            "then shared"
+        );
+        assert_eq!(
+            *reads.get(2, counting(&count)).await.unwrap(),
+            2,
+            "key 2 kept"
+        );
+        // A key nobody reads yet has nothing to retire.
+        reads.retire(&3);
+        assert_eq!(*reads.get(3, counting(&count)).await.unwrap(), 4);
     }
 
     #[tokio::test(start_paused = true)]

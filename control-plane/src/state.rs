@@ -9,6 +9,7 @@ use sqlx::PgPool;
 
 use crate::{
     auth::{bearer::SharedBearer, oidc::Oidc, rate_limit::RateLimits},
+    live::LiveRuns,
     run_view::RunSnapshot,
     shared_reads::{SharedReads, WriteMark},
     templates,
@@ -32,6 +33,8 @@ pub struct AppState {
     /// The last write this process answered: shared reads older than it
     /// are not served.
     pub writes: Arc<WriteMark>,
+    /// The runs watched live on this replica (`…/events` streams).
+    pub live: Arc<LiveRuns>,
 }
 
 impl AppState {
@@ -48,6 +51,7 @@ impl AppState {
             run_reads: Arc::new(SharedReads::new("run", max_age, writes.clone())),
             token_reads: Arc::new(SharedReads::new("token", max_age, writes.clone())),
             writes,
+            live: Arc::new(LiveRuns::default()),
             limits: Arc::new(RateLimits::new(&settings.rate_limits)),
             settings: Arc::new(settings),
             templates: Arc::new(templates::templates()),

@@ -8,13 +8,10 @@
 use std::time::Duration;
 
 use common::{
-    domain::{Engine, TargetState, window::WindowState},
-    lifecycle,
+    domain::{TargetState, window::WindowState},
+    lifecycle::{self, dead_workers},
     queue::TargetJob,
-    store::{
-        executions::{self, DirtyMark},
-        target_state::DirtyState,
-    },
+    store::{executions, target_state::DirtyState},
 };
 use tracing::Instrument;
 use uuid::Uuid;
@@ -29,9 +26,6 @@ use crate::{
     snapshot::Pending,
 };
 
-/// A worker silent for this long is dead. Three missed heartbeats: the same
-/// silence after which apalis redelivers the worker's jobs.
-const WORKER_DEAD_AFTER: Duration = Duration::from_secs(3 * HEARTBEAT.as_secs());
 /// How long a redelivered job waits for a silent worker to be declared dead
 /// before leaving its execution alone.
 const ORPHAN_WAIT: Duration = Duration::from_secs(6 * HEARTBEAT.as_secs());
@@ -120,15 +114,16 @@ pub async fn run(env: &JobEnv, job: &TargetJob) -> Result<(), JobError> {
 /// A job whose execution is not `queued` any more: cancelled, finished, or
 /// claimed by a worker. apalis redelivers a claimed job when the consumer
 /// that held it went silent; if the claiming worker is indeed dead, its
-/// execution is over — a PostgreSQL target rolled back the migration in
-/// progress and released the lock when the connection died — so it is
-/// marked `interrupted` for the run to settle. Nothing is ever re-applied.
+/// execution is over and is marked `interrupted` by the rule every
+/// control-plane replica applies too ([`dead_workers`]), whichever comes
+/// first. Nothing is ever re-applied.
 async fn settle_orphan(env: &JobEnv, execution_id: Uuid) -> Result<(), JobError> {
     let give_up = tokio::time::Instant::now() + ORPHAN_WAIT;
     loop {
         let dead = with_retry("check the claiming worker", || async move {
             let mut conn = env.db.acquire().await?;
-            executions::running_on_dead_worker(&mut conn, execution_id, WORKER_DEAD_AFTER).await
+            executions::running_on_dead_worker(&mut conn, execution_id, dead_workers::SILENT_AFTER)
+                .await
         })
         .await
         .map_err(|source| JobError {
@@ -144,13 +139,20 @@ async fn settle_orphan(env: &JobEnv, execution_id: Uuid) -> Result<(), JobError>
             }
             Some(true) => {
                 tracing::warn!("the worker running this execution died; marking it interrupted");
-                let outcome = orphan_outcome(env, execution_id).await?;
-                return report::finish(&env.db, execution_id, &outcome, &env.actor())
-                    .await
-                    .map_err(|source| JobError {
-                        what: "marking the execution interrupted",
-                        source,
-                    });
+                let actor = env.actor();
+                return with_retry("mark the execution interrupted", || async {
+                    let mut tx = env.db.begin().await?;
+                    let interrupted =
+                        dead_workers::interrupt_if_dead(&mut tx, execution_id, &actor).await?;
+                    tx.commit().await?;
+                    Ok(interrupted)
+                })
+                .await
+                .map(|_| ())
+                .map_err(|source| JobError {
+                    what: "marking the execution interrupted",
+                    source,
+                });
             }
             Some(false) if tokio::time::Instant::now() < give_up => {
                 tokio::time::sleep(HEARTBEAT).await;
@@ -161,65 +163,6 @@ async fn settle_orphan(env: &JobEnv, execution_id: Uuid) -> Result<(), JobError>
             }
         }
     }
-}
-
-/// How a dead worker's execution ends. A PostgreSQL target rolled back the
-/// migration in progress when the connection died. A MySQL target commits
-/// each statement, so a script that had started is left part-way: the
-/// target is marked dirty at the statement last reported, with the hash of
-/// the statements before it, for an admin to resolve or resume.
-async fn orphan_outcome(env: &JobEnv, execution_id: Uuid) -> Result<Outcome, JobError> {
-    let last = with_retry("read the execution's last progress", || async move {
-        let mut conn = env.db.acquire().await?;
-        executions::last_progress(&mut conn, execution_id).await
-    })
-    .await
-    .map_err(|source| JobError {
-        what: "reading the execution's last progress",
-        source,
-    })?;
-    let mut outcome = Outcome {
-        state: TargetState::Interrupted,
-        error: Some(
-            "the worker executing this target stopped mid-run; a PostgreSQL target rolled back \
-             the migration in progress, and the versions recorded before it stay applied"
-                .into(),
-        ),
-        failed_version: None,
-        statement: None,
-        dirty: None,
-    };
-    let Some(last) = last.filter(|l| l.engine == Engine::Mysql) else {
-        return Ok(outcome);
-    };
-    let (Some(version), Some(statement), Some(hash)) =
-        (last.version, last.statement_index, last.statements_hash)
-    else {
-        outcome.error = Some(
-            "the worker executing this target stopped mid-run, between scripts as far as it \
-             reported; compare the target's migrate_hub_history with the hub before running \
-             again"
-                .into(),
-        );
-        return Ok(outcome);
-    };
-    outcome.error = Some(format!(
-        "the worker executing this target stopped while statement {statement} of version \
-         {version} ran (the last statement it reported); the statements before it were applied, \
-         and MySQL commits each statement, so later ones may have been too\nthe target is \
-         dirty: an admin must look at it and resolve it"
-    ));
-    outcome.failed_version = Some(version.clone());
-    outcome.statement = Some(statement);
-    outcome.dirty = Some(DirtyMark {
-        target_id: last.target_id,
-        run_id: last.run_id,
-        version,
-        direction: last.direction,
-        statement_index: statement,
-        statements_hash: hash,
-    });
-    Ok(outcome)
 }
 
 /// Runs the claimed execution and says how it ended. Never fails: every

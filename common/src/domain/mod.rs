@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod import;
 pub mod lock_retry;
 pub mod order;
+pub mod pools;
 pub mod resume;
 pub mod role;
 pub mod run;

@@ -24,7 +24,8 @@
 //! | [`record_steps`], [`progress`], [`waiting`] | worker | the execution's applied steps, the statement its script has reached, what it waits for and its lock retries (no state change) |
 //! | [`blocker_terminated`] | worker, where the environment opted in | a blocking session `idle in transaction` was terminated (audit only) |
 //! | [`window::wait_for_window`] | worker: a target outside its maintenance window, or one whose window ended between two migrations | execution `queued`, `running` → `waiting_for_window` (its job due at the next opening) |
-//! | [`finish`] | worker, recovery of a dead worker's target | execution `running` → final (a target left dirty marked first); run → its outcome |
+//! | [`finish`] | worker | execution `running` → final (a target left dirty marked first); run → its outcome |
+//! | [`dead_workers::interrupt_if_dead`] | control-plane sweep, a worker redelivered the job | execution `running` on a worker silent for 15 s → `interrupted` (MySQL part-way: dirty at the last reported statement), through [`finish`] |
 //! | [`resolve`], [`resume`] | admin, on a dirty target | the version counts as applied / rolled back; or execution → `queued` again, run → `running` |
 //! | [`baseline`] | admin, on a target the hub has never migrated | the versions it already has count as applied, without a run |
 //! | [`schema_drift::record_scan`] | worker, scanning its pool's targets | a reading that differs from the target's baseline flags it drifted (`target.drifted`, webhook); one that matches again clears it |
@@ -32,6 +33,7 @@
 //! | [`schema_drift::accept`] | admin, on a drifted target | the drifted schema becomes the target's baseline; its runs go on |
 
 mod baseline;
+pub mod dead_workers;
 mod decide;
 mod operate;
 mod request;

@@ -353,12 +353,58 @@ pub async fn running_on_dead_worker(
     execution_id: Uuid,
     silent_for: std::time::Duration,
 ) -> Result<Option<bool>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT (w.id IS NULL OR w.stopped_at IS NOT NULL
-                 OR w.last_heartbeat_at < now() - make_interval(secs => $2))
-         FROM target_executions e LEFT JOIN workers w ON w.id = e.worker_id
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM target_executions e LEFT JOIN workers w ON w.id = e.worker_id
          WHERE e.id = $1 AND e.state = 'running'",
-    )
+        DEAD_WORKER.replace("$SILENT", "$2")
+    )))
+    .bind(execution_id)
+    .bind(silent_for.as_secs_f64())
+    .fetch_optional(conn)
+    .await
+}
+
+/// A worker counts as dead when it is unknown, marked stopped, or silent
+/// for `silent_for` (the placeholder `$SILENT`, in seconds).
+const DEAD_WORKER: &str = "(w.id IS NULL OR w.stopped_at IS NOT NULL
+     OR w.last_heartbeat_at < now() - make_interval(secs => $SILENT))";
+
+/// The `running` executions whose worker is dead, longest running first,
+/// at most `limit`.
+pub async fn running_on_dead_workers(
+    conn: &mut PgConnection,
+    silent_for: std::time::Duration,
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT e.id FROM target_executions e LEFT JOIN workers w ON w.id = e.worker_id
+         WHERE e.state = 'running' AND {}
+         ORDER BY e.started_at LIMIT $2",
+        DEAD_WORKER.replace("$SILENT", "$1")
+    )))
+    .bind(silent_for.as_secs_f64())
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Locks the execution if it is `running` on a dead worker and nobody else
+/// holds it (a live finish, another replica's sweep), with what its worker
+/// last reported; `None` otherwise.
+pub async fn lock_if_on_dead_worker(
+    conn: &mut PgConnection,
+    execution_id: Uuid,
+    silent_for: std::time::Duration,
+) -> Result<Option<LastProgress>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT e.run_id, e.target_id, t.engine, r.direction, e.current_version AS version,
+                e.statement_index, e.statements_hash
+         FROM target_executions e JOIN targets t ON t.id = e.target_id JOIN runs r ON r.id = e.run_id
+         LEFT JOIN workers w ON w.id = e.worker_id
+         WHERE e.id = $1 AND e.state = 'running' AND {}
+         FOR UPDATE OF e SKIP LOCKED",
+        DEAD_WORKER.replace("$SILENT", "$2")
+    )))
     .bind(execution_id)
     .bind(silent_for.as_secs_f64())
     .fetch_optional(conn)
@@ -377,21 +423,6 @@ pub struct LastProgress {
     pub version: Option<String>,
     pub statement_index: Option<i32>,
     pub statements_hash: Option<String>,
-}
-
-pub async fn last_progress(
-    conn: &mut PgConnection,
-    execution_id: Uuid,
-) -> Result<Option<LastProgress>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT e.run_id, e.target_id, t.engine, r.direction, e.current_version AS version,
-                e.statement_index, e.statements_hash
-         FROM target_executions e JOIN targets t ON t.id = e.target_id JOIN runs r ON r.id = e.run_id
-         WHERE e.id = $1",
-    )
-    .bind(execution_id)
-    .fetch_optional(conn)
-    .await
 }
 
 /// Records how far a running execution has got inside a script run

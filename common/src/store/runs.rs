@@ -1060,6 +1060,9 @@ pub struct RunRecord {
     /// While the run is not final: its DB set's targets whose schema has
     /// drifted from their baseline.
     pub drifted: Vec<super::schema_drift::DriftedTarget>,
+    /// While the run is approved, queued or running: the pools its
+    /// remaining targets need that no live worker serves.
+    pub pools_without_workers: Vec<crate::domain::pools::PoolWithoutWorker>,
 }
 
 /// Reads a run's record from one consistent snapshot of the tool database
@@ -1146,8 +1149,18 @@ pub async fn record_in(tx: &mut PgConnection, id: Uuid) -> Result<Option<RunReco
     } else {
         super::schema_drift::in_db_set(tx, run.db_set_id).await?
     };
+    let pools_without_workers = if matches!(
+        run.state,
+        RunState::Approved | RunState::Queued | RunState::Running
+    ) {
+        super::workers::pools_without_workers(tx, id, crate::lifecycle::dead_workers::SILENT_AFTER)
+            .await?
+    } else {
+        Vec::new()
+    };
     Ok(Some(RunRecord {
         drifted,
+        pools_without_workers,
         run,
         pinned,
         approvals,

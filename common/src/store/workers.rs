@@ -71,3 +71,33 @@ pub async fn list(pool: &PgPool) -> Result<Vec<WorkerRow>, sqlx::Error> {
     .fetch_all(pool)
     .await
 }
+
+/// The pools that the run's executions still to be done (`pending`,
+/// `queued`, `running`) need and that no live worker serves — none
+/// heartbeating in the last `silent_for` without having stopped — with when
+/// a worker of each was last heard from.
+pub async fn pools_without_workers(
+    conn: &mut sqlx::PgConnection,
+    run_id: Uuid,
+    silent_for: std::time::Duration,
+) -> Result<Vec<crate::domain::pools::PoolWithoutWorker>, sqlx::Error> {
+    let rows: Vec<(String, Option<OffsetDateTime>, OffsetDateTime)> = sqlx::query_as(
+        "WITH needed AS (
+             SELECT DISTINCT worker_pool FROM target_executions
+             WHERE run_id = $1 AND state IN ('pending', 'queued', 'running'))
+         SELECT n.worker_pool, max(COALESCE(w.stopped_at, w.last_heartbeat_at)), now()
+         FROM needed n LEFT JOIN workers w ON w.pool = n.worker_pool
+         GROUP BY n.worker_pool
+         HAVING NOT COALESCE(bool_or(w.stopped_at IS NULL
+                    AND w.last_heartbeat_at > now() - make_interval(secs => $2)), false)
+         ORDER BY n.worker_pool",
+    )
+    .bind(run_id)
+    .bind(silent_for.as_secs_f64())
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(pool, seen, now)| crate::domain::pools::PoolWithoutWorker::new(pool, seen, now))
+        .collect())
+}

@@ -83,6 +83,7 @@ Errors are `{\"error\": {\"code\", \"message\"}}` with a stable snake_case code.
         runs::list,
         runs::request,
         runs::get_one,
+        runs::events,
         runs::target_schema,
         runs::approve,
         runs::deny,

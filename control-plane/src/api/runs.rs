@@ -46,6 +46,7 @@ pub fn router() -> Routes {
             request,
         )
         .get("/runs/{id}", Access::Needs(Capability::View), get_one)
+        .get("/runs/{id}/events", Access::Needs(Capability::View), events)
         .get(
             "/runs/{id}/targets/{target_id}/schema",
             Access::Needs(Capability::View),
@@ -179,6 +180,23 @@ pub(crate) async fn get_one(
     let snapshot = run_snapshot(&state, id).await?;
     let json = snapshot.json()?;
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/runs/{id}/events", tag = "runs",
+    params(("id" = Uuid, Path, description = "The run's id")),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = String,
+         description = "The run's changes as server-sent events, pushed as they are committed: first the run as it is (a `run` event with its state and counts by target state, then one `target` event per target), then the `run` event when it changed and a `target` event for each target that changed; an `end` event once the run is final, and the stream closes. Comments keep an idle stream open."),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    _user: Authorized<rules::View>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    Ok(crate::service::run_events::events(state, id)
+        .await?
+        .into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/runs/{id}/targets/{target_id}/schema", tag = "runs",

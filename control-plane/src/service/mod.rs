@@ -12,6 +12,7 @@ pub mod lint;
 pub mod me;
 pub mod migrations;
 pub mod projects;
+pub mod run_events;
 pub mod runs;
 pub mod schema_drift;
 pub mod snapshots;

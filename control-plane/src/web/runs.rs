@@ -41,6 +41,11 @@ pub fn router() -> Routes {
             live_fragment,
         )
         .get(
+            "/runs/{id}/events",
+            Access::Needs(Capability::View),
+            live_events,
+        )
+        .get(
             "/runs/{id}/targets/{target_id}/schema",
             Access::Needs(Capability::View),
             schema_page,
@@ -226,6 +231,20 @@ async fn live_fragment(
 ) -> Result<Html<Bytes>, ApiError> {
     let (_, pages) = pages_of(&state, id).await?;
     Ok(Html(pages.live.clone()))
+}
+
+/// The run's live stream for its page (the API's, with the session's
+/// sign-in): `/static/app.js` refreshes the live part when it says the run
+/// changed.
+async fn live_events(
+    State(state): State<AppState>,
+    _viewer: Viewer,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    use axum::response::IntoResponse;
+    Ok(crate::service::run_events::events(state, id)
+        .await?
+        .into_response())
 }
 
 /// The findings that keep the run from being approved, for the waiver forms.

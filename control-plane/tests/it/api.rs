@@ -1,9 +1,7 @@
 //! The JSON API against a real tool database: authentication, roles, bad
 //! input, inventory and migrations.
 
-use std::time::Duration;
-
-use crate::support::{self, TestApp, TokenBrowser, code, versions};
+use crate::support::{self, Replica, TestApp, TokenBrowser, code, versions};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -555,109 +553,6 @@ async fn admins_export_the_audit_log_as_csv() {
         app.get("/api/v1/audit/export.csv", &app.manager).await.0,
         StatusCode::FORBIDDEN
     );
-}
-
-/// A second control plane on the same tool database, as its own process
-/// (`control-plane serve`), sharing token reads for ten seconds.
-struct Replica {
-    child: tokio::process::Child,
-    url: String,
-}
-
-impl Replica {
-    async fn start(app: &TestApp) -> Replica {
-        let port = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap().port()
-        };
-        let url = format!("http://127.0.0.1:{port}");
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_control-plane"))
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("MH_DATABASE_URL", &app.db.url)
-            .env(
-                "MH_ENCRYPTION_KEYS",
-                common::crypto::Keyring::generate_entry("k1"),
-            )
-            .env("MH_LISTEN", format!("127.0.0.1:{port}"))
-            .env("MH_PUBLIC_URL", &url)
-            .env("MH_READ_MAX_AGE_MS", "10000")
-            .env("RUST_LOG", "info")
-            .env("MH_LOG_FORMAT", "text")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        // The replica's log, kept to show if it never comes up.
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let mut stderr = child.stderr.take().unwrap();
-        tokio::spawn({
-            let log = log.clone();
-            async move {
-                use tokio::io::AsyncReadExt;
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stderr.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    log.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            }
-        });
-        let replica = Replica { child, url };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if replica.metric("migrate_hub_changes_listening").await.ok() == Some(1.0) {
-                return replica;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the replica did not come up listening for changes; its log:\n{}",
-                log.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn status(&self, path: &str, token: &str) -> StatusCode {
-        reqwest::Client::new()
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .status()
-    }
-
-    /// The sum of a metric's series, once the replica answers.
-    async fn metric(&self, name: &str) -> Result<f64, reqwest::Error> {
-        let text = reqwest::get(format!("{}/metrics", self.url))
-            .await?
-            .text()
-            .await?;
-        Ok(text
-            .lines()
-            .filter(|l| l.split(['{', ' ']).next() == Some(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum())
-    }
-
-    /// Waits until the replica has heard more than `seen` changes.
-    async fn hears(&self, seen: f64) -> f64 {
-        common::testing::wait_for(
-            Duration::from_secs(10),
-            "the replica to hear the change",
-            || async {
-                let heard = self.metric("migrate_hub_changes_heard_total").await.ok()?;
-                (heard > seen).then_some(heard)
-            },
-        )
-        .await
-    }
 }
 
 /// Rights taken away through one replica are refused by another on its next

@@ -7,6 +7,7 @@ pub mod openapi;
 pub mod otlp;
 mod pages;
 mod pg;
+mod replica;
 mod runs;
 mod targets;
 pub mod test_issuer;
@@ -14,6 +15,7 @@ pub mod test_issuer;
 pub use logs::CapturedLogs;
 pub use pages::{Browser, Page, Posted, TokenBrowser, XSS, assert_escaped, csrf_token};
 pub use pg::PgTarget;
+pub use replica::Replica;
 pub use runs::Fleet;
 pub use targets::{mysql_target_json, pg_target_json};
 

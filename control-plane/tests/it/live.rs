@@ -1,0 +1,254 @@
+//! Replicas agree on runs at once, and runs are pushed live: a change made
+//! on one control plane, or by a worker, is announced by the tool database;
+//! every replica retires its reads of that run and pushes the change to the
+//! run's event streams.
+
+use std::time::Duration;
+
+use common::testing::TestDatabase;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{self, Fleet, Replica, TestApp, code};
+
+/// A project with a DB set of `n` fresh PostgreSQL databases and one
+/// migration.
+async fn project(app: &TestApp, n: usize) -> (String, String, Vec<TestDatabase>) {
+    let slug = app.project("shop").await;
+    let set = app.db_set(&slug, "orders", "daily").await;
+    let mut dbs = Vec::new();
+    for i in 0..n {
+        let db = TestDatabase::create("mh_test_live").await;
+        app.pg_target(&slug, &set, &format!("shard-{i}"), &db).await;
+        dbs.push(db);
+    }
+    app.migration(&slug, "1", "CREATE TABLE t (id int);", "DROP TABLE t;")
+        .await;
+    (slug, set, dbs)
+}
+
+/// Replica B shares reads of a run for ten seconds, yet shows what
+/// replica A (or a worker) committed on its next request once it has heard
+/// the announcement — which comes at once, not after the ten seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_approved_on_one_replica_shows_on_another_at_once() {
+    let app = TestApp::spawn().await;
+    let (slug, set, _dbs) = project(&app, 1).await;
+    let run = app.request_run(&slug, &set, "1").await;
+    let replica = Replica::start(&app).await;
+    let path = format!("/api/v1/runs/{run}");
+    let page = format!("/runs/{run}");
+    for _ in 0..2 {
+        let (status, body) = replica.get(&path, &app.user).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["state"], "pending_approval");
+        let (_, html) = replica.page(&page, &app.user).await;
+        assert!(html.contains("state-pending_approval"), "{html}");
+    }
+    let shared = replica
+        .metric("migrate_hub_shared_read_requests_total")
+        .await
+        .unwrap();
+    assert!(shared > 0.0, "the replica shares run reads");
+    let heard = replica
+        .metric("migrate_hub_changes_heard_total")
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    app.approve(&run).await;
+    let heard = replica.hears(heard).await;
+    let (_, body) = replica.get(&path, &app.user).await;
+    assert_eq!(body["state"], "approved", "{body}");
+    assert_eq!(body["approvals"][0]["email"], support::MANAGER);
+    let (_, html) = replica.page(&page, &app.user).await;
+    assert!(html.contains("state-approved"), "the page too");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "seen before the shared read aged out"
+    );
+
+    // A target execution changed as a worker changes it, straight in the
+    // tool database.
+    let (_, before) = replica.get(&path, &app.user).await;
+    assert_eq!(before["targets"][0]["statement"], Value::Null);
+    sqlx::query("UPDATE target_executions SET statement_index = 7 WHERE run_id = $1::uuid")
+        .bind(&run)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    replica.hears(heard).await;
+    let (_, after) = replica.get(&path, &app.user).await;
+    assert_eq!(after["targets"][0]["statement"], 7, "{after}");
+}
+
+/// A server-sent event stream read as it arrives.
+struct Events {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Events {
+    async fn open(url: &str, token: &str) -> Events {
+        let response = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        Events {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (name and JSON data), or `None` when the stream ends.
+    async fn next(&mut self) -> Option<(String, Value)> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut name = None;
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(n) = line.strip_prefix("event:") {
+                        name = Some(n.trim().to_owned());
+                    } else if let Some(d) = line.strip_prefix("data:") {
+                        data.push_str(d.trim_start());
+                    }
+                }
+                // A comment (keep-alive) has neither.
+                if let Some(name) = name {
+                    return Some((name, serde_json::from_str(&data).unwrap()));
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(60), self.response.chunk())
+                .await
+                .expect("an event within a minute")
+                .unwrap()?;
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}
+
+/// The stream, read from another replica than the one the run is driven
+/// through, starts with the run as it is, then pushes every target's
+/// changes as the worker commits them, and ends once the run is final.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_pushes_each_change_as_it_is_committed_and_ends_with_the_run() {
+    let app = TestApp::spawn().await;
+    let (slug, set, dbs) = project(&app, 3).await;
+    let run = app.request_run(&slug, &set, "1").await;
+    app.approve(&run).await;
+    let replica = Replica::start(&app).await;
+    let mut events = Events::open(
+        &format!("{}/api/v1/runs/{run}/events", replica.url),
+        &app.user,
+    )
+    .await;
+
+    let (name, opening) = events.next().await.unwrap();
+    assert_eq!(name, "run");
+    assert_eq!(opening["state"], "approved", "{opening}");
+    assert_eq!(opening["total"], 3);
+    assert_eq!(opening["counts"], json!({"pending": 3}));
+    let mut names = Vec::new();
+    for _ in 0..3 {
+        let (name, target) = events.next().await.unwrap();
+        assert_eq!(name, "target");
+        assert_eq!(target["state"], "pending", "{target}");
+        names.push(target["target_name"].as_str().unwrap().to_owned());
+    }
+    names.sort();
+    assert_eq!(names, ["shard-0", "shard-1", "shard-2"]);
+
+    let fleet = Fleet::start(&app);
+    app.execute(&run).await;
+    let mut states: std::collections::HashMap<String, Vec<String>> = Default::default();
+    let mut runs = Vec::new();
+    let end = loop {
+        let (name, data) = events.next().await.expect("the stream ends with `end`");
+        match name.as_str() {
+            "target" => states
+                .entry(data["target_name"].as_str().unwrap().to_owned())
+                .or_default()
+                .push(data["state"].as_str().unwrap().to_owned()),
+            "run" => runs.push(data["state"].as_str().unwrap().to_owned()),
+            "end" => break data,
+            other => panic!("unexpected event {other}"),
+        }
+    };
+    assert!(
+        events.next().await.is_none(),
+        "the stream closes after `end`"
+    );
+    assert_eq!(end["state"], "succeeded", "{end}");
+    assert_eq!(end["counts"], json!({"succeeded": 3}));
+    assert_eq!(
+        runs.last().map(String::as_str),
+        Some("succeeded"),
+        "{runs:?}"
+    );
+    assert_eq!(
+        states.len(),
+        3,
+        "every target's change was pushed: {states:?}"
+    );
+    for (target, seen) in &states {
+        assert_eq!(
+            seen.last().map(String::as_str),
+            Some("succeeded"),
+            "{target}: {seen:?}"
+        );
+        // Only changes are sent after the opening: a target never goes
+        // back to `pending`, so no such event comes.
+        assert!(!seen.contains(&"pending".to_owned()), "{target}: {seen:?}");
+    }
+    for db in &dbs {
+        use crate::support::PgTarget;
+        assert!(db.has_table("t").await);
+    }
+
+    // A finished run's stream says so at once and closes.
+    let mut again = Events::open(&app.url(&format!("/api/v1/runs/{run}/events")), &app.user).await;
+    let mut seen = Vec::new();
+    while let Some((name, _)) = again.next().await {
+        seen.push(name);
+    }
+    assert_eq!(seen.first().map(String::as_str), Some("run"));
+    assert_eq!(seen.last().map(String::as_str), Some("end"));
+    assert_eq!(seen.len(), 1 + 3 + 1, "{seen:?}");
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn the_event_stream_needs_a_reader_and_a_run() {
+    let app = TestApp::spawn().await;
+    let missing = uuid::Uuid::new_v4();
+    let (status, body) = app
+        .get(&format!("/api/v1/runs/{missing}/events"), &app.user)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(code(&body), "not_found");
+    let response = reqwest::get(app.url(&format!("/api/v1/runs/{missing}/events")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    // The page points its script at the stream, and keeps the polled part.
+    let (slug, set, _dbs) = project(&app, 1).await;
+    let run = app.request_run(&slug, &set, "1").await;
+    let (status, html) = app.page(&format!("/runs/{run}"), &app.user).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains(&format!(
+            "data-live=\"/runs/{run}/live\" data-events=\"/runs/{run}/events\""
+        )),
+        "{html}"
+    );
+}
