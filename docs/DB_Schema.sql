@@ -617,6 +617,14 @@ CREATE INDEX sessions_expiry_date_idx ON public.sessions USING btree (expiry_dat
 
 CREATE INDEX sessions_user_id_idx ON public.sessions USING btree (user_id);
 
+CREATE INDEX target_executions_run_active_idx ON public.target_executions USING btree (run_id) WHERE (state = ANY (ARRAY['queued'::text, 'running'::text, 'waiting_for_window'::text]));
+
+CREATE INDEX target_executions_run_failed_idx ON public.target_executions USING btree (run_id) WHERE (state = ANY (ARRAY['failed'::text, 'interrupted'::text]));
+
+CREATE INDEX target_executions_run_pending_idx ON public.target_executions USING btree (run_id, "position") WHERE (state = 'pending'::text);
+
+CREATE INDEX target_executions_run_position_idx ON public.target_executions USING btree (run_id, "position");
+
 CREATE INDEX target_executions_state_idx ON public.target_executions USING btree (state) WHERE (state = ANY (ARRAY['queued'::text, 'running'::text]));
 
 CREATE INDEX target_executions_target_idx ON public.target_executions USING btree (target_id);

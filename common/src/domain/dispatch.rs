@@ -27,49 +27,86 @@ fn failed(s: TargetState) -> bool {
 pub const STOPPED: &str = "not started: an earlier target failed and the run stops on failure";
 pub const CANARY_FAILED: &str = "not started: a canary target did not succeed";
 
-pub fn next(slots: &[Slot], concurrency: i32, canary: i32, stop_on_failure: bool) -> Decision {
-    let any_pending = slots.iter().any(|s| s.state == TargetState::Pending);
+/// What the dispatch rule needs to know of a run's executions: a few index
+/// probes of the tool database, never every execution, so deciding after
+/// each finished target costs the same in a run of 10 targets or 10,000.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Tally {
+    /// The run's first pending positions, in order: at least as many as
+    /// the run's concurrency, or all of them.
+    pub first_pending: Vec<i32>,
+    /// Executions queued, running or waiting for their maintenance window.
+    pub active: i32,
+    /// Some execution failed or was interrupted.
+    pub any_failed: bool,
+    /// The canary's executions (positions `1..=canary`), in order.
+    pub canary: Vec<Slot>,
+}
+
+impl Tally {
+    /// The tally of every execution of a run (what the store's probes
+    /// answer, computed from all of them).
+    pub fn of(slots: &[Slot], concurrency: i32, canary: i32) -> Self {
+        let mut first_pending: Vec<i32> = slots
+            .iter()
+            .filter(|s| s.state == TargetState::Pending)
+            .map(|s| s.position)
+            .collect();
+        first_pending.sort_unstable();
+        first_pending.truncate(concurrency.max(0) as usize);
+        let mut canary: Vec<Slot> = slots
+            .iter()
+            .filter(|s| s.position <= canary)
+            .copied()
+            .collect();
+        canary.sort_by_key(|s| s.position);
+        Self {
+            first_pending,
+            active: slots.iter().filter(|s| active(s.state)).count() as i32,
+            any_failed: slots.iter().any(|s| failed(s.state)),
+            canary,
+        }
+    }
+}
+
+/// Holds one of the run's places of concurrency.
+pub fn active(s: TargetState) -> bool {
+    matches!(
+        s,
+        TargetState::Queued | TargetState::Running | TargetState::WaitingForWindow
+    )
+}
+
+pub fn next(tally: &Tally, concurrency: i32, canary: i32, stop_on_failure: bool) -> Decision {
+    let canary_slots = &tally.canary;
+    let any_pending = !tally.first_pending.is_empty()
+        || canary_slots.iter().any(|s| s.state == TargetState::Pending);
     if !any_pending {
         return Decision::default();
     }
-    if stop_on_failure && slots.iter().any(|s| failed(s.state)) {
+    if stop_on_failure && tally.any_failed {
         return Decision {
             queue: vec![],
             cancel_pending: Some(STOPPED),
         };
     }
-    let in_canary = |s: &Slot| canary > 0 && s.position <= canary;
-    let canary_open = slots
-        .iter()
-        .filter(|s| in_canary(s))
-        .any(|s| !s.state.is_final());
-    if canary > 0
-        && !canary_open
-        && slots
-            .iter()
-            .filter(|s| in_canary(s))
-            .any(|s| failed(s.state))
-    {
+    let canary_open = canary > 0 && canary_slots.iter().any(|s| !s.state.is_final());
+    if canary > 0 && !canary_open && canary_slots.iter().any(|s| failed(s.state)) {
         return Decision {
             queue: vec![],
             cancel_pending: Some(CANARY_FAILED),
         };
     }
-    let active = slots
-        .iter()
-        .filter(|s| {
-            matches!(
-                s.state,
-                TargetState::Queued | TargetState::Running | TargetState::WaitingForWindow
-            )
-        })
-        .count() as i32;
-    let capacity = (concurrency - active).max(0) as usize;
-    let mut pending: Vec<i32> = slots
-        .iter()
-        .filter(|s| s.state == TargetState::Pending && (!canary_open || in_canary(s)))
-        .map(|s| s.position)
-        .collect();
+    let capacity = (concurrency - tally.active).max(0) as usize;
+    let mut pending: Vec<i32> = if canary_open {
+        canary_slots
+            .iter()
+            .filter(|s| s.state == TargetState::Pending)
+            .map(|s| s.position)
+            .collect()
+    } else {
+        tally.first_pending.clone()
+    };
     pending.sort_unstable();
     pending.truncate(capacity);
     Decision {
@@ -92,6 +129,42 @@ mod tests {
                 state: *s,
             })
             .collect()
+    }
+
+    /// The rule on the tally of every execution of a run.
+    fn next(slots: &[Slot], concurrency: i32, canary: i32, stop: bool) -> Decision {
+        super::next(
+            &Tally::of(slots, concurrency, canary),
+            concurrency,
+            canary,
+            stop,
+        )
+    }
+
+    #[test]
+    fn the_tally_keeps_only_what_the_rule_needs() {
+        let t = Tally::of(
+            &slots(&[Succeeded, Running, Failed, Pending, Pending, Pending]),
+            2,
+            2,
+        );
+        assert_eq!(t.first_pending, [4, 5], "as many as the concurrency");
+        assert_eq!(t.active, 1);
+        assert!(t.any_failed);
+        assert_eq!(t.canary, slots(&[Succeeded, Running]));
+    }
+
+    #[test]
+    fn a_canary_larger_than_the_concurrency_starts_within_it() {
+        let d = next(&slots(&[Pending; 6]), 2, 4, false);
+        assert_eq!(d.queue, [1, 2]);
+        let d = next(
+            &slots(&[Succeeded, Running, Pending, Pending, Pending]),
+            2,
+            4,
+            false,
+        );
+        assert_eq!(d.queue, [3], "the canary first, within the concurrency");
     }
 
     #[test]

@@ -149,8 +149,8 @@ pub async fn dispatch(
     run: &RunRow,
     not_before: Option<OffsetDateTime>,
 ) -> Result<Vec<Queued>, sqlx::Error> {
-    let slots = executions::slots(conn, run.id).await?;
-    let decision = dispatch::next(&slots, run.concurrency, run.canary, run.stop_on_failure);
+    let tally = executions::tally(conn, run.id, run.concurrency, run.canary).await?;
+    let decision = dispatch::next(&tally, run.concurrency, run.canary, run.stop_on_failure);
     if let Some(reason) = decision.cancel_pending {
         executions::cancel_not_started(conn, run.id, NotStarted::Pending, Some(reason)).await?;
     }

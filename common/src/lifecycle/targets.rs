@@ -226,6 +226,11 @@ pub async fn settle(
     let run = runs::lock(conn, run_id)
         .await?
         .ok_or(LifecycleError::NotFound("run"))?;
+    // Two index probes per finished target; every state is read once, when
+    // the run's last execution is final.
+    if executions::any_open(conn, run_id).await? {
+        return Ok(None);
+    }
     let states = executions::states(conn, run_id).await?;
     let Some(outcome) = derive_outcome(&states) else {
         return Ok(None);

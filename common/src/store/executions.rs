@@ -6,7 +6,11 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{Engine, TargetState, Version, dispatch::Slot, run::Direction};
+use crate::domain::{
+    Engine, TargetState, Version,
+    dispatch::{Slot, Tally},
+    run::Direction,
+};
 
 /// The execution a worker has claimed.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -245,20 +249,66 @@ pub async fn states(
         .collect())
 }
 
-/// The run's executions as the dispatch rule sees them.
-pub async fn slots(conn: &mut PgConnection, run_id: Uuid) -> Result<Vec<Slot>, sqlx::Error> {
-    let rows: Vec<(i32, String)> =
-        sqlx::query_as("SELECT position, state FROM target_executions WHERE run_id = $1")
-            .bind(run_id)
-            .fetch_all(conn)
-            .await?;
-    Ok(rows
-        .iter()
-        .map(|(position, state)| Slot {
-            position: *position,
-            state: state.parse().unwrap_or(TargetState::Pending),
-        })
-        .collect())
+/// The run's executions as the dispatch rule sees them: index probes of
+/// the pending, active and failed ones and of the canary, never a read of
+/// every execution (see the indexes of migration
+/// `20261206000014_execution_probes.sql`).
+pub async fn tally(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    concurrency: i32,
+    canary: i32,
+) -> Result<Tally, sqlx::Error> {
+    let (active, any_failed, first_pending, canary_positions, canary_states): (
+        i32,
+        bool,
+        Vec<i32>,
+        Vec<i32>,
+        Vec<String>,
+    ) = sqlx::query_as(
+        "SELECT
+           (SELECT count(*)::int FROM target_executions
+            WHERE run_id = $1 AND state IN ('queued', 'running', 'waiting_for_window')),
+           EXISTS (SELECT 1 FROM target_executions
+                   WHERE run_id = $1 AND state IN ('failed', 'interrupted')),
+           ARRAY(SELECT position FROM target_executions
+                 WHERE run_id = $1 AND state = 'pending' ORDER BY position LIMIT $2),
+           ARRAY(SELECT position FROM target_executions
+                 WHERE run_id = $1 AND position <= $3 ORDER BY position),
+           ARRAY(SELECT state FROM target_executions
+                 WHERE run_id = $1 AND position <= $3 ORDER BY position)",
+    )
+    .bind(run_id)
+    .bind(i64::from(concurrency.max(0)))
+    .bind(canary)
+    .fetch_one(conn)
+    .await?;
+    Ok(Tally {
+        first_pending,
+        active,
+        any_failed,
+        canary: canary_positions
+            .into_iter()
+            .zip(canary_states)
+            .map(|(position, state)| Slot {
+                position,
+                state: state.parse().unwrap_or(TargetState::Pending),
+            })
+            .collect(),
+    })
+}
+
+/// Whether some execution of the run is not final yet (pending, queued,
+/// running or waiting for its window): two index probes.
+pub async fn any_open(conn: &mut PgConnection, run_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM target_executions WHERE run_id = $1 AND state = 'pending')
+             OR EXISTS (SELECT 1 FROM target_executions
+                        WHERE run_id = $1 AND state IN ('queued', 'running', 'waiting_for_window'))",
+    )
+    .bind(run_id)
+    .fetch_one(conn)
+    .await
 }
 
 /// An execution moved to `queued`: its id, target and worker pool.
