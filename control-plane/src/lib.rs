@@ -26,4 +26,5 @@ pub mod service;
 pub mod shared_reads;
 pub mod state;
 pub mod templates;
+pub mod timeline;
 pub mod web;

@@ -10,7 +10,7 @@ use std::{
 
 use axum::body::Bytes;
 use common::{
-    domain::{Direction, RunState, pools::PoolWithoutWorker},
+    domain::{Direction, RunState, TargetState, pools::PoolWithoutWorker, progress},
     review::run::RunReview,
     store::{
         runs::{self, ApprovalRow, ExecutionRow, RunRecord, RunRow, TransitionRow},
@@ -104,6 +104,15 @@ pub struct RunView {
     /// remaining targets need that no live worker serves ("no worker of
     /// pool `eu` seen for 4 min") — the run waits until one starts.
     pub pools_without_workers: Vec<PoolWithoutWorker>,
+    /// Targets by execution state (states no target is in are left out).
+    pub counts: BTreeMap<&'static str, usize>,
+    /// Targets whose execution is final (succeeded, failed, skipped,
+    /// interrupted, cancelled).
+    pub done: usize,
+    /// While the run executes: seconds until its last target should be
+    /// done, at the pace of those done so far (`null` before the first
+    /// target finished).
+    pub eta_seconds: Option<i64>,
 }
 
 /// A migration as the run pinned it.
@@ -135,7 +144,23 @@ impl From<RunRecord> for RunView {
         let requirement = approval_policy
             .as_ref()
             .map(|p| p.requirement(run.risk.as_deref() == Some("high")));
+        let counts = counts(&executions);
+        let done = executions.iter().filter(|t| t.state.is_final()).count();
+        let eta_seconds = (run.state == RunState::Running)
+            .then(|| {
+                progress::eta(
+                    executions.len(),
+                    done,
+                    run.queued_at,
+                    OffsetDateTime::now_utc(),
+                )
+            })
+            .flatten()
+            .map(|eta| eta.whole_seconds());
         RunView {
+            counts,
+            done,
+            eta_seconds,
             id: run.id,
             project_id: run.project_id,
             project_slug,
@@ -324,6 +349,148 @@ pub struct RunPages {
     pub summary: minijinja::Value,
     /// Targets, pinned migrations, decisions, history (a safe string).
     pub record: minijinja::Value,
-    /// The live part alone, polled by `/static/app.js`.
+    /// The live part alone (the default view: no filter, first page),
+    /// refreshed by `/static/app.js`.
     pub live: Bytes,
+    /// The run's timeline (an SVG), `None` while no target was queued.
+    pub timeline: Option<String>,
+}
+
+/// The run page shows this many targets at a time.
+pub const TARGETS_PER_PAGE: usize = 50;
+
+/// Which of a run's targets someone asks to see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetFilter {
+    State(TargetState),
+    /// Failed, interrupted, or left dirty.
+    Attention,
+}
+
+impl std::str::FromStr for TargetFilter {
+    type Err = ApiError;
+
+    fn from_str(s: &str) -> Result<Self, ApiError> {
+        if s == "attention" {
+            return Ok(Self::Attention);
+        }
+        s.parse().map(Self::State).map_err(|_| ApiError::Invalid {
+            field: "state".into(),
+            message: "must be a target state (pending, queued, running, waiting_for_window, \
+                      succeeded, failed, skipped, interrupted, cancelled) or attention"
+                .into(),
+        })
+    }
+}
+
+/// A filter and a name to look for among a run's targets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetQuery {
+    pub filter: Option<TargetFilter>,
+    /// Part of the target's name, any case.
+    pub name: Option<String>,
+}
+
+/// Failed, interrupted, or left dirty: someone has to look at it.
+pub fn needs_attention(t: &ExecutionRow) -> bool {
+    t.dirty || matches!(t.state, TargetState::Failed | TargetState::Interrupted)
+}
+
+/// The targets `query` asks for, those that need attention first, then
+/// those running, then the rest, each in the run's order.
+pub fn select<'a>(targets: &'a [ExecutionRow], query: &TargetQuery) -> Vec<&'a ExecutionRow> {
+    let name = query.name.as_deref().map(str::to_lowercase);
+    let mut chosen: Vec<&ExecutionRow> = targets
+        .iter()
+        .filter(|t| match query.filter {
+            None => true,
+            Some(TargetFilter::Attention) => needs_attention(t),
+            Some(TargetFilter::State(state)) => t.state == state,
+        })
+        .filter(|t| {
+            name.as_deref()
+                .is_none_or(|n| t.target_name.to_lowercase().contains(n))
+        })
+        .collect();
+    let rank = |t: &ExecutionRow| {
+        if needs_attention(t) {
+            0
+        } else if matches!(
+            t.state,
+            TargetState::Running | TargetState::WaitingForWindow
+        ) {
+            1
+        } else {
+            2
+        }
+    };
+    // Stable: within a rank, the run's order.
+    chosen.sort_by_key(|t| rank(t));
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) fn row(name: &str, state: TargetState, dirty: bool) -> ExecutionRow {
+        ExecutionRow {
+            id: Uuid::new_v4(),
+            target_id: Uuid::new_v4(),
+            target_name: name.into(),
+            engine: "postgres".into(),
+            state,
+            worker_pool: "default".into(),
+            queued_at: None,
+            started_at: None,
+            executing_at: None,
+            finished_at: None,
+            duration_ms: None,
+            current_version: None,
+            statement: None,
+            error: None,
+            worker: None,
+            out_of_order: false,
+            lock_retries: 0,
+            waiting: None,
+            dirty,
+        }
+    }
+
+    fn names(rows: Vec<&ExecutionRow>) -> Vec<&str> {
+        rows.into_iter().map(|r| r.target_name.as_str()).collect()
+    }
+
+    #[test]
+    fn failures_and_dirty_targets_come_first_then_running_ones() {
+        use TargetState::*;
+        let rows = vec![
+            row("a", Succeeded, false),
+            row("b", Running, false),
+            row("c", Failed, false),
+            row("d", Pending, false),
+            row("e", Succeeded, true),
+            row("f", Interrupted, false),
+        ];
+        assert_eq!(
+            names(select(&rows, &TargetQuery::default())),
+            ["c", "e", "f", "b", "a", "d"]
+        );
+        let attention = TargetQuery {
+            filter: Some(TargetFilter::Attention),
+            name: None,
+        };
+        assert_eq!(names(select(&rows, &attention)), ["c", "e", "f"]);
+        let running = TargetQuery {
+            filter: Some("running".parse().unwrap()),
+            name: None,
+        };
+        assert_eq!(names(select(&rows, &running)), ["b"]);
+        let by_name = TargetQuery {
+            filter: None,
+            name: Some("D".into()),
+        };
+        assert_eq!(names(select(&rows, &by_name)), ["d"]);
+        assert!("bogus".parse::<TargetFilter>().is_err());
+    }
 }

@@ -12,6 +12,7 @@ pub mod import;
 pub mod lock_retry;
 pub mod order;
 pub mod pools;
+pub mod progress;
 pub mod resume;
 pub mod role;
 pub mod run;

@@ -766,8 +766,16 @@ pub struct ExecutionRow {
     pub state: TargetState,
     #[serde(skip)]
     pub worker_pool: String,
+    /// When its job was queued (the run's concurrency let it start).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub queued_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub started_at: Option<OffsetDateTime>,
+    /// When its first migration started: between `started_at` and this the
+    /// worker connected, ran the pre-flight and waited for the target lock.
+    /// `null` until then (and when it had nothing to apply).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub executing_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
     pub duration_ms: Option<i64>,
@@ -783,6 +791,9 @@ pub struct ExecutionRow {
     /// What the target waits for right now (a lock, before its next
     /// attempt), while it does.
     pub waiting: Option<String>,
+    /// The target is dirty now (a script stopped part-way; an admin must
+    /// resolve it).
+    pub dirty: bool,
 }
 
 pub async fn executions(
@@ -790,9 +801,13 @@ pub async fn executions(
     run_id: Uuid,
 ) -> Result<Vec<ExecutionRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT e.id, e.target_id, t.name AS target_name, t.engine, e.state, e.worker_pool, e.started_at, e.finished_at,
-                e.duration_ms, e.current_version, e.statement_index AS statement, e.error, e.worker_id AS worker,
-                e.out_of_order, e.lock_retries, e.waiting
+        "SELECT e.id, e.target_id, t.name AS target_name, t.engine, e.state, e.worker_pool,
+                e.queued_at, e.started_at,
+                (SELECT min(m.started_at) FROM migration_executions m
+                 WHERE m.target_execution_id = e.id) AS executing_at,
+                e.finished_at, e.duration_ms, e.current_version, e.statement_index AS statement,
+                e.error, e.worker_id AS worker, e.out_of_order, e.lock_retries, e.waiting,
+                EXISTS (SELECT 1 FROM target_dirty_states d WHERE d.target_id = e.target_id) AS dirty
          FROM target_executions e JOIN targets t ON t.id = e.target_id
          WHERE e.run_id = $1 ORDER BY e.position",
     )

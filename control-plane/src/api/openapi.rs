@@ -84,6 +84,7 @@ Errors are `{\"error\": {\"code\", \"message\"}}` with a stable snake_case code.
         runs::request,
         runs::get_one,
         runs::events,
+        runs::targets,
         runs::target_schema,
         runs::approve,
         runs::deny,

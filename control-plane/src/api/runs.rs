@@ -48,6 +48,11 @@ pub fn router() -> Routes {
         .get("/runs/{id}", Access::Needs(Capability::View), get_one)
         .get("/runs/{id}/events", Access::Needs(Capability::View), events)
         .get(
+            "/runs/{id}/targets",
+            Access::Needs(Capability::View),
+            targets,
+        )
+        .get(
             "/runs/{id}/targets/{target_id}/schema",
             Access::Needs(Capability::View),
             target_schema,
@@ -180,6 +185,95 @@ pub(crate) async fn get_one(
     let snapshot = run_snapshot(&state, id).await?;
     let json = snapshot.json()?;
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+}
+
+/// `?state=&q=&limit=&cursor=` of a run's targets.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RunTargetsQuery {
+    /// Only the targets in this execution state, or `attention` (failed,
+    /// interrupted or dirty).
+    pub state: Option<String>,
+    /// Only the targets whose name contains this, any case.
+    pub q: Option<String>,
+    /// How many targets (default 50, at most 500).
+    #[serde(default, deserialize_with = "crate::paging::page_limit")]
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of a run's targets, with the run's counts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunTargets {
+    /// The targets asked for, those that need attention (failed,
+    /// interrupted, dirty) first, then those running, then the rest, each
+    /// in the run's order.
+    pub items: Vec<runs::ExecutionRow>,
+    /// Pass back as `cursor` for the next page; `null` when there is none.
+    pub next_cursor: Option<String>,
+    /// Targets that match the filter.
+    pub matching: usize,
+    /// The run's targets.
+    pub total: usize,
+    /// The run's targets by execution state.
+    pub counts: std::collections::BTreeMap<&'static str, usize>,
+    /// Targets whose execution is final.
+    pub done: usize,
+    /// Seconds until the run's last target should be done at the pace so
+    /// far (`null` unless the run is running and a target has finished).
+    pub eta_seconds: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/runs/{id}/targets", tag = "runs",
+    params(("id" = Uuid, Path, description = "The run's id"), RunTargetsQuery),
+    responses(
+        (status = 200, description = "A page of the run's targets, filtered by state and name, with the run's counts by state", body = RunTargets),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `state`, `limit` or `cursor`", body = ErrorBody),
+    ))]
+pub(crate) async fn targets(
+    State(state): State<AppState>,
+    _user: Authorized<rules::View>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<RunTargetsQuery>,
+) -> Result<Json<RunTargets>, ApiError> {
+    let filter = crate::run_view::TargetQuery {
+        filter: query
+            .state
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(str::parse)
+            .transpose()?,
+        name: query.q.clone().filter(|q| !q.trim().is_empty()),
+    };
+    let offset: usize = match query.cursor.as_deref() {
+        None | Some("") => 0,
+        Some(cursor) => cursor
+            .parse()
+            .map_err(|_| ApiError::invalid("cursor", "is not a cursor this list gave"))?,
+    };
+    let limit = query.limit.unwrap_or(PageQuery::DEFAULT) as usize;
+    let snapshot = run_snapshot(&state, id).await?;
+    let view = &snapshot.view;
+    let chosen = crate::run_view::select(&view.targets, &filter);
+    let items: Vec<runs::ExecutionRow> = chosen
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|t| (*t).clone())
+        .collect();
+    let next_cursor = (offset + items.len() < chosen.len()).then(|| (offset + limit).to_string());
+    Ok(Json(RunTargets {
+        items,
+        next_cursor,
+        matching: chosen.len(),
+        total: view.targets.len(),
+        counts: view.counts.clone(),
+        done: view.done,
+        eta_seconds: view.eta_seconds,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/runs/{id}/events", tag = "runs",

@@ -14,7 +14,7 @@ use axum::{
 use common::{
     domain::{Capability, Direction, RunState},
     review::run::Item,
-    store::runs::RunMigrationRow,
+    store::runs::{ExecutionRow, RunMigrationRow},
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -22,9 +22,9 @@ use uuid::Uuid;
 use super::{Viewer, render_value, see_other};
 use crate::{
     auth::rules,
-    error::{ApiError, ApiForm, ApiPath},
+    error::{ApiError, ApiForm, ApiPath, ApiQuery},
     routes::{Access, Routes},
-    run_view::{RunPages, RunSnapshot, RunView},
+    run_view::{self, RunPages, RunSnapshot, RunView, TARGETS_PER_PAGE, TargetQuery},
     service::runs::{
         ApproveBody, DenyBody, ExecuteBody, WaiveBody, approve_run, cancel_run, deny_run,
         execute_run, waive_finding,
@@ -93,13 +93,118 @@ async fn pages_of(
         final => snapshot.run.state.is_final(),
     };
     let part = |name: &str| render_value(state, name, context.clone(), None).map(|html| html.0);
+    let timeline = crate::timeline::svg(&snapshot.view.targets, time::OffsetDateTime::now_utc());
+    let summary = minijinja::Value::from_safe_string(part("runs/summary.html")?);
+    let record = minijinja::Value::from_safe_string(part("runs/record.html")?);
+    let live = Bytes::from(live_part(
+        state,
+        &snapshot,
+        timeline.as_deref(),
+        &TargetParams::default(),
+    )?);
     let pages = Arc::new(RunPages {
-        summary: minijinja::Value::from_safe_string(part("runs/summary.html")?),
-        record: minijinja::Value::from_safe_string(part("runs/record.html")?),
-        live: Bytes::from(part("runs/live.html")?),
+        summary,
+        record,
+        live,
+        timeline,
     });
     let pages = snapshot.pages.get_or_init(|| pages).clone();
     Ok((snapshot, pages))
+}
+
+/// `?state=&q=&page=` of the run page and its live part: which targets to
+/// show (empty values count as absent, as a form sends them).
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+pub struct TargetParams {
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    q: Option<String>,
+    /// 1-based.
+    #[serde(default)]
+    page: Option<usize>,
+}
+
+impl TargetParams {
+    fn state(&self) -> Option<&str> {
+        self.state
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.q.as_deref().map(str::trim).filter(|s| !s.is_empty())
+    }
+
+    fn is_default(&self) -> bool {
+        self.state().is_none() && self.name().is_none() && self.page.unwrap_or(1) <= 1
+    }
+
+    fn query(&self) -> Result<TargetQuery, ApiError> {
+        Ok(TargetQuery {
+            filter: self.state().map(str::parse).transpose()?,
+            name: self.name().map(str::to_owned),
+        })
+    }
+
+    /// The query string (with its `?`) that asks for these targets on
+    /// `page`; empty for the default view.
+    fn query_string(&self, page: usize) -> String {
+        let mut qs = form_urlencoded::Serializer::new(String::new());
+        if let Some(state) = self.state() {
+            qs.append_pair("state", state);
+        }
+        if let Some(name) = self.name() {
+            qs.append_pair("q", name);
+        }
+        if page > 1 {
+            qs.append_pair("page", &page.to_string());
+        }
+        let qs = qs.finish();
+        if qs.is_empty() { qs } else { format!("?{qs}") }
+    }
+}
+
+/// The live part of the run page for `params`: state, counts, progress,
+/// the timeline and one page of targets, those needing attention first.
+fn live_part(
+    state: &AppState,
+    snapshot: &RunSnapshot,
+    timeline: Option<&str>,
+    params: &TargetParams,
+) -> Result<String, ApiError> {
+    let view = &snapshot.view;
+    let query = params.query()?;
+    let chosen = run_view::select(&view.targets, &query);
+    let pages = chosen.len().div_ceil(TARGETS_PER_PAGE).max(1);
+    let page = params.page.unwrap_or(1).clamp(1, pages);
+    let rows: Vec<&ExecutionRow> = chosen
+        .iter()
+        .skip((page - 1) * TARGETS_PER_PAGE)
+        .take(TARGETS_PER_PAGE)
+        .copied()
+        .collect();
+    let attention = view
+        .targets
+        .iter()
+        .filter(|t| run_view::needs_attention(t))
+        .count();
+    let context = minijinja::context! {
+        run => minijinja::Value::from(minijinja::value::Serde(view)),
+        final => snapshot.run.state.is_final(),
+        rows => minijinja::Value::from(minijinja::value::Serde(&rows)),
+        matching => chosen.len(),
+        first => (page - 1) * TARGETS_PER_PAGE + 1,
+        page => page,
+        pages => pages,
+        filtered => !params.is_default() && (params.state().is_some() || params.name().is_some()),
+        prev => (page > 1).then(|| params.query_string(page - 1)),
+        next => (page < pages).then(|| params.query_string(page + 1)),
+        attention => attention,
+        timeline => timeline.map(|svg| minijinja::Value::from_safe_string(svg.to_owned())),
+    };
+    Ok(render_value(state, "runs/live.html", context, None)?.0)
 }
 
 /// Rendered review sections, by run and review digest: a run's review (and
@@ -190,8 +295,19 @@ async fn run_page(
     State(state): State<AppState>,
     viewer: Viewer,
     ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(params): ApiQuery<TargetParams>,
 ) -> Result<Html<String>, ApiError> {
     let (snapshot, pages) = pages_of(&state, id).await?;
+    let live = if params.is_default() {
+        pages.live.clone()
+    } else {
+        Bytes::from(live_part(
+            &state,
+            &snapshot,
+            pages.timeline.as_deref(),
+            &params,
+        )?)
+    };
     let run_state = snapshot.run.state;
     let operator =
         snapshot.run.requested_by == viewer.user.id || viewer.user.can(Capability::OperateAnyRun);
@@ -199,6 +315,11 @@ async fn run_page(
         run => minijinja::context! { id => id.to_string() },
         summary => pages.summary.clone(),
         record => pages.record.clone(),
+        live => minijinja::Value::from_safe_string(String::from_utf8_lossy(&live).into_owned()),
+        live_query => params.query_string(params.page.unwrap_or(1)),
+        filter_state => params.state(),
+        filter_q => params.name(),
+        counts => minijinja::Value::from(minijinja::value::Serde(&snapshot.view.counts)),
         can_approve => run_state == RunState::PendingApproval && viewer.user.can(Capability::Approve) && snapshot.view.blocking_findings == 0,
         can_deny => run_state == RunState::PendingApproval && viewer.user.can(Capability::Approve),
         review_blocks => run_state == RunState::PendingApproval && snapshot.view.blocking_findings > 0,
@@ -223,14 +344,20 @@ async fn schema_page(
     render_value(&state, "runs/schema.html", context, Some(&viewer))
 }
 
-/// The live part of the run page, polled by `/static/app.js`.
+/// The live part of the run page, refreshed by `/static/app.js`: shared by
+/// every viewer of the default view, rendered for a filtered one.
 async fn live_fragment(
     State(state): State<AppState>,
     _viewer: Viewer,
     ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(params): ApiQuery<TargetParams>,
 ) -> Result<Html<Bytes>, ApiError> {
-    let (_, pages) = pages_of(&state, id).await?;
-    Ok(Html(pages.live.clone()))
+    let (snapshot, pages) = pages_of(&state, id).await?;
+    if params.is_default() {
+        return Ok(Html(pages.live.clone()));
+    }
+    let html = live_part(&state, &snapshot, pages.timeline.as_deref(), &params)?;
+    Ok(Html(Bytes::from(html)))
 }
 
 /// The run's live stream for its page (the API's, with the session's

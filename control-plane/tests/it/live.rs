@@ -252,3 +252,122 @@ async fn the_event_stream_needs_a_reader_and_a_run() {
         "{html}"
     );
 }
+
+/// A run of 60 targets — 3 real databases and 57 that do not exist — as
+/// the run page and the API show it at fleet scale: counts, progress, the
+/// timeline, failures first, pages of 50, filters by state and name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_run_shows_counts_progress_a_timeline_and_pages_of_targets_failures_first() {
+    let app = TestApp::spawn().await;
+    let (slug, set, _dbs) = project(&app, 3).await;
+    for i in 0..57 {
+        app.add_target(
+            &slug,
+            &set,
+            json!({"name": format!("gone-{i:02}"), "engine": "postgres", "host": "127.0.0.1",
+                   "port": 5432, "database": format!("mh_missing_{}", uuid::Uuid::new_v4().simple()),
+                   "username": "postgres", "password": "unused", "tls_mode": "disable"}),
+        )
+        .await;
+    }
+    let fleet = Fleet::start_with(&app, 8);
+    let run = app
+        .request_run_with(&slug, &set, "1", json!({"concurrency": 8}))
+        .await;
+    let done = app.approve_and_run(&run).await;
+    fleet.stop().await;
+    assert_eq!(done["state"], "partially_failed", "{done}");
+    assert_eq!(done["counts"], json!({"failed": 57, "succeeded": 3}));
+    assert_eq!(done["done"], 60);
+    assert_eq!(
+        done["eta_seconds"],
+        Value::Null,
+        "a finished run has no ETA"
+    );
+
+    // The API: filtered pages with the run's counts.
+    let path = format!("/api/v1/runs/{run}/targets");
+    let (status, page) = app
+        .get(&format!("{path}?state=failed&limit=10"), &app.user)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["matching"], 57);
+    assert_eq!(page["total"], 60);
+    assert_eq!(page["items"].as_array().unwrap().len(), 10);
+    assert_eq!(page["next_cursor"], "10");
+    assert!(
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["state"] == "failed")
+    );
+    let (_, last) = app
+        .get(
+            &format!("{path}?state=failed&limit=10&cursor=50"),
+            &app.user,
+        )
+        .await;
+    assert_eq!(last["items"].as_array().unwrap().len(), 7);
+    assert_eq!(last["next_cursor"], Value::Null);
+    let (_, all) = app.get(&format!("{path}?limit=500"), &app.user).await;
+    let states: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states.len(), 60);
+    assert!(
+        states[..57].iter().all(|s| *s == "failed")
+            && states[57..].iter().all(|s| *s == "succeeded"),
+        "failures first: {states:?}"
+    );
+    let (_, named) = app.get(&format!("{path}?q=SHARD"), &app.user).await;
+    assert_eq!(named["matching"], 3, "{named}");
+    for bad in ["state=bogus", "cursor=x", "limit=0"] {
+        let (status, body) = app.get(&format!("{path}?{bad}"), &app.user).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+        assert_eq!(code(&body), "invalid_field");
+    }
+
+    // The page: progress, counts with links, the timeline, page 1 of 2
+    // with the failures first, and the filters.
+    let (status, html) = app.page(&format!("/runs/{run}"), &app.user).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(r#"<progress value="60" max="60""#), "{html}");
+    assert!(html.contains("<strong>60 of 60</strong> targets done"));
+    assert!(
+        html.contains(&format!(
+            "href=\"&#x2f;runs&#x2f;{run}?state=failed#targets\""
+        )) || html.contains(&format!("href=\"/runs/{run}?state=failed#targets\""))
+    );
+    assert!(html.contains("needs attention</span> 57"), "{html}");
+    assert!(html.contains(r#"<svg class="timeline""#));
+    assert_eq!(html.matches("<g><title>").count(), 60, "one bar per target");
+    assert!(html.contains("page 1 of 2"));
+    assert_eq!(html.matches("class=\"target-row").count(), 50);
+    let first_row = html.split("class=\"target-row").nth(1).unwrap();
+    assert!(first_row.contains("state-failed"), "failures first");
+    assert!(html.contains("rel=\"next\""));
+    let (_, second) = app
+        .page(&format!("/runs/{run}/live?page=2"), &app.user)
+        .await;
+    assert_eq!(second.matches("class=\"target-row").count(), 10);
+    assert!(second.contains("page 2 of 2") && second.contains("rel=\"prev\""));
+    let (_, ok) = app
+        .page(&format!("/runs/{run}?state=succeeded"), &app.user)
+        .await;
+    assert_eq!(ok.matches("class=\"target-row").count(), 3);
+    assert!(ok.contains("3 of 60 targets match"));
+    assert!(
+        ok.contains(&format!("data-live=\"/runs/{run}/live?state=succeeded\"")),
+        "the live part keeps the filter"
+    );
+    let (_, named) = app.page(&format!("/runs/{run}?q=gone-0"), &app.user).await;
+    assert_eq!(named.matches("class=\"target-row").count(), 10);
+    let (status, _) = app
+        .page(&format!("/runs/{run}?state=nope"), &app.user)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
