@@ -7,6 +7,15 @@ CREATE SCHEMA public;
 
 COMMENT ON SCHEMA public IS 'standard public schema';
 
+CREATE FUNCTION public.announce_execution_change() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_notify('migrate_hub_changes', 'execution:' || NEW.run_id::text);
+    RETURN NULL;
+END
+$$;
+
 CREATE FUNCTION public.announce_identity_change() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -651,7 +660,7 @@ CREATE TRIGGER audit_log_no_update BEFORE DELETE OR UPDATE ON public.audit_log F
 
 CREATE TRIGGER runs_announce_change AFTER UPDATE ON public.runs FOR EACH ROW EXECUTE FUNCTION public.announce_run_change();
 
-CREATE TRIGGER target_executions_announce_change AFTER INSERT OR UPDATE ON public.target_executions FOR EACH ROW EXECUTE FUNCTION public.announce_run_part_change();
+CREATE TRIGGER target_executions_announce_change AFTER INSERT OR UPDATE ON public.target_executions FOR EACH ROW EXECUTE FUNCTION public.announce_execution_change();
 
 CREATE TRIGGER users_announce_change AFTER DELETE OR UPDATE OF role, disabled ON public.users FOR EACH ROW EXECUTE FUNCTION public.announce_identity_change('user');
 

@@ -10,6 +10,7 @@ mod queue;
 mod report;
 mod scratch;
 mod stack;
+mod watchers;
 mod web;
 mod workload;
 
@@ -39,7 +40,8 @@ enum Benchmark {
     History,
     /// Execute -> first target running, idle and with queued jobs.
     Queue,
-    /// 64 clients on the run page and API while a 100-target run executes.
+    /// 64 clients on the run page and API while a 100-target run executes,
+    /// and 500 watchers of a run's live stream.
     Web,
     /// The SQL review (`control-plane lint`) of the kratos history, per engine.
     Lint,
@@ -94,6 +96,9 @@ struct Cli {
     /// Concurrent clients of the web benchmark [default: 64].
     #[arg(long, value_name = "N")]
     clients: Option<usize>,
+    /// Watchers of a run's live stream in the web benchmark [default: 500].
+    #[arg(long, value_name = "N")]
+    watchers: Option<usize>,
     /// Administrative PostgreSQL URL for the tool and target databases.
     #[arg(
         long,
@@ -130,6 +135,7 @@ pub struct Config {
     pub samples: usize,
     pub backlog: usize,
     pub clients: usize,
+    pub watchers: usize,
     pub control_plane: Option<PathBuf>,
     pub dbmate: Option<PathBuf>,
     /// Scripts and dbmate folders of this run.
@@ -328,6 +334,7 @@ async fn configure(cli: &Cli) -> Result<(Vec<Benchmark>, Config, Servers), BadCo
     let repeat = cli.repeat.unwrap_or(if q { 1 } else { 3 });
     let backlog = cli.backlog.unwrap_or(if q { 4 } else { 200 });
     let clients = cli.clients.unwrap_or(if q { 4 } else { 64 });
+    let watchers = cli.watchers.unwrap_or(if q { 10 } else { 500 });
     if pg_targets == 0 {
         return Err(bad("--targets must be at least 1".into()));
     }
@@ -407,6 +414,7 @@ async fn configure(cli: &Cli) -> Result<(Vec<Benchmark>, Config, Servers), BadCo
             samples,
             backlog,
             clients,
+            watchers,
             control_plane,
             dbmate,
             work_dir,

@@ -2,7 +2,11 @@
 //! connection, no pause between requests, on threads of their own) alternate between the run page (HTML) and
 //! `GET /api/v1/runs/{id}` while a run on `pg_targets` targets executes. The
 //! control plane runs as its own process, so its memory can be read from
-//! `/proc/<pid>/status`.
+//! `/proc/<pid>/status`. Before that, two runs of their own: one alone
+//! (the control plane's CPU for a run), one watched by `watchers` live
+//! streams (the delay from each target's commit to its event at the
+//! watchers, and the memory and CPU each watcher costs); the mix then has
+//! the watchers too.
 
 use std::{
     sync::{
@@ -20,10 +24,44 @@ use crate::{
     report::{Outcome, Row, Stats, round},
     scratch::Scratch,
     stack::{ControlPlane, Stack, wait_final},
+    watchers::Watchers,
 };
 
 pub const P99_BAR_MS: f64 = 50.0;
 pub const RSS_BAR_MB: f64 = 100.0;
+/// From a target's commit to its event at a watcher of the run's stream.
+pub const PUSH_BAR_MS: f64 = 250.0;
+
+/// A fresh DB set of `cfg.pg_targets` new PostgreSQL databases and an
+/// approved run of it to `latest`; returns the run's id.
+async fn prepared_run(
+    cfg: &Config,
+    scratch: &Scratch,
+    stack: &Stack,
+    slug: &str,
+    name: &str,
+    latest: &str,
+) -> anyhow::Result<String> {
+    let dbs = scratch
+        .pg_databases(&format!("web_{name}"), cfg.pg_targets)
+        .await?;
+    let server = scratch.servers.pg();
+    let set = stack.api.db_set(slug, name).await?;
+    let targets = dbs
+        .iter()
+        .enumerate()
+        .map(|(i, db)| crate::target_json(&format!("{name}-{i:03}"), "postgres", &server, db, ""))
+        .collect();
+    stack.api.targets(slug, &set, targets).await?;
+    stack
+        .api
+        .approved_run(
+            slug,
+            json!({"db_set_id": set, "direction": "up", "target_version": latest,
+                   "concurrency": cfg.concurrency}),
+        )
+        .await
+}
 
 pub async fn run(cfg: &Config, scratch: &Scratch) -> anyhow::Result<Outcome> {
     let binary = cfg
@@ -52,23 +90,54 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
     let migrations = crate::workload::golang_migrate(&dir)?;
     stack.api.project(slug).await?;
     stack.api.import(slug, &dir).await?;
-    let dbs = scratch.pg_databases("web", cfg.pg_targets).await?;
-    let server = scratch.servers.pg();
-    let set = stack.api.db_set(slug, "fleet").await?;
-    let targets = dbs
-        .iter()
-        .enumerate()
-        .map(|(i, db)| crate::target_json(&format!("t{i:03}"), "postgres", &server, db, ""))
-        .collect();
-    stack.api.targets(slug, &set, targets).await?;
-    let run = stack
-        .api
-        .approved_run(
-            slug,
-            json!({"db_set_id": set, "direction": "up",
-                   "target_version": migrations.last().unwrap().hub_version(),
-                   "concurrency": cfg.concurrency}),
-        )
+    let latest = migrations.last().unwrap().hub_version();
+    let addr = stack.api.base.trim_start_matches("http://").to_owned();
+
+    // 1. The run alone: what the control plane spends on it.
+    let run = prepared_run(cfg, scratch, stack, slug, "alone", &latest).await?;
+    let cpu_before = cpu_seconds(pid);
+    stack.api.execute(&run, json!({})).await?;
+    let state = wait_final(&stack.pool, &run, Duration::from_secs(1800)).await?;
+    anyhow::ensure!(state == "succeeded", "the run alone ended {state}");
+    let cpu_alone = cpu_seconds(pid).zip(cpu_before).map(|(a, b)| a - b);
+
+    // 2. The run watched by `watchers` live streams, nothing else.
+    let run = prepared_run(cfg, scratch, stack, slug, "watched", &latest).await?;
+    let rss_idle = status_kib(pid, "VmRSS:");
+    let watchers = Watchers::start(
+        addr.clone(),
+        stack.api.user.clone(),
+        run.clone(),
+        cfg.watchers,
+    );
+    watchers
+        .wait_opened(cfg.watchers, Duration::from_secs(120))
+        .await?;
+    let rss_watching = status_kib(pid, "VmRSS:");
+    let cpu_before = cpu_seconds(pid);
+    stack.api.execute(&run, json!({})).await?;
+    let state = wait_final(&stack.pool, &run, Duration::from_secs(1800)).await?;
+    anyhow::ensure!(state == "succeeded", "the watched run ended {state}");
+    let watched = watchers.finish().await?;
+    let cpu_watched = cpu_seconds(pid).zip(cpu_before).map(|(a, b)| a - b);
+    let push = Stats::of(&watched.delays_ms);
+    let kib_per_watcher = rss_watching
+        .zip(rss_idle)
+        .map(|(w, i)| round(w.saturating_sub(i) as f64 / cfg.watchers as f64));
+    let cpu_ms_per_watcher = cpu_watched
+        .zip(cpu_alone)
+        .map(|(w, a)| round((w - a).max(0.0) * 1000.0 / cfg.watchers as f64));
+
+    // 3. The mix: clients without pause and the watchers, on a third run.
+    let run = prepared_run(cfg, scratch, stack, slug, "mixed", &latest).await?;
+    let mixed_watchers = Watchers::start(
+        addr.clone(),
+        stack.api.user.clone(),
+        run.clone(),
+        cfg.watchers,
+    );
+    mixed_watchers
+        .wait_opened(cfg.watchers, Duration::from_secs(120))
         .await?;
     let rss_before = status_kib(pid, "VmRSS:");
 
@@ -137,6 +206,8 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
     let served = server_side(&stack.api).await?;
     let state = state?;
     anyhow::ensure!(state == "succeeded", "the run under load ended {state}");
+    let mixed = mixed_watchers.finish().await?;
+    let mixed_push = Stats::of(&mixed.delays_ms);
     let hwm_kib = status_kib(pid, "VmHWM:").unwrap_or(0);
     let peak_kib = peak_rss.load(Ordering::Relaxed).max(hwm_kib);
     let rss_mb = round(peak_kib as f64 / 1024.0);
@@ -166,6 +237,37 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
         Row::new("web", "control-plane peak RSS (VmHWM)")
             .hub(format!("{rss_mb} MB"))
             .bar(format!("< {RSS_BAR_MB} MB"), rss_mb < RSS_BAR_MB),
+        Row::new(
+            "live",
+            format!(
+                "{} watchers of a {}-target run's event stream: commit → event at the client",
+                cfg.watchers, cfg.pg_targets
+            ),
+        )
+        .hub(format!(
+            "p99 {} ms (p50 {} ms), {} of {} streams ended",
+            push.p99_ms, push.p50_ms, watched.ended, cfg.watchers
+        ))
+        .bar(
+            format!("p99 < {PUSH_BAR_MS} ms"),
+            push.p99_ms < PUSH_BAR_MS && watched.errors == 0 && watched.ended == cfg.watchers,
+        ),
+        Row::new("live", "control plane per watcher").hub(format!(
+            "{} KiB memory, {} ms CPU over the run",
+            kib_per_watcher.map_or("?".into(), |k| k.to_string()),
+            cpu_ms_per_watcher.map_or("?".into(), |c| c.to_string())
+        )),
+        Row::new(
+            "live",
+            format!(
+                "the same {} watchers during the web mix above: commit → event",
+                cfg.watchers
+            ),
+        )
+        .hub(format!(
+            "p99 {} ms (p50 {} ms), {} of {} streams ended",
+            mixed_push.p99_ms, mixed_push.p50_ms, mixed.ended, cfg.watchers
+        )),
     ];
     let mut notes = Vec::new();
     if all.errors > 0 {
@@ -192,6 +294,20 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
             "server_side": served,
             "rss_mb_before_load": rss_before.map(|k| round(k as f64 / 1024.0)),
             "rss_mb_peak": rss_mb,
+            "watchers": cfg.watchers,
+            "live_push": push,
+            "live_push_streams_ended": watched.ended,
+            "live_push_errors": watched.errors,
+            "live_events_received": watched.events,
+            "control_plane_cpu_seconds_run_alone": cpu_alone.map(round),
+            "control_plane_cpu_seconds_run_watched": cpu_watched.map(round),
+            "control_plane_kib_per_watcher": kib_per_watcher,
+            "control_plane_cpu_ms_per_watcher": cpu_ms_per_watcher,
+            "rss_mb_idle": rss_idle.map(|k| round(k as f64 / 1024.0)),
+            "rss_mb_with_watchers": rss_watching.map(|k| round(k as f64 / 1024.0)),
+            "mixed_live_push": mixed_push,
+            "mixed_streams_ended": mixed.ended,
+            "mixed_watcher_errors": mixed.errors,
         }),
         notes,
     })

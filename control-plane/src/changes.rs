@@ -6,11 +6,17 @@
 //!   `20261206000003_identity_changes.sql`): hearing one retires every shared
 //!   read this replica holds ([`WriteMark::record`]), so the very next
 //!   request reads the database again, exactly as after a write made here;
-//! - every change of a run (`run:<id>`: its state, an approval, a target
-//!   execution, whoever made it — the migration
-//!   `20261206000013_run_changes.sql`): hearing one retires the shared reads
-//!   of that run ([`SharedReads::retire`]) and wakes its live streams
-//!   ([`LiveRuns::changed`]).
+//! - every change of a run (`run:<id>`: its state, an approval, whoever
+//!   made it — the migration `20261206000013_run_changes.sql`): hearing one
+//!   retires the shared reads of that run ([`SharedReads::retire`]), so the
+//!   next request reads it again, and wakes its live streams
+//!   ([`LiveRuns::changed`]);
+//! - every change of a target execution (`execution:<run id>`: claimed,
+//!   progressing, finished — `20261206000015_execution_changes.sql`),
+//!   many a second in a large run: requests go on being served the latest
+//!   read while the next one starts at once ([`SharedReads::refresh_soon`]),
+//!   so it shows within one read and nobody waits; live streams wake and
+//!   take a read that started after they heard it.
 //!
 //! Notifications are not queued for a listener that is away: while the
 //! listening connection is down (and until it is first up) the replica is
@@ -48,12 +54,22 @@ impl Listeners {
 
     /// Acts on one announcement.
     fn heard(&self, payload: &str) {
-        match payload.strip_prefix("run:").map(Uuid::parse_str) {
-            Some(Ok(run)) => {
+        let (kind, id) = payload.split_once(':').unwrap_or((payload, ""));
+        match (kind, Uuid::parse_str(id)) {
+            ("run", Ok(run)) => {
                 // Retired first: the streams woken next read afresh.
                 self.runs.retire(&run);
                 self.live.changed(run);
                 metrics::counter!("migrate_hub_changes_heard_total", "kind" => "run").increment(1);
+            }
+            // A target execution's progress: many a second in a large run.
+            // Requests are not made to wait for it; the next read starts at
+            // once and the streams read after it.
+            ("execution", Ok(run)) => {
+                self.runs.refresh_soon(&run);
+                self.live.changed(run);
+                metrics::counter!("migrate_hub_changes_heard_total", "kind" => "execution")
+                    .increment(1);
             }
             _ => {
                 self.writes.record();

@@ -15,13 +15,13 @@ use std::{
     },
 };
 
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 use uuid::Uuid;
 
 /// The runs watched on this replica.
 #[derive(Debug)]
 pub struct LiveRuns {
-    runs: Mutex<HashMap<Uuid, watch::Sender<u64>>>,
+    runs: Mutex<HashMap<Uuid, watch::Sender<Option<Instant>>>>,
     /// Changes cannot be heard (the listener is not connected): watchers
     /// look for themselves, every second.
     deaf: AtomicBool,
@@ -42,7 +42,8 @@ impl Default for LiveRuns {
 /// One watcher of one run.
 #[derive(Debug)]
 pub struct Watch {
-    pub changes: watch::Receiver<u64>,
+    /// When the run's last change was heard.
+    pub changes: watch::Receiver<Option<Instant>>,
     pub closing: watch::Receiver<bool>,
 }
 
@@ -52,7 +53,7 @@ impl LiveRuns {
         let mut runs = self.runs.lock().expect("live runs");
         let changes = runs
             .entry(run)
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| watch::channel(None).0)
             .subscribe();
         Watch {
             changes,
@@ -67,7 +68,7 @@ impl LiveRuns {
             if sender.receiver_count() == 0 {
                 runs.remove(&run);
             } else {
-                sender.send_modify(|n| *n = n.wrapping_add(1));
+                sender.send_replace(Some(Instant::now()));
             }
         }
     }
@@ -76,8 +77,9 @@ impl LiveRuns {
     /// watcher looks again.
     pub fn all_changed(&self) {
         let mut runs = self.runs.lock().expect("live runs");
+        let now = Instant::now();
         runs.retain(|_, sender| {
-            sender.send_modify(|n| *n = n.wrapping_add(1));
+            sender.send_replace(Some(now));
             sender.receiver_count() > 0
         });
     }

@@ -167,11 +167,14 @@ struct Read<V> {
     value: Arc<V>,
 }
 
-/// A slot's latest read, and since when reads of its key are retired by a
-/// change heard for that key alone ([`SharedReads::retire`]).
+/// A slot's latest read; since when reads of its key are retired by a
+/// change heard for that key alone ([`SharedReads::retire`]); and when a
+/// change that only calls for the next read was last heard
+/// ([`SharedReads::refresh_soon`]).
 struct Latest<V> {
     read: Option<Read<V>>,
     retired: Option<Instant>,
+    changed: Option<Instant>,
 }
 
 impl<V> Default for Slot<V> {
@@ -180,6 +183,7 @@ impl<V> Default for Slot<V> {
             latest: Mutex::new(Latest {
                 read: None,
                 retired: None,
+                changed: None,
             }),
             reading: tokio::sync::Mutex::new(()),
             refreshing: AtomicBool::new(false),
@@ -205,6 +209,17 @@ impl<V> Slot<V> {
         if latest.read.as_ref().is_none_or(|r| r.started <= started) {
             latest.read = Some(Read { started, value });
         }
+    }
+
+    fn changed(&self, now: Instant) {
+        let mut latest = self.latest.lock().expect("shared read slot");
+        latest.changed = Some(latest.changed.map_or(now, |c| c.max(now)));
+    }
+
+    /// Whether a change was heard after the read that started at `started`.
+    fn changed_since(&self, started: Instant) -> bool {
+        let latest = self.latest.lock().expect("shared read slot");
+        latest.changed.is_some_and(|c| c > started)
     }
 
     fn retire(&self, now: Instant) {
@@ -241,11 +256,31 @@ where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
+        self.get_after(key, None, read).await
+    }
+
+    /// [`SharedReads::get`], taking only a read that started at or after
+    /// `after` (a moment a change of the key was heard): what a live stream
+    /// woken by that change must send.
+    pub async fn get_after<E, F, Fut>(
+        &self,
+        key: K,
+        after: Option<Instant>,
+        read: F,
+    ) -> Result<Arc<V>, E>
+    where
+        E: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
         let arrived = Instant::now();
         let floor = self.floor(arrived);
+        let floor = after.map_or(floor, |after| after.max(floor));
         let slot = self.slot(&key, arrived);
         if let Some((started, value)) = slot.latest_since(floor) {
-            if self.due(started, arrived) && !slot.refreshing.swap(true, Ordering::SeqCst) {
+            if (self.due(started, arrived) || slot.changed_since(started))
+                && !slot.refreshing.swap(true, Ordering::SeqCst)
+            {
                 tokio::spawn(refresh(self.kind, slot, read));
             }
             self.served("latest");
@@ -274,6 +309,18 @@ where
         let slot = self.slots.lock().expect("shared reads").get(key).cloned();
         if let Some(slot) = slot {
             slot.retire(now);
+        }
+    }
+
+    /// A change of `key` was heard that does not retire its reads (a
+    /// target's progress): requests are still served the latest read, but
+    /// the first one starts the next read at once, so the change shows
+    /// within one read.
+    pub fn refresh_soon(&self, key: &K) {
+        let now = Instant::now();
+        let slot = self.slots.lock().expect("shared reads").get(key).cloned();
+        if let Some(slot) = slot {
+            slot.changed(now);
         }
     }
 
@@ -462,6 +509,38 @@ mod tests {
         // A key nobody reads yet has nothing to retire.
         reads.retire(&3);
         assert_eq!(*reads.get(3, counting(&count)).await.unwrap(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_that_calls_for_the_next_read_starts_it_without_making_anyone_wait() {
+        let (reads, _) = reads(10_000);
+        let count = Arc::new(AtomicUsize::new(0));
+        assert_eq!(*reads.get(1, counting(&count)).await.unwrap(), 1);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        reads.refresh_soon(&1);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        // Served at once, and the next read starts behind it.
+        assert_eq!(*reads.get(1, counting(&count)).await.unwrap(), 1);
+        for _ in 0..100 {
+            if count.load(Ordering::SeqCst) == 2 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 2, "one background read");
+        assert_eq!(*reads.get(1, counting(&count)).await.unwrap(), 2);
+        // A reader that must see what was heard at a moment waits for a
+        // read that started after it.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let heard = Instant::now();
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(
+            *reads
+                .get_after(1, Some(heard), counting(&count))
+                .await
+                .unwrap(),
+            3
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -23,14 +23,14 @@ use crate::{
     error::ApiError,
     live::Watch,
     run_view::{RunSnapshot, StreamParts},
-    service::runs::run_snapshot,
+    service::runs::{run_snapshot, run_snapshot_after},
     state::AppState,
 };
 
 /// Reads of the run one watcher asks for are at least this far apart: a
-/// run whose targets finish many times a second is read ten times a
+/// run whose targets finish many times a second is read twenty times a
 /// second, not once per change.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+pub const MIN_INTERVAL: Duration = Duration::from_millis(50);
 /// How often a watcher looks for itself while changes cannot be heard.
 const POLL_WHILE_DEAF: Duration = Duration::from_secs(1);
 /// How often it looks anyway, should a change go unheard.
@@ -79,10 +79,15 @@ impl Watcher {
     /// The events after the next change; `None` when the stream ends.
     async fn next_events(mut self) -> Option<(Vec<Event>, Self)> {
         loop {
-            if self.done || !self.wait_for_change().await {
+            if self.done {
                 return None;
             }
-            let snapshot = match run_snapshot(&self.state, self.id).await {
+            let Some(heard) = self.wait_for_change().await else {
+                return None;
+            };
+            // A read that started after the change was heard, shared by
+            // every watcher of the run woken by it.
+            let snapshot = match run_snapshot_after(&self.state, self.id, heard).await {
                 Ok(snapshot) => snapshot,
                 Err(ApiError::NotFound(_)) => return None,
                 // The tool database is away: try again at the next change
@@ -104,24 +109,30 @@ impl Watcher {
     }
 
     /// Waits for a change heard (or the poll while none can be heard),
-    /// paced by [`MIN_INTERVAL`]; `false` when the process stops.
-    async fn wait_for_change(&mut self) -> bool {
+    /// paced by [`MIN_INTERVAL`]; `Some` with when the latest change was
+    /// heard (`None` inside for a poll: any read will do), or `None` when
+    /// the process stops.
+    async fn wait_for_change(&mut self) -> Option<Option<Instant>> {
         let poll = if self.state.live.is_deaf() {
             POLL_WHILE_DEAF
         } else {
             POLL_WHILE_LISTENING
         };
+        let mut polled = false;
         tokio::select! {
             _ = self.watch.changes.changed() => {}
-            _ = tokio::time::sleep(poll) => {}
-            _ = self.watch.closing.changed() => return false,
+            _ = tokio::time::sleep(poll) => polled = true,
+            _ = self.watch.closing.changed() => return None,
         }
         tokio::time::sleep_until(self.last_read + MIN_INTERVAL).await;
         // Whatever was heard until now is covered by the read that follows;
         // a change heard during it wakes the watcher again.
-        self.watch.changes.borrow_and_update();
+        let heard = *self.watch.changes.borrow_and_update();
         self.last_read = Instant::now();
-        !*self.watch.closing.borrow()
+        if *self.watch.closing.borrow() {
+            return None;
+        }
+        Some(if polled { None } else { heard })
     }
 
     /// The events that bring the watcher from what it was sent to

@@ -121,10 +121,20 @@ impl From<LifecycleError> for StepError {
 /// The run `id` as it is now, within the freshness `crate::shared_reads`
 /// promises, sharing the read with concurrent callers.
 pub async fn run_snapshot(state: &AppState, id: Uuid) -> Result<Arc<RunSnapshot>, ApiError> {
+    run_snapshot_after(state, id, None).await
+}
+
+/// [`run_snapshot`] from a read that started at or after `after` (when a
+/// change of the run was heard).
+pub async fn run_snapshot_after(
+    state: &AppState,
+    id: Uuid,
+    after: Option<tokio::time::Instant>,
+) -> Result<Arc<RunSnapshot>, ApiError> {
     let db = state.db.clone();
     state
         .run_reads
-        .get(id, move || async move {
+        .get_after(id, after, move || async move {
             let mut conn = db.acquire().await?;
             let record = runs::record(&mut conn, id)
                 .await?
