@@ -82,9 +82,7 @@ impl Watcher {
             if self.done {
                 return None;
             }
-            let Some(heard) = self.wait_for_change().await else {
-                return None;
-            };
+            let heard = self.wait_for_change().await?;
             // A read that started after the change was heard, shared by
             // every watcher of the run woken by it.
             let snapshot = match run_snapshot_after(&self.state, self.id, heard).await {
