@@ -43,12 +43,18 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
         let scan_s = median(&scan_all);
         let hub_all: Vec<f64> = reps.iter().map(|m| round(m.hub_s)).collect();
         let floor_all: Vec<f64> = reps.iter().map(|m| round(m.floor_s)).collect();
+        let commits_all: Vec<f64> = reps.iter().map(|m| m.tool.commits).collect();
+        let rows_all: Vec<f64> = reps.iter().map(|m| m.tool.rows_read).collect();
         let m = Measured {
             migrations: reps[0].migrations,
             hub_s: median(&hub_all),
             floor_s: median(&floor_all),
             scan_s,
             profile: Value::Array(reps.iter().map(|m| m.profile.clone()).collect()),
+            tool: ToolActivity {
+                commits: median(&commits_all),
+                rows_read: median(&rows_all),
+            },
         };
         let r = ratio(m.hub_s, m.floor_s);
         let label = if engine == "postgres" {
@@ -67,6 +73,18 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
             .hub(format!("{} ({r}× floor)", secs(m.hub_s)))
             .compared(format!("floor {}", secs(m.floor_s)))
             .bar(format!("≤ {BAR}× floor"), r <= BAR),
+        );
+        rows.push(
+            Row::new(
+                "tool database",
+                format!("{label}: work per target execution of that fan-out ({n} targets)"),
+            )
+            .hub(format!(
+                "{} commits, {} rows read ({} ms of hub time per target)",
+                m.tool.commits,
+                m.tool.rows_read,
+                round(m.hub_s * 1000.0 / n as f64)
+            )),
         );
         rows.push(
             Row::new(
@@ -97,6 +115,10 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
                 "bar": BAR,
                 "met": r <= BAR,
                 "profile": m.profile,
+                "tool_commits_per_target": m.tool.commits,
+                "tool_rows_read_per_target": m.tool.rows_read,
+                "tool_commits_per_target_each": commits_all,
+                "tool_rows_read_per_target_each": rows_all,
             }),
         );
     }
@@ -115,6 +137,8 @@ struct Measured {
     /// One drift scan of every target, one after another.
     scan_s: f64,
     profile: Value,
+    /// The tool database's work per target execution.
+    tool: ToolActivity,
 }
 
 async fn engine_run(
@@ -171,6 +195,7 @@ async fn engine_run(
         }
     };
     let latest = migrations.last().unwrap().hub_version();
+    let tool_before = tool_activity(&stack.pool).await?;
     let (run, hub_s) = timed_run(
         stack,
         &slug,
@@ -179,13 +204,50 @@ async fn engine_run(
     )
     .await?;
     let profile = crate::profile_run(&stack.pool, &run).await?;
-    let scan_s = scan_all(stack, &run, n).await?;
+    wait_after_snapshots(stack, &run, n).await?;
+    // PostgreSQL publishes a backend's counters when it goes idle, at the
+    // latest 10 s later.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let tool = tool_activity(&stack.pool).await?.since(&tool_before, n);
+    let scan_s = scan_all(stack, &run).await?;
     Ok(Measured {
         migrations: migrations.len(),
         hub_s,
         floor_s,
         scan_s,
         profile,
+        tool,
+    })
+}
+
+/// The tool database's counters (`pg_stat_database`): transactions
+/// committed and rows read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ToolActivity {
+    pub commits: f64,
+    pub rows_read: f64,
+}
+
+impl ToolActivity {
+    /// Per target execution, since `before`.
+    pub fn since(&self, before: &ToolActivity, n: usize) -> ToolActivity {
+        ToolActivity {
+            commits: round((self.commits - before.commits) / n as f64),
+            rows_read: round((self.rows_read - before.rows_read) / n as f64),
+        }
+    }
+}
+
+pub async fn tool_activity(pool: &sqlx::PgPool) -> anyhow::Result<ToolActivity> {
+    let (commits, rows): (i64, i64) = sqlx::query_as(
+        "SELECT xact_commit, tup_returned + tup_fetched FROM pg_stat_database
+         WHERE datname = current_database()",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(ToolActivity {
+        commits: commits as f64,
+        rows_read: rows as f64,
     })
 }
 
@@ -211,10 +273,9 @@ async fn wait_scanned(pool: &sqlx::PgPool, set: &str, n: usize) -> anyhow::Resul
     }
 }
 
-/// Scans each target of the run once, one after another as a worker does
-/// (once every execution's `after` snapshot is in, so that each reading is
-/// judged against it); returns the seconds taken.
-async fn scan_all(stack: &Stack, run: &str, n: usize) -> anyhow::Result<f64> {
+/// Waits until every execution of the run has its `after` snapshot (taken
+/// by the worker once idle).
+async fn wait_after_snapshots(stack: &Stack, run: &str, n: usize) -> anyhow::Result<()> {
     let run: uuid::Uuid = run.parse()?;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -234,6 +295,14 @@ async fn scan_all(stack: &Stack, run: &str, n: usize) -> anyhow::Result<f64> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    Ok(())
+}
+
+/// Scans each target of the run once, one after another as a worker does
+/// (after every execution's `after` snapshot is in, so that each reading is
+/// judged against it); returns the seconds taken.
+async fn scan_all(stack: &Stack, run: &str) -> anyhow::Result<f64> {
+    let run: uuid::Uuid = run.parse()?;
     let targets: Vec<uuid::Uuid> =
         sqlx::query_scalar("SELECT target_id FROM target_executions WHERE run_id = $1")
             .bind(run)

@@ -8,6 +8,7 @@ mod history;
 mod lint;
 mod queue;
 mod report;
+mod scaling;
 mod scratch;
 mod stack;
 mod watchers;
@@ -45,6 +46,9 @@ enum Benchmark {
     Web,
     /// The SQL review (`control-plane lint`) of the kratos history, per engine.
     Lint,
+    /// 1, 2 and 4 worker processes of one pool on a run whose migration
+    /// sleeps; then 1-target runs executed while a large run holds the pool.
+    Scaling,
 }
 
 /// migrate-hub benchmarks, each against a real local stack it starts itself
@@ -221,6 +225,7 @@ async fn run(cli: Cli) -> ExitCode {
             Benchmark::Queue => queue::run(&cfg, &scratch).await,
             Benchmark::Web => web::run(&cfg, &scratch).await,
             Benchmark::Lint => lint::run(&cfg).await,
+            Benchmark::Scaling => scaling::run(&cfg, &scratch).await,
             Benchmark::All => unreachable!("expanded"),
         };
         // Each benchmark's databases go as soon as it is done.
@@ -321,6 +326,7 @@ async fn configure(cli: &Cli) -> Result<(Vec<Benchmark>, Config, Servers), BadCo
             Benchmark::Queue,
             Benchmark::Web,
             Benchmark::Lint,
+            Benchmark::Scaling,
         ]
     } else {
         cli.benchmarks.clone()
@@ -374,7 +380,9 @@ async fn configure(cli: &Cli) -> Result<(Vec<Benchmark>, Config, Servers), BadCo
             }
         }
     }
-    let control_plane = if selected.contains(&Benchmark::Web) {
+    let control_plane = if selected.contains(&Benchmark::Web)
+        || selected.contains(&Benchmark::Scaling)
+    {
         let path = cli.control_plane.clone().unwrap_or_else(|| {
             std::env::current_exe()
                 .ok()

@@ -42,7 +42,9 @@ pub struct Stack {
     pub control_plane_pid: Option<u32>,
     server: Server,
     workers: Vec<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
-    tool_url: String,
+    pub tool_url: String,
+    /// `MH_ENCRYPTION_KEYS` of the stack, for worker processes.
+    pub key_entry: String,
 }
 
 enum Server {
@@ -141,6 +143,7 @@ impl Stack {
             server,
             workers: Vec::new(),
             tool_url,
+            key_entry,
         };
         for _ in 0..workers {
             stack.add_worker("default", concurrency).await?;

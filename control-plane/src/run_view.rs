@@ -430,10 +430,11 @@ pub fn select<'a>(targets: &'a [ExecutionRow], query: &TargetQuery) -> Vec<&'a E
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    pub(super) fn row(name: &str, state: TargetState, dirty: bool) -> ExecutionRow {
+    /// A target's row in a run, with no times set.
+    pub(crate) fn row(name: &str, state: TargetState, dirty: bool) -> ExecutionRow {
         ExecutionRow {
             id: Uuid::new_v4(),
             target_id: Uuid::new_v4(),

@@ -101,7 +101,6 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use time::{Duration, macros::datetime};
-    use uuid::Uuid;
 
     use super::*;
 
@@ -113,25 +112,11 @@ mod tests {
     ) -> ExecutionRow {
         let at = |s: Option<i64>| s.map(|s| t0 + Duration::seconds(s));
         ExecutionRow {
-            id: Uuid::new_v4(),
-            target_id: Uuid::new_v4(),
-            target_name: name.into(),
-            engine: "postgres".into(),
-            state,
-            worker_pool: "default".into(),
             queued_at: at(times[0]),
             started_at: at(times[1]),
             executing_at: at(times[2]),
             finished_at: at(times[3]),
-            duration_ms: None,
-            current_version: None,
-            statement: None,
-            error: None,
-            worker: None,
-            out_of_order: false,
-            lock_retries: 0,
-            waiting: None,
-            dirty: false,
+            ..crate::run_view::tests::row(name, state, false)
         }
     }
 

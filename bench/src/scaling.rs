@@ -1,0 +1,309 @@
+//! Scaling: 1, 2 and 4 `worker` processes (the real binary, 4 targets at a
+//! time each) of one pool execute a run of `targets` PostgreSQL databases
+//! whose one migration sleeps half a second; the speed-up is the time with
+//! one process over the time with N. Then fairness: while a run of
+//! `targets` executes in a pool (one process), 1-target runs of the same
+//! pool are executed one after another; each must start (its target
+//! `running`) soon after its Execute, not behind the large run.
+
+use std::{
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+use crate::{
+    Config,
+    report::{Outcome, Row, Stats, round, secs},
+    scratch::Scratch,
+    stack::{ControlPlane, Stack, timed_run, wait_final},
+};
+
+pub const BAR_2: f64 = 1.9;
+pub const BAR_4: f64 = 3.6;
+pub const FAIRNESS_P99_BAR_MS: f64 = 2000.0;
+/// Targets each worker process runs at once.
+const PER_WORKER: usize = 4;
+/// The migration's own time on each target.
+const SLEEP: &str = "0.5";
+
+pub async fn run(cfg: &Config, scratch: &Scratch) -> anyhow::Result<Outcome> {
+    let stack = Stack::start(scratch, &ControlPlane::InProcess, 0, PER_WORKER).await?;
+    let result = measure(cfg, scratch, &stack).await;
+    stack.stop().await?;
+    result
+}
+
+/// `worker` processes of one pool, stopped (SIGTERM) when dropped.
+struct Processes(Vec<tokio::process::Child>);
+
+impl Processes {
+    async fn start(cfg: &Config, stack: &Stack, pool: &str, n: usize) -> anyhow::Result<Self> {
+        let binary = worker_binary(cfg)?;
+        let mut children = Vec::new();
+        for _ in 0..n {
+            children.push(
+                tokio::process::Command::new(&binary)
+                    .args(["--pool", pool, "--concurrency", &PER_WORKER.to_string()])
+                    .env("MH_DATABASE_URL", &stack.tool_url)
+                    .env("MH_ENCRYPTION_KEYS", &stack.key_entry)
+                    .env("MH_METRICS_LISTEN", "127.0.0.1:0")
+                    // Only the run's work is measured.
+                    .env("MH_DRIFT_SCAN_MINUTES", "0")
+                    .env("RUST_LOG", "warn")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .with_context(|| format!("starting {}", binary.display()))?,
+            );
+        }
+        // Registered: ready to claim.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let live: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM workers WHERE pool = $1 AND stopped_at IS NULL",
+            )
+            .bind(pool)
+            .fetch_one(&stack.pool)
+            .await?;
+            if live as usize >= n {
+                return Ok(Processes(children));
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {live} of {n} workers registered"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop(self) {
+        for mut child in self.0 {
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+            if tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+fn worker_binary(cfg: &Config) -> anyhow::Result<PathBuf> {
+    let path = cfg
+        .control_plane
+        .as_ref()
+        .and_then(|cp| cp.parent().map(|d| d.join("worker")))
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(|d| d.join("worker")))
+        })
+        .context("where the worker binary is")?;
+    anyhow::ensure!(
+        path.is_file(),
+        "the scaling benchmark needs the worker binary, not found at {} (cargo build --release -p worker)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// A DB set of `n` fresh databases served by `pool`; returns its id.
+async fn fleet(
+    scratch: &Scratch,
+    stack: &Stack,
+    slug: &str,
+    name: &str,
+    pool: &str,
+    n: usize,
+) -> anyhow::Result<String> {
+    let dbs = scratch.pg_databases(&format!("scale_{name}"), n).await?;
+    let server = scratch.servers.pg();
+    let set = stack.api.db_set(slug, name).await?;
+    let targets = dbs
+        .iter()
+        .enumerate()
+        .map(|(i, db)| {
+            let mut t = crate::target_json(&format!("{name}-{i:03}"), "postgres", &server, db, "");
+            t["worker_pool"] = json!(pool);
+            t
+        })
+        .collect();
+    stack.api.targets(slug, &set, targets).await?;
+    Ok(set)
+}
+
+async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Result<Outcome> {
+    let slug = "scaling";
+    stack.api.project(slug).await?;
+    stack
+        .api
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/projects/{slug}/migrations"),
+            &stack.api.user,
+            Some(json!({"version": "1", "name": "sleeps",
+                        "up_sql": format!("CREATE TABLE bench_scaling (id int); SELECT pg_sleep({SLEEP});"),
+                        "down_sql": "DROP TABLE bench_scaling;"})),
+            &[reqwest::StatusCode::CREATED],
+        )
+        .await?;
+    let n = cfg.pg_targets;
+    let mut times = Vec::new();
+    for workers in [1usize, 2, 4] {
+        let pool = format!("scale-{workers}");
+        let set = fleet(scratch, stack, slug, &format!("w{workers}"), &pool, n).await?;
+        let processes = Processes::start(cfg, stack, &pool, workers).await?;
+        let result = timed_run(
+            stack,
+            slug,
+            json!({"db_set_id": set, "direction": "up", "target_version": "1",
+                   "concurrency": n, "note": "scaling benchmark"}),
+        )
+        .await;
+        processes.stop().await;
+        let (_, seconds) = result?;
+        times.push((workers, seconds));
+    }
+    let one = times[0].1;
+    let mut rows = Vec::new();
+    let mut details = serde_json::Map::new();
+    for (workers, seconds) in &times {
+        let speedup = round(one / seconds);
+        let bar = match workers {
+            2 => Some(BAR_2),
+            4 => Some(BAR_4),
+            _ => None,
+        };
+        let mut row = Row::new(
+            "scaling",
+            format!(
+                "{workers} worker process{} × {PER_WORKER} at a time, {n} targets, migration sleeps {SLEEP} s",
+                if *workers == 1 { "" } else { "es" }
+            ),
+        )
+        .hub(format!("{} ({speedup}× one process)", secs(*seconds)));
+        if let Some(bar) = bar {
+            row = row.bar(format!("≥ {bar}×"), speedup >= bar);
+        }
+        rows.push(row);
+        details.insert(
+            format!("workers_{workers}"),
+            json!({"seconds": round(*seconds), "speedup": speedup}),
+        );
+    }
+
+    let probes = fairness(cfg, scratch, stack, slug).await?;
+    let stats = Stats::of(&probes);
+    rows.push(
+        Row::new(
+            "fairness",
+            format!(
+                "a 1-target run executed while a {}-target run holds the pool (1 process): Execute → running, {} probes",
+                n * 2,
+                probes.len()
+            ),
+        )
+        .hub(format!("p99 {} ms (p50 {} ms)", stats.p99_ms, stats.p50_ms))
+        .bar(
+            format!("p99 < {FAIRNESS_P99_BAR_MS} ms"),
+            stats.p99_ms < FAIRNESS_P99_BAR_MS,
+        ),
+    );
+    details.insert("fairness".into(), json!(stats));
+    details.insert("targets".into(), json!(n));
+    details.insert("per_worker".into(), json!(PER_WORKER));
+    Ok(Outcome {
+        name: "scaling",
+        rows,
+        details: Value::Object(details),
+        notes: Vec::new(),
+    })
+}
+
+/// 1-target runs of the pool executed one after another while a large run
+/// holds it; returns each one's milliseconds from Execute to `running`.
+async fn fairness(
+    cfg: &Config,
+    scratch: &Scratch,
+    stack: &Stack,
+    slug: &str,
+) -> anyhow::Result<Vec<f64>> {
+    let pool = "fair";
+    // Twice the targets: the large run must outlast the probes.
+    let n = cfg.pg_targets * 2;
+    let probes = cfg.samples.min(20);
+    let big = fleet(scratch, stack, slug, "big", pool, n).await?;
+    let mut small = Vec::new();
+    for i in 0..probes {
+        let set = fleet(scratch, stack, slug, &format!("probe{i:02}"), pool, 1).await?;
+        small.push(
+            stack
+                .api
+                .approved_run(
+                    slug,
+                    json!({"db_set_id": set, "direction": "up", "target_version": "1"}),
+                )
+                .await?,
+        );
+    }
+    let processes = Processes::start(cfg, stack, pool, 1).await?;
+    let big_run = stack
+        .api
+        .approved_run(
+            slug,
+            json!({"db_set_id": big, "direction": "up", "target_version": "1",
+                   "concurrency": n}),
+        )
+        .await?;
+    stack.api.execute(&big_run, json!({})).await?;
+    let mut delays = Vec::new();
+    let result = async {
+        for run in &small {
+            let id: uuid::Uuid = run.parse()?;
+            let executed = time::OffsetDateTime::now_utc();
+            stack.api.execute(run, json!({})).await?;
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let started = loop {
+                let started: Option<time::OffsetDateTime> = sqlx::query_scalar(
+                    "SELECT started_at FROM target_executions WHERE run_id = $1",
+                )
+                .bind(id)
+                .fetch_one(&stack.pool)
+                .await?;
+                if let Some(at) = started {
+                    break at;
+                }
+                anyhow::ensure!(Instant::now() < deadline, "probe {run} never started");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            delays.push(((started - executed).as_seconds_f64() * 1000.0).max(0.0));
+        }
+        let big_state: String = sqlx::query_scalar("SELECT state FROM runs WHERE id = $1")
+            .bind(big_run.parse::<uuid::Uuid>()?)
+            .fetch_one(&stack.pool)
+            .await?;
+        anyhow::ensure!(
+            big_state == "running",
+            "the large run ended ({big_state}) before the probes did: use more targets"
+        );
+        Ok(())
+    }
+    .await;
+    for run in small.iter().chain([&big_run]) {
+        let _ = wait_final(&stack.pool, run, Duration::from_secs(600)).await;
+    }
+    processes.stop().await;
+    result?;
+    Ok(delays)
+}
