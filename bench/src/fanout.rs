@@ -196,6 +196,7 @@ async fn engine_run(
     };
     let latest = migrations.last().unwrap().hub_version();
     let tool_before = tool_activity(&stack.pool).await?;
+    let tables_before = table_reads(&stack.pool).await?;
     let (run, hub_s) = timed_run(
         stack,
         &slug,
@@ -209,6 +210,9 @@ async fn engine_run(
     // latest 10 s later.
     tokio::time::sleep(Duration::from_secs(11)).await;
     let tool = tool_activity(&stack.pool).await?.since(&tool_before, n);
+    let mut profile = profile;
+    profile["tool_rows_read_per_target_by_table"] =
+        reads_since(&table_reads(&stack.pool).await?, &tables_before, n);
     let scan_s = scan_all(stack, &run).await?;
     Ok(Measured {
         migrations: migrations.len(),
@@ -236,6 +240,42 @@ impl ToolActivity {
             rows_read: round((self.rows_read - before.rows_read) / n as f64),
         }
     }
+}
+
+/// Rows read per table of the tool database (sequential and index scans).
+pub async fn table_reads(pool: &sqlx::PgPool) -> anyhow::Result<Vec<(String, i64, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT relname::text, COALESCE(seq_tup_read, 0), COALESCE(idx_tup_fetch, 0)
+         FROM pg_stat_user_tables ORDER BY relname",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Per target execution, per table, the rows read since `before`, the
+/// largest first.
+fn reads_since(after: &[(String, i64, i64)], before: &[(String, i64, i64)], n: usize) -> Value {
+    let mut out: Vec<(String, f64, f64)> = after
+        .iter()
+        .map(|(table, seq, idx)| {
+            let (b_seq, b_idx) = before
+                .iter()
+                .find(|(t, ..)| t == table)
+                .map_or((0, 0), |(_, s, i)| (*s, *i));
+            (
+                table.clone(),
+                round((seq - b_seq) as f64 / n as f64),
+                round((idx - b_idx) as f64 / n as f64),
+            )
+        })
+        .filter(|(_, s, i)| *s + *i >= 1.0)
+        .collect();
+    out.sort_by(|a, b| (b.1 + b.2).total_cmp(&(a.1 + a.2)));
+    json!(
+        out.into_iter()
+            .map(|(t, s, i)| json!({"table": t, "seq_rows": s, "index_rows": i}))
+            .collect::<Vec<_>>()
+    )
 }
 
 pub async fn tool_activity(pool: &sqlx::PgPool) -> anyhow::Result<ToolActivity> {
