@@ -70,10 +70,16 @@ async fn quick_fanout_writes_its_json_result_and_drops_its_databases() {
         assert_eq!(d["profile"][0]["avg_migrations_recorded"], 20.0, "{d}");
         // One drift scan of the fan-out targets, each found in sync.
         assert!(d["drift_scan_seconds"].as_f64().unwrap() > 0.0, "{d}");
+        // The tool database's work per target execution.
+        assert!(d["tool_commits_per_target"].as_f64().unwrap() > 0.0, "{d}");
+        assert!(
+            d["tool_rows_read_per_target"].as_f64().unwrap() > 0.0,
+            "{d}"
+        );
     }
     assert_eq!(fanout["details"]["postgres"]["targets"], 2);
-    // Per engine: the fan-out and the drift scan.
-    assert_eq!(fanout["rows"].as_array().unwrap().len(), 4);
+    // Per engine: the fan-out, the tool database's work and the drift scan.
+    assert_eq!(fanout["rows"].as_array().unwrap().len(), 6);
     assert!(fanout["bars_met"].is_boolean());
 
     // Every scratch database (tool and targets) is gone.
