@@ -35,14 +35,12 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
     stack.api.project(slug).await?;
     stack
         .api
-        .call(
-            reqwest::Method::POST,
-            &format!("/api/v1/projects/{slug}/migrations"),
-            &stack.api.user,
-            Some(json!({"version": "1", "name": "probe",
-                        "up_sql": "CREATE TABLE bench_probe (id int);",
-                        "down_sql": "DROP TABLE bench_probe;"})),
-            &[reqwest::StatusCode::CREATED],
+        .migration(
+            slug,
+            "1",
+            "probe",
+            "CREATE TABLE bench_probe (id int);",
+            "DROP TABLE bench_probe;",
         )
         .await?;
     let db = scratch.pg_database("queue").await?;

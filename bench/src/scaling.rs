@@ -148,14 +148,12 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
     stack.api.project(slug).await?;
     stack
         .api
-        .call(
-            reqwest::Method::POST,
-            &format!("/api/v1/projects/{slug}/migrations"),
-            &stack.api.user,
-            Some(json!({"version": "1", "name": "sleeps",
-                        "up_sql": format!("CREATE TABLE bench_scaling (id int); SELECT pg_sleep({SLEEP});"),
-                        "down_sql": "DROP TABLE bench_scaling;"})),
-            &[reqwest::StatusCode::CREATED],
+        .migration(
+            slug,
+            "1",
+            "sleeps",
+            &format!("CREATE TABLE bench_scaling (id int); SELECT pg_sleep({SLEEP});"),
+            "DROP TABLE bench_scaling;",
         )
         .await?;
     let n = cfg.pg_targets;

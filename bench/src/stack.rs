@@ -295,6 +295,27 @@ impl Api {
         Ok(())
     }
 
+    /// Adds migration `version` (`up`, `down`) to project `slug`, as the
+    /// requester.
+    pub async fn migration(
+        &self,
+        slug: &str,
+        version: &str,
+        name: &str,
+        up: &str,
+        down: &str,
+    ) -> anyhow::Result<()> {
+        self.call(
+            Method::POST,
+            &format!("/api/v1/projects/{slug}/migrations"),
+            &self.user,
+            Some(json!({"version": version, "name": name, "up_sql": up, "down_sql": down})),
+            &[StatusCode::CREATED],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Imports every `.sql` file of `dir` into project `slug`.
     pub async fn import(&self, slug: &str, dir: &Path) -> anyhow::Result<()> {
         let mut files = Vec::new();

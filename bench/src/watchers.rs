@@ -80,6 +80,16 @@ impl Watchers {
         Watchers { opened, thread }
     }
 
+    /// Starts `count` watchers and waits until each has the run's opening
+    /// events.
+    pub async fn opened(addr: &str, token: &str, run: &str, count: usize) -> anyhow::Result<Self> {
+        let watchers = Self::start(addr.to_owned(), token.to_owned(), run.to_owned(), count);
+        watchers
+            .wait_opened(count, Duration::from_secs(120))
+            .await?;
+        Ok(watchers)
+    }
+
     /// Waits until every watcher has the run's opening events.
     pub async fn wait_opened(&self, count: usize, limit: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + limit;

@@ -104,15 +104,7 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
     // 2. The run watched by `watchers` live streams, nothing else.
     let run = prepared_run(cfg, scratch, stack, slug, "watched", &latest).await?;
     let rss_idle = status_kib(pid, "VmRSS:");
-    let watchers = Watchers::start(
-        addr.clone(),
-        stack.api.user.clone(),
-        run.clone(),
-        cfg.watchers,
-    );
-    watchers
-        .wait_opened(cfg.watchers, Duration::from_secs(120))
-        .await?;
+    let watchers = Watchers::opened(&addr, &stack.api.user, &run, cfg.watchers).await?;
     let rss_watching = status_kib(pid, "VmRSS:");
     let cpu_before = cpu_seconds(pid);
     stack.api.execute(&run, json!({})).await?;
@@ -130,15 +122,7 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
 
     // 3. The mix: clients without pause and the watchers, on a third run.
     let run = prepared_run(cfg, scratch, stack, slug, "mixed", &latest).await?;
-    let mixed_watchers = Watchers::start(
-        addr.clone(),
-        stack.api.user.clone(),
-        run.clone(),
-        cfg.watchers,
-    );
-    mixed_watchers
-        .wait_opened(cfg.watchers, Duration::from_secs(120))
-        .await?;
+    let mixed_watchers = Watchers::opened(&addr, &stack.api.user, &run, cfg.watchers).await?;
     let rss_before = status_kib(pid, "VmRSS:");
 
     let stop = Arc::new(AtomicBool::new(false));
