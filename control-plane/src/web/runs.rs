@@ -198,7 +198,7 @@ fn live_part(
         first => (page - 1) * TARGETS_PER_PAGE + 1,
         page => page,
         pages => pages,
-        filtered => !params.is_default() && (params.state().is_some() || params.name().is_some()),
+        filtered => params.state().is_some() || params.name().is_some(),
         prev => (page > 1).then(|| params.query_string(page - 1)),
         next => (page < pages).then(|| params.query_string(page + 1)),
         attention => attention,

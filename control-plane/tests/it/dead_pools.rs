@@ -149,7 +149,7 @@ async fn kill_and_wait(
 async fn the_only_postgres_worker_killed_mid_migration_is_interrupted_by_the_control_plane() {
     let (app, keys) = app().await;
     let db = TestDatabase::create("mh_test_dead_pool").await;
-    let (slug, set, target) = project(
+    let (slug, set, _target) = project(
         &app,
         pg_target_json("pg-eu", &db),
         "CREATE TABLE half_done (id int); SELECT pg_sleep(120);",
@@ -211,7 +211,6 @@ async fn the_only_postgres_worker_killed_mid_migration_is_interrupted_by_the_con
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("Waiting on a worker"), "{page}");
     assert!(page.contains("no worker of pool `eu` seen for"), "{page}");
-    let _ = target;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
