@@ -57,6 +57,8 @@ pub enum MigrateError {
     Tool(#[from] sqlx::migrate::MigrateError),
     #[error("queue schema set-up failed: {0}")]
     Queue(#[from] apalis_postgres::Error),
+    #[error("queue index set-up failed: {0}")]
+    QueueIndex(#[from] sqlx::Error),
 }
 
 /// Applies the tool database's migrations and the queue's schema (`apalis`).
@@ -64,6 +66,7 @@ pub enum MigrateError {
 pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
     MIGRATOR.run(pool).await?;
     apalis_postgres::PostgresStorage::setup(pool).await?;
+    crate::queue::add_indexes(pool).await?;
     Ok(())
 }
 

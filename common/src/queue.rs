@@ -167,3 +167,41 @@ pub async fn push(
     }
     Ok(())
 }
+
+/// Index the queue's own set-up lacks: apalis looks for the jobs of silent
+/// workers (`reenqueue_orphaned`, on every worker's keep-alive) among the
+/// jobs `Running` or `Queued`, and without it reads every job on record.
+/// Idempotent; applied after the queue's schema at every start.
+pub async fn add_indexes(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "CREATE INDEX IF NOT EXISTS migrate_hub_jobs_live_lock_by ON apalis.jobs (lock_by)
+         WHERE status = 'Running' OR status = 'Queued'",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// How long a finished job stays in the queue's table. The hub's record of
+/// an execution is `target_executions`; a job is only its delivery.
+pub const KEEP_FINISHED: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the jobs finished (done, killed, or failed for good) more than
+/// `keep` ago, so the queue's table holds what is waiting or running and
+/// the last hour, whatever the age of the installation. Returns how many.
+pub async fn prune_finished(
+    conn: &mut sqlx::PgConnection,
+    keep: std::time::Duration,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "DELETE FROM apalis.jobs
+         WHERE starts_with(job_type, $1)
+           AND (status IN ('Done', 'Killed') OR (status = 'Failed' AND attempts >= max_attempts))
+           AND done_at < now() - make_interval(secs => $2)",
+    )
+    .bind(PREFIX)
+    .bind(keep.as_secs_f64())
+    .execute(conn)
+    .await?
+    .rows_affected())
+}

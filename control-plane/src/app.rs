@@ -132,7 +132,7 @@ pub async fn serve(
             .await;
     });
     let notifications = tokio::spawn(crate::notify::deliver_forever(state.clone()));
-    let retention = tokio::spawn(prune_snapshots_forever(
+    let retention = tokio::spawn(prune_forever(
         state.db.clone(),
         state.settings.snapshot_retention_days,
     ));
@@ -170,24 +170,30 @@ pub async fn serve(
     result
 }
 
-/// How often snapshot retention runs.
-const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// How often retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
 
-/// Removes old schema snapshots every hour, on every replica (the deletes
-/// are idempotent); never with a retention of 0 days.
-async fn prune_snapshots_forever(db: sqlx::PgPool, days: u32) {
-    if days == 0 {
-        return;
-    }
+/// Keeps the tool database's own records bounded, on every replica (the
+/// deletes are idempotent): every ten minutes, queue jobs finished more than
+/// an hour ago ([`common::queue::KEEP_FINISHED`]); schema snapshots older
+/// than the retention, never with a retention of 0 days.
+async fn prune_forever(db: sqlx::PgPool, snapshot_days: u32) {
     let mut tick = tokio::time::interval(RETENTION_EVERY);
     loop {
         tick.tick().await;
-        let pruned = async {
-            let mut conn = db.acquire().await?;
-            common::store::snapshots::prune(&mut conn, days).await
+        let Ok(mut conn) = db.acquire().await else {
+            tracing::warn!("could not reach the tool database for retention");
+            continue;
+        };
+        match common::queue::prune_finished(&mut conn, common::queue::KEEP_FINISHED).await {
+            Ok(0) => {}
+            Ok(jobs) => tracing::info!(jobs, "finished queue jobs removed"),
+            Err(err) => tracing::warn!(error = %err, "could not remove finished queue jobs"),
         }
-        .await;
-        match pruned {
+        if snapshot_days == 0 {
+            continue;
+        }
+        match common::store::snapshots::prune(&mut conn, snapshot_days).await {
             Ok(p) if p.snapshots + p.texts > 0 => tracing::info!(
                 snapshots = p.snapshots,
                 texts = p.texts,

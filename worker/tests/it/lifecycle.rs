@@ -339,3 +339,72 @@ async fn a_taken_metrics_port_stops_the_worker_in_one_line_and_port_zero_picks_a
     let said = rest.await.unwrap();
     assert!(status.success(), "{status}: {said}");
 }
+
+#[tokio::test]
+async fn finished_jobs_leave_the_queue_after_an_hour_and_unfinished_ones_stay() {
+    let hub = TestHub::new().await;
+    let project = hub.project_with_targets(2).await;
+    hub.migration(
+        &project,
+        "1",
+        "CREATE TABLE kept (id int);",
+        "DROP TABLE kept;",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+    let worker = hub.start_worker(1_000).await;
+    assert_eq!(hub.execute_and_wait(run).await, RunState::Succeeded);
+    hub.wait_for_idle_queue().await;
+    worker.stop().await;
+    let queue = common::queue::queue_name(&hub.pool_name);
+    let jobs = |status: &'static str| {
+        let db = hub.db.clone();
+        let queue = queue.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM apalis.jobs WHERE job_type = $1 AND status = $2",
+            )
+            .bind(queue)
+            .bind(status)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(jobs("Done").await, 2);
+    // One finished long ago, one just now; and a job still waiting.
+    sqlx::query(
+        "UPDATE apalis.jobs SET done_at = now() - interval '2 hours'
+         WHERE id = (SELECT min(id) FROM apalis.jobs WHERE job_type = $1)",
+    )
+    .bind(&queue)
+    .execute(&hub.db)
+    .await
+    .unwrap();
+    let mut conn = hub.db.acquire().await.unwrap();
+    let waiting = (
+        uuid::Uuid::new_v4(),
+        project.targets[0].id(),
+        hub.pool_name.clone(),
+    );
+    common::queue::push(&mut conn, run, None, &[waiting], None)
+        .await
+        .unwrap();
+
+    let removed = common::queue::prune_finished(&mut conn, common::queue::KEEP_FINISHED)
+        .await
+        .unwrap();
+
+    assert_eq!(removed, 1);
+    assert_eq!(jobs("Done").await, 1);
+    assert_eq!(jobs("Pending").await, 1);
+    // The keep-alive's look for the jobs of silent workers has its index.
+    let indexed: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_indexes
+                        WHERE schemaname = 'apalis' AND indexname = 'migrate_hub_jobs_live_lock_by')",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert!(indexed);
+}
