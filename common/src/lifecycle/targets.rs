@@ -28,11 +28,15 @@ pub async fn claim(
     let Some(claimed) = executions::claim(conn, execution_id, worker_id).await? else {
         return Ok(None);
     };
-    let run = runs::lock(conn, claimed.run_id)
-        .await?
-        .ok_or_else(|| LifecycleError::Corrupt(format!("execution {execution_id} has no run")))?;
-    if let Ok(next) = run.state.transition(RunEvent::Start) {
-        runs::set_state(conn, &run, next, None, None).await?;
+    // Only a run's first claim changes the run; the others leave its row
+    // alone, so that claims never queue behind the run's finishing targets.
+    let no_run = || LifecycleError::Corrupt(format!("execution {execution_id} has no run"));
+    let seen = runs::get(conn, claimed.run_id).await?.ok_or_else(no_run)?;
+    if seen.state.transition(RunEvent::Start).is_ok() {
+        let run = runs::lock(conn, claimed.run_id).await?.ok_or_else(no_run)?;
+        if let Ok(next) = run.state.transition(RunEvent::Start) {
+            runs::set_state(conn, &run, next, None, None).await?;
+        }
     }
     Ok(Some(claimed))
 }

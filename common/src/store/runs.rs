@@ -90,10 +90,15 @@ pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<RunRow>, sq
 }
 
 /// Reads the run and locks its row until the transaction ends, so that
-/// approvals, execution and cancellation of one run are serialized.
+/// approvals, execution, cancellation and the settling of finished targets
+/// of one run are serialized. `NO KEY UPDATE`: the rows that reference the
+/// run (what its targets record as applied, their executions) take a key
+/// share on it for their foreign key, and must not wait for this lock —
+/// with `FOR UPDATE` every target's record waited for every other target's
+/// settling.
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<RunRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {RUN_COLUMNS} FROM runs r JOIN users u ON u.id = r.requested_by WHERE r.id = $1 FOR UPDATE OF r"
+        "SELECT {RUN_COLUMNS} FROM runs r JOIN users u ON u.id = r.requested_by WHERE r.id = $1 FOR NO KEY UPDATE OF r"
     )))
     .bind(id)
     .fetch_optional(conn)
