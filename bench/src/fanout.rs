@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Config,
+    processes::{Processes, Scans},
     report::{Outcome, Row, median, ratio, round, secs},
     scratch::Scratch,
     stack::{ControlPlane, Stack, timed_run},
@@ -21,10 +22,35 @@ use crate::{
 pub const BAR: f64 = 1.3;
 
 pub async fn run(cfg: &Config, scratch: &Scratch) -> anyhow::Result<Outcome> {
-    let stack = Stack::start(scratch, &ControlPlane::InProcess, 1, cfg.concurrency).await?;
+    let in_process = usize::from(cfg.worker_processes == 0);
+    let stack = Stack::start(
+        scratch,
+        &ControlPlane::InProcess,
+        in_process,
+        cfg.concurrency,
+    )
+    .await?;
+    let processes = match cfg.worker_processes {
+        0 => None,
+        n => {
+            let per_worker = cfg.concurrency / n;
+            Some(Processes::start(cfg, &stack, "default", n, per_worker, Scans::On).await?)
+        }
+    };
     let result = measure(cfg, scratch, &stack).await;
+    if let Some(processes) = processes {
+        processes.stop().await;
+    }
     stack.stop().await?;
     result
+}
+
+/// "8 at a time", or "32 at a time over 4 worker processes".
+fn parallelism(cfg: &Config) -> String {
+    match cfg.worker_processes {
+        0 => format!("{} at a time", cfg.concurrency),
+        n => format!("{} at a time over {n} worker processes", cfg.concurrency),
+    }
 }
 
 async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Result<Outcome> {
@@ -66,8 +92,9 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
             Row::new(
                 "fan-out",
                 format!(
-                    "{label}: {n} targets × {} migrations, {} at a time",
-                    m.migrations, cfg.concurrency
+                    "{label}: {n} targets × {} migrations, {}",
+                    m.migrations,
+                    parallelism(cfg)
                 ),
             )
             .hub(format!("{} ({r}× floor)", secs(m.hub_s)))
@@ -105,6 +132,7 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
                 "targets": n,
                 "migrations": m.migrations,
                 "concurrency": cfg.concurrency,
+                "worker_processes": cfg.worker_processes,
                 "hub_seconds": round(m.hub_s),
                 "floor_seconds": round(m.floor_s),
                 "hub_seconds_each": hub_all,

@@ -6,6 +6,7 @@
 mod fanout;
 mod history;
 mod lint;
+mod processes;
 mod queue;
 mod report;
 mod scaling;
@@ -87,6 +88,11 @@ struct Cli {
     /// Targets at a time (the run's concurrency and the worker's) [default: 8].
     #[arg(long, value_name = "N", default_value_t = 8)]
     concurrency: usize,
+    /// Worker processes (the real binary) of the fan-out, sharing
+    /// --concurrency between them; 0 runs one worker in the bench's process
+    /// [default: 0].
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    worker_processes: usize,
     /// Repetitions of the fan-out and real-history measurements, each on
     /// fresh databases; medians are reported [default: 3, 1 with --quick].
     #[arg(long, value_name = "N")]
@@ -135,6 +141,8 @@ pub struct Config {
     pub pg_targets: usize,
     pub mysql_targets: usize,
     pub concurrency: usize,
+    /// Worker processes of the fan-out (0: one in-process worker).
+    pub worker_processes: usize,
     pub repeat: usize,
     pub samples: usize,
     pub backlog: usize,
@@ -265,7 +273,7 @@ async fn run(cli: Cli) -> ExitCode {
     });
     doc["config"] = json!({
         "targets": cfg.pg_targets, "mysql_targets": cfg.mysql_targets,
-        "concurrency": cfg.concurrency, "repeat": cfg.repeat, "samples": cfg.samples,
+        "concurrency": cfg.concurrency, "worker_processes": cfg.worker_processes, "repeat": cfg.repeat, "samples": cfg.samples,
         "backlog": cfg.backlog, "clients": cfg.clients,
         "tool_async_commit": cfg.tool_async_commit,
     });
@@ -347,6 +355,11 @@ async fn configure(cli: &Cli) -> Result<(Vec<Benchmark>, Config, Servers), BadCo
     if !(1..=256).contains(&cli.concurrency) {
         return Err(bad("--concurrency must be between 1 and 256".into()));
     }
+    if cli.worker_processes > 0 && !cli.concurrency.is_multiple_of(cli.worker_processes) {
+        return Err(bad(
+            "--concurrency must be a multiple of --worker-processes".into(),
+        ));
+    }
     if samples == 0 || clients == 0 || repeat == 0 {
         return Err(bad(
             "--samples, --clients and --repeat must be at least 1".into()
@@ -418,6 +431,7 @@ async fn configure(cli: &Cli) -> Result<(Vec<Benchmark>, Config, Servers), BadCo
             pg_targets,
             mysql_targets,
             concurrency: cli.concurrency,
+            worker_processes: cli.worker_processes,
             repeat,
             samples,
             backlog,
@@ -523,6 +537,10 @@ type ProfileRow = (
     Option<f64>,
     Option<f64>,
     Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
 );
 
 /// Where a run's time went, from the tool database: per target, the time
@@ -531,14 +549,19 @@ pub async fn profile_run(pool: &PgPool, run: &str) -> anyhow::Result<Value> {
     let id: uuid::Uuid = run.parse()?;
     let row: ProfileRow = sqlx::query_as(
         "WITH m AS (
-            SELECT target_execution_id, sum(duration_ms)::float8 AS ms, count(*) AS n
+            SELECT target_execution_id, sum(duration_ms)::float8 AS ms, count(*) AS n,
+                   min(started_at) AS first_start, max(finished_at) AS last_finish
               FROM migration_executions GROUP BY target_execution_id)
          SELECT count(*),
                 avg(te.duration_ms)::float8,
                 avg(m.ms)::float8,
                 avg(extract(epoch FROM te.started_at - te.queued_at) * 1000)::float8,
                 (extract(epoch FROM max(te.finished_at) - min(te.queued_at)) * 1000)::float8,
-                avg(m.n)::float8
+                avg(m.n)::float8,
+                avg(extract(epoch FROM m.first_start - te.started_at) * 1000)::float8,
+                avg(extract(epoch FROM te.finished_at - m.last_finish) * 1000)::float8,
+                (percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM te.started_at - te.queued_at)) * 1000)::float8,
+                (percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM te.started_at - te.queued_at)) * 1000)::float8
            FROM target_executions te LEFT JOIN m ON m.target_execution_id = te.id
           WHERE te.run_id = $1",
     )
@@ -554,5 +577,9 @@ pub async fn profile_run(pool: &PgPool, run: &str) -> anyhow::Result<Value> {
         "avg_queued_to_started_ms": r(row.3),
         "first_queued_to_last_finished_ms": r(row.4),
         "avg_migrations_recorded": r(row.5),
+        "avg_started_to_first_migration_ms": r(row.6),
+        "avg_last_migration_to_finished_ms": r(row.7),
+        "queued_to_started_p50_ms": r(row.8),
+        "queued_to_started_p90_ms": r(row.9),
     }))
 }

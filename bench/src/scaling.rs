@@ -1,22 +1,18 @@
 //! Scaling: 1, 2 and 4 `worker` processes (the real binary, 4 targets at a
 //! time each) of one pool execute a run of `targets` PostgreSQL databases
 //! whose one migration sleeps half a second; the speed-up is the time with
-//! one process over the time with N. Then fairness: while a run of
-//! `targets` executes in a pool (one process), 1-target runs of the same
-//! pool are executed one after another; each must start (its target
-//! `running`) soon after its Execute, not behind the large run.
+//! one process over the time with N. Then fairness: while a run of 1,000
+//! targets executes in a pool (one process), 1-target runs of the same pool
+//! are executed one after another; each must start (its target `running`)
+//! soon after its Execute, not behind the large run.
 
-use std::{
-    path::PathBuf,
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use crate::{
     Config,
+    processes::{Processes, Scans},
     report::{Outcome, Row, Stats, round, secs},
     scratch::Scratch,
     stack::{ControlPlane, Stack, timed_run, wait_final},
@@ -25,6 +21,8 @@ use crate::{
 pub const BAR_2: f64 = 1.9;
 pub const BAR_4: f64 = 3.6;
 pub const FAIRNESS_P99_BAR_MS: f64 = 2000.0;
+/// Targets of the run that holds the pool while the fairness probes run.
+const FAIRNESS_FLEET: usize = 1000;
 /// Targets each worker process runs at once.
 const PER_WORKER: usize = 4;
 /// The migration's own time on each target.
@@ -35,87 +33,6 @@ pub async fn run(cfg: &Config, scratch: &Scratch) -> anyhow::Result<Outcome> {
     let result = measure(cfg, scratch, &stack).await;
     stack.stop().await?;
     result
-}
-
-/// `worker` processes of one pool, stopped (SIGTERM) when dropped.
-struct Processes(Vec<tokio::process::Child>);
-
-impl Processes {
-    async fn start(cfg: &Config, stack: &Stack, pool: &str, n: usize) -> anyhow::Result<Self> {
-        let binary = worker_binary(cfg)?;
-        let mut children = Vec::new();
-        for _ in 0..n {
-            children.push(
-                tokio::process::Command::new(&binary)
-                    .args(["--pool", pool, "--concurrency", &PER_WORKER.to_string()])
-                    .env("MH_DATABASE_URL", &stack.tool_url)
-                    .env("MH_ENCRYPTION_KEYS", &stack.key_entry)
-                    .env("MH_METRICS_LISTEN", "127.0.0.1:0")
-                    // Only the run's work is measured.
-                    .env("MH_DRIFT_SCAN_MINUTES", "0")
-                    .env("RUST_LOG", "warn")
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .kill_on_drop(true)
-                    .spawn()
-                    .with_context(|| format!("starting {}", binary.display()))?,
-            );
-        }
-        // Registered: ready to claim.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let live: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM workers WHERE pool = $1 AND stopped_at IS NULL",
-            )
-            .bind(pool)
-            .fetch_one(&stack.pool)
-            .await?;
-            if live as usize >= n {
-                return Ok(Processes(children));
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "only {live} of {n} workers registered"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn stop(self) {
-        for mut child in self.0 {
-            if let Some(pid) = child.id() {
-                let _ = std::process::Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status();
-            }
-            if tokio::time::timeout(Duration::from_secs(30), child.wait())
-                .await
-                .is_err()
-            {
-                let _ = child.kill().await;
-            }
-        }
-    }
-}
-
-fn worker_binary(cfg: &Config) -> anyhow::Result<PathBuf> {
-    let path = cfg
-        .control_plane
-        .as_ref()
-        .and_then(|cp| cp.parent().map(|d| d.join("worker")))
-        .or_else(|| {
-            std::env::current_exe()
-                .ok()
-                .and_then(|p| p.parent().map(|d| d.join("worker")))
-        })
-        .context("where the worker binary is")?;
-    anyhow::ensure!(
-        path.is_file(),
-        "the scaling benchmark needs the worker binary, not found at {} (cargo build --release -p worker)",
-        path.display()
-    );
-    Ok(path)
 }
 
 /// A DB set of `n` fresh databases served by `pool`; returns its id.
@@ -161,7 +78,8 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
     for workers in [1usize, 2, 4] {
         let pool = format!("scale-{workers}");
         let set = fleet(scratch, stack, slug, &format!("w{workers}"), &pool, n).await?;
-        let processes = Processes::start(cfg, stack, &pool, workers).await?;
+        let processes =
+            Processes::start(cfg, stack, &pool, workers, PER_WORKER, Scans::Off).await?;
         let result = timed_run(
             stack,
             slug,
@@ -201,14 +119,14 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
         );
     }
 
-    let probes = fairness(cfg, scratch, stack, slug).await?;
+    let (probes, fleet) = fairness(cfg, scratch, stack, slug).await?;
     let stats = Stats::of(&probes);
     rows.push(
         Row::new(
             "fairness",
             format!(
                 "a 1-target run executed while a {}-target run ({} at a time) holds the pool (1 process × {PER_WORKER}): Execute → running, {} probes",
-                n * 4,
+                fleet,
                 cfg.concurrency,
                 probes.len()
             ),
@@ -231,16 +149,22 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
 }
 
 /// 1-target runs of the pool executed one after another while a large run
-/// holds it; returns each one's milliseconds from Execute to `running`.
+/// holds it; returns each one's milliseconds from Execute to `running`, and
+/// the large run's targets.
 async fn fairness(
     cfg: &Config,
     scratch: &Scratch,
     stack: &Stack,
     slug: &str,
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<(Vec<f64>, usize)> {
     let pool = "fair";
-    // Four times the targets: the large run must outlast the probes.
-    let n = cfg.pg_targets * 4;
+    // A fleet of 1,000 (with --quick's few targets, four times them); the
+    // probes are over long before it is, and it is cancelled then.
+    let n = if cfg.pg_targets < 10 {
+        cfg.pg_targets * 4
+    } else {
+        FAIRNESS_FLEET
+    };
     let probes = cfg.samples.min(20);
     let big = fleet(scratch, stack, slug, "big", pool, n).await?;
     let mut small = Vec::new();
@@ -256,7 +180,7 @@ async fn fairness(
                 .await?,
         );
     }
-    let processes = Processes::start(cfg, stack, pool, 1).await?;
+    let processes = Processes::start(cfg, stack, pool, 1, PER_WORKER, Scans::Off).await?;
     let big_run = stack
         .api
         .approved_run(
@@ -304,10 +228,11 @@ async fn fairness(
         Ok(())
     }
     .await;
+    let _ = stack.api.cancel(&big_run).await;
     for run in small.iter().chain([&big_run]) {
         let _ = wait_final(&stack.pool, run, Duration::from_secs(600)).await;
     }
     processes.stop().await;
     result?;
-    Ok(delays)
+    Ok((delays, n))
 }

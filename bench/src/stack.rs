@@ -442,6 +442,21 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Cancel, as the requester: what has not started will not.
+    pub async fn cancel(&self, run: &str) -> anyhow::Result<()> {
+        self.call(
+            Method::POST,
+            &format!("/api/v1/runs/{run}/cancel"),
+            &self.user,
+            None,
+            &[StatusCode::OK],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
 /// Waits until run `id` is in a final state (read from the tool database,
 /// so the wait does not load the API), and returns that state.
 pub async fn wait_final(pool: &PgPool, id: &str, limit: Duration) -> anyhow::Result<String> {
