@@ -661,7 +661,7 @@ CREATE TRIGGER audit_log_no_update BEFORE DELETE OR UPDATE ON public.audit_log F
 
 CREATE TRIGGER runs_announce_change AFTER UPDATE ON public.runs FOR EACH ROW EXECUTE FUNCTION public.announce_run_change();
 
-CREATE TRIGGER target_executions_announce_change AFTER INSERT OR UPDATE ON public.target_executions FOR EACH ROW EXECUTE FUNCTION public.announce_execution_change();
+CREATE TRIGGER target_executions_announce_change AFTER UPDATE OF state ON public.target_executions FOR EACH ROW WHEN ((old.state IS DISTINCT FROM new.state)) EXECUTE FUNCTION public.announce_execution_change();
 
 CREATE TRIGGER users_announce_change AFTER DELETE OR UPDATE OF role, disabled ON public.users FOR EACH ROW EXECUTE FUNCTION public.announce_identity_change('user');
 

@@ -33,8 +33,12 @@ use crate::{
 pub const MIN_INTERVAL: Duration = Duration::from_millis(50);
 /// How often a watcher looks for itself while changes cannot be heard.
 const POLL_WHILE_DEAF: Duration = Duration::from_secs(1);
-/// How often it looks anyway, should a change go unheard.
-const POLL_WHILE_LISTENING: Duration = Duration::from_secs(30);
+/// How often it looks anyway: a target's progress within its state (the
+/// migration it has reached) is not announced (migration
+/// `20261206000016_execution_state_changes.sql`), and a change may go
+/// unheard. Every watcher of a run shares one read of it per
+/// `MH_READ_MAX_AGE_MS`, so this costs the database nothing per watcher.
+const POLL_WHILE_LISTENING: Duration = Duration::from_secs(2);
 
 /// The live stream of run `id`; `not_found` when there is no such run.
 pub async fn events(

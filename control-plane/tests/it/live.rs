@@ -68,23 +68,29 @@ async fn a_run_approved_on_one_replica_shows_on_another_at_once() {
         "seen before the shared read aged out"
     );
 
-    // A target execution changed as a worker changes it, straight in the
-    // tool database: progress, so requests are not made to wait for it, but
-    // the replica starts the next read as soon as it hears it — shown
-    // within a read, long before the ten seconds.
+    // A target execution's state changed as a worker changes it, straight
+    // in the tool database: requests are not made to wait for it, but the
+    // replica starts the next read as soon as it hears it — shown within a
+    // read, long before the ten seconds.
     let (_, before) = replica.get(&path, &app.user).await;
-    assert_eq!(before["targets"][0]["statement"], Value::Null);
+    assert_eq!(before["targets"][0]["state"], "pending");
     let changed = std::time::Instant::now();
-    sqlx::query("UPDATE target_executions SET statement_index = 7 WHERE run_id = $1::uuid")
-        .bind(&run)
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE target_executions SET state = 'queued', queued_at = now() WHERE run_id = $1::uuid",
+    )
+    .bind(&run)
+    .execute(&app.pool)
+    .await
+    .unwrap();
     replica.hears(heard).await;
-    common::testing::wait_for(Duration::from_secs(5), "the progress to show", || async {
-        let (_, after) = replica.get(&path, &app.user).await;
-        (after["targets"][0]["statement"] == 7).then_some(())
-    })
+    common::testing::wait_for(
+        Duration::from_secs(5),
+        "the target's state to show",
+        || async {
+            let (_, after) = replica.get(&path, &app.user).await;
+            (after["targets"][0]["state"] == "queued").then_some(())
+        },
+    )
     .await;
     assert!(changed.elapsed() < Duration::from_secs(5));
 }
