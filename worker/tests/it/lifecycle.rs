@@ -408,3 +408,81 @@ async fn finished_jobs_leave_the_queue_after_an_hour_and_unfinished_ones_stay() 
     .unwrap();
     assert!(indexed);
 }
+
+/// While one target of a run settles (its transaction holds the run's row),
+/// another target of the run can still be claimed and record what it
+/// applied: neither waits for the settling to commit.
+#[tokio::test]
+async fn claims_and_records_of_a_run_do_not_wait_for_another_target_settling() {
+    let hub = TestHub::new().await;
+    let project = hub.project_with_targets(3).await;
+    hub.migration(
+        &project,
+        "1",
+        "CREATE TABLE one (id int);",
+        "DROP TABLE one;",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+    hub.execute(run).await;
+    let executions = hub.executions(run).await;
+    let worker = uuid::Uuid::new_v4();
+    // The run's first claim moves it to `running`.
+    let mut tx = hub.db.begin().await.unwrap();
+    common::lifecycle::claim(&mut tx, executions[0].id, worker)
+        .await
+        .unwrap()
+        .expect("queued");
+    tx.commit().await.unwrap();
+    assert_eq!(hub.run_state(run).await, RunState::Running);
+
+    // A target settling: its transaction holds the run's row as settling does.
+    let mut settling = hub.db.begin().await.unwrap();
+    common::store::runs::lock(&mut settling, run)
+        .await
+        .unwrap()
+        .expect("the run");
+
+    // Anything that had to wait for it fails after 2 s instead.
+    let mut other = hub.db.begin().await.unwrap();
+    sqlx::query("SET LOCAL lock_timeout = '2s'")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let claimed = common::lifecycle::claim(&mut other, executions[1].id, worker)
+        .await
+        .expect("a later claim does not wait for the run's row")
+        .expect("queued");
+    let mut conn = hub.db.acquire().await.unwrap();
+    let migration = common::store::runs::migrations(&mut conn, run)
+        .await
+        .unwrap()
+        .remove(0);
+    let version: common::domain::Version = migration.version.parse().unwrap();
+    common::store::executions::record_steps(
+        &mut other,
+        &[common::store::executions::AppliedStep {
+            execution_id: claimed.id,
+            target_id: claimed.target_id,
+            run_id: run,
+            migration_id: migration.migration_id,
+            version: &version,
+            direction: Direction::Up,
+            checksum: &migration.checksum,
+            started_at: time::OffsetDateTime::now_utc(),
+            duration_ms: 1,
+            statements: 1,
+            resumed: false,
+        }],
+    )
+    .await
+    .expect("recording what a target applied does not wait for the run's row");
+    other.commit().await.unwrap();
+    settling.rollback().await.unwrap();
+    let target = project
+        .targets
+        .iter()
+        .find(|t| t.id() == claimed.target_id)
+        .expect("a target of the project");
+    assert_eq!(hub.applied_versions(target).await, vec!["1"]);
+}
