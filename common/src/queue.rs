@@ -171,14 +171,22 @@ pub async fn push(
 /// Index the queue's own set-up lacks: apalis looks for the jobs of silent
 /// workers (`reenqueue_orphaned`, on every worker's keep-alive) among the
 /// jobs `Running` or `Queued`, and without it reads every job on record.
-/// Idempotent; applied after the queue's schema at every start.
+/// Applied after the queue's schema at every start; built once (building
+/// it holds off the queue's writes for a moment, so it is not rebuilt or
+/// locked again when it exists).
 pub async fn add_indexes(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "CREATE INDEX IF NOT EXISTS migrate_hub_jobs_live_lock_by ON apalis.jobs (lock_by)
-         WHERE status = 'Running' OR status = 'Queued'",
-    )
-    .execute(pool)
-    .await?;
+    let missing: bool =
+        sqlx::query_scalar("SELECT to_regclass('apalis.migrate_hub_jobs_live_lock_by') IS NULL")
+            .fetch_one(pool)
+            .await?;
+    if missing {
+        sqlx::query(
+            "CREATE INDEX IF NOT EXISTS migrate_hub_jobs_live_lock_by ON apalis.jobs (lock_by)
+             WHERE status = 'Running' OR status = 'Queued'",
+        )
+        .execute(pool)
+        .await?;
+    }
     Ok(())
 }
 
