@@ -14,8 +14,8 @@
 //! - every change of a target execution's state (`execution:<run id>`:
 //!   claimed, finished — `20261206000015_execution_changes.sql`, and
 //!   `20261206000016_execution_state_changes.sql`: progress within a state
-//!   is not announced), many a second in a large run: requests go on being served the latest
-//!   read while the next one starts at once ([`SharedReads::refresh_soon`]),
+//!   is not announced), many a second in a large run: requests go on being
+//!   served the latest read while the next one starts at once ([`SharedReads::refresh_soon`]),
 //!   so it shows within one read and nobody waits; live streams wake and
 //!   take a read that started after they heard it.
 //!

@@ -90,13 +90,11 @@ pub async fn execution(env: &JobEnv, job: &TargetJob) -> Result<Claim, sqlx::Err
                 Claim::NotQueued
             });
         }
-        let Some(execution) = lifecycle::claim(&mut tx, job.execution_id, env.worker_id).await?
+        let Some((execution, run)) =
+            lifecycle::claim(&mut tx, job.execution_id, env.worker_id).await?
         else {
             return Ok(Claim::NotQueued);
         };
-        let run = runs::get(&mut tx, execution.run_id)
-            .await?
-            .ok_or(sqlx::Error::RowNotFound)?;
         let migrations = runs::migrations(&mut tx, run.id).await?;
         let target = inventory::target(&mut tx, execution.target_id).await?;
         let secret = inventory::target_secret(&mut tx, execution.target_id).await?;

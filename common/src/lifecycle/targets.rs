@@ -16,29 +16,31 @@ use crate::{
     },
 };
 
-/// Claims a `queued` execution for `worker_id`. `None` when it is not
-/// queued any more (cancelled, or already claimed by a redelivered job):
-/// then the job must do nothing, which is what makes redelivery harmless.
-/// The first claim of a run moves it from `queued` to `running`.
+/// Claims a `queued` execution for `worker_id`, and returns it with its run
+/// as the claim leaves it. `None` when it is not queued any more
+/// (cancelled, or already claimed by a redelivered job): then the job must
+/// do nothing, which is what makes redelivery harmless. The first claim of
+/// a run moves it from `queued` to `running`.
 pub async fn claim(
     conn: &mut PgConnection,
     execution_id: Uuid,
     worker_id: Uuid,
-) -> Result<Option<ClaimedExecution>, LifecycleError> {
+) -> Result<Option<(ClaimedExecution, runs::RunRow)>, LifecycleError> {
     let Some(claimed) = executions::claim(conn, execution_id, worker_id).await? else {
         return Ok(None);
     };
     // Only a run's first claim changes the run; the others leave its row
     // alone, so that claims never queue behind the run's finishing targets.
     let no_run = || LifecycleError::Corrupt(format!("execution {execution_id} has no run"));
-    let seen = runs::get(conn, claimed.run_id).await?.ok_or_else(no_run)?;
-    if seen.state.transition(RunEvent::Start).is_ok() {
-        let run = runs::lock(conn, claimed.run_id).await?.ok_or_else(no_run)?;
+    let mut run = runs::get(conn, claimed.run_id).await?.ok_or_else(no_run)?;
+    if run.state.transition(RunEvent::Start).is_ok() {
+        run = runs::lock(conn, claimed.run_id).await?.ok_or_else(no_run)?;
         if let Ok(next) = run.state.transition(RunEvent::Start) {
             runs::set_state(conn, &run, next, None, None).await?;
+            run.state = next;
         }
     }
-    Ok(Some(claimed))
+    Ok(Some((claimed, run)))
 }
 
 /// The `target.started` audit row of a claimed execution, by the worker

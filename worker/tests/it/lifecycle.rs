@@ -429,11 +429,12 @@ async fn claims_and_records_of_a_run_do_not_wait_for_another_target_settling() {
     let worker = uuid::Uuid::new_v4();
     // The run's first claim moves it to `running`.
     let mut tx = hub.db.begin().await.unwrap();
-    common::lifecycle::claim(&mut tx, executions[0].id, worker)
+    let (_, first_run) = common::lifecycle::claim(&mut tx, executions[0].id, worker)
         .await
         .unwrap()
         .expect("queued");
     tx.commit().await.unwrap();
+    assert_eq!(first_run.state, RunState::Running, "as the claim left it");
     assert_eq!(hub.run_state(run).await, RunState::Running);
 
     // A target settling: its transaction holds the run's row as settling does.
@@ -449,7 +450,7 @@ async fn claims_and_records_of_a_run_do_not_wait_for_another_target_settling() {
         .execute(&mut *other)
         .await
         .unwrap();
-    let claimed = common::lifecycle::claim(&mut other, executions[1].id, worker)
+    let (claimed, _) = common::lifecycle::claim(&mut other, executions[1].id, worker)
         .await
         .expect("a later claim does not wait for the run's row")
         .expect("queued");
