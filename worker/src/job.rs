@@ -140,16 +140,20 @@ async fn settle_orphan(env: &JobEnv, execution_id: Uuid) -> Result<(), JobError>
             Some(true) => {
                 tracing::warn!("the worker running this execution died; marking it interrupted");
                 let actor = env.actor();
-                return with_retry("mark the execution interrupted", || async {
+                let interrupted = with_retry("mark the execution interrupted", || async {
                     let mut tx = env.db.begin().await?;
                     let interrupted =
                         dead_workers::interrupt_if_dead(&mut tx, execution_id, &actor).await?;
                     tx.commit().await?;
                     Ok(interrupted)
                 })
-                .await
-                .map(|_| ())
-                .map_err(|source| JobError {
+                .await;
+                let settled = match interrupted {
+                    Ok(Some(done)) => report::settle(&env.db, done.run_id, &actor).await,
+                    Ok(None) => Ok(()),
+                    Err(err) => Err(err),
+                };
+                return settled.map_err(|source| JobError {
                     what: "marking the execution interrupted",
                     source,
                 });

@@ -298,18 +298,33 @@ pub async fn finish(
         dirty: outcome.dirty.as_ref(),
         worker,
     };
-    with_retry("finish target execution", || async {
+    let run_id = with_retry("finish target execution", || async {
         let mut tx = db.begin().await?;
-        let settled = lifecycle::finish(&mut tx, &finish).await?;
+        let run_id = lifecycle::finish(&mut tx, &finish).await?;
+        tx.commit().await?;
+        Ok(run_id)
+    })
+    .await?;
+    match run_id {
+        Some(run_id) => settle(db, run_id, worker).await,
+        None => Ok(()),
+    }
+}
+
+/// Records the run's outcome when its executions are all final, after the
+/// commit of one of them ([`lifecycle::settle`]).
+pub async fn settle(db: &PgPool, run_id: Uuid, actor: &Actor) -> Result<(), sqlx::Error> {
+    let settled = with_retry("settle the run", || async {
+        let mut tx = db.begin().await?;
+        let settled = lifecycle::settle(&mut tx, run_id, actor).await?;
         tx.commit().await?;
         Ok(settled)
     })
-    .await
-    .map(|settled| {
-        if let Some(run_state) = settled {
-            tracing::info!(run_state = run_state.as_str(), "run finished");
-        }
-    })
+    .await?;
+    if let Some(run_state) = settled {
+        tracing::info!(run_state = run_state.as_str(), "run finished");
+    }
+    Ok(())
 }
 
 /// Leaves an execution that stopped at its window's end waiting for the

@@ -115,6 +115,18 @@ pub fn next(tally: &Tally, concurrency: i32, canary: i32, stop_on_failure: bool)
     }
 }
 
+/// Whether a finished target may act on the rule's `decision` without the
+/// run's lock. Refilling places is safe alone: each finisher's tally is
+/// one consistent reading in which its own place is free and the others'
+/// endings either happened (their refills with them) or not yet, and the
+/// queue skips a pending target another finisher is taking. Cancelling what
+/// has not started, and anything while the canary is open, take the run's
+/// lock, so that two finishers see each other's ending: two canaries ending
+/// together would each see the other still running and open nothing.
+pub fn refills_alone(tally: &Tally, decision: &Decision) -> bool {
+    decision.cancel_pending.is_none() && tally.canary.iter().all(|s| s.state.is_final())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +225,29 @@ mod tests {
         assert_eq!(
             next(&slots(&[Succeeded, Failed]), 4, 0, true),
             Decision::default()
+        );
+    }
+
+    #[test]
+    fn only_refilling_places_goes_without_the_run_lock() {
+        let alone = |states: &[TargetState], canary: i32, stop: bool| {
+            let tally = Tally::of(&slots(states), 2, canary);
+            refills_alone(&tally, &super::next(&tally, 2, canary, stop))
+        };
+        assert!(alone(&[Succeeded, Running, Pending], 0, true));
+        assert!(alone(&[Succeeded, Succeeded], 0, false), "nothing to do");
+        assert!(
+            !alone(&[Failed, Running, Pending], 0, true),
+            "stop on failure cancels under the lock"
+        );
+        assert!(
+            !alone(&[Succeeded, Running, Pending], 2, false),
+            "the canary is still open"
+        );
+        assert!(alone(&[Succeeded, Skipped, Running, Pending], 2, false));
+        assert!(
+            !alone(&[Failed, Succeeded, Pending], 2, false),
+            "a failed canary cancels the rest"
         );
     }
 }

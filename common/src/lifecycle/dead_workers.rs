@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::{Finish, LifecycleError, finish};
 use crate::{
-    domain::{Engine, RunState, TargetState},
+    domain::{Engine, TargetState},
     store::{
         audit::Actor,
         executions::{self, DirtyMark, LastProgress},
@@ -96,14 +96,13 @@ pub struct Interrupted {
     pub target_id: Uuid,
     /// The target was left dirty (MySQL, a script part-way).
     pub dirty: bool,
-    /// The run's new state, when this was its last execution.
-    pub run_state: Option<RunState>,
 }
 
 /// Marks the execution `interrupted` if it is `running` on a worker that is
 /// dead (silent for [`SILENT_AFTER`], stopped, or unknown); `None` when it
 /// is not (finished meanwhile, still alive, or being finished by someone
-/// else right now). The caller commits.
+/// else right now). The caller commits, then settles the run
+/// ([`super::settle`]).
 pub async fn interrupt_if_dead(
     conn: &mut PgConnection,
     execution_id: Uuid,
@@ -114,7 +113,7 @@ pub async fn interrupt_if_dead(
         return Ok(None);
     };
     let ending = orphaned(&last);
-    let run_state = finish(
+    finish(
         conn,
         &Finish {
             execution_id,
@@ -131,7 +130,6 @@ pub async fn interrupt_if_dead(
         run_id: last.run_id,
         target_id: last.target_id,
         dirty: ending.dirty.is_some(),
-        run_state,
     }))
 }
 

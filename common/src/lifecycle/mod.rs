@@ -24,7 +24,8 @@
 //! | [`record_steps`], [`progress`], [`waiting`] | worker | the execution's applied steps, the statement its script has reached, what it waits for and its lock retries (no state change) |
 //! | [`blocker_terminated`] | worker, where the environment opted in | a blocking session `idle in transaction` was terminated (audit only) |
 //! | [`window::wait_for_window`] | worker: a target outside its maintenance window, or one whose window ended between two migrations | execution `queued`, `running` → `waiting_for_window` (its job due at the next opening) |
-//! | [`finish`] | worker | execution `running` → final (a target left dirty marked first); run → its outcome |
+//! | [`finish`] | worker | execution `running` → final (a target left dirty marked first); the places it freed refilled |
+//! | [`settle`] | whoever finished, after its commit; the control-plane sweep for [`unsettled`] runs | run → its outcome, once no execution is open |
 //! | [`dead_workers::interrupt_if_dead`] | control-plane sweep, a worker redelivered the job | execution `running` on a worker silent for 15 s → `interrupted` (MySQL part-way: dirty at the last reported statement), through [`finish`] |
 //! | [`resolve`], [`resume`] | admin, on a dirty target | the version counts as applied / rolled back; or execution → `queued` again, run → `running` |
 //! | [`baseline`] | admin, on a target the hub has never migrated | the versions it already has count as applied, without a run |
@@ -51,7 +52,7 @@ pub use resolve::{Resumed, lock_dirty, requeue_for_resume, resolve, resume};
 pub use review::{WaiverRequest, review_policy_changed, review_waiting_runs, waive};
 pub use targets::{
     Finish, Terminated, blocker_terminated, claim, finish, progress, record_steps, settle, started,
-    waiting,
+    unsettled, waiting,
 };
 
 use serde_json::json;

@@ -158,13 +158,50 @@ pub async fn dispatch(
         return Ok(Vec::new());
     }
     let queued = executions::queue(conn, run.id, &decision.queue).await?;
-    queue::push(
-        conn,
-        run.id,
-        run.traceparent.as_deref(),
-        &queued,
-        not_before,
-    )
-    .await?;
+    push(conn, run, &queued, not_before).await?;
     Ok(queued)
+}
+
+/// What a finished target does about the rest of its run: refills the
+/// place it freed without the run's lock when the dispatch rule allows
+/// ([`dispatch::refills_alone`]), or else takes the lock and applies the
+/// whole rule ([`dispatch`]). A run that is over starts nothing.
+pub(super) async fn after_ending(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+) -> Result<(), LifecycleError> {
+    let Some(run) = runs::get(conn, run_id).await? else {
+        return Err(LifecycleError::NotFound("run"));
+    };
+    if run.state.is_final() {
+        return Ok(());
+    }
+    let tally = executions::tally(conn, run.id, run.concurrency, run.canary).await?;
+    let decision = dispatch::next(&tally, run.concurrency, run.canary, run.stop_on_failure);
+    if !dispatch::refills_alone(&tally, &decision) {
+        let run = super::lock_run(conn, run_id).await?;
+        if !run.state.is_final() {
+            dispatch(conn, &run, None).await?;
+        }
+        return Ok(());
+    }
+    if decision.queue.is_empty() {
+        return Ok(());
+    }
+    let queued = executions::queue_next(conn, run.id, decision.queue.len()).await?;
+    push(conn, &run, &queued, None).await?;
+    Ok(())
+}
+
+/// Pushes the jobs of `queued` executions, due at `not_before`.
+async fn push(
+    conn: &mut PgConnection,
+    run: &RunRow,
+    queued: &[Queued],
+    not_before: Option<OffsetDateTime>,
+) -> Result<(), sqlx::Error> {
+    if queued.is_empty() {
+        return Ok(());
+    }
+    queue::push(conn, run.id, run.traceparent.as_deref(), queued, not_before).await
 }

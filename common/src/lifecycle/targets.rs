@@ -3,7 +3,7 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{LifecycleError, operate::dispatch};
+use super::{LifecycleError, operate::after_ending};
 use crate::{
     domain::{
         RunState, TargetState,
@@ -166,16 +166,23 @@ pub struct Finish<'a> {
     pub worker: &'a Actor,
 }
 
-/// Ends a running execution and audits it; starts what may start next
+/// Ends a running execution and audits it, and starts what may start next
 /// (concurrency, canary) or stops the rest (stop on failure, a failed
-/// canary); and when it was the run's last one, records the run's outcome.
-/// A target left dirty is marked first.
-/// Returns the run's new state when the run finished. A report for an
-/// execution that is not running (late, or repeated) changes nothing.
+/// canary). A target left dirty is marked first. Returns the execution's
+/// run, which the caller settles ([`settle`]) once this is committed; `None`
+/// for a report of an execution that is not running (late, or repeated),
+/// which changes nothing.
+///
+/// The run's outcome is not decided here: two targets ending together each
+/// see the other still running until it commits, and neither would see the
+/// run's last ending. After its commit, each finisher sees every ending
+/// committed before it, so the last one settles the run. Holding the run's
+/// lock instead made every finished target of a run wait for all the
+/// others' commits.
 pub async fn finish(
     conn: &mut PgConnection,
     f: &Finish<'_>,
-) -> Result<Option<RunState>, LifecycleError> {
+) -> Result<Option<Uuid>, LifecycleError> {
     // Before the audit row below, which holds the chain's head until commit.
     if let Some(mark) = f.dirty {
         executions::mark_dirty(conn, mark, f.error.unwrap_or_default()).await?;
@@ -190,14 +197,9 @@ pub async fn finish(
     let Some(ended) = executions::finish(conn, &ending).await? else {
         return Ok(None);
     };
-    // Lock the run before the audit head, the order `claim` (run, then its
-    // audit row) uses too; the other order deadlocks a claim and a finish
-    // of two targets of one run.
-    let run = runs::lock(conn, ended.run_id).await?;
-    // A cancelled run starts nothing.
-    if let Some(run) = run.filter(|r| !r.state.is_final()) {
-        dispatch(conn, &run, None).await?;
-    }
+    // Before the audit head, the order `claim` (run, then its audit row)
+    // uses too when it takes the run's lock; the other order deadlocks.
+    after_ending(conn, ended.run_id).await?;
     let action = match f.state {
         TargetState::Succeeded => "target.succeeded",
         TargetState::Skipped => "target.skipped",
@@ -220,20 +222,26 @@ pub async fn finish(
             })),
     )
     .await?;
-    settle(conn, ended.run_id, f.worker).await
+    Ok(Some(ended.run_id))
 }
 
-/// Records the run's outcome once all its executions are final; returns it.
+/// Records the run's outcome once all its executions are final, and returns
+/// it; in its own transaction, after the commit of a [`finish`] (or when a
+/// sweep finds a run whose last finisher stopped before settling it). Two
+/// index probes while the run goes on; the run's lock and every state only
+/// when none is open.
 pub async fn settle(
     conn: &mut PgConnection,
     run_id: Uuid,
     actor: &Actor,
 ) -> Result<Option<RunState>, LifecycleError> {
+    if executions::any_open(conn, run_id).await? {
+        return Ok(None);
+    }
     let run = runs::lock(conn, run_id)
         .await?
         .ok_or(LifecycleError::NotFound("run"))?;
-    // Two index probes per finished target; every state is read once, when
-    // the run's last execution is final.
+    // Again under the lock: a resume may have queued one meanwhile.
     if executions::any_open(conn, run_id).await? {
         return Ok(None);
     }
@@ -259,4 +267,11 @@ pub async fn settle(
     )
     .await?;
     Ok(Some(next))
+}
+
+/// Runs whose executions are all final but that are still `queued` or
+/// `running`: their last finisher stopped between its commit and
+/// [`settle`]. At most `limit`; a sweep settles each.
+pub async fn unsettled(conn: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>, LifecycleError> {
+    Ok(runs::unsettled(conn, limit).await?)
 }

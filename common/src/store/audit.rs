@@ -136,9 +136,14 @@ pub async fn append(conn: &mut PgConnection, entry: &Entry) -> Result<i64, sqlx:
         ip: entry.ip.as_deref(),
     };
     let hash = chain_hash(&head_hash, &row);
+    // The row and the new head in one round trip: the head is held until
+    // commit, and every append of the hub waits for it.
     sqlx::query(
-        "INSERT INTO audit_log (seq, at, actor_id, actor, action, object_type, object_id, project_id, details, ip, prev_hash, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        "WITH appended AS (
+           INSERT INTO audit_log (seq, at, actor_id, actor, action, object_type, object_id, project_id, details, ip, prev_hash, hash)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         )
+         UPDATE audit_head SET seq = $1, hash = $12 WHERE id",
     )
     .bind(seq)
     .bind(at)
@@ -154,11 +159,6 @@ pub async fn append(conn: &mut PgConnection, entry: &Entry) -> Result<i64, sqlx:
     .bind(&hash)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id")
-        .bind(seq)
-        .bind(&hash)
-        .execute(&mut *conn)
-        .await?;
     Ok(seq)
 }
 

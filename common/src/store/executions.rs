@@ -331,6 +331,30 @@ pub async fn queue(
     .await
 }
 
+/// Moves the run's first `n` `pending` executions to `queued`, skipping
+/// any another transaction holds (a concurrent finisher taking it, a
+/// cancel): what a finished target uses to refill its place without the
+/// run's lock, so that two finishers never take the same one and neither
+/// comes away empty-handed.
+pub async fn queue_next(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    n: usize,
+) -> Result<Vec<Queued>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE target_executions SET state = 'queued', queued_at = now()
+         WHERE id IN (SELECT id FROM target_executions
+                      WHERE run_id = $1 AND state = 'pending'
+                      ORDER BY position LIMIT $2
+                      FOR UPDATE SKIP LOCKED)
+         RETURNING id, target_id, worker_pool",
+    )
+    .bind(run_id)
+    .bind(i64::try_from(n).unwrap_or(i64::MAX))
+    .fetch_all(conn)
+    .await
+}
+
 /// Queues the run's execution on the target again when it stopped (failed
 /// or interrupted); `None` when it did not (still running, or cancelled).
 pub async fn requeue_stopped(

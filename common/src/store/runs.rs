@@ -90,8 +90,9 @@ pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<RunRow>, sq
 }
 
 /// Reads the run and locks its row until the transaction ends, so that
-/// approvals, execution, cancellation and the settling of finished targets
-/// of one run are serialized. `NO KEY UPDATE`: the rows that reference the
+/// approvals, execution, cancellation, the run's outcome and the dispatch
+/// decisions a finished target cannot take alone (stop on failure, the
+/// canary) are serialized. `NO KEY UPDATE`: the rows that reference the
 /// run (what its targets record as applied, their executions) take a key
 /// share on it for their foreign key, and must not wait for this lock —
 /// with `FOR UPDATE` every target's record waited for every other target's
@@ -102,6 +103,26 @@ pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<RunRow>, s
     )))
     .bind(id)
     .fetch_optional(conn)
+    .await
+}
+
+/// Runs still `queued` or `running` although none of their executions is
+/// open any more: their last finisher stopped between its commit and the
+/// run's settling. At most `limit`.
+pub async fn unsettled(conn: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT r.id FROM runs r
+         WHERE r.state IN ('queued', 'running')
+           AND EXISTS (SELECT 1 FROM target_executions te WHERE te.run_id = r.id)
+           AND NOT EXISTS (SELECT 1 FROM target_executions te
+                           WHERE te.run_id = r.id AND te.state = 'pending')
+           AND NOT EXISTS (SELECT 1 FROM target_executions te
+                           WHERE te.run_id = r.id
+                             AND te.state IN ('queued', 'running', 'waiting_for_window'))
+         ORDER BY r.id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(conn)
     .await
 }
 

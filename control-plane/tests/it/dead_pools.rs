@@ -257,3 +257,68 @@ async fn sessions_sleeping(db: &TestDatabase) -> bool {
     .await
         == 1
 }
+
+/// A worker that dies between committing its target's ending and settling
+/// the run leaves the run `running` with nothing open: the control plane's
+/// sweep records the outcome.
+#[tokio::test]
+async fn a_run_whose_last_finisher_died_before_settling_it_settles_from_the_sweep() {
+    let (app, _keys) = app().await;
+    let db = TestDatabase::create("mh_test_dead_pool").await;
+    let (slug, set, _target) = project(&app, pg_target_json("pg-eu", &db), "SELECT 1").await;
+    let run = app.request_run(&slug, &set, "1").await;
+    app.approve(&run).await;
+    app.execute(&run).await;
+    let run_id: uuid::Uuid = run.parse().unwrap();
+
+    // The worker's claim and ending, committed (together: a worker the
+    // hub does not know counts as dead, and the sweep would interrupt the
+    // claim in between); it dies before settling.
+    let worker = common::store::audit::Actor::system("worker");
+    let execution: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM target_executions WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let mut tx = app.pool.begin().await.unwrap();
+    common::lifecycle::claim(&mut tx, execution, uuid::Uuid::new_v4())
+        .await
+        .unwrap()
+        .expect("queued");
+    let ended = common::lifecycle::finish(
+        &mut tx,
+        &common::lifecycle::Finish {
+            execution_id: execution,
+            state: common::domain::TargetState::Succeeded,
+            error: None,
+            failed_version: None,
+            statement: None,
+            dirty: None,
+            worker: &worker,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(ended, Some(run_id));
+    let (_, body) = app.get(&format!("/api/v1/runs/{run}"), &app.user).await;
+    assert_eq!(
+        body["state"], "running",
+        "not settled by the finish: {body}"
+    );
+
+    let done = wait_for(
+        WITHIN,
+        "the control plane's sweep to settle the run",
+        || async {
+            let (_, body) = app.get(&format!("/api/v1/runs/{run}"), &app.user).await;
+            (body["state"] == "succeeded").then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(done["targets"][0]["state"], "succeeded", "{done}");
+    let finished = app.audit_rows("run.finished").await;
+    assert_eq!(finished.len(), 1, "{finished:?}");
+    assert_eq!(finished[0].0, "system:control-plane");
+}

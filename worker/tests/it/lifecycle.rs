@@ -487,3 +487,158 @@ async fn claims_and_records_of_a_run_do_not_wait_for_another_target_settling() {
         .expect("a target of the project");
     assert_eq!(hub.applied_versions(target).await, vec!["1"]);
 }
+
+/// Ends the running `execution` as succeeded in the caller's transaction;
+/// returns the run to settle after the commit.
+async fn finish_succeeded(
+    tx: &mut PgConnection,
+    execution: uuid::Uuid,
+    actor: &common::store::audit::Actor,
+) -> Option<uuid::Uuid> {
+    common::lifecycle::finish(
+        tx,
+        &common::lifecycle::Finish {
+            execution_id: execution,
+            state: TargetState::Succeeded,
+            error: None,
+            failed_version: None,
+            statement: None,
+            dirty: None,
+            worker: actor,
+        },
+    )
+    .await
+    .expect("the finish does not wait for the run's row")
+}
+
+/// The executions of `run` in `state`.
+async fn in_state(hub: &TestHub, run: uuid::Uuid, state: TargetState) -> Vec<uuid::Uuid> {
+    let executions = hub.executions(run).await;
+    executions
+        .iter()
+        .filter(|e| e.state == state)
+        .map(|e| e.id)
+        .collect()
+}
+
+/// A finished target refills the place it freed without the run's lock:
+/// it does not wait for another transaction holding the run's row, and two
+/// finishers refilling at once take different targets. The run's outcome
+/// is recorded after the last finisher's commit, by it or, when it stopped
+/// before, by the sweep of unsettled runs.
+#[tokio::test]
+async fn finished_targets_refill_their_places_alone_and_the_run_settles_after_the_last_commit() {
+    let hub = TestHub::new().await;
+    let project = hub.project_with_targets(4).await;
+    hub.migration(
+        &project,
+        "1",
+        "CREATE TABLE one (id int);",
+        "DROP TABLE one;",
+    )
+    .await;
+    let run = hub
+        .requested_and_approved(&project, Direction::Up, "1", 2)
+        .await;
+    hub.execute(run).await;
+    let worker = uuid::Uuid::new_v4();
+    let actor = common::store::audit::Actor::system("test-worker");
+    let first = in_state(&hub, run, TargetState::Queued).await;
+    assert_eq!(first.len(), 2, "the run's concurrency");
+    for id in &first {
+        let mut tx = hub.db.begin().await.unwrap();
+        common::lifecycle::claim(&mut tx, *id, worker)
+            .await
+            .unwrap()
+            .expect("queued");
+        tx.commit().await.unwrap();
+    }
+
+    // Two finishers refilling at once: the second skips the target the
+    // first is taking instead of waiting for it or coming away empty.
+    let mut a = hub.db.begin().await.unwrap();
+    let mut b = hub.db.begin().await.unwrap();
+    let took_a = common::store::executions::queue_next(&mut a, run, 1)
+        .await
+        .unwrap();
+    let took_b = common::store::executions::queue_next(&mut b, run, 1)
+        .await
+        .unwrap();
+    assert_eq!((took_a.len(), took_b.len()), (1, 1));
+    assert_ne!(took_a[0].0, took_b[0].0, "two different targets");
+    a.rollback().await.unwrap();
+    b.rollback().await.unwrap();
+
+    // A target finishing while the run's row is held elsewhere.
+    let mut holder = hub.db.begin().await.unwrap();
+    common::store::runs::lock(&mut holder, run)
+        .await
+        .unwrap()
+        .expect("the run");
+    let mut tx = hub.db.begin().await.unwrap();
+    sqlx::query("SET LOCAL lock_timeout = '2s'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let to_settle = finish_succeeded(&mut tx, first[0], &actor).await;
+    tx.commit().await.unwrap();
+    holder.rollback().await.unwrap();
+    assert_eq!(to_settle, Some(run));
+    let refilled = in_state(&hub, run, TargetState::Queued).await;
+    assert_eq!(refilled.len(), 1, "the freed place is refilled");
+    let mut tx = hub.db.begin().await.unwrap();
+    assert_eq!(
+        common::lifecycle::settle(&mut tx, run, &actor)
+            .await
+            .unwrap(),
+        None,
+        "targets are still open"
+    );
+    tx.commit().await.unwrap();
+
+    // The rest end, and their finishers stop before settling the run.
+    let mut open = vec![first[1]];
+    while !open.is_empty() {
+        for id in in_state(&hub, run, TargetState::Queued).await {
+            let mut tx = hub.db.begin().await.unwrap();
+            common::lifecycle::claim(&mut tx, id, worker)
+                .await
+                .unwrap()
+                .expect("queued");
+            tx.commit().await.unwrap();
+            open.push(id);
+        }
+        let id = open.remove(0);
+        let mut tx = hub.db.begin().await.unwrap();
+        assert_eq!(finish_succeeded(&mut tx, id, &actor).await, Some(run));
+        tx.commit().await.unwrap();
+    }
+    assert!(in_state(&hub, run, TargetState::Pending).await.is_empty());
+    assert_eq!(
+        in_state(&hub, run, TargetState::Succeeded).await.len(),
+        4,
+        "every target ran"
+    );
+    assert_eq!(hub.run_state(run).await, RunState::Running);
+    let mut conn = hub.db.acquire().await.unwrap();
+    let unsettled = common::lifecycle::unsettled(&mut conn, 100_000)
+        .await
+        .unwrap();
+    assert!(unsettled.contains(&run), "the sweep finds it");
+    drop(conn);
+    let mut tx = hub.db.begin().await.unwrap();
+    assert_eq!(
+        common::lifecycle::settle(&mut tx, run, &actor)
+            .await
+            .unwrap(),
+        Some(RunState::Succeeded)
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(hub.run_state(run).await, RunState::Succeeded);
+    assert_eq!(hub.audit_count("run.finished").await, 1);
+    let mut conn = hub.db.acquire().await.unwrap();
+    let unsettled = common::lifecycle::unsettled(&mut conn, 100_000)
+        .await
+        .unwrap();
+    assert!(!unsettled.contains(&run));
+}
