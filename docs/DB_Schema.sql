@@ -583,6 +583,8 @@ CREATE UNIQUE INDEX api_tokens_token_hash_key ON public.api_tokens USING btree (
 
 CREATE INDEX api_tokens_user_id_idx ON public.api_tokens USING btree (user_id);
 
+CREATE INDEX applied_migrations_migration_idx ON public.applied_migrations USING btree (migration_id);
+
 CREATE UNIQUE INDEX approvals_run_user_key ON public.approvals USING btree (run_id, user_id);
 
 CREATE INDEX audit_log_action_idx ON public.audit_log USING btree (action, seq);

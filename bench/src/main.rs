@@ -79,7 +79,8 @@ struct Cli {
     /// The workload folders [env: MH_WORKLOADS_DIR; default: ../shared/workloads beside the repository].
     #[arg(long, value_name = "DIR")]
     workloads: Option<PathBuf>,
-    /// PostgreSQL targets of the fan-out and web benchmarks [default: 100].
+    /// PostgreSQL targets of the fan-out and web benchmarks [default: 100]
+    /// and of the scaling run [default: 96].
     #[arg(long, value_name = "N")]
     targets: Option<usize>,
     /// MariaDB targets of the fan-out benchmark; 0 skips MariaDB everywhere [default: 20].
@@ -139,6 +140,8 @@ struct Cli {
 pub struct Config {
     pub workloads: PathBuf,
     pub pg_targets: usize,
+    /// PostgreSQL targets of the scaling run.
+    pub scaling_targets: usize,
     pub mysql_targets: usize,
     pub concurrency: usize,
     /// Worker processes of the fan-out (0: one in-process worker).
@@ -343,6 +346,8 @@ async fn configure(cli: &Cli) -> Result<(Vec<Benchmark>, Config, Servers), BadCo
     selected.dedup();
     let q = cli.quick;
     let pg_targets = cli.targets.unwrap_or(if q { 2 } else { 100 });
+    // A multiple of 16: 4 processes × 4 at a time end in whole waves.
+    let scaling_targets = cli.targets.unwrap_or(if q { 2 } else { 96 });
     let mysql_targets = cli.mysql_targets.unwrap_or(if q { 1 } else { 20 });
     let samples = cli.samples.unwrap_or(if q { 3 } else { 50 });
     let repeat = cli.repeat.unwrap_or(if q { 1 } else { 3 });
@@ -429,6 +434,7 @@ async fn configure(cli: &Cli) -> Result<(Vec<Benchmark>, Config, Servers), BadCo
         Config {
             workloads,
             pg_targets,
+            scaling_targets,
             mysql_targets,
             concurrency: cli.concurrency,
             worker_processes: cli.worker_processes,

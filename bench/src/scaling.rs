@@ -73,7 +73,7 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
             "DROP TABLE bench_scaling;",
         )
         .await?;
-    let n = cfg.pg_targets;
+    let n = cfg.scaling_targets;
     let mut times = Vec::new();
     for workers in [1usize, 2, 4] {
         let pool = format!("scale-{workers}");
