@@ -642,3 +642,59 @@ async fn finished_targets_refill_their_places_alone_and_the_run_settles_after_th
         .unwrap();
     assert!(!unsettled.contains(&run));
 }
+
+/// Only a change of an execution's state is announced on the hub's change
+/// channel: a target's progress (the migration and statement reached) is
+/// written many times and announcing each made every running target's
+/// commits queue behind PostgreSQL's notification lock.
+#[tokio::test]
+async fn progress_is_not_announced_and_a_state_change_is() {
+    let hub = TestHub::new().await;
+    let project = hub.project_with_targets(1).await;
+    hub.migration(
+        &project,
+        "1",
+        "CREATE TABLE one (id int);",
+        "DROP TABLE one;",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+    hub.execute(run).await;
+    let execution = hub.executions(run).await[0].id;
+    let mut tx = hub.db.begin().await.unwrap();
+    common::lifecycle::claim(&mut tx, execution, uuid::Uuid::new_v4())
+        .await
+        .unwrap()
+        .expect("queued");
+    tx.commit().await.unwrap();
+
+    let mut listener = sqlx::postgres::PgListener::connect_with(&hub.db)
+        .await
+        .unwrap();
+    listener.listen("migrate_hub_changes").await.unwrap();
+    let mut conn = hub.db.acquire().await.unwrap();
+    common::lifecycle::progress(&mut conn, execution, "1", 2, "abc")
+        .await
+        .unwrap();
+    // Notifications arrive in commit order: a marker committed after the
+    // progress comes first when the progress announced nothing.
+    sqlx::query("SELECT pg_notify('migrate_hub_changes', 'marker')")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("a notification")
+        .unwrap();
+    assert_eq!(first.payload(), "marker", "progress was announced");
+
+    let actor = common::store::audit::Actor::system("test-worker");
+    let mut tx = hub.db.begin().await.unwrap();
+    finish_succeeded(&mut tx, execution, &actor).await;
+    tx.commit().await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("a notification")
+        .unwrap();
+    assert_eq!(next.payload(), format!("execution:{run}"));
+}
