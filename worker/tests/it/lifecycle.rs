@@ -409,13 +409,15 @@ async fn finished_jobs_leave_the_queue_after_an_hour_and_unfinished_ones_stay() 
     assert!(indexed);
 }
 
-/// While one target of a run settles (its transaction holds the run's row),
-/// another target of the run can still be claimed and record what it
-/// applied: neither waits for the settling to commit.
-#[tokio::test]
-async fn claims_and_records_of_a_run_do_not_wait_for_another_target_settling() {
-    let hub = TestHub::new().await;
-    let project = hub.project_with_targets(3).await;
+/// A run of migration 1 (`CREATE TABLE one`) on `targets` new targets,
+/// `concurrency` at a time, approved and executed: its first targets are
+/// queued, with no worker to take them.
+async fn executed_run(
+    hub: &TestHub,
+    targets: usize,
+    concurrency: i32,
+) -> (crate::support::Project, uuid::Uuid) {
+    let project = hub.project_with_targets(targets).await;
     hub.migration(
         &project,
         "1",
@@ -423,17 +425,40 @@ async fn claims_and_records_of_a_run_do_not_wait_for_another_target_settling() {
         "DROP TABLE one;",
     )
     .await;
-    let run = hub.approved_run(&project, Direction::Up, "1").await;
+    let run = hub
+        .requested_and_approved(&project, Direction::Up, "1", concurrency)
+        .await;
     hub.execute(run).await;
-    let executions = hub.executions(run).await;
-    let worker = uuid::Uuid::new_v4();
-    // The run's first claim moves it to `running`.
+    (project, run)
+}
+
+/// Claims the queued `execution` for `worker`, as a worker's job does, and
+/// commits; returns the run as the claim left it.
+async fn claim(
+    hub: &TestHub,
+    execution: uuid::Uuid,
+    worker: uuid::Uuid,
+) -> common::store::runs::RunRow {
     let mut tx = hub.db.begin().await.unwrap();
-    let (_, first_run) = common::lifecycle::claim(&mut tx, executions[0].id, worker)
+    let (_, run) = common::lifecycle::claim(&mut tx, execution, worker)
         .await
         .unwrap()
         .expect("queued");
     tx.commit().await.unwrap();
+    run
+}
+
+/// While one target of a run settles (its transaction holds the run's row),
+/// another target of the run can still be claimed and record what it
+/// applied: neither waits for the settling to commit.
+#[tokio::test]
+async fn claims_and_records_of_a_run_do_not_wait_for_another_target_settling() {
+    let hub = TestHub::new().await;
+    let (project, run) = executed_run(&hub, 3, 8).await;
+    let executions = hub.executions(run).await;
+    let worker = uuid::Uuid::new_v4();
+    // The run's first claim moves it to `running`.
+    let first_run = claim(&hub, executions[0].id, worker).await;
     assert_eq!(first_run.state, RunState::Running, "as the claim left it");
     assert_eq!(hub.run_state(run).await, RunState::Running);
 
@@ -529,29 +554,13 @@ async fn in_state(hub: &TestHub, run: uuid::Uuid, state: TargetState) -> Vec<uui
 #[tokio::test]
 async fn finished_targets_refill_their_places_alone_and_the_run_settles_after_the_last_commit() {
     let hub = TestHub::new().await;
-    let project = hub.project_with_targets(4).await;
-    hub.migration(
-        &project,
-        "1",
-        "CREATE TABLE one (id int);",
-        "DROP TABLE one;",
-    )
-    .await;
-    let run = hub
-        .requested_and_approved(&project, Direction::Up, "1", 2)
-        .await;
-    hub.execute(run).await;
+    let (_, run) = executed_run(&hub, 4, 2).await;
     let worker = uuid::Uuid::new_v4();
     let actor = common::store::audit::Actor::system("test-worker");
     let first = in_state(&hub, run, TargetState::Queued).await;
     assert_eq!(first.len(), 2, "the run's concurrency");
     for id in &first {
-        let mut tx = hub.db.begin().await.unwrap();
-        common::lifecycle::claim(&mut tx, *id, worker)
-            .await
-            .unwrap()
-            .expect("queued");
-        tx.commit().await.unwrap();
+        claim(&hub, *id, worker).await;
     }
 
     // Two finishers refilling at once: the second skips the target the
@@ -600,12 +609,7 @@ async fn finished_targets_refill_their_places_alone_and_the_run_settles_after_th
     let mut open = vec![first[1]];
     while !open.is_empty() {
         for id in in_state(&hub, run, TargetState::Queued).await {
-            let mut tx = hub.db.begin().await.unwrap();
-            common::lifecycle::claim(&mut tx, id, worker)
-                .await
-                .unwrap()
-                .expect("queued");
-            tx.commit().await.unwrap();
+            claim(&hub, id, worker).await;
             open.push(id);
         }
         let id = open.remove(0);
@@ -650,23 +654,9 @@ async fn finished_targets_refill_their_places_alone_and_the_run_settles_after_th
 #[tokio::test]
 async fn progress_is_not_announced_and_a_state_change_is() {
     let hub = TestHub::new().await;
-    let project = hub.project_with_targets(1).await;
-    hub.migration(
-        &project,
-        "1",
-        "CREATE TABLE one (id int);",
-        "DROP TABLE one;",
-    )
-    .await;
-    let run = hub.approved_run(&project, Direction::Up, "1").await;
-    hub.execute(run).await;
+    let (_, run) = executed_run(&hub, 1, 1).await;
     let execution = hub.executions(run).await[0].id;
-    let mut tx = hub.db.begin().await.unwrap();
-    common::lifecycle::claim(&mut tx, execution, uuid::Uuid::new_v4())
-        .await
-        .unwrap()
-        .expect("queued");
-    tx.commit().await.unwrap();
+    claim(&hub, execution, uuid::Uuid::new_v4()).await;
 
     let mut listener = sqlx::postgres::PgListener::connect_with(&hub.db)
         .await
