@@ -448,6 +448,31 @@ async fn claim(
     run
 }
 
+/// A transaction holding the run's row locked, as the run's own state
+/// changes do.
+async fn hold_run_row(
+    hub: &TestHub,
+    run: uuid::Uuid,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = hub.db.begin().await.unwrap();
+    common::store::runs::lock(&mut tx, run)
+        .await
+        .unwrap()
+        .expect("the run");
+    tx
+}
+
+/// A transaction in which anything that would wait for a lock fails after
+/// 2 s instead.
+async fn impatient(hub: &TestHub) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = hub.db.begin().await.unwrap();
+    sqlx::query("SET LOCAL lock_timeout = '2s'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
 /// While one target of a run settles (its transaction holds the run's row),
 /// another target of the run can still be claimed and record what it
 /// applied: neither waits for the settling to commit.
@@ -463,18 +488,8 @@ async fn claims_and_records_of_a_run_do_not_wait_for_another_target_settling() {
     assert_eq!(hub.run_state(run).await, RunState::Running);
 
     // A target settling: its transaction holds the run's row as settling does.
-    let mut settling = hub.db.begin().await.unwrap();
-    common::store::runs::lock(&mut settling, run)
-        .await
-        .unwrap()
-        .expect("the run");
-
-    // Anything that had to wait for it fails after 2 s instead.
-    let mut other = hub.db.begin().await.unwrap();
-    sqlx::query("SET LOCAL lock_timeout = '2s'")
-        .execute(&mut *other)
-        .await
-        .unwrap();
+    let settling = hold_run_row(&hub, run).await;
+    let mut other = impatient(&hub).await;
     let (claimed, _) = common::lifecycle::claim(&mut other, executions[1].id, worker)
         .await
         .expect("a later claim does not wait for the run's row")
@@ -579,16 +594,8 @@ async fn finished_targets_refill_their_places_alone_and_the_run_settles_after_th
     b.rollback().await.unwrap();
 
     // A target finishing while the run's row is held elsewhere.
-    let mut holder = hub.db.begin().await.unwrap();
-    common::store::runs::lock(&mut holder, run)
-        .await
-        .unwrap()
-        .expect("the run");
-    let mut tx = hub.db.begin().await.unwrap();
-    sqlx::query("SET LOCAL lock_timeout = '2s'")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let holder = hold_run_row(&hub, run).await;
+    let mut tx = impatient(&hub).await;
     let to_settle = finish_succeeded(&mut tx, first[0], &actor).await;
     tx.commit().await.unwrap();
     holder.rollback().await.unwrap();
