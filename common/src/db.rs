@@ -23,19 +23,23 @@ pub fn connect_lazy(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Err
 }
 
 fn options(max_connections: u32) -> PgPoolOptions {
+    // The check below doubles as the liveness test sqlx would otherwise
+    // make with a ping of its own: one round trip per checkout, not two.
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .after_release(|conn, _| Box::pin(async move { outside_transaction(conn).await }))
+        .test_before_acquire(false)
+        .before_acquire(|conn, _| Box::pin(async move { outside_transaction(conn).await }))
 }
 
-/// Whether a connection coming back to the pool is outside any transaction.
-/// A task cancelled while its `BEGIN` was on the wire (a request that timed
-/// out, a client that went away) returns its connection inside a
-/// transaction that sqlx does not know about and so never rolls back;
-/// every later statement on it would join that transaction and be lost.
-/// Such a connection is closed instead (the server rolls it back). Inside
-/// a transaction `now()` is the transaction's start, earlier than the
-/// statement's; outside, a simple-protocol statement is its own transaction.
+/// Whether a connection about to be handed out is alive and outside any
+/// transaction. A task cancelled while its `BEGIN` was on the wire (a
+/// request that timed out, a client that went away) gives its connection
+/// back inside a transaction that sqlx does not know about and so never
+/// rolls back; every later statement on it would join that transaction and
+/// be lost. Such a connection is closed instead (the server rolls it back),
+/// and so is one that does not answer. Inside a transaction `now()` is the
+/// transaction's start, earlier than the statement's; outside, a
+/// simple-protocol statement is its own transaction.
 async fn outside_transaction(conn: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
     use sqlx::Row;
     // The simple protocol: one message, so outside a transaction the

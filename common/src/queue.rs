@@ -190,25 +190,21 @@ pub async fn add_indexes(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// How long a finished job stays in the queue's table. The hub's record of
-/// an execution is `target_executions`; a job is only its delivery.
-pub const KEEP_FINISHED: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// Removes the jobs finished (done, killed, or failed for good) more than
-/// `keep` ago, so the queue's table holds what is waiting or running and
-/// the last hour, whatever the age of the installation. Returns how many.
-pub async fn prune_finished(
-    conn: &mut sqlx::PgConnection,
-    keep: std::time::Duration,
-) -> Result<u64, sqlx::Error> {
+/// Removes the jobs finished (done, killed, or failed for good), so the
+/// queue's table holds only what waits or runs, whatever the size of the
+/// runs and the age of the installation. The hub's record of an execution
+/// is `target_executions`; a job is only its delivery. apalis acknowledges
+/// a finished job with a join whose plan reads every job the worker has
+/// locked, finished ones included (or the whole table): with finished jobs
+/// kept, each acknowledgement would read more the larger the run. Returns
+/// how many were removed.
+pub async fn prune_finished(conn: &mut sqlx::PgConnection) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
         "DELETE FROM apalis.jobs
          WHERE starts_with(job_type, $1)
-           AND (status IN ('Done', 'Killed') OR (status = 'Failed' AND attempts >= max_attempts))
-           AND done_at < now() - make_interval(secs => $2)",
+           AND (status IN ('Done', 'Killed') OR (status = 'Failed' AND attempts >= max_attempts))",
     )
     .bind(PREFIX)
-    .bind(keep.as_secs_f64())
     .execute(conn)
     .await?
     .rows_affected())

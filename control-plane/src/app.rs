@@ -132,10 +132,11 @@ pub async fn serve(
             .await;
     });
     let notifications = tokio::spawn(crate::notify::deliver_forever(state.clone()));
-    let retention = tokio::spawn(prune_forever(
+    let retention = tokio::spawn(prune_snapshots_forever(
         state.db.clone(),
         state.settings.snapshot_retention_days,
     ));
+    let finished_jobs = tokio::spawn(prune_jobs_forever(state.db.clone()));
     let changes = tokio::spawn(crate::changes::listen_forever(
         state.db.clone(),
         crate::changes::Listeners {
@@ -165,6 +166,7 @@ pub async fn serve(
     cleanup.abort();
     notifications.abort();
     retention.abort();
+    finished_jobs.abort();
     changes.abort();
     sweeps.abort();
     result
@@ -172,27 +174,41 @@ pub async fn serve(
 
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
+/// How often finished queue jobs are removed.
+const FINISHED_JOBS_EVERY: Duration = Duration::from_secs(5);
 
-/// Keeps the tool database's own records bounded, on every replica (the
-/// deletes are idempotent): every ten minutes, queue jobs finished more than
-/// an hour ago ([`common::queue::KEEP_FINISHED`]); schema snapshots older
-/// than the retention, never with a retention of 0 days.
-async fn prune_forever(db: sqlx::PgPool, snapshot_days: u32) {
+/// Removes finished queue jobs every few seconds on every replica (the
+/// delete is idempotent; see [`common::queue::prune_finished`]).
+async fn prune_jobs_forever(db: sqlx::PgPool) {
+    let mut tick = tokio::time::interval(FINISHED_JOBS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let removed = match db.acquire().await {
+            Ok(mut conn) => common::queue::prune_finished(&mut conn).await,
+            Err(err) => Err(err),
+        };
+        match removed {
+            Ok(jobs) => tracing::debug!(jobs, "finished queue jobs removed"),
+            Err(err) => tracing::warn!(error = %err, "could not remove finished queue jobs"),
+        }
+    }
+}
+
+/// Keeps schema snapshots bounded, on every replica (the deletes are
+/// idempotent): every ten minutes, those older than the retention, never
+/// with a retention of 0 days.
+async fn prune_snapshots_forever(db: sqlx::PgPool, snapshot_days: u32) {
     let mut tick = tokio::time::interval(RETENTION_EVERY);
     loop {
         tick.tick().await;
+        if snapshot_days == 0 {
+            continue;
+        }
         let Ok(mut conn) = db.acquire().await else {
             tracing::warn!("could not reach the tool database for retention");
             continue;
         };
-        match common::queue::prune_finished(&mut conn, common::queue::KEEP_FINISHED).await {
-            Ok(0) => {}
-            Ok(jobs) => tracing::info!(jobs, "finished queue jobs removed"),
-            Err(err) => tracing::warn!(error = %err, "could not remove finished queue jobs"),
-        }
-        if snapshot_days == 0 {
-            continue;
-        }
         match common::store::snapshots::prune(&mut conn, snapshot_days).await {
             Ok(p) if p.snapshots + p.texts > 0 => tracing::info!(
                 snapshots = p.snapshots,

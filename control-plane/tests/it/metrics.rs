@@ -159,20 +159,7 @@ async fn the_fleet_page_tells_due_from_later_and_alerts_on_a_pool_without_worker
     let cancelled = app.request_run(&slug, &set, "1").await;
     app.approve(&cancelled).await;
     app.execute(&cancelled).await;
-    let jobs_of = |run: String| {
-        let pool = app.pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM apalis.jobs
-                 WHERE convert_from(job, 'UTF8')::jsonb ->> 'run_id' = $1",
-            )
-            .bind(run)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-        }
-    };
-    assert_eq!(jobs_of(cancelled.clone()).await, 1);
+    assert_eq!(app.queue_jobs_of(&cancelled).await, 1);
     let (status, _) = app
         .post(
             &format!("/api/v1/runs/{cancelled}/cancel"),
@@ -182,7 +169,7 @@ async fn the_fleet_page_tells_due_from_later_and_alerts_on_a_pool_without_worker
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
-        jobs_of(cancelled).await,
+        app.queue_jobs_of(&cancelled).await,
         0,
         "a cancelled run's jobs are removed"
     );

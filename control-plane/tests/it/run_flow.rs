@@ -650,3 +650,25 @@ async fn watched_runs_show_writes_made_here_at_once_and_others_within_the_max_ag
         changed.elapsed()
     );
 }
+
+/// A finished job is only the delivery of an execution the hub records in
+/// `target_executions`: the control plane removes it within seconds, so
+/// apalis's acknowledgements (which read every job the worker has locked)
+/// do not read more the larger the runs.
+#[tokio::test]
+async fn finished_queue_jobs_are_removed_within_seconds() {
+    let app = TestApp::spawn().await;
+    let (slug, set, _dbs) = project_with_targets(&app, 2).await;
+    app.migration(&slug, "1", "CREATE TABLE a (id int);", "")
+        .await;
+    let fleet = Fleet::start(&app);
+    let run = app.request_run(&slug, &set, "1").await;
+    assert_eq!(app.approve_and_run(&run).await["state"], "succeeded");
+    fleet.stop().await;
+    wait_for(
+        Duration::from_secs(30),
+        "the run's finished jobs to leave the queue",
+        || async { (app.queue_jobs_of(&run).await == 0).then_some(()) },
+    )
+    .await;
+}

@@ -243,6 +243,18 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The queue jobs (any state) of the run `run`.
+    pub async fn queue_jobs_of(&self, run: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM apalis.jobs
+             WHERE convert_from(job, 'UTF8')::jsonb ->> 'run_id' = $1",
+        )
+        .bind(run)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+
     /// The id of the user with `email`.
     pub async fn user_id(&self, email: &str) -> String {
         sqlx::query_scalar("SELECT id::text FROM users WHERE email = $1")
