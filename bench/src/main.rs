@@ -574,9 +574,28 @@ pub async fn profile_run(pool: &PgPool, run: &str) -> anyhow::Result<Value> {
     .bind(id)
     .fetch_one(pool)
     .await?;
+    // A worker's hand-over: from one of its targets finishing to the next
+    // one it starts, averaged (a worker running several at a time starts
+    // the next in the slot the finished one left).
+    let (handover, first_start): (Option<f64>, Option<f64>) = sqlx::query_as(
+        "SELECT avg(extract(epoch FROM nxt.started_at - te.finished_at) * 1000)::float8,
+                (SELECT extract(epoch FROM min(started_at) - min(queued_at)) * 1000
+                   FROM target_executions WHERE run_id = $1)::float8
+           FROM target_executions te
+           CROSS JOIN LATERAL (
+                SELECT min(o.started_at) AS started_at FROM target_executions o
+                 WHERE o.run_id = te.run_id AND o.worker_id = te.worker_id
+                   AND o.started_at >= te.finished_at) nxt
+          WHERE te.run_id = $1 AND nxt.started_at IS NOT NULL",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await?;
     let r = |x: Option<f64>| x.map(report::round);
     Ok(json!({
         "targets": row.0,
+        "avg_finished_to_next_started_ms": r(handover),
+        "first_queued_to_first_started_ms": r(first_start),
         "avg_target_ms": r(row.1),
         "avg_in_migrations_ms": r(row.2),
         "avg_outside_migrations_ms": r(row.1.zip(row.2).map(|(t, m)| t - m)),

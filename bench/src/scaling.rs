@@ -88,13 +88,14 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
         )
         .await;
         processes.stop().await;
-        let (_, seconds) = result?;
-        times.push((workers, seconds));
+        let (run, seconds) = result?;
+        let profile = crate::profile_run(&stack.pool, &run).await?;
+        times.push((workers, seconds, profile));
     }
     let one = times[0].1;
     let mut rows = Vec::new();
     let mut details = serde_json::Map::new();
-    for (workers, seconds) in &times {
+    for (workers, seconds, profile) in &times {
         let speedup = round(one / seconds);
         let bar = match workers {
             2 => Some(BAR_2),
@@ -115,7 +116,7 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
         rows.push(row);
         details.insert(
             format!("workers_{workers}"),
-            json!({"seconds": round(*seconds), "speedup": speedup}),
+            json!({"seconds": round(*seconds), "speedup": speedup, "profile": profile}),
         );
     }
 

@@ -118,6 +118,15 @@ pub async fn execution(env: &JobEnv, job: &TargetJob) -> Result<Claim, sqlx::Err
     .await
 }
 
+/// What the hub holds of a target, read under its lock.
+#[derive(Debug, Clone)]
+pub struct HubRecord {
+    /// Applied versions and their checksums.
+    pub applied: Vec<(String, String)>,
+    /// Set when a script stopped part-way on the target.
+    pub dirty: Option<DirtyState>,
+}
+
 /// The hub's record of one target, read and amended only while the job
 /// holds the target lock, so no other run can change it in between.
 #[derive(Debug, Clone)]
@@ -129,6 +138,19 @@ pub struct TargetClaim {
 }
 
 impl TargetClaim {
+    /// The hub's record of this target, read together on one connection:
+    /// its applied versions and checksums, and its dirty state if a script
+    /// stopped part-way on it.
+    pub async fn record(&self) -> Result<HubRecord, sqlx::Error> {
+        with_retry("read the target's record", || async {
+            let mut conn = self.db.acquire().await?;
+            let applied = executions::applied(&mut conn, self.target_id).await?;
+            let dirty = target_state::dirty(&mut conn, self.target_id).await?;
+            Ok(HubRecord { applied, dirty })
+        })
+        .await
+    }
+
     /// The hub's applied versions and checksums of this target.
     pub async fn applied(&self) -> Result<Vec<(String, String)>, sqlx::Error> {
         with_retry("read applied state", || async {
@@ -156,15 +178,6 @@ impl TargetClaim {
             let count = executions::catch_up(&mut tx, self.target_id, &found).await?;
             tx.commit().await?;
             Ok(count)
-        })
-        .await
-    }
-
-    /// The target's dirty state, if a script stopped part-way on it.
-    pub async fn dirty_state(&self) -> Result<Option<DirtyState>, sqlx::Error> {
-        with_retry("read dirty state", || async {
-            let mut conn = self.db.acquire().await?;
-            target_state::dirty(&mut conn, self.target_id).await
         })
         .await
     }

@@ -314,6 +314,14 @@ pub async fn finish(
 /// Records the run's outcome when its executions are all final, after the
 /// commit of one of them ([`lifecycle::settle`]).
 pub async fn settle(db: &PgPool, run_id: Uuid, actor: &Actor) -> Result<(), sqlx::Error> {
+    let due = with_retry("look whether the run is over", || async {
+        let mut conn = db.acquire().await?;
+        Ok(lifecycle::settle_due(&mut conn, run_id).await?)
+    })
+    .await?;
+    if !due {
+        return Ok(());
+    }
     let settled = with_retry("settle the run", || async {
         let mut tx = db.begin().await?;
         let settled = lifecycle::settle(&mut tx, run_id, actor).await?;

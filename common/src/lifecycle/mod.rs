@@ -51,8 +51,8 @@ pub use request::{RunRequest, request};
 pub use resolve::{Resumed, lock_dirty, requeue_for_resume, resolve, resume};
 pub use review::{WaiverRequest, review_policy_changed, review_waiting_runs, waive};
 pub use targets::{
-    Finish, Terminated, blocker_terminated, claim, finish, progress, record_steps, settle, started,
-    unsettled, waiting,
+    Finish, Terminated, blocker_terminated, claim, finish, progress, record_steps, settle,
+    settle_due, started, unsettled, waiting,
 };
 
 use serde_json::json;

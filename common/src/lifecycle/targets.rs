@@ -226,10 +226,10 @@ pub async fn finish(
 }
 
 /// Records the run's outcome once all its executions are final, and returns
-/// it; in its own transaction, after the commit of a [`finish`] (or when a
-/// sweep finds a run whose last finisher stopped before settling it). Two
-/// index probes while the run goes on; the run's lock and every state only
-/// when none is open.
+/// it; in its own transaction, after the commit of a [`finish`] once
+/// [`settle_due`] says so (or when a sweep finds a run whose last finisher
+/// stopped before settling it). The run's lock and every state only when
+/// none is open.
 pub async fn settle(
     conn: &mut PgConnection,
     run_id: Uuid,
@@ -267,6 +267,14 @@ pub async fn settle(
     )
     .await?;
     Ok(Some(next))
+}
+
+/// Whether [`settle`] has anything to do: none of the run's executions is
+/// open. One index probe outside any transaction, so a finishing target of
+/// a run that goes on pays no transaction for it; `settle` looks again
+/// under the run's lock.
+pub async fn settle_due(conn: &mut PgConnection, run_id: Uuid) -> Result<bool, LifecycleError> {
+    Ok(!executions::any_open(conn, run_id).await?)
 }
 
 /// Runs whose executions are all final but that are still `queued` or

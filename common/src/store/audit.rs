@@ -4,7 +4,10 @@
 //! rendering of the row, so changing, removing or reordering any row breaks
 //! every hash after it. Appends lock the single `audit_head` row, which
 //! serializes them (gap-free `seq`) only for the rest of the appending
-//! transaction; callers therefore append last, just before commit.
+//! transaction; callers therefore append last, just before commit. The
+//! append is one statement that locks the head, hashes the row (SHA-256 in
+//! the database, over the same bytes [`chain_hash`] reads) and moves the
+//! head, so the lock is held for that statement and the commit alone.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -81,7 +84,7 @@ impl Entry {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone, Copy)]
 struct Canonical<'a> {
     seq: i64,
     at_micros: i128,
@@ -106,17 +109,25 @@ fn chain_hash(prev_hash: &str, row: &Canonical<'_>) -> String {
     hex::encode(h.finalize())
 }
 
+/// What [`chain_hash`] hashes after the previous hash and `{"seq":`, for
+/// any `seq`: the row's canonical body from just after its `seq` (its first
+/// field), so the database can hash the row once it knows the `seq`.
+fn body_after_seq(row: &Canonical<'_>) -> Vec<u8> {
+    const SEQ_ZERO: &[u8] = b"{\"seq\":0";
+    let body = serde_json::to_vec(&Canonical { seq: 0, ..*row }).expect("audit row serializes");
+    assert!(
+        body.starts_with(SEQ_ZERO),
+        "seq is the canonical body's first field"
+    );
+    body[SEQ_ZERO.len()..].to_vec()
+}
+
 fn micros(at: OffsetDateTime) -> i128 {
     at.unix_timestamp_nanos() / 1_000
 }
 
 /// Appends `entry` in the caller's transaction and returns its `seq`.
 pub async fn append(conn: &mut PgConnection, entry: &Entry) -> Result<i64, sqlx::Error> {
-    let (head_seq, head_hash): (i64, String) =
-        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id FOR UPDATE")
-            .fetch_one(&mut *conn)
-            .await?;
-    let seq = head_seq + 1;
     // PostgreSQL keeps microseconds; hash exactly what is stored.
     let now = OffsetDateTime::now_utc();
     let at = now
@@ -124,7 +135,7 @@ pub async fn append(conn: &mut PgConnection, entry: &Entry) -> Result<i64, sqlx:
         .expect("truncated nanoseconds are valid");
     let actor_label = entry.actor.label();
     let row = Canonical {
-        seq,
+        seq: 0,
         at_micros: micros(at),
         actor_id: entry.actor.id(),
         actor: &actor_label,
@@ -135,17 +146,23 @@ pub async fn append(conn: &mut PgConnection, entry: &Entry) -> Result<i64, sqlx:
         details: &entry.details,
         ip: entry.ip.as_deref(),
     };
-    let hash = chain_hash(&head_hash, &row);
-    // The row and the new head in one round trip: the head is held until
-    // commit, and every append of the hub waits for it.
-    sqlx::query(
-        "WITH appended AS (
-           INSERT INTO audit_log (seq, at, actor_id, actor, action, object_type, object_id, project_id, details, ip, prev_hash, hash)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-         )
-         UPDATE audit_head SET seq = $1, hash = $12 WHERE id",
+    // Lock the head, hash, append and move the head in one statement (see
+    // the module's note); the hash is `chain_hash` of the row at its seq.
+    sqlx::query_scalar(
+        r#"WITH head AS (
+             SELECT seq + 1 AS seq, hash AS prev FROM audit_head WHERE id FOR UPDATE
+           ), linked AS (
+             SELECT seq, prev,
+                    encode(sha256(convert_to(prev || E'\n{"seq":' || seq::text, 'UTF8') || $10), 'hex') AS hash
+               FROM head
+           ), appended AS (
+             INSERT INTO audit_log (seq, at, actor_id, actor, action, object_type, object_id, project_id, details, ip, prev_hash, hash)
+             SELECT seq, $1, $2, $3, $4, $5, $6, $7, $8, $9, prev, hash FROM linked
+           )
+           UPDATE audit_head SET seq = linked.seq, hash = linked.hash FROM linked
+            WHERE audit_head.id
+           RETURNING linked.seq"#,
     )
-    .bind(seq)
     .bind(at)
     .bind(row.actor_id)
     .bind(&actor_label)
@@ -155,11 +172,9 @@ pub async fn append(conn: &mut PgConnection, entry: &Entry) -> Result<i64, sqlx:
     .bind(entry.project_id)
     .bind(&entry.details)
     .bind(&entry.ip)
-    .bind(&head_hash)
-    .bind(&hash)
-    .execute(&mut *conn)
-    .await?;
-    Ok(seq)
+    .bind(body_after_seq(&row))
+    .fetch_one(&mut *conn)
+    .await
 }
 
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
@@ -368,4 +383,38 @@ pub async fn names(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Named>, sqlx::Erro
     .bind(ids)
     .fetch_all(pool)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The database hashes the previous hash, `\n{"seq":`, the seq and
+    /// [`body_after_seq`]: exactly the bytes [`chain_hash`] (and so the
+    /// verification) reads.
+    #[test]
+    fn the_body_after_seq_rebuilds_the_chain_hash() {
+        let details = serde_json::json!({"b": "x\"y\n", "a": [1, 2.5, null], "ü": {"z": true}});
+        let prev = "ab".repeat(32);
+        for seq in [1, 10, 1_234_567] {
+            let row = Canonical {
+                seq,
+                at_micros: 1_700_000_000_123_456,
+                actor_id: Some(Uuid::nil()),
+                actor: "someone@example.com",
+                action: "run.executed",
+                object_type: "run",
+                object_id: "0190",
+                project_id: None,
+                details: &details,
+                ip: Some("127.0.0.1"),
+            };
+            let mut h = Sha256::new();
+            h.update(prev.as_bytes());
+            h.update(b"\n{\"seq\":");
+            h.update(seq.to_string().as_bytes());
+            h.update(body_after_seq(&row));
+            assert_eq!(hex::encode(h.finalize()), chain_hash(&prev, &row));
+        }
+    }
 }

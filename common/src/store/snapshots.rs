@@ -59,13 +59,22 @@ pub struct Recorded {
 /// Records a snapshot; the schema's text is stored only when no target had
 /// it before (a fleet of identical targets keeps one copy).
 pub async fn record(conn: &mut PgConnection, s: &NewSnapshot<'_>) -> Result<Recorded, sqlx::Error> {
-    // Touching a known text locks it: retention cannot remove it under us.
-    let known = sqlx::query("UPDATE schema_texts SET last_used_at = now() WHERE hash = $1")
-        .bind(&s.schema.hash)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected()
-        == 1;
+    // A known text is safe from retention when it was used within the hour
+    // (retention removes only texts unused for whole days); an older one is
+    // touched, which locks it so retention cannot remove it under us. A
+    // fleet of identical targets thus does not queue on one row.
+    let known: bool = sqlx::query_scalar(
+        "WITH touched AS (
+             UPDATE schema_texts SET last_used_at = now()
+              WHERE hash = $1 AND last_used_at < now() - interval '1 hour'
+             RETURNING 1)
+         SELECT EXISTS (SELECT 1 FROM touched)
+             OR EXISTS (SELECT 1 FROM schema_texts
+                         WHERE hash = $1 AND last_used_at >= now() - interval '1 hour')",
+    )
+    .bind(&s.schema.hash)
+    .fetch_one(&mut *conn)
+    .await?;
     let stored = if known {
         false
     } else {

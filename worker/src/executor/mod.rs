@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{
     crypto::{Keyring, Sealed},
     domain::{Direction, Engine, blockers::describe_all, drift, lock_retry},
-    store::{executions::DirtyMark, inventory::TargetRow},
+    store::{executions::DirtyMark, inventory::TargetRow, target_state::DirtyState},
 };
 use uuid::Uuid;
 
@@ -300,19 +300,28 @@ impl Resume {
     }
 }
 
+/// Under the target lock: the hub's record of the target (see
+/// [`TargetClaim::record`]).
+pub(super) async fn hub_record(claim: &TargetClaim) -> Result<claim::HubRecord, ExecError> {
+    claim.record().await.map_err(|source| ExecError::Hub {
+        what: "reading the hub's record of the target".into(),
+        source,
+    })
+}
+
 /// Under the target lock: a dirty target refuses the job, unless an admin
 /// asked this very run to resume it — then the resume is taken up (so a
 /// resume that fails again waits for a new decision) and returned.
-pub(super) async fn admit(claim: &TargetClaim, job: &Job<'_>) -> Result<Option<Resume>, ExecError> {
+pub(super) async fn admit(
+    claim: &TargetClaim,
+    dirty: Option<DirtyState>,
+    job: &Job<'_>,
+) -> Result<Option<Resume>, ExecError> {
     let hub = |what: &str| {
         let what = what.to_owned();
         move |source| ExecError::Hub { what, source }
     };
-    let Some(dirty) = claim
-        .dirty_state()
-        .await
-        .map_err(hub("reading the target's dirty state"))?
-    else {
+    let Some(dirty) = dirty else {
         return Ok(None);
     };
     let (Some(from), true, true) = (
@@ -345,13 +354,13 @@ pub(super) async fn admit(claim: &TargetClaim, job: &Job<'_>) -> Result<Option<R
 /// Anything else the two sides disagree on is drift.
 pub(super) async fn agree_with_hub(
     claim: &TargetClaim,
+    mut hub: Vec<(String, String)>,
     history: Vec<HistoryRow>,
 ) -> Result<Vec<(String, String)>, ExecError> {
     let hub_error = |source| ExecError::Hub {
         what: "reading or catching up the hub's applied state".into(),
         source,
     };
-    let mut hub = claim.applied().await.map_err(hub_error)?;
     let recorded: std::collections::HashSet<&str> = hub.iter().map(|(v, _)| v.as_str()).collect();
     let unrecorded: Vec<&HistoryRow> = history
         .iter()

@@ -41,7 +41,7 @@ use super::{
     Applied, CONNECT_TIMEOUT, ExecError, HubRecorder, Job, LockRetries, LockTimedOut, Resume,
     TargetSpec, admit, agree_with_hub,
     failure::{self, StatementStop, not_pending},
-    preflight,
+    hub_record, preflight,
 };
 use crate::{
     claim::{HistoryRow, TargetClaim},
@@ -123,10 +123,12 @@ async fn run_locked(
 ) -> Result<Applied, ExecError> {
     prepare(conn, job).await?;
     let history_table = mysql::history_table(database);
-    let history = agree_with_hub(claim, read_history(conn, database).await?).await?;
+    let history = read_history(conn, database).await?;
+    let record = hub_record(claim).await?;
+    let history = agree_with_hub(claim, record.applied, history).await?;
     // The job checked at its start; a job that stopped part-way on this
     // target since then held this lock, so this answer is final.
-    let resume = admit(claim, job).await?;
+    let resume = admit(claim, record.dirty, job).await?;
     let applied: HashSet<&str> = history.iter().map(|(v, _)| v.as_str()).collect();
     let todo = plan::pending(job.steps, job.direction, &applied)
         .map_err(|e| ExecError::target(e.to_string()))?;

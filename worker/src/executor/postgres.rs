@@ -33,7 +33,7 @@ use super::{
     Applied, CONNECT_TIMEOUT, ExecError, HubRecorder, Job, LockRetries, LockTimedOut, Resume,
     TargetSpec, admit, agree_with_hub,
     failure::{self, StatementStop, not_pending},
-    preflight,
+    hub_record, preflight,
 };
 use crate::{
     claim::{HistoryRow, TargetClaim},
@@ -132,10 +132,12 @@ async fn run_locked(
     claim: &TargetClaim,
     reporter: &Reporter,
 ) -> Result<Applied, ExecError> {
-    let history = agree_with_hub(claim, read_history(client).await?).await?;
+    let history = read_history(client).await?;
+    let record = hub_record(claim).await?;
+    let history = agree_with_hub(claim, record.applied, history).await?;
     // A non-transactional script that stopped part-way on this target held
     // this lock, so this answer is final.
-    let resume = admit(claim, job).await?;
+    let resume = admit(claim, record.dirty, job).await?;
     let applied: HashSet<&str> = history.iter().map(|(v, _)| v.as_str()).collect();
     let todo = plan::pending(job.steps, job.direction, &applied)
         .map_err(|e| ExecError::target(e.to_string()))?;

@@ -194,3 +194,56 @@ async fn retention_keeps_each_targets_newest_snapshot_and_drops_texts_nobody_use
         snapshots::Pruned::default()
     );
 }
+
+/// A fleet of identical targets shares one text row: recording a known text
+/// touches it only when its mark is over an hour old, so concurrent
+/// snapshots do not queue on that row, and retention still never removes a
+/// text in use.
+#[tokio::test]
+async fn a_known_text_is_touched_only_when_its_mark_is_old() {
+    let hub = TestHub::new().await;
+    let project = hub.project_with_targets(2).await;
+    let rendered = schema::render(vec![schema::Object::new("table", "public.a", "id int")]);
+    let record = |target: Uuid| {
+        let db = hub.db.clone();
+        let rendered = rendered.clone();
+        async move {
+            let mut conn = db.acquire().await.unwrap();
+            snapshots::record(
+                &mut conn,
+                &snapshots::NewSnapshot {
+                    target_id: target,
+                    execution_id: None,
+                    engine: common::domain::Engine::Postgres,
+                    schema: &rendered,
+                    sizes: &[],
+                    taken: snapshots::Taken::Scan,
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let mark = || async {
+        sqlx::query_scalar::<_, time::OffsetDateTime>(
+            "SELECT last_used_at FROM schema_texts WHERE hash = $1",
+        )
+        .bind(&rendered.hash)
+        .fetch_one(&hub.db)
+        .await
+        .unwrap()
+    };
+    assert!(record(project.targets[0].id()).await.stored);
+    let fresh = mark().await;
+    assert!(!record(project.targets[1].id()).await.stored, "stored once");
+    assert_eq!(mark().await, fresh, "a fresh mark is left alone");
+
+    sqlx::query("UPDATE schema_texts SET last_used_at = now() - interval '2 hours'")
+        .execute(&hub.db)
+        .await
+        .unwrap();
+    let old = mark().await;
+    assert!(!record(project.targets[0].id()).await.stored);
+    assert!(mark().await > old, "an old mark is renewed");
+    assert_eq!(texts(&hub).await, 1);
+}
