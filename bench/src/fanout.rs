@@ -204,7 +204,7 @@ async fn engine_run(
     stack.api.targets(&slug, &set, targets).await?;
     // The worker reads each new target once when idle: done before the
     // clocks start, so that neither side shares the CPU with it.
-    wait_scanned(&stack.pool, &set, n).await?;
+    crate::stack::wait_scanned(&stack.pool, &set, n).await?;
 
     // The floor first, then the hub, each on its own fresh databases.
     let hub_flags = crate::transactional_flags(&stack.api, &slug).await?;
@@ -319,28 +319,6 @@ pub async fn tool_activity(pool: &sqlx::PgPool) -> anyhow::Result<ToolActivity> 
         commits: commits as f64,
         rows_read: rows as f64,
     })
-}
-
-/// Waits until the worker has scanned each of the DB set's `n` targets.
-async fn wait_scanned(pool: &sqlx::PgPool, set: &str, n: usize) -> anyhow::Result<()> {
-    let set: uuid::Uuid = set.parse()?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let scanned: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM targets WHERE db_set_id = $1 AND schema_scanned_at IS NOT NULL",
-        )
-        .bind(set)
-        .fetch_one(pool)
-        .await?;
-        if scanned as usize >= n {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {scanned} of {n} targets scanned in 300 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Waits until every execution of the run has its `after` snapshot (taken

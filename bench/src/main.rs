@@ -591,9 +591,29 @@ pub async fn profile_run(pool: &PgPool, run: &str) -> anyhow::Result<Value> {
     .bind(id)
     .fetch_one(pool)
     .await?;
+    // How evenly the run's workers shared it: per worker, its targets, their
+    // average time, and its first start and last finish after Execute.
+    let workers: Vec<(i64, f64, f64, f64)> = sqlx::query_as(
+        "SELECT count(*), avg(duration_ms)::float8,
+                (extract(epoch FROM min(started_at) - (SELECT min(queued_at) FROM target_executions WHERE run_id = $1)) * 1000)::float8,
+                (extract(epoch FROM max(finished_at) - (SELECT min(queued_at) FROM target_executions WHERE run_id = $1)) * 1000)::float8
+           FROM target_executions WHERE run_id = $1 AND worker_id IS NOT NULL
+          GROUP BY worker_id ORDER BY 3",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    let per_worker: Vec<Value> = workers
+        .iter()
+        .map(|(n, avg, first, last)| {
+            json!({"targets": n, "avg_target_ms": report::round(*avg),
+                   "first_started_ms": report::round(*first), "last_finished_ms": report::round(*last)})
+        })
+        .collect();
     let r = |x: Option<f64>| x.map(report::round);
     Ok(json!({
         "targets": row.0,
+        "per_worker": per_worker,
         "avg_finished_to_next_started_ms": r(handover),
         "first_queued_to_first_started_ms": r(first_start),
         "avg_target_ms": r(row.1),

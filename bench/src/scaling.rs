@@ -78,8 +78,11 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
     for workers in [1usize, 2, 4] {
         let pool = format!("scale-{workers}");
         let set = fleet(scratch, stack, slug, &format!("w{workers}"), &pool, n).await?;
-        let processes =
-            Processes::start(cfg, stack, &pool, workers, PER_WORKER, Scans::Off).await?;
+        // As the binary runs by default: each new target is read once by an
+        // idle worker (its first drift scan) before the clock starts, as in
+        // the fan-out; a fleet's targets are registered before runs come.
+        let processes = Processes::start(cfg, stack, &pool, workers, PER_WORKER, Scans::On).await?;
+        crate::stack::wait_scanned(&stack.pool, &set, n).await?;
         let result = timed_run(
             stack,
             slug,

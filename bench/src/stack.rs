@@ -476,7 +476,9 @@ pub async fn wait_final(pool: &PgPool, id: &str, limit: Duration) -> anyhow::Res
         if Instant::now() > deadline {
             bail!("run {id} still {state} after {limit:?}");
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Times come from the run's own rows, not from this loop; a slower
+        // look leaves the tool database to the run.
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -529,4 +531,26 @@ pub async fn timed_run(stack: &Stack, slug: &str, body: Value) -> anyhow::Result
     }
     let secs = seconds_to_last_finish(&stack.pool, &id, since).await?;
     Ok((id, secs))
+}
+
+/// Waits until the workers have read (a first drift scan) each of the DB set's `n` targets.
+pub async fn wait_scanned(pool: &sqlx::PgPool, set: &str, n: usize) -> anyhow::Result<()> {
+    let set: uuid::Uuid = set.parse()?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let scanned: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM targets WHERE db_set_id = $1 AND schema_scanned_at IS NOT NULL",
+        )
+        .bind(set)
+        .fetch_one(pool)
+        .await?;
+        if scanned as usize >= n {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {scanned} of {n} targets scanned in 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
