@@ -685,3 +685,42 @@ async fn progress_is_not_announced_and_a_state_change_is() {
         .unwrap();
     assert_eq!(next.payload(), format!("execution:{run}"));
 }
+
+/// Appends from many transactions at once stay one gap-free chain that
+/// verifies: each append locks the head, hashes in the database and moves
+/// the head in one statement.
+#[tokio::test]
+async fn concurrent_audit_appends_stay_one_verified_chain() {
+    use common::store::audit::{self, Actor, Entry};
+    let hub = TestHub::new().await;
+    let before: i64 = sqlx::query_scalar("SELECT seq FROM audit_head")
+        .fetch_one(&hub.db)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for task in 0..16 {
+        let db = hub.db.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                let mut tx = db.begin().await.unwrap();
+                let entry = Entry::new(Actor::system("test"), "test.appended", "test", task)
+                    .details(serde_json::json!({"i": i, "text": "ü \"quoted\"\n"}));
+                audit::append(&mut tx, &entry).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let seqs: Vec<i64> =
+        sqlx::query_scalar("SELECT seq FROM audit_log WHERE seq > $1 ORDER BY seq")
+            .bind(before)
+            .fetch_all(&hub.db)
+            .await
+            .unwrap();
+    assert_eq!(seqs, (before + 1..=before + 160).collect::<Vec<_>>());
+    let verified = audit::verify(&hub.db).await.unwrap();
+    assert!(verified.ok, "{verified:?}");
+    assert_eq!(verified.rows_checked, before + 160);
+}
