@@ -208,6 +208,7 @@ async fn engine_run(
 
     // The floor first, then the hub, each on its own fresh databases.
     let hub_flags = crate::transactional_flags(&stack.api, &slug).await?;
+    let busy_at_floor = crate::report::machine_busy_seconds();
     let floor_s = match engine {
         "postgres" => {
             let script = workload::psql_script(&migrations, Direction::Up, &|m| {
@@ -222,9 +223,11 @@ async fn engine_run(
             workload::fan_out(Client::Mysql, &server, &floor_dbs, &path, cfg.concurrency).await?
         }
     };
+    let floor_cpu = cpu_since(busy_at_floor);
     let latest = migrations.last().unwrap().hub_version();
     let tool_before = tool_activity(&stack.pool).await?;
     let tables_before = table_reads(&stack.pool).await?;
+    let busy_at_hub = crate::report::machine_busy_seconds();
     let (run, hub_s) = timed_run(
         stack,
         &slug,
@@ -232,6 +235,7 @@ async fn engine_run(
                "concurrency": cfg.concurrency, "note": "fan-out benchmark"}),
     )
     .await?;
+    let hub_cpu = cpu_since(busy_at_hub);
     // The tool database's work for the run, from Execute until it is over
     // (the bench only polls the run's row meanwhile). PostgreSQL publishes a
     // backend's counters when it goes idle, at the latest 10 s later; the
@@ -242,6 +246,12 @@ async fn engine_run(
     let tables = reads_since(&table_reads(&stack.pool).await?, &tables_before, n);
     let mut profile = crate::profile_run(&stack.pool, &run).await?;
     profile["tool_rows_read_per_target_by_table"] = tables;
+    // The whole machine's CPU per target, each side from its start until
+    // its last target is done: what the hub costs beyond the floor's
+    // sessions, steadier than the clock on a shared host.
+    let per_target = |cpu: Option<f64>| cpu.map(|c| round(c * 1000.0 / n as f64));
+    profile["machine_cpu_ms_per_target"] = json!(per_target(hub_cpu));
+    profile["floor_machine_cpu_ms_per_target"] = json!(per_target(floor_cpu));
     wait_after_snapshots(stack, &run, n).await?;
     let scan_s = scan_all(stack, &run).await?;
     Ok(Measured {
@@ -252,6 +262,13 @@ async fn engine_run(
         profile,
         tool,
     })
+}
+
+/// The machine's busy CPU seconds since `before` was read.
+fn cpu_since(before: Option<f64>) -> Option<f64> {
+    crate::report::machine_busy_seconds()
+        .zip(before)
+        .map(|(after, before)| after - before)
 }
 
 /// The tool database's counters (`pg_stat_database`): transactions

@@ -610,10 +610,24 @@ pub async fn profile_run(pool: &PgPool, run: &str) -> anyhow::Result<Value> {
                    "first_started_ms": report::round(*first), "last_finished_ms": report::round(*last)})
         })
         .collect();
+    // `after` snapshots recorded while the run's targets executed (a
+    // worker takes them when idle: each one that lands here shared the CPU
+    // with the run's own targets).
+    let snapshots_during: i64 = sqlx::query_scalar(
+        "WITH span AS (SELECT min(queued_at) AS first, max(finished_at) AS last
+                         FROM target_executions WHERE run_id = $1)
+         SELECT count(*) FROM schema_snapshots s, span
+          WHERE s.target_id IN (SELECT target_id FROM target_executions WHERE run_id = $1)
+            AND s.taken = 'after' AND s.taken_at BETWEEN span.first AND span.last",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await?;
     let r = |x: Option<f64>| x.map(report::round);
     Ok(json!({
         "targets": row.0,
         "per_worker": per_worker,
+        "after_snapshots_while_running": snapshots_during,
         "avg_finished_to_next_started_ms": r(handover),
         "first_queued_to_first_started_ms": r(first_start),
         "avg_target_ms": r(row.1),

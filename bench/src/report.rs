@@ -103,6 +103,25 @@ impl Stats {
     }
 }
 
+/// CPU seconds the whole machine spent busy (all but idle and iowait),
+/// from `/proc/stat`: the rest of the load (PostgreSQL, other processes).
+pub fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: f64 = v
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, x)| x)
+        .sum();
+    Some(busy / 100.0)
+}
+
 /// The median of `xs` (the mean of the middle two for an even count).
 pub fn median(xs: &[f64]) -> f64 {
     let mut s = xs.to_vec();

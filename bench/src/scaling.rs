@@ -83,6 +83,7 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
         // the fan-out; a fleet's targets are registered before runs come.
         let processes = Processes::start(cfg, stack, &pool, workers, PER_WORKER, Scans::On).await?;
         crate::stack::wait_scanned(&stack.pool, &set, n).await?;
+        let busy_before = crate::report::machine_busy_seconds();
         let result = timed_run(
             stack,
             slug,
@@ -90,9 +91,18 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
                    "concurrency": n, "note": "scaling benchmark"}),
         )
         .await;
+        let busy = crate::report::machine_busy_seconds()
+            .zip(busy_before)
+            .map(|(after, before)| after - before);
         processes.stop().await;
         let (run, seconds) = result?;
-        let profile = crate::profile_run(&stack.pool, &run).await?;
+        let mut profile = crate::profile_run(&stack.pool, &run).await?;
+        // The whole machine's CPU over the run (workers, PostgreSQL, the
+        // tool database, this process), per target: steadier than the
+        // clock on a shared host.
+        profile["machine_cpu_ms_per_target"] = json!(busy.map(|b| round(b * 1000.0 / n as f64)));
+        profile["machine_cores_busy"] = json!(busy.map(|b| round(b / seconds)));
+        profile["timeline"] = timeline(&stack.pool, &run).await?;
         times.push((workers, seconds, profile));
     }
     let one = times[0].1;
@@ -239,4 +249,29 @@ async fn fairness(
     processes.stop().await;
     result?;
     Ok((delays, n))
+}
+
+/// Each target execution of the run as `[worker, started, finished]`, in
+/// ms after Execute (workers numbered by their first start): to see how the
+/// targets were spread over the processes' places.
+async fn timeline(pool: &sqlx::PgPool, run: &str) -> anyhow::Result<Value> {
+    let id: uuid::Uuid = run.parse()?;
+    let rows: Vec<(i64, f64, f64)> = sqlx::query_as(
+        "WITH t0 AS (SELECT min(queued_at) AS t0 FROM target_executions WHERE run_id = $1),
+              w AS (SELECT worker_id, rank() OVER (ORDER BY min(started_at)) AS n
+                      FROM target_executions WHERE run_id = $1 AND worker_id IS NOT NULL
+                     GROUP BY worker_id)
+         SELECT w.n, (extract(epoch FROM te.started_at - t0.t0) * 1000)::float8,
+                (extract(epoch FROM te.finished_at - t0.t0) * 1000)::float8
+           FROM target_executions te JOIN w ON w.worker_id = te.worker_id, t0
+          WHERE te.run_id = $1 ORDER BY 2",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    Ok(json!(
+        rows.iter()
+            .map(|(w, s, f)| json!([w, round(*s), round(*f)]))
+            .collect::<Vec<_>>()
+    ))
 }

@@ -171,7 +171,7 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
     let started = Instant::now();
     let cpu_before = cpu_seconds(pid);
     let own_before = cpu_seconds(std::process::id());
-    let machine_before = machine_busy_seconds();
+    let machine_before = crate::report::machine_busy_seconds();
     stack.api.execute(&run, json!({})).await?;
     let state = wait_final(&stack.pool, &run, Duration::from_secs(1800)).await;
     let elapsed = started.elapsed().as_secs_f64();
@@ -179,7 +179,7 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
     let own_used = cpu_seconds(std::process::id())
         .zip(own_before)
         .map(|(a, b)| a - b);
-    let machine_used = machine_busy_seconds()
+    let machine_used = crate::report::machine_busy_seconds()
         .zip(machine_before)
         .map(|(a, b)| a - b);
     stop.store(true, Ordering::Relaxed);
@@ -460,25 +460,6 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     let stime: f64 = fields.get(12)?.parse().ok()?;
     // Clock ticks; 100 per second on Linux.
     Some((utime + stime) / 100.0)
-}
-
-/// CPU seconds the whole machine spent busy (all but idle and iowait),
-/// from `/proc/stat`: the rest of the load (PostgreSQL, other processes).
-fn machine_busy_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().next()?.strip_prefix("cpu ")?;
-    let v: Vec<f64> = line
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal ...
-    let busy: f64 = v
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, x)| x)
-        .sum();
-    Some(busy / 100.0)
 }
 
 /// A `kB` field of `/proc/<pid>/status`.

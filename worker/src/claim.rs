@@ -15,7 +15,6 @@ use common::{
         executions::{self, ClaimedExecution},
         inventory::{self, TargetRow},
         runs::{self, RunMigrationRow, RunRow},
-        schema_drift,
         target_state::{self, DirtyState},
     },
 };
@@ -96,11 +95,13 @@ pub async fn execution(env: &JobEnv, job: &TargetJob) -> Result<Claim, sqlx::Err
             return Ok(Claim::NotQueued);
         };
         let migrations = runs::migrations(&mut tx, run.id).await?;
-        let target = inventory::target(&mut tx, execution.target_id).await?;
-        let secret = inventory::target_secret(&mut tx, execution.target_id).await?;
+        let claimed = inventory::claimed_target(&mut tx, execution.target_id).await?;
         let dirty = target_state::dirty(&mut tx, execution.target_id).await?;
-        let (has_snapshot, drift_blocks) =
-            schema_drift::at_claim(&mut tx, execution.target_id).await?;
+        let secret = claimed.as_ref().and_then(inventory::ClaimedTarget::secret);
+        let (has_snapshot, drift_blocks) = claimed
+            .as_ref()
+            .map_or((false, None), |c| (c.has_snapshot, c.drift_blocks));
+        let target = claimed.map(|c| c.target);
         lifecycle::started(&mut tx, &actor, env.worker_id, &execution, run.project_id).await?;
         tx.commit().await?;
         Ok(Claim::Claimed(Box::new(Claimed {

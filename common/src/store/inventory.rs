@@ -675,6 +675,47 @@ pub async fn target(conn: &mut PgConnection, id: Uuid) -> Result<Option<TargetRo
     .await
 }
 
+/// What a job reads about its target when it claims it, in one statement:
+/// the target, its sealed password, whether it has a schema snapshot yet,
+/// and — when its environment blocks drifted targets — since when it is
+/// drifted.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedTarget {
+    #[sqlx(flatten)]
+    pub target: TargetRow,
+    password_ciphertext: Option<Vec<u8>>,
+    password_key_id: Option<String>,
+    pub has_snapshot: bool,
+    pub drift_blocks: Option<OffsetDateTime>,
+}
+
+impl ClaimedTarget {
+    /// The target's sealed password, if it has one.
+    pub fn secret(&self) -> Option<Sealed> {
+        Some(Sealed {
+            key_id: self.password_key_id.clone()?,
+            ciphertext: self.password_ciphertext.clone()?,
+        })
+    }
+}
+
+/// The visible target `id` as a job claiming it needs it ([`ClaimedTarget`]).
+pub async fn claimed_target(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<ClaimedTarget>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {TARGET_COLUMNS}, t.password_ciphertext, t.password_key_id,
+                EXISTS (SELECT 1 FROM schema_snapshots sn WHERE sn.target_id = t.id) AS has_snapshot,
+                (SELECT dr.detected_at FROM schema_drift dr JOIN environments e ON e.name = d.environment
+                 WHERE dr.target_id = t.id AND e.on_drift = 'block') AS drift_blocks
+         {VISIBLE_TARGETS} AND t.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
 /// A target with the project and environment of its DB set.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ScopedTarget {

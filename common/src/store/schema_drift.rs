@@ -199,25 +199,6 @@ pub async fn clear(conn: &mut PgConnection, target_id: Uuid) -> Result<Option<Uu
         .await
 }
 
-/// What a job reads about the target's schema when it claims it: whether
-/// it has a snapshot yet, and — when its environment blocks drifted
-/// targets — since when it is drifted.
-pub async fn at_claim(
-    conn: &mut PgConnection,
-    target_id: Uuid,
-) -> Result<(bool, Option<OffsetDateTime>), sqlx::Error> {
-    sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM schema_snapshots WHERE target_id = $1),
-                (SELECT d.detected_at FROM schema_drift d
-                 JOIN targets t ON t.id = d.target_id JOIN db_sets s ON s.id = t.db_set_id
-                 JOIN environments e ON e.name = s.environment
-                 WHERE d.target_id = $1 AND e.on_drift = 'block')",
-    )
-    .bind(target_id)
-    .fetch_one(conn)
-    .await
-}
-
 /// A drifted live target, for the pages that list them.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

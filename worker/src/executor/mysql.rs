@@ -121,10 +121,14 @@ async fn run_locked(
     claim: &TargetClaim,
     reporter: &Reporter,
 ) -> Result<Applied, ExecError> {
-    prepare(conn, job).await?;
     let history_table = mysql::history_table(database);
-    let history = read_history(conn, database).await?;
-    let record = hub_record(claim).await?;
+    // The session's bounds and the target's history, and meanwhile the
+    // hub's record of it.
+    let target_side = async {
+        prepare(conn, job).await?;
+        read_history(conn, database).await
+    };
+    let (history, record) = tokio::try_join!(target_side, hub_record(claim))?;
     let history = agree_with_hub(claim, record.applied, history).await?;
     // The job checked at its start; a job that stopped part-way on this
     // target since then held this lock, so this answer is final.
@@ -286,26 +290,31 @@ async fn prepare(conn: &mut Conn, job: &Job<'_>) -> Result<(), ExecError> {
     })
 }
 
-/// Creates the history table if needed and reads it. Runs under the target
-/// lock, so concurrent first runs cannot race on the `CREATE TABLE`.
+/// Creates the history table if needed and reads it, in one round trip.
+/// Runs under the target lock, so concurrent first runs cannot race on the
+/// `CREATE TABLE`.
 async fn read_history(conn: &mut Conn, database: &str) -> Result<Vec<HistoryRow>, ExecError> {
     let failed = |e: mysql_async::Error| failure::history_unreadable(&describe(&e));
-    conn.query_drop(mysql::history_ddl(database))
-        .await
-        .map_err(failed)?;
-    conn.query_map(
-        format!(
-            "SELECT version, checksum, run_id FROM {}",
-            mysql::history_table(database)
-        ),
-        |(version, checksum, run_id)| HistoryRow {
-            version,
-            checksum,
-            run_id,
-        },
-    )
-    .await
-    .map_err(failed)
+    let sql = format!(
+        "{}; SELECT version, checksum, run_id FROM {}",
+        mysql::history_ddl(database),
+        mysql::history_table(database)
+    );
+    let mut result = conn.query_iter(sql).await.map_err(failed)?;
+    let mut history = Vec::new();
+    // The `CREATE TABLE`'s result (no rows), then the history's.
+    while !result.is_empty() {
+        let rows: Vec<(String, String, Option<String>)> = result.collect().await.map_err(failed)?;
+        history.extend(
+            rows.into_iter()
+                .map(|(version, checksum, run_id)| HistoryRow {
+                    version,
+                    checksum,
+                    run_id,
+                }),
+        );
+    }
+    Ok(history)
 }
 
 /// One pending step's script, split, on its way to the target.

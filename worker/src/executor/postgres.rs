@@ -132,8 +132,8 @@ async fn run_locked(
     claim: &TargetClaim,
     reporter: &Reporter,
 ) -> Result<Applied, ExecError> {
-    let history = read_history(client).await?;
-    let record = hub_record(claim).await?;
+    // The target's history and the hub's record of it, read at once.
+    let (history, record) = tokio::try_join!(read_history(client), hub_record(claim))?;
     let history = agree_with_hub(claim, record.applied, history).await?;
     // A non-transactional script that stopped part-way on this target held
     // this lock, so this answer is final.
