@@ -223,7 +223,7 @@ async fn engine_run(
             workload::fan_out(Client::Mysql, &server, &floor_dbs, &path, cfg.concurrency).await?
         }
     };
-    let floor_cpu = cpu_since(busy_at_floor);
+    let floor_cpu = crate::report::machine_busy_since(busy_at_floor);
     let latest = migrations.last().unwrap().hub_version();
     let tool_before = tool_activity(&stack.pool).await?;
     let tables_before = table_reads(&stack.pool).await?;
@@ -235,7 +235,7 @@ async fn engine_run(
                "concurrency": cfg.concurrency, "note": "fan-out benchmark"}),
     )
     .await?;
-    let hub_cpu = cpu_since(busy_at_hub);
+    let hub_cpu = crate::report::machine_busy_since(busy_at_hub);
     // The tool database's work for the run, from Execute until it is over
     // (the bench only polls the run's row meanwhile). PostgreSQL publishes a
     // backend's counters when it goes idle, at the latest 10 s later; the
@@ -262,13 +262,6 @@ async fn engine_run(
         profile,
         tool,
     })
-}
-
-/// The machine's busy CPU seconds since `before` was read.
-fn cpu_since(before: Option<f64>) -> Option<f64> {
-    crate::report::machine_busy_seconds()
-        .zip(before)
-        .map(|(after, before)| after - before)
 }
 
 /// The tool database's counters (`pg_stat_database`): transactions

@@ -122,6 +122,14 @@ pub fn machine_busy_seconds() -> Option<f64> {
     Some(busy / 100.0)
 }
 
+/// The machine's busy CPU seconds since `before` ([`machine_busy_seconds`])
+/// was read.
+pub fn machine_busy_since(before: Option<f64>) -> Option<f64> {
+    machine_busy_seconds()
+        .zip(before)
+        .map(|(after, before)| after - before)
+}
+
 /// The median of `xs` (the mean of the middle two for an even count).
 pub fn median(xs: &[f64]) -> f64 {
     let mut s = xs.to_vec();

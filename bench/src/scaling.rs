@@ -91,9 +91,7 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
                    "concurrency": n, "note": "scaling benchmark"}),
         )
         .await;
-        let busy = crate::report::machine_busy_seconds()
-            .zip(busy_before)
-            .map(|(after, before)| after - before);
+        let busy = crate::report::machine_busy_since(busy_before);
         processes.stop().await;
         let (run, seconds) = result?;
         let mut profile = crate::profile_run(&stack.pool, &run).await?;

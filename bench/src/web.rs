@@ -179,9 +179,7 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
     let own_used = cpu_seconds(std::process::id())
         .zip(own_before)
         .map(|(a, b)| a - b);
-    let machine_used = crate::report::machine_busy_seconds()
-        .zip(machine_before)
-        .map(|(a, b)| a - b);
+    let machine_used = crate::report::machine_busy_since(machine_before);
     stop.store(true, Ordering::Relaxed);
     let all = tokio::task::spawn_blocking(move || clients.join())
         .await?
