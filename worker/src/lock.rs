@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use common::domain::Engine;
+use common::{domain::Engine, targets::mysql::Flavor};
 use tokio_postgres::Client;
 
 pub use common::targets::lock::{
@@ -23,11 +23,12 @@ pub async fn acquire_pg(client: &Client, wait: Duration) -> Result<(), LockError
 
 /// Takes the MySQL target lock, waiting at most `wait` (see
 /// [`common::targets::lock::acquire_mysql`]), and records the wait.
+/// Answers the server's flavour, read in the same round trip.
 pub async fn acquire_mysql(
     conn: &mut mysql_async::Conn,
     database: &str,
     wait: Duration,
-) -> Result<(), LockError> {
+) -> Result<Flavor, LockError> {
     let started = std::time::Instant::now();
     let result = common::targets::lock::acquire_mysql(conn, database, wait).await;
     crate::metrics::lock_waited(Engine::Mysql, started.elapsed());

@@ -218,7 +218,7 @@ async fn mysql(target: &TargetSpec, lock_wait: Duration) -> Result<Introspected,
             .await
             .map_err(|e| e.to_string())?;
     let read = match lock::acquire_mysql(&mut conn, database, lock_wait).await {
-        Ok(()) => {
+        Ok(_) => {
             let read = introspect::mysql(&mut conn, database).await;
             lock::release_mysql(&mut conn, database).await;
             read

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, error::SqlState};
 
+use super::mysql::{Flavor, text_literal};
+
 /// The advisory lock key every migrate-hub installation uses: the ASCII
 /// bytes `mig-hub!` read as a big-endian integer. Fixed forever, because two
 /// hub versions must exclude each other on one target.
@@ -108,31 +110,33 @@ pub fn mysql_lock_name(database: &str) -> String {
     short
 }
 
-/// Takes the target lock on a MySQL/MariaDB session, waiting at most `wait`.
+/// Takes the target lock on a MySQL/MariaDB session, waiting at most `wait`,
+/// and answers which server it is: the executor sets flavour-specific
+/// session bounds next, and the same round trip reads `VERSION()`.
 ///
 /// `GET_LOCK` answers 1 (taken), 0 (the wait passed) or NULL (an error, such
 /// as the session being killed). The wait is given in seconds with
 /// millisecond precision; MariaDB honours the fraction, MySQL rounds it.
+/// The statement goes as plain text: on a new session a prepared statement
+/// would cost a second round trip.
 pub async fn acquire_mysql(
     conn: &mut mysql_async::Conn,
     database: &str,
     wait: Duration,
-) -> Result<(), LockError> {
+) -> Result<Flavor, LockError> {
     use mysql_async::prelude::Queryable as _;
     let waited_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
     // GET_LOCK's timeout is an int of seconds (or a decimal on MariaDB).
     let seconds = format!("{}.{:03}", waited_ms / 1000, waited_ms % 1000);
-    let got: Option<Option<i64>> = conn
-        .exec_first(
-            format!("SELECT GET_LOCK(?, {seconds})"),
-            (mysql_lock_name(database),),
-        )
+    let name = text_literal(&mysql_lock_name(database));
+    let got: Option<(Option<i64>, String)> = conn
+        .query_first(format!("SELECT GET_LOCK({name}, {seconds}), VERSION()"))
         .await
         .map_err(|e| LockError::Target(super::mysql::describe(&e)))?;
-    match got.flatten() {
-        Some(1) => Ok(()),
-        Some(_) => Err(LockError::Busy { waited_ms }),
-        None => Err(LockError::Target("GET_LOCK returned NULL".into())),
+    match got {
+        Some((Some(1), version)) => Ok(Flavor::of(&version)),
+        Some((Some(_), _)) => Err(LockError::Busy { waited_ms }),
+        _ => Err(LockError::Target("GET_LOCK returned NULL".into())),
     }
 }
 
@@ -140,10 +144,8 @@ pub async fn acquire_mysql(
 /// it anyway.
 pub async fn release_mysql(conn: &mut mysql_async::Conn, database: &str) {
     use mysql_async::prelude::Queryable as _;
-    if let Err(err) = conn
-        .exec_drop("DO RELEASE_LOCK(?)", (mysql_lock_name(database),))
-        .await
-    {
+    let name = text_literal(&mysql_lock_name(database));
+    if let Err(err) = conn.query_drop(format!("DO RELEASE_LOCK({name})")).await {
         tracing::debug!(error = %err, "RELEASE_LOCK failed; the lock ends with the session");
     }
 }

@@ -79,7 +79,28 @@ fn options(target: &Endpoint, password: Option<&Password>, tls: Option<SslOpts>)
         .db_name(Some(target.database.as_str()))
         // Always TCP: never silently switch to a local socket with other grants.
         .prefer_socket(false)
+        // Given, so the driver does not ask the server for them on every
+        // connect. The server still refuses a packet over its own limit.
+        .max_allowed_packet(Some(MAX_PACKET))
+        .wait_timeout(Some(SERVER_WAIT_TIMEOUT_S))
         .ssl_opts(tls)
+}
+
+/// The client's packet limit: the largest MySQL allows, so only the
+/// server's own `max_allowed_packet` ever refuses a statement.
+const MAX_PACKET: usize = 1 << 30;
+
+/// The server's default `wait_timeout`; the driver uses it only to expire
+/// pooled sessions, and the hub pools none.
+const SERVER_WAIT_TIMEOUT_S: usize = 28_800;
+
+/// `text` as a string literal that reads the same whatever the session's
+/// `sql_mode` (`NO_BACKSLASH_ESCAPES`, `ANSI_QUOTES`): a hex literal with a
+/// `utf8mb4` introducer, the value a bound parameter would carry. Lets a
+/// statement go as plain text, in one round trip, where a prepared
+/// statement takes two on a new session.
+pub fn text_literal(text: &str) -> String {
+    format!("_utf8mb4 X'{}'", hex::encode(text))
 }
 
 /// Connects and answers the server's `VERSION()` (which names MariaDB for
@@ -242,6 +263,13 @@ mod tests {
             Flavor::MySql.statement_timeout(60_000),
             "SESSION max_execution_time = 60000"
         );
+    }
+
+    #[test]
+    fn text_literals_are_hex_whatever_they_hold() {
+        assert_eq!(text_literal("ab"), "_utf8mb4 X'6162'");
+        assert_eq!(text_literal(""), "_utf8mb4 X''");
+        assert_eq!(text_literal("it's \\ é"), "_utf8mb4 X'69742773205c20c3a9'");
     }
 
     #[test]

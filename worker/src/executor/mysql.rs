@@ -89,13 +89,13 @@ async fn run_session(
     claim: &TargetClaim,
     reporter: &Reporter,
 ) -> Result<Applied, ExecError> {
-    lock::acquire_mysql(conn, database, job.lock_wait)
+    let flavor = lock::acquire_mysql(conn, database, job.lock_wait)
         .await
         .map_err(|err| ExecError::target(err.to_string()))?;
     if !claim.has_snapshot {
         snapshot(conn, database, reporter, Taken::Before).await;
     }
-    let result = run_locked(conn, database, job, claim, reporter).await;
+    let result = run_locked(conn, database, flavor, job, claim, reporter).await;
     lock::release_mysql(conn, database).await;
     result
 }
@@ -117,6 +117,7 @@ async fn snapshot(conn: &mut Conn, database: &str, reporter: &Reporter, taken: T
 async fn run_locked(
     conn: &mut Conn,
     database: &str,
+    flavor: Flavor,
     job: &Job<'_>,
     claim: &TargetClaim,
     reporter: &Reporter,
@@ -124,11 +125,8 @@ async fn run_locked(
     let history_table = mysql::history_table(database);
     // The session's bounds and the target's history, and meanwhile the
     // hub's record of it.
-    let target_side = async {
-        prepare(conn, job).await?;
-        read_history(conn, database).await
-    };
-    let (history, record) = tokio::try_join!(target_side, hub_record(claim))?;
+    let (history, record) =
+        tokio::try_join!(prepare(conn, database, flavor, job), hub_record(claim))?;
     let history = agree_with_hub(claim, record.applied, history).await?;
     // The job checked at its start; a job that stopped part-way on this
     // target since then held this lock, so this answer is final.
@@ -261,15 +259,20 @@ async fn terminate(
     preflight::settle(reporter, left, outcomes).await
 }
 
-/// Runs the policy's bounds on the session: `lock_wait_timeout` (metadata
-/// locks) and `innodb_lock_wait_timeout` (row locks) from the lock timeout,
-/// rounded up to whole seconds, and the flavour's statement time limit.
-/// Autocommit is forced on: statements of a script are applied one by one.
-async fn prepare(conn: &mut Conn, job: &Job<'_>) -> Result<(), ExecError> {
-    let version: Option<String> = conn.query_first("SELECT VERSION()").await.map_err(|e| {
-        ExecError::target(format!("could not prepare the session: {}", describe(&e)))
-    })?;
-    let flavor = Flavor::of(version.as_deref().unwrap_or_default());
+/// Runs the policy's bounds on the session — `lock_wait_timeout`
+/// (metadata locks) and `innodb_lock_wait_timeout` (row locks) from the
+/// lock timeout, rounded up to whole seconds, and the flavour's statement
+/// time limit; autocommit forced on, as statements of a script are applied
+/// one by one — then creates the history table if needed and reads it. One
+/// round trip: the bounds come first, so the `CREATE TABLE` already waits
+/// within them. Runs under the target lock, so concurrent first runs cannot
+/// race on the `CREATE TABLE`.
+async fn prepare(
+    conn: &mut Conn,
+    database: &str,
+    flavor: Flavor,
+    job: &Job<'_>,
+) -> Result<Vec<HistoryRow>, ExecError> {
     let lock_ms = u64::try_from(job.lock_timeout_ms).unwrap_or(0);
     let lock_s = if lock_ms == 0 {
         NO_LOCK_TIMEOUT_S
@@ -279,30 +282,22 @@ async fn prepare(conn: &mut Conn, job: &Job<'_>) -> Result<(), ExecError> {
     let statement_ms = u64::try_from(job.statement_timeout_ms).unwrap_or(0);
     let sql = format!(
         "SET SESSION autocommit = 1, SESSION lock_wait_timeout = {lock_s}, \
-         SESSION innodb_lock_wait_timeout = {lock_s}, {}",
-        flavor.statement_timeout(statement_ms)
+         SESSION innodb_lock_wait_timeout = {lock_s}, {}; {}; \
+         SELECT version, checksum, run_id FROM {}",
+        flavor.statement_timeout(statement_ms),
+        mysql::history_ddl(database),
+        mysql::history_table(database)
     );
-    conn.query_drop(sql).await.map_err(|e| {
+    // The first result is the `SET`'s: an error there is the bounds'.
+    let mut result = conn.query_iter(sql).await.map_err(|e| {
         ExecError::target(format!(
             "could not set the session's timeouts: {}",
             describe(&e)
         ))
-    })
-}
-
-/// Creates the history table if needed and reads it, in one round trip.
-/// Runs under the target lock, so concurrent first runs cannot race on the
-/// `CREATE TABLE`.
-async fn read_history(conn: &mut Conn, database: &str) -> Result<Vec<HistoryRow>, ExecError> {
+    })?;
     let failed = |e: mysql_async::Error| failure::history_unreadable(&describe(&e));
-    let sql = format!(
-        "{}; SELECT version, checksum, run_id FROM {}",
-        mysql::history_ddl(database),
-        mysql::history_table(database)
-    );
-    let mut result = conn.query_iter(sql).await.map_err(failed)?;
     let mut history = Vec::new();
-    // The `CREATE TABLE`'s result (no rows), then the history's.
+    // Then the `CREATE TABLE`'s (no rows), then the history's.
     while !result.is_empty() {
         let rows: Vec<(String, String, Option<String>)> = result.collect().await.map_err(failed)?;
         history.extend(
@@ -358,33 +353,26 @@ impl StepRun<'_> {
             applied.push(statement.text);
         }
         let execution_ms = i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX);
-        let recorded = match self.direction {
-            Direction::Up => {
-                conn.exec_drop(
-                    format!(
-                        "INSERT INTO {} (version, checksum, name, run_id, execution_ms, statements) \
-                         VALUES (?, ?, ?, ?, ?, ?)",
-                        self.history_table
-                    ),
-                    (
-                        &version,
-                        self.step.checksum.as_str(),
-                        &self.step.name,
-                        self.run_id.to_string(),
-                        execution_ms,
-                        self.statements.len(),
-                    ),
-                )
-                .await
-            }
-            Direction::Down => {
-                conn.exec_drop(
-                    format!("DELETE FROM {} WHERE version = ?", self.history_table),
-                    (&version,),
-                )
-                .await
-            }
+        // Plain text: a prepared statement costs a round trip more on the
+        // job's new session.
+        let record = match self.direction {
+            Direction::Up => format!(
+                "INSERT INTO {} (version, checksum, name, run_id, execution_ms, statements) \
+                 VALUES ({}, {}, {}, {}, {execution_ms}, {})",
+                self.history_table,
+                mysql::text_literal(&version),
+                mysql::text_literal(self.step.checksum.as_str()),
+                mysql::text_literal(&self.step.name),
+                mysql::text_literal(&self.run_id.to_string()),
+                self.statements.len(),
+            ),
+            Direction::Down => format!(
+                "DELETE FROM {} WHERE version = {}",
+                self.history_table,
+                mysql::text_literal(&version)
+            ),
         };
+        let recorded = conn.query_drop(record).await;
         if let Err(err) = recorded {
             return Err(failure::history_write_failed(
                 reporter,

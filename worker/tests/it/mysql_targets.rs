@@ -72,6 +72,12 @@ async fn applies_pending_migrations_to_every_mariadb_target() {
             ]
         );
         assert!(history.iter().all(|h| h.run_id == run.to_string()));
+        assert!(
+            history
+                .iter()
+                .all(|h| h.name == format!("migration {}", h.version)),
+            "{history:?}"
+        );
         let applied: Vec<(String, String)> = hub.applied(target).await;
         assert_eq!(
             applied,

@@ -148,6 +148,7 @@ impl TestHub {
 pub struct HistoryRow {
     pub version: String,
     pub checksum: String,
+    pub name: String,
     pub run_id: String,
     pub statements: i64,
 }
@@ -173,18 +174,19 @@ impl TargetDb {
         if exists == Some(0) {
             return Vec::new();
         }
-        let rows: Vec<(String, String, String, i64)> = conn
+        let rows: Vec<(String, String, String, String, i64)> = conn
             .query(
-                "SELECT version, checksum, run_id, statements FROM migrate_hub_history
+                "SELECT version, checksum, name, run_id, statements FROM migrate_hub_history
                  ORDER BY CAST(version AS DECIMAL(65, 0))",
             )
             .await
             .unwrap();
         let _ = conn.disconnect().await;
         rows.into_iter()
-            .map(|(version, checksum, run_id, statements)| HistoryRow {
+            .map(|(version, checksum, name, run_id, statements)| HistoryRow {
                 version,
                 checksum,
+                name,
                 run_id,
                 statements,
             })
