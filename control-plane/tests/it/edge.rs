@@ -370,8 +370,30 @@ async fn answers_no_handler_writes_carry_the_envelope_and_security_headers() {
     assert_error_page(&form_too_large, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
-/// Sends `request` as it is and reads the answer to the end: requests the
-/// HTTP server refuses before routing cannot be sent by an HTTP client.
+/// Whether `answer` holds a whole response with a `content-length`.
+fn complete_answer(answer: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut head = httparse::Response::new(&mut headers);
+    let Ok(httparse::Status::Complete(len)) = head.parse(answer) else {
+        return false;
+    };
+    head.headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| {
+            std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
+        .is_some_and(|body| answer.len() >= len + body)
+}
+
+/// Sends `request` as it is and reads the answer: requests the HTTP server
+/// refuses before routing cannot be sent by an HTTP client. Reading stops
+/// at the end of the answer's body (its `content-length`), or where the
+/// server closes the connection for an answer without a length.
 async fn raw_tcp(
     addr: std::net::SocketAddr,
     request: Vec<u8>,
@@ -385,17 +407,22 @@ async fn raw_tcp(
         write
     });
     let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), async {
+    let read_all = tokio::time::timeout(Duration::from_secs(30), async {
         let mut buf = [0u8; 8192];
-        while let Ok(n) = read.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
+        while !complete_answer(&answer)
+            && let Ok(n) = read.read(&mut buf).await
+            && n > 0
+        {
             answer.extend_from_slice(&buf[..n]);
         }
     })
-    .await
-    .expect("the server answers and closes within 30 s");
+    .await;
+    assert!(
+        read_all.is_ok(),
+        "no complete answer within 30 s; {} bytes came: {:?}",
+        answer.len(),
+        String::from_utf8_lossy(&answer[..answer.len().min(600)])
+    );
     writer.abort();
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut head = httparse::Response::new(&mut headers);
@@ -433,6 +460,8 @@ async fn requests_refused_before_routing_carry_the_envelope_and_security_headers
     assert_envelope(&api, StatusCode::URI_TOO_LONG, "uri_too_long");
     assert_eq!(api.1["content-length"], api.2.len().to_string().as_str());
     assert!(api.1.contains_key("date"), "{:?}", api.1);
+    // The server reads nothing more on that connection, and says so.
+    assert_eq!(api.1["connection"], "close");
     let page = raw_tcp(
         host,
         format!("GET /projects?cursor={long} HTTP/1.1\r\nHost: {host}\r\n\r\n").into(),
