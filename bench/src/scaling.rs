@@ -205,6 +205,14 @@ async fn fairness(
     stack.api.execute(&big_run, json!({})).await?;
     let mut delays = Vec::new();
     let result = async {
+        // The probes come once the large run executes (its first target
+        // claimed), so each of them is measured against it.
+        let big_id: uuid::Uuid = big_run.parse()?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while run_state(&stack.pool, big_id).await? != "running" {
+            anyhow::ensure!(Instant::now() < deadline, "the large run never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         for run in &small {
             let id: uuid::Uuid = run.parse()?;
             let executed = time::OffsetDateTime::now_utc();
@@ -225,11 +233,7 @@ async fn fairness(
             };
             // Only a probe that started while the large run held the pool
             // counts.
-            let big_state: String = sqlx::query_scalar("SELECT state FROM runs WHERE id = $1")
-                .bind(big_run.parse::<uuid::Uuid>()?)
-                .fetch_one(&stack.pool)
-                .await?;
-            if big_state == "running" {
+            if run_state(&stack.pool, big_id).await? == "running" {
                 delays.push(((started - executed).as_seconds_f64() * 1000.0).max(0.0));
             }
         }
@@ -247,6 +251,14 @@ async fn fairness(
     processes.stop().await;
     result?;
     Ok((delays, n))
+}
+
+/// The state of run `id`.
+async fn run_state(pool: &sqlx::PgPool, id: uuid::Uuid) -> anyhow::Result<String> {
+    Ok(sqlx::query_scalar("SELECT state FROM runs WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await?)
 }
 
 /// Each target execution of the run as `[worker, started, finished]`, in
