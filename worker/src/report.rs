@@ -74,8 +74,7 @@ pub struct StepTiming {
 
 impl Reporter {
     /// Records steps that have committed on the target, in order: the
-    /// hub's applied state and the per-migration history, in one
-    /// transaction.
+    /// hub's applied state and the per-migration history, in one statement.
     pub async fn steps_done(&self, steps: &[StepRecord]) -> Result<(), sqlx::Error> {
         let records: Vec<AppliedStep<'_>> = steps
             .iter()
@@ -94,9 +93,8 @@ impl Reporter {
             })
             .collect();
         with_retry("record applied steps", || async {
-            let mut tx = self.db.begin().await?;
-            lifecycle::record_steps(&mut tx, &records).await?;
-            tx.commit().await
+            let mut conn = self.db.acquire().await?;
+            Ok(lifecycle::record_steps(&mut conn, &records).await?)
         })
         .await?;
         for step in steps {

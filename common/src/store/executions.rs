@@ -61,11 +61,11 @@ pub struct AppliedStep<'a> {
     pub resumed: bool,
 }
 
-/// Records successful steps of one execution, in order, in a fixed number of
-/// statements whatever their count: the applied state (added for `up`,
-/// removed for `down`), the per-migration history rows, the execution's
-/// current version, and — when a step finished a resumed script — the end
-/// of the target's dirty mark. The caller's transaction makes it atomic.
+/// Records successful steps of one execution, in order, in one statement
+/// whatever their count (one round trip, atomic on its own): the applied
+/// state (added for `up`, removed for `down`), the per-migration history
+/// rows, the execution's current version, and — when a step finished a
+/// resumed script — the end of the target's dirty mark.
 pub async fn record_steps(
     conn: &mut PgConnection,
     steps: &[AppliedStep<'_>],
@@ -73,76 +73,60 @@ pub async fn record_steps(
     let (Some(first), Some(last)) = (steps.first(), steps.last()) else {
         return Ok(());
     };
-    let versions: Vec<String> = steps.iter().map(|s| s.version.to_string()).collect();
-    let checksums: Vec<&str> = steps.iter().map(|s| s.checksum).collect();
-    let durations: Vec<i64> = steps.iter().map(|s| s.duration_ms).collect();
-    match first.direction {
+    // The applied state: added for `up` (a version's sort key is numeric[],
+    // sent as its text form, one per row), removed for `down`.
+    let applied = match first.direction {
         Direction::Up => {
-            // A version's sort key is numeric[]; sent as its text form, one per row.
-            let keys: Vec<String> = steps
-                .iter()
-                .map(|s| format!("{{{}}}", s.version.sort_key().join(",")))
-                .collect();
-            let migrations: Vec<Uuid> = steps.iter().map(|s| s.migration_id).collect();
-            sqlx::query(
-                "INSERT INTO applied_migrations (target_id, version, version_key, migration_id, checksum, run_id, duration_ms)
-                 SELECT $1, v, k::numeric[], m, c, $2, d
-                 FROM UNNEST($3::text[], $4::text[], $5::uuid[], $6::text[], $7::int8[]) AS s(v, k, m, c, d)",
-            )
-            .bind(first.target_id)
-            .bind(first.run_id)
-            .bind(&versions)
-            .bind(&keys)
-            .bind(&migrations)
-            .bind(&checksums)
-            .bind(&durations)
-            .execute(&mut *conn)
-            .await?;
+            "INSERT INTO applied_migrations (target_id, version, version_key, migration_id, checksum, run_id, duration_ms)
+             SELECT $1, v, k::numeric[], m, c, $2, d FROM steps"
         }
         Direction::Down => {
-            sqlx::query(
-                "DELETE FROM applied_migrations WHERE target_id = $1 AND version = ANY($2)",
-            )
-            .bind(first.target_id)
-            .bind(&versions)
-            .execute(&mut *conn)
-            .await?;
+            "DELETE FROM applied_migrations WHERE target_id = $1 AND version IN (SELECT v FROM steps)"
         }
-    }
+    };
+    let sql = format!(
+        "WITH steps AS (
+           SELECT * FROM UNNEST($3::text[], $4::text[], $5::uuid[], $6::text[], $7::int8[],
+                                $8::timestamptz[], $9::int4[]) WITH ORDINALITY AS s(v, k, m, c, d, st, n, i)
+         ), applied AS (
+           {applied}
+         ), history AS (
+           INSERT INTO migration_executions (target_execution_id, target_id, version, direction, checksum, outcome,
+                                             started_at, finished_at, duration_ms, statements)
+           SELECT $10, $1, v, $11, c, 'succeeded', st, now(), d, n FROM steps ORDER BY i
+         ), clean AS (
+           DELETE FROM target_dirty_states WHERE target_id = $1 AND $12
+         )
+         UPDATE target_executions SET current_version = $13, statement_index = NULL, statements_hash = NULL
+          WHERE id = $14"
+    );
+    let versions: Vec<String> = steps.iter().map(|s| s.version.to_string()).collect();
+    let keys: Vec<String> = steps
+        .iter()
+        .map(|s| format!("{{{}}}", s.version.sort_key().join(",")))
+        .collect();
+    let migrations: Vec<Uuid> = steps.iter().map(|s| s.migration_id).collect();
+    let checksums: Vec<&str> = steps.iter().map(|s| s.checksum).collect();
+    let durations: Vec<i64> = steps.iter().map(|s| s.duration_ms).collect();
     let started: Vec<OffsetDateTime> = steps.iter().map(|s| s.started_at).collect();
     let statements: Vec<i32> = steps.iter().map(|s| s.statements).collect();
-    sqlx::query(
-        "INSERT INTO migration_executions (target_execution_id, target_id, version, direction, checksum, outcome,
-                                           started_at, finished_at, duration_ms, statements)
-         SELECT $1, $2, v, $3, c, 'succeeded', st, now(), d, n
-         FROM UNNEST($4::text[], $5::text[], $6::timestamptz[], $7::int8[], $8::int4[]) WITH ORDINALITY
-              AS s(v, c, st, d, n, i)
-         ORDER BY i",
-    )
-    .bind(first.execution_id)
-    .bind(first.target_id)
-    .bind(first.direction.as_str())
-    .bind(&versions)
-    .bind(&checksums)
-    .bind(&started)
-    .bind(&durations)
-    .bind(&statements)
-    .execute(&mut *conn)
-    .await?;
-    if steps.iter().any(|s| s.resumed) {
-        sqlx::query("DELETE FROM target_dirty_states WHERE target_id = $1")
-            .bind(first.target_id)
-            .execute(&mut *conn)
-            .await?;
-    }
-    sqlx::query(
-        "UPDATE target_executions SET current_version = $2, statement_index = NULL, statements_hash = NULL
-         WHERE id = $1",
-    )
-    .bind(last.execution_id)
-    .bind(last.version.to_string())
-    .execute(conn)
-    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(first.target_id)
+        .bind(first.run_id)
+        .bind(&versions)
+        .bind(&keys)
+        .bind(&migrations)
+        .bind(&checksums)
+        .bind(&durations)
+        .bind(&started)
+        .bind(&statements)
+        .bind(first.execution_id)
+        .bind(first.direction.as_str())
+        .bind(steps.iter().any(|s| s.resumed))
+        .bind(last.version.to_string())
+        .bind(last.execution_id)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -391,9 +391,10 @@ pub(super) async fn agree_with_hub(
 /// Records applied steps in the hub in the background, in order, while the
 /// next step already runs on the target: the target never waits for the
 /// tool database. Steps are gathered for up to [`RECORD_WINDOW`] and written
-/// together in one transaction (a fixed number of statements per batch), so
-/// a long history costs a handful of tool-database transactions, not one per
-/// migration; the run page sees a step at most that much later. A step is still recorded only after it committed on the
+/// together in one statement (one round trip per batch, whatever its size),
+/// so a long history costs a handful of tool-database round trips, not
+/// several per migration; the run page sees a step at most that much later.
+/// A step is still recorded only after it committed on the
 /// target; a hub write that fails for good stops the job at the next step
 /// boundary and leaves the target ahead of the hub, which the next run
 /// detects as drift.
@@ -405,7 +406,7 @@ pub(super) struct HubRecorder {
 /// The most steps one hub transaction records.
 const RECORD_BATCH: usize = 500;
 /// How long steps are gathered before they are written together.
-const RECORD_WINDOW: Duration = Duration::from_millis(100);
+const RECORD_WINDOW: Duration = Duration::from_millis(250);
 
 impl HubRecorder {
     pub(super) fn start(reporter: &Reporter) -> Self {
