@@ -4,7 +4,8 @@
 //! taken inline, it would lengthen every target's execution and a fan-out
 //! with it. So a finished execution hands its snapshot here, and one task
 //! per worker takes them one at a time while no job runs (or once one has
-//! waited [`MAX_DEFER`]), on a session of its own, under the target lock.
+//! waited [`MAX_DEFER`], then at most one per [`BUSY_PACE`] while jobs run),
+//! on a session of its own, under the target lock.
 //! A snapshot whose target has begun another execution since is dropped:
 //! that execution takes its own. On shutdown the ones waiting are taken
 //! before the worker stops, for at most [`DRAIN_FOR`].
@@ -35,6 +36,10 @@ use crate::{executor::TargetSpec, lock, report::Reporter};
 
 /// The longest a snapshot waits for the worker to be idle.
 pub const MAX_DEFER: Duration = Duration::from_secs(30);
+/// While jobs run, the least time between two snapshots taken because they
+/// waited [`MAX_DEFER`]: a long run's backlog is read a little at a time
+/// beside its jobs, the rest once the worker is idle.
+pub const BUSY_PACE: Duration = Duration::from_secs(1);
 /// How long a stopping worker keeps taking the snapshots still waiting.
 pub const DRAIN_FOR: Duration = Duration::from_secs(15);
 /// How often the task looks whether the worker is idle.
@@ -134,6 +139,8 @@ async fn take_all(
     concurrency: usize,
     lock_wait: Duration,
 ) {
+    // When the last snapshot taken while jobs ran was taken.
+    let mut busy_take: Option<Instant> = None;
     loop {
         let pending = match rx.try_recv() {
             Ok(pending) => pending,
@@ -151,15 +158,30 @@ async fn take_all(
                 }
             }
         };
-        // Idle, waited long enough, or stopping.
-        while permits.available_permits() < concurrency
-            && pending.queued.elapsed() < MAX_DEFER
-            && !snapshots.closing.load(Ordering::SeqCst)
-        {
+        loop {
+            let busy = permits.available_permits() < concurrency;
+            let closing = snapshots.closing.load(Ordering::SeqCst);
+            let since_busy_take = busy_take.map(|at: Instant| at.elapsed());
+            if !waits(busy, closing, pending.queued.elapsed(), since_busy_take) {
+                if busy && !closing {
+                    busy_take = Some(Instant::now());
+                }
+                break;
+            }
             tokio::time::sleep(IDLE_POLL).await;
         }
         take(&pending, lock_wait).await;
     }
+}
+
+/// Whether a snapshot that has `waited` waits longer: never when the worker
+/// is idle or stopping; while jobs run, until it has waited [`MAX_DEFER`]
+/// and the last one taken while busy is [`BUSY_PACE`] ago.
+fn waits(busy: bool, closing: bool, waited: Duration, since_busy_take: Option<Duration>) -> bool {
+    if !busy || closing {
+        return false;
+    }
+    waited < MAX_DEFER || since_busy_take.is_some_and(|since| since < BUSY_PACE)
 }
 
 /// Takes one snapshot: unless the target has begun another execution since,
@@ -229,4 +251,38 @@ async fn mysql(target: &TargetSpec, lock_wait: Duration) -> Result<Introspected,
         tracing::debug!(error = %err, "snapshot session ended with an error");
     }
     read
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn an_idle_or_stopping_worker_takes_a_snapshot_at_once() {
+        assert!(!waits(false, false, Duration::ZERO, None));
+        assert!(!waits(true, true, Duration::ZERO, Some(Duration::ZERO)));
+    }
+
+    #[test]
+    fn a_busy_worker_waits_until_the_snapshot_is_old_enough() {
+        assert!(waits(true, false, MAX_DEFER - SECOND, None));
+        assert!(!waits(true, false, MAX_DEFER, None));
+    }
+
+    #[test]
+    fn a_busy_worker_takes_old_snapshots_one_per_pace_not_back_to_back() {
+        let old = MAX_DEFER + 10 * SECOND;
+        assert!(waits(true, false, old, Some(Duration::ZERO)));
+        assert!(waits(
+            true,
+            false,
+            old,
+            Some(BUSY_PACE - Duration::from_millis(1))
+        ));
+        assert!(!waits(true, false, old, Some(BUSY_PACE)));
+        // Idle again: the backlog goes back to back.
+        assert!(!waits(false, false, old, Some(Duration::ZERO)));
+    }
 }

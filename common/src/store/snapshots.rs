@@ -212,8 +212,10 @@ pub async fn fleet(conn: &mut PgConnection, db_set_id: Uuid) -> Result<Vec<Fleet
     .await
 }
 
-/// Whether the target has begun another execution since `execution_id`
-/// finished.
+/// Whether the `after` snapshot of `execution_id` is no longer wanted: the
+/// target has begun another execution since it finished, or a drift scan
+/// already recorded its reading as that execution's `after` (a worker kept
+/// busy by a long run takes its backlog slowly).
 pub async fn superseded(
     conn: &mut PgConnection,
     target_id: Uuid,
@@ -222,7 +224,8 @@ pub async fn superseded(
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM target_executions o
                         WHERE o.target_id = $1 AND o.id <> $2
-                          AND o.started_at >= (SELECT finished_at FROM target_executions WHERE id = $2))",
+                          AND o.started_at >= (SELECT finished_at FROM target_executions WHERE id = $2))
+             OR EXISTS (SELECT 1 FROM schema_snapshots WHERE execution_id = $2 AND taken = 'after')",
     )
     .bind(target_id)
     .bind(execution_id)

@@ -247,3 +247,42 @@ async fn a_known_text_is_touched_only_when_its_mark_is_old() {
     assert!(mark().await > old, "an old mark is renewed");
     assert_eq!(texts(&hub).await, 1);
 }
+
+/// An execution whose `after` snapshot is already recorded (by its worker,
+/// or by a drift scan that took it over while a long run kept the worker
+/// busy) does not want another: a paced backlog never records it twice.
+#[tokio::test]
+async fn an_after_snapshot_already_recorded_supersedes_the_one_waiting() {
+    let hub = TestHub::new().await;
+    let project = hub.project_with_targets(1).await;
+    let target = project.targets[0].id();
+    hub.migration(&project, "1", "CREATE TABLE a (id int);", "")
+        .await;
+    let worker = hub.start_worker(1_000).await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+    assert_eq!(hub.execute_and_wait(run).await, RunState::Succeeded);
+    wait_for_snapshots(&hub, target, 2).await;
+    worker.stop().await;
+    let mut conn = hub.db.acquire().await.unwrap();
+    let (execution, _) = snapshots::execution_of(&mut conn, run, target)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        snapshots::superseded(&mut conn, target, execution)
+            .await
+            .unwrap(),
+        "its after snapshot is recorded"
+    );
+    sqlx::query("DELETE FROM schema_snapshots WHERE execution_id = $1 AND taken = 'after'")
+        .bind(execution)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    assert!(
+        !snapshots::superseded(&mut conn, target, execution)
+            .await
+            .unwrap(),
+        "without it, and with no later execution, the snapshot is still wanted"
+    );
+}
