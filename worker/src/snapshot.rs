@@ -6,8 +6,9 @@
 //! per worker takes them one at a time while no job runs (or once one has
 //! waited [`MAX_DEFER`], then at most one per [`BUSY_PACE`] while jobs run),
 //! on a session of its own, under the target lock.
-//! A snapshot whose target has begun another execution since is dropped:
-//! that execution takes its own. On shutdown the ones waiting are taken
+//! A snapshot whose target has begun another execution since is dropped
+//! (that execution takes its own), and so is one a drift scan already
+//! recorded as the execution's `after`. On shutdown the ones waiting are taken
 //! before the worker stops, for at most [`DRAIN_FOR`].
 
 use std::{

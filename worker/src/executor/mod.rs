@@ -394,16 +394,15 @@ pub(super) async fn agree_with_hub(
 /// together in one statement (one round trip per batch, whatever its size),
 /// so a long history costs a handful of tool-database round trips, not
 /// several per migration; the run page sees a step at most that much later.
-/// A step is still recorded only after it committed on the
-/// target; a hub write that fails for good stops the job at the next step
-/// boundary and leaves the target ahead of the hub, which the next run
-/// detects as drift.
+/// A step is still recorded only after it committed on the target; a hub
+/// write that fails for good stops the job at the next step boundary and
+/// leaves the target ahead of the hub, which the next run detects as drift.
 pub(super) struct HubRecorder {
     steps: mpsc::UnboundedSender<StepRecord>,
     task: JoinHandle<Result<(), ExecError>>,
 }
 
-/// The most steps one hub transaction records.
+/// The most steps one hub statement records.
 const RECORD_BATCH: usize = 500;
 /// How long steps are gathered before they are written together.
 const RECORD_WINDOW: Duration = Duration::from_millis(250);
