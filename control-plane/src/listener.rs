@@ -207,6 +207,12 @@ impl Listener for EdgeListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (io, addr) = Listener::accept(&mut self.inner).await;
+        // Answers and live-stream events go out as they are written, not
+        // held back until the client acknowledges the previous segment
+        // (Nagle's algorithm against the client's delayed ACK: up to 40 ms).
+        if let Err(err) = io.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY on an accepted connection");
+        }
         (Guarded::new(io, self.refusals.clone()), addr)
     }
 
