@@ -6,7 +6,8 @@
 //! (the control plane's CPU for a run), one watched by `watchers` live
 //! streams (the delay from each target's commit to its event at the
 //! watchers, and the memory and CPU each watcher costs); the mix then has
-//! the watchers too.
+//! the watchers too. Last, on a fourth run, every client asks for the API
+//! alone, with the watchers (the API's own bar under load).
 
 use std::{
     sync::{
@@ -121,78 +122,27 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
         .map(|(w, a)| round((w - a).max(0.0) * 1000.0 / cfg.watchers as f64));
 
     // 3. The mix: clients without pause and the watchers, on a third run.
-    let run = prepared_run(cfg, scratch, stack, slug, "mixed", &latest).await?;
-    let mixed_watchers = Watchers::opened(&addr, &stack.api.user, &run, cfg.watchers).await?;
-    let rss_before = status_kib(pid, "VmRSS:");
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let peak_rss = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let (stop, peak) = (stop.clone(), peak_rss.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                if let Some(kib) = status_kib(pid, "VmRSS:") {
-                    peak.fetch_max(kib, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
-    // The clients run on threads of their own, so the worker's tasks in
-    // this process do not delay the reading of their answers.
-    let clients = {
-        let (stop, api) = (stop.clone(), stack.api.clone());
-        let paths = [format!("/runs/{run}"), format!("/api/v1/runs/{run}")];
-        let addr = api.base.trim_start_matches("http://").to_owned();
-        let count = cfg.clients;
-        std::thread::spawn(move || -> anyhow::Result<Samples> {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            runtime.block_on(async move {
-                let clients: Vec<_> = (0..count)
-                    .map(|i| {
-                        let (stop, token) = (stop.clone(), api.user.clone());
-                        tokio::spawn(client(addr.clone(), i % 2 == 0, paths.clone(), token, stop))
-                    })
-                    .collect();
-                let mut all = Samples::default();
-                for c in clients {
-                    let s = c.await?;
-                    all.page.extend(s.page);
-                    all.api.extend(s.api);
-                    all.errors += s.errors;
-                }
-                Ok(all)
-            })
-        })
-    };
-    let started = Instant::now();
-    let cpu_before = cpu_seconds(pid);
-    let own_before = cpu_seconds(std::process::id());
-    let machine_before = crate::report::machine_busy_seconds();
-    stack.api.execute(&run, json!({})).await?;
-    let state = wait_final(&stack.pool, &run, Duration::from_secs(1800)).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu_used = cpu_seconds(pid).zip(cpu_before).map(|(a, b)| a - b);
-    let own_used = cpu_seconds(std::process::id())
-        .zip(own_before)
-        .map(|(a, b)| a - b);
-    let machine_used = crate::report::machine_busy_since(machine_before);
-    stop.store(true, Ordering::Relaxed);
-    let all = tokio::task::spawn_blocking(move || clients.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("a web client thread panicked"))??;
-    let _ = sampler.await;
+    let mix = loaded(cfg, scratch, stack, pid, slug, &latest, Mix::PageAndApi).await?;
     let served = server_side(&stack.api).await?;
-    let state = state?;
-    anyhow::ensure!(state == "succeeded", "the run under load ended {state}");
-    let mixed = mixed_watchers.finish().await?;
-    let mixed_push = Stats::of(&mixed.delays_ms);
+    // 4. API clients only, with the watchers, on a fourth run.
+    let api_only = loaded(cfg, scratch, stack, pid, slug, &latest, Mix::ApiOnly).await?;
     let hwm_kib = status_kib(pid, "VmHWM:").unwrap_or(0);
-    let peak_kib = peak_rss.load(Ordering::Relaxed).max(hwm_kib);
+    let peak_kib = mix.peak_kib.max(api_only.peak_kib).max(hwm_kib);
     let rss_mb = round(peak_kib as f64 / 1024.0);
+    let Loaded {
+        samples: all,
+        elapsed,
+        cpu_used,
+        own_used,
+        machine_used,
+        rss_before,
+        push: mixed_push,
+        watched: mixed,
+        ..
+    } = mix;
+    let api_alone = Stats::of(&api_only.samples.api);
+    let api_alone_push = Stats::of(&api_only.watched.delays_ms);
+    let api_alone_requests = api_only.samples.api.len() as u64 + api_only.samples.errors;
 
     let page = Stats::of(&all.page);
     let api = Stats::of(&all.api);
@@ -216,6 +166,24 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
         Row::new("web", "requests answered 200")
             .hub(format!("{} of {requests}", both.len()))
             .bar("all", all.errors == 0),
+        Row::new(
+            "web",
+            format!(
+                "GET /api/v1/runs/{{id}} alone: {} API clients and {} live watchers, {}-target run executing",
+                cfg.clients, cfg.watchers, cfg.pg_targets
+            ),
+        )
+        .hub(format!(
+            "p99 {} ms (p50 {} ms), {} of {api_alone_requests} answered 200; live p99 {} ms",
+            api_alone.p99_ms,
+            api_alone.p50_ms,
+            api_only.samples.api.len(),
+            api_alone_push.p99_ms
+        ))
+        .bar(
+            format!("p99 < {P99_BAR_MS} ms, all 200"),
+            api_alone.p99_ms < P99_BAR_MS && api_only.samples.errors == 0,
+        ),
         Row::new("web", "control-plane peak RSS (VmHWM)")
             .hub(format!("{rss_mb} MB"))
             .bar(format!("< {RSS_BAR_MB} MB"), rss_mb < RSS_BAR_MB),
@@ -255,6 +223,25 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
     if all.errors > 0 {
         notes.push(format!("{} requests failed or were not 200", all.errors));
     }
+    if api_only.samples.errors > 0 {
+        notes.push(format!(
+            "{} API-only requests failed or were not 200",
+            api_only.samples.errors
+        ));
+    }
+    let api_only_details = json!({
+        "seconds": round(api_only.elapsed),
+        "requests": api_alone_requests,
+        "requests_per_second": round(api_alone_requests as f64 / api_only.elapsed),
+        "errors": api_only.samples.errors,
+        "api_run": api_alone,
+        "live_push": api_alone_push,
+        "streams_ended": api_only.watched.ended,
+        "watcher_errors": api_only.watched.errors,
+        "control_plane_cpu_cores_busy": api_only.cpu_used.map(|c| round(c / api_only.elapsed)),
+        "machine_cpu_cores_busy": api_only.machine_used.map(|c| round(c / api_only.elapsed)),
+        "rss_mb_peak": round(api_only.peak_kib as f64 / 1024.0),
+    });
     Ok(Outcome {
         name: "web",
         rows,
@@ -290,26 +277,144 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
             "mixed_live_push": mixed_push,
             "mixed_streams_ended": mixed.ended,
             "mixed_watcher_errors": mixed.errors,
+            "api_only": api_only_details,
         }),
         notes,
     })
 }
 
-/// One client: its own keep-alive HTTP/1.1 connection, no pause,
-/// alternating the run page and the API (`paths`), starting with the page
-/// when `page_first`. A failed connection is opened again.
-async fn client(
-    addr: String,
-    page_first: bool,
-    paths: [String; 2],
-    token: String,
-    stop: Arc<AtomicBool>,
-) -> Samples {
+/// What the clients ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mix {
+    /// Half the clients start with the run page, half with the API, and
+    /// each alternates (`quality.md`'s web row).
+    PageAndApi,
+    /// Every client asks for `GET /api/v1/runs/{id}` only.
+    ApiOnly,
+}
+
+/// One load phase and what it measured.
+struct Loaded {
+    samples: Samples,
+    elapsed: f64,
+    cpu_used: Option<f64>,
+    own_used: Option<f64>,
+    machine_used: Option<f64>,
+    rss_before: Option<u64>,
+    /// The control plane's largest RSS seen during the phase, in KiB.
+    peak_kib: u64,
+    push: Stats,
+    watched: crate::watchers::Seen,
+}
+
+/// A fresh run executed while `cfg.clients` clients ask without pause
+/// (`mix`) and `cfg.watchers` watch its live stream.
+async fn loaded(
+    cfg: &Config,
+    scratch: &Scratch,
+    stack: &Stack,
+    pid: u32,
+    slug: &str,
+    latest: &str,
+    mix: Mix,
+) -> anyhow::Result<Loaded> {
+    let name = match mix {
+        Mix::PageAndApi => "mixed",
+        Mix::ApiOnly => "api",
+    };
+    let addr = stack.api.base.trim_start_matches("http://").to_owned();
+    let run = prepared_run(cfg, scratch, stack, slug, name, latest).await?;
+    let watchers = Watchers::opened(&addr, &stack.api.user, &run, cfg.watchers).await?;
+    let rss_before = status_kib(pid, "VmRSS:");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak_rss = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (stop, peak) = (stop.clone(), peak_rss.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(kib) = status_kib(pid, "VmRSS:") {
+                    peak.fetch_max(kib, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    // The clients run on threads of their own, so the worker's tasks in
+    // this process do not delay the reading of their answers.
+    let clients = {
+        let (stop, api) = (stop.clone(), stack.api.clone());
+        let (page, json) = (format!("/runs/{run}"), format!("/api/v1/runs/{run}"));
+        let count = cfg.clients;
+        std::thread::spawn(move || -> anyhow::Result<Samples> {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let clients: Vec<_> = (0..count)
+                    .map(|i| {
+                        let paths = match mix {
+                            Mix::PageAndApi if i % 2 == 0 => vec![page.clone(), json.clone()],
+                            Mix::PageAndApi => vec![json.clone(), page.clone()],
+                            Mix::ApiOnly => vec![json.clone()],
+                        };
+                        let (stop, token) = (stop.clone(), api.user.clone());
+                        tokio::spawn(client(addr.clone(), paths, token, stop))
+                    })
+                    .collect();
+                let mut all = Samples::default();
+                for c in clients {
+                    let s = c.await?;
+                    all.page.extend(s.page);
+                    all.api.extend(s.api);
+                    all.errors += s.errors;
+                }
+                Ok(all)
+            })
+        })
+    };
+    let started = Instant::now();
+    let cpu_before = cpu_seconds(pid);
+    let own_before = cpu_seconds(std::process::id());
+    let machine_before = crate::report::machine_busy_seconds();
+    stack.api.execute(&run, json!({})).await?;
+    let state = wait_final(&stack.pool, &run, Duration::from_secs(1800)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu_used = cpu_seconds(pid).zip(cpu_before).map(|(a, b)| a - b);
+    let own_used = cpu_seconds(std::process::id())
+        .zip(own_before)
+        .map(|(a, b)| a - b);
+    let machine_used = crate::report::machine_busy_since(machine_before);
+    stop.store(true, Ordering::Relaxed);
+    let samples = tokio::task::spawn_blocking(move || clients.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("a web client thread panicked"))??;
+    let _ = sampler.await;
+    let state = state?;
+    anyhow::ensure!(state == "succeeded", "the run under load ended {state}");
+    let watched = watchers.finish().await?;
+    Ok(Loaded {
+        samples,
+        elapsed,
+        cpu_used,
+        own_used,
+        machine_used,
+        rss_before,
+        peak_kib: peak_rss.load(Ordering::Relaxed),
+        push: Stats::of(&watched.delays_ms),
+        watched,
+    })
+}
+
+/// One client: its own keep-alive HTTP/1.1 connection, no pause, asking
+/// for `paths` in turn. A failed connection is opened again.
+async fn client(addr: String, paths: Vec<String>, token: String, stop: Arc<AtomicBool>) -> Samples {
     use http_body_util::{BodyExt as _, Empty};
     use hyper::body::Bytes;
 
     let mut samples = Samples::default();
-    let mut page = page_first;
+    let mut turn = 0;
     let authorization = format!("Bearer {token}");
     'connect: while !stop.load(Ordering::Relaxed) {
         let Ok(stream) = tokio::net::TcpStream::connect(&addr).await else {
@@ -328,7 +433,8 @@ async fn client(
         };
         let connection = tokio::spawn(connection);
         while !stop.load(Ordering::Relaxed) {
-            let path = if page { &paths[0] } else { &paths[1] };
+            let path = &paths[turn % paths.len()];
+            turn += 1;
             let request = hyper::Request::get(path.as_str())
                 .header(hyper::header::HOST, addr.as_str())
                 .header(hyper::header::AUTHORIZATION, authorization.as_str())
@@ -351,7 +457,6 @@ async fn client(
                 Ok(true) => {}
                 Ok(false) => {
                     samples.errors += 1;
-                    page = !page;
                     continue;
                 }
                 // The connection broke: open another.
@@ -361,12 +466,11 @@ async fn client(
                     continue 'connect;
                 }
             }
-            if page {
-                samples.page.push(ms);
-            } else {
+            if path.starts_with("/api/") {
                 samples.api.push(ms);
+            } else {
+                samples.page.push(ms);
             }
-            page = !page;
         }
         connection.abort();
     }

@@ -386,6 +386,21 @@ mod tests {
         assert_eq!(bare_refusal(b"{\"HTTP/1.1 414\"}"), None);
     }
 
+    #[tokio::test]
+    async fn accepted_connections_send_without_delay() {
+        let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = inner.local_addr().unwrap();
+        let mut listener = EdgeListener::new(
+            inner,
+            Refusals {
+                prepared: HashMap::new(),
+            },
+        );
+        let client = tokio::net::TcpStream::connect(addr);
+        let ((guarded, _), _client) = tokio::join!(listener.accept(), client);
+        assert!(guarded.io.nodelay().unwrap(), "TCP_NODELAY is not set");
+    }
+
     #[test]
     fn the_audience_comes_from_the_request_line() {
         assert!(machine_request(b"GET /api/v1/projects?cursor=aaaa"));
