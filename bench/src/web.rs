@@ -136,10 +136,10 @@ async fn measure(cfg: &Config, scratch: &Scratch, stack: &Stack) -> anyhow::Resu
         own_used,
         machine_used,
         rss_before,
-        push: mixed_push,
         watched: mixed,
         ..
     } = mix;
+    let mixed_push = Stats::of(&mixed.delays_ms);
     let api_alone = Stats::of(&api_only.samples.api);
     let api_alone_push = Stats::of(&api_only.watched.delays_ms);
     let api_alone_requests = api_only.samples.api.len() as u64 + api_only.samples.errors;
@@ -303,7 +303,6 @@ struct Loaded {
     rss_before: Option<u64>,
     /// The control plane's largest RSS seen during the phase, in KiB.
     peak_kib: u64,
-    push: Stats,
     watched: crate::watchers::Seen,
 }
 
@@ -402,7 +401,6 @@ async fn loaded(
         machine_used,
         rss_before,
         peak_kib: peak_rss.load(Ordering::Relaxed),
-        push: Stats::of(&watched.delays_ms),
         watched,
     })
 }
