@@ -92,22 +92,17 @@ impl StatementStop<'_> {
             resumed,
             applied,
         } = *self;
+        if lost {
+            let why =
+                format!("the session was lost while statement {index} of version {version} ran");
+            return self.unknown(reporter, cause, &why);
+        }
         let mut message = format!(
             "{cause}\nSTATEMENT: {index} of {total} in the {direction} script, at line {line}"
         );
-        let dirty = if !lost && index == 1 && !resumed {
+        let dirty = if index == 1 && !resumed {
             message.push_str(&format!("\nnothing of version {version} was applied"));
             None
-        } else if lost {
-            message.push_str(&format!(
-                "\nthe target is dirty: the session was lost while statement {index} of version \
-                 {version} ran, so whether it was applied is unknown; an admin must resolve it"
-            ));
-            Some(Box::new(reporter.dirty_mark(
-                version,
-                index,
-                &applied.hex(),
-            )))
         } else {
             message.push_str(&format!(
                 "\nthe target is dirty: statements 1 to {} of version {version} were applied and \
@@ -125,6 +120,35 @@ impl StatementStop<'_> {
             version: version.to_owned(),
             statement: index,
             dirty,
+        }
+    }
+
+    /// The error for a statement whose outcome is unknown (`why`, in words):
+    /// the target is dirty at it, with the statements before it applied.
+    pub(super) fn unknown(&self, reporter: &Reporter, cause: &str, why: &str) -> ExecError {
+        let Self {
+            version,
+            direction,
+            index,
+            total,
+            line,
+            applied,
+            ..
+        } = *self;
+        let message = format!(
+            "{cause}\nSTATEMENT: {index} of {total} in the {direction} script, at line {line}\n\
+             the target is dirty: {why}, so whether it was applied is unknown; an admin must \
+             resolve it"
+        );
+        ExecError::Statement {
+            message,
+            version: version.to_owned(),
+            statement: index,
+            dirty: Some(Box::new(reporter.dirty_mark(
+                version,
+                index,
+                &applied.hex(),
+            ))),
         }
     }
 }

@@ -26,7 +26,10 @@ use common::{
         split::{Statement, StatementsHash, split_mysql},
     },
     store::snapshots::Taken,
-    targets::mysql::{self, Flavor, describe},
+    targets::{
+        HISTORY_TABLE,
+        mysql::{self, Flavor, describe},
+    },
 };
 use mysql_async::{Conn, prelude::Queryable};
 use time::OffsetDateTime;
@@ -338,11 +341,30 @@ impl StepRun<'_> {
         let started_at = OffsetDateTime::now_utc();
         let clock = Instant::now();
         let skip = self.start.unwrap_or(0);
+        let total = self.statements.len();
+        // A script that ends by changing rows commits its last statement
+        // and its history row together: one durable commit instead of two,
+        // and no moment at which the one is there without the other.
+        let shared_commit = total > skip && self.statements[total - 1].changes_rows_only();
         let mut applied = StatementsHash::of(self.statements[..skip].iter().map(|s| s.text));
+        // What the dirty mark needs if that shared commit fails.
+        let mut before_last = None;
         for (i, statement) in self.statements.iter().enumerate().skip(skip) {
             let index = i + 1;
             progress.reached(&version, index, &applied);
-            if let Err(err) = conn.query_drop(statement.text).await {
+            let ran = if shared_commit && index == total {
+                before_last = Some(applied.clone());
+                let ran = conn
+                    .query_drop(format!("START TRANSACTION;\n{}", statement.text))
+                    .await;
+                if ran.is_err() {
+                    rollback(conn).await;
+                }
+                ran
+            } else {
+                conn.query_drop(statement.text).await
+            };
+            if let Err(err) = ran {
                 if lock_timed_out(&err) && lock_retry::retry_is_safe(false, index - skip) {
                     return Ok(Err(LockTimedOut {
                         message: describe(&err),
@@ -372,6 +394,18 @@ impl StepRun<'_> {
                 mysql::text_literal(&version)
             ),
         };
+        if let Some(before_last) = before_last {
+            if let Err(err) = conn.query_drop(format!("{record};\nCOMMIT")).await {
+                rollback(conn).await;
+                return Err(self.commit_failed(reporter, &version, &before_last, &err));
+            }
+            return Ok(Ok(StepTiming {
+                started_at,
+                duration: clock.elapsed(),
+                statements: total - skip,
+                resumed: self.start.is_some(),
+            }));
+        }
         let recorded = conn.query_drop(record).await;
         if let Err(err) = recorded {
             return Err(failure::history_write_failed(
@@ -389,6 +423,40 @@ impl StepRun<'_> {
             statements: self.statements.len() - skip,
             resumed: self.start.is_some(),
         }))
+    }
+
+    /// The error for a script whose last statement and history row were to
+    /// commit together and did not: the row was refused or the session
+    /// lost. The transaction was rolled back, but a statement on a table
+    /// that ignores transactions (MyISAM) stays applied, so whether the last
+    /// statement was applied is unknown: the target is left dirty at it.
+    fn commit_failed(
+        &self,
+        reporter: &Reporter,
+        version: &str,
+        before_last: &StatementsHash,
+        err: &mysql_async::Error,
+    ) -> ExecError {
+        let index = self.statements.len();
+        let stop = StatementStop {
+            version,
+            direction: self.direction,
+            index,
+            total: index,
+            line: self.statements[index - 1].line,
+            resumed: self.start.is_some(),
+            applied: before_last,
+        };
+        let cause = format!(
+            "could not record version {version} in {HISTORY_TABLE} together with its last \
+             statement: {}",
+            describe(err)
+        );
+        let why = format!(
+            "statement {index} of version {version} was to commit with its history row, and \
+             the commit did not succeed"
+        );
+        stop.unknown(reporter, &cause, &why)
     }
 
     /// The error for a script that stopped at the 1-based statement
@@ -413,6 +481,15 @@ impl StepRun<'_> {
         };
         let lost = !matches!(err, mysql_async::Error::Server(_));
         stop.error(reporter, &describe(err), lost)
+    }
+}
+
+/// Ends the session's open transaction after a statement of it failed. A
+/// session that cannot be told is lost, and the server rolls its
+/// transaction back itself.
+async fn rollback(conn: &mut Conn) {
+    if let Err(err) = conn.query_drop("ROLLBACK").await {
+        tracing::debug!(error = %describe(&err), "could not roll the transaction back");
     }
 }
 

@@ -280,6 +280,98 @@ async fn resumed_script_proves_its_prefix_and_continues_where_it_stopped() {
 }
 
 #[tokio::test]
+async fn a_script_ending_in_a_row_change_commits_it_with_its_history_row() {
+    let hub = TestHub::new().await;
+    let project = hub.mysql_project_with_targets(1).await;
+    let target = &project.targets[0];
+    hub.migration(&project, "1", WIDGETS_UP, WIDGETS_DOWN).await;
+    let worker = hub.start_worker(1_000).await;
+    let first = hub.approved_run(&project, Direction::Up, "1").await;
+    assert_eq!(hub.execute_and_wait(first).await, RunState::Succeeded);
+    // The script ended with an INSERT: its row and its history row are there.
+    assert_eq!(
+        target.my_scalar_i64("SELECT COUNT(*) FROM widgets").await,
+        2
+    );
+    assert_eq!(target.my_versions().await, ["1"]);
+
+    // The target refuses version 2's history row: its last statement,
+    // which was to commit with that row, is rolled back with it.
+    target
+        .my_execute(
+            "CREATE TRIGGER refuse_v2 BEFORE INSERT ON migrate_hub_history FOR EACH ROW \
+             IF NEW.version = '2' THEN \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'no history for version 2'; END IF",
+        )
+        .await;
+    hub.migration(
+        &project,
+        "2",
+        "CREATE TABLE parts (id int);\nINSERT INTO parts VALUES (1), (2);",
+        "DROP TABLE parts;",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "2").await;
+    assert_eq!(hub.execute_and_wait(run).await, RunState::Failed);
+    let execution = hub.execution(run, target).await;
+    assert_eq!(execution.statement, Some(2));
+    let error = execution.error.unwrap();
+    assert!(
+        error.starts_with(
+            "could not record version 2 in migrate_hub_history together with its last \
+             statement: ERROR 1644 (45000): no history for version 2\n\
+             STATEMENT: 2 of 2 in the up script, at line 2\n\
+             the target is dirty: statement 2 of version 2 was to commit with its history row, \
+             and the commit did not succeed, so whether it was applied is unknown"
+        ),
+        "{error}"
+    );
+    assert_eq!(target.my_scalar_i64("SELECT COUNT(*) FROM parts").await, 0);
+    assert_eq!(target.my_versions().await, ["1"]);
+    let dirty = dirty_row(&hub, target).await.expect("target is dirty");
+    assert_eq!((dirty.version.as_str(), dirty.statement_index), ("2", 2));
+    assert_eq!(
+        dirty.statements_hash,
+        StatementsHash::of(["CREATE TABLE parts (id int)"]).hex()
+    );
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_last_row_change_stops_the_script_at_it() {
+    let hub = TestHub::new().await;
+    let project = hub.mysql_project_with_targets(1).await;
+    let target = &project.targets[0];
+    hub.migration(
+        &project,
+        "1",
+        "CREATE TABLE bolts (id int PRIMARY KEY);\nINSERT INTO bolts VALUES (1), (1);",
+        "DROP TABLE bolts;",
+    )
+    .await;
+    let run = hub.approved_run(&project, Direction::Up, "1").await;
+    let worker = hub.start_worker(1_000).await;
+
+    // The refusal comes back although the statement shared its round trip
+    // with the transaction's start, and nothing is recorded.
+    assert_eq!(hub.execute_and_wait(run).await, RunState::Failed);
+    let error = hub.failure(run, target).await;
+    assert!(error.starts_with("ERROR 1062 (23000): "), "{error}");
+    assert!(
+        error.contains(
+            "STATEMENT: 2 of 2 in the up script, at line 2\n\
+             the target is dirty: statements 1 to 1 of version 1 were applied"
+        ),
+        "{error}"
+    );
+    assert_eq!(target.my_scalar_i64("SELECT COUNT(*) FROM bolts").await, 0);
+    assert!(target.my_versions().await.is_empty());
+    let dirty = dirty_row(&hub, target).await.expect("target is dirty");
+    assert_eq!((dirty.version.as_str(), dirty.statement_index), ("1", 2));
+    worker.stop().await;
+}
+
+#[tokio::test]
 async fn refused_first_statement_leaves_the_target_clean() {
     let hub = TestHub::new().await;
     let project = hub.mysql_project_with_targets(1).await;

@@ -57,6 +57,25 @@ pub struct Statement<'a> {
     pub line: usize,
 }
 
+impl Statement<'_> {
+    /// Whether the statement only changes rows on MySQL/MariaDB — it starts
+    /// with `INSERT`, `UPDATE`, `DELETE` or `REPLACE` — so it never commits
+    /// implicitly and can share a transaction with the history row of its
+    /// script. Anything else (DDL, `LOCK TABLES`, a `CALL` whose routine may
+    /// hold DDL, an executable comment, `WITH …`) is not. A statement starts
+    /// at its first token: the splitters leave leading comments out.
+    pub fn changes_rows_only(&self) -> bool {
+        let word: String = self
+            .text
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '$')
+            .collect();
+        ["INSERT", "UPDATE", "DELETE", "REPLACE"]
+            .iter()
+            .any(|keyword| word.eq_ignore_ascii_case(keyword))
+    }
+}
+
 /// The statements found so far, and where the pending one starts: what
 /// both splitters share.
 #[derive(Debug, Default)]
@@ -743,6 +762,28 @@ mod tests {
         assert_eq!(texts("SELECT 1"), ["SELECT 1"]);
         assert!(texts("").is_empty());
         assert!(texts(" ;\n-- only a comment\n/* and another */ ;").is_empty());
+    }
+
+    #[test]
+    fn row_changes_are_told_from_statements_that_commit_implicitly() {
+        let kinds: Vec<bool> = split_mysql(
+            "-- seed\ninsert into a values (1);\nUPDATE a SET x = 1;\nDelete FROM a;\n\
+             REPLACE INTO a VALUES (2);\nCREATE TABLE b (id int);\nALTER TABLE a ADD c int;\n\
+             /*!40101 INSERT INTO a VALUES (3) */;\nCALL seed();\nLOCK TABLES a WRITE;\n\
+             INSERTED_ROWS;\nWITH s AS (SELECT 1) SELECT * FROM s;\nSELECT 1;\n\
+             /* note */ UPDATE`a`SET x = 2",
+        )
+        .unwrap()
+        .iter()
+        .map(Statement::changes_rows_only)
+        .collect();
+        assert_eq!(
+            kinds,
+            [
+                true, true, true, true, false, false, false, false, false, false, false, false,
+                true
+            ]
+        );
     }
 
     #[test]
