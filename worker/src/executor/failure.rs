@@ -83,72 +83,57 @@ impl StatementStop<'_> {
     /// behind: a single statement is atomic on PostgreSQL, MariaDB 10.6+ and
     /// MySQL 8.
     pub(super) fn error(&self, reporter: &Reporter, cause: &str, lost: bool) -> ExecError {
-        let Self {
-            version,
-            direction,
-            index,
-            total,
-            line,
-            resumed,
-            applied,
-        } = *self;
+        let Self { version, index, .. } = *self;
         if lost {
             let why =
                 format!("the session was lost while statement {index} of version {version} ran");
             return self.unknown(reporter, cause, &why);
         }
-        let mut message = format!(
-            "{cause}\nSTATEMENT: {index} of {total} in the {direction} script, at line {line}"
-        );
-        let dirty = if index == 1 && !resumed {
-            message.push_str(&format!("\nnothing of version {version} was applied"));
-            None
-        } else {
-            message.push_str(&format!(
-                "\nthe target is dirty: statements 1 to {} of version {version} were applied and \
-                 stay applied; an admin must resolve it",
-                index - 1
-            ));
-            Some(Box::new(reporter.dirty_mark(
-                version,
-                index,
-                &applied.hex(),
-            )))
-        };
-        ExecError::Statement {
-            message,
-            version: version.to_owned(),
-            statement: index,
-            dirty,
+        if index == 1 && !self.resumed {
+            let message = format!(
+                "{}\nnothing of version {version} was applied",
+                self.heading(cause)
+            );
+            return self.stop(message, None);
         }
+        let message = format!(
+            "{}\nthe target is dirty: statements 1 to {} of version {version} were applied and \
+             stay applied; an admin must resolve it",
+            self.heading(cause),
+            index - 1
+        );
+        self.stop(message, Some(reporter))
     }
 
     /// The error for a statement whose outcome is unknown (`why`, in words):
     /// the target is dirty at it, with the statements before it applied.
     pub(super) fn unknown(&self, reporter: &Reporter, cause: &str, why: &str) -> ExecError {
-        let Self {
-            version,
-            direction,
-            index,
-            total,
-            line,
-            applied,
-            ..
-        } = *self;
         let message = format!(
-            "{cause}\nSTATEMENT: {index} of {total} in the {direction} script, at line {line}\n\
-             the target is dirty: {why}, so whether it was applied is unknown; an admin must \
-             resolve it"
+            "{}\nthe target is dirty: {why}, so whether it was applied is unknown; an admin must \
+             resolve it",
+            self.heading(cause)
         );
+        self.stop(message, Some(reporter))
+    }
+
+    /// The database's words, then where the script stopped.
+    fn heading(&self, cause: &str) -> String {
+        format!(
+            "{cause}\nSTATEMENT: {} of {} in the {} script, at line {}",
+            self.index, self.total, self.direction, self.line
+        )
+    }
+
+    /// The stop, leaving the target dirty at this statement when `dirty`
+    /// reports it.
+    fn stop(&self, message: String, dirty: Option<&Reporter>) -> ExecError {
         ExecError::Statement {
             message,
-            version: version.to_owned(),
-            statement: index,
-            dirty: Some(Box::new(reporter.dirty_mark(
-                version,
-                index,
-                &applied.hex(),
-            ))),
+            version: self.version.to_owned(),
+            statement: self.index,
+            dirty: dirty.map(|reporter| {
+                Box::new(reporter.dirty_mark(self.version, self.index, &self.applied.hex()))
+            }),
         }
     }
 }
