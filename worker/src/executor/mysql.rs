@@ -399,20 +399,12 @@ impl StepRun<'_> {
                 rollback(conn).await;
                 return Err(self.commit_failed(reporter, &version, &before_last, &err));
             }
-            return Ok(Ok(StepTiming {
-                started_at,
-                duration: clock.elapsed(),
-                statements: total - skip,
-                resumed: self.start.is_some(),
-            }));
-        }
-        let recorded = conn.query_drop(record).await;
-        if let Err(err) = recorded {
+        } else if let Err(err) = conn.query_drop(record).await {
             return Err(failure::history_write_failed(
                 reporter,
                 self.direction,
                 &version,
-                self.statements.len(),
+                total,
                 &applied,
                 &describe(&err),
             ));
@@ -420,7 +412,7 @@ impl StepRun<'_> {
         Ok(Ok(StepTiming {
             started_at,
             duration: clock.elapsed(),
-            statements: self.statements.len() - skip,
+            statements: total - skip,
             resumed: self.start.is_some(),
         }))
     }
